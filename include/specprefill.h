@@ -1,0 +1,178 @@
+/*
+ * specprefill — a C inference engine for Llama-family models with speculative prefill.
+ *
+ * The public API. Every function that can fail returns an sp_status (0 = SP_OK) and leaves a
+ * human-readable message in sp_last_error() (thread-local). The library never exits the process.
+ */
+#ifndef SPECPREFILL_H
+#define SPECPREFILL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef int32_t sp_token;
+
+typedef enum {
+    SP_OK = 0,
+    SP_ERR_IO = -1,          /* cannot open / read / map a file */
+    SP_ERR_FORMAT = -2,      /* malformed or inconsistent input data */
+    SP_ERR_UNSUPPORTED = -3, /* valid input the engine does not implement (type, architecture…) */
+    SP_ERR_ARGUMENT = -4,    /* caller passed an invalid argument */
+    SP_ERR_MEMORY = -5,      /* allocation failed */
+    SP_ERR_CONTEXT_FULL = -6 /* the KV cache has no room for the batch */
+} sp_status;
+
+/* The message of the last failure on this thread ("" if none). */
+const char *sp_last_error(void);
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct sp_model sp_model;
+
+typedef struct {
+    char arch[32];         /* "llama", "qwen2", "qwen3" */
+    int n_vocab;
+    int n_ctx_train;
+    int n_embd;
+    int n_layer;
+    int n_head;
+    int n_head_kv;
+    int head_dim;
+    int n_ff;
+    int n_rot;             /* rotary dimensions */
+    float rope_base;
+    float rms_eps;
+    bool tied_output;
+    uint64_t n_params;
+    uint64_t file_size;
+} sp_model_info;
+
+/* Maps a GGUF file and validates it. The file stays mapped until sp_model_free. */
+sp_status sp_model_load(const char *path, sp_model **out);
+void sp_model_free(sp_model *model);
+const sp_model_info *sp_model_get_info(const sp_model *model);
+
+/* ------------------------------------------------------------- threads */
+
+/* Number of worker threads used by every later call (0 = all cores). Process-wide. */
+sp_status sp_set_threads(int n_threads);
+int sp_get_threads(void);
+
+/* ------------------------------------------------------------- context */
+
+typedef struct sp_context sp_context;
+
+typedef enum { SP_KV_F16 = 0, SP_KV_F32 = 1 } sp_kv_type;
+
+typedef struct {
+    int n_ctx;           /* KV-cache capacity in tokens (0 = min(model's training context, 4096)) */
+    int n_batch;         /* tokens per forward micro-batch (0 = 512) */
+    sp_kv_type kv_type;  /* storage of K and V (default F16) */
+} sp_context_params;
+
+sp_context_params sp_context_default_params(void);
+sp_status sp_context_new(const sp_model *model, const sp_context_params *params, sp_context **out);
+void sp_context_free(sp_context *ctx);
+/* Forget every cached token. */
+void sp_context_reset(sp_context *ctx);
+/* Number of tokens in the KV cache. */
+int sp_context_n_cached(const sp_context *ctx);
+/* Position id of the last cached token (-1 if empty). */
+int sp_context_last_pos(const sp_context *ctx);
+int sp_context_capacity(const sp_context *ctx);
+/* Drop cached tokens from index n_keep on (cache order). */
+sp_status sp_context_truncate(sp_context *ctx, int n_keep);
+
+/*
+ * Runs the model on n tokens, each with its own position id, appending them to the KV cache.
+ * Positions may have gaps; attention is causal in cache order (a token sees every cached token
+ * and the batch tokens before it). Logits are computed only for the batch rows listed in
+ * logit_rows (indices into this batch, any order); logits_out receives n_logit_rows × n_vocab
+ * floats. logit_rows may be NULL when n_logit_rows is 0.
+ */
+sp_status sp_decode(sp_context *ctx, const sp_token *tokens, const int32_t *positions, int n,
+                    const int32_t *logit_rows, int n_logit_rows, float *logits_out);
+
+/* --------------------------------------------------------- tokenizer */
+
+typedef enum {
+    SP_TOKEN_NORMAL = 1, SP_TOKEN_UNKNOWN = 2, SP_TOKEN_CONTROL = 3,
+    SP_TOKEN_USER_DEFINED = 4, SP_TOKEN_UNUSED = 5, SP_TOKEN_BYTE = 6
+} sp_token_type;
+
+/*
+ * Tokenizes UTF-8 text (len bytes; invalid UTF-8 is an error). add_special adds BOS (and EOS)
+ * as the model's metadata asks; parse_special turns special-token markup into those tokens.
+ * *out is malloc'ed; the caller frees it.
+ */
+sp_status sp_tokenize(const sp_model *model, const char *text, size_t len, bool add_special,
+                      bool parse_special, sp_token **out, int *n_out);
+/* Raw bytes of one token (control tokens render as "" unless render_special). Returns bytes
+ * written, or the negative size needed if buf is too small. */
+int sp_token_to_bytes(const sp_model *model, sp_token token, bool render_special, char *buf, int size);
+sp_token_type sp_token_get_type(const sp_model *model, sp_token token);
+sp_token sp_token_bos(const sp_model *model);   /* -1 if none */
+sp_token sp_token_eos(const sp_model *model);
+bool sp_token_is_eog(const sp_model *model, sp_token token); /* EOS, EOT, or another end-of-generation */
+
+/* Streaming detokenizer: emits only complete UTF-8 characters. */
+typedef struct {
+    const sp_model *model;
+    bool render_special;
+    bool strip_leading_space; /* SentencePiece: drop the space of the first piece */
+    bool started;
+    unsigned char pending[8];
+    int n_pending;
+} sp_detokenizer;
+void sp_detokenizer_init(sp_detokenizer *d, const sp_model *model, bool render_special);
+/* Appends the text of `token` to out (a buffer of `size` bytes); returns bytes written (≥0), or
+ * the negative size needed. Incomplete UTF-8 stays pending until the next call. */
+int sp_detokenizer_push(sp_detokenizer *d, sp_token token, char *out, int size);
+/* Flushes what is pending (invalid UTF-8 becomes U+FFFD). */
+int sp_detokenizer_flush(sp_detokenizer *d, char *out, int size);
+
+/* ------------------------------------------------------ chat templates */
+
+typedef struct {
+    const char *role;     /* "system", "user", "assistant" */
+    const char *content;
+} sp_chat_message;
+
+/* Names of the built-in templates, NULL-terminated. */
+const char *const *sp_chat_template_names(void);
+/* Which built-in template the model's tokenizer.chat_template is (NULL if none matches). */
+const char *sp_chat_template_detect(const sp_model *model);
+/* Renders a conversation. template_name NULL = detect from the model. *out is malloc'ed. */
+sp_status sp_chat_apply(const sp_model *model, const char *template_name, const sp_chat_message *msgs,
+                        int n_msgs, bool add_generation_prompt, char **out);
+
+/* ------------------------------------------------------------- sampling */
+
+typedef struct {
+    float temperature;    /* 0 = greedy */
+    int top_k;            /* 0 = off */
+    float top_p;          /* 1 = off */
+    float min_p;          /* 0 = off */
+    float repeat_penalty; /* 1 = off */
+    int repeat_last_n;    /* how many recent tokens the penalty looks at */
+    uint64_t seed;
+} sp_sampling_params;
+
+typedef struct sp_sampler sp_sampler;
+sp_sampling_params sp_sampling_default_params(void);
+sp_status sp_sampler_new(const sp_sampling_params *params, int n_vocab, sp_sampler **out);
+void sp_sampler_free(sp_sampler *s);
+/* Picks a token from one row of logits (modified in place by penalties). */
+sp_token sp_sampler_sample(sp_sampler *s, float *logits);
+/* Remembers a token for the repetition penalty. */
+void sp_sampler_accept(sp_sampler *s, sp_token token);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

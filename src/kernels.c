@@ -1,0 +1,320 @@
+#include "kernels.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fp16.h"
+#include "quant.h"
+#include "threadpool.h"
+
+/* ------------------------------------------------------------------ scalar ISA */
+
+static float scalar_dot_f32(const float *a, const float *b, int64_t n) {
+    /* four partial sums: same association as the SIMD paths use per lane, fewer stalls */
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static void scalar_dot_f32_x4(const float *w, int64_t stride, const float *x, int64_t n, float out[4]) {
+    for (int r = 0; r < 4; r++) out[r] = scalar_dot_f32(w + r * stride, x, n);
+}
+
+static void scalar_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = sp_fp16_to_f32(src[i]);
+}
+
+static void scalar_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = sp_f32_to_fp16(src[i]);
+}
+
+static const sp_isa_kernels scalar_kernels = {
+    "scalar", scalar_dot_f32, scalar_dot_f32_x4, scalar_f16_to_f32, scalar_f32_to_f16,
+};
+
+/* ------------------------------------------------------------------ dispatch */
+
+#if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
+extern const sp_isa_kernels sp_avx2_kernels;
+extern const sp_isa_kernels sp_avx512_kernels;
+#endif
+
+const sp_isa_kernels *sp_kernels_by_name(const char *name) {
+    if (strcmp(name, "scalar") == 0) return &scalar_kernels;
+#if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
+    __builtin_cpu_init();
+    if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return &sp_avx2_kernels;
+    if (strcmp(name, "avx512") == 0 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+        return &sp_avx512_kernels;
+#endif
+    return NULL;
+}
+
+static const sp_isa_kernels *active;
+static pthread_once_t active_once = PTHREAD_ONCE_INIT;
+
+static void choose_kernels(void) {
+    const char *forced = getenv("SPECPREFILL_ISA");
+    if (forced && *forced) {
+        active = sp_kernels_by_name(forced);
+        if (active) return;
+        /* an unknown or unavailable ISA falls back to the best available one */
+    }
+    active = sp_kernels_by_name("avx512");
+    if (!active) active = sp_kernels_by_name("avx2");
+    if (!active) active = &scalar_kernels;
+}
+
+const sp_isa_kernels *sp_kernels(void) {
+    pthread_once(&active_once, choose_kernels);
+    return active;
+}
+
+void sp_kernels_select(const sp_isa_kernels *k) {
+    pthread_once(&active_once, choose_kernels);
+    active = k;
+}
+
+/* ------------------------------------------------------------------ matmul */
+
+/* Per-thread scratch for dequantized weight tiles; grows to the largest request and is reused. */
+static _Thread_local float *scratch;
+static _Thread_local size_t scratch_size;
+
+static float *scratch_get(size_t n) {
+    if (n > scratch_size) {
+        free(scratch);
+        scratch = malloc(n * sizeof *scratch);
+        scratch_size = scratch ? n : 0;
+    }
+    return scratch;
+}
+
+#define ROWS_PER_TILE 16
+
+typedef struct {
+    const sp_weight *w;
+    const float *x;
+    int n_tokens;
+    float *out;
+    int rows_per_task;
+} matmul_job;
+
+static void matmul_task(void *arg, int task, int n_tasks) {
+    (void)n_tasks;
+    const matmul_job *j = arg;
+    const sp_weight *w = j->w;
+    const sp_type_traits *tt = sp_type_traits_get(w->type);
+    const sp_isa_kernels *k = sp_kernels();
+    const int64_t K = w->n_in;
+    int64_t r0 = (int64_t)task * j->rows_per_task;
+    int64_t r1 = r0 + j->rows_per_task < w->n_out ? r0 + j->rows_per_task : w->n_out;
+    const uint8_t *base = w->data;
+
+    if (j->n_tokens == 1 && w->type != SP_TYPE_F32) {
+        /* decode: stream each row once, fused dequantize + dot */
+        for (int64_t r = r0; r < r1; r++) j->out[r] = tt->dot(base + r * w->row_bytes, j->x, K);
+        return;
+    }
+    float *tile = w->type == SP_TYPE_F32 ? NULL : scratch_get((size_t)ROWS_PER_TILE * (size_t)K);
+    for (int64_t rt = r0; rt < r1; rt += ROWS_PER_TILE) {
+        int nr = (int)(r1 - rt < ROWS_PER_TILE ? r1 - rt : ROWS_PER_TILE);
+        const float *rows;
+        if (w->type == SP_TYPE_F32) {
+            rows = (const float *)(base + rt * w->row_bytes);
+        } else if (tile) {
+            for (int r = 0; r < nr; r++) tt->dequantize(base + (rt + r) * w->row_bytes, tile + (int64_t)r * K, K);
+            rows = tile;
+        } else {
+            /* out of memory for the tile: fall back to row-by-row fused dots */
+            for (int t = 0; t < j->n_tokens; t++)
+                for (int r = 0; r < nr; r++)
+                    j->out[(int64_t)t * w->n_out + rt + r] = tt->dot(base + (rt + r) * w->row_bytes, j->x + (int64_t)t * K, K);
+            continue;
+        }
+        for (int t = 0; t < j->n_tokens; t++) {
+            const float *xt = j->x + (int64_t)t * K;
+            float *ot = j->out + (int64_t)t * w->n_out + rt;
+            int r = 0;
+            for (; r + 4 <= nr; r += 4) k->dot_f32_x4(rows + (int64_t)r * K, K, xt, K, ot + r);
+            for (; r < nr; r++) ot[r] = k->dot_f32(rows + (int64_t)r * K, xt, K);
+        }
+    }
+}
+
+void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
+    matmul_job j = {w, x, n_tokens, out, 0};
+    int n_threads = sp_threads_count();
+    /* Enough tasks for balance, each a whole number of tiles. */
+    int64_t tiles = (w->n_out + ROWS_PER_TILE - 1) / ROWS_PER_TILE;
+    int64_t n_tasks = n_threads * 4 < tiles ? n_threads * 4 : tiles;
+    int64_t tiles_per_task = (tiles + n_tasks - 1) / n_tasks;
+    j.rows_per_task = (int)(tiles_per_task * ROWS_PER_TILE);
+    n_tasks = (w->n_out + j.rows_per_task - 1) / j.rows_per_task;
+    sp_parallel_for((int)n_tasks, matmul_task, &j);
+}
+
+/* ------------------------------------------------------------------ elementwise */
+
+void sp_rmsnorm(float *out, const float *x, const float *weight, int n_rows, int n, float eps) {
+    for (int r = 0; r < n_rows; r++, x += n, out += n) {
+        double ss = 0; /* double: the sum of n squares must not lose the small ones */
+        for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+        const float scale = (float)(1.0 / sqrt(ss / n + eps));
+        for (int i = 0; i < n; i++) out[i] = x[i] * scale * (weight ? weight[i] : 1.0f);
+    }
+}
+
+void sp_rope(float *x, int n_heads, int head_dim, int pos, const sp_rope_params *p) {
+    const int half = p->n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        double theta = (double)pos * p->freq_scale * pow((double)p->base, -2.0 * i / p->n_rot);
+        if (p->freq_factors) theta /= p->freq_factors[i];
+        const float c = (float)cos(theta), s = (float)sin(theta);
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (int64_t)h * head_dim;
+            const int a = p->neox ? i : 2 * i, b = p->neox ? i + half : 2 * i + 1;
+            const float x0 = v[a], x1 = v[b];
+            v[a] = x0 * c - x1 * s;
+            v[b] = x0 * s + x1 * c;
+        }
+    }
+}
+
+void sp_silu_mul(float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+/* ------------------------------------------------------------------ attention */
+
+/* Attention for one (query, head): a single pass over the visible keys with an online softmax
+ * (running max and sum), so memory stays O(head_dim) whatever the context length. */
+typedef struct {
+    const sp_attention_args *a;
+} attention_job;
+
+static void load_row(const void *cache, bool f16, int64_t offset, int n, float *dst, const sp_isa_kernels *k) {
+    if (f16) k->f16_to_f32((const uint16_t *)cache + offset, dst, n);
+    else memcpy(dst, (const float *)cache + offset, (size_t)n * sizeof(float));
+}
+
+#define KEY_BLOCK 64
+
+static void attention_task(void *arg, int task, int n_tasks) {
+    (void)n_tasks;
+    const sp_attention_args *a = ((const attention_job *)arg)->a;
+    const sp_isa_kernels *k = sp_kernels();
+    const int qi = task / a->n_head, h = task % a->n_head;
+    const int hd = a->head_dim, kv_dim = a->n_head_kv * hd;
+    const int kvh = h / (a->n_head / a->n_head_kv);
+    const float *q = a->q + (int64_t)qi * a->n_head * hd + (int64_t)h * hd;
+    float *out = a->out + (int64_t)qi * a->n_head * hd + (int64_t)h * hd;
+    const int n = a->n_visible[qi];
+
+    float *buf = scratch_get((size_t)hd * 2 + KEY_BLOCK);
+    if (!buf) { memset(out, 0, (size_t)hd * sizeof *out); return; }
+    float *acc = buf, *row = buf + hd, *scores = buf + 2 * hd;
+    memset(acc, 0, (size_t)hd * sizeof *acc);
+    float m = -INFINITY, l = 0;
+    for (int c0 = 0; c0 < n; c0 += KEY_BLOCK) {
+        const int nb = n - c0 < KEY_BLOCK ? n - c0 : KEY_BLOCK;
+        float bmax = -INFINITY;
+        for (int c = 0; c < nb; c++) {
+            load_row(a->k_cache, a->kv_f16, (int64_t)(c0 + c) * kv_dim + (int64_t)kvh * hd, hd, row, k);
+            scores[c] = k->dot_f32(q, row, hd) * a->scale;
+            if (scores[c] > bmax) bmax = scores[c];
+        }
+        const float m_new = bmax > m ? bmax : m;
+        const float correction = expf(m - m_new);
+        l *= correction;
+        for (int d = 0; d < hd; d++) acc[d] *= correction;
+        for (int c = 0; c < nb; c++) {
+            const float p = expf(scores[c] - m_new);
+            l += p;
+            load_row(a->v_cache, a->kv_f16, (int64_t)(c0 + c) * kv_dim + (int64_t)kvh * hd, hd, row, k);
+            for (int d = 0; d < hd; d++) acc[d] += p * row[d];
+        }
+        m = m_new;
+    }
+    const float inv = l > 0 ? 1.0f / l : 0;
+    for (int d = 0; d < hd; d++) out[d] = acc[d] * inv;
+}
+
+void sp_attention(const sp_attention_args *a) {
+    attention_job j = {a};
+    sp_parallel_for(a->n_q * a->n_head, attention_task, &j);
+}
+
+typedef struct {
+    const float *q;
+    int n_q;
+    const void *k_cache;
+    bool kv_f16;
+    int n_keys, n_head, n_head_kv, head_dim;
+    float scale;
+    int pool_kernel;
+    float *acc;
+} probs_job;
+
+void sp_avg_pool_1d(float *x, int n, int kernel, double *prefix) {
+    if (kernel <= 1 || n <= 1) return;
+    const int r = kernel / 2;
+    prefix[0] = 0;
+    for (int j = 0; j < n; j++) prefix[j + 1] = prefix[j] + x[j];
+    for (int j = 0; j < n; j++) {
+        const int lo = j - r < 0 ? 0 : j - r, hi = j + r + 1 > n ? n : j + r + 1;
+        x[j] = (float)((prefix[hi] - prefix[lo]) / (hi - lo));
+    }
+}
+
+/* One task per query row: softmax per head over all keys, max over heads into acc. */
+static void probs_task(void *arg, int qi, int n_tasks) {
+    (void)n_tasks;
+    const probs_job *j = arg;
+    const sp_isa_kernels *k = sp_kernels();
+    const int hd = j->head_dim, kv_dim = j->n_head_kv * hd, group = j->n_head / j->n_head_kv;
+    /* probabilities, one key row, and n_keys+1 doubles of prefix sums for the pooling */
+    float *buf = scratch_get((size_t)j->n_keys + hd + 2 * ((size_t)j->n_keys + 1) + 2);
+    if (!buf) return;
+    float *p = buf, *row = buf + j->n_keys;
+    double *prefix = (double *)(((uintptr_t)(row + hd) + 7) & ~(uintptr_t)7);
+    float *acc = j->acc + (int64_t)qi * j->n_keys;
+    for (int h = 0; h < j->n_head; h++) {
+        const float *q = j->q + ((int64_t)qi * j->n_head + h) * hd;
+        const int kvh = h / group;
+        float mx = -INFINITY;
+        for (int c = 0; c < j->n_keys; c++) {
+            load_row(j->k_cache, j->kv_f16, (int64_t)c * kv_dim + (int64_t)kvh * hd, hd, row, k);
+            p[c] = k->dot_f32(q, row, hd) * j->scale;
+            if (p[c] > mx) mx = p[c];
+        }
+        double sum = 0;
+        for (int c = 0; c < j->n_keys; c++) {
+            p[c] = expf(p[c] - mx);
+            sum += p[c];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int c = 0; c < j->n_keys; c++) p[c] *= inv;
+        sp_avg_pool_1d(p, j->n_keys, j->pool_kernel, prefix);
+        for (int c = 0; c < j->n_keys; c++)
+            if (p[c] > acc[c]) acc[c] = p[c];
+    }
+}
+
+void sp_attention_probs_max(const float *q, int n_q, const void *k_cache, bool kv_f16, int n_keys,
+                            int n_head, int n_head_kv, int head_dim, float scale, int pool_kernel,
+                            float *acc) {
+    probs_job j = {q, n_q, k_cache, kv_f16, n_keys, n_head, n_head_kv, head_dim, scale, pool_kernel, acc};
+    if (n_keys > 0) sp_parallel_for(n_q, probs_task, &j);
+}

@@ -1,0 +1,88 @@
+/*
+ * "How" the model's operations are computed: matrix products over any weight type, norms,
+ * RoPE and attention. The model (model.c) says "what"; this layer picks the instruction set
+ * (scalar / AVX2 / AVX-512, chosen at run time) and splits work over the thread pool.
+ */
+#ifndef SP_KERNELS_H
+#define SP_KERNELS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* A weight matrix: n_out rows of n_in elements, row-major, in any supported type. */
+typedef struct {
+    const void *data;
+    uint32_t type;
+    int64_t n_in, n_out;
+    int64_t row_bytes;
+} sp_weight;
+
+/* The per-ISA primitives. Every implementation must agree with the scalar one within float
+ * rounding; tests compare them. */
+typedef struct {
+    const char *name;
+    float (*dot_f32)(const float *a, const float *b, int64_t n);
+    /* out[r] = dot(w + r*stride, x) for r < 4 */
+    void (*dot_f32_x4)(const float *w, int64_t stride, const float *x, int64_t n, float out[4]);
+    void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
+    void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
+} sp_isa_kernels;
+
+/* The kernels in use (decided once from the CPU and SPECPREFILL_ISA). */
+const sp_isa_kernels *sp_kernels(void);
+/* Kernels by name ("scalar", "avx2", "avx512"); NULL if this CPU or build lacks them. */
+const sp_isa_kernels *sp_kernels_by_name(const char *name);
+/* Switch the kernels in use (tests). */
+void sp_kernels_select(const sp_isa_kernels *k);
+
+/* out[t*n_out + r] = W[r] · x[t*n_in …] for t < n_tokens */
+void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out);
+
+/* Rows of length n: out = x / rms(x) * weight (weight may be NULL) */
+void sp_rmsnorm(float *out, const float *x, const float *weight, int n_rows, int n, float eps);
+
+/* Rotary embedding of n_heads heads of head_dim values for one token at `pos`. freq_factors
+ * (n_rot/2 values, or NULL) divide the frequencies (Llama 3). neox: pairs (i, i+n_rot/2),
+ * else adjacent pairs (2i, 2i+1). */
+typedef struct {
+    int n_rot;
+    float base;
+    float freq_scale; /* linear scaling: position multiplier (1 = none) */
+    bool neox;
+    const float *freq_factors;
+} sp_rope_params;
+void sp_rope(float *x, int n_heads, int head_dim, int pos, const sp_rope_params *p);
+
+void sp_silu_mul(float *gate, const float *up, int64_t n);
+
+/*
+ * Causal attention for a batch of n_q queries against a KV cache.
+ * q: [n_q][n_head*head_dim]; out: same shape. K and V caches: [n_cells][n_head_kv*head_dim] in
+ * F16 (kv_f16) or F32. Query i sees cells [0, first_visible[i]) — its causal limit.
+ */
+typedef struct {
+    const float *q;
+    float *out;
+    int n_q;
+    const void *k_cache, *v_cache;
+    bool kv_f16;
+    const int *n_visible; /* per query: how many cache cells it sees */
+    int n_head, n_head_kv, head_dim;
+    float scale;
+} sp_attention_args;
+void sp_attention(const sp_attention_args *a);
+
+/*
+ * Attention probabilities of a few query rows against cache cells [0, n_keys): for each head,
+ * p = softmax(q·k*scale) over those keys, optionally averaged over a window of pool_kernel
+ * tokens (≤1: none; edges average only the tokens that exist), then max-accumulated into
+ * acc[q][key]. Speculative prefill scores prompt tokens with this; memory is O(n_q × n_keys).
+ */
+void sp_attention_probs_max(const float *q, int n_q, const void *k_cache, bool kv_f16, int n_keys,
+                            int n_head, int n_head_kv, int head_dim, float scale, int pool_kernel,
+                            float *acc);
+
+/* In place: x[j] = mean of x over [j - kernel/2, j + kernel/2] ∩ [0, n). tmp holds n+1 doubles. */
+void sp_avg_pool_1d(float *x, int n, int kernel, double *tmp);
+
+#endif

@@ -1,0 +1,439 @@
+/*
+ * Loading a Llama-family model from GGUF and its forward pass. The pass reads top to bottom
+ * like llama2.c's: embed, then per layer attention and feed-forward, then the output head.
+ * Every matrix product and the attention go through kernels.h.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "quant.h"
+
+/* ------------------------------------------------------------------ loading */
+
+static sp_status key_u32(const gguf_file *f, const char *arch, const char *suffix, uint32_t *out, bool required) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (required) return gguf_get_u32(f, key, out);
+    gguf_get_u32_opt(f, key, out);
+    return SP_OK;
+}
+
+static sp_status bind_matrix(const sp_model *m, const char *name, int64_t n_in, int64_t n_out, sp_weight *w) {
+    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    if (!t) return sp_fail(SP_ERR_FORMAT, "model: tensor '%s' is missing", name);
+    if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
+        return sp_fail(SP_ERR_FORMAT, "model: tensor '%s' has shape [%lld, %lld, %lld], expected [%lld, %lld]", name,
+                       (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)n_in, (long long)n_out);
+    w->data = t->data;
+    w->type = t->type;
+    w->n_in = n_in;
+    w->n_out = n_out;
+    w->row_bytes = (int64_t)sp_row_size(t->type, n_in);
+    return SP_OK;
+}
+
+/* 1-D tensors (norms, biases, rope factors) are used as F32; other types are converted into a
+ * buffer the model owns. *cursor walks that buffer. */
+static sp_status bind_vector(sp_model *m, const char *name, int64_t n, bool required, const float **out, float **cursor) {
+    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    *out = NULL;
+    if (!t) return required ? sp_fail(SP_ERR_FORMAT, "model: tensor '%s' is missing", name) : SP_OK;
+    if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return sp_fail(SP_ERR_FORMAT, "model: tensor '%s' has %lld elements, expected %lld", name, (long long)t->ne[0], (long long)n);
+    if (t->type == SP_TYPE_F32 && ((uintptr_t)t->data % 4) == 0) {
+        *out = t->data;
+        return SP_OK;
+    }
+    sp_type_traits_get(t->type)->dequantize(t->data, *cursor, n);
+    *out = *cursor;
+    *cursor += n;
+    return SP_OK;
+}
+
+static sp_status load_hparams(sp_model *m) {
+    const gguf_file *f = m->gguf;
+    sp_model_info *info = &m->info;
+    gguf_string arch;
+    if (!gguf_get_string_opt(f, "general.architecture", &arch))
+        return sp_fail(SP_ERR_FORMAT, "model: general.architecture is missing");
+    if (gguf_string_eq(arch, "llama")) m->arch = ARCH_LLAMA;
+    else if (gguf_string_eq(arch, "qwen2")) m->arch = ARCH_QWEN2;
+    else if (gguf_string_eq(arch, "qwen3")) m->arch = ARCH_QWEN3;
+    else {
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)(arch.len < 31 ? arch.len : 31), arch.ptr);
+        return sp_fail(SP_ERR_UNSUPPORTED, "model: architecture '%s' is not supported (llama, qwen2, qwen3 are)", name);
+    }
+    snprintf(info->arch, sizeof info->arch, "%.*s", (int)arch.len, arch.ptr);
+    const char *a = info->arch;
+    uint32_t n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, n_ff = 0, n_ctx = 0, head_dim = 0, n_rot = 0;
+    sp_status st;
+    if ((st = key_u32(f, a, "embedding_length", &n_embd, true)) != SP_OK) return st;
+    if ((st = key_u32(f, a, "block_count", &n_layer, true)) != SP_OK) return st;
+    if ((st = key_u32(f, a, "attention.head_count", &n_head, true)) != SP_OK) return st;
+    if ((st = key_u32(f, a, "feed_forward_length", &n_ff, true)) != SP_OK) return st;
+    n_head_kv = n_head;
+    key_u32(f, a, "attention.head_count_kv", &n_head_kv, false);
+    key_u32(f, a, "context_length", &n_ctx, false);
+    if (n_embd == 0 || n_embd > 65536 || n_head == 0 || n_head > 1024 || n_layer > 1024 || n_ff > (1u << 20) ||
+        n_head_kv == 0 || n_head % n_head_kv != 0)
+        return sp_fail(SP_ERR_FORMAT, "model: inconsistent hyper-parameters (n_embd %u, n_head %u, n_head_kv %u, n_layer %u, n_ff %u)",
+                       n_embd, n_head, n_head_kv, n_layer, n_ff);
+    head_dim = n_embd / n_head;
+    key_u32(f, a, "attention.key_length", &head_dim, false);
+    n_rot = head_dim;
+    key_u32(f, a, "rope.dimension_count", &n_rot, false);
+    if (head_dim == 0 || head_dim > 1024 || n_rot > head_dim || n_rot % 2 != 0)
+        return sp_fail(SP_ERR_FORMAT, "model: head_dim %u / rope dimensions %u are inconsistent", head_dim, n_rot);
+    uint32_t vlen = 0;
+    if (key_u32(f, a, "attention.value_length", &vlen, false) == SP_OK && vlen != 0 && vlen != head_dim)
+        return sp_fail(SP_ERR_UNSUPPORTED, "model: value_length %u differs from key_length %u", vlen, head_dim);
+
+    char key[128];
+    float base = 10000.0f, eps = 1e-5f;
+    snprintf(key, sizeof key, "%s.rope.freq_base", a);
+    gguf_get_f32_opt(f, key, &base);
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", a);
+    gguf_get_f32_opt(f, key, &eps);
+    if (!(base > 0) || !(eps > 0) || !(eps < 1))
+        return sp_fail(SP_ERR_FORMAT, "model: rope base %g / rms eps %g out of range", base, eps);
+    float freq_scale = 1.0f;
+    gguf_string scaling;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+    if (gguf_get_string_opt(f, key, &scaling) && !gguf_string_eq(scaling, "none")) {
+        float factor = 1.0f;
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", a);
+        gguf_get_f32_opt(f, key, &factor);
+        if (gguf_string_eq(scaling, "linear")) {
+            if (!(factor > 0)) return sp_fail(SP_ERR_FORMAT, "model: rope scaling factor %g is invalid", factor);
+            freq_scale = 1.0f / factor;
+        } else if (!gguf_string_eq(scaling, "llama3")) { /* llama3 scaling lives in rope_freqs.weight */
+            return sp_fail(SP_ERR_UNSUPPORTED, "model: rope scaling '%.*s' is not supported (none, linear, llama3 are)",
+                           (int)(scaling.len < 32 ? scaling.len : 32), scaling.ptr);
+        }
+    }
+    info->n_embd = (int)n_embd;
+    info->n_layer = (int)n_layer;
+    info->n_head = (int)n_head;
+    info->n_head_kv = (int)n_head_kv;
+    info->n_ff = (int)n_ff;
+    info->n_ctx_train = (int)n_ctx;
+    info->head_dim = (int)head_dim;
+    info->n_rot = (int)n_rot;
+    info->rope_base = base;
+    info->rms_eps = eps;
+    m->rope.n_rot = (int)n_rot;
+    m->rope.base = base;
+    m->rope.freq_scale = freq_scale;
+    m->rope.neox = m->arch != ARCH_LLAMA; /* qwen2/qwen3 rotate (i, i + n_rot/2) */
+    return SP_OK;
+}
+
+static sp_status load_weights(sp_model *m) {
+    sp_model_info *info = &m->info;
+    const int64_t d = info->n_embd, hd = info->head_dim, q_dim = (int64_t)info->n_head * hd,
+                  kv_dim = (int64_t)info->n_head_kv * hd, ff = info->n_ff, nv = info->n_vocab;
+    sp_status st;
+    if ((st = bind_matrix(m, "token_embd.weight", d, nv, &m->tok_embd)) != SP_OK) return st;
+    if (gguf_find_tensor(m->gguf, "output.weight")) {
+        if ((st = bind_matrix(m, "output.weight", d, nv, &m->output)) != SP_OK) return st;
+    } else {
+        m->output = m->tok_embd;
+        info->tied_output = true;
+    }
+    /* room for every 1-D tensor in case none is stored as F32 */
+    size_t n_vec = (size_t)d + (size_t)info->n_rot / 2 +
+                   (size_t)info->n_layer * (size_t)(2 * d + 2 * hd + q_dim + 2 * kv_dim);
+    m->owned = malloc(n_vec * sizeof(float));
+    m->layers = calloc((size_t)info->n_layer ? (size_t)info->n_layer : 1, sizeof *m->layers);
+    if (!m->owned || !m->layers) return sp_fail(SP_ERR_MEMORY, "model: out of memory");
+    float *cursor = m->owned;
+    if ((st = bind_vector(m, "output_norm.weight", d, true, &m->output_norm, &cursor)) != SP_OK) return st;
+    if ((st = bind_vector(m, "rope_freqs.weight", info->n_rot / 2, false, &m->rope.freq_factors, &cursor)) != SP_OK)
+        return st;
+    for (int il = 0; il < info->n_layer; il++) {
+        sp_layer *L = &m->layers[il];
+        char name[96];
+#define BLK(suffix) (snprintf(name, sizeof name, "blk.%d.%s", il, suffix), name)
+        if ((st = bind_vector(m, BLK("attn_norm.weight"), d, true, &L->attn_norm, &cursor)) != SP_OK) return st;
+        if ((st = bind_vector(m, BLK("ffn_norm.weight"), d, true, &L->ffn_norm, &cursor)) != SP_OK) return st;
+        if ((st = bind_matrix(m, BLK("attn_q.weight"), d, q_dim, &L->wq)) != SP_OK) return st;
+        if ((st = bind_matrix(m, BLK("attn_k.weight"), d, kv_dim, &L->wk)) != SP_OK) return st;
+        if ((st = bind_matrix(m, BLK("attn_v.weight"), d, kv_dim, &L->wv)) != SP_OK) return st;
+        if ((st = bind_matrix(m, BLK("attn_output.weight"), q_dim, d, &L->wo)) != SP_OK) return st;
+        if ((st = bind_matrix(m, BLK("ffn_gate.weight"), d, ff, &L->gate)) != SP_OK) return st;
+        if ((st = bind_matrix(m, BLK("ffn_up.weight"), d, ff, &L->up)) != SP_OK) return st;
+        if ((st = bind_matrix(m, BLK("ffn_down.weight"), ff, d, &L->down)) != SP_OK) return st;
+        bool biases = m->arch == ARCH_QWEN2, qk_norm = m->arch == ARCH_QWEN3;
+        if ((st = bind_vector(m, BLK("attn_q.bias"), q_dim, biases, &L->bq, &cursor)) != SP_OK) return st;
+        if ((st = bind_vector(m, BLK("attn_k.bias"), kv_dim, biases, &L->bk, &cursor)) != SP_OK) return st;
+        if ((st = bind_vector(m, BLK("attn_v.bias"), kv_dim, biases, &L->bv, &cursor)) != SP_OK) return st;
+        if ((st = bind_vector(m, BLK("attn_q_norm.weight"), hd, qk_norm, &L->q_norm, &cursor)) != SP_OK) return st;
+        if ((st = bind_vector(m, BLK("attn_k_norm.weight"), hd, qk_norm, &L->k_norm, &cursor)) != SP_OK) return st;
+#undef BLK
+    }
+    for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
+        const gguf_tensor *t = &m->gguf->tensors[i];
+        uint64_t n = 1;
+        for (int k = 0; k < GGUF_MAX_DIMS; k++) n *= (uint64_t)t->ne[k];
+        info->n_params += n;
+    }
+    return SP_OK;
+}
+
+sp_status sp_model_load(const char *path, sp_model **out) {
+    *out = NULL;
+    sp_model *m = calloc(1, sizeof *m);
+    if (!m) return sp_fail(SP_ERR_MEMORY, "model: out of memory");
+    sp_status st = gguf_open(path, &m->gguf);
+    if (st == SP_OK) st = load_hparams(m);
+    if (st == SP_OK) st = sp_vocab_load(m->gguf, &m->vocab);
+    if (st == SP_OK) {
+        m->info.n_vocab = sp_vocab_size(m->vocab);
+        m->info.file_size = m->gguf->size;
+        m->has_weights = m->gguf->n_tensors > 0;
+        if (m->has_weights) st = load_weights(m);
+        else m->info.n_layer = 0;
+    }
+    gguf_string tmpl;
+    if (st == SP_OK && gguf_get_string_opt(m->gguf, "tokenizer.chat_template", &tmpl)) {
+        m->chat_template = malloc(tmpl.len + 1);
+        if (!m->chat_template) st = sp_fail(SP_ERR_MEMORY, "model: out of memory");
+        else {
+            memcpy(m->chat_template, tmpl.ptr, tmpl.len);
+            m->chat_template[tmpl.len] = 0;
+        }
+    }
+    if (st != SP_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", sp_last_error());
+        sp_model_free(m);
+        return sp_fail(st, "%s: %s", path, msg);
+    }
+    *out = m;
+    return SP_OK;
+}
+
+void sp_model_free(sp_model *m) {
+    if (!m) return;
+    sp_vocab_free(m->vocab);
+    gguf_close(m->gguf);
+    free(m->layers);
+    free(m->owned);
+    free(m->chat_template);
+    free(m);
+}
+
+const sp_model_info *sp_model_get_info(const sp_model *m) { return &m->info; }
+
+/* ------------------------------------------------------------------ context */
+
+sp_context_params sp_context_default_params(void) {
+    sp_context_params p = {0, 0, SP_KV_F16};
+    return p;
+}
+
+sp_status sp_context_new(const sp_model *m, const sp_context_params *params, sp_context **out) {
+    *out = NULL;
+    if (!m->has_weights) return sp_fail(SP_ERR_ARGUMENT, "context: this model file has no weights (vocabulary only)");
+    sp_context_params p = params ? *params : sp_context_default_params();
+    if (p.n_ctx < 0 || p.n_batch < 0 || (p.kv_type != SP_KV_F16 && p.kv_type != SP_KV_F32))
+        return sp_fail(SP_ERR_ARGUMENT, "context: invalid parameters");
+    if (p.n_ctx == 0) p.n_ctx = m->info.n_ctx_train > 0 && m->info.n_ctx_train < 4096 ? m->info.n_ctx_train : 4096;
+    if (p.n_batch == 0) p.n_batch = 512;
+    if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+    sp_context *c = calloc(1, sizeof *c);
+    if (!c) return sp_fail(SP_ERR_MEMORY, "context: out of memory");
+    const sp_model_info *i = &m->info;
+    const size_t kv_dim = (size_t)i->n_head_kv * i->head_dim, q_dim = (size_t)i->n_head * i->head_dim;
+    const size_t nb = (size_t)p.n_batch;
+    c->model = m;
+    c->n_ctx = p.n_ctx;
+    c->n_batch = p.n_batch;
+    c->kv_type = p.kv_type;
+    c->kv_elem = p.kv_type == SP_KV_F16 ? 2 : 4;
+    size_t kv_bytes = (size_t)i->n_layer * (size_t)p.n_ctx * kv_dim * c->kv_elem;
+    c->k_cache = malloc(kv_bytes ? kv_bytes : 1);
+    c->v_cache = malloc(kv_bytes ? kv_bytes : 1);
+    c->cell_pos = malloc((size_t)p.n_ctx * sizeof *c->cell_pos);
+    c->x = malloc(nb * (size_t)i->n_embd * sizeof(float));
+    c->xb = malloc(nb * (size_t)(i->n_embd > (int)q_dim ? i->n_embd : (int)q_dim) * sizeof(float));
+    c->q = malloc(nb * q_dim * sizeof(float));
+    c->k = malloc(nb * kv_dim * sizeof(float));
+    c->v = malloc(nb * kv_dim * sizeof(float));
+    c->att = malloc(nb * q_dim * sizeof(float));
+    c->hb = malloc(nb * (size_t)i->n_ff * sizeof(float));
+    c->hb2 = malloc(nb * (size_t)i->n_ff * sizeof(float));
+    c->logit_in = malloc(nb * (size_t)i->n_embd * sizeof(float));
+    c->n_visible = malloc(nb * sizeof(int));
+    if (!c->k_cache || !c->v_cache || !c->cell_pos || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->att ||
+        !c->hb || !c->hb2 || !c->logit_in || !c->n_visible) {
+        sp_context_free(c);
+        return sp_fail(SP_ERR_MEMORY, "context: out of memory (KV cache of %zu MiB for %d tokens)",
+                       2 * kv_bytes >> 20, p.n_ctx);
+    }
+    *out = c;
+    return SP_OK;
+}
+
+void sp_context_free(sp_context *c) {
+    if (!c) return;
+    free(c->k_cache); free(c->v_cache); free(c->cell_pos);
+    free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att);
+    free(c->hb); free(c->hb2); free(c->logit_in); free(c->n_visible);
+    free(c);
+}
+
+void sp_context_reset(sp_context *c) { c->n_cached = 0; }
+int sp_context_n_cached(const sp_context *c) { return c->n_cached; }
+int sp_context_capacity(const sp_context *c) { return c->n_ctx; }
+int sp_context_last_pos(const sp_context *c) { return c->n_cached ? c->cell_pos[c->n_cached - 1] : -1; }
+
+sp_status sp_context_truncate(sp_context *c, int n_keep) {
+    if (n_keep < 0 || n_keep > c->n_cached)
+        return sp_fail(SP_ERR_ARGUMENT, "context: cannot keep %d of %d cached tokens", n_keep, c->n_cached);
+    c->n_cached = n_keep;
+    return SP_OK;
+}
+
+/* ------------------------------------------------------------------ forward pass */
+
+static void add_bias(float *x, const float *b, int n_rows, int n) {
+    if (!b) return;
+    for (int r = 0; r < n_rows; r++)
+        for (int i = 0; i < n; i++) x[(int64_t)r * n + i] += b[i];
+}
+
+static void store_kv(sp_context *c, uint8_t *cache, int layer, int cell, const float *src, int kv_dim) {
+    uint8_t *dst = cache + (((size_t)layer * c->n_ctx + (size_t)cell) * (size_t)kv_dim) * c->kv_elem;
+    if (c->kv_type == SP_KV_F16) sp_kernels()->f32_to_f16(src, (uint16_t *)dst, kv_dim);
+    else memcpy(dst, src, (size_t)kv_dim * sizeof(float));
+}
+
+/* One micro-batch of n ≤ n_batch tokens. Logits for batch rows rows[0..n_rows). */
+static void forward_batch(sp_context *c, const sp_token *tokens, const int32_t *positions, int n,
+                          const int32_t *rows, int n_rows, float *logits, const sp_forward_opts *o) {
+    const sp_model *m = c->model;
+    const sp_model_info *info = &m->info;
+    const int d = info->n_embd, hd = info->head_dim, nh = info->n_head, nkv = info->n_head_kv;
+    const int q_dim = nh * hd, kv_dim = nkv * hd;
+    const int n_layers = o && o->n_layers > 0 && o->n_layers < info->n_layer ? o->n_layers : info->n_layer;
+    const sp_type_traits *et = sp_type_traits_get(m->tok_embd.type);
+    const float scale = 1.0f / sqrtf((float)hd);
+
+    /* embed */
+    for (int t = 0; t < n; t++)
+        et->dequantize((const uint8_t *)m->tok_embd.data + (int64_t)tokens[t] * m->tok_embd.row_bytes, c->x + (int64_t)t * d, d);
+    for (int t = 0; t < n; t++) c->n_visible[t] = c->n_cached + t + 1;
+
+    for (int il = 0; il < n_layers; il++) {
+        const sp_layer *L = &m->layers[il];
+        /* attention */
+        sp_rmsnorm(c->xb, c->x, L->attn_norm, n, d, info->rms_eps);
+        sp_matmul(&L->wq, c->xb, n, c->q);
+        sp_matmul(&L->wk, c->xb, n, c->k);
+        sp_matmul(&L->wv, c->xb, n, c->v);
+        add_bias(c->q, L->bq, n, q_dim);
+        add_bias(c->k, L->bk, n, kv_dim);
+        add_bias(c->v, L->bv, n, kv_dim);
+        if (L->q_norm) sp_rmsnorm(c->q, c->q, L->q_norm, n * nh, hd, info->rms_eps);
+        if (L->k_norm) sp_rmsnorm(c->k, c->k, L->k_norm, n * nkv, hd, info->rms_eps);
+        for (int t = 0; t < n; t++) {
+            sp_rope(c->q + (int64_t)t * q_dim, nh, hd, positions[t], &m->rope);
+            sp_rope(c->k + (int64_t)t * kv_dim, nkv, hd, positions[t], &m->rope);
+            store_kv(c, c->k_cache, il, c->n_cached + t, c->k + (int64_t)t * kv_dim, kv_dim);
+            store_kv(c, c->v_cache, il, c->n_cached + t, c->v + (int64_t)t * kv_dim, kv_dim);
+        }
+        const size_t layer_off = (size_t)il * c->n_ctx * kv_dim * c->kv_elem;
+        sp_attention_args args = {
+            c->q, c->att, n, c->k_cache + layer_off, c->v_cache + layer_off, c->kv_type == SP_KV_F16,
+            c->n_visible, nh, nkv, hd, scale,
+        };
+        sp_attention(&args);
+        if (o && o->score_acc && o->score_n_keys > 0)
+            sp_attention_probs_max(c->q, n, c->k_cache + layer_off, c->kv_type == SP_KV_F16, o->score_n_keys, nh, nkv,
+                                   hd, scale, o->score_pool_kernel, o->score_acc);
+        sp_matmul(&L->wo, c->att, n, c->xb);
+        for (int64_t i = 0; i < (int64_t)n * d; i++) c->x[i] += c->xb[i];
+
+        /* feed-forward (SwiGLU) */
+        sp_rmsnorm(c->xb, c->x, L->ffn_norm, n, d, info->rms_eps);
+        sp_matmul(&L->gate, c->xb, n, c->hb);
+        sp_matmul(&L->up, c->xb, n, c->hb2);
+        sp_silu_mul(c->hb, c->hb2, (int64_t)n * info->n_ff);
+        sp_matmul(&L->down, c->hb, n, c->xb);
+        for (int64_t i = 0; i < (int64_t)n * d; i++) c->x[i] += c->xb[i];
+    }
+    for (int t = 0; t < n; t++) c->cell_pos[c->n_cached + t] = positions[t];
+    c->n_cached += n;
+
+    /* output head, only for the rows asked for (in chunks: rows may repeat) */
+    for (int r0 = 0; r0 < n_rows; r0 += c->n_batch) {
+        const int nr = n_rows - r0 < c->n_batch ? n_rows - r0 : c->n_batch;
+        for (int r = 0; r < nr; r++)
+            sp_rmsnorm(c->logit_in + (int64_t)r * d, c->x + (int64_t)rows[r0 + r] * d, m->output_norm, 1, d, info->rms_eps);
+        sp_matmul(&m->output, c->logit_in, nr, logits + (size_t)r0 * info->n_vocab);
+    }
+}
+
+sp_status sp_forward(sp_context *c, const sp_token *tokens, const int32_t *positions, int n,
+                     const int32_t *logit_rows, int n_logit_rows, float *logits_out, const sp_forward_opts *opts) {
+    const sp_model_info *info = &c->model->info;
+    if (n < 0 || n_logit_rows < 0 || (n > 0 && (!tokens || !positions)) || (n_logit_rows > 0 && (!logit_rows || !logits_out)))
+        return sp_fail(SP_ERR_ARGUMENT, "decode: invalid arguments");
+    if (n > c->n_ctx - c->n_cached)
+        return sp_fail(SP_ERR_CONTEXT_FULL, "decode: %d tokens do not fit in the context (%d of %d cells used)", n,
+                       c->n_cached, c->n_ctx);
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= info->n_vocab)
+            return sp_fail(SP_ERR_ARGUMENT, "decode: token %d at index %d is outside the vocabulary (0..%d)", tokens[i], i,
+                           info->n_vocab - 1);
+        if (positions[i] < 0) return sp_fail(SP_ERR_ARGUMENT, "decode: negative position %d at index %d", positions[i], i);
+    }
+    for (int r = 0; r < n_logit_rows; r++)
+        if (logit_rows[r] < 0 || logit_rows[r] >= n)
+            return sp_fail(SP_ERR_ARGUMENT, "decode: logit row %d is outside the batch of %d", logit_rows[r], n);
+    if (opts && opts->score_acc && (opts->score_n_keys < 0 || opts->score_n_keys > c->n_cached))
+        return sp_fail(SP_ERR_ARGUMENT, "decode: scoring %d keys but only %d are cached", opts->score_n_keys, c->n_cached);
+
+    int32_t *rows = malloc(((size_t)n_logit_rows + 1) * sizeof *rows);
+    int32_t *order = malloc(((size_t)n_logit_rows + 1) * sizeof *order);
+    if (!rows || !order) {
+        free(rows); free(order);
+        return sp_fail(SP_ERR_MEMORY, "decode: out of memory");
+    }
+    sp_status st = SP_OK;
+    for (int b0 = 0; b0 < n; b0 += c->n_batch) {
+        const int nb = n - b0 < c->n_batch ? n - b0 : c->n_batch;
+        int n_rows = 0;
+        for (int r = 0; r < n_logit_rows; r++)
+            if (logit_rows[r] >= b0 && logit_rows[r] < b0 + nb) {
+                rows[n_rows] = logit_rows[r] - b0;
+                order[n_rows++] = r;
+            }
+        sp_forward_opts o = opts ? *opts : (sp_forward_opts){0};
+        if (o.score_acc) o.score_acc += (size_t)b0 * o.score_n_keys;
+        float *tmp = n_rows ? malloc((size_t)n_rows * info->n_vocab * sizeof(float)) : NULL;
+        if (n_rows && !tmp) {
+            st = sp_fail(SP_ERR_MEMORY, "decode: out of memory for %d rows of logits", n_rows);
+            break;
+        }
+        forward_batch(c, tokens + b0, positions + b0, nb, rows, n_rows, tmp, &o);
+        for (int r = 0; r < n_rows; r++)
+            memcpy(logits_out + (size_t)order[r] * info->n_vocab, tmp + (size_t)r * info->n_vocab,
+                   (size_t)info->n_vocab * sizeof(float));
+        free(tmp);
+    }
+    free(rows); free(order);
+    return st;
+}
+
+sp_status sp_decode(sp_context *c, const sp_token *tokens, const int32_t *positions, int n,
+                    const int32_t *logit_rows, int n_logit_rows, float *logits_out) {
+    return sp_forward(c, tokens, positions, n, logit_rows, n_logit_rows, logits_out, NULL);
+}

@@ -1,0 +1,414 @@
+/*
+ * Reference (scalar) implementations of every supported tensor type. The block layouts are
+ * ggml's, so GGUF files written by llama.cpp load bit-for-bit. Faster kernels live in
+ * kernels*.c; these stay as the definition of each format and the fallback.
+ */
+#include "quant.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <string.h>
+
+#include "fp16.h"
+
+/* ------------------------------------------------------------------ block layouts */
+
+typedef struct { uint16_t d; uint8_t qs[16]; } block_q4_0;
+typedef struct { uint16_t d, m; uint8_t qs[16]; } block_q4_1;
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } block_q5_0;
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } block_q5_1;
+typedef struct { uint16_t d; int8_t qs[32]; } block_q8_0;
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } block_q2_K;
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } block_q3_K;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } block_q4_K;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } block_q5_K;
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } block_q6_K;
+
+_Static_assert(sizeof(block_q4_0) == 18, "q4_0 layout");
+_Static_assert(sizeof(block_q4_1) == 20, "q4_1 layout");
+_Static_assert(sizeof(block_q5_0) == 22, "q5_0 layout");
+_Static_assert(sizeof(block_q5_1) == 24, "q5_1 layout");
+_Static_assert(sizeof(block_q8_0) == 34, "q8_0 layout");
+_Static_assert(sizeof(block_q2_K) == 84, "q2_K layout");
+_Static_assert(sizeof(block_q3_K) == 110, "q3_K layout");
+_Static_assert(sizeof(block_q4_K) == 144, "q4_K layout");
+_Static_assert(sizeof(block_q5_K) == 176, "q5_K layout");
+_Static_assert(sizeof(block_q6_K) == 210, "q6_K layout");
+
+/* ------------------------------------------------------------------ float types */
+
+static void dequantize_f32(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * 4); }
+static void quantize_f32(const float *src, void *dst, int64_t n) { memcpy(dst, src, (size_t)n * 4); }
+
+static void dequantize_f16(const void *src, float *dst, int64_t n) {
+    const uint16_t *s = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = sp_fp16_to_f32(s[i]);
+}
+static void quantize_f16(const float *src, void *dst, int64_t n) {
+    uint16_t *d = dst;
+    for (int64_t i = 0; i < n; i++) d[i] = sp_f32_to_fp16(src[i]);
+}
+
+static void dequantize_bf16(const void *src, float *dst, int64_t n) {
+    const uint16_t *s = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = sp_bf16_to_f32(s[i]);
+}
+static void quantize_bf16(const float *src, void *dst, int64_t n) {
+    uint16_t *d = dst;
+    for (int64_t i = 0; i < n; i++) d[i] = sp_f32_to_bf16(src[i]);
+}
+
+/* ------------------------------------------------------------------ 32-element quants */
+
+static void dequantize_q4_0(const void *src, float *dst, int64_t n) {
+    const block_q4_0 *b = src;
+    for (int64_t i = 0; i < n / 32; i++, dst += 32) {
+        const float d = sp_fp16_to_f32(b[i].d);
+        for (int j = 0; j < 16; j++) {
+            dst[j] = ((b[i].qs[j] & 0x0F) - 8) * d;
+            dst[j + 16] = ((b[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+static void quantize_q4_0(const float *src, void *dst, int64_t n) {
+    block_q4_0 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++, src += 32) {
+        float amax = 0, max = 0;
+        for (int j = 0; j < 32; j++)
+            if (fabsf(src[j]) > amax) { amax = fabsf(src[j]); max = src[j]; }
+        const float d = max / -8, id = d != 0 ? 1.0f / d : 0;
+        b[i].d = sp_f32_to_fp16(d);
+        for (int j = 0; j < 16; j++) {
+            int x0 = (int)(src[j] * id + 8.5f), x1 = (int)(src[j + 16] * id + 8.5f);
+            x0 = x0 > 15 ? 15 : x0; x1 = x1 > 15 ? 15 : x1;
+            b[i].qs[j] = (uint8_t)(x0 | (x1 << 4));
+        }
+    }
+}
+
+static void dequantize_q4_1(const void *src, float *dst, int64_t n) {
+    const block_q4_1 *b = src;
+    for (int64_t i = 0; i < n / 32; i++, dst += 32) {
+        const float d = sp_fp16_to_f32(b[i].d), m = sp_fp16_to_f32(b[i].m);
+        for (int j = 0; j < 16; j++) {
+            dst[j] = (b[i].qs[j] & 0x0F) * d + m;
+            dst[j + 16] = (b[i].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+static void quantize_q4_1(const float *src, void *dst, int64_t n) {
+    block_q4_1 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++, src += 32) {
+        float min = src[0], max = src[0];
+        for (int j = 1; j < 32; j++) { min = fminf(min, src[j]); max = fmaxf(max, src[j]); }
+        const float d = (max - min) / 15, id = d != 0 ? 1.0f / d : 0;
+        b[i].d = sp_f32_to_fp16(d);
+        b[i].m = sp_f32_to_fp16(min);
+        for (int j = 0; j < 16; j++) {
+            int x0 = (int)((src[j] - min) * id + 0.5f), x1 = (int)((src[j + 16] - min) * id + 0.5f);
+            x0 = x0 > 15 ? 15 : x0; x1 = x1 > 15 ? 15 : x1;
+            b[i].qs[j] = (uint8_t)(x0 | (x1 << 4));
+        }
+    }
+}
+
+static void dequantize_q5_0(const void *src, float *dst, int64_t n) {
+    const block_q5_0 *b = src;
+    for (int64_t i = 0; i < n / 32; i++, dst += 32) {
+        const float d = sp_fp16_to_f32(b[i].d);
+        uint32_t qh;
+        memcpy(&qh, b[i].qh, 4);
+        for (int j = 0; j < 16; j++) {
+            const int h0 = ((qh >> j) << 4) & 0x10, h1 = (qh >> (j + 12)) & 0x10;
+            dst[j] = (((b[i].qs[j] & 0x0F) | h0) - 16) * d;
+            dst[j + 16] = (((b[i].qs[j] >> 4) | h1) - 16) * d;
+        }
+    }
+}
+
+static void quantize_q5_0(const float *src, void *dst, int64_t n) {
+    block_q5_0 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++, src += 32) {
+        float amax = 0, max = 0;
+        for (int j = 0; j < 32; j++)
+            if (fabsf(src[j]) > amax) { amax = fabsf(src[j]); max = src[j]; }
+        const float d = max / -16, id = d != 0 ? 1.0f / d : 0;
+        b[i].d = sp_f32_to_fp16(d);
+        uint32_t qh = 0;
+        for (int j = 0; j < 16; j++) {
+            int x0 = (int)(src[j] * id + 16.5f), x1 = (int)(src[j + 16] * id + 16.5f);
+            x0 = x0 > 31 ? 31 : x0; x1 = x1 > 31 ? 31 : x1;
+            b[i].qs[j] = (uint8_t)((x0 & 0x0F) | ((x1 & 0x0F) << 4));
+            qh |= (uint32_t)((x0 & 0x10) >> 4) << j;
+            qh |= (uint32_t)((x1 & 0x10) >> 4) << (j + 16);
+        }
+        memcpy(b[i].qh, &qh, 4);
+    }
+}
+
+static void dequantize_q5_1(const void *src, float *dst, int64_t n) {
+    const block_q5_1 *b = src;
+    for (int64_t i = 0; i < n / 32; i++, dst += 32) {
+        const float d = sp_fp16_to_f32(b[i].d), m = sp_fp16_to_f32(b[i].m);
+        uint32_t qh;
+        memcpy(&qh, b[i].qh, 4);
+        for (int j = 0; j < 16; j++) {
+            const int h0 = ((qh >> j) << 4) & 0x10, h1 = (qh >> (j + 12)) & 0x10;
+            dst[j] = ((b[i].qs[j] & 0x0F) | h0) * d + m;
+            dst[j + 16] = ((b[i].qs[j] >> 4) | h1) * d + m;
+        }
+    }
+}
+
+static void quantize_q5_1(const float *src, void *dst, int64_t n) {
+    block_q5_1 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++, src += 32) {
+        float min = src[0], max = src[0];
+        for (int j = 1; j < 32; j++) { min = fminf(min, src[j]); max = fmaxf(max, src[j]); }
+        const float d = (max - min) / 31, id = d != 0 ? 1.0f / d : 0;
+        b[i].d = sp_f32_to_fp16(d);
+        b[i].m = sp_f32_to_fp16(min);
+        uint32_t qh = 0;
+        for (int j = 0; j < 16; j++) {
+            int x0 = (int)((src[j] - min) * id + 0.5f), x1 = (int)((src[j + 16] - min) * id + 0.5f);
+            b[i].qs[j] = (uint8_t)((x0 & 0x0F) | ((x1 & 0x0F) << 4));
+            qh |= (uint32_t)((x0 & 0x10) >> 4) << j;
+            qh |= (uint32_t)((x1 & 0x10) >> 4) << (j + 16);
+        }
+        memcpy(b[i].qh, &qh, 4);
+    }
+}
+
+static void dequantize_q8_0(const void *src, float *dst, int64_t n) {
+    const block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / 32; i++, dst += 32) {
+        const float d = sp_fp16_to_f32(b[i].d);
+        for (int j = 0; j < 32; j++) dst[j] = b[i].qs[j] * d;
+    }
+}
+
+static void quantize_q8_0(const float *src, void *dst, int64_t n) {
+    block_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++, src += 32) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(src[j]));
+        const float d = amax / 127, id = d != 0 ? 1.0f / d : 0;
+        b[i].d = sp_f32_to_fp16(d);
+        for (int j = 0; j < 32; j++) b[i].qs[j] = (int8_t)roundf(src[j] * id);
+    }
+}
+
+/* ------------------------------------------------------------------ K-quants (256 per block) */
+
+static void dequantize_q2_K(const void *src, float *dst, int64_t n) {
+    const block_q2_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = sp_fp16_to_f32(b[i].d), min = sp_fp16_to_f32(b[i].dmin);
+        const uint8_t *q = b[i].qs;
+        int is = 0;
+        for (int half = 0; half < 2; half++, q += 32) {
+            for (int shift = 0; shift < 8; shift += 2) {
+                for (int part = 0; part < 2; part++) {
+                    const uint8_t sc = b[i].scales[is++];
+                    const float dl = d * (sc & 0x0F), ml = min * (sc >> 4);
+                    for (int l = 0; l < 16; l++) *dst++ = dl * ((q[l + 16 * part] >> shift) & 3) - ml;
+                }
+            }
+        }
+    }
+}
+
+static void dequantize_q3_K(const void *src, float *dst, int64_t n) {
+    const block_q3_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d_all = sp_fp16_to_f32(b[i].d);
+        /* unpack 16 6-bit scales from 12 bytes */
+        int8_t scales[16];
+        for (int j = 0; j < 16; j++) {
+            int low = j < 8 ? (b[i].scales[j] & 0x0F) : (b[i].scales[j - 8] >> 4);
+            int high = (b[i].scales[8 + (j % 4)] >> (2 * (j / 4))) & 3;
+            scales[j] = (int8_t)((low | (high << 4)) - 32);
+        }
+        const uint8_t *q = b[i].qs, *hm = b[i].hmask;
+        uint8_t m = 1;
+        int is = 0;
+        for (int half = 0; half < 2; half++, q += 32) {
+            for (int shift = 0; shift < 8; shift += 2, m <<= 1) {
+                for (int part = 0; part < 2; part++) {
+                    const float dl = d_all * scales[is++];
+                    for (int l = 0; l < 16; l++) {
+                        const int k = l + 16 * part;
+                        *dst++ = dl * (((q[k] >> shift) & 3) - ((hm[k] & m) ? 0 : 4));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* 6-bit scale and min j (0..7) of a Q4_K/Q5_K block */
+static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (uint8_t)((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+static void dequantize_q4_K(const void *src, float *dst, int64_t n) {
+    const block_q4_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = sp_fp16_to_f32(b[i].d), min = sp_fp16_to_f32(b[i].dmin);
+        const uint8_t *q = b[i].qs;
+        for (int j = 0; j < 4; j++, q += 32) {
+            uint8_t sc, m;
+            scale_min_k4(2 * j, b[i].scales, &sc, &m);
+            const float d1 = d * sc, m1 = min * m;
+            scale_min_k4(2 * j + 1, b[i].scales, &sc, &m);
+            const float d2 = d * sc, m2 = min * m;
+            for (int l = 0; l < 32; l++) *dst++ = d1 * (q[l] & 0x0F) - m1;
+            for (int l = 0; l < 32; l++) *dst++ = d2 * (q[l] >> 4) - m2;
+        }
+    }
+}
+
+static void dequantize_q5_K(const void *src, float *dst, int64_t n) {
+    const block_q5_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = sp_fp16_to_f32(b[i].d), min = sp_fp16_to_f32(b[i].dmin);
+        const uint8_t *ql = b[i].qs, *qh = b[i].qh;
+        uint8_t u1 = 1, u2 = 2;
+        for (int j = 0; j < 4; j++, ql += 32, u1 <<= 2, u2 <<= 2) {
+            uint8_t sc, m;
+            scale_min_k4(2 * j, b[i].scales, &sc, &m);
+            const float d1 = d * sc, m1 = min * m;
+            scale_min_k4(2 * j + 1, b[i].scales, &sc, &m);
+            const float d2 = d * sc, m2 = min * m;
+            for (int l = 0; l < 32; l++) *dst++ = d1 * ((ql[l] & 0x0F) + (qh[l] & u1 ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; l++) *dst++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+        }
+    }
+}
+
+static void dequantize_q6_K(const void *src, float *dst, int64_t n) {
+    const block_q6_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = sp_fp16_to_f32(b[i].d);
+        const uint8_t *ql = b[i].ql, *qh = b[i].qh;
+        const int8_t *sc = b[i].scales;
+        for (int half = 0; half < 2; half++, dst += 128, ql += 64, qh += 32, sc += 8) {
+            for (int l = 0; l < 32; l++) {
+                const int is = l / 16;
+                const int q1 = ((ql[l] & 0x0F) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                dst[l] = d * sc[is] * q1;
+                dst[l + 32] = d * sc[is + 2] * q2;
+                dst[l + 64] = d * sc[is + 4] * q3;
+                dst[l + 96] = d * sc[is + 6] * q4;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ dot products */
+
+static float dot_f32(const void *row, const float *x, int64_t n) {
+    const float *w = row;
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += w[i] * x[i];
+    return s;
+}
+
+static float dot_f16(const void *row, const float *x, int64_t n) {
+    const uint16_t *w = row;
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += sp_fp16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_bf16(const void *row, const float *x, int64_t n) {
+    const uint16_t *w = row;
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += sp_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+/* Block-wise: dequantize one block into registers' worth of floats, then multiply. */
+#define DEFINE_BLOCK_DOT(name, bs, tsize)                                        \
+    static float dot_##name(const void *row, const float *x, int64_t n) {        \
+        const uint8_t *p = row;                                                  \
+        float tmp[bs];                                                           \
+        float s = 0;                                                             \
+        for (int64_t i = 0; i < n; i += bs, p += tsize) {                        \
+            dequantize_##name(p, tmp, bs);                                       \
+            for (int j = 0; j < bs; j++) s += tmp[j] * x[i + j];                 \
+        }                                                                        \
+        return s;                                                                \
+    }
+DEFINE_BLOCK_DOT(q4_0, 32, sizeof(block_q4_0))
+DEFINE_BLOCK_DOT(q4_1, 32, sizeof(block_q4_1))
+DEFINE_BLOCK_DOT(q5_0, 32, sizeof(block_q5_0))
+DEFINE_BLOCK_DOT(q5_1, 32, sizeof(block_q5_1))
+DEFINE_BLOCK_DOT(q8_0, 32, sizeof(block_q8_0))
+DEFINE_BLOCK_DOT(q2_K, QK_K, sizeof(block_q2_K))
+DEFINE_BLOCK_DOT(q3_K, QK_K, sizeof(block_q3_K))
+DEFINE_BLOCK_DOT(q4_K, QK_K, sizeof(block_q4_K))
+DEFINE_BLOCK_DOT(q5_K, QK_K, sizeof(block_q5_K))
+DEFINE_BLOCK_DOT(q6_K, QK_K, sizeof(block_q6_K))
+
+/* ------------------------------------------------------------------ the table */
+
+static const sp_type_traits traits[SP_TYPE_COUNT] = {
+    [SP_TYPE_F32]  = {"F32", 1, 4, dequantize_f32, quantize_f32, dot_f32},
+    [SP_TYPE_F16]  = {"F16", 1, 2, dequantize_f16, quantize_f16, dot_f16},
+    [SP_TYPE_BF16] = {"BF16", 1, 2, dequantize_bf16, quantize_bf16, dot_bf16},
+    [SP_TYPE_Q4_0] = {"Q4_0", 32, sizeof(block_q4_0), dequantize_q4_0, quantize_q4_0, dot_q4_0},
+    [SP_TYPE_Q4_1] = {"Q4_1", 32, sizeof(block_q4_1), dequantize_q4_1, quantize_q4_1, dot_q4_1},
+    [SP_TYPE_Q5_0] = {"Q5_0", 32, sizeof(block_q5_0), dequantize_q5_0, quantize_q5_0, dot_q5_0},
+    [SP_TYPE_Q5_1] = {"Q5_1", 32, sizeof(block_q5_1), dequantize_q5_1, quantize_q5_1, dot_q5_1},
+    [SP_TYPE_Q8_0] = {"Q8_0", 32, sizeof(block_q8_0), dequantize_q8_0, quantize_q8_0, dot_q8_0},
+    [SP_TYPE_Q2_K] = {"Q2_K", QK_K, sizeof(block_q2_K), dequantize_q2_K, NULL, dot_q2_K},
+    [SP_TYPE_Q3_K] = {"Q3_K", QK_K, sizeof(block_q3_K), dequantize_q3_K, NULL, dot_q3_K},
+    [SP_TYPE_Q4_K] = {"Q4_K", QK_K, sizeof(block_q4_K), dequantize_q4_K, NULL, dot_q4_K},
+    [SP_TYPE_Q5_K] = {"Q5_K", QK_K, sizeof(block_q5_K), dequantize_q5_K, NULL, dot_q5_K},
+    [SP_TYPE_Q6_K] = {"Q6_K", QK_K, sizeof(block_q6_K), dequantize_q6_K, NULL, dot_q6_K},
+};
+
+/* every ggml type name, so an unsupported one can be named in errors */
+static const char *const all_names[SP_TYPE_COUNT] = {
+    "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K",
+    "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",
+    "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16", "Q4_0_4_4", "Q4_0_4_8",
+    "Q4_0_8_8", "TQ1_0", "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4",
+};
+
+const sp_type_traits *sp_type_traits_get(uint32_t type) {
+    if (type >= SP_TYPE_COUNT || traits[type].name == NULL) return NULL;
+    return &traits[type];
+}
+
+const char *sp_type_name(uint32_t type) {
+    return type < SP_TYPE_COUNT && all_names[type] ? all_names[type] : "unknown";
+}
+
+int sp_type_from_name(const char *name) {
+    for (int t = 0; t < SP_TYPE_COUNT; t++) {
+        const char *a = all_names[t];
+        if (!a) continue;
+        size_t i = 0;
+        while (a[i] && name[i] && toupper((unsigned char)name[i]) == a[i]) i++;
+        if (!a[i] && !name[i]) return t;
+    }
+    return -1;
+}
+
+size_t sp_row_size(uint32_t type, int64_t n) {
+    const sp_type_traits *t = sp_type_traits_get(type);
+    return t ? (size_t)(n / t->block_size) * t->type_size : 0;
+}

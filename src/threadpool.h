@@ -1,0 +1,15 @@
+/*
+ * One persistent pool of worker threads for the whole process. Kernels split work with
+ * sp_parallel_for; the calling thread works too, so n_threads = 1 runs everything inline.
+ */
+#ifndef SP_THREADPOOL_H
+#define SP_THREADPOOL_H
+
+/* fn(ctx, task, n_tasks) is called once for each task in [0, n_tasks), spread over threads. */
+typedef void (*sp_task_fn)(void *ctx, int task, int n_tasks);
+void sp_parallel_for(int n_tasks, sp_task_fn fn, void *ctx);
+/* Tasks = threads: fn(ctx, thread_index, n_threads). */
+void sp_parallel_run(sp_task_fn fn, void *ctx);
+int sp_threads_count(void);
+
+#endif

@@ -1,0 +1,30 @@
+/* Shared helpers of the specprefill command-line tool. */
+#ifndef SP_CLI_H
+#define SP_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "specprefill.h"
+
+/* Each subcommand: returns the process exit code. */
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_make_model(int argc, char **argv);
+
+/* Option parsing: `--name value` or `--name=value`. Returns the value, or NULL if argv[*i]
+ * is not this option. Missing values print an error and set *bad. */
+const char *opt_value(int argc, char **argv, int *i, const char *name, const char *alias, bool *bad);
+bool opt_flag(char **argv, int i, const char *name, const char *alias);
+bool parse_int(const char *s, long min, long max, long *out);
+bool parse_float(const char *s, double min, double max, double *out);
+
+/* Reads a whole file ("-" = stdin) into a NUL-terminated malloc'ed buffer. */
+char *read_file(const char *path, size_t *len);
+double now_seconds(void);
+int fail_status(const char *what); /* prints "error: what: sp_last_error()" and returns 1 */
+
+#endif

@@ -1,0 +1,168 @@
+/* `specprefill generate`: prompt in, streamed text out, timings on stderr. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(void) {
+    printf("usage: specprefill generate -m MODEL.gguf (-p PROMPT | -f FILE) [options]\n"
+           "  -p, --prompt TEXT      the prompt\n"
+           "  -f, --file FILE        read the prompt from FILE (- for stdin)\n"
+           "  -n, --n-predict N      tokens to generate (default 128)\n"
+           "  --chat                 wrap the prompt as a user message in the model's chat template\n"
+           "  --system TEXT          system message (with --chat)\n"
+           "  --chat-template NAME   override the template: llama3, chatml, mistral-v7, mistral-nemo, llama2\n"
+           "  --temp T               temperature, 0 = greedy (default 0.8)\n"
+           "  --top-k K              (default 40, 0 = off)\n"
+           "  --top-p P              (default 0.95, 1 = off)\n"
+           "  --min-p P              (default 0.05, 0 = off)\n"
+           "  --repeat-penalty X     (default 1.0 = off); --repeat-last-n N (default 64)\n"
+           "  --seed S               sampling seed (default 0)\n"
+           "  --stop TEXT            stop when the output contains TEXT (repeatable)\n"
+           "  -c, --ctx-size N       KV-cache capacity (default: prompt + n-predict)\n"
+           "  -t, --threads N        threads (default: all cores)\n"
+           "  --kv-type f16|f32      KV-cache storage (default f16)\n");
+}
+
+#define MAX_STOPS 8
+
+int cmd_generate(int argc, char **argv) {
+    const char *model_path = NULL, *prompt = NULL, *file = NULL, *system = NULL, *tmpl = NULL;
+    const char *stops[MAX_STOPS];
+    int n_stops = 0;
+    long n_predict = 128, threads = 0, n_ctx = 0, last_n = 64, seed = 0, top_k = 40;
+    double temp = 0.8, top_p = 0.95, min_p = 0.05, rep = 1.0;
+    bool chat = false, bad = false, kv_f32 = false;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        bool ok = true;
+        if ((v = opt_value(argc, argv, &i, "--model", "-m", &bad))) model_path = v;
+        else if ((v = opt_value(argc, argv, &i, "--prompt", "-p", &bad))) prompt = v;
+        else if ((v = opt_value(argc, argv, &i, "--file", "-f", &bad))) file = v;
+        else if ((v = opt_value(argc, argv, &i, "--system", NULL, &bad))) system = v;
+        else if ((v = opt_value(argc, argv, &i, "--chat-template", NULL, &bad))) { tmpl = v; chat = true; }
+        else if ((v = opt_value(argc, argv, &i, "--n-predict", "-n", &bad))) ok = parse_int(v, 0, 1 << 20, &n_predict);
+        else if ((v = opt_value(argc, argv, &i, "--threads", "-t", &bad))) ok = parse_int(v, 0, 256, &threads);
+        else if ((v = opt_value(argc, argv, &i, "--ctx-size", "-c", &bad))) ok = parse_int(v, 0, 1 << 24, &n_ctx);
+        else if ((v = opt_value(argc, argv, &i, "--temp", NULL, &bad))) ok = parse_float(v, 0, 100, &temp);
+        else if ((v = opt_value(argc, argv, &i, "--top-k", NULL, &bad))) ok = parse_int(v, 0, 1 << 24, &top_k);
+        else if ((v = opt_value(argc, argv, &i, "--top-p", NULL, &bad))) ok = parse_float(v, 1e-9, 1, &top_p);
+        else if ((v = opt_value(argc, argv, &i, "--min-p", NULL, &bad))) ok = parse_float(v, 0, 1, &min_p);
+        else if ((v = opt_value(argc, argv, &i, "--repeat-penalty", NULL, &bad))) ok = parse_float(v, 1e-3, 100, &rep);
+        else if ((v = opt_value(argc, argv, &i, "--repeat-last-n", NULL, &bad))) ok = parse_int(v, 0, 1 << 16, &last_n);
+        else if ((v = opt_value(argc, argv, &i, "--seed", NULL, &bad))) ok = parse_int(v, 0, 0x7fffffffL, &seed);
+        else if ((v = opt_value(argc, argv, &i, "--kv-type", NULL, &bad))) { ok = !strcmp(v, "f16") || !strcmp(v, "f32"); kv_f32 = !strcmp(v, "f32"); }
+        else if ((v = opt_value(argc, argv, &i, "--stop", NULL, &bad))) {
+            if (n_stops == MAX_STOPS) { fprintf(stderr, "error: at most %d --stop strings\n", MAX_STOPS); return 2; }
+            stops[n_stops++] = v;
+        } else if (bad) return 2;
+        else if (opt_flag(argv, i, "--chat", NULL)) chat = true;
+        else if (opt_flag(argv, i, "--help", "-h")) { usage(); return 0; }
+        else { fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]); return 2; }
+        if (!ok) { fprintf(stderr, "error: bad value for %s\n", argv[i - 1]); return 2; }
+    }
+    if (!model_path || (!prompt == !file)) {
+        fprintf(stderr, "error: need -m MODEL and one of -p PROMPT / -f FILE (see --help)\n");
+        return 2;
+    }
+    if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
+    char *file_text = NULL;
+    size_t prompt_len;
+    if (file) {
+        if (!(file_text = read_file(file, &prompt_len))) return 1;
+        prompt = file_text;
+    } else {
+        prompt_len = strlen(prompt);
+    }
+    sp_model *m = NULL;
+    sp_context *ctx = NULL;
+    sp_sampler *smp = NULL;
+    char *rendered = NULL, *out_text = NULL;
+    sp_token *ids = NULL;
+    float *logits = NULL;
+    int32_t *pos = NULL;
+    int rc = 1, n_ids = 0;
+    if (sp_model_load(model_path, &m) != SP_OK) { fail_status("loading model"); goto done; }
+    const sp_model_info *info = sp_model_get_info(m);
+    if (strlen(prompt) != prompt_len) { fprintf(stderr, "error: the prompt contains a NUL byte\n"); goto done; }
+    const char *text = prompt;
+    if (chat) {
+        sp_chat_message msgs[2];
+        int n = 0;
+        if (system) msgs[n++] = (sp_chat_message){"system", system};
+        msgs[n++] = (sp_chat_message){"user", prompt};
+        if (sp_chat_apply(m, tmpl, msgs, n, true, &rendered) != SP_OK) { fail_status("chat template"); goto done; }
+        text = rendered;
+    }
+    if (sp_tokenize(m, text, strlen(text), true, chat, &ids, &n_ids) != SP_OK) { fail_status("tokenize"); goto done; }
+    /* a template that writes BOS itself, plus add_bos, would give two */
+    if (n_ids >= 2 && ids[0] == ids[1] && ids[0] == sp_token_bos(m)) memmove(ids, ids + 1, (size_t)--n_ids * sizeof *ids);
+    if (n_ids == 0) { fprintf(stderr, "error: the prompt is empty\n"); goto done; }
+    sp_context_params cp = sp_context_default_params();
+    cp.n_ctx = n_ctx ? (int)n_ctx : n_ids + (int)n_predict;
+    cp.kv_type = kv_f32 ? SP_KV_F32 : SP_KV_F16;
+    if (n_ids + n_predict > cp.n_ctx) {
+        fprintf(stderr, "error: prompt (%d tokens) + %ld to generate exceed the context of %d\n", n_ids, n_predict, cp.n_ctx);
+        goto done;
+    }
+    if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
+    sp_sampling_params sp = {(float)temp, (int)top_k, (float)top_p, (float)min_p, (float)rep, (int)last_n, (uint64_t)seed};
+    if (sp_sampler_new(&sp, info->n_vocab, &smp) != SP_OK) { fail_status("sampler"); goto done; }
+    logits = malloc((size_t)info->n_vocab * sizeof *logits);
+    pos = malloc((size_t)n_ids * sizeof *pos);
+    size_t out_cap = 4096, out_len = 0;
+    out_text = malloc(out_cap);
+    if (!logits || !pos || !out_text) { fprintf(stderr, "error: out of memory\n"); goto done; }
+    for (int i = 0; i < n_ids; i++) { pos[i] = i; sp_sampler_accept(smp, ids[i]); }
+
+    double t0 = now_seconds();
+    int32_t last = n_ids - 1;
+    if (sp_decode(ctx, ids, pos, n_ids, &last, 1, logits) != SP_OK) { fail_status("prefill"); goto done; }
+    double t_first = now_seconds();
+    sp_detokenizer d;
+    sp_detokenizer_init(&d, m, false);
+    int n_gen = 0;
+    char buf[1024];
+    bool stopped = false;
+    while (n_gen < n_predict && !stopped) {
+        sp_token t = sp_sampler_sample(smp, logits);
+        if (sp_token_is_eog(m, t)) break;
+        sp_sampler_accept(smp, t);
+        n_gen++;
+        int k = sp_detokenizer_push(&d, t, buf, sizeof buf);
+        if (k > 0) {
+            if (out_len + (size_t)k + 1 > out_cap) {
+                char *p = realloc(out_text, out_cap = 2 * (out_len + (size_t)k + 1));
+                if (!p) { fprintf(stderr, "error: out of memory\n"); goto done; }
+                out_text = p;
+            }
+            memcpy(out_text + out_len, buf, (size_t)k);
+            out_len += (size_t)k;
+            out_text[out_len] = 0;
+            fwrite(buf, 1, (size_t)k, stdout);
+            fflush(stdout);
+            for (int s = 0; s < n_stops; s++) {
+                size_t sl = strlen(stops[s]), from = out_len > (size_t)k + sl ? out_len - (size_t)k - sl : 0;
+                if (strstr(out_text + from, stops[s])) stopped = true;
+            }
+        }
+        if (n_gen == n_predict || stopped) break;
+        int32_t p = n_ids + n_gen - 1, row = 0;
+        if (sp_decode(ctx, &t, &p, 1, &row, 1, logits) != SP_OK) { fail_status("decode"); goto done; }
+    }
+    int k = sp_detokenizer_flush(&d, buf, sizeof buf);
+    if (k > 0) fwrite(buf, 1, (size_t)k, stdout);
+    printf("\n");
+    double t_end = now_seconds();
+    double prefill = t_first - t0, gen = t_end - t_first;
+    fprintf(stderr, "\nprompt: %d tokens in %.3f s (%.1f tokens/s); TTFT %.3f s\n", n_ids, prefill, n_ids / prefill, prefill);
+    fprintf(stderr, "generation: %d tokens in %.3f s (%.1f tokens/s)\n", n_gen, gen, n_gen > 1 ? (n_gen - 1) / gen : 0.0);
+    rc = 0;
+done:
+    free(file_text); free(rendered); free(out_text); free(ids); free(logits); free(pos);
+    sp_sampler_free(smp);
+    sp_context_free(ctx);
+    sp_model_free(m);
+    return rc;
+}

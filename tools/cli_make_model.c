@@ -1,0 +1,239 @@
+/* `specprefill make-model`: random-weight GGUF files of real shapes, for tests and benchmarks.
+ * Weights are seeded N(0, 0.02²) matrices and 1 + 0.1·N(0,1) norms, like the fixtures. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "gguf_writer.h"
+#include "model.h"
+#include "quant.h"
+
+typedef struct {
+    uint64_t seed;
+    int n_tensors;
+    uint32_t *types;
+    int64_t (*ne)[2];
+    uint8_t *kind; /* 0 matrix, 1 norm, 2 bias, 3 rope factors */
+} fill_ctx;
+
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static float rng_normal(uint64_t *s) {
+    double u1 = ((rng_next(s) >> 11) + 1.0) * 0x1.0p-53, u2 = (rng_next(s) >> 11) * 0x1.0p-53;
+    return (float)(sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+static sp_status fill(void *arg, int index, void *dst, uint64_t n_bytes) {
+    (void)n_bytes;
+    fill_ctx *c = arg;
+    uint64_t s = c->seed * 1000003u + (uint64_t)index;
+    const int64_t n_in = c->ne[index][0], rows = c->ne[index][1];
+    const sp_type_traits *tt = sp_type_traits_get(c->types[index]);
+    float *row = malloc((size_t)n_in * sizeof *row);
+    if (!row) return SP_ERR_MEMORY;
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t i = 0; i < n_in; i++) {
+            switch (c->kind[index]) {
+            case 0: row[i] = 0.02f * rng_normal(&s); break;
+            case 1: row[i] = 1.0f + 0.1f * rng_normal(&s); break;
+            case 2: row[i] = 0.1f * rng_normal(&s); break;
+            default: row[i] = i < n_in / 4 ? 1.0f : i < n_in / 2 ? 4.0f : 32.0f; break;
+            }
+        }
+        tt->quantize(row, (uint8_t *)dst + (size_t)r * sp_row_size(c->types[index], n_in), n_in);
+    }
+    free(row);
+    return SP_OK;
+}
+
+static void usage(void) {
+    printf("usage: specprefill make-model -o OUT.gguf [options]\n"
+           "  --preset NAME       1b (Llama-3.2-1B shape) or draft (n_embd 512, 8 layers, 8/4 heads, ffn 1536)\n"
+           "  --arch A            llama (default), qwen2, qwen3\n"
+           "  --n-embd N --n-layer N --n-head N --n-head-kv N --n-ff N   shape (default: a tiny model)\n"
+           "  --n-vocab N         size of the built-in byte-level vocabulary (default 512, without --vocab-from)\n"
+           "  --vocab-from FILE   copy the tokenizer (and its vocabulary size) from another GGUF\n"
+           "  --type T            type of the matrices: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (default F16)\n"
+           "  --tied              no output.weight: logits use the token embedding\n"
+           "  --rope-base X       (default 500000); --ctx N training context (default 8192)\n"
+           "  --seed S            (default 1)\n");
+}
+
+static const char *builtin_template =
+    "{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+    "{{ message['content'] | trim }}<|eot_id|>{% endfor %}";
+
+int cmd_make_model(int argc, char **argv) {
+    const char *out = NULL, *vocab_from = NULL, *arch = "llama", *preset = NULL;
+    long n_embd = 256, n_layer = 2, n_head = 4, n_head_kv = 2, n_ff = 768, n_vocab = 512, seed = 1, ctx = 8192;
+    double rope_base = 500000;
+    int type = SP_TYPE_F16;
+    bool tied = false, bad = false;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        bool ok = true;
+        if ((v = opt_value(argc, argv, &i, "--output", "-o", &bad))) out = v;
+        else if ((v = opt_value(argc, argv, &i, "--preset", NULL, &bad))) {
+            preset = v;
+            if (!strcmp(v, "1b")) { n_embd = 2048; n_layer = 16; n_head = 32; n_head_kv = 8; n_ff = 8192; tied = true; }
+            else if (!strcmp(v, "draft")) { n_embd = 512; n_layer = 8; n_head = 8; n_head_kv = 4; n_ff = 1536; tied = true; }
+            else ok = false;
+        }
+        else if ((v = opt_value(argc, argv, &i, "--arch", NULL, &bad))) { arch = v; ok = !strcmp(v, "llama") || !strcmp(v, "qwen2") || !strcmp(v, "qwen3"); }
+        else if ((v = opt_value(argc, argv, &i, "--n-embd", NULL, &bad))) ok = parse_int(v, 32, 65536, &n_embd);
+        else if ((v = opt_value(argc, argv, &i, "--n-layer", NULL, &bad))) ok = parse_int(v, 1, 512, &n_layer);
+        else if ((v = opt_value(argc, argv, &i, "--n-head", NULL, &bad))) ok = parse_int(v, 1, 1024, &n_head);
+        else if ((v = opt_value(argc, argv, &i, "--n-head-kv", NULL, &bad))) ok = parse_int(v, 1, 1024, &n_head_kv);
+        else if ((v = opt_value(argc, argv, &i, "--n-ff", NULL, &bad))) ok = parse_int(v, 32, 1 << 20, &n_ff);
+        else if ((v = opt_value(argc, argv, &i, "--n-vocab", NULL, &bad))) ok = parse_int(v, 261, 1 << 20, &n_vocab);
+        else if ((v = opt_value(argc, argv, &i, "--vocab-from", NULL, &bad))) vocab_from = v;
+        else if ((v = opt_value(argc, argv, &i, "--seed", NULL, &bad))) ok = parse_int(v, 0, 0x7fffffffL, &seed);
+        else if ((v = opt_value(argc, argv, &i, "--ctx", NULL, &bad))) ok = parse_int(v, 1, 1 << 24, &ctx);
+        else if ((v = opt_value(argc, argv, &i, "--rope-base", NULL, &bad))) ok = parse_float(v, 1, 1e12, &rope_base);
+        else if ((v = opt_value(argc, argv, &i, "--type", NULL, &bad))) {
+            type = sp_type_from_name(v);
+            const sp_type_traits *tt = type >= 0 ? sp_type_traits_get((uint32_t)type) : NULL;
+            if (!tt || !tt->quantize) { fprintf(stderr, "error: cannot write tensors of type '%s'\n", v); return 2; }
+        } else if (bad) return 2;
+        else if (opt_flag(argv, i, "--tied", NULL)) tied = true;
+        else if (opt_flag(argv, i, "--help", "-h")) { usage(); return 0; }
+        else { fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]); return 2; }
+        if (!ok) { fprintf(stderr, "error: bad value for %s\n", argv[i - 1]); return 2; }
+    }
+    (void)preset;
+    if (!out) { fprintf(stderr, "error: -o OUT.gguf is required\n"); return 2; }
+    if (n_embd % n_head || n_head % n_head_kv) { fprintf(stderr, "error: n_embd must divide by n_head, n_head by n_head_kv\n"); return 2; }
+    const int blk = sp_type_traits_get((uint32_t)type)->block_size;
+    if (n_embd % blk || n_ff % blk) { fprintf(stderr, "error: n_embd and n_ff must be multiples of the %s block (%d)\n", sp_type_name((uint32_t)type), blk); return 2; }
+
+    gguf_writer *w = gguf_writer_new();
+    gguf_file *vf = NULL;
+    int rc = 1;
+    char key[128];
+    if (!w) { fprintf(stderr, "error: out of memory\n"); return 1; }
+    gguf_writer_str(w, "general.architecture", arch);
+    gguf_writer_str(w, "general.name", "specprefill random model");
+    gguf_writer_u32(w, "general.file_type", type == SP_TYPE_F32 ? 0 : type == SP_TYPE_F16 ? 1 : (uint32_t)type);
+#define ARCH_KEY(k) (snprintf(key, sizeof key, "%s.%s", arch, k), key)
+    gguf_writer_u32(w, ARCH_KEY("context_length"), (uint32_t)ctx);
+    gguf_writer_u32(w, ARCH_KEY("embedding_length"), (uint32_t)n_embd);
+    gguf_writer_u32(w, ARCH_KEY("block_count"), (uint32_t)n_layer);
+    gguf_writer_u32(w, ARCH_KEY("feed_forward_length"), (uint32_t)n_ff);
+    gguf_writer_u32(w, ARCH_KEY("attention.head_count"), (uint32_t)n_head);
+    gguf_writer_u32(w, ARCH_KEY("attention.head_count_kv"), (uint32_t)n_head_kv);
+    gguf_writer_f32(w, ARCH_KEY("rope.freq_base"), (float)rope_base);
+    gguf_writer_f32(w, ARCH_KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
+    gguf_writer_u32(w, ARCH_KEY("rope.dimension_count"), (uint32_t)(n_embd / n_head));
+#undef ARCH_KEY
+
+    if (vocab_from) {
+        if (gguf_open(vocab_from, &vf) != SP_OK) { rc = fail_status("--vocab-from"); goto done; }
+        const gguf_kv *toks;
+        if (!gguf_get_array_opt(vf, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &toks)) {
+            fprintf(stderr, "error: %s has no tokenizer\n", vocab_from);
+            goto done;
+        }
+        n_vocab = (long)toks->array_len;
+        for (uint64_t i = 0; i < vf->n_kv; i++)
+            if (vf->kv[i].key.len > 10 && memcmp(vf->kv[i].key.ptr, "tokenizer.", 10) == 0) gguf_writer_copy_kv(w, &vf->kv[i]);
+    } else {
+        /* byte-level BPE over GPT-2's alphabet, no merges, Llama 3 style special tokens */
+        const int n_special = 5;
+        static const char *const special[] = {"<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"};
+        char **texts = calloc((size_t)n_vocab, sizeof *texts);
+        int32_t *types = calloc((size_t)n_vocab, sizeof *types);
+        if (!texts || !types) { free(texts); free(types); fprintf(stderr, "error: out of memory\n"); goto done; }
+        for (long i = 0; i < n_vocab; i++) {
+            char buf[48];
+            if (i < 256) {
+                int b = (int)i, cp = b;
+                if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174)) {
+                    int k = 0;
+                    for (int c = 0; c < b; c++) k += !((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || c >= 174);
+                    cp = 256 + k;
+                }
+                int len = cp < 0x80 ? (buf[0] = (char)cp, 1) : (buf[0] = (char)(0xC0 | (cp >> 6)), buf[1] = (char)(0x80 | (cp & 0x3F)), 2);
+                buf[len] = 0;
+                types[i] = SP_TOKEN_NORMAL;
+            } else if (i < 256 + n_special) {
+                snprintf(buf, sizeof buf, "%s", special[i - 256]);
+                types[i] = SP_TOKEN_CONTROL;
+            } else {
+                snprintf(buf, sizeof buf, "<|reserved_%ld|>", i);
+                types[i] = SP_TOKEN_CONTROL;
+            }
+            texts[i] = strdup(buf);
+        }
+        gguf_writer_str(w, "tokenizer.ggml.model", "gpt2");
+        gguf_writer_str(w, "tokenizer.ggml.pre", "llama-bpe");
+        gguf_writer_str_array(w, "tokenizer.ggml.tokens", (const char *const *)texts, NULL, (uint64_t)n_vocab);
+        gguf_writer_i32_array(w, "tokenizer.ggml.token_type", types, (uint64_t)n_vocab);
+        gguf_writer_str_array(w, "tokenizer.ggml.merges", NULL, NULL, 0);
+        gguf_writer_u32(w, "tokenizer.ggml.bos_token_id", 256);
+        gguf_writer_u32(w, "tokenizer.ggml.eos_token_id", 257);
+        gguf_writer_u32(w, "tokenizer.ggml.eot_token_id", 258);
+        gguf_writer_bool(w, "tokenizer.ggml.add_bos_token", true);
+        gguf_writer_str(w, "tokenizer.chat_template", builtin_template);
+        for (long i = 0; i < n_vocab; i++) free(texts[i]);
+        free(texts);
+        free(types);
+    }
+
+    /* tensors */
+    const int64_t hd = n_embd / n_head, q_dim = n_embd, kv_dim = n_head_kv * hd;
+    const int max_t = 4 + (int)n_layer * 14;
+    fill_ctx fc = {(uint64_t)seed, 0, malloc((size_t)max_t * sizeof(uint32_t)), malloc((size_t)max_t * sizeof(int64_t[2])), malloc((size_t)max_t)};
+    if (!fc.types || !fc.ne || !fc.kind) { fprintf(stderr, "error: out of memory\n"); goto cleanup; }
+#define ADD(name, t, n0, n1, k)                                                                  \
+    do {                                                                                         \
+        int64_t ne[2] = {(n0), (n1)};                                                            \
+        int idx = gguf_writer_tensor(w, name, (n1) == 1 ? SP_TYPE_F32 : (uint32_t)(t), (n1) == 1 ? 1 : 2, ne, NULL); \
+        fc.types[idx] = (n1) == 1 ? SP_TYPE_F32 : (uint32_t)(t);                                 \
+        fc.ne[idx][0] = (n0); fc.ne[idx][1] = (n1); fc.kind[idx] = (k);                          \
+    } while (0)
+    ADD("token_embd.weight", type, n_embd, n_vocab, 0);
+    ADD("output_norm.weight", type, n_embd, 1, 1);
+    if (!tied) ADD("output.weight", type, n_embd, n_vocab, 0);
+    if (!strcmp(arch, "llama")) ADD("rope_freqs.weight", SP_TYPE_F32, hd / 2, 1, 3);
+    for (long l = 0; l < n_layer; l++) {
+        char name[96];
+#define N(s) (snprintf(name, sizeof name, "blk.%ld.%s", l, s), name)
+        ADD(N("attn_norm.weight"), type, n_embd, 1, 1);
+        ADD(N("attn_q.weight"), type, n_embd, q_dim, 0);
+        ADD(N("attn_k.weight"), type, n_embd, kv_dim, 0);
+        ADD(N("attn_v.weight"), type, n_embd, kv_dim, 0);
+        if (!strcmp(arch, "qwen2")) {
+            ADD(N("attn_q.bias"), type, q_dim, 1, 2);
+            ADD(N("attn_k.bias"), type, kv_dim, 1, 2);
+            ADD(N("attn_v.bias"), type, kv_dim, 1, 2);
+        }
+        if (!strcmp(arch, "qwen3")) {
+            ADD(N("attn_q_norm.weight"), type, hd, 1, 1);
+            ADD(N("attn_k_norm.weight"), type, hd, 1, 1);
+        }
+        ADD(N("attn_output.weight"), type, q_dim, n_embd, 0);
+        ADD(N("ffn_norm.weight"), type, n_embd, 1, 1);
+        ADD(N("ffn_gate.weight"), type, n_embd, n_ff, 0);
+        ADD(N("ffn_up.weight"), type, n_embd, n_ff, 0);
+        ADD(N("ffn_down.weight"), type, n_ff, n_embd, 0);
+#undef N
+    }
+#undef ADD
+    gguf_writer_set_fill(w, fill, &fc);
+    if (gguf_writer_write(w, out) != SP_OK) { fail_status("writing model"); goto cleanup; }
+    fprintf(stderr, "wrote %s\n", out);
+    rc = 0;
+cleanup:
+    free(fc.types); free(fc.ne); free(fc.kind);
+done:
+    gguf_close(vf);
+    gguf_writer_free(w);
+    return rc;
+}

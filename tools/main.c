@@ -1,0 +1,37 @@
+/* specprefill — command-line entry point: dispatches to one subcommand per file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int, char **);
+    const char *help;
+} commands[] = {
+    {"generate", cmd_generate, "generate text from a prompt (streams to stdout, timings to stderr)"},
+    {"info", cmd_info, "print a model's architecture, shapes, tensor types, vocabulary and chat template"},
+    {"tokenize", cmd_tokenize, "UTF-8 text on stdin -> token ids as a JSON array"},
+    {"detokenize", cmd_detokenize, "JSON array of token ids on stdin -> text"},
+    {"logits", cmd_logits, "run a case file (tokens + positions per batch) and print the logits as JSON"},
+    {"make-model", cmd_make_model, "write a random-weight GGUF model of any shape and type (tests, benchmarks)"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: specprefill COMMAND [options]   (specprefill COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nenvironment: SPECPREFILL_ISA=scalar|avx2|avx512 forces a kernel set (default: the best this CPU has)\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "error: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
