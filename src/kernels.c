@@ -44,19 +44,33 @@ static const sp_isa_kernels scalar_kernels = {
 /* ------------------------------------------------------------------ dispatch */
 
 #if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
+#include <cpuid.h>
+
 extern const sp_isa_kernels sp_avx2_kernels;
 extern const sp_isa_kernels sp_avx512_kernels;
+
+/* CPU and OS support (the OS must save the wide registers: XCR0) for each kernel set. */
+static bool cpu_has(const char *isa) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool fma = c & (1u << 12), f16c = c & (1u << 29), osxsave = c & (1u << 27);
+    if (!osxsave) return false;
+    unsigned xlo, xhi;
+    __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    const bool os_avx = (xlo & 0x6) == 0x6, os_avx512 = (xlo & 0xE6) == 0xE6;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
+    if (strcmp(isa, "avx2") == 0) return os_avx && avx2 && fma && f16c;
+    if (strcmp(isa, "avx512") == 0) return os_avx512 && avx2 && fma && f16c && avx512f && avx512bw && avx512vl;
+    return false;
+}
 #endif
 
 const sp_isa_kernels *sp_kernels_by_name(const char *name) {
     if (strcmp(name, "scalar") == 0) return &scalar_kernels;
 #if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
-    __builtin_cpu_init();
-    if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        return &sp_avx2_kernels;
-    if (strcmp(name, "avx512") == 0 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
-        return &sp_avx512_kernels;
+    if (strcmp(name, "avx2") == 0 && cpu_has("avx2")) return &sp_avx2_kernels;
+    if (strcmp(name, "avx512") == 0 && cpu_has("avx512")) return &sp_avx512_kernels;
 #endif
     return NULL;
 }

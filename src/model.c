@@ -191,14 +191,19 @@ sp_status sp_model_load(const char *path, sp_model **out) {
     sp_model *m = calloc(1, sizeof *m);
     if (!m) return sp_fail(SP_ERR_MEMORY, "model: out of memory");
     sp_status st = gguf_open(path, &m->gguf);
-    if (st == SP_OK) st = load_hparams(m);
+    if (st == SP_OK) {
+        /* a file without tensors is a vocabulary: only the tokenizer is needed */
+        m->has_weights = m->gguf->n_tensors > 0;
+        gguf_string arch;
+        if (m->has_weights) st = load_hparams(m);
+        else if (gguf_get_string_opt(m->gguf, "general.architecture", &arch))
+            snprintf(m->info.arch, sizeof m->info.arch, "%.*s", (int)(arch.len < 31 ? arch.len : 31), arch.ptr);
+    }
     if (st == SP_OK) st = sp_vocab_load(m->gguf, &m->vocab);
     if (st == SP_OK) {
         m->info.n_vocab = sp_vocab_size(m->vocab);
         m->info.file_size = m->gguf->size;
-        m->has_weights = m->gguf->n_tensors > 0;
         if (m->has_weights) st = load_weights(m);
-        else m->info.n_layer = 0;
     }
     gguf_string tmpl;
     if (st == SP_OK && gguf_get_string_opt(m->gguf, "tokenizer.chat_template", &tmpl)) {

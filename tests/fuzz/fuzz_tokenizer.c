@@ -1,0 +1,41 @@
+/* libFuzzer target: tokenize arbitrary bytes with a real vocabulary (first byte picks the
+ * vocabulary and flags), then detokenize the result. Vocabularies come from SP_FUZZ_VOCABS
+ * (colon-separated GGUF paths), default the shared fixtures. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "specprefill.h"
+
+static sp_model *models[3];
+static int n_models;
+
+static void init(void) {
+    const char *env = getenv("SP_FUZZ_VOCABS");
+    static char paths[2048];
+    strncpy(paths, env ? env : "../shared/fixtures/tokenizer/vocab-llama3.gguf:../shared/fixtures/tokenizer/vocab-qwen2.gguf:../shared/fixtures/tokenizer/vocab-llama-spm.gguf", sizeof paths - 1);
+    for (char *p = strtok(paths, ":"); p && n_models < 3; p = strtok(NULL, ":"))
+        if (sp_model_load(p, &models[n_models]) == SP_OK) n_models++;
+    if (n_models == 0) abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (!n_models) init();
+    if (size == 0) return 0;
+    sp_model *m = models[data[0] % n_models];
+    bool parse_special = data[0] & 4, add_special = data[0] & 8;
+    sp_token *ids = NULL;
+    int n = 0;
+    if (sp_tokenize(m, (const char *)data + 1, size - 1, add_special, parse_special, &ids, &n) == SP_OK) {
+        sp_detokenizer d;
+        sp_detokenizer_init(&d, m, true);
+        char buf[64];
+        for (int i = 0; i < n; i++) {
+            int k = sp_detokenizer_push(&d, ids[i], buf, sizeof buf);
+            if (k < 0) { char *big = malloc((size_t)-k); sp_detokenizer_push(&d, ids[i], big, -k); free(big); }
+        }
+        sp_detokenizer_flush(&d, buf, sizeof buf);
+        free(ids);
+    }
+    return 0;
+}

@@ -1,0 +1,167 @@
+/* The library API's contract: positions, logit rows, batching, errors, sampling. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_util.h"
+
+static sp_model *load(const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/fixtures/models/%s", SP_SHARED_DIR, name);
+    sp_model *m;
+    assert_int_equal(sp_model_load(path, &m), SP_OK);
+    return m;
+}
+
+static double max_diff(const float *a, const float *b, size_t n) {
+    double d = 0;
+    for (size_t i = 0; i < n; i++) d = fmax(d, fabs(a[i] - b[i]));
+    return d;
+}
+
+/* Asking for some rows (any order) gives exactly those rows of the full output; one big batch,
+ * micro-batches, and one token at a time agree. */
+static void logit_rows_and_batching(void **st) {
+    (void)st;
+    sp_model *m = load("qwen2-f16.gguf");
+    const int V = sp_model_get_info(m)->n_vocab, n = 40;
+    sp_token tok[40];
+    int32_t pos[40], all[40];
+    for (int i = 0; i < n; i++) { tok[i] = (i * 37 + 11) % 1000; pos[i] = i * 3; all[i] = i; }
+    float *full = malloc(sizeof(float) * (size_t)n * V), *some = malloc(sizeof(float) * 3 * (size_t)V);
+    sp_context *c;
+    sp_context_params p = sp_context_default_params();
+    p.n_ctx = 64;
+    assert_int_equal(sp_context_new(m, &p, &c), SP_OK);
+    assert_int_equal(sp_decode(c, tok, pos, n, all, n, full), SP_OK);
+    assert_int_equal(sp_context_n_cached(c), n);
+    assert_int_equal(sp_context_last_pos(c), 117);
+    sp_context_reset(c);
+    int32_t rows[3] = {39, 0, 17};
+    assert_int_equal(sp_decode(c, tok, pos, n, rows, 3, some), SP_OK);
+    for (int r = 0; r < 3; r++) assert_true(max_diff(some + (size_t)r * V, full + (size_t)rows[r] * V, (size_t)V) == 0);
+    /* one token at a time through the decode (GEMV) path */
+    sp_context_reset(c);
+    for (int i = 0; i < n; i++) {
+        int32_t row = 0;
+        assert_int_equal(sp_decode(c, tok + i, pos + i, 1, &row, 1, some), SP_OK);
+        double d = max_diff(some, full + (size_t)i * V, (size_t)V);
+        if (d > 2e-4) fail_msg("token %d decoded alone differs by %g", i, d);
+    }
+    sp_context_free(c);
+    /* tiny micro-batches */
+    p.n_batch = 7;
+    assert_int_equal(sp_context_new(m, &p, &c), SP_OK);
+    float *again = malloc(sizeof(float) * (size_t)n * V);
+    assert_int_equal(sp_decode(c, tok, pos, n, all, n, again), SP_OK);
+    assert_true(max_diff(again, full, (size_t)n * V) < 2e-4);
+    sp_context_free(c);
+    free(full); free(some); free(again);
+    sp_model_free(m);
+}
+
+/* Truncating the cache and re-decoding gives the same logits as the first time. */
+static void truncate_and_redo(void **st) {
+    (void)st;
+    sp_model *m = load("llama-q8_0.gguf");
+    const int V = sp_model_get_info(m)->n_vocab;
+    sp_context *c;
+    assert_int_equal(sp_context_new(m, NULL, &c), SP_OK);
+    sp_token tok[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    int32_t pos[8] = {0, 1, 2, 3, 4, 5, 6, 7}, last = 3;
+    float a[1024], b[1024];
+    assert_int_equal(sp_decode(c, tok, pos, 4, NULL, 0, NULL), SP_OK);
+    assert_int_equal(sp_decode(c, tok + 4, pos + 4, 4, &last, 1, a), SP_OK);
+    assert_int_equal(sp_context_truncate(c, 4), SP_OK);
+    assert_int_equal(sp_decode(c, tok + 4, pos + 4, 4, &last, 1, b), SP_OK);
+    assert_memory_equal(a, b, sizeof(float) * (size_t)V);
+    assert_int_equal(sp_context_truncate(c, 99), SP_ERR_ARGUMENT);
+    sp_context_free(c);
+    sp_model_free(m);
+}
+
+static void bad_calls_are_errors(void **st) {
+    (void)st;
+    sp_model *m = load("llama-f16.gguf");
+    sp_context *c;
+    sp_context_params p = sp_context_default_params();
+    p.n_ctx = 4;
+    assert_int_equal(sp_context_new(m, &p, &c), SP_OK);
+    sp_token tok[5] = {1, 2, 3, 4, 5};
+    int32_t pos[5] = {0, 1, 2, 3, 4}, row = 9;
+    assert_int_equal(sp_decode(c, tok, pos, 5, NULL, 0, NULL), SP_ERR_CONTEXT_FULL);
+    sp_token big = 5000;
+    assert_int_equal(sp_decode(c, &big, pos, 1, NULL, 0, NULL), SP_ERR_ARGUMENT);
+    assert_non_null(strstr(sp_last_error(), "vocabulary"));
+    int32_t neg = -1;
+    assert_int_equal(sp_decode(c, tok, &neg, 1, NULL, 0, NULL), SP_ERR_ARGUMENT);
+    float out[1024];
+    assert_int_equal(sp_decode(c, tok, pos, 2, &row, 1, out), SP_ERR_ARGUMENT);
+    assert_int_equal(sp_context_n_cached(c), 0); /* nothing was appended by failed calls */
+    sp_context_free(c);
+    sp_model_free(m);
+    /* a vocabulary-only file tokenizes but cannot run */
+    assert_int_equal(sp_model_load(SHARED("fixtures/tokenizer/vocab-llama-spm.gguf"), &m), SP_OK);
+    assert_int_equal(sp_context_new(m, NULL, &c), SP_ERR_ARGUMENT);
+    sp_model_free(m);
+}
+
+static void sampling(void **st) {
+    (void)st;
+    const int V = 100;
+    float logits[100], work[100];
+    for (int i = 0; i < V; i++) logits[i] = (float)sin(i * 0.7) * 3;
+    int best = 0;
+    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    sp_sampling_params p = sp_sampling_default_params();
+    sp_sampler *s;
+    p.temperature = 0;
+    assert_int_equal(sp_sampler_new(&p, V, &s), SP_OK);
+    memcpy(work, logits, sizeof work);
+    assert_int_equal(sp_sampler_sample(s, work), best);
+    sp_sampler_free(s);
+    /* top-k 1 is greedy whatever the temperature */
+    p.temperature = 5; p.top_k = 1;
+    assert_int_equal(sp_sampler_new(&p, V, &s), SP_OK);
+    for (int k = 0; k < 20; k++) { memcpy(work, logits, sizeof work); assert_int_equal(sp_sampler_sample(s, work), best); }
+    sp_sampler_free(s);
+    /* a seed fixes the sequence; draws stay in the top-k set */
+    p.top_k = 5; p.top_p = 1; p.min_p = 0; p.seed = 123;
+    sp_token seq1[50], seq2[50];
+    for (int run = 0; run < 2; run++) {
+        assert_int_equal(sp_sampler_new(&p, V, &s), SP_OK);
+        for (int k = 0; k < 50; k++) {
+            memcpy(work, logits, sizeof work);
+            (run ? seq2 : seq1)[k] = sp_sampler_sample(s, work);
+        }
+        sp_sampler_free(s);
+    }
+    assert_memory_equal(seq1, seq2, sizeof seq1);
+    int distinct = 0;
+    for (int k = 0; k < 50; k++) {
+        int rank = 0;
+        for (int i = 0; i < V; i++) rank += logits[i] > logits[seq1[k]];
+        assert_true(rank < 5);
+        distinct += seq1[k] != seq1[0];
+    }
+    assert_true(distinct > 0);
+    /* repetition penalty pushes a repeated best token down */
+    p = sp_sampling_default_params();
+    p.temperature = 0; p.repeat_penalty = 100;
+    assert_int_equal(sp_sampler_new(&p, V, &s), SP_OK);
+    sp_sampler_accept(s, best);
+    memcpy(work, logits, sizeof work);
+    assert_int_not_equal(sp_sampler_sample(s, work), best);
+    sp_sampler_free(s);
+    p.top_p = 0;
+    assert_int_equal(sp_sampler_new(&p, V, &s), SP_ERR_ARGUMENT);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(logit_rows_and_batching), cmocka_unit_test(truncate_and_redo),
+        cmocka_unit_test(bad_calls_are_errors), cmocka_unit_test(sampling),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

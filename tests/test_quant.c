@@ -1,0 +1,186 @@
+/* Tensor types and kernels: quantize/dequantize accuracy, fused dot == dequantize + dot, every
+ * ISA path agrees with the scalar one, matmul shapes (1 row, many rows, odd sizes). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "kernels.h"
+#include "quant.h"
+#include "test_util.h"
+
+static float frand(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((*s >> 40) / (double)(1 << 24)) * 2 - 1;
+}
+
+/* Relative RMS error of quantize → dequantize for each writable type. */
+static void quantize_round_trip(void **st) {
+    (void)st;
+    static const struct { int type; double max_rel_rms; } cases[] = {
+        {SP_TYPE_F32, 0}, {SP_TYPE_F16, 1e-3}, {SP_TYPE_BF16, 5e-3}, {SP_TYPE_Q8_0, 0.01},
+        {SP_TYPE_Q5_0, 0.04}, {SP_TYPE_Q5_1, 0.04}, {SP_TYPE_Q4_0, 0.09}, {SP_TYPE_Q4_1, 0.09},
+    };
+    const int n = 4096;
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+    uint8_t *q = malloc((size_t)n * 4);
+    uint64_t s = 42;
+    for (int i = 0; i < n; i++) x[i] = frand(&s);
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const sp_type_traits *t = sp_type_traits_get((uint32_t)cases[c].type);
+        assert_non_null(t->quantize);
+        t->quantize(x, q, n);
+        t->dequantize(q, y, n);
+        double e = 0, r = 0;
+        for (int i = 0; i < n; i++) { e += (x[i] - y[i]) * (x[i] - y[i]); r += x[i] * x[i]; }
+        double rel = sqrt(e / r);
+        if (rel > cases[c].max_rel_rms) fail_msg("%s: relative rms error %.4f > %.4f", t->name, rel, cases[c].max_rel_rms);
+    }
+    free(x); free(y); free(q);
+}
+
+/* For every type, including the K-quants read from the fixtures, the fused dot equals the
+ * dot of the dequantized row. */
+static void fused_dot_matches_dequantize(void **st) {
+    (void)st;
+    static const char *const files[] = {"llama-q2_k", "llama-q3_k", "llama-q4_k", "llama-q5_k", "llama-q6_k",
+                                        "llama-q4_0", "llama-q4_1", "llama-q5_0", "llama-q5_1", "llama-q8_0",
+                                        "llama-f16", "llama-bf16", "llama-f32"};
+    uint64_t s = 7;
+    for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/fixtures/models/%s.gguf", SP_SHARED_DIR, files[f]);
+        gguf_file *g;
+        assert_int_equal(gguf_open(path, &g), SP_OK);
+        const gguf_tensor *t = gguf_find_tensor(g, "blk.0.ffn_down.weight"); /* [768, 256] */
+        assert_non_null(t);
+        const sp_type_traits *tt = sp_type_traits_get(t->type);
+        const int64_t n = t->ne[0];
+        float *row = malloc((size_t)n * sizeof *row), *x = malloc((size_t)n * sizeof *x);
+        for (int64_t i = 0; i < n; i++) x[i] = frand(&s);
+        for (int r = 0; r < 8; r++) {
+            const uint8_t *p = (const uint8_t *)t->data + (size_t)r * sp_row_size(t->type, n);
+            tt->dequantize(p, row, n);
+            double ref = 0, mag = 0;
+            for (int64_t i = 0; i < n; i++) { ref += (double)row[i] * x[i]; mag += fabs((double)row[i] * x[i]); }
+            float got = tt->dot(p, x, n);
+            if (fabs(got - ref) > 1e-5 * mag + 1e-7) fail_msg("%s row %d: fused dot %.7g vs %.7g", tt->name, r, got, ref);
+        }
+        free(row); free(x);
+        gguf_close(g);
+    }
+}
+
+/* Each ISA's primitives against the scalar ones, at sizes around the vector widths. */
+static void isa_kernels_agree_with_scalar(void **st) {
+    (void)st;
+    const sp_isa_kernels *ref = sp_kernels_by_name("scalar");
+    static const char *const isas[] = {"avx2", "avx512"};
+    static const int sizes[] = {1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 255, 256, 1000, 4099};
+    uint64_t s = 3;
+    int tested = 0;
+    for (size_t k = 0; k < 2; k++) {
+        const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
+        if (!isa) { printf("  %s not available here\n", isas[k]); continue; }
+        tested++;
+        for (size_t z = 0; z < sizeof sizes / sizeof *sizes; z++) {
+            const int n = sizes[z];
+            float *a = malloc(4 * (size_t)n * sizeof *a), *b = malloc((size_t)n * sizeof *b), *c = malloc((size_t)n * sizeof *c);
+            uint16_t *h = malloc((size_t)n * 2), *h2 = malloc((size_t)n * 2);
+            for (int i = 0; i < 4 * n; i++) a[i] = frand(&s);
+            for (int i = 0; i < n; i++) b[i] = frand(&s);
+            double mag = 0;
+            for (int i = 0; i < n; i++) mag += fabs(a[i] * b[i]);
+            assert_float_equal(isa->dot_f32(a, b, n), ref->dot_f32(a, b, n), 1e-5 * mag + 1e-6);
+            float o1[4], o2[4];
+            isa->dot_f32_x4(a, n, b, n, o1);
+            ref->dot_f32_x4(a, n, b, n, o2);
+            for (int r = 0; r < 4; r++) assert_float_equal(o1[r], o2[r], 1e-4 * (mag + 1));
+            isa->f32_to_f16(a, h, n);
+            ref->f32_to_f16(a, h2, n);
+            assert_memory_equal(h, h2, (size_t)n * 2); /* conversions are exact: bit-identical */
+            isa->f16_to_f32(h, c, n);
+            ref->f16_to_f32(h, b, n);
+            assert_memory_equal(c, b, (size_t)n * 4);
+            free(a); free(b); free(c); free(h); free(h2);
+        }
+    }
+    printf("  %d SIMD kernel sets checked against scalar\n", tested);
+}
+
+/* sp_matmul for 1 row (decode) and many rows (prefill) equals the plain definition, for odd
+ * output counts, on every ISA. */
+static void matmul_matches_definition(void **st) {
+    (void)st;
+    static const int types[] = {SP_TYPE_F32, SP_TYPE_F16, SP_TYPE_Q8_0, SP_TYPE_Q4_1};
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    const sp_isa_kernels *saved = sp_kernels();
+    uint64_t s = 11;
+    const int n_in = 96, n_out = 37;
+    for (size_t ti = 0; ti < 4; ti++) {
+        const sp_type_traits *tt = sp_type_traits_get((uint32_t)types[ti]);
+        float *wf = malloc((size_t)n_in * n_out * sizeof *wf), *wd = malloc((size_t)n_in * n_out * sizeof *wd);
+        uint8_t *wq = malloc((size_t)n_in * n_out * 4);
+        for (int i = 0; i < n_in * n_out; i++) wf[i] = frand(&s);
+        const size_t rb = sp_row_size((uint32_t)types[ti], n_in);
+        for (int r = 0; r < n_out; r++) {
+            tt->quantize(wf + r * n_in, wq + r * rb, n_in);
+            tt->dequantize(wq + r * rb, wd + r * n_in, n_in);
+        }
+        sp_weight w = {wq, (uint32_t)types[ti], n_in, n_out, (int64_t)rb};
+        for (int tokens = 1; tokens <= 19; tokens += 18) {
+            float *x = malloc((size_t)tokens * n_in * sizeof *x), *out = malloc((size_t)tokens * n_out * sizeof *out);
+            for (int i = 0; i < tokens * n_in; i++) x[i] = frand(&s);
+            for (size_t k = 0; k < 3; k++) {
+                const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
+                if (!isa) continue;
+                sp_kernels_select(isa);
+                sp_matmul(&w, x, tokens, out);
+                for (int t = 0; t < tokens; t++)
+                    for (int r = 0; r < n_out; r++) {
+                        double ref = 0;
+                        for (int i = 0; i < n_in; i++) ref += (double)wd[r * n_in + i] * x[t * n_in + i];
+                        if (fabs(out[t * n_out + r] - ref) > 1e-4)
+                            fail_msg("%s %s tokens=%d [%d,%d]: %.6f vs %.6f", isas[k], tt->name, tokens, t, r, out[t * n_out + r], ref);
+                    }
+            }
+            free(x); free(out);
+        }
+        free(wf); free(wd); free(wq);
+    }
+    sp_kernels_select(saved);
+}
+
+static void pooling_keeps_edges_undiluted(void **st) {
+    (void)st;
+    float x[6] = {6, 0, 0, 0, 0, 3};
+    double tmp[7];
+    sp_avg_pool_1d(x, 6, 3, tmp);
+    assert_float_equal(x[0], 3.0f, 1e-6); /* (6+0)/2: the edge averages only what exists */
+    assert_float_equal(x[1], 2.0f, 1e-6);
+    assert_float_equal(x[2], 0.0f, 1e-6);
+    assert_float_equal(x[5], 1.5f, 1e-6);
+    float c[5] = {1, 1, 1, 1, 1};
+    sp_avg_pool_1d(c, 5, 13, tmp); /* kernel wider than the input: still a mean of ones */
+    for (int i = 0; i < 5; i++) assert_float_equal(c[i], 1.0f, 1e-6);
+}
+
+static void type_names(void **st) {
+    (void)st;
+    assert_int_equal(sp_type_from_name("q4_k"), SP_TYPE_Q4_K);
+    assert_int_equal(sp_type_from_name("BF16"), SP_TYPE_BF16);
+    assert_int_equal(sp_type_from_name("Q4_K_M"), -1);
+    assert_string_equal(sp_type_name(20), "IQ4_NL");
+    assert_null(sp_type_traits_get(20));
+    assert_null(sp_type_traits_get(1u << 30));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
+        cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(matmul_matches_definition),
+        cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(type_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
