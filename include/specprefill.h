@@ -172,6 +172,52 @@ sp_token sp_sampler_sample(sp_sampler *s, float *logits);
 /* Remembers a token for the repetition penalty. */
 void sp_sampler_accept(sp_sampler *s, sp_token token);
 
+/* --------------------------------------------------- speculative prefill */
+
+/*
+ * SpecPrefill (Liu, Chen, Zhang, ICML 2025): a small draft model reads the whole prompt and K
+ * look-ahead tokens; the attention of those queries scores every prompt token; the main model
+ * then prefills only the best chunks, each token at its original position.
+ */
+typedef struct {
+    float keep_rate;       /* share of chunks to keep (default 0.3) */
+    int chunk;             /* tokens per chunk (default 32; 1 selects single tokens) */
+    int lookahead;         /* K: queries = last prompt token + K-1 generated ones (default 8) */
+    int pool_kernel;       /* 1-D average pooling of each head's attention row (default 13; ≤1 off) */
+    bool keep_last_chunk;  /* always keep the prompt's last chunk (default true) */
+    bool keep_special;     /* always keep BOS and control tokens, i.e. chat markup (default true) */
+    float keep_mass;       /* >0: adaptive — fewest chunks whose importance reaches this share */
+    float keep_min, keep_max; /* bounds of the adaptive share of chunks (default 0.05, 0.9) */
+    int self_layers;       /* self-speculation (no draft): layers used to score (0 = ceil(n_layer/4)) */
+    bool any_vocab;        /* allow a draft with another tokenizer (scores mapped through bytes) */
+} sp_specprefill_params;
+
+typedef struct {
+    int n_prompt, n_kept, n_lookahead;
+    double draft_prefill_s, lookahead_s, scoring_s, selection_s, main_prefill_s, ttft_s;
+} sp_specprefill_stats;
+
+sp_specprefill_params sp_specprefill_default_params(void);
+
+/*
+ * Scores `prompt` with the draft and prefills the kept tokens into main_ctx (which must be
+ * empty). draft_ctx: a context on the draft model, or on the main model itself for
+ * self-speculation (then only the first self_layers layers run). With params->any_vocab the
+ * draft's tokenizer may differ: prompt_text (the text the prompt was tokenized from) is then
+ * required. Outputs: logits (n_vocab of the main model) for the token after the prompt;
+ * optional importance[n] (scores per prompt token) and kept[n] (1 if prefilled); stats.
+ * Generation continues at position n.
+ */
+sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n,
+                         const char *prompt_text, const sp_specprefill_params *params, float *logits,
+                         float *importance, uint8_t *kept, sp_specprefill_stats *stats);
+
+/* Checks that two models share a tokenizer; if not, the error names the first difference. */
+sp_status sp_vocab_check_same(const sp_model *main_model, const sp_model *draft_model);
+
+/* The model a context runs. */
+const sp_model *sp_context_model(const sp_context *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -403,7 +403,7 @@ sp_status sp_forward(sp_context *c, const sp_token *tokens, const int32_t *posit
     for (int r = 0; r < n_logit_rows; r++)
         if (logit_rows[r] < 0 || logit_rows[r] >= n)
             return sp_fail(SP_ERR_ARGUMENT, "decode: logit row %d is outside the batch of %d", logit_rows[r], n);
-    if (opts && opts->score_acc && (opts->score_n_keys < 0 || opts->score_n_keys > c->n_cached))
+    if (opts && opts->score_acc && (opts->score_n_keys < 0 || opts->score_n_keys > c->n_cached + (n < c->n_batch ? n : c->n_batch)))
         return sp_fail(SP_ERR_ARGUMENT, "decode: scoring %d keys but only %d are cached", opts->score_n_keys, c->n_cached);
 
     int32_t *rows = malloc(((size_t)n_logit_rows + 1) * sizeof *rows);

@@ -59,6 +59,10 @@ typedef struct {
 sp_status sp_forward(sp_context *ctx, const sp_token *tokens, const int32_t *positions, int n,
                      const int32_t *logit_rows, int n_logit_rows, float *logits_out, const sp_forward_opts *opts);
 
+/* specprefill.c: the main model's sparse prefill — the kept tokens at their original
+ * positions (kept[n-1] must be set); logits of the last prompt token. */
+sp_status sp_prefill_kept(sp_context *ctx, const sp_token *prompt, int n, const uint8_t *kept, float *logits);
+
 /* tokenizer.c */
 sp_status sp_vocab_load(const gguf_file *f, sp_vocab **out);
 void sp_vocab_free(sp_vocab *v);

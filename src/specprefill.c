@@ -1,0 +1,223 @@
+/*
+ * Speculative prefill. The path of one prompt:
+ *   1. draft prefill: the draft model reads prompt[0..n-1) (no logits);
+ *   2. look-ahead: the last prompt token and K-1 greedily generated tokens are decoded one at a
+ *      time; for each of these queries, every layer and head's softmax over the prompt keys is
+ *      pooled and max-reduced into that query's score row (kernels: sp_attention_probs_max);
+ *   3. scoring: importance[j] = mean over queries;
+ *   4. selection: best chunks + always-kept tokens (selection.c);
+ *   5. main prefill: only the kept tokens, each at its original position.
+ * The draft's look-ahead tokens never reach the main model.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "model.h"
+#include "selection.h"
+
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+sp_specprefill_params sp_specprefill_default_params(void) {
+    sp_specprefill_params p = {0.3f, 32, 8, 13, true, true, 0.0f, 0.05f, 0.9f, 0, false};
+    return p;
+}
+
+const sp_model *sp_context_model(const sp_context *ctx) { return ctx->model; }
+
+sp_status sp_vocab_check_same(const sp_model *a, const sp_model *b) {
+    const int na = sp_vocab_size(a->vocab), nb = sp_vocab_size(b->vocab);
+    const int n = na < nb ? na : nb;
+    for (int i = 0; i < n; i++) {
+        int la, lb;
+        const char *ta = sp_vocab_text(a->vocab, i, &la), *tb = sp_vocab_text(b->vocab, i, &lb);
+        if (la != lb || memcmp(ta, tb, (size_t)la) != 0)
+            return sp_fail(SP_ERR_ARGUMENT,
+                           "the draft's tokenizer differs from the main model's at token %d ('%.*s' vs '%.*s'); use a draft of the same family or --draft-any-vocab",
+                           i, la > 40 ? 40 : la, ta, lb > 40 ? 40 : lb, tb);
+    }
+    if (na != nb)
+        return sp_fail(SP_ERR_ARGUMENT, "the draft has %d tokens and the main model %d (first differing token: %d); use --draft-any-vocab",
+                       nb, na, n);
+    return SP_OK;
+}
+
+static sp_token argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* Byte span of each token in the text it was tokenized from. Special tokens count only where
+ * their markup is in the text (an added BOS is not); SentencePiece's leading space is absorbed. */
+static void token_spans(const sp_model *m, const sp_token *t, int n, const char *text, int *start, int *end) {
+    const size_t text_len = strlen(text);
+    size_t pos = 0;
+    char buf[256];
+    for (int i = 0; i < n; i++) {
+        const sp_token_type ty = sp_token_get_type(m, t[i]);
+        int k = sp_token_to_bytes(m, t[i], true, buf, sizeof buf);
+        if (k < 0) k = -k; /* longer than buf: only the length matters */
+        if (ty == SP_TOKEN_CONTROL && (k > (int)sizeof buf || pos + (size_t)k > text_len || memcmp(text + pos, buf, (size_t)k) != 0))
+            k = 0;
+        if (pos == 0 && k > 0 && k <= (int)sizeof buf && buf[0] == ' ' && text_len > 0 && text[0] != ' ') k--;
+        start[i] = (int)(pos < text_len ? pos : text_len);
+        pos += (size_t)k;
+        end[i] = (int)(pos < text_len ? pos : text_len);
+    }
+}
+
+/* Runs the draft and fills importance[0..n). */
+static sp_status score_prompt(sp_context *draft, const sp_token *prompt, int n, const sp_specprefill_params *p,
+                              bool self_spec, float *importance, sp_specprefill_stats *st) {
+    const sp_model *dm = draft->model;
+    const int V = dm->info.n_vocab;
+    int K = p->lookahead > 0 ? p->lookahead : 1;
+    if (K > draft->n_ctx - n + 1) K = draft->n_ctx - n + 1;
+    if (K < 1) return sp_fail(SP_ERR_CONTEXT_FULL, "specprefill: the draft context (%d) cannot hold the prompt (%d tokens)", draft->n_ctx, n);
+    sp_forward_opts o = {0};
+    if (self_spec) o.n_layers = p->self_layers > 0 ? p->self_layers : (dm->info.n_layer + 3) / 4;
+    float *acc = calloc((size_t)K * n, sizeof *acc);
+    float *logits = malloc((size_t)V * sizeof *logits);
+    int32_t *pos = malloc((size_t)n * sizeof *pos);
+    if (!acc || !logits || !pos) {
+        free(acc); free(logits); free(pos);
+        return sp_fail(SP_ERR_MEMORY, "specprefill: out of memory for %d×%d scores", K, n);
+    }
+    for (int i = 0; i < n; i++) pos[i] = i;
+    sp_context_reset(draft);
+    double t0 = seconds();
+    sp_status s = sp_forward(draft, prompt, pos, n - 1, NULL, 0, NULL, &o);
+    double t1 = seconds();
+    /* queries: the last prompt token, then each generated token */
+    o.score_n_keys = n;
+    o.score_pool_kernel = p->pool_kernel;
+    sp_token t = prompt[n - 1];
+    int q = 0;
+    for (; s == SP_OK && q < K; q++) {
+        int32_t qpos = n - 1 + q, row = 0;
+        o.score_acc = acc + (size_t)q * n;
+        s = sp_forward(draft, &t, &qpos, 1, &row, 1, logits, &o);
+        if (s != SP_OK) break;
+        t = argmax(logits, V);
+        if (sp_token_is_eog(dm, t)) { q++; break; }
+    }
+    double t2 = seconds();
+    if (s == SP_OK) {
+        for (int j = 0; j < n; j++) {
+            double sum = 0;
+            for (int k = 0; k < q; k++) sum += acc[(size_t)k * n + j];
+            importance[j] = (float)(sum / q);
+        }
+    }
+    double t3 = seconds();
+    st->draft_prefill_s = t1 - t0;
+    st->lookahead_s = t2 - t1; /* includes the per-query scoring, which runs inside the pass */
+    st->scoring_s = t3 - t2;
+    st->n_lookahead = q;
+    free(acc); free(logits); free(pos);
+    return s;
+}
+
+sp_status sp_prefill_kept(sp_context *ctx, const sp_token *prompt, int n, const uint8_t *kept, float *logits) {
+    int n_kept = 0;
+    for (int i = 0; i < n; i++) n_kept += kept[i] != 0;
+    if (n_kept == 0 || !kept[n - 1]) return sp_fail(SP_ERR_ARGUMENT, "prefill: the last prompt token must be kept");
+    sp_token *tok = malloc((size_t)n_kept * sizeof *tok);
+    int32_t *pos = malloc((size_t)n_kept * sizeof *pos);
+    if (!tok || !pos) {
+        free(tok); free(pos);
+        return sp_fail(SP_ERR_MEMORY, "prefill: out of memory");
+    }
+    for (int i = 0, k = 0; i < n; i++)
+        if (kept[i]) { tok[k] = prompt[i]; pos[k++] = i; }
+    int32_t last = n_kept - 1;
+    sp_status s = sp_decode(ctx, tok, pos, n_kept, &last, 1, logits);
+    free(tok);
+    free(pos);
+    return s;
+}
+
+sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n,
+                         const char *prompt_text, const sp_specprefill_params *params, float *logits,
+                         float *importance, uint8_t *kept, sp_specprefill_stats *stats) {
+    sp_specprefill_params p = params ? *params : sp_specprefill_default_params();
+    sp_specprefill_stats st_local, *st = stats ? stats : &st_local;
+    memset(st, 0, sizeof *st);
+    if (!main_ctx || !draft_ctx || !prompt || n <= 0 || !logits)
+        return sp_fail(SP_ERR_ARGUMENT, "specprefill: needs a main context, a draft context, a non-empty prompt and a logits buffer");
+    if (!(p.keep_rate > 0 && p.keep_rate <= 1) || p.chunk < 1 || p.lookahead < 1 || p.lookahead > 256 ||
+        !(p.keep_mass >= 0 && p.keep_mass <= 1) || !(p.keep_min >= 0 && p.keep_min <= p.keep_max && p.keep_max <= 1))
+        return sp_fail(SP_ERR_ARGUMENT, "specprefill: invalid parameters (0 < keep ≤ 1, chunk ≥ 1, 1 ≤ lookahead ≤ 256, 0 ≤ keep-min ≤ keep-max ≤ 1)");
+    if (main_ctx->n_cached != 0) return sp_fail(SP_ERR_ARGUMENT, "specprefill: the main context must be empty");
+    if (n > main_ctx->n_ctx) return sp_fail(SP_ERR_CONTEXT_FULL, "specprefill: prompt of %d tokens exceeds the context of %d", n, main_ctx->n_ctx);
+    const sp_model *mm = main_ctx->model, *dm = draft_ctx->model;
+    const bool self_spec = mm == dm;
+    const bool cross = !self_spec && p.any_vocab && sp_vocab_check_same(mm, dm) != SP_OK;
+    if (!self_spec && !p.any_vocab) {
+        sp_status s = sp_vocab_check_same(mm, dm);
+        if (s != SP_OK) return s;
+    }
+    if (cross && !prompt_text) return sp_fail(SP_ERR_ARGUMENT, "specprefill: a draft with another tokenizer needs the prompt text");
+    for (int i = 0; i < n; i++)
+        if (prompt[i] < 0 || prompt[i] >= mm->info.n_vocab) return sp_fail(SP_ERR_ARGUMENT, "specprefill: token %d is outside the vocabulary", prompt[i]);
+
+    const double t_start = seconds();
+    float *imp = importance ? importance : malloc((size_t)n * sizeof *imp);
+    uint8_t *keep = kept ? kept : malloc((size_t)n);
+    uint8_t *forced = calloc((size_t)n, 1);
+    sp_token *dtok = NULL;
+    int *spans = NULL;
+    float *dimp = NULL;
+    sp_status s = SP_OK;
+    if (!imp || !keep || !forced) { s = sp_fail(SP_ERR_MEMORY, "specprefill: out of memory"); goto done; }
+
+    /* 1–3: score the prompt with the draft */
+    if (!cross) {
+        s = score_prompt(draft_ctx, prompt, n, &p, self_spec, imp, st);
+    } else {
+        int nd = 0;
+        if ((s = sp_tokenize(dm, prompt_text, strlen(prompt_text), false, true, &dtok, &nd)) != SP_OK) goto done;
+        if (nd == 0) { s = sp_fail(SP_ERR_ARGUMENT, "specprefill: the draft tokenizes the prompt to nothing"); goto done; }
+        dimp = malloc((size_t)nd * sizeof *dimp);
+        spans = malloc(((size_t)nd + (size_t)n) * 2 * sizeof *spans);
+        if (!dimp || !spans) { s = sp_fail(SP_ERR_MEMORY, "specprefill: out of memory"); goto done; }
+        if ((s = score_prompt(draft_ctx, dtok, nd, &p, false, dimp, st)) != SP_OK) goto done;
+        int *ds = spans, *de = spans + nd, *ms = spans + 2 * nd, *me = spans + 2 * nd + n;
+        token_spans(dm, dtok, nd, prompt_text, ds, de);
+        token_spans(mm, prompt, n, prompt_text, ms, me);
+        sp_map_importance(ds, de, dimp, nd, ms, me, imp, n);
+    }
+    if (s != SP_OK) goto done;
+
+    /* 4: selection */
+    double t_sel = seconds();
+    if (p.keep_special)
+        for (int i = 0; i < n; i++) {
+            sp_token_type ty = sp_token_get_type(mm, prompt[i]);
+            forced[i] = prompt[i] == sp_token_bos(mm) || ty == SP_TOKEN_CONTROL || ty == SP_TOKEN_USER_DEFINED;
+        }
+    forced[n - 1] = 1; /* the next token's logits come from the last prompt token */
+    int n_kept = sp_select_chunks(imp, n, forced, &p, keep);
+    st->selection_s = seconds() - t_sel;
+
+    /* 5: the main model prefills only the kept tokens, at their original positions */
+    double t_main = seconds();
+    s = sp_prefill_kept(main_ctx, prompt, n, keep, logits);
+    st->main_prefill_s = seconds() - t_main;
+    st->n_prompt = n;
+    st->n_kept = n_kept;
+    st->ttft_s = seconds() - t_start;
+done:
+    if (imp != importance) free(imp);
+    if (keep != kept) free(keep);
+    free(forced); free(dtok); free(spans); free(dimp);
+    return s;
+}

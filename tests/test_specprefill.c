@@ -1,0 +1,406 @@
+/* Speculative prefill: selection rules, scoring against a float64 re-computation, the sparse
+ * prefill against llama.cpp's gapped-position logits, and the end-to-end contract. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "selection.h"
+#include "test_util.h"
+
+static sp_model *load(const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/fixtures/models/%s", SP_SHARED_DIR, name);
+    sp_model *m;
+    assert_int_equal(sp_model_load(path, &m), SP_OK);
+    return m;
+}
+
+static sp_context *context(const sp_model *m, int n_ctx, sp_kv_type kv) {
+    sp_context_params p = sp_context_default_params();
+    p.n_ctx = n_ctx;
+    p.kv_type = kv;
+    sp_context *c;
+    assert_int_equal(sp_context_new(m, &p, &c), SP_OK);
+    return c;
+}
+
+/* ------------------------------------------------------------------ selection */
+
+static void chunks_by_mean_score(void **st) {
+    (void)st;
+    /* 10 tokens, chunk 3 → chunks {0,1,2} {3,4,5} {6,7,8} {9}; means 1, 5, 2, 0 */
+    float imp[10] = {1, 1, 1, 5, 5, 5, 0, 6, 0, 0};
+    uint8_t kept[10];
+    sp_specprefill_params p = sp_specprefill_default_params();
+    p.chunk = 3;
+    p.keep_rate = 0.5f; /* ceil(4 × 0.5) = 2 chunks: the last (forced) + the best (chunk 1) */
+    assert_int_equal(sp_select_chunks(imp, 10, NULL, &p, kept), 4);
+    uint8_t want[10] = {0, 0, 0, 1, 1, 1, 0, 0, 0, 1};
+    assert_memory_equal(kept, want, 10);
+    /* without forcing the last chunk, the two best chunks win */
+    p.keep_last_chunk = false;
+    assert_int_equal(sp_select_chunks(imp, 10, NULL, &p, kept), 6);
+    uint8_t want2[10] = {0, 0, 0, 1, 1, 1, 1, 1, 1, 0};
+    assert_memory_equal(kept, want2, 10);
+    /* forced tokens come on top of the budget */
+    uint8_t forced[10] = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    p.keep_last_chunk = true;
+    p.keep_rate = 0.25f; /* 1 chunk: only the forced last one */
+    assert_int_equal(sp_select_chunks(imp, 10, forced, &p, kept), 2);
+    assert_true(kept[0] && kept[9]);
+    /* chunk 1 selects single tokens */
+    p.chunk = 1;
+    p.keep_rate = 0.2f;
+    p.keep_last_chunk = false;
+    assert_int_equal(sp_select_chunks(imp, 10, NULL, &p, kept), 2);
+    assert_true(kept[7] && (kept[3] || kept[4] || kept[5]));
+    /* keep everything */
+    p.keep_rate = 1;
+    assert_int_equal(sp_select_chunks(imp, 10, NULL, &p, kept), 10);
+}
+
+static void adaptive_keep_by_mass(void **st) {
+    (void)st;
+    float imp[8] = {10, 10, 0, 0, 0, 0, 0, 1};
+    uint8_t kept[8];
+    sp_specprefill_params p = sp_specprefill_default_params();
+    p.chunk = 2;
+    p.keep_last_chunk = false;
+    p.keep_mass = 0.9f; /* chunk 0 holds 20 of 21 */
+    p.keep_min = 0;
+    p.keep_max = 1;
+    assert_int_equal(sp_select_chunks(imp, 8, NULL, &p, kept), 2);
+    assert_true(kept[0] && kept[1]);
+    p.keep_mass = 0.99f; /* needs chunk 3 too */
+    assert_int_equal(sp_select_chunks(imp, 8, NULL, &p, kept), 4);
+    assert_true(kept[6] && kept[7]);
+    p.keep_min = 0.75f; /* at least 3 of 4 chunks */
+    assert_int_equal(sp_select_chunks(imp, 8, NULL, &p, kept), 6);
+    p.keep_min = 0; p.keep_max = 0.25f; p.keep_mass = 1; /* at most 1 chunk */
+    assert_int_equal(sp_select_chunks(imp, 8, NULL, &p, kept), 2);
+}
+
+static void importance_through_byte_spans(void **st) {
+    (void)st;
+    /* text "abcdef": source tokens "ab" "cde" "f", target tokens "a" "bcd" "ef" */
+    int ss[3] = {0, 2, 5}, se[3] = {2, 5, 6}, ds[3] = {0, 1, 4}, de[3] = {1, 4, 6};
+    float si[3] = {0.5f, 0.2f, 0.9f}, di[3];
+    sp_map_importance(ss, se, si, 3, ds, de, di, 3);
+    assert_float_equal(di[0], 0.5f, 0);
+    assert_float_equal(di[1], 0.5f, 0); /* overlaps "ab" and "cde": the max */
+    assert_float_equal(di[2], 0.9f, 0);
+}
+
+/* ------------------------------------------------------------------ scoring vs float64 */
+
+/* A float64 forward pass of the llama-f32 fixture that records post-RoPE q and k. */
+typedef struct { int T, L, H, KVH, D; double *q, *k; } qk_record; /* [L][T][H or KVH][D] */
+
+static void ref_rmsnorm(double *o, const double *x, const float *w, int n, double eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    double s = 1.0 / sqrt(ss / n + eps);
+    for (int i = 0; i < n; i++) o[i] = x[i] * s * w[i];
+}
+
+static void ref_matvec(double *o, const sp_weight *w, const double *x) {
+    const float *W = w->data;
+    for (int64_t r = 0; r < w->n_out; r++) {
+        double s = 0;
+        for (int64_t i = 0; i < w->n_in; i++) s += (double)W[r * w->n_in + i] * x[i];
+        o[r] = s;
+    }
+}
+
+static void ref_rope(double *v, int nh, int hd, int pos, const sp_model *m) {
+    for (int h = 0; h < nh; h++)
+        for (int i = 0; i < hd / 2; i++) {
+            double th = pos * pow(m->rope.base, -2.0 * i / hd);
+            if (m->rope.freq_factors) th /= m->rope.freq_factors[i];
+            double *x = v + h * hd, a = x[2 * i], b = x[2 * i + 1];
+            x[2 * i] = a * cos(th) - b * sin(th);
+            x[2 * i + 1] = a * sin(th) + b * cos(th);
+        }
+}
+
+/* Runs tokens[0..T) and returns the greedy next token after the last one. */
+static int ref_forward(const sp_model *m, const sp_token *tok, int T, qk_record *r) {
+    const sp_model_info *in = &m->info;
+    const int d = in->n_embd, H = in->n_head, KVH = in->n_head_kv, D = in->head_dim, F = in->n_ff, V = in->n_vocab;
+    double *x = calloc((size_t)T * d, 8), *h = malloc((size_t)d * 8), *att = malloc((size_t)H * D * 8);
+    double *o = malloc((size_t)(F > d ? F : d) * 8), *g = malloc((size_t)F * 8), *u = malloc((size_t)F * 8);
+    double *vv = malloc((size_t)in->n_layer * T * KVH * D * 8), *logit = malloc((size_t)V * 8);
+    r->T = T; r->L = in->n_layer; r->H = H; r->KVH = KVH; r->D = D;
+    r->q = malloc((size_t)in->n_layer * T * H * D * 8);
+    r->k = malloc((size_t)in->n_layer * T * KVH * D * 8);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < d; i++) x[t * d + i] = ((const float *)m->tok_embd.data)[(size_t)tok[t] * d + i];
+    for (int l = 0; l < in->n_layer; l++) {
+        const sp_layer *Ly = &m->layers[l];
+        double *Q = r->q + (size_t)l * T * H * D, *K = r->k + (size_t)l * T * KVH * D, *Vv = vv + (size_t)l * T * KVH * D;
+        for (int t = 0; t < T; t++) {
+            ref_rmsnorm(h, x + t * d, Ly->attn_norm, d, in->rms_eps);
+            ref_matvec(Q + t * H * D, &Ly->wq, h);
+            ref_matvec(K + t * KVH * D, &Ly->wk, h);
+            ref_matvec(Vv + t * KVH * D, &Ly->wv, h);
+            ref_rope(Q + t * H * D, H, D, t, m);
+            ref_rope(K + t * KVH * D, KVH, D, t, m);
+        }
+        for (int t = 0; t < T; t++) {
+            for (int hh = 0; hh < H; hh++) {
+                const int kv = hh / (H / KVH);
+                double mx = -1e300, *p = malloc((size_t)(t + 1) * 8), sum = 0;
+                for (int j = 0; j <= t; j++) {
+                    double s = 0;
+                    for (int e = 0; e < D; e++) s += Q[(t * H + hh) * D + e] * K[(j * KVH + kv) * D + e];
+                    p[j] = s / sqrt(D);
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int j = 0; j <= t; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int e = 0; e < D; e++) {
+                    double a = 0;
+                    for (int j = 0; j <= t; j++) a += p[j] / sum * Vv[(j * KVH + kv) * D + e];
+                    att[hh * D + e] = a;
+                }
+                free(p);
+            }
+            ref_matvec(o, &Ly->wo, att);
+            for (int i = 0; i < d; i++) x[t * d + i] += o[i];
+            ref_rmsnorm(h, x + t * d, Ly->ffn_norm, d, in->rms_eps);
+            ref_matvec(g, &Ly->gate, h);
+            ref_matvec(u, &Ly->up, h);
+            for (int i = 0; i < F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+            ref_matvec(o, &Ly->down, g);
+            for (int i = 0; i < d; i++) x[t * d + i] += o[i];
+        }
+    }
+    ref_rmsnorm(h, x + (T - 1) * d, m->output_norm, d, in->rms_eps);
+    ref_matvec(logit, &m->output, h);
+    int best = 0;
+    for (int i = 1; i < V; i++) if (logit[i] > logit[best]) best = i;
+    free(x); free(h); free(att); free(o); free(g); free(u); free(vv); free(logit);
+    return best;
+}
+
+static void scoring_matches_float64_recomputation(void **st) {
+    (void)st;
+    sp_model *m = load("llama-f32.gguf");
+    const int n = 40, K = 4, pool = 5;
+    sp_token prompt[64];
+    for (int i = 0; i < n; i++) prompt[i] = (i * 131 + 7) % 1000;
+    /* the reference: draft = the same model; K-1 greedy tokens appended */
+    int T = n;
+    qk_record r = {0};
+    for (int k = 1; k < K; k++) {
+        prompt[T] = ref_forward(m, prompt, T, &r);
+        free(r.q); free(r.k);
+        T++;
+    }
+    ref_forward(m, prompt, T, &r);
+    double *want = calloc((size_t)n, 8), *row = malloc((size_t)n * 8), *acc = malloc((size_t)n * 8);
+    for (int q = n - 1; q < n - 1 + K; q++) {
+        for (int j = 0; j < n; j++) acc[j] = 0;
+        for (int l = 0; l < r.L; l++)
+            for (int h = 0; h < r.H; h++) {
+                const int kv = h / (r.H / r.KVH);
+                double mx = -1e300, sum = 0;
+                for (int j = 0; j < n; j++) {
+                    double s = 0;
+                    for (int e = 0; e < r.D; e++)
+                        s += r.q[(((size_t)l * r.T + q) * r.H + h) * r.D + e] * r.k[(((size_t)l * r.T + j) * r.KVH + kv) * r.D + e];
+                    row[j] = s / sqrt(r.D);
+                    if (row[j] > mx) mx = row[j];
+                }
+                for (int j = 0; j < n; j++) sum += (row[j] = exp(row[j] - mx));
+                for (int j = 0; j < n; j++) {
+                    int lo = j - pool / 2 < 0 ? 0 : j - pool / 2, hi = j + pool / 2 + 1 > n ? n : j + pool / 2 + 1;
+                    double a = 0;
+                    for (int i = lo; i < hi; i++) a += row[i] / sum;
+                    a /= hi - lo;
+                    if (a > acc[j]) acc[j] = a;
+                }
+            }
+        for (int j = 0; j < n; j++) want[j] += acc[j] / K;
+    }
+    /* the engine, with an F32 KV cache so only float rounding separates the two */
+    sp_context *main_ctx = context(m, 64, SP_KV_F32), *draft = context(m, 64, SP_KV_F32);
+    sp_specprefill_params p = sp_specprefill_default_params();
+    p.lookahead = K;
+    p.pool_kernel = pool;
+    p.self_layers = m->info.n_layer; /* self-speculation with every layer = draft is the model */
+    float logits[1024], imp[64];
+    uint8_t kept[64];
+    sp_specprefill_stats s;
+    assert_int_equal(sp_specprefill(main_ctx, draft, prompt, n, NULL, &p, logits, imp, kept, &s), SP_OK);
+    assert_int_equal(s.n_lookahead, K);
+    double worst = 0, total = 0;
+    for (int j = 0; j < n; j++) { worst = fmax(worst, fabs(imp[j] - want[j])); total += want[j]; }
+    printf("  importance: max |engine - float64| = %.2e (scores sum to %.3f)\n", worst, total);
+    assert_true(worst < 2e-5);
+    free(want); free(row); free(acc); free(r.q); free(r.k);
+    sp_context_free(main_ctx);
+    sp_context_free(draft);
+    sp_model_free(m);
+}
+
+/* ------------------------------------------------------------------ prefill contract */
+
+/* keep 1.0 gives exactly the full prefill's logits. */
+static void keep_all_equals_full_prefill(void **st) {
+    (void)st;
+    sp_model *m = load("qwen2-q4_k_m.gguf");
+    const int n = 100;
+    sp_token prompt[100];
+    int32_t pos[100];
+    for (int i = 0; i < n; i++) { prompt[i] = (i * 17 + 3) % 1020; pos[i] = i; }
+    sp_context *a = context(m, 128, SP_KV_F16), *b = context(m, 128, SP_KV_F16), *d = context(m, 128, SP_KV_F16);
+    float full[1024], spec[1024];
+    int32_t last = n - 1;
+    assert_int_equal(sp_decode(a, prompt, pos, n, &last, 1, full), SP_OK);
+    sp_specprefill_params p = sp_specprefill_default_params();
+    p.keep_rate = 1;
+    sp_specprefill_stats s;
+    assert_int_equal(sp_specprefill(b, d, prompt, n, NULL, &p, spec, NULL, NULL, &s), SP_OK);
+    assert_int_equal(s.n_kept, n);
+    assert_memory_equal(full, spec, sizeof full);
+    /* and decoding continues identically at position n */
+    sp_token next = 5;
+    int32_t np = n, row = 0;
+    assert_int_equal(sp_decode(a, &next, &np, 1, &row, 1, full), SP_OK);
+    assert_int_equal(sp_decode(b, &next, &np, 1, &row, 1, spec), SP_OK);
+    assert_memory_equal(full, spec, sizeof full);
+    sp_context_free(a); sp_context_free(b); sp_context_free(d);
+    sp_model_free(m);
+}
+
+/* The sparse prefill reproduces llama.cpp's logits for the gapped-position fixture: a prompt
+ * of 998 tokens of which exactly the fixture's 40 are kept. */
+static void sparse_prefill_matches_gapped_fixture(void **st) {
+    (void)st;
+    cJSON *c = load_json(SHARED("fixtures/logits/llama-q4_k_m.gapped.json"));
+    sp_model *m = load("llama-q4_k_m.gguf");
+    const cJSON *toks = cJSON_GetArrayItem(cJSON_GetObjectItem(c, "tokens"), 0);
+    const cJSON *poss = cJSON_GetArrayItem(cJSON_GetObjectItem(c, "positions"), 0);
+    const cJSON *ref = cJSON_GetObjectItem(c, "logits");
+    const int nk = cJSON_GetArraySize(toks), n = cJSON_GetArrayItem(poss, nk - 1)->valueint + 1;
+    sp_token *prompt = malloc((size_t)n * sizeof *prompt);
+    uint8_t *kept = calloc((size_t)n, 1);
+    for (int i = 0; i < n; i++) prompt[i] = (i * 7) % 1000; /* dropped tokens: anything */
+    for (int i = 0; i < nk; i++) {
+        int p = cJSON_GetArrayItem(poss, i)->valueint;
+        prompt[p] = cJSON_GetArrayItem(toks, i)->valueint;
+        kept[p] = 1;
+    }
+    sp_context *ctx = context(m, 64, SP_KV_F16);
+    float logits[1024];
+    assert_int_equal(sp_prefill_kept(ctx, prompt, n, kept, logits), SP_OK);
+    assert_int_equal(sp_context_n_cached(ctx), nk); /* KV memory holds only the kept tokens */
+    const cJSON *last = cJSON_GetArrayItem(ref, nk - 1);
+    double worst = 0;
+    for (int k = 0; k < 1024; k++) worst = fmax(worst, fabs(logits[k] - cJSON_GetArrayItem(last, k)->valuedouble));
+    assert_true(worst <= cJSON_GetObjectItem(c, "tolerance")->valuedouble);
+    sp_context_free(ctx);
+    free(prompt); free(kept);
+    sp_model_free(m);
+    cJSON_Delete(c);
+}
+
+/* BOS, control tokens and the last chunk survive any keep rate; the budget is respected. */
+static void always_kept_tokens(void **st) {
+    (void)st;
+    sp_model *m = load("llama-q8_0.gguf"); /* 1020 = BOS, 1022/1023 control */
+    const int n = 320;
+    sp_token prompt[320];
+    for (int i = 0; i < n; i++) prompt[i] = (i * 29 + 1) % 1000;
+    prompt[0] = 1020;
+    prompt[150] = 1023;
+    prompt[151] = 1022;
+    sp_context *a = context(m, 400, SP_KV_F16), *d = context(m, 400, SP_KV_F16);
+    sp_specprefill_params p = sp_specprefill_default_params();
+    p.keep_rate = 0.1f; /* 10 chunks → 1 chunk budget, taken by the last chunk */
+    float logits[1024];
+    uint8_t kept[320];
+    float imp[320];
+    sp_specprefill_stats s;
+    assert_int_equal(sp_specprefill(a, d, prompt, n, NULL, &p, logits, imp, kept, &s), SP_OK);
+    assert_true(kept[0] && kept[150] && kept[151]);
+    for (int i = n - 32; i < n; i++) assert_true(kept[i]);
+    assert_int_equal(s.n_kept, 32 + 3);
+    assert_int_equal(sp_context_n_cached(a), 35);
+    assert_int_equal(sp_context_last_pos(a), n - 1);
+    /* self-speculation over the first layer only */
+    sp_context_reset(a);
+    p.self_layers = 1;
+    p.keep_rate = 0.3f;
+    assert_int_equal(sp_specprefill(a, d, prompt, n, NULL, &p, logits, imp, kept, &s), SP_OK);
+    assert_true(s.n_kept >= 96 && s.n_kept <= 96 + 3);
+    for (int i = 0; i < n; i++) assert_true(imp[i] >= 0 && imp[i] <= 1);
+    sp_context_free(a); sp_context_free(d);
+    sp_model_free(m);
+}
+
+/* A draft with another tokenizer: refused by default with the first differing token named;
+ * with any_vocab the scores travel through byte spans. */
+static void cross_tokenizer_draft(void **st) {
+    (void)st;
+    sp_model *m = load("llama-q8_0.gguf");
+    char path[512];
+    make_test_model("--n-embd 64 --n-layer 2 --n-head 2 --n-head-kv 1 --n-ff 128 --n-vocab 300", "draft.gguf", path, sizeof path);
+    sp_model *dm;
+    assert_int_equal(sp_model_load(path, &dm), SP_OK);
+    assert_int_equal(sp_vocab_check_same(m, dm), SP_ERR_ARGUMENT);
+    assert_non_null(strstr(sp_last_error(), "at token 0"));
+    const char *text = "The access code of Maria Lopez is 48213. Remember it well, and the weather is fine today.";
+    sp_token *prompt;
+    int n;
+    assert_int_equal(sp_tokenize(m, text, strlen(text), true, false, &prompt, &n), SP_OK);
+    sp_context *a = context(m, 256, SP_KV_F16), *d = context(dm, 256, SP_KV_F16);
+    sp_specprefill_params p = sp_specprefill_default_params();
+    p.chunk = 4;
+    float logits[1024], imp[256];
+    uint8_t kept[256];
+    sp_specprefill_stats s;
+    assert_int_equal(sp_specprefill(a, d, prompt, n, text, &p, logits, imp, kept, &s), SP_ERR_ARGUMENT);
+    p.any_vocab = true;
+    assert_int_equal(sp_specprefill(a, d, prompt, n, text, &p, logits, imp, kept, &s), SP_OK);
+    int nonzero = 0;
+    for (int i = 1; i < n; i++) nonzero += imp[i] > 0;
+    assert_true(nonzero >= n - 2); /* every text token got a score from the draft's bytes */
+    assert_true(kept[0] && kept[n - 1]);
+    free(prompt);
+    sp_context_free(a); sp_context_free(d);
+    sp_model_free(dm);
+    sp_model_free(m);
+    remove(path);
+}
+
+static void bad_parameters(void **st) {
+    (void)st;
+    sp_model *m = load("llama-q8_0.gguf");
+    sp_context *a = context(m, 64, SP_KV_F16), *d = context(m, 64, SP_KV_F16);
+    sp_token prompt[4] = {1, 2, 3, 4};
+    float logits[1024];
+    sp_specprefill_params p = sp_specprefill_default_params();
+    p.keep_rate = 0;
+    assert_int_equal(sp_specprefill(a, d, prompt, 4, NULL, &p, logits, NULL, NULL, NULL), SP_ERR_ARGUMENT);
+    p = sp_specprefill_default_params();
+    assert_int_equal(sp_specprefill(a, d, prompt, 0, NULL, &p, logits, NULL, NULL, NULL), SP_ERR_ARGUMENT);
+    sp_token big[1] = {99999};
+    assert_int_equal(sp_specprefill(a, d, big, 1, NULL, &p, logits, NULL, NULL, NULL), SP_ERR_ARGUMENT);
+    assert_int_equal(sp_specprefill(a, d, prompt, 4, NULL, &p, logits, NULL, NULL, NULL), SP_OK);
+    assert_int_equal(sp_specprefill(a, d, prompt, 4, NULL, &p, logits, NULL, NULL, NULL), SP_ERR_ARGUMENT); /* not empty */
+    sp_context_free(a); sp_context_free(d);
+    sp_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(chunks_by_mean_score), cmocka_unit_test(adaptive_keep_by_mass),
+        cmocka_unit_test(importance_through_byte_spans), cmocka_unit_test(scoring_matches_float64_recomputation),
+        cmocka_unit_test(keep_all_equals_full_prefill), cmocka_unit_test(sparse_prefill_matches_gapped_fixture),
+        cmocka_unit_test(always_kept_tokens), cmocka_unit_test(cross_tokenizer_draft), cmocka_unit_test(bad_parameters),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
