@@ -25,8 +25,19 @@ static float scalar_dot_f32(const float *a, const float *b, int64_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
-static void scalar_dot_f32_x4(const float *w, int64_t stride, const float *x, int64_t n, float out[4]) {
-    for (int r = 0; r < 4; r++) out[r] = scalar_dot_f32(w + r * stride, x, n);
+void sp_gemm_f32_generic(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int64_t k,
+                         float *out, int64_t ldo, float (*dot)(const float *, const float *, int64_t)) {
+    for (int t = 0; t < nt; t++)
+        for (int r = 0; r < nr; r++) out[t * ldo + r] = dot(w + r * ldw, x + t * ldx, k);
+}
+
+static void scalar_gemm_f32(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int64_t k,
+                            float *out, int64_t ldo) {
+    sp_gemm_f32_generic(w, ldw, nr, x, ldx, nt, k, out, ldo, scalar_dot_f32);
+}
+
+static void scalar_f32_to_bf16(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = sp_f32_to_bf16(src[i]);
 }
 
 static void scalar_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
@@ -38,7 +49,8 @@ static void scalar_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
 }
 
 static const sp_isa_kernels scalar_kernels = {
-    "scalar", scalar_dot_f32, scalar_dot_f32_x4, scalar_f16_to_f32, scalar_f32_to_f16,
+    .name = "scalar", .dot_f32 = scalar_dot_f32, .f16_to_f32 = scalar_f16_to_f32, .f32_to_f16 = scalar_f32_to_f16,
+    .gemm_f32 = scalar_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = scalar_f32_to_bf16,
 };
 
 /* ------------------------------------------------------------------ dispatch */
@@ -46,8 +58,19 @@ static const sp_isa_kernels scalar_kernels = {
 #if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
 #include <cpuid.h>
 
+#include "kernels_x86.h"
+
 extern const sp_isa_kernels sp_avx2_kernels;
 extern const sp_isa_kernels sp_avx512_kernels;
+
+/* AVX-512 plus bf16 GEMM: built at run time from the AVX-512 set */
+static sp_isa_kernels avx512bf16_kernels;
+static pthread_once_t avx512bf16_once = PTHREAD_ONCE_INIT;
+static void build_avx512bf16(void) {
+    avx512bf16_kernels = sp_avx512_kernels;
+    avx512bf16_kernels.gemm_bf16 = sp_avx512_gemm_bf16;
+    avx512bf16_kernels.f32_to_bf16 = sp_avx512_f32_to_bf16;
+}
 
 /* CPU and OS support (the OS must save the wide registers: XCR0) for each kernel set. */
 static bool cpu_has(const char *isa) {
@@ -61,7 +84,12 @@ static bool cpu_has(const char *isa) {
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
     const bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
     if (strcmp(isa, "avx2") == 0) return os_avx && avx2 && fma && f16c;
-    if (strcmp(isa, "avx512") == 0) return os_avx512 && avx2 && fma && f16c && avx512f && avx512bw && avx512vl;
+    const bool avx512 = os_avx512 && avx2 && fma && f16c && avx512f && avx512bw && avx512vl;
+    if (strcmp(isa, "avx512") == 0) return avx512;
+    if (strcmp(isa, "avx512bf16") == 0) {
+        if (!avx512 || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+        return a & (1u << 5);
+    }
     return false;
 }
 #endif
@@ -70,7 +98,12 @@ const sp_isa_kernels *sp_kernels_by_name(const char *name) {
     if (strcmp(name, "scalar") == 0) return &scalar_kernels;
 #if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
     if (strcmp(name, "avx2") == 0 && cpu_has("avx2")) return &sp_avx2_kernels;
-    if (strcmp(name, "avx512") == 0 && cpu_has("avx512")) return &sp_avx512_kernels;
+    /* "avx512" means the best AVX-512 set: with bf16 dot products where the CPU has them */
+    if (strcmp(name, "avx512") == 0 && cpu_has("avx512bf16")) {
+        pthread_once(&avx512bf16_once, build_avx512bf16);
+        return &avx512bf16_kernels;
+    }
+    if ((strcmp(name, "avx512") == 0 || strcmp(name, "avx512-nobf16") == 0) && cpu_has("avx512")) return &sp_avx512_kernels;
 #endif
     return NULL;
 }
@@ -120,10 +153,27 @@ static float *scratch_get(size_t n) {
 typedef struct {
     const sp_weight *w;
     const float *x;
+    const uint16_t *x_bf16; /* x in bf16 when the bf16 kernel is used */
     int n_tokens;
     float *out;
     int rows_per_task;
 } matmul_job;
+
+/* Dot of one weight row, block by block, for types without a fused kernel on this ISA. */
+static float dot_row_generic(const sp_isa_kernels *k, const sp_type_traits *tt, const uint8_t *row, const float *x, int64_t n) {
+    float tmp[QK_K];
+    float s = 0;
+    for (int64_t i = 0; i < n; i += tt->block_size, row += tt->type_size) {
+        tt->dequantize(row, tmp, tt->block_size);
+        s += k->dot_f32(tmp, x + i, tt->block_size);
+    }
+    return s;
+}
+
+static bool use_bf16(const sp_isa_kernels *k, const sp_weight *w) {
+    /* bf16 operands only where the weights are already coarser than bf16 */
+    return k->gemm_bf16 && w->n_in % 32 == 0 && w->type != SP_TYPE_F32 && w->type != SP_TYPE_F16;
+}
 
 static void matmul_task(void *arg, int task, int n_tasks) {
     (void)n_tasks;
@@ -136,39 +186,58 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     int64_t r1 = r0 + j->rows_per_task < w->n_out ? r0 + j->rows_per_task : w->n_out;
     const uint8_t *base = w->data;
 
-    if (j->n_tokens == 1 && w->type != SP_TYPE_F32) {
+    if (j->n_tokens == 1) {
         /* decode: stream each row once, fused dequantize + dot */
-        for (int64_t r = r0; r < r1; r++) j->out[r] = tt->dot(base + r * w->row_bytes, j->x, K);
+        float (*dot)(const void *, const float *, int64_t) = w->type < SP_N_TYPES ? k->dot_row[w->type] : NULL;
+        for (int64_t r = r0; r < r1; r++) {
+            const uint8_t *row = base + r * w->row_bytes;
+            j->out[r] = dot ? dot(row, j->x, K) : w->type == SP_TYPE_F32 ? k->dot_f32((const float *)row, j->x, K)
+                                                                       : dot_row_generic(k, tt, row, j->x, K);
+        }
         return;
     }
-    float *tile = w->type == SP_TYPE_F32 ? NULL : scratch_get((size_t)ROWS_PER_TILE * (size_t)K);
+    const bool bf16 = j->x_bf16 != NULL;
+    /* tile: ROWS_PER_TILE dequantized rows (f32), and their bf16 copy when needed */
+    float *tile = w->type == SP_TYPE_F32 && !bf16 ? NULL
+                  : scratch_get((size_t)ROWS_PER_TILE * (size_t)K * (bf16 ? 3 : 2) / 2 + 16);
+    if (w->type != SP_TYPE_F32 && !tile) {
+        /* out of memory for the tile: fall back to row-by-row fused dots */
+        for (int t = 0; t < j->n_tokens; t++)
+            for (int64_t r = r0; r < r1; r++)
+                j->out[(int64_t)t * w->n_out + r] = tt->dot(base + r * w->row_bytes, j->x + (int64_t)t * K, K);
+        return;
+    }
+    uint16_t *tile_bf16 = bf16 ? (uint16_t *)(tile + (size_t)ROWS_PER_TILE * (size_t)K) : NULL;
     for (int64_t rt = r0; rt < r1; rt += ROWS_PER_TILE) {
-        int nr = (int)(r1 - rt < ROWS_PER_TILE ? r1 - rt : ROWS_PER_TILE);
+        const int nr = (int)(r1 - rt < ROWS_PER_TILE ? r1 - rt : ROWS_PER_TILE);
         const float *rows;
         if (w->type == SP_TYPE_F32) {
             rows = (const float *)(base + rt * w->row_bytes);
-        } else if (tile) {
-            for (int r = 0; r < nr; r++) tt->dequantize(base + (rt + r) * w->row_bytes, tile + (int64_t)r * K, K);
-            rows = tile;
         } else {
-            /* out of memory for the tile: fall back to row-by-row fused dots */
-            for (int t = 0; t < j->n_tokens; t++)
-                for (int r = 0; r < nr; r++)
-                    j->out[(int64_t)t * w->n_out + rt + r] = tt->dot(base + (rt + r) * w->row_bytes, j->x + (int64_t)t * K, K);
-            continue;
+            if (w->type == SP_TYPE_F16) k->f16_to_f32((const uint16_t *)(base + rt * w->row_bytes), tile, (int64_t)nr * K);
+            else
+                for (int r = 0; r < nr; r++) tt->dequantize(base + (rt + r) * w->row_bytes, tile + (int64_t)r * K, K);
+            rows = tile;
         }
-        for (int t = 0; t < j->n_tokens; t++) {
-            const float *xt = j->x + (int64_t)t * K;
-            float *ot = j->out + (int64_t)t * w->n_out + rt;
-            int r = 0;
-            for (; r + 4 <= nr; r += 4) k->dot_f32_x4(rows + (int64_t)r * K, K, xt, K, ot + r);
-            for (; r < nr; r++) ot[r] = k->dot_f32(rows + (int64_t)r * K, xt, K);
+        float *out = j->out + rt;
+        if (bf16) {
+            k->f32_to_bf16(rows, tile_bf16, (int64_t)nr * K);
+            k->gemm_bf16(tile_bf16, K, nr, j->x_bf16, K, j->n_tokens, K, out, w->n_out);
+        } else {
+            k->gemm_f32(rows, K, nr, j->x, K, j->n_tokens, K, out, w->n_out);
         }
     }
 }
 
 void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
-    matmul_job j = {w, x, n_tokens, out, 0};
+    const sp_isa_kernels *k = sp_kernels();
+    matmul_job j = {w, x, NULL, n_tokens, out, 0};
+    uint16_t *xb = NULL;
+    if (n_tokens > 1 && use_bf16(k, w)) {
+        xb = malloc((size_t)n_tokens * (size_t)w->n_in * sizeof *xb);
+        if (xb) k->f32_to_bf16(x, xb, (int64_t)n_tokens * w->n_in);
+        j.x_bf16 = xb;
+    }
     int n_threads = sp_threads_count();
     /* Enough tasks for balance, each a whole number of tiles. */
     int64_t tiles = (w->n_out + ROWS_PER_TILE - 1) / ROWS_PER_TILE;
@@ -177,6 +246,7 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
     j.rows_per_task = (int)(tiles_per_task * ROWS_PER_TILE);
     n_tasks = (w->n_out + j.rows_per_task - 1) / j.rows_per_task;
     sp_parallel_for((int)n_tasks, matmul_task, &j);
+    free(xb);
 }
 
 /* ------------------------------------------------------------------ elementwise */

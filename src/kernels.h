@@ -17,16 +17,32 @@ typedef struct {
     int64_t row_bytes;
 } sp_weight;
 
+#define SP_N_TYPES 40
+
 /* The per-ISA primitives. Every implementation must agree with the scalar one within float
  * rounding; tests compare them. */
 typedef struct {
     const char *name;
     float (*dot_f32)(const float *a, const float *b, int64_t n);
-    /* out[r] = dot(w + r*stride, x) for r < 4 */
-    void (*dot_f32_x4)(const float *w, int64_t stride, const float *x, int64_t n, float out[4]);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
+    /* The prefill micro-kernel in dot-product form: out[t*ldo + r] = w_r · x_t for r < nr,
+     * t < nt, where w_r = w + r*ldw and x_t = x + t*ldx, each k floats. */
+    void (*gemm_f32)(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int64_t k,
+                     float *out, int64_t ldo);
+    /* The same on bfloat16 operands, k a multiple of 32 (NULL: the CPU has no bf16 dot product).
+     * Used for quantized and BF16 weights, whose own rounding is coarser than bf16's. */
+    void (*gemm_bf16)(const uint16_t *w, int64_t ldw, int nr, const uint16_t *x, int64_t ldx, int nt, int64_t k,
+                      float *out, int64_t ldo);
+    void (*f32_to_bf16)(const float *src, uint16_t *dst, int64_t n);
+    /* Decode: fused dequantize + dot of one weight row with f32 activations, per type
+     * (NULL: dequantize block by block, then dot_f32). */
+    float (*dot_row[SP_N_TYPES])(const void *row, const float *x, int64_t n);
 } sp_isa_kernels;
+
+/* Scalar versions, for ISA files to fall back on. */
+void sp_gemm_f32_generic(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int64_t k,
+                         float *out, int64_t ldo, float (*dot)(const float *, const float *, int64_t));
 
 /* The kernels in use (decided once from the CPU and SPECPREFILL_ISA). */
 const sp_isa_kernels *sp_kernels(void);

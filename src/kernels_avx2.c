@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include "kernels.h"
+#include "quant.h"
 
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -23,19 +24,33 @@ static float avx2_dot_f32(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-static void avx2_dot_f32_x4(const float *w, int64_t stride, const float *x, int64_t n, float out[4]) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 xv = _mm256_loadu_ps(x + i);
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), xv, s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + stride + i), xv, s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 2 * stride + i), xv, s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + 3 * stride + i), xv, s3);
-    }
-    out[0] = hsum256(s0); out[1] = hsum256(s1); out[2] = hsum256(s2); out[3] = hsum256(s3);
-    for (; i < n; i++)
-        for (int r = 0; r < 4; r++) out[r] += w[r * stride + i] * x[i];
+/* 4 rows × 2 tokens: 8 accumulators in ymm registers. */
+static void avx2_gemm_f32(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int64_t k, float *out,
+                          int64_t ldo) {
+    const int nr4 = nr & ~3, nt2 = nt & ~1;
+    const int64_t k8 = k & ~(int64_t)7;
+    for (int t = 0; t < nt2; t += 2)
+        for (int r = 0; r < nr4; r += 4) {
+            __m256 acc[4][2];
+            for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+            const float *x0 = x + t * ldx, *x1 = x0 + ldx;
+            for (int64_t i = 0; i < k8; i += 8) {
+                const __m256 a = _mm256_loadu_ps(x0 + i), b = _mm256_loadu_ps(x1 + i);
+                for (int q = 0; q < 4; q++) {
+                    const __m256 wq = _mm256_loadu_ps(w + (r + q) * ldw + i);
+                    acc[q][0] = _mm256_fmadd_ps(wq, a, acc[q][0]);
+                    acc[q][1] = _mm256_fmadd_ps(wq, b, acc[q][1]);
+                }
+            }
+            for (int q = 0; q < 4; q++) {
+                float s0 = hsum256(acc[q][0]), s1 = hsum256(acc[q][1]);
+                for (int64_t i = k8; i < k; i++) { s0 += w[(r + q) * ldw + i] * x0[i]; s1 += w[(r + q) * ldw + i] * x1[i]; }
+                out[t * ldo + r + q] = s0;
+                out[(t + 1) * ldo + r + q] = s1;
+            }
+        }
+    if (nr4 < nr) sp_gemm_f32_generic(w + nr4 * ldw, ldw, nr - nr4, x, ldx, nt, k, out + nr4, ldo, avx2_dot_f32);
+    if (nt2 < nt) sp_gemm_f32_generic(w, ldw, nr4, x + nt2 * ldx, ldx, nt - nt2, k, out + nt2 * ldo, ldo, avx2_dot_f32);
 }
 
 static void avx2_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
@@ -51,6 +66,33 @@ static void avx2_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
     for (; i < n; i++) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
+static float dot_f16(const void *row, const float *x, int64_t n) {
+    const uint16_t *w = row;
+    __m256 s0 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), s0);
+    float s = hsum256(s0);
+    for (; i < n; i++) s += _cvtsh_ss(w[i]) * x[i];
+    return s;
+}
+
+static float dot_q8_0(const void *row, const float *x, int64_t n) {
+    const block_q8_0 *b = row;
+    __m256 s = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        __m256 p = _mm256_setzero_ps();
+        for (int j = 0; j < 32; j += 8) {
+            const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[i].qs + j))));
+            p = _mm256_fmadd_ps(q, _mm256_loadu_ps(x + j), p);
+        }
+        s = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), p, s);
+    }
+    return hsum256(s);
+}
+
 const sp_isa_kernels sp_avx2_kernels = {
-    "avx2", avx2_dot_f32, avx2_dot_f32_x4, avx2_f16_to_f32, avx2_f32_to_f16,
+    .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
+    .gemm_f32 = avx2_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = NULL,
+    .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0},
 };

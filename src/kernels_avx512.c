@@ -1,61 +1,191 @@
-/* AVX-512 (F + BW) kernels. Compiled with -mavx512f -mavx512bw -mfma -mf16c; chosen at run time. */
+/* AVX-512 (F, BW, VL) kernels: the f32 prefill micro-kernel and fused decode dots.
+ * Compiled with AVX-512 flags; chosen at run time. kernels_avx512bf16.c adds bf16 GEMM. */
 #include <immintrin.h>
+#include <string.h>
 
+#include "fp16.h"
 #include "kernels.h"
+#include "kernels_x86.h"
+#include "quant.h"
 
-static float avx512_dot_f32(const float *a, const float *b, int64_t n) {
+static inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
+
+float sp_avx512_dot_f32(const float *a, const float *b, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
         s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
         s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
     }
-    if (i + 16 <= n) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        i += 16;
-    }
-    if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
+    for (; i < n; i += 16) {
+        const __mmask16 m = tail_mask(n - i);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-static void avx512_dot_f32_x4(const float *w, int64_t stride, const float *x, int64_t n, float out[4]) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 xv = _mm512_loadu_ps(x + i);
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), xv, s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + stride + i), xv, s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 2 * stride + i), xv, s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + 3 * stride + i), xv, s3);
+/* 4 weight rows × 4 tokens: 16 accumulators, 8 loads per 16 FMAs. */
+static void gemm_4x4(const float *w, int64_t ldw, const float *x, int64_t ldx, int64_t k, float *out, int64_t ldo) {
+    __m512 acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < k; i += 16) {
+        const __mmask16 m = tail_mask(k - i);
+        const __m512 x0 = _mm512_maskz_loadu_ps(m, x + i), x1 = _mm512_maskz_loadu_ps(m, x + ldx + i);
+        const __m512 x2 = _mm512_maskz_loadu_ps(m, x + 2 * ldx + i), x3 = _mm512_maskz_loadu_ps(m, x + 3 * ldx + i);
+        for (int r = 0; r < 4; r++) {
+            const __m512 wr = _mm512_maskz_loadu_ps(m, w + r * ldw + i);
+            acc[r][0] = _mm512_fmadd_ps(wr, x0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(wr, x1, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(wr, x2, acc[r][2]);
+            acc[r][3] = _mm512_fmadd_ps(wr, x3, acc[r][3]);
+        }
     }
-    if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + i), xv, s0);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + stride + i), xv, s1);
-        s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + 2 * stride + i), xv, s2);
-        s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + 3 * stride + i), xv, s3);
-    }
-    out[0] = _mm512_reduce_add_ps(s0); out[1] = _mm512_reduce_add_ps(s1);
-    out[2] = _mm512_reduce_add_ps(s2); out[3] = _mm512_reduce_add_ps(s3);
+    for (int t = 0; t < 4; t++)
+        for (int r = 0; r < 4; r++) out[t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-static void avx512_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+void sp_avx512_gemm_f32(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int64_t k, float *out,
+                        int64_t ldo) {
+    const int nr4 = nr & ~3, nt4 = nt & ~3;
+    for (int t = 0; t < nt4; t += 4)
+        for (int r = 0; r < nr4; r += 4) gemm_4x4(w + r * ldw, ldw, x + t * ldx, ldx, k, out + t * ldo + r, ldo);
+    /* edges: the rows and tokens that do not fill a 4×4 block */
+    if (nr4 < nr) sp_gemm_f32_generic(w + nr4 * ldw, ldw, nr - nr4, x, ldx, nt, k, out + nr4, ldo, sp_avx512_dot_f32);
+    if (nt4 < nt) sp_gemm_f32_generic(w, ldw, nr4, x + nt4 * ldx, ldx, nt - nt4, k, out + nt4 * ldo, ldo, sp_avx512_dot_f32);
+}
+
+void sp_avx512_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
     for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
 }
 
-static void avx512_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
+void sp_avx512_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
         _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
+/* ------------------------------------------------------------------ fused decode dots */
+
+static float dot_f16(const void *row, const float *x, int64_t n) {
+    const uint16_t *w = row;
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i))), _mm512_loadu_ps(x + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i + 16))), _mm512_loadu_ps(x + i + 16), s1);
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    for (; i < n; i++) s += _cvtsh_ss(w[i]) * x[i];
+    return s;
+}
+
+static float dot_bf16(const void *row, const float *x, int64_t n) {
+    const uint16_t *w = row;
+    __m512 s0 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i v = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + i))), 16);
+        s0 = _mm512_fmadd_ps(_mm512_castsi512_ps(v), _mm512_loadu_ps(x + i), s0);
+    }
+    float s = _mm512_reduce_add_ps(s0);
+    for (; i < n; i++) s += sp_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static inline __m512 i8x16_to_ps(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)); }
+
+static float dot_q8_0(const void *row, const float *x, int64_t n) {
+    const block_q8_0 *b = row;
+    __m512 s = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        const __m512 d = _mm512_set1_ps(sp_fp16_to_f32(b[i].d));
+        const __m512 q0 = i8x16_to_ps(_mm_loadu_si128((const __m128i *)b[i].qs));
+        const __m512 q1 = i8x16_to_ps(_mm_loadu_si128((const __m128i *)(b[i].qs + 16)));
+        const __m512 p = _mm512_fmadd_ps(q0, _mm512_loadu_ps(x), _mm512_mul_ps(q1, _mm512_loadu_ps(x + 16)));
+        s = _mm512_fmadd_ps(d, p, s);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+static float dot_q4_0(const void *row, const float *x, int64_t n) {
+    const block_q4_0 *b = row;
+    const __m128i mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+    __m512 s = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        const __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+        const __m512 lo = i8x16_to_ps(_mm_sub_epi8(_mm_and_si128(q, mask), eight));
+        const __m512 hi = i8x16_to_ps(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), mask), eight));
+        const __m512 p = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x), _mm512_mul_ps(hi, _mm512_loadu_ps(x + 16)));
+        s = _mm512_fmadd_ps(_mm512_set1_ps(sp_fp16_to_f32(b[i].d)), p, s);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+static inline void scale_min_k4(int j, const uint8_t *q, float *d, float *m) {
+    if (j < 4) { *d = q[j] & 63; *m = q[j + 4] & 63; }
+    else { *d = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4); *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
+}
+
+/* Σ (d·sc·q − dmin·m)·x = d·sc·Σ q·x − dmin·m·Σ x, per sub-block of 32 */
+static float dot_q4_K(const void *row, const float *x, int64_t n) {
+    const block_q4_K *b = row;
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = sp_fp16_to_f32(b[i].d), dmin = sp_fp16_to_f32(b[i].dmin);
+        const uint8_t *q = b[i].qs;
+        for (int j = 0; j < 4; j++, q += 32, x += 64) {
+            float sc1, m1, sc2, m2;
+            scale_min_k4(2 * j, b[i].scales, &sc1, &m1);
+            scale_min_k4(2 * j + 1, b[i].scales, &sc2, &m2);
+            const __m128i qa = _mm_loadu_si128((const __m128i *)q), qb = _mm_loadu_si128((const __m128i *)(q + 16));
+            const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16), x2 = _mm512_loadu_ps(x + 32), x3 = _mm512_loadu_ps(x + 48);
+            __m512 p1 = _mm512_fmadd_ps(i8x16_to_ps(_mm_and_si128(qa, mask)), x0, _mm512_mul_ps(i8x16_to_ps(_mm_and_si128(qb, mask)), x1));
+            __m512 p2 = _mm512_fmadd_ps(i8x16_to_ps(_mm_and_si128(_mm_srli_epi16(qa, 4), mask)), x2,
+                                        _mm512_mul_ps(i8x16_to_ps(_mm_and_si128(_mm_srli_epi16(qb, 4), mask)), x3));
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(d * sc1), p1, acc);
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(d * sc2), p2, acc);
+            accm = _mm512_fmadd_ps(_mm512_set1_ps(dmin * m1), _mm512_add_ps(x0, x1), accm);
+            accm = _mm512_fmadd_ps(_mm512_set1_ps(dmin * m2), _mm512_add_ps(x2, x3), accm);
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_sub_ps(acc, accm));
+}
+
+static float dot_q6_K(const void *row, const float *x, int64_t n) {
+    const block_q6_K *b = row;
+    const __m128i m4 = _mm_set1_epi8(0x0F), m2 = _mm_set1_epi8(3), off = _mm_set1_epi8(32);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = sp_fp16_to_f32(b[i].d);
+        const uint8_t *ql = b[i].ql, *qh = b[i].qh;
+        const int8_t *sc = b[i].scales;
+        for (int half = 0; half < 2; half++, ql += 64, qh += 32, sc += 8, x += 128) {
+            for (int l = 0; l < 32; l += 16) {
+                const int is = l / 16;
+                const __m128i a = _mm_loadu_si128((const __m128i *)(ql + l)), c = _mm_loadu_si128((const __m128i *)(ql + l + 32));
+                const __m128i h = _mm_loadu_si128((const __m128i *)(qh + l));
+                const __m128i q1 = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(a, m4), _mm_slli_epi16(_mm_and_si128(h, m2), 4)), off);
+                const __m128i q2 = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(c, m4), _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 2), m2), 4)), off);
+                const __m128i q3 = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), m4), _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 4), m2), 4)), off);
+                const __m128i q4 = _mm_sub_epi8(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(c, 4), m4), _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(h, 6), m2), 4)), off);
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d * sc[is]), _mm512_mul_ps(i8x16_to_ps(q1), _mm512_loadu_ps(x + l)), acc);
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d * sc[is + 2]), _mm512_mul_ps(i8x16_to_ps(q2), _mm512_loadu_ps(x + l + 32)), acc);
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d * sc[is + 4]), _mm512_mul_ps(i8x16_to_ps(q3), _mm512_loadu_ps(x + l + 64)), acc);
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d * sc[is + 6]), _mm512_mul_ps(i8x16_to_ps(q4), _mm512_loadu_ps(x + l + 96)), acc);
+            }
+        }
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
 const sp_isa_kernels sp_avx512_kernels = {
-    "avx512", avx512_dot_f32, avx512_dot_f32_x4, avx512_f16_to_f32, avx512_f32_to_f16,
+    .name = "avx512", .dot_f32 = sp_avx512_dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
+    .gemm_f32 = sp_avx512_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = NULL, /* bf16: kernels_avx512bf16.c */
+    .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_BF16] = dot_bf16, [SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0,
+                [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q6_K] = dot_q6_K},
 };

@@ -13,6 +13,7 @@ static const struct {
     {"info", cmd_info, "print a model's architecture, shapes, tensor types, vocabulary and chat template"},
     {"tokenize", cmd_tokenize, "UTF-8 text on stdin -> token ids as a JSON array"},
     {"detokenize", cmd_detokenize, "JSON array of token ids on stdin -> text"},
+    {"bench", cmd_bench, "prompt-processing / generation speed and speculative-prefill TTFT, like llama-bench"},
     {"logits", cmd_logits, "run a case file (tokens + positions per batch) and print the logits as JSON"},
     {"make-model", cmd_make_model, "write a random-weight GGUF model of any shape and type (tests, benchmarks)"},
 };

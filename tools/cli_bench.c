@@ -1,0 +1,245 @@
+/* `specprefill bench`: prompt-processing and generation speed like llama-bench, and TTFT of full
+ * prefill vs speculative prefill measured in the same run. Interface is stable. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "kernels.h"
+
+#define MAX_LIST 16
+
+static int parse_list_int(const char *s, long *out, long min, long max) {
+    int n = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *tok = strtok(buf, ","); tok && n < MAX_LIST; tok = strtok(NULL, ","))
+        if (!parse_int(tok, min, max, &out[n++])) return -1;
+    return n;
+}
+
+static int parse_list_float(const char *s, double *out, double min, double max) {
+    int n = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *tok = strtok(buf, ","); tok && n < MAX_LIST; tok = strtok(NULL, ","))
+        if (!parse_float(tok, min, max, &out[n++])) return -1;
+    return n;
+}
+
+typedef struct { double mean, sd; } stat;
+
+static stat summarize(const double *x, int n) {
+    stat s = {0, 0};
+    for (int i = 0; i < n; i++) s.mean += x[i];
+    s.mean /= n;
+    for (int i = 0; i < n; i++) s.sd += (x[i] - s.mean) * (x[i] - s.mean);
+    s.sd = n > 1 ? sqrt(s.sd / (n - 1)) : 0;
+    return s;
+}
+
+/* Deterministic "prompt": BOS then ids spread over the vocabulary, skipping special tokens. */
+static void fake_prompt(const sp_model *m, sp_token *t, int n, unsigned seed) {
+    const int V = sp_model_get_info(m)->n_vocab;
+    uint64_t s = seed * 2654435761u + 1;
+    for (int i = 0; i < n; i++) {
+        do {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            t[i] = (sp_token)((s >> 33) % (uint64_t)V);
+        } while (sp_token_get_type(m, t[i]) != SP_TOKEN_NORMAL);
+    }
+    if (sp_token_bos(m) >= 0 && n > 0) t[0] = sp_token_bos(m);
+}
+
+static bool progress_tty;
+static void progress(const char *what) {
+    if (progress_tty) fprintf(stderr, "\r\033[K%s", what);
+}
+
+/* Seconds for a full prefill of n tokens (logits of the last one). */
+static double time_prefill(sp_context *c, const sp_token *t, const int32_t *pos, int n, float *logits) {
+    sp_context_reset(c);
+    int32_t last = n - 1;
+    double t0 = now_seconds();
+    if (sp_decode(c, t, pos, n, &last, 1, logits) != SP_OK) return -1;
+    return now_seconds() - t0;
+}
+
+static void usage(void) {
+    printf("usage: specprefill bench -m MODEL.gguf [options]\n"
+           "  -p LIST       prompt lengths to time, comma-separated (default 512); 0 = none\n"
+           "  -n N          tokens to generate one by one (default 32); 0 = none\n"
+           "  -r N          repetitions after one warm-up (default 5)\n"
+           "  -t N          threads (default: all cores)\n"
+           "  -o md|json    output format (default md)\n"
+           "  --draft FILE  also time TTFT: full prefill vs speculative prefill with this draft\n"
+           "  --self-spec   also time TTFT with self-speculation\n"
+           "  --keep LIST   keep rates for the TTFT rows (default 0.1,0.3,0.5)\n"
+           "  --ttft LIST   prompt lengths for the TTFT rows (default 1024,2048,4096,8192)\n"
+           "  --kv-type f16|f32  KV-cache storage (default f16)\n");
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *model_path = NULL, *draft_path = NULL, *fmt = "md";
+    long pp[MAX_LIST] = {512}, ttft[MAX_LIST] = {1024, 2048, 4096, 8192}, n_gen = 32, reps = 5, threads = 0;
+    double keeps[MAX_LIST] = {0.1, 0.3, 0.5};
+    int n_pp = 1, n_ttft = 4, n_keeps = 3;
+    bool bad = false, self_spec = false, kv_f32 = false;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        bool ok = true;
+        if ((v = opt_value(argc, argv, &i, "--model", "-m", &bad))) model_path = v;
+        else if ((v = opt_value(argc, argv, &i, "--draft", NULL, &bad))) draft_path = v;
+        else if ((v = opt_value(argc, argv, &i, "--output", "-o", &bad))) { fmt = v; ok = !strcmp(v, "md") || !strcmp(v, "json"); }
+        else if ((v = opt_value(argc, argv, &i, "--n-prompt", "-p", &bad))) { n_pp = parse_list_int(v, pp, 0, 1 << 20); ok = n_pp > 0; if (n_pp == 1 && pp[0] == 0) n_pp = 0; }
+        else if ((v = opt_value(argc, argv, &i, "--ttft", NULL, &bad))) { n_ttft = parse_list_int(v, ttft, 2, 1 << 20); ok = n_ttft > 0; }
+        else if ((v = opt_value(argc, argv, &i, "--keep", NULL, &bad))) { n_keeps = parse_list_float(v, keeps, 1e-6, 1); ok = n_keeps > 0; }
+        else if ((v = opt_value(argc, argv, &i, "--n-gen", "-n", &bad))) ok = parse_int(v, 0, 1 << 20, &n_gen);
+        else if ((v = opt_value(argc, argv, &i, "--repetitions", "-r", &bad))) ok = parse_int(v, 1, 1000, &reps);
+        else if ((v = opt_value(argc, argv, &i, "--threads", "-t", &bad))) ok = parse_int(v, 0, 256, &threads);
+        else if ((v = opt_value(argc, argv, &i, "--kv-type", NULL, &bad))) { ok = !strcmp(v, "f16") || !strcmp(v, "f32"); kv_f32 = !strcmp(v, "f32"); }
+        else if (bad) return 2;
+        else if (opt_flag(argv, i, "--self-spec", NULL)) self_spec = true;
+        else if (opt_flag(argv, i, "--help", "-h")) { usage(); return 0; }
+        else { fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]); return 2; }
+        if (!ok) { fprintf(stderr, "error: bad value for %s\n", argv[i - 1]); return 2; }
+    }
+    if (!model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
+    if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
+    progress_tty = isatty(2);
+    sp_model *m = NULL, *dm = NULL;
+    if (sp_model_load(model_path, &m) != SP_OK) return fail_status("loading model");
+    if (draft_path && sp_model_load(draft_path, &dm) != SP_OK) { sp_model_free(m); return fail_status("loading draft"); }
+    const sp_model_info *info = sp_model_get_info(m);
+    long max_len = n_gen + 1;
+    for (int i = 0; i < n_pp; i++) if (pp[i] > max_len) max_len = pp[i];
+    if (dm || self_spec) for (int i = 0; i < n_ttft; i++) if (ttft[i] + 16 > max_len) max_len = ttft[i] + 16;
+    sp_context_params cp = sp_context_default_params();
+    cp.n_ctx = (int)max_len;
+    cp.kv_type = kv_f32 ? SP_KV_F32 : SP_KV_F16;
+    sp_context *ctx = NULL, *dctx = NULL;
+    int rc = 1;
+    sp_token *tok = malloc((size_t)max_len * sizeof *tok);
+    int32_t *pos = malloc((size_t)max_len * sizeof *pos);
+    float *logits = malloc((size_t)info->n_vocab * sizeof *logits);
+    double *times = malloc((size_t)(reps + 1) * sizeof *times);
+    if (!tok || !pos || !logits || !times) { fprintf(stderr, "error: out of memory\n"); goto done; }
+    for (long i = 0; i < max_len; i++) pos[i] = (int32_t)i;
+    fake_prompt(m, tok, (int)max_len, 1);
+    if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
+    const bool json = !strcmp(fmt, "json");
+    char model_name[256];
+    const char *slash = strrchr(model_path, '/');
+    snprintf(model_name, sizeof model_name, "%s", slash ? slash + 1 : model_path);
+    const char *isa = sp_kernels()->name;
+    if (json) printf("{\"model\": \"%s\", \"size_bytes\": %llu, \"params\": %llu, \"isa\": \"%s\", \"threads\": %d, \"results\": [",
+                     model_name, (unsigned long long)info->file_size, (unsigned long long)info->n_params, isa, sp_get_threads());
+    else {
+        printf("| model | size | params | isa | threads | test | t/s |\n| --- | ---: | ---: | --- | ---: | --- | ---: |\n");
+    }
+    int n_rows = 0;
+    char label[128];
+    /* prompt processing */
+    for (int i = 0; i < n_pp; i++) {
+        const int n = (int)pp[i];
+        for (int r = 0; r <= reps; r++) {
+            snprintf(label, sizeof label, "pp%d: run %d of %ld", n, r, reps);
+            progress(label);
+            double t = time_prefill(ctx, tok, pos, n, logits);
+            if (t < 0) { fail_status("decode"); goto done; }
+            times[r] = n / t;
+        }
+        stat s = summarize(times + 1, (int)reps); /* times[0] is the warm-up */
+        progress("");
+        if (json) printf("%s\n {\"test\": \"pp%d\", \"tokens_per_s\": %.2f, \"sd\": %.2f}", n_rows++ ? "," : "", n, s.mean, s.sd);
+        else printf("| %s | %.2f GiB | %.2f B | %s | %d | pp%d | %.2f ± %.2f |\n", model_name, info->file_size / 1073741824.0,
+                    info->n_params / 1e9, isa, sp_get_threads(), n, s.mean, s.sd);
+        fflush(stdout);
+    }
+    /* generation: one token at a time from an empty context */
+    if (n_gen > 0) {
+        for (int r = 0; r <= reps; r++) {
+            snprintf(label, sizeof label, "tg%ld: run %d of %ld", n_gen, r, reps);
+            progress(label);
+            sp_context_reset(ctx);
+            double t0 = now_seconds();
+            for (long k = 0; k < n_gen; k++) {
+                int32_t row = 0;
+                if (sp_decode(ctx, tok + k, pos + k, 1, &row, 1, logits) != SP_OK) { fail_status("decode"); goto done; }
+            }
+            times[r] = n_gen / (now_seconds() - t0);
+        }
+        stat s = summarize(times + 1, (int)reps);
+        progress("");
+        if (json) printf("%s\n {\"test\": \"tg%ld\", \"tokens_per_s\": %.2f, \"sd\": %.2f}", n_rows++ ? "," : "", n_gen, s.mean, s.sd);
+        else printf("| %s | %.2f GiB | %.2f B | %s | %d | tg%ld | %.2f ± %.2f |\n", model_name, info->file_size / 1073741824.0,
+                    info->n_params / 1e9, isa, sp_get_threads(), n_gen, s.mean, s.sd);
+        fflush(stdout);
+    }
+    /* TTFT: full prefill vs speculative prefill, same prompts, same run */
+    if (dm || self_spec) {
+        sp_context_params dp = sp_context_default_params();
+        dp.n_ctx = (int)max_len;
+        if (sp_context_new(dm ? dm : m, &dp, &dctx) != SP_OK) { fail_status("draft context"); goto done; }
+        if (!json) printf("\n| method | prompt | keep | kept tokens | TTFT ms | speedup | ideal 1/(keep+draft/main) | of ideal |\n"
+                          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        sp_specprefill_params spp = sp_specprefill_default_params();
+        const char *method = dm ? "specprefill (draft)" : "self-speculation";
+        for (int li = 0; li < n_ttft; li++) {
+            const int n = (int)ttft[li];
+            double full[64], draft_full[64];
+            int R = reps < 3 ? (int)reps : 3; /* long prompts: fewer repetitions */
+            for (int r = 0; r <= R; r++) {
+                snprintf(label, sizeof label, "TTFT %d: full prefill, run %d of %d", n, r, R);
+                progress(label);
+                full[r] = time_prefill(ctx, tok, pos, n, logits);
+                if (dm) draft_full[r] = time_prefill(dctx, tok, pos, n, logits);
+            }
+            stat fs = summarize(full + 1, R);
+            double draft_cost = dm ? summarize(draft_full + 1, R).mean / fs.mean : 0;
+            if (json) printf("%s\n {\"test\": \"ttft\", \"method\": \"full\", \"prompt\": %d, \"ttft_ms\": %.2f, \"sd\": %.2f%s",
+                             n_rows++ ? "," : "", n, fs.mean * 1e3, fs.sd * 1e3, "}");
+            else printf("| full prefill | %d | 1.0 | %d | %.1f ± %.1f | 1.00 | | |\n", n, n, fs.mean * 1e3, fs.sd * 1e3);
+            for (int k = 0; k < n_keeps; k++) {
+                spp.keep_rate = (float)keeps[k];
+                double tt[64];
+                sp_specprefill_stats st = {0};
+                for (int r = 0; r <= R; r++) {
+                    snprintf(label, sizeof label, "TTFT %d: %s keep %.2f, run %d of %d", n, method, keeps[k], r, R);
+                    progress(label);
+                    sp_context_reset(ctx);
+                    double t0 = now_seconds();
+                    if (sp_specprefill(ctx, dctx, tok, n, NULL, &spp, logits, NULL, NULL, &st) != SP_OK) { fail_status("specprefill"); goto done; }
+                    tt[r] = now_seconds() - t0;
+                }
+                stat ss = summarize(tt + 1, R);
+                const double keep_eff = (double)st.n_kept / n;
+                const double ideal = dm ? 1.0 / (keep_eff + draft_cost) : 0;
+                progress("");
+                if (json)
+                    printf(",\n {\"test\": \"ttft\", \"method\": \"%s\", \"prompt\": %d, \"keep\": %.2f, \"kept\": %d, \"ttft_ms\": %.2f, \"sd\": %.2f, "
+                           "\"speedup\": %.3f, \"ideal\": %.3f, \"draft_over_main\": %.4f}",
+                           method, n, keeps[k], st.n_kept, ss.mean * 1e3, ss.sd * 1e3, fs.mean / ss.mean, ideal, draft_cost);
+                else if (dm)
+                    printf("| %s | %d | %.2f | %d | %.1f ± %.1f | %.2f | %.2f | %.0f%% |\n", method, n, keeps[k], st.n_kept, ss.mean * 1e3,
+                           ss.sd * 1e3, fs.mean / ss.mean, ideal, 100 * (fs.mean / ss.mean) / ideal);
+                else
+                    printf("| %s | %d | %.2f | %d | %.1f ± %.1f | %.2f | | |\n", method, n, keeps[k], st.n_kept, ss.mean * 1e3,
+                           ss.sd * 1e3, fs.mean / ss.mean);
+                fflush(stdout);
+            }
+        }
+    }
+    if (json) printf("\n]}\n");
+    rc = 0;
+done:
+    progress("");
+    free(tok); free(pos); free(logits); free(times);
+    sp_context_free(ctx);
+    sp_context_free(dctx);
+    sp_model_free(dm);
+    sp_model_free(m);
+    return rc;
+}
