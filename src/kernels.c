@@ -282,62 +282,99 @@ void sp_silu_mul(float *gate, const float *up, int64_t n) {
 
 /* ------------------------------------------------------------------ attention */
 
-/* Attention for one (query, head): a single pass over the visible keys with an online softmax
- * (running max and sum), so memory stays O(head_dim) whatever the context length. */
+/*
+ * Flash-attention style: one task = one KV head × a tile of query tokens, so the queries of all
+ * the heads that share that KV head (GQA) run together against each tile of keys. Per key tile:
+ * convert K and V to f32 once, S = Q·Kᵀ and O = P·V with the GEMM micro-kernel, and an online
+ * softmax (running max and sum per row). Memory is O(tile), never O(tokens²).
+ */
+#define Q_TILE 16   /* query tokens per task */
+#define K_TILE 64   /* keys per step */
+
 typedef struct {
     const sp_attention_args *a;
+    int n_q_tiles;
 } attention_job;
 
-static void load_row(const void *cache, bool f16, int64_t offset, int n, float *dst, const sp_isa_kernels *k) {
-    if (f16) k->f16_to_f32((const uint16_t *)cache + offset, dst, n);
-    else memcpy(dst, (const float *)cache + offset, (size_t)n * sizeof(float));
+static void load_rows(const void *cache, bool f16, int64_t first, int n, int64_t stride, int64_t col, int hd, float *dst,
+                      const sp_isa_kernels *k) {
+    for (int i = 0; i < n; i++) {
+        const int64_t off = (first + i) * stride + col;
+        if (f16) k->f16_to_f32((const uint16_t *)cache + off, dst + (int64_t)i * hd, hd);
+        else memcpy(dst + (int64_t)i * hd, (const float *)cache + off, (size_t)hd * sizeof(float));
+    }
 }
-
-#define KEY_BLOCK 64
 
 static void attention_task(void *arg, int task, int n_tasks) {
     (void)n_tasks;
-    const sp_attention_args *a = ((const attention_job *)arg)->a;
+    const attention_job *j = arg;
+    const sp_attention_args *a = j->a;
     const sp_isa_kernels *k = sp_kernels();
-    const int qi = task / a->n_head, h = task % a->n_head;
-    const int hd = a->head_dim, kv_dim = a->n_head_kv * hd;
-    const int kvh = h / (a->n_head / a->n_head_kv);
-    const float *q = a->q + (int64_t)qi * a->n_head * hd + (int64_t)h * hd;
-    float *out = a->out + (int64_t)qi * a->n_head * hd + (int64_t)h * hd;
-    const int n = a->n_visible[qi];
+    const int kvh = task / j->n_q_tiles, t0 = (task % j->n_q_tiles) * Q_TILE;
+    const int nt = a->n_q - t0 < Q_TILE ? a->n_q - t0 : Q_TILE;
+    const int hd = a->head_dim, group = a->n_head / a->n_head_kv, rows = nt * group;
+    const int64_t q_dim = (int64_t)a->n_head * hd, kv_dim = (int64_t)a->n_head_kv * hd;
 
-    float *buf = scratch_get((size_t)hd * 2 + KEY_BLOCK);
-    if (!buf) { memset(out, 0, (size_t)hd * sizeof *out); return; }
-    float *acc = buf, *row = buf + hd, *scores = buf + 2 * hd;
-    memset(acc, 0, (size_t)hd * sizeof *acc);
-    float m = -INFINITY, l = 0;
-    for (int c0 = 0; c0 < n; c0 += KEY_BLOCK) {
-        const int nb = n - c0 < KEY_BLOCK ? n - c0 : KEY_BLOCK;
-        float bmax = -INFINITY;
-        for (int c = 0; c < nb; c++) {
-            load_row(a->k_cache, a->kv_f16, (int64_t)(c0 + c) * kv_dim + (int64_t)kvh * hd, hd, row, k);
-            scores[c] = k->dot_f32(q, row, hd) * a->scale;
-            if (scores[c] > bmax) bmax = scores[c];
-        }
-        const float m_new = bmax > m ? bmax : m;
-        const float correction = expf(m - m_new);
-        l *= correction;
-        for (int d = 0; d < hd; d++) acc[d] *= correction;
-        for (int c = 0; c < nb; c++) {
-            const float p = expf(scores[c] - m_new);
-            l += p;
-            load_row(a->v_cache, a->kv_f16, (int64_t)(c0 + c) * kv_dim + (int64_t)kvh * hd, hd, row, k);
-            for (int d = 0; d < hd; d++) acc[d] += p * row[d];
-        }
-        m = m_new;
+    const size_t need = (size_t)rows * hd * 3 + (size_t)rows * K_TILE + (size_t)K_TILE * hd * 3 + (size_t)rows * 2;
+    float *buf = scratch_get(need);
+    if (!buf) return; /* leaves out untouched; only on allocation failure */
+    float *Q = buf, *acc = Q + (size_t)rows * hd, *O = acc + (size_t)rows * hd, *S = O + (size_t)rows * hd;
+    float *Kt = S + (size_t)rows * K_TILE, *Vt = Kt + (size_t)K_TILE * hd, *Vrows = Vt + (size_t)K_TILE * hd;
+    float *m = Vrows + (size_t)K_TILE * hd, *l = m + rows;
+
+    /* row r = (token t0 + r / group, head kvh*group + r % group), pre-scaled by 1/sqrt(d) */
+    int max_visible = 0;
+    for (int r = 0; r < rows; r++) {
+        const int t = t0 + r / group, h = kvh * group + r % group;
+        const float *src = a->q + (int64_t)t * q_dim + (int64_t)h * hd;
+        for (int d = 0; d < hd; d++) Q[(int64_t)r * hd + d] = src[d] * a->scale;
+        m[r] = -INFINITY;
+        l[r] = 0;
+        if (a->n_visible[t] > max_visible) max_visible = a->n_visible[t];
     }
-    const float inv = l > 0 ? 1.0f / l : 0;
-    for (int d = 0; d < hd; d++) out[d] = acc[d] * inv;
+    memset(acc, 0, (size_t)rows * hd * sizeof *acc);
+
+    for (int c0 = 0; c0 < max_visible; c0 += K_TILE) {
+        const int nk = max_visible - c0 < K_TILE ? max_visible - c0 : K_TILE;
+        load_rows(a->k_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, Kt, k);
+        load_rows(a->v_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, Vrows, k);
+        for (int c = 0; c < nk; c++) /* transpose V: Vt[d][key], so P·V is a dot-product GEMM */
+            for (int d = 0; d < hd; d++) Vt[(int64_t)d * K_TILE + c] = Vrows[(int64_t)c * hd + d];
+        for (int c = nk; c < K_TILE; c++)
+            for (int d = 0; d < hd; d++) Vt[(int64_t)d * K_TILE + c] = 0;
+
+        k->gemm_f32(Kt, hd, nk, Q, hd, rows, hd, S, K_TILE); /* S[r][c] = q_r · k_c */
+        for (int r = 0; r < rows; r++) {
+            float *sr = S + (int64_t)r * K_TILE;
+            const int visible = a->n_visible[t0 + r / group] - c0; /* keys of this tile the row may see */
+            float mx = m[r];
+            for (int c = 0; c < nk && c < visible; c++) mx = sr[c] > mx ? sr[c] : mx;
+            const float corr = mx == -INFINITY ? 1.0f : expf(m[r] - mx);
+            float sum = 0;
+            for (int c = 0; c < K_TILE; c++) {
+                const float p = (c < nk && c < visible) ? expf(sr[c] - mx) : 0.0f;
+                sr[c] = p;
+                sum += p;
+            }
+            l[r] = l[r] * corr + sum;
+            m[r] = mx;
+            float *ar = acc + (int64_t)r * hd;
+            for (int d = 0; d < hd; d++) ar[d] *= corr;
+        }
+        k->gemm_f32(Vt, K_TILE, hd, S, K_TILE, rows, K_TILE, O, hd); /* O[r][d] = p_r · v_d */
+        for (int64_t i = 0; i < (int64_t)rows * hd; i++) acc[i] += O[i];
+    }
+    for (int r = 0; r < rows; r++) {
+        const int t = t0 + r / group, h = kvh * group + r % group;
+        float *dst = a->out + (int64_t)t * q_dim + (int64_t)h * hd;
+        const float inv = l[r] > 0 ? 1.0f / l[r] : 0;
+        for (int d = 0; d < hd; d++) dst[d] = acc[(int64_t)r * hd + d] * inv;
+    }
 }
 
 void sp_attention(const sp_attention_args *a) {
-    attention_job j = {a};
-    sp_parallel_for(a->n_q * a->n_head, attention_task, &j);
+    attention_job j = {a, (a->n_q + Q_TILE - 1) / Q_TILE};
+    sp_parallel_for(a->n_head_kv * j.n_q_tiles, attention_task, &j);
 }
 
 typedef struct {
@@ -379,7 +416,7 @@ static void probs_task(void *arg, int qi, int n_tasks) {
         const int kvh = h / group;
         float mx = -INFINITY;
         for (int c = 0; c < j->n_keys; c++) {
-            load_row(j->k_cache, j->kv_f16, (int64_t)c * kv_dim + (int64_t)kvh * hd, hd, row, k);
+            load_rows(j->k_cache, j->kv_f16, c, 1, kv_dim, (int64_t)kvh * hd, hd, row, k);
             p[c] = k->dot_f32(q, row, hd) * j->scale;
             if (p[c] > mx) mx = p[c];
         }

@@ -292,6 +292,123 @@ static void dequantize_q6_K(const void *src, float *dst, int64_t n) {
     }
 }
 
+/* ------------------------------------------------------------------ K-quant writers */
+
+/* Round to nearest, ties away from zero, as an int. */
+static inline int nearest_int(float x) { return (int)lrintf(x); }
+
+/* Packs eight 6-bit scales and mins into the 12 bytes Q4_K/Q5_K use (see scale_min_k4). */
+static void pack_scales_k4(const uint8_t sc[8], const uint8_t mn[8], uint8_t out[12]) {
+    for (int j = 0; j < 4; j++) {
+        out[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+        out[j + 4] = (uint8_t)((mn[j] & 63) | ((mn[j + 4] >> 4) << 6));
+        out[j + 8] = (uint8_t)((sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4));
+    }
+}
+
+/* Asymmetric sub-block quantization shared by Q4_K (nmax 15) and Q5_K (nmax 31): each of the
+ * 8 sub-blocks of 32 gets a scale and a min (x ≈ d·sc·q − dmin·m), then the 6-bit codes of
+ * those; q is chosen against the codes actually stored. */
+static void quantize_k_asym(const float *x, int nmax, float *d_out, float *dmin_out, uint8_t sc[8], uint8_t mn[8], uint8_t *q) {
+    float scale[8], minv[8], max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; j++) {
+        const float *v = x + 32 * j;
+        float lo = v[0], hi = v[0];
+        for (int l = 1; l < 32; l++) { lo = fminf(lo, v[l]); hi = fmaxf(hi, v[l]); }
+        if (lo > 0) lo = 0; /* the min is stored as a non-negative offset */
+        scale[j] = (hi - lo) / nmax;
+        minv[j] = -lo;
+        max_scale = fmaxf(max_scale, scale[j]);
+        max_min = fmaxf(max_min, minv[j]);
+    }
+    const float d = max_scale / 63, dmin = max_min / 63;
+    const float id = d > 0 ? 1 / d : 0, idmin = dmin > 0 ? 1 / dmin : 0;
+    for (int j = 0; j < 8; j++) {
+        int a = nearest_int(scale[j] * id), b = nearest_int(minv[j] * idmin);
+        sc[j] = (uint8_t)(a < 0 ? 0 : a > 63 ? 63 : a);
+        mn[j] = (uint8_t)(b < 0 ? 0 : b > 63 ? 63 : b);
+        const float ds = d * sc[j], dm = dmin * mn[j];
+        for (int l = 0; l < 32; l++) {
+            int v = ds > 0 ? nearest_int((x[32 * j + l] + dm) / ds) : 0;
+            q[32 * j + l] = (uint8_t)(v < 0 ? 0 : v > nmax ? nmax : v);
+        }
+    }
+    *d_out = d;
+    *dmin_out = dmin;
+}
+
+static void quantize_q4_K(const float *src, void *dst, int64_t n) {
+    block_q4_K *b = dst;
+    uint8_t q[QK_K], sc[8], mn[8];
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        float d, dmin;
+        quantize_k_asym(src, 15, &d, &dmin, sc, mn, q);
+        b[i].d = sp_f32_to_fp16(d);
+        b[i].dmin = sp_f32_to_fp16(dmin);
+        pack_scales_k4(sc, mn, b[i].scales);
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++) b[i].qs[32 * j + l] = (uint8_t)(q[64 * j + l] | (q[64 * j + 32 + l] << 4));
+    }
+}
+
+static void quantize_q5_K(const float *src, void *dst, int64_t n) {
+    block_q5_K *b = dst;
+    uint8_t q[QK_K], sc[8], mn[8];
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        float d, dmin;
+        quantize_k_asym(src, 31, &d, &dmin, sc, mn, q);
+        b[i].d = sp_f32_to_fp16(d);
+        b[i].dmin = sp_f32_to_fp16(dmin);
+        pack_scales_k4(sc, mn, b[i].scales);
+        memset(b[i].qh, 0, sizeof b[i].qh);
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++) {
+                const int lo = q[64 * j + l], hi = q[64 * j + 32 + l];
+                b[i].qs[32 * j + l] = (uint8_t)((lo & 0x0F) | ((hi & 0x0F) << 4));
+                if (lo & 16) b[i].qh[l] |= (uint8_t)(1u << (2 * j));
+                if (hi & 16) b[i].qh[l] |= (uint8_t)(2u << (2 * j));
+            }
+    }
+}
+
+/* Q6_K: 16 sub-blocks of 16 with signed 8-bit scales, q ∈ [-32, 31]. */
+static void quantize_q6_K(const float *src, void *dst, int64_t n) {
+    block_q6_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, src += QK_K) {
+        float scale[16], max_abs_scale = 0, max_scale = 0;
+        for (int j = 0; j < 16; j++) {
+            float amax = 0, vmax = 0;
+            for (int l = 0; l < 16; l++)
+                if (fabsf(src[16 * j + l]) > amax) { amax = fabsf(src[16 * j + l]); vmax = src[16 * j + l]; }
+            scale[j] = vmax / -32; /* the largest magnitude maps to -32, the code with no twin */
+            if (fabsf(scale[j]) > max_abs_scale) { max_abs_scale = fabsf(scale[j]); max_scale = scale[j]; }
+        }
+        const float d = max_scale / -128, id = d != 0 ? 1 / d : 0;
+        b[i].d = sp_f32_to_fp16(d);
+        uint8_t q[QK_K];
+        for (int j = 0; j < 16; j++) {
+            int s = nearest_int(scale[j] * id);
+            s = s < -128 ? -128 : s > 127 ? 127 : s;
+            b[i].scales[j] = (int8_t)s;
+            const float ds = d * s;
+            for (int l = 0; l < 16; l++) {
+                int v = ds != 0 ? nearest_int(src[16 * j + l] / ds) : 0;
+                v = v < -32 ? -32 : v > 31 ? 31 : v;
+                q[16 * j + l] = (uint8_t)(v + 32);
+            }
+        }
+        for (int half = 0; half < 2; half++) {
+            uint8_t *ql = b[i].ql + 64 * half, *qh = b[i].qh + 32 * half;
+            const uint8_t *v = q + 128 * half;
+            for (int l = 0; l < 32; l++) {
+                ql[l] = (uint8_t)((v[l] & 0x0F) | ((v[l + 64] & 0x0F) << 4));
+                ql[l + 32] = (uint8_t)((v[l + 32] & 0x0F) | ((v[l + 96] & 0x0F) << 4));
+                qh[l] = (uint8_t)((v[l] >> 4) | ((v[l + 32] >> 4) << 2) | ((v[l + 64] >> 4) << 4) | ((v[l + 96] >> 4) << 6));
+            }
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ dot products */
 
 static float dot_f32(const void *row, const float *x, int64_t n) {
@@ -351,9 +468,9 @@ static const sp_type_traits traits[SP_TYPE_COUNT] = {
     [SP_TYPE_Q8_0] = {"Q8_0", 32, sizeof(block_q8_0), dequantize_q8_0, quantize_q8_0, dot_q8_0},
     [SP_TYPE_Q2_K] = {"Q2_K", QK_K, sizeof(block_q2_K), dequantize_q2_K, NULL, dot_q2_K},
     [SP_TYPE_Q3_K] = {"Q3_K", QK_K, sizeof(block_q3_K), dequantize_q3_K, NULL, dot_q3_K},
-    [SP_TYPE_Q4_K] = {"Q4_K", QK_K, sizeof(block_q4_K), dequantize_q4_K, NULL, dot_q4_K},
-    [SP_TYPE_Q5_K] = {"Q5_K", QK_K, sizeof(block_q5_K), dequantize_q5_K, NULL, dot_q5_K},
-    [SP_TYPE_Q6_K] = {"Q6_K", QK_K, sizeof(block_q6_K), dequantize_q6_K, NULL, dot_q6_K},
+    [SP_TYPE_Q4_K] = {"Q4_K", QK_K, sizeof(block_q4_K), dequantize_q4_K, quantize_q4_K, dot_q4_K},
+    [SP_TYPE_Q5_K] = {"Q5_K", QK_K, sizeof(block_q5_K), dequantize_q5_K, quantize_q5_K, dot_q5_K},
+    [SP_TYPE_Q6_K] = {"Q6_K", QK_K, sizeof(block_q6_K), dequantize_q6_K, quantize_q6_K, dot_q6_K},
 };
 
 /* every ggml type name, so an unsupported one can be named in errors */

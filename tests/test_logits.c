@@ -4,8 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ctype.h>
 
+#include "gguf.h"
 #include "kernels.h"
+#include "quant.h"
+#include "quantize.h"
 #include "test_util.h"
 
 typedef struct { double max_dev, rms_dev; int argmax_checked, argmax_bad; } result;
@@ -125,12 +129,97 @@ static void float64_reference(void **state) {
     }
 }
 
+/* Logits of every row of a case, decoded with the model at `path`. */
+static float *case_logits(const char *path, const cJSON *c, int *n_rows) {
+    sp_model *m;
+    assert_int_equal(sp_model_load(path, &m), SP_OK);
+    const cJSON *tb = cJSON_GetArrayItem(cJSON_GetObjectItem(c, "tokens"), 0), *pb = cJSON_GetArrayItem(cJSON_GetObjectItem(c, "positions"), 0);
+    const int n = cJSON_GetArraySize(tb), V = sp_model_get_info(m)->n_vocab;
+    sp_token t[64];
+    int32_t p[64], rows[64];
+    for (int i = 0; i < n; i++) { t[i] = cJSON_GetArrayItem(tb, i)->valueint; p[i] = cJSON_GetArrayItem(pb, i)->valueint; rows[i] = i; }
+    sp_context *ctx;
+    assert_int_equal(sp_context_new(m, NULL, &ctx), SP_OK);
+    float *out = malloc(sizeof *out * (size_t)n * V);
+    assert_int_equal(sp_decode(ctx, t, p, n, rows, n, out), SP_OK);
+    sp_context_free(ctx);
+    sp_model_free(m);
+    *n_rows = n * V;
+    return out;
+}
+
+static double rms_diff(const float *a, const cJSON *ref_rows, int V) {
+    double s = 0;
+    int n = 0;
+    const cJSON *row;
+    cJSON_ArrayForEach(row, ref_rows) {
+        for (int k = 0; k < V; k++, n++) {
+            double d = a[n] - cJSON_GetArrayItem(row, k)->valuedouble;
+            s += d * d;
+        }
+    }
+    return sqrt(s / n);
+}
+
+/* Our quantizer against llama.cpp's: quantize the F32 fixture to each type and compare how far
+ * the logits move from the F32 model's, with how far llama.cpp's own quantized files move. The
+ * Q4_K_M mix must also pick the same type for every tensor as llama.cpp did. */
+static void quantizer_matches_llama_cpp_quality(void **state) {
+    (void)state;
+    static const char *const types[] = {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q6_K", "Q5_K", "Q4_K", "Q4_K_M"};
+    cJSON *f32 = load_json(SHARED("fixtures/logits/llama-f32.contiguous.json"));
+    const cJSON *ref = cJSON_GetObjectItem(f32, "logits");
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        char out[512], lower[16], path[1024];
+        temp_path("quant.gguf", out, sizeof out);
+        sp_quant_plan plan;
+        assert_true(sp_quant_plan_parse(types[i], &plan));
+        assert_int_equal(sp_quantize_file(SHARED("fixtures/models/llama-f32.gguf"), out, &plan), SP_OK);
+        int n;
+        float *ours = case_logits(out, f32, &n);
+        for (size_t k = 0; k <= strlen(types[i]); k++) lower[k] = (char)tolower((unsigned char)types[i][k]);
+        snprintf(path, sizeof path, "%s/fixtures/logits/llama-%s.contiguous.json", SP_SHARED_DIR, lower);
+        cJSON *theirs = load_json(path);
+        const double ours_rms = rms_diff(ours, ref, 1024);
+        /* llama.cpp's quantized logits vs its f32 logits */
+        float *tl = malloc(sizeof *tl * (size_t)n);
+        int idx = 0;
+        const cJSON *row;
+        cJSON_ArrayForEach(row, cJSON_GetObjectItem(theirs, "logits")) {
+            for (int k = 0; k < 1024; k++) tl[idx++] = (float)cJSON_GetArrayItem(row, k)->valuedouble;
+        }
+        const double their_rms = rms_diff(tl, ref, 1024);
+        printf("  %-7s logits move by rms %.4f from F32 (llama.cpp's quantizer: %.4f)\n", types[i], ours_rms, their_rms);
+        if (ours_rms > 1.2 * their_rms) fail_msg("%s quantizer error %.4f is more than 1.2x llama.cpp's %.4f", types[i], ours_rms, their_rms);
+        if (strcmp(types[i], "Q4_K_M") == 0) {
+            gguf_file *a, *b;
+            assert_int_equal(gguf_open(out, &a), SP_OK);
+            assert_int_equal(gguf_open(SHARED("fixtures/models/llama-q4_k_m.gguf"), &b), SP_OK);
+            for (uint64_t t = 0; t < b->n_tensors; t++) {
+                const gguf_tensor *x = &b->tensors[t];
+                char name[128];
+                snprintf(name, sizeof name, "%.*s", (int)x->name.len, x->name.ptr);
+                const gguf_tensor *y = gguf_find_tensor(a, name);
+                assert_non_null(y);
+                if (x->type != y->type) fail_msg("Q4_K_M: %s is %s, llama.cpp made it %s", name, sp_type_name(y->type), sp_type_name(x->type));
+            }
+            gguf_close(a);
+            gguf_close(b);
+        }
+        free(ours); free(tl);
+        cJSON_Delete(theirs);
+        remove(out);
+    }
+    cJSON_Delete(f32);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fixtures_scalar),
         cmocka_unit_test(fixtures_avx2),
         cmocka_unit_test(fixtures_avx512),
         cmocka_unit_test(float64_reference),
+        cmocka_unit_test(quantizer_matches_llama_cpp_quality),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

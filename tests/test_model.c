@@ -40,7 +40,8 @@ static void logit_rows_and_batching(void **st) {
     sp_context_reset(c);
     int32_t rows[3] = {39, 0, 17};
     assert_int_equal(sp_decode(c, tok, pos, n, rows, 3, some), SP_OK);
-    for (int r = 0; r < 3; r++) assert_true(max_diff(some + (size_t)r * V, full + (size_t)rows[r] * V, (size_t)V) == 0);
+    /* same hidden states; the output GEMM may group rows differently, so rounding may differ */
+    for (int r = 0; r < 3; r++) assert_true(max_diff(some + (size_t)r * V, full + (size_t)rows[r] * V, (size_t)V) < 1e-5);
     /* one token at a time through the decode (GEMV) path */
     sp_context_reset(c);
     for (int i = 0; i < n; i++) {

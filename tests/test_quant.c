@@ -21,6 +21,7 @@ static void quantize_round_trip(void **st) {
     static const struct { int type; double max_rel_rms; } cases[] = {
         {SP_TYPE_F32, 0}, {SP_TYPE_F16, 1e-3}, {SP_TYPE_BF16, 5e-3}, {SP_TYPE_Q8_0, 0.01},
         {SP_TYPE_Q5_0, 0.04}, {SP_TYPE_Q5_1, 0.04}, {SP_TYPE_Q4_0, 0.09}, {SP_TYPE_Q4_1, 0.09},
+        {SP_TYPE_Q6_K, 0.02}, {SP_TYPE_Q5_K, 0.04}, {SP_TYPE_Q4_K, 0.08},
     };
     const int n = 4096;
     float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);

@@ -9,6 +9,7 @@
 #include "gguf_writer.h"
 #include "model.h"
 #include "quant.h"
+#include "quantize.h"
 
 typedef struct {
     uint64_t seed;
@@ -60,7 +61,7 @@ static void usage(void) {
            "  --n-embd N --n-layer N --n-head N --n-head-kv N --n-ff N   shape (default: a tiny model)\n"
            "  --n-vocab N         size of the built-in byte-level vocabulary (default 512, without --vocab-from)\n"
            "  --vocab-from FILE   copy the tokenizer (and its vocabulary size) from another GGUF\n"
-           "  --type T            type of the matrices: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (default F16)\n"
+           "  --type T            F32, F16 (default), BF16, Q8_0, Q5_0, Q5_1, Q4_0, Q4_1, Q6_K, Q5_K, Q4_K, Q4_K_M, Q5_K_M\n"
            "  --tied              no output.weight: logits use the token embedding\n"
            "  --rope-base X       (default 500000); --ctx N training context (default 8192)\n"
            "  --seed S            (default 1)\n");
@@ -74,7 +75,8 @@ int cmd_make_model(int argc, char **argv) {
     const char *out = NULL, *vocab_from = NULL, *arch = "llama", *preset = NULL;
     long n_embd = 256, n_layer = 2, n_head = 4, n_head_kv = 2, n_ff = 768, n_vocab = 512, seed = 1, ctx = 8192;
     double rope_base = 500000;
-    int type = SP_TYPE_F16;
+    sp_quant_plan plan;
+    sp_quant_plan_parse("F16", &plan);
     bool tied = false, bad = false;
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -98,9 +100,7 @@ int cmd_make_model(int argc, char **argv) {
         else if ((v = opt_value(argc, argv, &i, "--ctx", NULL, &bad))) ok = parse_int(v, 1, 1 << 24, &ctx);
         else if ((v = opt_value(argc, argv, &i, "--rope-base", NULL, &bad))) ok = parse_float(v, 1, 1e12, &rope_base);
         else if ((v = opt_value(argc, argv, &i, "--type", NULL, &bad))) {
-            type = sp_type_from_name(v);
-            const sp_type_traits *tt = type >= 0 ? sp_type_traits_get((uint32_t)type) : NULL;
-            if (!tt || !tt->quantize) { fprintf(stderr, "error: cannot write tensors of type '%s'\n", v); return 2; }
+            if (!sp_quant_plan_parse(v, &plan)) { fprintf(stderr, "error: cannot write tensors of type '%s'\n", v); return 2; }
         } else if (bad) return 2;
         else if (opt_flag(argv, i, "--tied", NULL)) tied = true;
         else if (opt_flag(argv, i, "--help", "-h")) { usage(); return 0; }
@@ -110,8 +110,7 @@ int cmd_make_model(int argc, char **argv) {
     (void)preset;
     if (!out) { fprintf(stderr, "error: -o OUT.gguf is required\n"); return 2; }
     if (n_embd % n_head || n_head % n_head_kv) { fprintf(stderr, "error: n_embd must divide by n_head, n_head by n_head_kv\n"); return 2; }
-    const int blk = sp_type_traits_get((uint32_t)type)->block_size;
-    if (n_embd % blk || n_ff % blk) { fprintf(stderr, "error: n_embd and n_ff must be multiples of the %s block (%d)\n", sp_type_name((uint32_t)type), blk); return 2; }
+    const int type = plan.base;
 
     gguf_writer *w = gguf_writer_new();
     gguf_file *vf = NULL;
@@ -193,9 +192,11 @@ int cmd_make_model(int argc, char **argv) {
     if (!fc.types || !fc.ne || !fc.kind) { fprintf(stderr, "error: out of memory\n"); goto cleanup; }
 #define ADD(name, t, n0, n1, k)                                                                  \
     do {                                                                                         \
+        (void)(t);                                                                               \
         int64_t ne[2] = {(n0), (n1)};                                                            \
-        int idx = gguf_writer_tensor(w, name, (n1) == 1 ? SP_TYPE_F32 : (uint32_t)(t), (n1) == 1 ? 1 : 2, ne, NULL); \
-        fc.types[idx] = (n1) == 1 ? SP_TYPE_F32 : (uint32_t)(t);                                 \
+        uint32_t ty = (uint32_t)sp_quant_type_for(&plan, name, (n1) == 1 ? 1 : 2, (long)(n0), (int)n_layer, tied); \
+        int idx = gguf_writer_tensor(w, name, ty, (n1) == 1 ? 1 : 2, ne, NULL);                 \
+        fc.types[idx] = ty;                                                                      \
         fc.ne[idx][0] = (n0); fc.ne[idx][1] = (n1); fc.kind[idx] = (k);                          \
     } while (0)
     ADD("token_embd.weight", type, n_embd, n_vocab, 0);

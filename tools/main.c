@@ -15,6 +15,7 @@ static const struct {
     {"detokenize", cmd_detokenize, "JSON array of token ids on stdin -> text"},
     {"bench", cmd_bench, "prompt-processing / generation speed and speculative-prefill TTFT, like llama-bench"},
     {"logits", cmd_logits, "run a case file (tokens + positions per batch) and print the logits as JSON"},
+    {"quantize", cmd_quantize, "convert a model's matrices to another type or mix (Q8_0, Q4_K_M, ...)"},
     {"make-model", cmd_make_model, "write a random-weight GGUF model of any shape and type (tests, benchmarks)"},
 };
 
