@@ -212,6 +212,17 @@ sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_t
                          const char *prompt_text, const sp_specprefill_params *params, float *logits,
                          float *importance, uint8_t *kept, sp_specprefill_stats *stats);
 
+/*
+ * Several prompts in one call, each into its own main context with its own keep set and
+ * positions; the same results as calling sp_specprefill on each in turn (prompts are
+ * processed one after another; the draft context is reused). logits[i] receives prompt i's
+ * next-token logits; importance/kept/stats may be NULL or arrays of per-prompt pointers.
+ */
+sp_status sp_specprefill_batch(sp_context *const *main_ctxs, sp_context *draft_ctx, const sp_token *const *prompts,
+                               const int *n, const char *const *prompt_texts, int n_prompts,
+                               const sp_specprefill_params *params, float *const *logits, float *const *importance,
+                               uint8_t *const *kept, sp_specprefill_stats *stats);
+
 /* Checks that two models share a tokenizer; if not, the error names the first difference. */
 sp_status sp_vocab_check_same(const sp_model *main_model, const sp_model *draft_model);
 

@@ -10,6 +10,7 @@
  * The draft's look-ahead tokens never reach the main model.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -220,4 +221,25 @@ done:
     if (keep != kept) free(keep);
     free(forced); free(dtok); free(spans); free(dimp);
     return s;
+}
+
+sp_status sp_specprefill_batch(sp_context *const *main_ctxs, sp_context *draft_ctx, const sp_token *const *prompts,
+                               const int *n, const char *const *prompt_texts, int n_prompts,
+                               const sp_specprefill_params *params, float *const *logits, float *const *importance,
+                               uint8_t *const *kept, sp_specprefill_stats *stats) {
+    if (n_prompts < 0 || (n_prompts > 0 && (!main_ctxs || !prompts || !n || !logits)))
+        return sp_fail(SP_ERR_ARGUMENT, "specprefill batch: invalid arguments");
+    for (int i = 0; i < n_prompts; i++) {
+        /* each prompt's scores live in the draft's cache only while it is scored, so prompts
+         * cannot see each other: the reference implementation's batch indexing bug cannot occur */
+        sp_status s = sp_specprefill(main_ctxs[i], draft_ctx, prompts[i], n[i], prompt_texts ? prompt_texts[i] : NULL, params,
+                                     logits[i], importance ? importance[i] : NULL, kept ? kept[i] : NULL,
+                                     stats ? &stats[i] : NULL);
+        if (s != SP_OK) {
+            char msg[400];
+            snprintf(msg, sizeof msg, "%s", sp_last_error());
+            return sp_fail(s, "specprefill batch: prompt %d: %s", i, msg);
+        }
+    }
+    return SP_OK;
 }

@@ -376,6 +376,49 @@ static void cross_tokenizer_draft(void **st) {
     remove(path);
 }
 
+/* Several prompts in one call equal each prompt alone. */
+static void batch_equals_one_by_one(void **st) {
+    (void)st;
+    sp_model *m = load("qwen3-q8_0.gguf");
+    enum { P = 3 };
+    const int n[P] = {150, 70, 231};
+    sp_token *prompts[P];
+    sp_context *mains[P], *draft = context(m, 300, SP_KV_F16);
+    float *logits[P], *imp[P];
+    uint8_t *kept[P];
+    for (int i = 0; i < P; i++) {
+        prompts[i] = malloc(sizeof(sp_token) * (size_t)n[i]);
+        for (int j = 0; j < n[i]; j++) prompts[i][j] = (j * (7 + i) + 3 * i) % 1020;
+        mains[i] = context(m, 300, SP_KV_F16);
+        logits[i] = malloc(sizeof(float) * 1024);
+        imp[i] = malloc(sizeof(float) * (size_t)n[i]);
+        kept[i] = malloc((size_t)n[i]);
+    }
+    sp_specprefill_params p = sp_specprefill_default_params();
+    p.keep_rate = 0.25f;
+    p.self_layers = 1;
+    sp_specprefill_stats stats[P];
+    assert_int_equal(sp_specprefill_batch(mains, draft, (const sp_token *const *)prompts, n, NULL, P, &p, logits, imp, kept, stats), SP_OK);
+    for (int i = 0; i < P; i++) {
+        sp_context *alone = context(m, 300, SP_KV_F16);
+        float l1[1024], *i1 = malloc(sizeof(float) * (size_t)n[i]);
+        uint8_t *k1 = malloc((size_t)n[i]);
+        assert_int_equal(sp_specprefill(alone, draft, prompts[i], n[i], NULL, &p, l1, i1, k1, NULL), SP_OK);
+        assert_memory_equal(l1, logits[i], sizeof l1);
+        assert_memory_equal(i1, imp[i], sizeof(float) * (size_t)n[i]);
+        assert_memory_equal(k1, kept[i], (size_t)n[i]);
+        assert_int_equal(sp_context_n_cached(mains[i]), stats[i].n_kept);
+        sp_context_free(alone);
+        free(i1); free(k1);
+    }
+    for (int i = 0; i < P; i++) {
+        free(prompts[i]); free(logits[i]); free(imp[i]); free(kept[i]);
+        sp_context_free(mains[i]);
+    }
+    sp_context_free(draft);
+    sp_model_free(m);
+}
+
 static void bad_parameters(void **st) {
     (void)st;
     sp_model *m = load("llama-q8_0.gguf");
@@ -400,7 +443,8 @@ int main(void) {
         cmocka_unit_test(chunks_by_mean_score), cmocka_unit_test(adaptive_keep_by_mass),
         cmocka_unit_test(importance_through_byte_spans), cmocka_unit_test(scoring_matches_float64_recomputation),
         cmocka_unit_test(keep_all_equals_full_prefill), cmocka_unit_test(sparse_prefill_matches_gapped_fixture),
-        cmocka_unit_test(always_kept_tokens), cmocka_unit_test(cross_tokenizer_draft), cmocka_unit_test(bad_parameters),
+        cmocka_unit_test(always_kept_tokens), cmocka_unit_test(cross_tokenizer_draft), cmocka_unit_test(batch_equals_one_by_one),
+        cmocka_unit_test(bad_parameters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
