@@ -35,12 +35,13 @@ if [ "${SP_QUICK:-0}" != 1 ]; then
 
   echo "== fuzzing (libFuzzer, clang), ${SP_FUZZ_SECONDS:-30} s per target"
   CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_FUZZ=ON -DSP_X86_KERNELS=ON >/dev/null
-  ninja -C build-fuzz fuzz_gguf fuzz_tokenizer
-  mkdir -p build-fuzz/corpus-gguf build-fuzz/corpus-tok
+  ninja -C build-fuzz fuzz_gguf fuzz_tokenizer fuzz_request
+  mkdir -p build-fuzz/corpus-gguf build-fuzz/corpus-tokenizer build-fuzz/corpus-request
   cp ../shared/fixtures/models/llama-q4_0.gguf ../shared/fixtures/models/qwen3-q8_0.gguf build-fuzz/corpus-gguf/ 2>/dev/null || true
-  printf '\x04Hello <|eot_id|> wörld' >build-fuzz/corpus-tok/seed1
-  for t in gguf tok; do
-    target=fuzz_gguf; [ $t = tok ] && target=fuzz_tokenizer
+  printf '\x04Hello <|eot_id|> wörld' >build-fuzz/corpus-tokenizer/seed1
+  printf '\x01{"messages":[{"role":"user","content":"hi"}],"stream":true,"stop":["a"],"speculative_prefill":{"keep_rate":0.2}}' >build-fuzz/corpus-request/seed1
+  for t in gguf tokenizer request; do
+    target=fuzz_$t
     if build-fuzz/tests/$target -max_total_time="${SP_FUZZ_SECONDS:-30}" -max_len=65536 -rss_limit_mb=4096 \
          build-fuzz/corpus-$t >build-fuzz/$target.log 2>&1; then
       total_pass=$((total_pass + 1)); echo "== $target: no crash ($(grep -o 'stat::number_of_executed_units: [0-9]*' build-fuzz/$target.log || tail -1 build-fuzz/$target.log))"

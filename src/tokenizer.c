@@ -740,41 +740,51 @@ void sp_detokenizer_init(sp_detokenizer *d, const sp_model *m, bool render_speci
     d->render_special = render_special;
 }
 
-/* Emits the complete UTF-8 characters of pending+piece; keeps an unfinished tail pending. */
+/* Emits the complete UTF-8 characters of pending+piece and keeps an unfinished tail pending;
+ * bytes that can never form a character become U+FFFD, so the output is always valid UTF-8. */
 int sp_detokenizer_push(sp_detokenizer *d, sp_token token, char *out, int size) {
-    char piece[256];
-    char *p = piece;
-    int n = sp_token_to_bytes(d->model, token, d->render_special, piece, sizeof piece);
-    if (n < 0) {
-        p = malloc((size_t)-n);
-        if (!p) return 0;
-        n = sp_token_to_bytes(d->model, token, d->render_special, p, -n);
+    char small[256];
+    int n = sp_token_to_bytes(d->model, token, d->render_special, small, sizeof small);
+    char *raw = malloc((size_t)(n < 0 ? -n : n) + sizeof d->pending + 1);
+    if (!raw) return 0;
+    int len = d->n_pending;
+    memcpy(raw, d->pending, (size_t)d->n_pending);
+    if (n < 0) n = sp_token_to_bytes(d->model, token, d->render_special, raw + len, -n);
+    else memcpy(raw + len, small, (size_t)n);
+    len += n;
+    /* worst case every byte becomes 3 */
+    if (3 * len > size) {
+        free(raw);
+        return -3 * len;
     }
-    const int total = d->n_pending + n;
-    if (total > size) {
-        if (p != piece) free(p);
-        return -total;
+    int o = 0, i = 0, keep = 0;
+    while (i < len) {
+        uint32_t cp;
+        const int cl = sp_utf8_decode((const unsigned char *)raw + i, (size_t)(len - i), &cp);
+        if (cl > 0) {
+            memcpy(out + o, raw + i, (size_t)cl);
+            o += cl;
+            i += cl;
+            continue;
+        }
+        /* an unfinished character at the very end waits for the next token */
+        const int want = sp_utf8_seq_len((unsigned char)raw[i]);
+        bool prefix = (unsigned char)raw[i] >= 0xC0 && want > len - i;
+        for (int k = i + 1; prefix && k < len; k++) prefix = ((unsigned char)raw[k] & 0xC0) == 0x80;
+        if (prefix) {
+            keep = len - i;
+            break;
+        }
+        memcpy(out + o, "\xef\xbf\xbd", 3);
+        o += 3;
+        i++;
     }
-    memcpy(out, d->pending, (size_t)d->n_pending);
-    memcpy(out + d->n_pending, p, (size_t)n);
-    if (p != piece) free(p);
-    d->n_pending = 0;
-    /* find where a trailing incomplete sequence starts */
-    int keep = 0;
-    for (int back = 1; back <= 3 && back <= total; back++) {
-        unsigned char c = (unsigned char)out[total - back];
-        if ((c & 0xC0) == 0x80) continue;             /* continuation byte: look further back */
-        if (c >= 0xC0 && sp_utf8_seq_len(c) > back) keep = back; /* lead byte of an unfinished char */
-        break;
-    }
-    memcpy(d->pending, out + total - keep, (size_t)keep);
+    memcpy(d->pending, raw + len - keep, (size_t)keep);
     d->n_pending = keep;
-    int emitted = total - keep;
-    if (d->strip_leading_space && !d->started && emitted > 0 && out[0] == ' ') {
-        memmove(out, out + 1, (size_t)--emitted);
-    }
-    if (emitted > 0) d->started = true;
-    return emitted;
+    free(raw);
+    if (d->strip_leading_space && !d->started && o > 0 && out[0] == ' ') memmove(out, out + 1, (size_t)--o);
+    if (o > 0) d->started = true;
+    return o;
 }
 
 int sp_detokenizer_flush(sp_detokenizer *d, char *out, int size) {

@@ -16,6 +16,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_make_model(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Option parsing: `--name value` or `--name=value`. Returns the value, or NULL if argv[*i]
  * is not this option. Missing values print an error and set *bad. */

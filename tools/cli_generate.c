@@ -231,23 +231,26 @@ int cmd_generate(int argc, char **argv) {
         if (sp_token_is_eog(m, t)) break;
         sp_sampler_accept(smp, t);
         n_gen++;
+        char *piece = buf;
         int k = sp_detokenizer_push(&d, t, buf, sizeof buf);
+        if (k < 0 && (piece = malloc((size_t)-k)) != NULL) k = sp_detokenizer_push(&d, t, piece, -k); /* a very long token */
         if (k > 0) {
             if (out_len + (size_t)k + 1 > out_cap) {
                 char *p = realloc(out_text, out_cap = 2 * (out_len + (size_t)k + 1));
                 if (!p) { fprintf(stderr, "error: out of memory\n"); goto done; }
                 out_text = p;
             }
-            memcpy(out_text + out_len, buf, (size_t)k);
+            memcpy(out_text + out_len, piece, (size_t)k);
             out_len += (size_t)k;
             out_text[out_len] = 0;
-            fwrite(buf, 1, (size_t)k, stdout);
+            fwrite(piece, 1, (size_t)k, stdout);
             fflush(stdout);
             for (int s = 0; s < n_stops; s++) {
                 size_t sl = strlen(stops[s]), from = out_len > (size_t)k + sl ? out_len - (size_t)k - sl : 0;
                 if (strstr(out_text + from, stops[s])) stopped = true;
             }
         }
+        if (piece != buf) free(piece);
         if (n_gen == n_predict || stopped) break;
         int32_t p = n_ids + n_gen - 1, row = 0;
         if (sp_decode(ctx, &t, &p, 1, &row, 1, logits) != SP_OK) { fail_status("decode"); goto done; }

@@ -10,6 +10,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"generate", cmd_generate, "generate text from a prompt (streams to stdout, timings to stderr)"},
+    {"serve", cmd_serve, "OpenAI-compatible HTTP server with speculative prefill per request"},
     {"info", cmd_info, "print a model's architecture, shapes, tensor types, vocabulary and chat template"},
     {"tokenize", cmd_tokenize, "UTF-8 text on stdin -> token ids as a JSON array"},
     {"detokenize", cmd_detokenize, "JSON array of token ids on stdin -> text"},

@@ -1,0 +1,163 @@
+#include "request.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int bad(char *err, size_t size, const char *msg, const char *field) {
+    snprintf(err, size, msg, field);
+    return 400;
+}
+
+/* number field: absent → keep *out; wrong type or out of [lo, hi] → error */
+static int number(const cJSON *o, const char *field, double lo, double hi, double *out, char *err, size_t es) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v)) return bad(err, es, "'%s' must be a number", field);
+    if (!(v->valuedouble >= lo && v->valuedouble <= hi)) return bad(err, es, "'%s' is out of range", field);
+    *out = v->valuedouble;
+    return 0;
+}
+
+static int boolean(const cJSON *o, const char *field, bool *out, char *err, size_t es) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsBool(v)) return bad(err, es, "'%s' must be true or false", field);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+void sp_request_free(sp_request *r) {
+    free(r->prompt);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    cJSON_Delete(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+static int parse(const cJSON *root, bool chat, sp_request *r, char *err, size_t es) {
+    int rc;
+    if (!cJSON_IsObject(root)) return bad(err, es, "the body must be a JSON object%s", "");
+    if (chat) {
+        const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+        if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) return bad(err, es, "'%s' must be a non-empty array", "messages");
+        if (cJSON_GetArraySize(msgs) > SP_MAX_MESSAGES) return bad(err, es, "too many %s", "messages");
+        const cJSON *m;
+        cJSON_ArrayForEach(m, msgs) {
+            const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+            if (!cJSON_IsString(role)) return bad(err, es, "each message needs a string '%s'", "role");
+            if (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "user") && strcmp(role->valuestring, "assistant") &&
+                strcmp(role->valuestring, "developer"))
+                return bad(err, es, "unknown message role '%.40s'", role->valuestring);
+            const char *text = NULL;
+            if (cJSON_IsString(content)) text = content->valuestring;
+            else if (cJSON_IsArray(content)) { /* [{"type": "text", "text": ...}] with one text part */
+                const cJSON *part = cJSON_GetArrayItem(content, 0), *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+                if (cJSON_GetArraySize(content) == 1 && cJSON_IsString(t)) text = t->valuestring;
+            }
+            if (!text) return bad(err, es, "each message needs a string '%s'", "content");
+            r->messages[r->n_messages].role = strcmp(role->valuestring, "developer") == 0 ? "system" : role->valuestring;
+            r->messages[r->n_messages].content = text;
+            r->n_messages++;
+        }
+    } else {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+        if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1) p = cJSON_GetArrayItem(p, 0);
+        if (!cJSON_IsString(p)) return bad(err, es, "'%s' must be a string", "prompt");
+        r->prompt = strdup(p->valuestring);
+        if (!r->prompt) return bad(err, es, "out of memory%s", "");
+    }
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (model && !cJSON_IsNull(model) && !cJSON_IsString(model)) return bad(err, es, "'%s' must be a string", "model");
+    double v = -1;
+    if ((rc = number(root, "max_tokens", 0, 1 << 24, &v, err, es))) return rc;
+    if ((rc = number(root, "max_completion_tokens", 0, 1 << 24, &v, err, es))) return rc;
+    r->max_tokens = (int)v;
+    v = 1;
+    if ((rc = number(root, "n", 1, 1, &v, err, es))) return bad(err, es, "only n = 1 is supported%s", "");
+    sp_sampling_params *s = &r->sampling;
+    v = s->temperature;
+    if ((rc = number(root, "temperature", 0, 2, &v, err, es))) return rc;
+    s->temperature = (float)v;
+    v = s->top_p;
+    if ((rc = number(root, "top_p", 1e-9, 1, &v, err, es))) return rc;
+    s->top_p = (float)v;
+    v = s->top_k;
+    if ((rc = number(root, "top_k", 0, 1 << 24, &v, err, es))) return rc;
+    s->top_k = (int)v;
+    v = s->min_p;
+    if ((rc = number(root, "min_p", 0, 1, &v, err, es))) return rc;
+    s->min_p = (float)v;
+    v = (double)s->seed;
+    if ((rc = number(root, "seed", 0, 9007199254740991.0, &v, err, es))) return rc;
+    s->seed = (uint64_t)v;
+    v = s->repeat_penalty;
+    if ((rc = number(root, "repeat_penalty", 1e-3, 100, &v, err, es))) return rc;
+    s->repeat_penalty = (float)v;
+    if ((rc = boolean(root, "stream", &r->stream, err, es))) return rc;
+    if ((rc = boolean(root, "ignore_eos", &r->ignore_eos, err, es))) return rc;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (so && !cJSON_IsNull(so)) {
+        if (!cJSON_IsObject(so)) return bad(err, es, "'%s' must be an object", "stream_options");
+        if ((rc = boolean(so, "include_usage", &r->include_usage, err, es))) return rc;
+    }
+    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(root, "stop");
+    if (cJSON_IsString(stop)) {
+        if (*stop->valuestring && !(r->stop[r->n_stop++] = strdup(stop->valuestring))) return bad(err, es, "out of memory%s", "");
+    } else if (cJSON_IsArray(stop)) {
+        if (cJSON_GetArraySize(stop) > SP_MAX_STOPS) return bad(err, es, "at most 4 '%s' strings", "stop");
+        const cJSON *x;
+        cJSON_ArrayForEach(x, stop) {
+            if (!cJSON_IsString(x)) return bad(err, es, "'%s' must be a string or an array of strings", "stop");
+            if (*x->valuestring && !(r->stop[r->n_stop++] = strdup(x->valuestring))) return bad(err, es, "out of memory%s", "");
+        }
+    } else if (stop && !cJSON_IsNull(stop)) {
+        return bad(err, es, "'%s' must be a string or an array of strings", "stop");
+    }
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(root, "speculative_prefill");
+    r->spec_enabled = -1;
+    r->keep_rate = r->keep_mass = NAN;
+    r->chunk = r->lookahead = -1;
+    if (sp && !cJSON_IsNull(sp)) {
+        if (cJSON_IsBool(sp)) {
+            r->spec_enabled = cJSON_IsTrue(sp);
+        } else {
+            if (!cJSON_IsObject(sp)) return bad(err, es, "'%s' must be an object or a boolean", "speculative_prefill");
+            bool en = true;
+            const cJSON *e = cJSON_GetObjectItemCaseSensitive(sp, "enabled");
+            if ((rc = boolean(sp, "enabled", &en, err, es))) return rc;
+            if (e && !cJSON_IsNull(e)) r->spec_enabled = en;
+            v = NAN;
+            if ((rc = number(sp, "keep_rate", 1e-6, 1, &v, err, es))) return rc;
+            r->keep_rate = (float)v;
+            v = NAN;
+            if ((rc = number(sp, "keep_mass", 1e-6, 1, &v, err, es))) return rc;
+            r->keep_mass = (float)v;
+            v = -1;
+            if ((rc = number(sp, "chunk", 1, 1 << 20, &v, err, es))) return rc;
+            r->chunk = (int)v;
+            v = -1;
+            if ((rc = number(sp, "lookahead", 1, 256, &v, err, es))) return rc;
+            r->lookahead = (int)v;
+        }
+    }
+    return 0;
+}
+
+int sp_request_parse(const char *body, size_t len, bool chat, const sp_sampling_params *defaults, sp_request *out,
+                     char *err, size_t err_size) {
+    memset(out, 0, sizeof *out);
+    out->chat = chat;
+    out->max_tokens = -1;
+    out->sampling = *defaults;
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root) {
+        snprintf(err, err_size, "the body is not valid JSON");
+        return 400;
+    }
+    out->json = root;
+    int rc = parse(root, chat, out, err, err_size);
+    if (rc) sp_request_free(out);
+    return rc;
+}

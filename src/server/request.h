@@ -1,0 +1,38 @@
+/* OpenAI-style request bodies → a validated request. Separate from the HTTP layer so it can be
+ * unit-tested and fuzzed on its own. */
+#ifndef SP_SERVER_REQUEST_H
+#define SP_SERVER_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "specprefill.h"
+
+#define SP_MAX_STOPS 4
+#define SP_MAX_MESSAGES 256
+
+typedef struct {
+    bool chat;                      /* /v1/chat/completions */
+    char *prompt;                   /* completions: the prompt text (owned) */
+    sp_chat_message messages[SP_MAX_MESSAGES]; /* chat: strings owned by `json` */
+    int n_messages;
+    int max_tokens;                 /* -1 = until the context is full */
+    sp_sampling_params sampling;
+    char *stop[SP_MAX_STOPS];       /* owned */
+    int n_stop;
+    bool stream, include_usage;
+    bool ignore_eos;                /* llama.cpp extension: generate through end-of-generation tokens */
+    /* speculative prefill: -1 / NaN = server default */
+    int spec_enabled;               /* -1 default, 0 off, 1 on */
+    float keep_rate, keep_mass;
+    int chunk, lookahead;
+    void *json;                     /* the parsed document, kept for message strings */
+} sp_request;
+
+/* Parses and validates a body. Returns 0 on success, else an HTTP status (400) with a message
+ * in err. Unknown fields are ignored, as OpenAI-compatible servers do. */
+int sp_request_parse(const char *body, size_t len, bool chat, const sp_sampling_params *defaults, sp_request *out,
+                     char *err, size_t err_size);
+void sp_request_free(sp_request *r);
+
+#endif

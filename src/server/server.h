@@ -1,0 +1,33 @@
+/* The OpenAI-compatible HTTP server (libmicrohttpd): slots that each own a main (and draft)
+ * context, a bounded queue in front of them, speculative prefill per request, metrics. */
+#ifndef SP_SERVER_H
+#define SP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "specprefill.h"
+
+typedef struct {
+    const char *model_path;
+    const char *draft_path;     /* NULL: no draft */
+    bool self_spec;             /* speculative prefill with the main model's first layers */
+    bool spec_default;          /* speculative prefill for requests that do not say */
+    sp_specprefill_params spec; /* server defaults, per-request overrides on top */
+    sp_sampling_params sampling;
+    const char *chat_template;  /* NULL: the model's */
+    const char *host;
+    int port;
+    int parallel;               /* slots */
+    int queue;                  /* waiting requests beyond the slots */
+    const char *api_key;        /* NULL: open */
+    int ctx_size;               /* per slot */
+    size_t max_body;
+    int threads;
+    const char *model_name;     /* id reported by /v1/models */
+} sp_server_config;
+
+/* Runs until SIGINT/SIGTERM; returns a process exit code. */
+int sp_server_run(const sp_server_config *cfg);
+
+#endif

@@ -1,0 +1,74 @@
+/* The server's request parser: accepted fields, defaults, and every kind of bad input. */
+#include <math.h>
+#include <string.h>
+
+#include "server/request.h"
+#include "test_util.h"
+
+static int parse(const char *body, bool chat, sp_request *r, char *err) {
+    sp_sampling_params d = sp_sampling_default_params();
+    return sp_request_parse(body, strlen(body), chat, &d, r, err, 256);
+}
+
+static void accepts_what_clients_send(void **s) {
+    (void)s;
+    sp_request r;
+    char err[256];
+    assert_int_equal(parse("{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"S\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"U\"}]}],"
+                           "\"max_completion_tokens\":7,\"temperature\":0.5,\"top_p\":0.9,\"top_k\":5,\"min_p\":0.1,\"seed\":42,"
+                           "\"stop\":[\"a\",\"b\"],\"stream\":true,\"stream_options\":{\"include_usage\":true},\"n\":1,"
+                           "\"speculative_prefill\":{\"enabled\":true,\"keep_rate\":0.2,\"chunk\":16,\"lookahead\":4,\"keep_mass\":null},"
+                           "\"unknown_field\":{\"x\":1}}", true, &r, err), 0);
+    assert_int_equal(r.n_messages, 2);
+    assert_string_equal(r.messages[1].content, "U");
+    assert_int_equal(r.max_tokens, 7);
+    assert_float_equal(r.sampling.temperature, 0.5f, 1e-6);
+    assert_int_equal(r.sampling.top_k, 5);
+    assert_int_equal(r.sampling.seed, 42);
+    assert_int_equal(r.n_stop, 2);
+    assert_true(r.stream && r.include_usage);
+    assert_int_equal(r.spec_enabled, 1);
+    assert_float_equal(r.keep_rate, 0.2f, 1e-6);
+    assert_true(isnan(r.keep_mass));
+    assert_int_equal(r.chunk, 16);
+    sp_request_free(&r);
+    assert_int_equal(parse("{\"prompt\":[\"only one\"],\"stop\":\"x\",\"speculative_prefill\":false}", false, &r, err), 0);
+    assert_string_equal(r.prompt, "only one");
+    assert_int_equal(r.max_tokens, -1);
+    assert_int_equal(r.spec_enabled, 0);
+    sp_request_free(&r);
+}
+
+static void rejects_bad_bodies(void **s) {
+    (void)s;
+    static const struct { const char *body; bool chat; const char *msg; } cases[] = {
+        {"", false, "not valid JSON"},
+        {"[1,2]", false, "JSON object"},
+        {"{\"prompt\":5}", false, "prompt"},
+        {"{\"prompt\":\"x\",\"max_tokens\":-1}", false, "max_tokens"},
+        {"{\"prompt\":\"x\",\"max_tokens\":\"3\"}", false, "max_tokens"},
+        {"{\"prompt\":\"x\",\"temperature\":3}", false, "temperature"},
+        {"{\"prompt\":\"x\",\"top_p\":0}", false, "top_p"},
+        {"{\"prompt\":\"x\",\"stream\":\"yes\"}", false, "stream"},
+        {"{\"prompt\":\"x\",\"stop\":[1]}", false, "stop"},
+        {"{\"prompt\":\"x\",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", false, "stop"},
+        {"{\"prompt\":\"x\",\"n\":3}", false, "n = 1"},
+        {"{\"prompt\":\"x\",\"speculative_prefill\":{\"keep_rate\":2}}", false, "keep_rate"},
+        {"{\"prompt\":\"x\",\"speculative_prefill\":\"on\"}", false, "speculative_prefill"},
+        {"{\"messages\":[]}", true, "messages"},
+        {"{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", true, "role"},
+        {"{\"messages\":[{\"role\":\"user\"}]}", true, "content"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"model\":7}", true, "model"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        sp_request r;
+        char err[256] = "";
+        int rc = parse(cases[i].body, cases[i].chat, &r, err);
+        if (rc != 400 || !strstr(err, cases[i].msg)) fail_msg("'%s': status %d, message '%s'", cases[i].body, rc, err);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(accepts_what_clients_send), cmocka_unit_test(rejects_bad_bodies)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
