@@ -23,7 +23,7 @@ engine)
   for m in draft-f16 draft-q8_0; do $SP bench -m models-big/$m.gguf -p 512,2048,8192 -n 0 -r 3 -t $T; done
   ;;
 ttft)
-  $SP bench -m models-big/1b-q8_0.gguf --draft models-big/draft-q8_0.gguf -p 0 -n 0 -r 2 -t $T --ttft 1024,2048,4096,8192 --keep 0.1,0.3,0.5
-  $SP bench -m models-big/1b-q8_0.gguf --self-spec -p 0 -n 0 -r 2 -t $T --ttft 2048,8192 --keep 0.1
+  $SP bench -m models-big/1b-q8_0.gguf --draft models-big/draft-q8_0.gguf -p 0 -n 0 -r 1 -t $T --ttft 1024,2048,4096,8192 --keep 0.1,0.3
+  $SP bench -m models-big/1b-q8_0.gguf --self-spec -p 0 -n 0 -r 1 -t $T --ttft 2048,8192 --keep 0.1
   ;;
 esac

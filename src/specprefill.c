@@ -76,7 +76,7 @@ static void token_spans(const sp_model *m, const sp_token *t, int n, const char 
 }
 
 /* Runs the draft and fills importance[0..n). */
-static sp_status score_prompt(sp_context *draft, const sp_token *prompt, int n, const sp_specprefill_params *p,
+sp_status sp_specprefill_score(sp_context *draft, const sp_token *prompt, int n, const sp_specprefill_params *p,
                               bool self_spec, float *importance, sp_specprefill_stats *st) {
     const sp_model *dm = draft->model;
     const int V = dm->info.n_vocab;
@@ -125,6 +125,14 @@ static sp_status score_prompt(sp_context *draft, const sp_token *prompt, int n, 
     st->n_lookahead = q;
     free(acc); free(logits); free(pos);
     return s;
+}
+
+void sp_specprefill_forced(const sp_model *m, const sp_token *prompt, int n, const sp_specprefill_params *p, uint8_t *forced) {
+    for (int i = 0; i < n; i++) {
+        const sp_token_type ty = sp_token_get_type(m, prompt[i]);
+        forced[i] = p->keep_special && (prompt[i] == sp_token_bos(m) || ty == SP_TOKEN_CONTROL || ty == SP_TOKEN_USER_DEFINED);
+    }
+    if (n > 0) forced[n - 1] = 1; /* the next token's logits come from the last prompt token */
 }
 
 sp_status sp_prefill_kept(sp_context *ctx, const sp_token *prompt, int n, const uint8_t *kept, float *logits) {
@@ -182,7 +190,7 @@ sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_t
 
     /* 1–3: score the prompt with the draft */
     if (!cross) {
-        s = score_prompt(draft_ctx, prompt, n, &p, self_spec, imp, st);
+        s = sp_specprefill_score(draft_ctx, prompt, n, &p, self_spec, imp, st);
     } else {
         int nd = 0;
         if ((s = sp_tokenize(dm, prompt_text, strlen(prompt_text), false, true, &dtok, &nd)) != SP_OK) goto done;
@@ -190,7 +198,7 @@ sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_t
         dimp = malloc((size_t)nd * sizeof *dimp);
         spans = malloc(((size_t)nd + (size_t)n) * 2 * sizeof *spans);
         if (!dimp || !spans) { s = sp_fail(SP_ERR_MEMORY, "specprefill: out of memory"); goto done; }
-        if ((s = score_prompt(draft_ctx, dtok, nd, &p, false, dimp, st)) != SP_OK) goto done;
+        if ((s = sp_specprefill_score(draft_ctx, dtok, nd, &p, false, dimp, st)) != SP_OK) goto done;
         int *ds = spans, *de = spans + nd, *ms = spans + 2 * nd, *me = spans + 2 * nd + n;
         token_spans(dm, dtok, nd, prompt_text, ds, de);
         token_spans(mm, prompt, n, prompt_text, ms, me);
@@ -200,12 +208,7 @@ sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_t
 
     /* 4: selection */
     double t_sel = seconds();
-    if (p.keep_special)
-        for (int i = 0; i < n; i++) {
-            sp_token_type ty = sp_token_get_type(mm, prompt[i]);
-            forced[i] = prompt[i] == sp_token_bos(mm) || ty == SP_TOKEN_CONTROL || ty == SP_TOKEN_USER_DEFINED;
-        }
-    forced[n - 1] = 1; /* the next token's logits come from the last prompt token */
+    sp_specprefill_forced(mm, prompt, n, &p, forced);
     int n_kept = sp_select_chunks(imp, n, forced, &p, keep);
     st->selection_s = seconds() - t_sel;
 

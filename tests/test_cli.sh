@@ -40,6 +40,17 @@ cmp -s "$T/text" "$T/back" && ok || bad "detokenize gives the text back"
 expect_ok "logits" "$SP" logits -m "$M/llama-q8_0.gguf" --case "$SHARED/fixtures/logits/llama-q8_0.two_batches.json"
 /usr/bin/env python3 -c "import json,sys; d=json.load(open('$T/out')); assert len(d['logits'])==16 and len(d['logits'][0])==1024" && ok || bad "logits JSON shape"
 
+# eval on two random models: every method runs and reports
+printf '{"prompt": "The code of Ann is 123. The sky is blue. Question: What is the code of Ann?\\nAnswer:", "answer": "123"}\n%.0s' 1 2 3 >"$T/task.jsonl"
+"$SP" make-model -o "$T/draft.gguf" --n-embd 64 --n-layer 1 --n-head 2 --n-head-kv 1 --n-ff 128 --seed 9 2>/dev/null
+expect_ok "eval" "$SP" eval -m "$T/tiny.gguf" --draft "$T/draft.gguf" --task "$T/task.jsonl" --chunk 4 --keep 0.2,0.5 -o "$T/ev"
+for m in "full prefill" "SpecPrefill (draft)" "self-speculation" "adaptive" "random chunks" "recency" "uniform stride" "first + last"; do
+  grep -q "| $m" "$T/out" || bad "eval reports $m"
+done
+[ -s "$T/ev.json" ] && [ -s "$T/ev-accuracy.svg" ] && [ -s "$T/ev-ttft.svg" ] && ok || bad "eval writes JSON and SVG"
+echo '{"prompt": 1}' >"$T/badtask.jsonl"
+expect_fail "bad task file" "needs string" "$SP" eval -m "$T/tiny.gguf" --task "$T/badtask.jsonl"
+
 # errors: clear message, non-zero exit, no crash
 expect_fail "missing model" "cannot open" "$SP" info "$T/nope.gguf"
 head -c 5000 "$M/llama-q8_0.gguf" >"$T/trunc.gguf"

@@ -17,6 +17,8 @@ int cmd_make_model(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* Option parsing: `--name value` or `--name=value`. Returns the value, or NULL if argv[*i]
  * is not this option. Missing values print an error and set *bad. */

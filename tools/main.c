@@ -14,9 +14,11 @@ static const struct {
     {"info", cmd_info, "print a model's architecture, shapes, tensor types, vocabulary and chat template"},
     {"tokenize", cmd_tokenize, "UTF-8 text on stdin -> token ids as a JSON array"},
     {"detokenize", cmd_detokenize, "JSON array of token ids on stdin -> text"},
+    {"eval", cmd_eval, "accuracy of full vs speculative prefill vs baselines on question-answer documents"},
     {"bench", cmd_bench, "prompt-processing / generation speed and speculative-prefill TTFT, like llama-bench"},
     {"logits", cmd_logits, "run a case file (tokens + positions per batch) and print the logits as JSON"},
     {"quantize", cmd_quantize, "convert a model's matrices to another type or mix (Q8_0, Q4_K_M, ...)"},
+    {"convert", cmd_convert, "build a GGUF from trained weights (safetensors) and a tokenizer (tools/train)"},
     {"make-model", cmd_make_model, "write a random-weight GGUF model of any shape and type (tests, benchmarks)"},
 };
 

@@ -1,0 +1,489 @@
+/*
+ * `specprefill eval`: does the answer survive when most of the prompt is dropped? Runs every
+ * document of one or more JSONL task files ({"prompt", "answer"}) through full prefill,
+ * speculative prefill (draft, self-speculation, adaptive) and model-free baselines (random
+ * chunks, recency, uniform stride, first+last) at the same keep rates, chunk size and
+ * always-keep rules, then reports accuracy and TTFT as a markdown table, JSON and SVG plots.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "model.h"
+#include "selection.h"
+
+#define MAX_KEEPS 12
+#define MAX_DOCS 100000
+
+enum { M_FULL, M_SPEC, M_SELF, M_ADAPTIVE, M_RANDOM, M_RECENCY, M_STRIDE, M_FIRSTLAST, M_COUNT };
+static const char *const method_names[M_COUNT] = {"full", "spec", "self", "adaptive", "random", "recency", "stride", "firstlast"};
+static const char *const method_labels[M_COUNT] = {"full prefill", "SpecPrefill (draft)", "self-speculation", "adaptive (keep-mass)",
+                                                   "random chunks", "recency (keep last)", "uniform stride", "first + last"};
+
+typedef struct {
+    int n, em, contains, first_token;
+    double ttft, kept_share;
+} cell;
+
+typedef struct { char *prompt, *answer; } doc;
+
+static doc *load_tasks(char **files, int n_files, int limit, int *n_docs) {
+    doc *d = NULL;
+    int n = 0, cap = 0;
+    for (int f = 0; f < n_files && n < limit; f++) {
+        FILE *fp = fopen(files[f], "r");
+        if (!fp) { fprintf(stderr, "error: cannot open task file %s\n", files[f]); free(d); return NULL; }
+        char *line = NULL;
+        size_t lcap = 0;
+        int lineno = 0;
+        while (getline(&line, &lcap, fp) > 0 && n < limit) {
+            lineno++;
+            if (line[0] == '\n' || line[0] == 0) continue;
+            cJSON *j = cJSON_Parse(line);
+            const char *p = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "prompt"));
+            const char *a = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "answer"));
+            if (!p || !a) {
+                fprintf(stderr, "error: %s:%d: each line needs string \"prompt\" and \"answer\"\n", files[f], lineno);
+                cJSON_Delete(j);
+                fclose(fp);
+                free(line);
+                for (int i = 0; i < n; i++) { free(d[i].prompt); free(d[i].answer); }
+                free(d);
+                return NULL;
+            }
+            if (n == cap) d = realloc(d, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *d);
+            d[n].prompt = strdup(p);
+            d[n].answer = strdup(a);
+            n++;
+            cJSON_Delete(j);
+        }
+        free(line);
+        fclose(fp);
+    }
+    *n_docs = n;
+    return d;
+}
+
+/* Greedy answer after a prefill whose next-token logits are in `logits`; stops at the end of
+ * the line or an end-of-generation token. Returns the text (malloc) and the first non-blank
+ * token in *first. */
+static char *answer(sp_context *ctx, const sp_model *m, int pos, float *logits, int max_tokens, sp_token *first) {
+    const int V = sp_model_get_info(m)->n_vocab;
+    size_t cap = 256, len = 0;
+    char *out = malloc(cap), piece[256];
+    *first = -1;
+    out[0] = 0;
+    for (int i = 0; i < max_tokens; i++) {
+        sp_token t = 0;
+        for (int k = 1; k < V; k++) if (logits[k] > logits[t]) t = k;
+        if (sp_token_is_eog(m, t)) break;
+        int k = sp_token_to_bytes(m, t, false, piece, sizeof piece);
+        if (k < 0) k = 0;
+        bool blank = true;
+        for (int c = 0; c < k; c++) blank &= piece[c] == ' ' || piece[c] == '\t';
+        if (*first < 0 && !blank) *first = t;
+        if (memchr(piece, '\n', (size_t)k) && len > 0) break;
+        if (len + (size_t)k + 1 > cap) out = realloc(out, cap = 2 * (len + (size_t)k + 1));
+        memcpy(out + len, piece, (size_t)k);
+        len += (size_t)k;
+        out[len] = 0;
+        int32_t p = pos + i, row = 0;
+        if (sp_decode(ctx, &t, &p, 1, &row, 1, logits) != SP_OK) break;
+    }
+    return out;
+}
+
+static void score_answer(cell *c, const char *got, const char *want, sp_token first, sp_token want_first) {
+    /* exact match on the trimmed first line */
+    const char *s = got;
+    while (*s == ' ' || *s == '\t' || *s == '\n') s++;
+    size_t n = strcspn(s, "\n");
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '.' || s[n - 1] == '\r')) n--;
+    c->n++;
+    c->em += n == strlen(want) && strncmp(s, want, n) == 0;
+    c->contains += strstr(got, want) != NULL;
+    c->first_token += first >= 0 && first == want_first;
+}
+
+/* Importance patterns that make sp_select_chunks pick what a baseline would. */
+static void baseline_importance(int method, int n, int chunk, double keep, unsigned seed, float *imp) {
+    uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+    const int n_chunks = (n + chunk - 1) / chunk;
+    for (int j = 0; j < n; j++) {
+        const int c = j / chunk;
+        switch (method) {
+        case M_RANDOM:
+            if (j % chunk == 0) { s = s * 6364136223846793005ull + 1442695040888963407ull; }
+            imp[j] = (float)((s >> 40) / 16777216.0);
+            break;
+        case M_RECENCY: imp[j] = (float)c; break;
+        case M_STRIDE: imp[j] = floor(c * keep) != floor((c + 1) * keep) ? 1.0f : 0.0f; break;
+        default: imp[j] = (float)fabs(c - (n_chunks - 1) / 2.0); break; /* first + last */
+        }
+    }
+}
+
+static void svg_accuracy(const char *path, cell (*r)[MAX_KEEPS], const double *keeps, int n_keeps, const bool *on) {
+    FILE *f = fopen(path, "w");
+    if (!f) return;
+    const int W = 640, H = 400, L = 60, R = 180, T = 30, B = 50;
+    static const char *const colors[M_COUNT] = {"#000", "#d9480f", "#1c7ed6", "#e8590c", "#868e96", "#74b816", "#ae3ec9", "#0ca678"};
+    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d' font-family='sans-serif' font-size='12'>\n", W, H);
+    fprintf(f, "<rect width='100%%' height='100%%' fill='white'/><text x='%d' y='18' font-size='14'>Exact match vs keep rate</text>\n", L);
+    const double xmax = keeps[n_keeps - 1] > 0 ? keeps[n_keeps - 1] : 1;
+#define X(v) (L + (v) / xmax * (W - L - R))
+#define Y(v) (H - B - (v) * (H - T - B))
+    for (int g = 0; g <= 10; g += 2) {
+        fprintf(f, "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='#eee'/><text x='%d' y='%.1f' text-anchor='end'>%d%%</text>\n", L,
+                W - R, Y(g / 10.0), Y(g / 10.0), L - 6, Y(g / 10.0) + 4, g * 10);
+    }
+    for (int k = 0; k < n_keeps; k++)
+        fprintf(f, "<text x='%.1f' y='%d' text-anchor='middle'>%g</text>\n", X(keeps[k]), H - B + 18, keeps[k]);
+    fprintf(f, "<text x='%d' y='%d' text-anchor='middle'>keep rate</text>\n", (L + W - R) / 2, H - 10);
+    int legend = 0;
+    for (int m = 0; m < M_COUNT; m++) {
+        if (!on[m] || r[m][0].n == 0) continue;
+        if (m == M_FULL || m == M_ADAPTIVE) {
+            const double acc = (double)r[m][0].em / r[m][0].n;
+            fprintf(f, "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='%s' stroke-dasharray='%s'/>\n", L, W - R, Y(acc), Y(acc),
+                    colors[m], m == M_FULL ? "6,4" : "2,3");
+        } else {
+            fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", colors[m]);
+            for (int k = 0; k < n_keeps; k++) fprintf(f, "%.1f,%.1f ", X(keeps[k]), Y((double)r[m][k].em / (r[m][k].n ? r[m][k].n : 1)));
+            fprintf(f, "'/>\n");
+        }
+        fprintf(f, "<text x='%d' y='%d' fill='%s'>%s</text>\n", W - R + 10, T + 20 + 18 * legend++, colors[m], method_labels[m]);
+    }
+    fprintf(f, "</svg>\n");
+#undef X
+#undef Y
+    fclose(f);
+}
+
+typedef struct { int n_tokens; double full, spec; } ttft_point;
+
+static int by_len(const void *a, const void *b) { return ((const ttft_point *)a)->n_tokens - ((const ttft_point *)b)->n_tokens; }
+
+static void svg_ttft(const char *path, ttft_point *p, int n, double keep) {
+    FILE *f = fopen(path, "w");
+    if (!f || n == 0) { if (f) fclose(f); return; }
+    qsort(p, (size_t)n, sizeof *p, by_len);
+    double ymax = 0;
+    for (int i = 0; i < n; i++) ymax = fmax(ymax, fmax(p[i].full, p[i].spec));
+    const int W = 640, H = 400, L = 60, R = 160, T = 30, B = 50;
+    const double xmax = p[n - 1].n_tokens;
+    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d' font-family='sans-serif' font-size='12'>\n", W, H);
+    fprintf(f, "<rect width='100%%' height='100%%' fill='white'/><text x='%d' y='18' font-size='14'>Time to first token vs prompt length</text>\n", L);
+#define X(v) (L + (v) / xmax * (W - L - R))
+#define Y(v) (H - B - (v) / ymax * (H - T - B))
+    for (int g = 0; g <= 4; g++)
+        fprintf(f, "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='#eee'/><text x='%d' y='%.1f' text-anchor='end'>%.0f ms</text>\n", L, W - R,
+                Y(ymax * g / 4), Y(ymax * g / 4), L - 6, Y(ymax * g / 4) + 4, ymax * g / 4 * 1e3);
+    for (int g = 0; g <= 4; g++)
+        fprintf(f, "<text x='%.1f' y='%d' text-anchor='middle'>%.0f</text>\n", X(xmax * g / 4), H - B + 18, xmax * g / 4);
+    fprintf(f, "<text x='%d' y='%d' text-anchor='middle'>prompt tokens</text>\n", (L + W - R) / 2, H - 10);
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "<circle cx='%.1f' cy='%.1f' r='2.5' fill='#000'/>", X(p[i].n_tokens), Y(p[i].full));
+        fprintf(f, "<circle cx='%.1f' cy='%.1f' r='2.5' fill='#d9480f'/>\n", X(p[i].n_tokens), Y(p[i].spec));
+    }
+    fprintf(f, "<text x='%d' y='%d'>full prefill</text><text x='%d' y='%d' fill='#d9480f'>SpecPrefill keep %g</text>\n</svg>\n", W - R + 10,
+            T + 20, W - R + 10, T + 38, keep);
+#undef X
+#undef Y
+    fclose(f);
+}
+
+static void usage(void) {
+    printf("usage: specprefill eval -m MAIN.gguf [--draft DRAFT.gguf] --task FILE.jsonl [options]\n"
+           "  --task FILE        JSONL, one {\"prompt\": ..., \"answer\": ...} per line (repeatable)\n"
+           "  --n N              at most N documents (default all)\n"
+           "  --keep LIST        keep rates (default 0.05,0.1,0.2,0.3,0.5)\n"
+           "  --methods LIST     of full,spec,self,adaptive,random,recency,stride,firstlast (default: all that apply)\n"
+           "  --chunk N --lookahead K --pool N --keep-mass M --self-layers L   speculative prefill settings\n"
+           "  --chat [--system S] [--chat-template NAME]   wrap each prompt as a user message\n"
+           "  --max-tokens N     answer length limit (default 16; answers stop at a newline)\n"
+           "  -c N               context size (default: longest prompt + 64)\n"
+           "  -o PREFIX          also write PREFIX.json, PREFIX-accuracy.svg, PREFIX-ttft.svg\n"
+           "  --min-accuracy X   exit 1 unless full prefill reaches X (CI)\n"
+           "  --min-spec-ratio X exit 1 unless SpecPrefill at --check-keep reaches X × full's accuracy\n"
+           "  --max-baseline-ratio X  exit 1 unless random and recency at --check-keep stay ≤ X × full's\n"
+           "  --check-keep R     the keep rate those checks use (default 0.1)\n"
+           "  -t N               threads\n"
+           "Metrics: exact match (trimmed first line), contains, first content token.\n");
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *model_path = NULL, *draft_path = NULL, *prefix = NULL, *system = NULL, *tmpl = NULL;
+    char *tasks[32];
+    int n_tasks = 0;
+    long limit = MAX_DOCS, threads = 0, max_tokens = 16, n_ctx = 0;
+    double keeps[MAX_KEEPS] = {0.05, 0.1, 0.2, 0.3, 0.5};
+    int n_keeps = 5;
+    bool on[M_COUNT], methods_given = false, chat = false, bad = false;
+    double min_acc = -1, min_ratio = -1, max_base = -1, check_keep = 0.1;
+    sp_specprefill_params sp = sp_specprefill_default_params();
+    double mass = 0.9;
+    long chunk = sp.chunk, lookahead = sp.lookahead, pool = sp.pool_kernel, self_layers = 0;
+    for (int m = 0; m < M_COUNT; m++) on[m] = true;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        bool ok = true;
+        if ((v = opt_value(argc, argv, &i, "--model", "-m", &bad))) model_path = v;
+        else if ((v = opt_value(argc, argv, &i, "--draft", NULL, &bad))) draft_path = v;
+        else if ((v = opt_value(argc, argv, &i, "--task", NULL, &bad))) { if (n_tasks < 32) tasks[n_tasks++] = (char *)v; }
+        else if ((v = opt_value(argc, argv, &i, "--n", NULL, &bad))) ok = parse_int(v, 1, MAX_DOCS, &limit);
+        else if ((v = opt_value(argc, argv, &i, "--keep", NULL, &bad))) {
+            n_keeps = 0;
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *t = strtok(buf, ","); t && n_keeps < MAX_KEEPS; t = strtok(NULL, ",")) ok &= parse_float(t, 1e-6, 1, &keeps[n_keeps++]);
+        } else if ((v = opt_value(argc, argv, &i, "--methods", NULL, &bad))) {
+            methods_given = true;
+            for (int m = 0; m < M_COUNT; m++) on[m] = false;
+            char buf[256];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+                int m = 0;
+                while (m < M_COUNT && strcmp(t, method_names[m])) m++;
+                if (m == M_COUNT) { fprintf(stderr, "error: unknown method '%s'\n", t); return 2; }
+                on[m] = true;
+            }
+        }
+        else if ((v = opt_value(argc, argv, &i, "--chunk", NULL, &bad))) ok = parse_int(v, 1, 1 << 20, &chunk);
+        else if ((v = opt_value(argc, argv, &i, "--lookahead", NULL, &bad))) ok = parse_int(v, 1, 256, &lookahead);
+        else if ((v = opt_value(argc, argv, &i, "--pool", NULL, &bad))) ok = parse_int(v, 1, 1025, &pool);
+        else if ((v = opt_value(argc, argv, &i, "--keep-mass", NULL, &bad))) ok = parse_float(v, 1e-6, 1, &mass);
+        else if ((v = opt_value(argc, argv, &i, "--self-layers", NULL, &bad))) ok = parse_int(v, 1, 1024, &self_layers);
+        else if ((v = opt_value(argc, argv, &i, "--system", NULL, &bad))) system = v;
+        else if ((v = opt_value(argc, argv, &i, "--chat-template", NULL, &bad))) { tmpl = v; chat = true; }
+        else if ((v = opt_value(argc, argv, &i, "--max-tokens", NULL, &bad))) ok = parse_int(v, 1, 4096, &max_tokens);
+        else if ((v = opt_value(argc, argv, &i, "--ctx-size", "-c", &bad))) ok = parse_int(v, 16, 1 << 24, &n_ctx);
+        else if ((v = opt_value(argc, argv, &i, "--output", "-o", &bad))) prefix = v;
+        else if ((v = opt_value(argc, argv, &i, "--min-accuracy", NULL, &bad))) ok = parse_float(v, 0, 1, &min_acc);
+        else if ((v = opt_value(argc, argv, &i, "--min-spec-ratio", NULL, &bad))) ok = parse_float(v, 0, 10, &min_ratio);
+        else if ((v = opt_value(argc, argv, &i, "--max-baseline-ratio", NULL, &bad))) ok = parse_float(v, 0, 10, &max_base);
+        else if ((v = opt_value(argc, argv, &i, "--check-keep", NULL, &bad))) ok = parse_float(v, 1e-6, 1, &check_keep);
+        else if ((v = opt_value(argc, argv, &i, "--threads", "-t", &bad))) ok = parse_int(v, 0, 256, &threads);
+        else if (bad) return 2;
+        else if (opt_flag(argv, i, "--chat", NULL)) chat = true;
+        else if (opt_flag(argv, i, "--help", "-h")) { usage(); return 0; }
+        else { fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]); return 2; }
+        if (!ok) { fprintf(stderr, "error: bad value for %s\n", argv[i - 1]); return 2; }
+    }
+    if (!model_path || n_tasks == 0) { fprintf(stderr, "error: -m MODEL and --task FILE are required (see --help)\n"); return 2; }
+    if (!draft_path) {
+        if (methods_given && (on[M_SPEC] || on[M_ADAPTIVE])) { fprintf(stderr, "error: methods spec and adaptive need --draft\n"); return 2; }
+        on[M_SPEC] = on[M_ADAPTIVE] = false;
+    }
+    for (int k = 1; k < n_keeps; k++) if (keeps[k] < keeps[k - 1]) { fprintf(stderr, "error: --keep must be increasing\n"); return 2; }
+    sp.chunk = (int)chunk; sp.lookahead = (int)lookahead; sp.pool_kernel = (int)pool; sp.self_layers = (int)self_layers;
+    if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
+
+    int n_docs = 0, rc = 1;
+    doc *docs = load_tasks(tasks, n_tasks, (int)limit, &n_docs);
+    if (!docs) return 1;
+    sp_model *m = NULL, *dm = NULL;
+    sp_context *ctx = NULL, *dctx = NULL, *sctx = NULL;
+    sp_token **toks = calloc((size_t)n_docs, sizeof *toks);
+    int *ntok = calloc((size_t)n_docs, sizeof *ntok), max_len = 0;
+    cell (*res)[MAX_KEEPS] = calloc(M_COUNT, sizeof *res);
+    ttft_point *tp = calloc((size_t)n_docs, sizeof *tp);
+    float *logits = NULL, *imp = NULL, *bimp = NULL;
+    uint8_t *forced = NULL, *kept = NULL;
+    if (sp_model_load(model_path, &m) != SP_OK) { fail_status("loading model"); goto done; }
+    if (draft_path && sp_model_load(draft_path, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
+    if (dm && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
+    for (int d = 0; d < n_docs; d++) {
+        char *text = docs[d].prompt, *rendered = NULL;
+        if (chat) {
+            sp_chat_message msgs[2];
+            int nm = 0;
+            if (system) msgs[nm++] = (sp_chat_message){"system", system};
+            msgs[nm++] = (sp_chat_message){"user", docs[d].prompt};
+            if (sp_chat_apply(m, tmpl, msgs, nm, true, &rendered) != SP_OK) { fail_status("chat template"); goto done; }
+            text = rendered;
+        }
+        sp_status st = sp_tokenize(m, text, strlen(text), true, chat, &toks[d], &ntok[d]);
+        free(rendered);
+        if (st != SP_OK) { fprintf(stderr, "error: document %d: %s\n", d, sp_last_error()); goto done; }
+        if (ntok[d] >= 2 && toks[d][0] == toks[d][1] && toks[d][0] == sp_token_bos(m)) memmove(toks[d], toks[d] + 1, (size_t)--ntok[d] * sizeof(sp_token));
+        if (ntok[d] > max_len) max_len = ntok[d];
+    }
+    sp_context_params cp = sp_context_default_params();
+    cp.n_ctx = n_ctx ? (int)n_ctx : max_len + (int)max_tokens + 8;
+    if (max_len + max_tokens > cp.n_ctx) { fprintf(stderr, "error: the longest prompt (%d tokens) does not fit -c %d\n", max_len, cp.n_ctx); goto done; }
+    if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
+    sp_context_params dp = cp;
+    dp.n_ctx = max_len + (int)lookahead + 8;
+    if (dm && sp_context_new(dm, &dp, &dctx) != SP_OK) { fail_status("draft context"); goto done; }
+    if (on[M_SELF] && sp_context_new(m, &dp, &sctx) != SP_OK) { fail_status("self-speculation context"); goto done; }
+    const int V = sp_model_get_info(m)->n_vocab;
+    logits = malloc((size_t)V * sizeof *logits);
+    imp = malloc((size_t)max_len * sizeof *imp);
+    bimp = malloc((size_t)max_len * sizeof *bimp);
+    forced = malloc((size_t)max_len);
+    kept = malloc((size_t)max_len);
+    int32_t *pos = malloc((size_t)max_len * sizeof *pos);
+    for (int i = 0; i < max_len; i++) pos[i] = i;
+    const bool tty = isatty(2);
+    int check_k = 0;
+    for (int k = 0; k < n_keeps; k++) if (fabs(keeps[k] - check_keep) < fabs(keeps[check_k] - check_keep)) check_k = k;
+    double t_start = now_seconds();
+
+    for (int d = 0; d < n_docs; d++) {
+        const sp_token *p = toks[d];
+        const int n = ntok[d];
+        sp_token want_first = -1, *at = NULL;
+        int nat = 0;
+        if (sp_tokenize(m, docs[d].answer, strlen(docs[d].answer), false, false, &at, &nat) == SP_OK && nat > 0) want_first = at[0];
+        free(at);
+        sp_specprefill_forced(m, p, n, &sp, forced);
+        sp_token first;
+        char *got;
+        /* full prefill */
+        if (on[M_FULL]) {
+            sp_context_reset(ctx);
+            int32_t last = n - 1;
+            double t0 = now_seconds();
+            if (sp_decode(ctx, p, pos, n, &last, 1, logits) != SP_OK) { fail_status("prefill"); goto done; }
+            res[M_FULL][0].ttft += now_seconds() - t0;
+            res[M_FULL][0].kept_share += 1;
+            tp[d].full = now_seconds() - t0;
+            got = answer(ctx, m, n, logits, (int)max_tokens, &first);
+            score_answer(&res[M_FULL][0], got, docs[d].answer, first, want_first);
+            free(got);
+        }
+        /* model-scored methods: score once, select at every keep rate */
+        for (int method = M_SPEC; method <= M_ADAPTIVE; method++) {
+            if (!on[method] || (method == M_ADAPTIVE && !on[M_SPEC] && !dctx)) continue;
+            if (method == M_ADAPTIVE && !dctx) continue;
+            sp_specprefill_stats st;
+            double t0 = now_seconds();
+            if (method != M_ADAPTIVE || !on[M_SPEC]) {
+                sp_context *sc = method == M_SELF ? sctx : dctx;
+                if (sp_specprefill_score(sc, p, n, &sp, method == M_SELF, method == M_SELF ? bimp : imp, &st) != SP_OK) { fail_status("scoring"); goto done; }
+            }
+            const double t_score = now_seconds() - t0;
+            const float *scores = method == M_SELF ? bimp : imp;
+            const int nk = method == M_ADAPTIVE ? 1 : n_keeps;
+            for (int k = 0; k < nk; k++) {
+                sp_specprefill_params q = sp;
+                q.keep_rate = (float)keeps[k];
+                if (method == M_ADAPTIVE) q.keep_mass = (float)mass;
+                double t1 = now_seconds();
+                int n_kept = sp_select_chunks(scores, n, forced, &q, kept);
+                sp_context_reset(ctx);
+                if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
+                const double ttft = t_score + now_seconds() - t1;
+                res[method][k].ttft += ttft;
+                res[method][k].kept_share += (double)n_kept / n;
+                if (method == M_SPEC && k == 0) tp[d].spec = ttft;
+                tp[d].n_tokens = n;
+                got = answer(ctx, m, n, logits, (int)max_tokens, &first);
+                score_answer(&res[method][k], got, docs[d].answer, first, want_first);
+                free(got);
+            }
+        }
+        /* baselines that use no model */
+        for (int method = M_RANDOM; method < M_COUNT; method++) {
+            if (!on[method]) continue;
+            for (int k = 0; k < n_keeps; k++) {
+                sp_specprefill_params q = sp;
+                q.keep_rate = (float)keeps[k];
+                baseline_importance(method, n, sp.chunk, keeps[k], (unsigned)d + 1, bimp);
+                double t0 = now_seconds();
+                int n_kept = sp_select_chunks(bimp, n, forced, &q, kept);
+                sp_context_reset(ctx);
+                if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
+                res[method][k].ttft += now_seconds() - t0;
+                res[method][k].kept_share += (double)n_kept / n;
+                got = answer(ctx, m, n, logits, (int)max_tokens, &first);
+                score_answer(&res[method][k], got, docs[d].answer, first, want_first);
+                free(got);
+            }
+        }
+        if (tty) {
+            const double el = now_seconds() - t_start;
+            fprintf(stderr, "\r\033[Keval: document %d of %d [%-30.*s] %.0f s, ~%.0f s left", d + 1, n_docs, 30 * (d + 1) / n_docs,
+                    "##############################", el, el / (d + 1) * (n_docs - d - 1));
+        }
+    }
+    if (tty) fprintf(stderr, "\r\033[K");
+    free(pos);
+
+    /* report */
+    int min_len = max_len;
+    double sum_len = 0;
+    for (int d = 0; d < n_docs; d++) { sum_len += ntok[d]; if (ntok[d] < min_len) min_len = ntok[d]; }
+    printf("%d documents of %d to %d tokens (mean %.0f); chunk %d, lookahead %d, pool %d\n\n", n_docs, min_len, max_len,
+           n_docs ? sum_len / n_docs : 0.0, sp.chunk, sp.lookahead, sp.pool_kernel);
+    printf("| method | keep | kept tokens | exact match | contains | first token | mean TTFT ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    cJSON *js = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(js, "results");
+    cJSON_AddNumberToObject(js, "documents", n_docs);
+    cJSON_AddStringToObject(js, "model", model_path);
+    if (draft_path) cJSON_AddStringToObject(js, "draft", draft_path);
+    for (int method = 0; method < M_COUNT; method++) {
+        if (!on[method]) continue;
+        const int nk = method == M_FULL || method == M_ADAPTIVE ? 1 : n_keeps;
+        for (int k = 0; k < nk; k++) {
+            const cell *c = &res[method][k];
+            if (c->n == 0) continue;
+            char keep[32];
+            if (method == M_FULL) snprintf(keep, sizeof keep, "1.0");
+            else if (method == M_ADAPTIVE) snprintf(keep, sizeof keep, "mass %.2f", mass);
+            else snprintf(keep, sizeof keep, "%.2f", keeps[k]);
+            printf("| %s | %s | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f |\n", method_labels[method], keep, 100 * c->kept_share / c->n,
+                   100.0 * c->em / c->n, 100.0 * c->contains / c->n, 100.0 * c->first_token / c->n, 1e3 * c->ttft / c->n);
+            cJSON *row = cJSON_CreateObject();
+            cJSON_AddStringToObject(row, "method", method_names[method]);
+            cJSON_AddNumberToObject(row, "keep", method == M_FULL ? 1.0 : method == M_ADAPTIVE ? -1 : keeps[k]);
+            cJSON_AddNumberToObject(row, "kept_share", c->kept_share / c->n);
+            cJSON_AddNumberToObject(row, "exact_match", (double)c->em / c->n);
+            cJSON_AddNumberToObject(row, "contains", (double)c->contains / c->n);
+            cJSON_AddNumberToObject(row, "first_token", (double)c->first_token / c->n);
+            cJSON_AddNumberToObject(row, "ttft_ms", 1e3 * c->ttft / c->n);
+            cJSON_AddItemToArray(rows, row);
+        }
+    }
+    if (prefix) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s.json", prefix);
+        char *s = cJSON_Print(js);
+        FILE *f = fopen(path, "w");
+        if (f && s) { fputs(s, f); fputc('\n', f); }
+        if (f) fclose(f);
+        free(s);
+        snprintf(path, sizeof path, "%s-accuracy.svg", prefix);
+        svg_accuracy(path, res, keeps, n_keeps, on);
+        if (on[M_FULL] && on[M_SPEC]) {
+            snprintf(path, sizeof path, "%s-ttft.svg", prefix);
+            svg_ttft(path, tp, n_docs, keeps[0]);
+        }
+        fprintf(stderr, "wrote %s.json, %s-accuracy.svg%s\n", prefix, prefix, on[M_FULL] && on[M_SPEC] ? " and -ttft.svg" : "");
+    }
+    cJSON_Delete(js);
+    rc = 0;
+    /* CI thresholds */
+    const double full = res[M_FULL][0].n ? (double)res[M_FULL][0].em / res[M_FULL][0].n : 0;
+    if (min_acc >= 0 && full < min_acc) { fprintf(stderr, "check failed: full prefill exact match %.3f < %.3f\n", full, min_acc); rc = 1; }
+    if (min_ratio >= 0 && on[M_SPEC] && res[M_SPEC][check_k].n) {
+        const double s = (double)res[M_SPEC][check_k].em / res[M_SPEC][check_k].n;
+        if (s < min_ratio * full) { fprintf(stderr, "check failed: SpecPrefill at keep %.2f: %.3f < %.2f × full (%.3f)\n", keeps[check_k], s, min_ratio, full); rc = 1; }
+    }
+    if (max_base >= 0)
+        for (int method = M_RANDOM; method <= M_RECENCY; method++)
+            if (on[method] && res[method][check_k].n) {
+                const double b = (double)res[method][check_k].em / res[method][check_k].n;
+                if (b > max_base * full) { fprintf(stderr, "check failed: %s at keep %.2f: %.3f > %.2f × full (%.3f)\n", method_names[method], keeps[check_k], b, max_base, full); rc = 1; }
+            }
+done:
+    for (int d = 0; d < n_docs; d++) { free(docs[d].prompt); free(docs[d].answer); free(toks ? toks[d] : NULL); }
+    free(docs); free(toks); free(ntok); free(res); free(tp); free(logits); free(imp); free(bimp); free(forced); free(kept);
+    sp_context_free(ctx); sp_context_free(dctx); sp_context_free(sctx);
+    sp_model_free(dm); sp_model_free(m);
+    return rc;
+}

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Seeded procedural generator of long documents with a question whose answer sits inside.
+
+Families:
+  needle     one fact ("The access code of Maria Lopez is 48213.") in varied filler
+  distract   several facts about look-alike people; the question asks about one of them
+  table      a long table of records; the question asks for one record's number
+  multihop   "A's manager is B." ... "B's office is room 4821."; asks for A's manager's office
+
+Every document is plain ASCII. The prompt ends with "Question: ...\\nAnswer:" and the answer is
+a digit string, generated after a space. Usage:
+  generate.py --family all --n 200 --tokens 2000-4000 --seed 7 > eval.jsonl
+(lengths are approximate token counts of the bundled tokenizer: about 4 characters a token)
+"""
+import argparse
+import json
+import random
+import sys
+
+FIRST = ("Maria James Robert Linda Michael Sarah David Emma Daniel Olivia Thomas Sofia Peter Anna Lucas Mia Henry Clara "
+         "Oscar Julia Victor Elena Samuel Nora Felix Laura Hugo Alice Ivan Grace Leon Rosa Adam Irene Paul Lena Mark Vera "
+         "Simon Ruth Karl Helen Omar Nina Ethan Zoe Noah Lily").split()
+LAST = ("Lopez Smith Garcia Brown Miller Davis Wilson Moore Taylor Anderson Thomas Jackson White Harris Martin Clark Lewis "
+        "Walker Young Allen King Wright Scott Green Baker Adams Nelson Hill Ramirez Campbell Mitchell Roberts Carter Phillips "
+        "Evans Turner Torres Parker Collins Edwards Stewart Morris Murphy Cook Rogers Morgan Reed Bailey Bell").split()
+CITIES = ("Lisbon Oslo Denver Kyoto Lima Dublin Cairo Quito Perth Austin Bergen Porto Vienna Nairobi Tulsa Leeds Sapporo "
+          "Hanoi Krakow Seville Tampere Geneva Boston Valencia Bruges Salta Cork Ghent Riga Turin").split()
+OBJECTS = ("lantern map notebook bicycle teapot violin compass umbrella kettle ladder camera basket mirror clock telescope "
+           "blanket hammer candle bottle anchor").split()
+ADJ = "old quiet bright narrow heavy small ancient busy distant green cold warm empty wooden crowded silver".split()
+PLACES = "market harbor library station bridge garden museum bakery school tower farm river valley square mill chapel".split()
+VERBS = "visited painted repaired described carried noticed measured cleaned borrowed photographed admired opened".split()
+TIMES = "in the morning,at noon,in the evening,last winter,every Sunday,after the storm,before dawn,during the festival".split(",")
+FIELDS = ("access code", "locker number", "badge number", "room number", "account number", "parcel number")
+
+
+def name(r):
+    return f"{r.choice(FIRST)} {r.choice(LAST)}"
+
+
+def number(r, digits=5):
+    return str(r.randint(10 ** (digits - 1), 10 ** digits - 1))
+
+
+def filler_sentence(r):
+    k = r.randrange(8)
+    n = name(r)
+    if k == 0:
+        return f"{n} {r.choice(VERBS)} the {r.choice(ADJ)} {r.choice(OBJECTS)} near the {r.choice(PLACES)} {r.choice(TIMES)}."
+    if k == 1:
+        return f"The {r.choice(PLACES)} in {r.choice(CITIES)} was {r.choice(ADJ)} {r.choice(TIMES)}."
+    if k == 2:
+        return f"{n} travelled from {r.choice(CITIES)} to {r.choice(CITIES)} with a {r.choice(ADJ)} {r.choice(OBJECTS)}."
+    if k == 3:
+        return f"Some people say the {r.choice(OBJECTS)} of the {r.choice(PLACES)} is {r.choice(ADJ)}, but nobody in {r.choice(CITIES)} agrees."
+    if k == 4:
+        return f"{n} counted {r.randint(2, 99)} {r.choice(OBJECTS)}s at the {r.choice(PLACES)}."
+    if k == 5:
+        return f"{TIMES[r.randrange(len(TIMES))].capitalize()}, the {r.choice(ADJ)} {r.choice(PLACES)} smelled of bread and rain."
+    if k == 6:
+        return f"{n} wrote a long letter about the {r.choice(PLACES)} and the {r.choice(ADJ)} {r.choice(OBJECTS)}."
+    return f"Nobody remembered why the {r.choice(OBJECTS)} was left in {r.choice(CITIES)}."
+
+
+def filler(r, n_chars):
+    out, size = [], 0
+    while size < n_chars:
+        s = filler_sentence(r)
+        out.append(s)
+        size += len(s) + 1
+    return out
+
+
+def place(r, sentences, facts):
+    """Inserts each fact at a random place among the filler sentences."""
+    for f in facts:
+        sentences.insert(r.randint(0, len(sentences)), f)
+    return sentences
+
+
+def paragraphs(sentences, r):
+    out, cur = [], []
+    for s in sentences:
+        cur.append(s)
+        if len(cur) >= r.randint(3, 7):
+            out.append(" ".join(cur))
+            cur = []
+    if cur:
+        out.append(" ".join(cur))
+    return "\n".join(out)
+
+
+def needle(r, n_chars):
+    who, field, val = name(r), r.choice(FIELDS), number(r)
+    s = place(r, filler(r, n_chars), [f"The {field} of {who} is {val}."])
+    return paragraphs(s, r), f"What is the {field} of {who}?", val
+
+
+def distract(r, n_chars):
+    field = r.choice(FIELDS)
+    first, last = r.choice(FIRST), r.choice(LAST)
+    people = {f"{first} {last}"}
+    while len(people) < 4:  # look-alikes: same first or same last name
+        people.add(f"{first} {r.choice(LAST)}" if r.random() < 0.5 else f"{r.choice(FIRST)} {last}")
+    people = list(people)
+    vals = [number(r) for _ in people]
+    facts = [f"The {field} of {p} is {v}." for p, v in zip(people, vals)]
+    i = r.randrange(len(people))
+    s = place(r, filler(r, n_chars), facts)
+    return paragraphs(s, r), f"What is the {field} of {people[i]}?", vals[i]
+
+
+def table(r, n_chars):
+    rows, seen, size = [], set(), 0
+    while size < n_chars:
+        p = name(r)
+        if p in seen:
+            continue
+        seen.add(p)
+        row = f"| {p} | {r.choice(CITIES)} | {number(r)} |"
+        rows.append(row)
+        size += len(row) + 1
+    i = r.randrange(len(rows))
+    who, val = rows[i].split(" | ")[0][2:], rows[i].split(" | ")[2][:-2]
+    doc = "Staff records (name | city | number):\n" + "\n".join(rows)
+    return doc, f"In the records, what is the number of {who}?", val
+
+
+def multihop(r, n_chars):
+    a, b = name(r), name(r)
+    while b == a:
+        b = name(r)
+    room = number(r, 4)
+    others = [f"{name(r)}'s office is room {number(r, 4)}." for _ in range(2)]
+    s = place(r, filler(r, n_chars), [f"{a}'s manager is {b}.", f"{b}'s office is room {room}."] + others)
+    return paragraphs(s, r), f"Which room is the office of {a}'s manager in?", room
+
+
+FAMILIES = {"needle": needle, "distract": distract, "table": table, "multihop": multihop}
+
+
+def make(r, family, n_tokens):
+    doc, q, a = FAMILIES[family](r, max(16, int(n_tokens * 4)))
+    return {"family": family, "prompt": f"{doc}\nQuestion: {q}\nAnswer:", "answer": a}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", default="all", help="needle, distract, table, multihop or all (round robin)")
+    ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--tokens", default="2000-4000", help="approximate length range in tokens, e.g. 2000-4000")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    lo, _, hi = a.tokens.partition("-")
+    lo, hi = int(lo), int(hi or lo)
+    fams = list(FAMILIES) if a.family == "all" else a.family.split(",")
+    r = random.Random(a.seed)
+    for i in range(a.n):
+        print(json.dumps(make(r, fams[i % len(fams)], r.randint(lo, hi))))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

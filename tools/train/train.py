@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Trains a small Llama-architecture model on the generator's retrieval documents (CPU, torch).
+
+Recipe (after ../shared/notes/training-small-retrieval-models.md): start at very short
+documents so the retrieval (copy) circuit forms, then grow the length in phases that mix short
+and long documents; loss on every token with the answer digits weighted x10. The RoPE is the
+GGUF `llama` layout (adjacent pairs), so the weights export without permutation.
+
+  train.py --name main --dim 256 --layers 4 --heads 4 --kv-heads 2 --ffn 768 --minutes 70 --out out/
+Writes OUT/NAME.safetensors (GGUF tensor names) and OUT/NAME.json (hyper-parameters, log).
+"""
+import argparse
+import json
+import math
+import os
+import random
+import struct
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import bpe
+import generate
+
+
+class Model(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        d, hd = c["dim"], c["dim"] // c["heads"]
+        self.emb = torch.nn.Embedding(c["vocab"], d)
+        self.layers = torch.nn.ModuleList()
+        for _ in range(c["layers"]):
+            L = torch.nn.Module()
+            L.attn_norm = torch.nn.Parameter(torch.ones(d))
+            L.wq = torch.nn.Linear(d, c["heads"] * hd, bias=False)
+            L.wk = torch.nn.Linear(d, c["kv_heads"] * hd, bias=False)
+            L.wv = torch.nn.Linear(d, c["kv_heads"] * hd, bias=False)
+            L.wo = torch.nn.Linear(c["heads"] * hd, d, bias=False)
+            L.ffn_norm = torch.nn.Parameter(torch.ones(d))
+            L.gate = torch.nn.Linear(d, c["ffn"], bias=False)
+            L.up = torch.nn.Linear(d, c["ffn"], bias=False)
+            L.down = torch.nn.Linear(c["ffn"], d, bias=False)
+            self.layers.append(L)
+        self.norm = torch.nn.Parameter(torch.ones(d))
+        self.out = torch.nn.Linear(d, c["vocab"], bias=False)
+        for p in self.parameters():
+            if p.dim() == 2:
+                torch.nn.init.normal_(p, std=0.02)
+        inv = c["rope_base"] ** (-torch.arange(0, hd, 2).float() / hd)
+        self.register_buffer("inv_freq", inv, persistent=False)
+
+    @staticmethod
+    def rms(x, w, eps=1e-5):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+    def rope(self, x, pos):  # x [B, H, T, hd]; rotate adjacent pairs (2i, 2i+1)
+        ang = pos[:, None].float() * self.inv_freq[None, :]
+        cos, sin = ang.cos(), ang.sin()
+        x0, x1 = x[..., 0::2], x[..., 1::2]
+        return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2)
+
+    def forward(self, ids):
+        B, T = ids.shape
+        c = self.c
+        H, KV, hd = c["heads"], c["kv_heads"], c["dim"] // c["heads"]
+        pos = torch.arange(T)
+        mask = torch.full((T, T), float("-inf")).triu(1)
+        x = self.emb(ids)
+        for L in self.layers:
+            h = self.rms(x, L.attn_norm)
+            q = self.rope(L.wq(h).view(B, T, H, hd).transpose(1, 2), pos)
+            k = self.rope(L.wk(h).view(B, T, KV, hd).transpose(1, 2), pos)
+            v = L.wv(h).view(B, T, KV, hd).transpose(1, 2)
+            k = k.repeat_interleave(H // KV, dim=1)
+            v = v.repeat_interleave(H // KV, dim=1)
+            s = torch.baddbmm(mask.expand(B * H, T, T), q.reshape(B * H, T, hd), k.reshape(B * H, T, hd).transpose(1, 2),
+                              alpha=1 / math.sqrt(hd))
+            a = torch.bmm(s.softmax(-1), v.reshape(B * H, T, hd)).view(B, H, T, hd).transpose(1, 2).reshape(B, T, H * hd)
+            x = x + L.wo(a)
+            h = self.rms(x, L.ffn_norm)
+            x = x + L.down(F.silu(L.gate(h)) * L.up(h))
+        return self.out(self.rms(x, self.norm))
+
+
+def batch(tok, r, n_docs, lo, hi):
+    """Documents of length lo..hi tokens, padded with EOS; weights mark the answer tokens."""
+    seqs, weights = [], []
+    fams = list(generate.FAMILIES)
+    for _ in range(n_docs):
+        d = generate.make(r, r.choice(fams), r.randint(lo, hi))
+        p = tok.encode(d["prompt"])
+        a = tok.encode(" " + d["answer"], bos=False) + [tok.eos]
+        seqs.append(p + a)
+        weights.append([1.0] * len(p) + [10.0] * len(a))
+    T = max(len(s) for s in seqs)
+    ids = torch.full((n_docs, T), tok.eos, dtype=torch.long)
+    w = torch.zeros(n_docs, T)
+    for i, (s, ww) in enumerate(zip(seqs, weights)):
+        ids[i, :len(s)] = torch.tensor(s)
+        w[i, :len(s)] = torch.tensor(ww)
+    return ids, w
+
+
+@torch.no_grad()
+def accuracy(model, tok, r, n, lo, hi):
+    ok = 0
+    for _ in range(n):
+        d = generate.make(r, r.choice(list(generate.FAMILIES)), r.randint(lo, hi))
+        ids = tok.encode(d["prompt"])
+        out = []
+        for _ in range(len(d["answer"]) + 1):
+            nxt = int(model(torch.tensor([ids + out]))[0, -1].argmax())
+            if nxt == tok.eos:
+                break
+            out.append(nxt)
+        ok += tok.decode(out).strip() == d["answer"]
+    return ok / n
+
+
+def save(model, tok_spec, c, path, log):
+    """safetensors with GGUF tensor names (F32), plus the hyper-parameters as JSON."""
+    names = {"emb.weight": "token_embd.weight", "norm": "output_norm.weight", "out.weight": "output.weight"}
+    for i in range(c["layers"]):
+        for a, b in [("attn_norm", "attn_norm.weight"), ("wq.weight", "attn_q.weight"), ("wk.weight", "attn_k.weight"),
+                     ("wv.weight", "attn_v.weight"), ("wo.weight", "attn_output.weight"), ("ffn_norm", "ffn_norm.weight"),
+                     ("gate.weight", "ffn_gate.weight"), ("up.weight", "ffn_up.weight"), ("down.weight", "ffn_down.weight")]:
+            names[f"layers.{i}.{a}"] = f"blk.{i}.{b}"
+    header, blobs, off = {}, [], 0
+    for k, v in model.state_dict().items():
+        if k not in names:
+            continue
+        b = v.detach().float().contiguous().numpy().tobytes()
+        header[names[k]] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path + ".safetensors.tmp", "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for b in blobs:
+            f.write(b)
+    os.replace(path + ".safetensors.tmp", path + ".safetensors")
+    with open(path + ".json", "w") as f:
+        json.dump({"config": c, "log": log}, f, indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--tokenizer", default="out/tokenizer.json")
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--ffn", type=int, default=768)
+    ap.add_argument("--rope-base", type=float, default=10000)
+    ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", default="out")
+    a = ap.parse_args()
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    spec = json.load(open(a.tokenizer))
+    tok = bpe.Tokenizer(spec)
+    c = {"dim": a.dim, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn, "vocab": len(spec["tokens"]),
+         "rope_base": a.rope_base, "seed": a.seed, "minutes": a.minutes}
+    model = Model(c)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    # curriculum: (share of the time, min tokens, max tokens, documents per batch)
+    phases = [(0.12, 20, 64, 16), (0.12, 20, 160, 12), (0.14, 40, 320, 8), (0.18, 60, 640, 6), (0.22, 100, 1200, 3), (0.22, 200, 2000, 2)]
+    r = random.Random(a.seed)
+    t0, step, log = time.time(), 0, []
+    budget = a.minutes * 60
+    path = os.path.join(a.out, a.name)
+    for pi, (share, lo, hi, nb) in enumerate(phases):
+        end = t0 + budget * sum(p[0] for p in phases[:pi + 1])
+        while time.time() < end:
+            frac = (time.time() - t0) / budget
+            lr = a.lr * min(1, step / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1))))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            # mix: a quarter of the batches come from the earlier, shorter phases
+            if pi > 0 and r.random() < 0.25:
+                _, lo2, hi2, nb2 = phases[r.randrange(pi)]
+                ids, w = batch(tok, r, nb2, lo2, hi2)
+            else:
+                ids, w = batch(tok, r, nb, lo, hi)
+            logits = model(ids[:, :-1])
+            loss = (F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
+                    * w[:, 1:].reshape(-1)).sum() / w[:, 1:].sum()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if step % 50 == 0:
+                print(f"{a.name} step {step} phase {pi} len {lo}-{hi} loss {loss.item():.3f} lr {lr:.2e} "
+                      f"{(time.time() - t0) / 60:.1f} min", file=sys.stderr, flush=True)
+        acc = accuracy(model, tok, random.Random(1000 + pi), 20, lo, hi)
+        log.append({"phase": pi, "tokens": [lo, hi], "step": step, "minutes": round((time.time() - t0) / 60, 1), "exact_match": acc})
+        print(f"{a.name}: phase {pi} done at step {step}: exact match {acc:.2f} on {lo}-{hi} tokens", file=sys.stderr, flush=True)
+        save(model, spec, c, path, log)
+
+
+if __name__ == "__main__":
+    main()
