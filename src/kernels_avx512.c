@@ -5,6 +5,7 @@
 
 #include "fp16.h"
 #include "kernels.h"
+#include "kernels_avx512_util.h"
 #include "kernels_x86.h"
 #include "quant.h"
 
@@ -26,23 +27,21 @@ float sp_avx512_dot_f32(const float *a, const float *b, int64_t n) {
 
 /* 4 weight rows × 4 tokens: 16 accumulators, 8 loads per 16 FMAs. */
 static void gemm_4x4(const float *w, int64_t ldw, const float *x, int64_t ldx, int64_t k, float *out, int64_t ldo) {
-    __m512 acc[4][4];
-    for (int r = 0; r < 4; r++)
-        for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_ps();
+    __m512 acc[16]; /* acc[t*4 + r] */
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t i = 0; i < k; i += 16) {
         const __mmask16 m = tail_mask(k - i);
         const __m512 x0 = _mm512_maskz_loadu_ps(m, x + i), x1 = _mm512_maskz_loadu_ps(m, x + ldx + i);
         const __m512 x2 = _mm512_maskz_loadu_ps(m, x + 2 * ldx + i), x3 = _mm512_maskz_loadu_ps(m, x + 3 * ldx + i);
         for (int r = 0; r < 4; r++) {
             const __m512 wr = _mm512_maskz_loadu_ps(m, w + r * ldw + i);
-            acc[r][0] = _mm512_fmadd_ps(wr, x0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(wr, x1, acc[r][1]);
-            acc[r][2] = _mm512_fmadd_ps(wr, x2, acc[r][2]);
-            acc[r][3] = _mm512_fmadd_ps(wr, x3, acc[r][3]);
+            acc[r] = _mm512_fmadd_ps(wr, x0, acc[r]);
+            acc[4 + r] = _mm512_fmadd_ps(wr, x1, acc[4 + r]);
+            acc[8 + r] = _mm512_fmadd_ps(wr, x2, acc[8 + r]);
+            acc[12 + r] = _mm512_fmadd_ps(wr, x3, acc[12 + r]);
         }
     }
-    for (int t = 0; t < 4; t++)
-        for (int r = 0; r < 4; r++) out[t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]);
+    sp_store_sums_4x4(acc, out, ldo);
 }
 
 void sp_avx512_gemm_f32(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int64_t k, float *out,

@@ -2,6 +2,7 @@
  * instruction, twice the f32 FMA rate. Compiled with -mavx512bf16; chosen at run time. */
 #include <immintrin.h>
 
+#include "kernels_avx512_util.h"
 #include "kernels_x86.h"
 
 void sp_avx512_f32_to_bf16(const float *src, uint16_t *dst, int64_t n) {
@@ -21,21 +22,19 @@ static inline __m512bh load_bh(const uint16_t *p) { return (__m512bh)_mm512_load
 
 /* 4 weight rows × 4 tokens of bf16, k a multiple of 32. */
 static void gemm_bf16_4x4(const uint16_t *w, int64_t ldw, const uint16_t *x, int64_t ldx, int64_t k, float *out, int64_t ldo) {
-    __m512 acc[4][4];
-    for (int r = 0; r < 4; r++)
-        for (int t = 0; t < 4; t++) acc[r][t] = _mm512_setzero_ps();
+    __m512 acc[16]; /* acc[t*4 + r] */
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t i = 0; i < k; i += 32) {
         const __m512bh x0 = load_bh(x + i), x1 = load_bh(x + ldx + i), x2 = load_bh(x + 2 * ldx + i), x3 = load_bh(x + 3 * ldx + i);
         for (int r = 0; r < 4; r++) {
             const __m512bh wr = load_bh(w + r * ldw + i);
-            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], wr, x0);
-            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], wr, x1);
-            acc[r][2] = _mm512_dpbf16_ps(acc[r][2], wr, x2);
-            acc[r][3] = _mm512_dpbf16_ps(acc[r][3], wr, x3);
+            acc[r] = _mm512_dpbf16_ps(acc[r], wr, x0);
+            acc[4 + r] = _mm512_dpbf16_ps(acc[4 + r], wr, x1);
+            acc[8 + r] = _mm512_dpbf16_ps(acc[8 + r], wr, x2);
+            acc[12 + r] = _mm512_dpbf16_ps(acc[12 + r], wr, x3);
         }
     }
-    for (int t = 0; t < 4; t++)
-        for (int r = 0; r < 4; r++) out[t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]);
+    sp_store_sums_4x4(acc, out, ldo);
 }
 
 static float dot_bf16(const uint16_t *w, const uint16_t *x, int64_t k) {

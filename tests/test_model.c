@@ -6,14 +6,6 @@
 
 #include "test_util.h"
 
-static sp_model *load(const char *name) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/fixtures/models/%s", SP_SHARED_DIR, name);
-    sp_model *m;
-    assert_int_equal(sp_model_load(path, &m), SP_OK);
-    return m;
-}
-
 static double max_diff(const float *a, const float *b, size_t n) {
     double d = 0;
     for (size_t i = 0; i < n; i++) d = fmax(d, fabs(a[i] - b[i]));
@@ -24,7 +16,7 @@ static double max_diff(const float *a, const float *b, size_t n) {
  * micro-batches, and one token at a time agree. */
 static void logit_rows_and_batching(void **st) {
     (void)st;
-    sp_model *m = load("qwen2-f16.gguf");
+    sp_model *m = load_fixture_model("qwen2-f16.gguf");
     const int V = sp_model_get_info(m)->n_vocab, n = 40;
     sp_token tok[40];
     int32_t pos[40], all[40];
@@ -65,7 +57,7 @@ static void logit_rows_and_batching(void **st) {
 /* Truncating the cache and re-decoding gives the same logits as the first time. */
 static void truncate_and_redo(void **st) {
     (void)st;
-    sp_model *m = load("llama-q8_0.gguf");
+    sp_model *m = load_fixture_model("llama-q8_0.gguf");
     const int V = sp_model_get_info(m)->n_vocab;
     sp_context *c;
     assert_int_equal(sp_context_new(m, NULL, &c), SP_OK);
@@ -84,7 +76,7 @@ static void truncate_and_redo(void **st) {
 
 static void bad_calls_are_errors(void **st) {
     (void)st;
-    sp_model *m = load("llama-f16.gguf");
+    sp_model *m = load_fixture_model("llama-f16.gguf");
     sp_context *c;
     sp_context_params p = sp_context_default_params();
     p.n_ctx = 4;

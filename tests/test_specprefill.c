@@ -9,14 +9,6 @@
 #include "selection.h"
 #include "test_util.h"
 
-static sp_model *load(const char *name) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/fixtures/models/%s", SP_SHARED_DIR, name);
-    sp_model *m;
-    assert_int_equal(sp_model_load(path, &m), SP_OK);
-    return m;
-}
-
 static sp_context *context(const sp_model *m, int n_ctx, sp_kv_type kv) {
     sp_context_params p = sp_context_default_params();
     p.n_ctx = n_ctx;
@@ -186,7 +178,7 @@ static int ref_forward(const sp_model *m, const sp_token *tok, int T, qk_record 
 
 static void scoring_matches_float64_recomputation(void **st) {
     (void)st;
-    sp_model *m = load("llama-f32.gguf");
+    sp_model *m = load_fixture_model("llama-f32.gguf");
     const int n = 40, K = 4, pool = 5;
     sp_token prompt[64];
     for (int i = 0; i < n; i++) prompt[i] = (i * 131 + 7) % 1000;
@@ -250,7 +242,7 @@ static void scoring_matches_float64_recomputation(void **st) {
 /* keep 1.0 gives exactly the full prefill's logits. */
 static void keep_all_equals_full_prefill(void **st) {
     (void)st;
-    sp_model *m = load("qwen2-q4_k_m.gguf");
+    sp_model *m = load_fixture_model("qwen2-q4_k_m.gguf");
     const int n = 100;
     sp_token prompt[100];
     int32_t pos[100];
@@ -280,7 +272,7 @@ static void keep_all_equals_full_prefill(void **st) {
 static void sparse_prefill_matches_gapped_fixture(void **st) {
     (void)st;
     cJSON *c = load_json(SHARED("fixtures/logits/llama-q4_k_m.gapped.json"));
-    sp_model *m = load("llama-q4_k_m.gguf");
+    sp_model *m = load_fixture_model("llama-q4_k_m.gguf");
     const cJSON *toks = cJSON_GetArrayItem(cJSON_GetObjectItem(c, "tokens"), 0);
     const cJSON *poss = cJSON_GetArrayItem(cJSON_GetObjectItem(c, "positions"), 0);
     const cJSON *ref = cJSON_GetObjectItem(c, "logits");
@@ -310,7 +302,7 @@ static void sparse_prefill_matches_gapped_fixture(void **st) {
 /* BOS, control tokens and the last chunk survive any keep rate; the budget is respected. */
 static void always_kept_tokens(void **st) {
     (void)st;
-    sp_model *m = load("llama-q8_0.gguf"); /* 1020 = BOS, 1022/1023 control */
+    sp_model *m = load_fixture_model("llama-q8_0.gguf"); /* 1020 = BOS, 1022/1023 control */
     const int n = 320;
     sp_token prompt[320];
     for (int i = 0; i < n; i++) prompt[i] = (i * 29 + 1) % 1000;
@@ -345,7 +337,7 @@ static void always_kept_tokens(void **st) {
  * with any_vocab the scores travel through byte spans. */
 static void cross_tokenizer_draft(void **st) {
     (void)st;
-    sp_model *m = load("llama-q8_0.gguf");
+    sp_model *m = load_fixture_model("llama-q8_0.gguf");
     char path[512];
     make_test_model("--n-embd 64 --n-layer 2 --n-head 2 --n-head-kv 1 --n-ff 128 --n-vocab 300", "draft.gguf", path, sizeof path);
     sp_model *dm;
@@ -379,7 +371,7 @@ static void cross_tokenizer_draft(void **st) {
 /* Several prompts in one call equal each prompt alone. */
 static void batch_equals_one_by_one(void **st) {
     (void)st;
-    sp_model *m = load("qwen3-q8_0.gguf");
+    sp_model *m = load_fixture_model("qwen3-q8_0.gguf");
     enum { P = 3 };
     const int n[P] = {150, 70, 231};
     sp_token *prompts[P];
@@ -421,7 +413,7 @@ static void batch_equals_one_by_one(void **st) {
 
 static void bad_parameters(void **st) {
     (void)st;
-    sp_model *m = load("llama-q8_0.gguf");
+    sp_model *m = load_fixture_model("llama-q8_0.gguf");
     sp_context *a = context(m, 64, SP_KV_F16), *d = context(m, 64, SP_KV_F16);
     sp_token prompt[4] = {1, 2, 3, 4};
     float logits[1024];

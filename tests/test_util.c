@@ -46,3 +46,11 @@ const char *make_test_model(const char *args, const char *name, char *buf, size_
     if (system(cmd) != 0) fail_msg("make-model failed: %s", cmd);
     return buf;
 }
+
+sp_model *load_fixture_model(const char *name) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/fixtures/models/%s", SP_SHARED_DIR, name);
+    sp_model *m = NULL;
+    if (sp_model_load(path, &m) != SP_OK) fail_msg("cannot load %s: %s", path, sp_last_error());
+    return m;
+}

@@ -19,6 +19,8 @@ cJSON *load_json(const char *path);
 char *slurp(const char *path, size_t *len);
 /* A scratch file path unique to this process. */
 const char *temp_path(const char *name, char *buf, size_t size);
+/* Loads a model from the fixtures' models/ folder; fails the test if it cannot. */
+sp_model *load_fixture_model(const char *name);
 /* Writes a small random model with the CLI's generator; returns its path. */
 const char *make_test_model(const char *args, const char *name, char *buf, size_t size);
 

@@ -131,7 +131,7 @@ static void svg_accuracy(const char *path, cell (*r)[MAX_KEEPS], const double *k
     FILE *f = fopen(path, "w");
     if (!f) return;
     const int W = 640, H = 400, L = 60, R = 180, T = 30, B = 50;
-    static const char *const colors[M_COUNT] = {"#000", "#d9480f", "#1c7ed6", "#e8590c", "#868e96", "#74b816", "#ae3ec9", "#0ca678"};
+    static const char *const colors[M_COUNT] = {"#000", "#d9480f", "#1c7ed6", "#f59f00", "#868e96", "#74b816", "#ae3ec9", "#0ca678"};
     fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d' font-family='sans-serif' font-size='12'>\n", W, H);
     fprintf(f, "<rect width='100%%' height='100%%' fill='white'/><text x='%d' y='18' font-size='14'>Exact match vs keep rate</text>\n", L);
     const double xmax = keeps[n_keeps - 1] > 0 ? keeps[n_keeps - 1] : 1;

@@ -85,10 +85,9 @@ class Model(torch.nn.Module):
         return self.out(self.rms(x, self.norm))
 
 
-def batch(tok, r, n_docs, lo, hi):
+def batch(tok, r, n_docs, lo, hi, fams):
     """Documents of length lo..hi tokens, padded with EOS; weights mark the answer tokens."""
     seqs, weights = [], []
-    fams = list(generate.FAMILIES)
     for _ in range(n_docs):
         d = generate.make(r, r.choice(fams), r.randint(lo, hi))
         p = tok.encode(d["prompt"])
@@ -105,10 +104,10 @@ def batch(tok, r, n_docs, lo, hi):
 
 
 @torch.no_grad()
-def accuracy(model, tok, r, n, lo, hi):
+def accuracy(model, tok, r, n, lo, hi, fams):
     ok = 0
     for _ in range(n):
-        d = generate.make(r, r.choice(list(generate.FAMILIES)), r.randint(lo, hi))
+        d = generate.make(r, r.choice(fams), r.randint(lo, hi))
         ids = tok.encode(d["prompt"])
         out = []
         for _ in range(len(d["answer"]) + 1):
@@ -171,13 +170,16 @@ def main():
          "rope_base": a.rope_base, "seed": a.seed, "minutes": a.minutes}
     model = Model(c)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    # curriculum: (share of the time, min tokens, max tokens, documents per batch)
-    phases = [(0.12, 20, 64, 16), (0.12, 20, 160, 12), (0.14, 40, 320, 8), (0.18, 60, 640, 6), (0.22, 100, 1200, 3), (0.22, 200, 2000, 2)]
+    # curriculum: (share of the time, min tokens, max tokens, documents per batch, families).
+    # The copy circuit forms on tiny single-needle documents first; harder families come later.
+    ALL = list(generate.FAMILIES)
+    phases = [(0.10, 4, 24, 32, ["needle"]), (0.08, 4, 48, 24, ["needle", "table"]), (0.10, 10, 120, 16, ALL),
+              (0.14, 30, 320, 8, ALL), (0.18, 60, 700, 4, ALL), (0.20, 100, 1400, 2, ALL), (0.20, 200, 2300, 1, ALL)]
     r = random.Random(a.seed)
     t0, step, log = time.time(), 0, []
     budget = a.minutes * 60
     path = os.path.join(a.out, a.name)
-    for pi, (share, lo, hi, nb) in enumerate(phases):
+    for pi, (share, lo, hi, nb, fams) in enumerate(phases):
         end = t0 + budget * sum(p[0] for p in phases[:pi + 1])
         while time.time() < end:
             frac = (time.time() - t0) / budget
@@ -186,22 +188,24 @@ def main():
                 g["lr"] = lr
             # mix: a quarter of the batches come from the earlier, shorter phases
             if pi > 0 and r.random() < 0.25:
-                _, lo2, hi2, nb2 = phases[r.randrange(pi)]
-                ids, w = batch(tok, r, nb2, lo2, hi2)
+                _, lo2, hi2, nb2, f2 = phases[r.randrange(pi)]
+                ids, w = batch(tok, r, nb2, lo2, hi2, f2)
             else:
-                ids, w = batch(tok, r, nb, lo, hi)
+                ids, w = batch(tok, r, nb, lo, hi, fams)
             logits = model(ids[:, :-1])
-            loss = (F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
-                    * w[:, 1:].reshape(-1)).sum() / w[:, 1:].sum()
+            per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
+            wt = w[:, 1:].reshape(-1)
+            loss = (per_token * wt).sum() / wt.sum()
+            answer_loss = (per_token * (wt > 1)).sum() / (wt > 1).sum()
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
-            if step % 50 == 0:
-                print(f"{a.name} step {step} phase {pi} len {lo}-{hi} loss {loss.item():.3f} lr {lr:.2e} "
+            if step % 25 == 0:
+                print(f"{a.name} step {step} phase {pi} len {lo}-{hi} loss {loss.item():.3f} answer {answer_loss.item():.3f} lr {lr:.2e} "
                       f"{(time.time() - t0) / 60:.1f} min", file=sys.stderr, flush=True)
-        acc = accuracy(model, tok, random.Random(1000 + pi), 20, lo, hi)
+        acc = accuracy(model, tok, random.Random(1000 + pi), 20, lo, hi, fams)
         log.append({"phase": pi, "tokens": [lo, hi], "step": step, "minutes": round((time.time() - t0) / 60, 1), "exact_match": acc})
         print(f"{a.name}: phase {pi} done at step {step}: exact match {acc:.2f} on {lo}-{hi} tokens", file=sys.stderr, flush=True)
         save(model, spec, c, path, log)
