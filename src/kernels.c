@@ -66,10 +66,12 @@ extern const sp_isa_kernels sp_avx512_kernels;
 /* AVX-512 plus bf16 GEMM: built at run time from the AVX-512 set */
 static sp_isa_kernels avx512bf16_kernels;
 static pthread_once_t avx512bf16_once = PTHREAD_ONCE_INIT;
+static bool cpu_has(const char *isa);
 static void build_avx512bf16(void) {
     avx512bf16_kernels = sp_avx512_kernels;
     avx512bf16_kernels.gemm_bf16 = sp_avx512_gemm_bf16;
     avx512bf16_kernels.f32_to_bf16 = sp_avx512_f32_to_bf16;
+    if (cpu_has("avx512vnni")) sp_avx512vnni_fill(&avx512bf16_kernels);
 }
 
 /* CPU and OS support (the OS must save the wide registers: XCR0) for each kernel set. */
@@ -86,6 +88,7 @@ static bool cpu_has(const char *isa) {
     if (strcmp(isa, "avx2") == 0) return os_avx && avx2 && fma && f16c;
     const bool avx512 = os_avx512 && avx2 && fma && f16c && avx512f && avx512bw && avx512vl;
     if (strcmp(isa, "avx512") == 0) return avx512;
+    if (strcmp(isa, "avx512vnni") == 0) return avx512 && (c & (1u << 11));
     if (strcmp(isa, "avx512bf16") == 0) {
         if (!avx512 || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
         return a & (1u << 5);
@@ -150,9 +153,26 @@ static float *scratch_get(size_t n) {
 
 #define ROWS_PER_TILE 16
 
+void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16) {
+    for (int64_t b = 0; b < n / 32; b++, x += 32, q += 32) {
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+        const float scale = amax / 127, inv = amax > 0 ? 127 / amax : 0;
+        d[b] = scale;
+        int s0 = 0, s1 = 0;
+        for (int i = 0; i < 32; i++) {
+            q[i] = (int8_t)lrintf(x[i] * inv);
+            if (i < 16) s0 += q[i]; else s1 += q[i];
+        }
+        sum16[2 * b] = s0;
+        sum16[2 * b + 1] = s1;
+    }
+}
+
 typedef struct {
     const sp_weight *w;
     const float *x;
+    const sp_q8_act *xq;    /* x quantized, for the integer decode kernels */
     const uint16_t *x_bf16; /* x in bf16 when the bf16 kernel is used */
     int n_tokens;
     float *out;
@@ -186,6 +206,12 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     int64_t r1 = r0 + j->rows_per_task < w->n_out ? r0 + j->rows_per_task : w->n_out;
     const uint8_t *base = w->data;
 
+    if (j->n_tokens == 1 && j->xq) {
+        /* decode, integer dot products */
+        float (*dot)(const void *, const sp_q8_act *, int64_t) = k->dot_row_q8[w->type];
+        for (int64_t r = r0; r < r1; r++) j->out[r] = dot(base + r * w->row_bytes, j->xq, K);
+        return;
+    }
     if (j->n_tokens == 1) {
         /* decode: stream each row once, fused dequantize + dot */
         float (*dot)(const void *, const float *, int64_t) = w->type < SP_N_TYPES ? k->dot_row[w->type] : NULL;
@@ -231,8 +257,20 @@ static void matmul_task(void *arg, int task, int n_tasks) {
 
 void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
     const sp_isa_kernels *k = sp_kernels();
-    matmul_job j = {w, x, NULL, n_tokens, out, 0};
+    matmul_job j = {w, x, NULL, NULL, n_tokens, out, 0};
     uint16_t *xb = NULL;
+    int8_t *q8 = NULL;
+    sp_q8_act xq;
+    if (n_tokens == 1 && w->type < SP_N_TYPES && k->dot_row_q8[w->type] && w->n_in % 32 == 0) {
+        q8 = malloc((size_t)w->n_in + (size_t)w->n_in / 32 * sizeof(float) + (size_t)w->n_in / 16 * sizeof(int32_t));
+        if (q8) {
+            float *d = (float *)(q8 + w->n_in); /* n_in is a multiple of 32: aligned */
+            int32_t *sums = (int32_t *)(d + w->n_in / 32);
+            sp_quantize_activations(x, w->n_in, q8, d, sums);
+            xq = (sp_q8_act){q8, d, sums};
+            j.xq = &xq;
+        }
+    }
     if (n_tokens > 1 && use_bf16(k, w)) {
         xb = malloc((size_t)n_tokens * (size_t)w->n_in * sizeof *xb);
         if (xb) k->f32_to_bf16(x, xb, (int64_t)n_tokens * w->n_in);
@@ -247,6 +285,7 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
     n_tasks = (w->n_out + j.rows_per_task - 1) / j.rows_per_task;
     sp_parallel_for((int)n_tasks, matmul_task, &j);
     free(xb);
+    free(q8);
 }
 
 /* ------------------------------------------------------------------ elementwise */

@@ -19,6 +19,17 @@ typedef struct {
 
 #define SP_N_TYPES 40
 
+/* Activations quantized for integer dot products: per block of 32 values a scale d and int8
+ * codes q (x ≈ d·q), plus the sum of the codes of every 16 (for formats whose codes carry an
+ * offset, like Q4_0's 8 or Q6_K's 32). n must be a multiple of 32. */
+typedef struct sp_q8_act {
+    const int8_t *q;
+    const float *d;
+    const int32_t *sum16;
+} sp_q8_act;
+
+/* Fills a sp_q8_act's arrays (q: n, d: n/32, sum16: n/16). */
+void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16);
 /* The per-ISA primitives. Every implementation must agree with the scalar one within float
  * rounding; tests compare them. */
 typedef struct {
@@ -38,6 +49,9 @@ typedef struct {
     /* Decode: fused dequantize + dot of one weight row with f32 activations, per type
      * (NULL: dequantize block by block, then dot_f32). */
     float (*dot_row[SP_N_TYPES])(const void *row, const float *x, int64_t n);
+    /* Decode with integer dot products: the activations quantized once per matmul (NULL: the
+     * type has no such kernel here; dot_row is used). */
+    float (*dot_row_q8[SP_N_TYPES])(const void *row, const struct sp_q8_act *x, int64_t n);
 } sp_isa_kernels;
 
 /* Scalar versions, for ISA files to fall back on. */

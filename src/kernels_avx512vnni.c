@@ -1,0 +1,113 @@
+/* AVX-512 VNNI decode kernels: weight codes × int8 activations with vpdpbusd (u8 × s8 → i32),
+ * 32 values per instruction, then one float scale per block. Compiled with -mavx512vnni;
+ * chosen at run time. Formats whose codes carry an offset (Q4_0's 8, Q6_K's 32, Q4_K's min)
+ * subtract it through the activations' code sums. */
+#include <immintrin.h>
+
+#include "fp16.h"
+#include "kernels_x86.h"
+#include "quant.h"
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline __m256 dot_u8s8(__m256i u, __m256i s) {
+    return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
+}
+
+static float dot_q8_0(const void *row, const sp_q8_act *x, int64_t n) {
+    const block_q8_0 *b = row;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        const __m256i w = _mm256_loadu_si256((const __m256i *)b[i].qs), q = _mm256_loadu_si256((const __m256i *)(x->q + 32 * i));
+        /* |w| × (q with w's sign): the u8 × s8 form of a signed product */
+        const __m256 p = dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
+        acc = _mm256_fmadd_ps(p, _mm256_set1_ps(sp_fp16_to_f32(b[i].d) * x->d[i]), acc);
+    }
+    return hsum8(acc);
+}
+
+static float dot_q4_0(const void *row, const sp_q8_act *x, int64_t n) {
+    const block_q4_0 *b = row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    float offset = 0;
+    for (int64_t i = 0; i < n / 32; i++) {
+        const __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
+        const __m256i w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4); /* codes 0..15, in order */
+        const float s = sp_fp16_to_f32(b[i].d) * x->d[i];
+        acc = _mm256_fmadd_ps(dot_u8s8(w, _mm256_loadu_si256((const __m256i *)(x->q + 32 * i))), _mm256_set1_ps(s), acc);
+        offset += s * 8 * (float)(x->sum16[2 * i] + x->sum16[2 * i + 1]);
+    }
+    return hsum8(acc) - offset;
+}
+
+static inline void scale_min_k4(int j, const uint8_t *q, float *d, float *m) {
+    if (j < 4) { *d = q[j] & 63; *m = q[j + 4] & 63; }
+    else { *d = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4); *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
+}
+
+static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
+    const block_q4_K *b = row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = sp_fp16_to_f32(b[i].d), dmin = sp_fp16_to_f32(b[i].dmin);
+        const int8_t *q = x->q + QK_K * i;
+        const float *dx = x->d + 8 * i;
+        const int32_t *sums = x->sum16 + 16 * i;
+        for (int j = 0; j < 4; j++) {
+            float sc1, m1, sc2, m2;
+            scale_min_k4(2 * j, b[i].scales, &sc1, &m1);
+            scale_min_k4(2 * j + 1, b[i].scales, &sc2, &m2);
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * j));
+            const __m256 p1 = dot_u8s8(_mm256_and_si256(raw, m4), _mm256_loadu_si256((const __m256i *)(q + 64 * j)));
+            const __m256 p2 = dot_u8s8(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_loadu_si256((const __m256i *)(q + 64 * j + 32)));
+            acc = _mm256_fmadd_ps(p1, _mm256_set1_ps(d * sc1 * dx[2 * j]), acc);
+            acc = _mm256_fmadd_ps(p2, _mm256_set1_ps(d * sc2 * dx[2 * j + 1]), acc);
+            mins += dmin * (m1 * dx[2 * j] * (float)(sums[4 * j] + sums[4 * j + 1]) + m2 * dx[2 * j + 1] * (float)(sums[4 * j + 2] + sums[4 * j + 3]));
+        }
+    }
+    return hsum8(acc) - mins;
+}
+
+static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
+    const block_q6_K *b = row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    float offset = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = sp_fp16_to_f32(b[i].d);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
+            const int8_t *sc = b[i].scales + 8 * h;
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            const __m256i hh = _mm256_loadu_si256((const __m256i *)qh);
+            __m256i v[4];
+            v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hh, m2), 4));
+            v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 2), m2), 4));
+            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 4), m2), 4));
+            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 6), m2), 4));
+            for (int k = 0; k < 4; k++) { /* 32 values = sub-blocks 2k and 2k+1 of 16 */
+                const int blk = (int)(8 * i + 4 * h + k); /* the activations' block of 32 */
+                const float s0 = d * sc[2 * k] * x->d[blk], s1 = d * sc[2 * k + 1] * x->d[blk];
+                const __m256 p = dot_u8s8(v[k], _mm256_loadu_si256((const __m256i *)(x->q + 32 * blk)));
+                acc = _mm256_fmadd_ps(p, _mm256_setr_ps(s0, s0, s0, s0, s1, s1, s1, s1), acc);
+                offset += 32 * (s0 * (float)x->sum16[2 * blk] + s1 * (float)x->sum16[2 * blk + 1]);
+            }
+        }
+    }
+    return hsum8(acc) - offset;
+}
+
+void sp_avx512vnni_fill(sp_isa_kernels *k) {
+    k->dot_row_q8[SP_TYPE_Q8_0] = dot_q8_0;
+    k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0;
+    k->dot_row_q8[SP_TYPE_Q4_K] = dot_q4_K;
+    k->dot_row_q8[SP_TYPE_Q6_K] = dot_q6_K;
+}
