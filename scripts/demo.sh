@@ -11,7 +11,7 @@ SP=build/specprefill
 mkdir -p out
 PROMPT=eval/demo-prompt.txt
 echo "== the document: $(wc -w <$PROMPT) words; its question:"
-tail -n 2 $PROMPT
+tail -n 2 $PROMPT; echo
 echo "== expected answer: $(cat eval/demo-answer.txt)"
 run() { # label, extra args
   $SP generate -m models/main.gguf -f $PROMPT -n 12 --temp 0 "${@:2}" >out/answer.txt 2>out/log.txt
