@@ -138,15 +138,22 @@ void sp_kernels_select(const sp_isa_kernels *k) {
 
 /* ------------------------------------------------------------------ matmul */
 
-/* Per-thread scratch for dequantized weight tiles; grows to the largest request and is reused. */
+/* Per-thread scratch for dequantized weight tiles; grows to the largest request and is reused.
+ * A thread-specific key frees it when a thread that used it ends (server slots, for one). */
 static _Thread_local float *scratch;
 static _Thread_local size_t scratch_size;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_key_once = PTHREAD_ONCE_INIT;
+
+static void scratch_key_create(void) { pthread_key_create(&scratch_key, free); }
 
 static float *scratch_get(size_t n) {
     if (n > scratch_size) {
+        pthread_once(&scratch_key_once, scratch_key_create);
         free(scratch);
         scratch = malloc(n * sizeof *scratch);
         scratch_size = scratch ? n : 0;
+        pthread_setspecific(scratch_key, scratch);
     }
     return scratch;
 }
