@@ -124,11 +124,6 @@ static float dot_q4_0(const void *row, const float *x, int64_t n) {
     return _mm512_reduce_add_ps(s);
 }
 
-static inline void scale_min_k4(int j, const uint8_t *q, float *d, float *m) {
-    if (j < 4) { *d = q[j] & 63; *m = q[j + 4] & 63; }
-    else { *d = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4); *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
-}
-
 /* Σ (d·sc·q − dmin·m)·x = d·sc·Σ q·x − dmin·m·Σ x, per sub-block of 32 */
 static float dot_q4_K(const void *row, const float *x, int64_t n) {
     const block_q4_K *b = row;
@@ -138,9 +133,9 @@ static float dot_q4_K(const void *row, const float *x, int64_t n) {
         const float d = sp_fp16_to_f32(b[i].d), dmin = sp_fp16_to_f32(b[i].dmin);
         const uint8_t *q = b[i].qs;
         for (int j = 0; j < 4; j++, q += 32, x += 64) {
-            float sc1, m1, sc2, m2;
-            scale_min_k4(2 * j, b[i].scales, &sc1, &m1);
-            scale_min_k4(2 * j + 1, b[i].scales, &sc2, &m2);
+            uint8_t sc1, m1, sc2, m2;
+            sp_k4_scale_min(2 * j, b[i].scales, &sc1, &m1);
+            sp_k4_scale_min(2 * j + 1, b[i].scales, &sc2, &m2);
             const __m128i qa = _mm_loadu_si128((const __m128i *)q), qb = _mm_loadu_si128((const __m128i *)(q + 16));
             const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16), x2 = _mm512_loadu_ps(x + 32), x3 = _mm512_loadu_ps(x + 48);
             __m512 p1 = _mm512_fmadd_ps(i8x16_to_ps(_mm_and_si128(qa, mask)), x0, _mm512_mul_ps(i8x16_to_ps(_mm_and_si128(qb, mask)), x1));

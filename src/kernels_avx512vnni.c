@@ -46,11 +46,6 @@ static float dot_q4_0(const void *row, const sp_q8_act *x, int64_t n) {
     return hsum8(acc) - offset;
 }
 
-static inline void scale_min_k4(int j, const uint8_t *q, float *d, float *m) {
-    if (j < 4) { *d = q[j] & 63; *m = q[j + 4] & 63; }
-    else { *d = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4); *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
-}
-
 static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
     const block_q4_K *b = row;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
@@ -62,9 +57,9 @@ static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
         const float *dx = x->d + 8 * i;
         const int32_t *sums = x->sum16 + 16 * i;
         for (int j = 0; j < 4; j++) {
-            float sc1, m1, sc2, m2;
-            scale_min_k4(2 * j, b[i].scales, &sc1, &m1);
-            scale_min_k4(2 * j + 1, b[i].scales, &sc2, &m2);
+            uint8_t sc1, m1, sc2, m2;
+            sp_k4_scale_min(2 * j, b[i].scales, &sc1, &m1);
+            sp_k4_scale_min(2 * j + 1, b[i].scales, &sc2, &m2);
             const __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * j));
             const __m256 p1 = dot_u8s8(_mm256_and_si256(raw, m4), _mm256_loadu_si256((const __m256i *)(q + 64 * j)));
             const __m256 p2 = dot_u8s8(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_loadu_si256((const __m256i *)(q + 64 * j + 32)));

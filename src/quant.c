@@ -224,17 +224,6 @@ static void dequantize_q3_K(const void *src, float *dst, int64_t n) {
     }
 }
 
-/* 6-bit scale and min j (0..7) of a Q4_K/Q5_K block */
-static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
-    if (j < 4) {
-        *d = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *d = (uint8_t)((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
 static void dequantize_q4_K(const void *src, float *dst, int64_t n) {
     const block_q4_K *b = src;
     for (int64_t i = 0; i < n / QK_K; i++) {
@@ -242,9 +231,9 @@ static void dequantize_q4_K(const void *src, float *dst, int64_t n) {
         const uint8_t *q = b[i].qs;
         for (int j = 0; j < 4; j++, q += 32) {
             uint8_t sc, m;
-            scale_min_k4(2 * j, b[i].scales, &sc, &m);
+            sp_k4_scale_min(2 * j, b[i].scales, &sc, &m);
             const float d1 = d * sc, m1 = min * m;
-            scale_min_k4(2 * j + 1, b[i].scales, &sc, &m);
+            sp_k4_scale_min(2 * j + 1, b[i].scales, &sc, &m);
             const float d2 = d * sc, m2 = min * m;
             for (int l = 0; l < 32; l++) *dst++ = d1 * (q[l] & 0x0F) - m1;
             for (int l = 0; l < 32; l++) *dst++ = d2 * (q[l] >> 4) - m2;
@@ -260,9 +249,9 @@ static void dequantize_q5_K(const void *src, float *dst, int64_t n) {
         uint8_t u1 = 1, u2 = 2;
         for (int j = 0; j < 4; j++, ql += 32, u1 <<= 2, u2 <<= 2) {
             uint8_t sc, m;
-            scale_min_k4(2 * j, b[i].scales, &sc, &m);
+            sp_k4_scale_min(2 * j, b[i].scales, &sc, &m);
             const float d1 = d * sc, m1 = min * m;
-            scale_min_k4(2 * j + 1, b[i].scales, &sc, &m);
+            sp_k4_scale_min(2 * j + 1, b[i].scales, &sc, &m);
             const float d2 = d * sc, m2 = min * m;
             for (int l = 0; l < 32; l++) *dst++ = d1 * ((ql[l] & 0x0F) + (qh[l] & u1 ? 16 : 0)) - m1;
             for (int l = 0; l < 32; l++) *dst++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
@@ -297,7 +286,7 @@ static void dequantize_q6_K(const void *src, float *dst, int64_t n) {
 /* Round to nearest, ties away from zero, as an int. */
 static inline int nearest_int(float x) { return (int)lrintf(x); }
 
-/* Packs eight 6-bit scales and mins into the 12 bytes Q4_K/Q5_K use (see scale_min_k4). */
+/* Packs eight 6-bit scales and mins into the 12 bytes Q4_K/Q5_K use (see sp_k4_scale_min). */
 static void pack_scales_k4(const uint8_t sc[8], const uint8_t mn[8], uint8_t out[12]) {
     for (int j = 0; j < 4; j++) {
         out[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
