@@ -26,6 +26,9 @@ const char *opt_value(int argc, char **argv, int *i, const char *name, const cha
 bool opt_flag(char **argv, int i, const char *name, const char *alias);
 bool parse_int(const char *s, long min, long max, long *out);
 bool parse_float(const char *s, double min, double max, double *out);
+/* Comma-separated lists ("512,2048"): the count parsed (at most max_n), or -1 if any item is bad. */
+int parse_int_list(const char *s, long *out, int max_n, long min, long max);
+int parse_float_list(const char *s, double *out, int max_n, double min, double max);
 
 /* Reads a whole file ("-" = stdin) into a NUL-terminated malloc'ed buffer. */
 char *read_file(const char *path, size_t *len);

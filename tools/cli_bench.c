@@ -11,24 +11,6 @@
 
 #define MAX_LIST 16
 
-static int parse_list_int(const char *s, long *out, long min, long max) {
-    int n = 0;
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", s);
-    for (char *tok = strtok(buf, ","); tok && n < MAX_LIST; tok = strtok(NULL, ","))
-        if (!parse_int(tok, min, max, &out[n++])) return -1;
-    return n;
-}
-
-static int parse_list_float(const char *s, double *out, double min, double max) {
-    int n = 0;
-    char buf[256];
-    snprintf(buf, sizeof buf, "%s", s);
-    for (char *tok = strtok(buf, ","); tok && n < MAX_LIST; tok = strtok(NULL, ","))
-        if (!parse_float(tok, min, max, &out[n++])) return -1;
-    return n;
-}
-
 typedef struct { double mean, sd; } stat;
 
 static stat summarize(const double *x, int n) {
@@ -93,9 +75,9 @@ int cmd_bench(int argc, char **argv) {
         if ((v = opt_value(argc, argv, &i, "--model", "-m", &bad))) model_path = v;
         else if ((v = opt_value(argc, argv, &i, "--draft", NULL, &bad))) draft_path = v;
         else if ((v = opt_value(argc, argv, &i, "--output", "-o", &bad))) { fmt = v; ok = !strcmp(v, "md") || !strcmp(v, "json"); }
-        else if ((v = opt_value(argc, argv, &i, "--n-prompt", "-p", &bad))) { n_pp = parse_list_int(v, pp, 0, 1 << 20); ok = n_pp > 0; if (n_pp == 1 && pp[0] == 0) n_pp = 0; }
-        else if ((v = opt_value(argc, argv, &i, "--ttft", NULL, &bad))) { n_ttft = parse_list_int(v, ttft, 2, 1 << 20); ok = n_ttft > 0; }
-        else if ((v = opt_value(argc, argv, &i, "--keep", NULL, &bad))) { n_keeps = parse_list_float(v, keeps, 1e-6, 1); ok = n_keeps > 0; }
+        else if ((v = opt_value(argc, argv, &i, "--n-prompt", "-p", &bad))) { n_pp = parse_int_list(v, pp, MAX_LIST, 0, 1 << 20); ok = n_pp > 0; if (n_pp == 1 && pp[0] == 0) n_pp = 0; }
+        else if ((v = opt_value(argc, argv, &i, "--ttft", NULL, &bad))) { n_ttft = parse_int_list(v, ttft, MAX_LIST, 2, 1 << 20); ok = n_ttft > 0; }
+        else if ((v = opt_value(argc, argv, &i, "--keep", NULL, &bad))) { n_keeps = parse_float_list(v, keeps, MAX_LIST, 1e-6, 1); ok = n_keeps > 0; }
         else if ((v = opt_value(argc, argv, &i, "--n-gen", "-n", &bad))) ok = parse_int(v, 0, 1 << 20, &n_gen);
         else if ((v = opt_value(argc, argv, &i, "--repetitions", "-r", &bad))) ok = parse_int(v, 1, 1000, &reps);
         else if ((v = opt_value(argc, argv, &i, "--threads", "-t", &bad))) ok = parse_int(v, 0, 256, &threads);

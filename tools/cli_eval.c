@@ -237,10 +237,8 @@ int cmd_eval(int argc, char **argv) {
         else if ((v = opt_value(argc, argv, &i, "--task", NULL, &bad))) { if (n_tasks < 32) tasks[n_tasks++] = (char *)v; }
         else if ((v = opt_value(argc, argv, &i, "--n", NULL, &bad))) ok = parse_int(v, 1, MAX_DOCS, &limit);
         else if ((v = opt_value(argc, argv, &i, "--keep", NULL, &bad))) {
-            n_keeps = 0;
-            char buf[256];
-            snprintf(buf, sizeof buf, "%s", v);
-            for (char *t = strtok(buf, ","); t && n_keeps < MAX_KEEPS; t = strtok(NULL, ",")) ok &= parse_float(t, 1e-6, 1, &keeps[n_keeps++]);
+            n_keeps = parse_float_list(v, keeps, MAX_KEEPS, 1e-6, 1);
+            ok = n_keeps > 0;
         } else if ((v = opt_value(argc, argv, &i, "--methods", NULL, &bad))) {
             methods_given = true;
             for (int m = 0; m < M_COUNT; m++) on[m] = false;
@@ -358,16 +356,18 @@ int cmd_eval(int argc, char **argv) {
             free(got);
         }
         /* model-scored methods: score once, select at every keep rate */
+        double t_draft_score = 0; /* the draft's scores serve spec and adaptive; both pay for them */
         for (int method = M_SPEC; method <= M_ADAPTIVE; method++) {
-            if (!on[method] || (method == M_ADAPTIVE && !on[M_SPEC] && !dctx)) continue;
-            if (method == M_ADAPTIVE && !dctx) continue;
+            if (!on[method]) continue;
             sp_specprefill_stats st;
             double t0 = now_seconds();
             if (method != M_ADAPTIVE || !on[M_SPEC]) {
                 sp_context *sc = method == M_SELF ? sctx : dctx;
                 if (sp_specprefill_score(sc, p, n, &sp, method == M_SELF, method == M_SELF ? bimp : imp, &st) != SP_OK) { fail_status("scoring"); goto done; }
             }
-            const double t_score = now_seconds() - t0;
+            double t_score = now_seconds() - t0;
+            if (method == M_SPEC) t_draft_score = t_score;
+            if (method == M_ADAPTIVE && on[M_SPEC]) t_score = t_draft_score;
             const float *scores = method == M_SELF ? bimp : imp;
             const int nk = method == M_ADAPTIVE ? 1 : n_keeps;
             for (int k = 0; k < nk; k++) {

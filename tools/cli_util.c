@@ -41,6 +41,24 @@ bool parse_float(const char *s, double min, double max, double *out) {
     return true;
 }
 
+int parse_int_list(const char *s, long *out, int max_n, long min, long max) {
+    char buf[256];
+    int n = 0;
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *tok = strtok(buf, ","); tok && n < max_n; tok = strtok(NULL, ","))
+        if (!parse_int(tok, min, max, &out[n++])) return -1;
+    return n;
+}
+
+int parse_float_list(const char *s, double *out, int max_n, double min, double max) {
+    char buf[256];
+    int n = 0;
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *tok = strtok(buf, ","); tok && n < max_n; tok = strtok(NULL, ","))
+        if (!parse_float(tok, min, max, &out[n++])) return -1;
+    return n;
+}
+
 char *read_file(const char *path, size_t *len) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (!f) {
