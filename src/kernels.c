@@ -176,10 +176,34 @@ void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int
     }
 }
 
+void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, int nr, int64_t k, uint8_t *tile) {
+    const sp_type_traits *tt = sp_type_traits_get(type);
+    const int group = tt->codes_group, bs = tt->block_size;
+    const int64_t stride = SP_I8_TILE_BLOCK_BYTES(group);
+    uint8_t q[QK_K];
+    float scale[QK_K / 16], min[QK_K / 16];
+    for (int r = 0; r < ROWS_PER_TILE; r++) {
+        for (int64_t i = 0; i < k; i += bs) {
+            if (r < nr) tt->codes(rows + r * row_bytes + i / bs * (int64_t)tt->type_size, q, scale, min);
+            else { memset(q, 0, (size_t)bs); memset(scale, 0, sizeof scale); memset(min, 0, sizeof min); }
+            for (int j = 0; j < bs; j += 32) {
+                uint8_t *blk = tile + (i + j) / 32 * stride;
+                for (int g = 0; g < 8; g++) memcpy(blk + 64 * g + 4 * r, q + j + 4 * g, 4);
+                float *sm = (float *)(blk + 512);
+                for (int h = 0; h < 32 / group; h++) {
+                    sm[32 * h + r] = scale[(j + h * group) / 16];
+                    sm[32 * h + 16 + r] = min[(j + h * group) / 16];
+                }
+            }
+        }
+    }
+}
+
 typedef struct {
     const sp_weight *w;
     const float *x;
     const sp_q8_act *xq;    /* x quantized, for the integer decode kernels */
+    const sp_i8_rows *xi;   /* x quantized, for the integer prefill kernel */
     const uint16_t *x_bf16; /* x in bf16 when the bf16 kernel is used */
     int n_tokens;
     float *out;
@@ -229,6 +253,18 @@ static void matmul_task(void *arg, int task, int n_tasks) {
         }
         return;
     }
+    if (j->xi) {
+        const int group = tt->codes_group;
+        uint8_t *tile = (uint8_t *)scratch_get((size_t)(K / 32 * SP_I8_TILE_BLOCK_BYTES(group)) / sizeof(float) + 16);
+        if (tile) {
+            for (int64_t rt = r0; rt < r1; rt += ROWS_PER_TILE) {
+                const int nr = (int)(r1 - rt < ROWS_PER_TILE ? r1 - rt : ROWS_PER_TILE);
+                sp_i8_tile_pack(w->type, base + rt * w->row_bytes, w->row_bytes, nr, K, tile);
+                k->gemm_i8(tile, group, nr, j->xi, j->n_tokens, K, j->out + rt, w->n_out);
+            }
+            return;
+        }
+    }
     const bool bf16 = j->x_bf16 != NULL;
     /* tile: ROWS_PER_TILE dequantized rows (f32), and their bf16 copy when needed */
     float *tile = w->type == SP_TYPE_F32 && !bf16 ? NULL
@@ -262,9 +298,55 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     }
 }
 
+/* Quantizes tokens for the integer prefill kernel, a share of the tokens per task. */
+typedef struct {
+    const float *x;
+    int64_t k;
+    int n_tokens, group;
+    int8_t *q;
+    float *d, *dsum;
+    int32_t *sum16;
+} quantize_job;
+
+static void quantize_task(void *arg, int task, int n_tasks) {
+    const quantize_job *j = arg;
+    const sp_isa_kernels *kern = sp_kernels();
+    const int64_t k = j->k;
+    for (int64_t t = (int64_t)j->n_tokens * task / n_tasks; t < (int64_t)j->n_tokens * (task + 1) / n_tasks; t++) {
+        int32_t *s16 = j->sum16 + t * (k / 16);
+        float *d = j->d + t * (k / 32), *ds = j->dsum + t * (k / j->group);
+        (kern->quantize_act ? kern->quantize_act : sp_quantize_activations)(j->x + t * k, k, j->q + t * k, d, s16);
+        for (int64_t g = 0; g < k / j->group; g++)
+            ds[g] = j->group == 16 ? d[g / 2] * (float)s16[g] : d[g] * (float)(s16[2 * g] + s16[2 * g + 1]);
+    }
+}
+
+/* The integer prefill form of x, or NULL where it does not apply (caller frees *mem). */
+static const sp_i8_rows *prepare_i8_rows(const sp_isa_kernels *k, const sp_weight *w, const float *x, int n_tokens,
+                                         sp_i8_rows *rows, void **mem) {
+    const sp_type_traits *tt = w->type < SP_TYPE_COUNT ? sp_type_traits_get(w->type) : NULL;
+    *mem = NULL;
+    if (n_tokens < 2 || !k->gemm_i8 || !tt || !tt->codes || w->n_in % 32 || w->n_in % tt->block_size) return NULL;
+    const int64_t K = w->n_in, n = n_tokens;
+    const int group = tt->codes_group;
+    /* floats first (alignment), then the codes */
+    float *f = malloc((size_t)n * (size_t)(K / 32 + K / group + K / 16) * sizeof(float) + (size_t)(n * K));
+    if (!f) return NULL;
+    quantize_job j = {x, K, n_tokens, group, NULL, f, f + n * (K / 32), (int32_t *)(f + n * (K / 32 + K / group))};
+    j.q = (int8_t *)(j.sum16 + n * (K / 16));
+    int tasks = sp_threads_count();
+    sp_parallel_for(tasks < n_tokens ? tasks : n_tokens, quantize_task, &j);
+    *rows = (sp_i8_rows){j.q, j.d, j.dsum};
+    *mem = f;
+    return rows;
+}
+
 void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
     const sp_isa_kernels *k = sp_kernels();
-    matmul_job j = {w, x, NULL, NULL, n_tokens, out, 0};
+    matmul_job j = {w, x, NULL, NULL, NULL, n_tokens, out, 0};
+    sp_i8_rows xi;
+    void *xi_mem;
+    j.xi = prepare_i8_rows(k, w, x, n_tokens, &xi, &xi_mem);
     uint16_t *xb = NULL;
     int8_t *q8 = NULL;
     sp_q8_act xq;
@@ -278,7 +360,7 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
             j.xq = &xq;
         }
     }
-    if (n_tokens > 1 && use_bf16(k, w)) {
+    if (n_tokens > 1 && !j.xi && use_bf16(k, w)) {
         xb = malloc((size_t)n_tokens * (size_t)w->n_in * sizeof *xb);
         if (xb) k->f32_to_bf16(x, xb, (int64_t)n_tokens * w->n_in);
         j.x_bf16 = xb;
@@ -293,6 +375,7 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
     sp_parallel_for((int)n_tasks, matmul_task, &j);
     free(xb);
     free(q8);
+    free(xi_mem);
 }
 
 /* ------------------------------------------------------------------ elementwise */

@@ -30,6 +30,23 @@ typedef struct sp_q8_act {
 
 /* Fills a sp_q8_act's arrays (q: n, d: n/32, sum16: n/16). */
 void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16);
+
+/* Many tokens of quantized activations for the integer prefill kernels, k values each:
+ * codes q [t][k], scales d [t][k/32] and, per group of the weights' codes (32 or 16 values),
+ * dsum [t][k/group] = d × (sum of the group's codes), which carries the weights' min term. */
+typedef struct {
+    const int8_t *q;
+    const float *d;
+    const float *dsum;
+} sp_i8_rows;
+
+/* A tile of up to 16 weight rows in integer form, 32 values (a block) at a time: 512 bytes of
+ * unsigned codes interleaved [k/4][row][4], then per group of `group` values 16 scales and 16
+ * mins as floats (row r, value i: scale[r]*code - min[r], the type's `codes` form). */
+#define SP_I8_TILE_BLOCK_BYTES(group) (512 + (32 / (group)) * 128)
+/* Packs rows [0, nr) (nr ≤ 16, each `row_bytes` apart) of a type with integer codes; rows
+ * nr..15 are zero. tile holds k/32 × SP_I8_TILE_BLOCK_BYTES(group) bytes. */
+void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, int nr, int64_t k, uint8_t *tile);
 /* The per-ISA primitives. Every implementation must agree with the scalar one within float
  * rounding; tests compare them. */
 typedef struct {
@@ -46,6 +63,12 @@ typedef struct {
     void (*gemm_bf16)(const uint16_t *w, int64_t ldw, int nr, const uint16_t *x, int64_t ldx, int nt, int64_t k,
                       float *out, int64_t ldo);
     void (*f32_to_bf16)(const float *src, uint16_t *dst, int64_t n);
+    /* Prefill with integer dot products: a packed tile (sp_i8_tile_pack) times nt tokens,
+     * out[t*ldo + r] for r < nr (NULL: the CPU has no fast int8 dot product). */
+    void (*gemm_i8)(const uint8_t *tile, int group, int nr, const sp_i8_rows *x, int nt, int64_t k, float *out,
+                    int64_t ldo);
+    /* sp_quantize_activations, vectorised (NULL: the portable one). */
+    void (*quantize_act)(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16);
     /* Decode: fused dequantize + dot of one weight row with f32 activations, per type
      * (NULL: dequantize block by block, then dot_f32). */
     float (*dot_row[SP_N_TYPES])(const void *row, const float *x, int64_t n);

@@ -444,22 +444,128 @@ DEFINE_BLOCK_DOT(q4_K, QK_K, sizeof(block_q4_K))
 DEFINE_BLOCK_DOT(q5_K, QK_K, sizeof(block_q5_K))
 DEFINE_BLOCK_DOT(q6_K, QK_K, sizeof(block_q6_K))
 
+/* ------------------------------------------------------------------ integer codes
+ * One block as unsigned 8-bit codes with a float scale and min per 16 values, so that
+ * value[i] = scale[i/16] * q[i] - min[i/16] exactly (up to float rounding of scale and min).
+ * The integer prefill kernels multiply these codes with int8 activations (u8 x s8). */
+
+/* The codes are built 8 bytes at a time (SWAR): byte-wide loops here would also make the tile
+ * packer's 4-byte reads stall on store forwarding. */
+#define LO_NIBBLES 0x0F0F0F0F0F0F0F0FULL
+#define LOW_BITS(m) (0x0101010101010101ULL * (m))
+
+static inline uint64_t load8(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline void store8(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+/* 16 packed bytes → 16 low nibbles, then 16 high nibbles (the 32-block formats' order) */
+static inline void split_nibbles16(const uint8_t *qs, uint8_t *q) {
+    for (int h = 0; h < 2; h++) {
+        const uint64_t v = load8(qs + 8 * h);
+        store8(q + 8 * h, v & LO_NIBBLES);
+        store8(q + 16 + 8 * h, (v >> 4) & LO_NIBBLES);
+    }
+}
+static void codes_q4_0(const void *src, uint8_t *q, float *scale, float *min) {
+    const block_q4_0 *b = src;
+    const float d = sp_fp16_to_f32(b->d);
+    split_nibbles16(b->qs, q);
+    scale[0] = scale[1] = d;
+    min[0] = min[1] = 8 * d;
+}
+static void codes_q4_1(const void *src, uint8_t *q, float *scale, float *min) {
+    const block_q4_1 *b = src;
+    split_nibbles16(b->qs, q);
+    scale[0] = scale[1] = sp_fp16_to_f32(b->d);
+    min[0] = min[1] = -sp_fp16_to_f32(b->m);
+}
+static void codes_q5(const uint8_t *qs, const uint8_t *qh_bytes, uint8_t *q) {
+    uint32_t qh;
+    memcpy(&qh, qh_bytes, 4);
+    split_nibbles16(qs, q);
+    for (int j = 0; j < 32; j++) q[j] |= (uint8_t)(((qh >> j) & 1) << 4);
+}
+static void codes_q5_0(const void *src, uint8_t *q, float *scale, float *min) {
+    const block_q5_0 *b = src;
+    const float d = sp_fp16_to_f32(b->d);
+    codes_q5(b->qs, b->qh, q);
+    scale[0] = scale[1] = d;
+    min[0] = min[1] = 16 * d;
+}
+static void codes_q5_1(const void *src, uint8_t *q, float *scale, float *min) {
+    const block_q5_1 *b = src;
+    codes_q5(b->qs, b->qh, q);
+    scale[0] = scale[1] = sp_fp16_to_f32(b->d);
+    min[0] = min[1] = -sp_fp16_to_f32(b->m);
+}
+static void codes_q8_0(const void *src, uint8_t *q, float *scale, float *min) {
+    const block_q8_0 *b = src;
+    const float d = sp_fp16_to_f32(b->d);
+    for (int h = 0; h < 4; h++) store8(q + 8 * h, load8((const uint8_t *)b->qs + 8 * h) ^ LOW_BITS(0x80)); /* w + 128 */
+    scale[0] = scale[1] = d;
+    min[0] = min[1] = 128 * d;
+}
+static void codes_q4_K(const void *src, uint8_t *q, float *scale, float *min) {
+    const block_q4_K *b = src;
+    const float d = sp_fp16_to_f32(b->d), dmin = sp_fp16_to_f32(b->dmin);
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        sp_k4_scale_min(j, b->scales, &sc, &m);
+        scale[2 * j] = scale[2 * j + 1] = d * sc;
+        min[2 * j] = min[2 * j + 1] = dmin * m;
+        const uint8_t *qs = b->qs + 32 * (j / 2);
+        for (int h = 0; h < 4; h++) store8(q + 32 * j + 8 * h, (load8(qs + 8 * h) >> (4 * (j % 2))) & LO_NIBBLES);
+    }
+}
+static void codes_q5_K(const void *src, uint8_t *q, float *scale, float *min) {
+    const block_q5_K *b = src;
+    const float d = sp_fp16_to_f32(b->d), dmin = sp_fp16_to_f32(b->dmin);
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        sp_k4_scale_min(j, b->scales, &sc, &m);
+        scale[2 * j] = scale[2 * j + 1] = d * sc;
+        min[2 * j] = min[2 * j + 1] = dmin * m;
+        const uint8_t *qs = b->qs + 32 * (j / 2);
+        for (int h = 0; h < 4; h++)
+            store8(q + 32 * j + 8 * h, ((load8(qs + 8 * h) >> (4 * (j % 2))) & LO_NIBBLES) |
+                                           (((load8(b->qh + 8 * h) >> j) & LOW_BITS(1)) << 4));
+    }
+}
+static void codes_q6_K(const void *src, uint8_t *q, float *scale, float *min) {
+    const block_q6_K *b = src;
+    const float d = sp_fp16_to_f32(b->d);
+    for (int half = 0; half < 2; half++) {
+        const uint8_t *ql = b->ql + 64 * half, *qh = b->qh + 32 * half;
+        uint8_t *o = q + 128 * half;
+        for (int h = 0; h < 4; h++) {
+            const uint64_t l0 = load8(ql + 8 * h), l1 = load8(ql + 32 + 8 * h), hi = load8(qh + 8 * h);
+            store8(o + 8 * h, (l0 & LO_NIBBLES) | ((hi & LOW_BITS(3)) << 4));
+            store8(o + 32 + 8 * h, (l1 & LO_NIBBLES) | (((hi >> 2) & LOW_BITS(3)) << 4));
+            store8(o + 64 + 8 * h, ((l0 >> 4) & LO_NIBBLES) | (((hi >> 4) & LOW_BITS(3)) << 4));
+            store8(o + 96 + 8 * h, ((l1 >> 4) & LO_NIBBLES) | (((hi >> 6) & LOW_BITS(3)) << 4));
+        }
+    }
+    for (int j = 0; j < 16; j++) {
+        scale[j] = d * b->scales[j];
+        min[j] = 32 * scale[j];
+    }
+}
+
 /* ------------------------------------------------------------------ the table */
 
 static const sp_type_traits traits[SP_TYPE_COUNT] = {
     [SP_TYPE_F32]  = {"F32", 1, 4, dequantize_f32, quantize_f32, dot_f32},
     [SP_TYPE_F16]  = {"F16", 1, 2, dequantize_f16, quantize_f16, dot_f16},
     [SP_TYPE_BF16] = {"BF16", 1, 2, dequantize_bf16, quantize_bf16, dot_bf16},
-    [SP_TYPE_Q4_0] = {"Q4_0", 32, sizeof(block_q4_0), dequantize_q4_0, quantize_q4_0, dot_q4_0},
-    [SP_TYPE_Q4_1] = {"Q4_1", 32, sizeof(block_q4_1), dequantize_q4_1, quantize_q4_1, dot_q4_1},
-    [SP_TYPE_Q5_0] = {"Q5_0", 32, sizeof(block_q5_0), dequantize_q5_0, quantize_q5_0, dot_q5_0},
-    [SP_TYPE_Q5_1] = {"Q5_1", 32, sizeof(block_q5_1), dequantize_q5_1, quantize_q5_1, dot_q5_1},
-    [SP_TYPE_Q8_0] = {"Q8_0", 32, sizeof(block_q8_0), dequantize_q8_0, quantize_q8_0, dot_q8_0},
+    [SP_TYPE_Q4_0] = {"Q4_0", 32, sizeof(block_q4_0), dequantize_q4_0, quantize_q4_0, dot_q4_0, codes_q4_0, 32},
+    [SP_TYPE_Q4_1] = {"Q4_1", 32, sizeof(block_q4_1), dequantize_q4_1, quantize_q4_1, dot_q4_1, codes_q4_1, 32},
+    [SP_TYPE_Q5_0] = {"Q5_0", 32, sizeof(block_q5_0), dequantize_q5_0, quantize_q5_0, dot_q5_0, codes_q5_0, 32},
+    [SP_TYPE_Q5_1] = {"Q5_1", 32, sizeof(block_q5_1), dequantize_q5_1, quantize_q5_1, dot_q5_1, codes_q5_1, 32},
+    [SP_TYPE_Q8_0] = {"Q8_0", 32, sizeof(block_q8_0), dequantize_q8_0, quantize_q8_0, dot_q8_0, codes_q8_0, 32},
     [SP_TYPE_Q2_K] = {"Q2_K", QK_K, sizeof(block_q2_K), dequantize_q2_K, NULL, dot_q2_K},
     [SP_TYPE_Q3_K] = {"Q3_K", QK_K, sizeof(block_q3_K), dequantize_q3_K, NULL, dot_q3_K},
-    [SP_TYPE_Q4_K] = {"Q4_K", QK_K, sizeof(block_q4_K), dequantize_q4_K, quantize_q4_K, dot_q4_K},
-    [SP_TYPE_Q5_K] = {"Q5_K", QK_K, sizeof(block_q5_K), dequantize_q5_K, quantize_q5_K, dot_q5_K},
-    [SP_TYPE_Q6_K] = {"Q6_K", QK_K, sizeof(block_q6_K), dequantize_q6_K, quantize_q6_K, dot_q6_K},
+    [SP_TYPE_Q4_K] = {"Q4_K", QK_K, sizeof(block_q4_K), dequantize_q4_K, quantize_q4_K, dot_q4_K, codes_q4_K, 32},
+    [SP_TYPE_Q5_K] = {"Q5_K", QK_K, sizeof(block_q5_K), dequantize_q5_K, quantize_q5_K, dot_q5_K, codes_q5_K, 32},
+    [SP_TYPE_Q6_K] = {"Q6_K", QK_K, sizeof(block_q6_K), dequantize_q6_K, quantize_q6_K, dot_q6_K, codes_q6_K, 16},
 };
 
 /* every ggml type name, so an unsupported one can be named in errors */

@@ -62,6 +62,10 @@ typedef struct {
     void (*dequantize)(const void *src, float *dst, int64_t n);
     void (*quantize)(const float *src, void *dst, int64_t n); /* NULL: cannot write this type */
     float (*dot)(const void *row, const float *x, int64_t n);  /* sum_i row[i] * x[i] */
+    /* One block as unsigned codes: value[i] = scale[i/16]*q[i] - min[i/16] (NULL: no integer
+     * form; the integer prefill kernels are not used for this type). */
+    void (*codes)(const void *block, uint8_t *q, float *scale, float *min);
+    int codes_group; /* values sharing one scale and min in `codes`: 32, or 16 (Q6_K) */
 } sp_type_traits;
 
 /* NULL for a type the engine does not support. */

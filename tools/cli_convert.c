@@ -49,7 +49,7 @@ int cmd_convert(int argc, char **argv) {
             printf("usage: specprefill convert --weights M.safetensors --tokenizer T.json --config C.json [--type F16|Q8_0|...] [--name N] -o OUT.gguf\n"
                    "  M.safetensors: F32 tensors named as in GGUF (token_embd.weight, blk.0.attn_q.weight, ...)\n"
                    "  T.json: {\"tokens\", \"types\", \"merges\", \"pre\", \"bos\", \"eos\", \"eot\", \"add_bos\", \"chat_template\"}\n"
-                   "  C.json: {\"config\": {\"dim\", \"layers\", \"heads\", \"kv_heads\", \"ffn\", \"rope_base\"}} (tools/train/train.py writes it)\n");
+                   "  C.json: {\"config\": {\"dim\", \"layers\", \"heads\", \"kv_heads\", \"ffn\", \"rope_base\", \"head_dim\"?}} (tools/train/train.py writes it)\n");
             return 0;
         } else { fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]); return 2; }
     }
@@ -67,8 +67,10 @@ int cmd_convert(int argc, char **argv) {
     if (!c) c = cj;
     const int dim = json_int(c, "dim", 0), layers = json_int(c, "layers", 0), heads = json_int(c, "heads", 0);
     const int kv = json_int(c, "kv_heads", heads), ffn = json_int(c, "ffn", 0);
+    const int head_dim = json_int(c, "head_dim", heads > 0 ? dim / heads : 0);
     const cJSON *rb = cJSON_GetObjectItemCaseSensitive(c, "rope_base");
-    if (dim <= 0 || layers <= 0 || heads <= 0 || kv <= 0 || ffn <= 0 || dim % heads) { fprintf(stderr, "error: %s: bad hyper-parameters\n", config); goto done; }
+    if (dim <= 0 || layers <= 0 || heads <= 0 || kv <= 0 || ffn <= 0 || head_dim <= 0 || head_dim % 2 ||
+        (!cJSON_GetObjectItemCaseSensitive(c, "head_dim") && dim % heads)) { fprintf(stderr, "error: %s: bad hyper-parameters\n", config); goto done; }
     /* safetensors: u64 header length, JSON header, data */
     uint64_t hl;
     if (wlen < 8 || (memcpy(&hl, wbuf, 8), hl > wlen - 8)) { fprintf(stderr, "error: %s is not a safetensors file\n", weights); goto done; }
@@ -88,7 +90,11 @@ int cmd_convert(int argc, char **argv) {
     gguf_writer_u32(w, "llama.attention.head_count_kv", (uint32_t)kv);
     gguf_writer_f32(w, "llama.rope.freq_base", cJSON_IsNumber(rb) ? (float)rb->valuedouble : 10000.0f);
     gguf_writer_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    gguf_writer_u32(w, "llama.rope.dimension_count", (uint32_t)(dim / heads));
+    gguf_writer_u32(w, "llama.rope.dimension_count", (uint32_t)head_dim);
+    if (head_dim * heads != dim) { /* heads narrower than the residual stream: say so explicitly */
+        gguf_writer_u32(w, "llama.attention.key_length", (uint32_t)head_dim);
+        gguf_writer_u32(w, "llama.attention.value_length", (uint32_t)head_dim);
+    }
     /* tokenizer */
     const cJSON *toks = cJSON_GetObjectItemCaseSensitive(tj, "tokens"), *types = cJSON_GetObjectItemCaseSensitive(tj, "types");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(tj, "merges");

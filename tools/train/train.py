@@ -25,11 +25,15 @@ import bpe
 import generate
 
 
+def head_dim(c):
+    return c.get("head_dim") or c["dim"] // c["heads"]
+
+
 class Model(torch.nn.Module):
     def __init__(self, c):
         super().__init__()
         self.c = c
-        d, hd = c["dim"], c["dim"] // c["heads"]
+        d, hd = c["dim"], head_dim(c)
         self.emb = torch.nn.Embedding(c["vocab"], d)
         self.layers = torch.nn.ModuleList()
         for _ in range(c["layers"]):
@@ -65,7 +69,7 @@ class Model(torch.nn.Module):
     def forward(self, ids):
         B, T = ids.shape
         c = self.c
-        H, KV, hd = c["heads"], c["kv_heads"], c["dim"] // c["heads"]
+        H, KV, hd = c["heads"], c["kv_heads"], head_dim(c)
         pos = torch.arange(T)
         mask = torch.full((T, T), float("-inf")).triu(1)
         x = self.emb(ids)
@@ -85,11 +89,16 @@ class Model(torch.nn.Module):
         return self.out(self.rms(x, self.norm))
 
 
-def batch(tok, r, n_docs, lo, hi, fams):
-    """Documents of length lo..hi tokens, padded with EOS; weights mark the answer tokens."""
-    seqs, weights = [], []
+def batch(tok, r, n_tokens, lo, hi, pick_family):
+    """About n_tokens of documents of one length bucket (0.8 L .. L, L drawn from lo..hi, so
+    little is padding), padded with EOS; weights mark the answer tokens. Also returns the
+    family of each document."""
+    L = r.randint(lo, hi)
+    n_docs = max(1, n_tokens // L)
+    seqs, weights, fams = [], [], []
     for _ in range(n_docs):
-        d = generate.make(r, r.choice(fams), r.randint(lo, hi))
+        fams.append(pick_family())
+        d = generate.make(r, fams[-1], r.randint(max(lo, int(0.8 * L)), L))
         p = tok.encode(d["prompt"])
         a = tok.encode(" " + d["answer"], bos=False) + [tok.eos]
         seqs.append(p + a)
@@ -100,7 +109,7 @@ def batch(tok, r, n_docs, lo, hi, fams):
     for i, (s, ww) in enumerate(zip(seqs, weights)):
         ids[i, :len(s)] = torch.tensor(s)
         w[i, :len(s)] = torch.tensor(ww)
-    return ids, w
+    return ids, w, fams
 
 
 @torch.no_grad()
@@ -119,14 +128,45 @@ def accuracy(model, tok, r, n, lo, hi, fams):
     return ok / n
 
 
-def save(model, tok_spec, c, path, log):
-    """safetensors with GGUF tensor names (F32), plus the hyper-parameters as JSON."""
+GGUF_NAMES = [("attn_norm", "attn_norm.weight"), ("wq.weight", "attn_q.weight"), ("wk.weight", "attn_k.weight"),
+              ("wv.weight", "attn_v.weight"), ("wo.weight", "attn_output.weight"), ("ffn_norm", "ffn_norm.weight"),
+              ("gate.weight", "ffn_gate.weight"), ("up.weight", "ffn_up.weight"), ("down.weight", "ffn_down.weight")]
+
+
+def tensor_names(c):
     names = {"emb.weight": "token_embd.weight", "norm": "output_norm.weight", "out.weight": "output.weight"}
     for i in range(c["layers"]):
-        for a, b in [("attn_norm", "attn_norm.weight"), ("wq.weight", "attn_q.weight"), ("wk.weight", "attn_k.weight"),
-                     ("wv.weight", "attn_v.weight"), ("wo.weight", "attn_output.weight"), ("ffn_norm", "ffn_norm.weight"),
-                     ("gate.weight", "ffn_gate.weight"), ("up.weight", "ffn_up.weight"), ("down.weight", "ffn_down.weight")]:
+        for a, b in GGUF_NAMES:
             names[f"layers.{i}.{a}"] = f"blk.{i}.{b}"
+    return names
+
+
+def load(model, path):
+    """Starts from a saved model. Layers the file lacks stay new, with their output projections
+    zeroed so that the grown model computes exactly what the saved one did (then learns); a model
+    with fewer heads takes the saved model's first heads."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    state = model.state_dict()
+    have = 0
+    for k, gguf in tensor_names(model.c).items():
+        if gguf in header:
+            h = header[gguf]
+            a, b = h["data_offsets"]
+            t = torch.frombuffer(bytearray(data[a:b]), dtype=torch.float32).view(h["shape"])
+            # fewer heads than the saved model: start from the leading ones
+            state[k].copy_(t[tuple(slice(0, n) for n in state[k].shape)])
+            have += 1
+        elif k.endswith("wo.weight") or k.endswith("down.weight"):
+            state[k].zero_()
+    print(f"loaded {have} tensors from {path}", file=sys.stderr)
+
+
+def save(model, tok_spec, c, path, log):
+    """safetensors with GGUF tensor names (F32), plus the hyper-parameters as JSON."""
+    names = tensor_names(c)
     header, blobs, off = {}, [], 0
     for k, v in model.state_dict().items():
         if k not in names:
@@ -154,10 +194,17 @@ def main():
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--head-dim", type=int, default=0, help="default dim / heads")
     ap.add_argument("--ffn", type=int, default=768)
     ap.add_argument("--rope-base", type=float, default=10000)
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps")
+    ap.add_argument("--batch-tokens", type=int, default=1536, help="tokens per batch (at least one document)")
+    ap.add_argument("--init", help="start from this .safetensors (more --layers than it has: grow)")
+    ap.add_argument("--start-phase", type=int, default=0, help="skip the curriculum's first phases (with --init)")
+    ap.add_argument("--advance-at", type=float, default=0.9,
+                    help="leave a phase early once every family's answer accuracy reaches this")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="out")
@@ -168,30 +215,52 @@ def main():
     tok = bpe.Tokenizer(spec)
     c = {"dim": a.dim, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn, "vocab": len(spec["tokens"]),
          "rope_base": a.rope_base, "seed": a.seed, "minutes": a.minutes}
+    if a.head_dim:
+        c["head_dim"] = a.head_dim
+    if a.init:
+        c["init"], c["start_phase"] = os.path.basename(a.init), a.start_phase
     model = Model(c)
+    if a.init:
+        load(model, a.init)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    # curriculum: (share of the time, min tokens, max tokens, documents per batch, families).
+    # curriculum: (share of the time, min tokens, max tokens, families).
     # The copy circuit forms on tiny single-needle documents first; harder families come later.
+    # A phase ends when its share of the time is spent or, earlier, when every family is answered
+    # (its time then goes to the next phases).
     ALL = list(generate.FAMILIES)
-    phases = [(0.10, 4, 24, 32, ["needle"]), (0.08, 4, 48, 24, ["needle", "table"]), (0.10, 10, 120, 16, ALL),
-              (0.14, 30, 320, 8, ALL), (0.18, 60, 700, 4, ALL), (0.20, 100, 1400, 2, ALL), (0.20, 200, 2300, 1, ALL)]
+    phases = [(0.10, 4, 24, ["needle"]), (0.08, 4, 48, ["needle", "table"]), (0.10, 10, 120, ALL),
+              (0.14, 30, 320, ALL), (0.18, 60, 700, ALL), (0.20, 100, 1400, ALL), (0.20, 200, 2300, ALL)][a.start_phase:]
+    total_share = sum(p[0] for p in phases)
+    # Running answer accuracy per family (teacher-forced: every answer token predicted). Families
+    # are drawn in proportion to their error, so training time goes where answers are still wrong.
+    solved = {f: 0.0 for f in ALL}
     r = random.Random(a.seed)
+
+    def pick_from(fams):
+        wts = [max(0.15, 1.0 - solved[f]) for f in fams]
+        return lambda: r.choices(fams, wts)[0]
+
     t0, step, log = time.time(), 0, []
     budget = a.minutes * 60
     path = os.path.join(a.out, a.name)
-    for pi, (share, lo, hi, nb, fams) in enumerate(phases):
-        end = t0 + budget * sum(p[0] for p in phases[:pi + 1])
+    for pi, (share, lo, hi, fams) in enumerate(phases):
+        end = t0 + budget * sum(p[0] for p in phases[:pi + 1]) / total_share
+        phase_steps = 0
+        for f in fams:
+            solved[f] = min(solved[f], 0.5)  # longer documents: unproven until seen
         while time.time() < end:
+            if phase_steps >= 200 and min(solved[f] for f in fams) >= a.advance_at and pi + 1 < len(phases):
+                break
             frac = (time.time() - t0) / budget
-            lr = a.lr * min(1, step / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1))))
+            lr = a.lr * min(1, (step + 1) / a.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1))))
             for g in opt.param_groups:
                 g["lr"] = lr
             # mix: a quarter of the batches come from the earlier, shorter phases
             if pi > 0 and r.random() < 0.25:
-                _, lo2, hi2, nb2, f2 = phases[r.randrange(pi)]
-                ids, w = batch(tok, r, nb2, lo2, hi2, f2)
+                _, lo2, hi2, f2 = phases[r.randrange(pi)]
+                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2))
             else:
-                ids, w = batch(tok, r, nb, lo, hi, fams)
+                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams))
             logits = model(ids[:, :-1])
             per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
             wt = w[:, 1:].reshape(-1)
@@ -201,13 +270,22 @@ def main():
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            with torch.no_grad():
+                wrong = (logits.argmax(-1) != ids[:, 1:]) & (w[:, 1:] > 1)
+                for f, bad in zip(doc_fams, wrong.any(-1).tolist()):
+                    solved[f] = 0.98 * solved[f] + 0.02 * (0.0 if bad else 1.0)
             step += 1
+            phase_steps += 1
             if step % 25 == 0:
-                print(f"{a.name} step {step} phase {pi} len {lo}-{hi} loss {loss.item():.3f} answer {answer_loss.item():.3f} lr {lr:.2e} "
-                      f"{(time.time() - t0) / 60:.1f} min", file=sys.stderr, flush=True)
+                acc = " ".join(f"{f}={solved[f]:.2f}" for f in ALL)
+                print(f"{a.name} step {step} phase {pi + a.start_phase} len {lo}-{hi} loss {loss.item():.3f} "
+                      f"answer {answer_loss.item():.3f} lr {lr:.2e} [{acc}] {(time.time() - t0) / 60:.1f} min",
+                      file=sys.stderr, flush=True)
         acc = accuracy(model, tok, random.Random(1000 + pi), 20, lo, hi, fams)
-        log.append({"phase": pi, "tokens": [lo, hi], "step": step, "minutes": round((time.time() - t0) / 60, 1), "exact_match": acc})
-        print(f"{a.name}: phase {pi} done at step {step}: exact match {acc:.2f} on {lo}-{hi} tokens", file=sys.stderr, flush=True)
+        log.append({"phase": pi + a.start_phase, "tokens": [lo, hi], "step": step, "minutes": round((time.time() - t0) / 60, 1),
+                    "exact_match": acc, "answer_accuracy": {f: round(solved[f], 3) for f in fams}})
+        print(f"{a.name}: phase {pi + a.start_phase} done at step {step}: exact match {acc:.2f} on {lo}-{hi} tokens",
+              file=sys.stderr, flush=True)
         save(model, spec, c, path, log)
 
 
