@@ -48,9 +48,33 @@ static void scalar_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = sp_f32_to_fp16(src[i]);
 }
 
+static void scalar_gemm_nn(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n,
+                           int k, bool accumulate) {
+    for (int i = 0; i < m; i++) {
+        float *ci = c + i * ldc;
+        if (!accumulate) memset(ci, 0, (size_t)n * sizeof *ci);
+        for (int p = 0; p < k; p++) {
+            const float av = a[i * lda + p];
+            const float *bp = b + p * ldb;
+            for (int j = 0; j < n; j++) ci[j] += av * bp[j];
+        }
+    }
+}
+
+static float scalar_exp_shifted(float *x, int64_t n, float shift) {
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) sum += x[i] = expf(x[i] - shift);
+    return sum;
+}
+
+static void scalar_silu_mul(float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
 static const sp_isa_kernels scalar_kernels = {
     .name = "scalar", .dot_f32 = scalar_dot_f32, .f16_to_f32 = scalar_f16_to_f32, .f32_to_f16 = scalar_f32_to_f16,
     .gemm_f32 = scalar_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = scalar_f32_to_bf16,
+    .gemm_nn = scalar_gemm_nn, .exp_shifted = scalar_exp_shifted, .silu_mul = scalar_silu_mul,
 };
 
 /* ------------------------------------------------------------------ dispatch */
@@ -406,7 +430,8 @@ void sp_rope(float *x, int n_heads, int head_dim, int pos, const sp_rope_params 
 }
 
 void sp_silu_mul(float *gate, const float *up, int64_t n) {
-    for (int64_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+    const sp_isa_kernels *k = sp_kernels();
+    (k->silu_mul ? k->silu_mul : scalar_silu_mul)(gate, up, n);
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -444,12 +469,12 @@ static void attention_task(void *arg, int task, int n_tasks) {
     const int hd = a->head_dim, group = a->n_head / a->n_head_kv, rows = nt * group;
     const int64_t q_dim = (int64_t)a->n_head * hd, kv_dim = (int64_t)a->n_head_kv * hd;
 
-    const size_t need = (size_t)rows * hd * 3 + (size_t)rows * K_TILE + (size_t)K_TILE * hd * 3 + (size_t)rows * 2;
+    const size_t need = (size_t)rows * hd * 2 + (size_t)rows * K_TILE + (size_t)K_TILE * hd * 3 + (size_t)rows * 2;
     float *buf = scratch_get(need);
     if (!buf) return; /* leaves out untouched; only on allocation failure */
-    float *Q = buf, *acc = Q + (size_t)rows * hd, *O = acc + (size_t)rows * hd, *S = O + (size_t)rows * hd;
-    float *Kt = S + (size_t)rows * K_TILE, *Vt = Kt + (size_t)K_TILE * hd, *Vrows = Vt + (size_t)K_TILE * hd;
-    float *m = Vrows + (size_t)K_TILE * hd, *l = m + rows;
+    float *Q = buf, *acc = Q + (size_t)rows * hd, *S = acc + (size_t)rows * hd;
+    float *Kt = S + (size_t)rows * K_TILE, *Krows = Kt + (size_t)K_TILE * hd, *V = Krows + (size_t)K_TILE * hd;
+    float *m = V + (size_t)K_TILE * hd, *l = m + rows;
 
     /* row r = (token t0 + r / group, head kvh*group + r % group), pre-scaled by 1/sqrt(d) */
     int max_visible = 0;
@@ -465,33 +490,29 @@ static void attention_task(void *arg, int task, int n_tasks) {
 
     for (int c0 = 0; c0 < max_visible; c0 += K_TILE) {
         const int nk = max_visible - c0 < K_TILE ? max_visible - c0 : K_TILE;
-        load_rows(a->k_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, Kt, k);
-        load_rows(a->v_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, Vrows, k);
-        for (int c = 0; c < nk; c++) /* transpose V: Vt[d][key], so P·V is a dot-product GEMM */
-            for (int d = 0; d < hd; d++) Vt[(int64_t)d * K_TILE + c] = Vrows[(int64_t)c * hd + d];
-        for (int c = nk; c < K_TILE; c++)
-            for (int d = 0; d < hd; d++) Vt[(int64_t)d * K_TILE + c] = 0;
+        load_rows(a->k_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, Krows, k);
+        load_rows(a->v_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, V, k);
+        for (int c = 0; c < nk; c++) /* transpose K: Kt[d][key], so Q·Kᵀ is a broadcast-form product */
+            for (int d = 0; d < hd; d++) Kt[(int64_t)d * K_TILE + c] = Krows[(int64_t)c * hd + d];
 
-        k->gemm_f32(Kt, hd, nk, Q, hd, rows, hd, S, K_TILE); /* S[r][c] = q_r · k_c */
+        k->gemm_nn(Q, hd, Kt, K_TILE, S, K_TILE, rows, nk, hd, false); /* S[r][c] = q_r · k_c */
         for (int r = 0; r < rows; r++) {
             float *sr = S + (int64_t)r * K_TILE;
             const int visible = a->n_visible[t0 + r / group] - c0; /* keys of this tile the row may see */
+            const int live = visible < 0 ? 0 : visible < nk ? visible : nk;
             float mx = m[r];
-            for (int c = 0; c < nk && c < visible; c++) mx = sr[c] > mx ? sr[c] : mx;
+            for (int c = 0; c < live; c++) mx = sr[c] > mx ? sr[c] : mx;
             const float corr = mx == -INFINITY ? 1.0f : expf(m[r] - mx);
-            float sum = 0;
-            for (int c = 0; c < K_TILE; c++) {
-                const float p = (c < nk && c < visible) ? expf(sr[c] - mx) : 0.0f;
-                sr[c] = p;
-                sum += p;
-            }
+            const float sum = live > 0 ? (k->exp_shifted ? k->exp_shifted : scalar_exp_shifted)(sr, live, mx) : 0.0f;
+            for (int c = live; c < nk; c++) sr[c] = 0;
             l[r] = l[r] * corr + sum;
             m[r] = mx;
-            float *ar = acc + (int64_t)r * hd;
-            for (int d = 0; d < hd; d++) ar[d] *= corr;
+            if (corr != 1.0f) {
+                float *ar = acc + (int64_t)r * hd;
+                for (int d = 0; d < hd; d++) ar[d] *= corr;
+            }
         }
-        k->gemm_f32(Vt, K_TILE, hd, S, K_TILE, rows, K_TILE, O, hd); /* O[r][d] = p_r · v_d */
-        for (int64_t i = 0; i < (int64_t)rows * hd; i++) acc[i] += O[i];
+        k->gemm_nn(S, K_TILE, V, hd, acc, hd, rows, hd, nk, true); /* acc[r] += p_r · V */
     }
     for (int r = 0; r < rows; r++) {
         const int t = t0 + r / group, h = kvh * group + r % group;

@@ -67,6 +67,15 @@ typedef struct {
      * out[t*ldo + r] for r < nr (NULL: the CPU has no fast int8 dot product). */
     void (*gemm_i8)(const uint8_t *tile, int group, int nr, const sp_i8_rows *x, int nt, int64_t k, float *out,
                     int64_t ldo);
+    /* Row-major product for attention: c[i][j] (+)= sum_p a[i][p] * b[p][j], i < m, j < n, p < k
+     * (accumulate: add to c, else overwrite). Broadcast form: no horizontal sums, so it stays fast
+     * at attention's short inner dimensions (a head, a tile of keys). */
+    void (*gemm_nn)(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n, int k,
+                    bool accumulate);
+    /* x[i] = exp(x[i] - shift) for i < n; returns their sum (softmax numerators). */
+    float (*exp_shifted)(float *x, int64_t n, float shift);
+    /* gate[i] = silu(gate[i]) * up[i] */
+    void (*silu_mul)(float *gate, const float *up, int64_t n);
     /* sp_quantize_activations, vectorised (NULL: the portable one). */
     void (*quantize_act)(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16);
     /* Decode: fused dequantize + dot of one weight row with f32 activations, per type

@@ -53,6 +53,40 @@ static void avx2_gemm_f32(const float *w, int64_t ldw, int nr, const float *x, i
     if (nt2 < nt) sp_gemm_f32_generic(w, ldw, nr4, x + nt2 * ldx, ldx, nt - nt2, k, out + nt2 * ldo, ldo, avx2_dot_f32);
 }
 
+/* c (+)= a·b, row-major: 4 rows × 16 columns (8 ymm accumulators); scalar columns at the edge. */
+static void avx2_gemm_nn(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n, int k,
+                         bool accumulate) {
+    const int n16 = n & ~15;
+    for (int i0 = 0; i0 < m; i0 += 4) {
+        const int mr = m - i0 < 4 ? m - i0 : 4;
+        for (int j0 = 0; j0 < n16; j0 += 16) {
+            __m256 acc[4][2];
+            for (int r = 0; r < 4; r++)
+                for (int v = 0; v < 2; v++)
+                    acc[r][v] = accumulate && r < mr ? _mm256_loadu_ps(c + (i0 + r) * ldc + j0 + 8 * v) : _mm256_setzero_ps();
+            for (int p = 0; p < k; p++) {
+                const __m256 b0 = _mm256_loadu_ps(b + p * ldb + j0), b1 = _mm256_loadu_ps(b + p * ldb + j0 + 8);
+                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
+                    if (r >= mr) break;
+                    const __m256 av = _mm256_set1_ps(a[(i0 + r) * lda + p]);
+                    acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+                }
+            }
+            for (int r = 0; r < mr; r++) {
+                _mm256_storeu_ps(c + (i0 + r) * ldc + j0, acc[r][0]);
+                _mm256_storeu_ps(c + (i0 + r) * ldc + j0 + 8, acc[r][1]);
+            }
+        }
+        for (int r = 0; r < mr; r++)
+            for (int j = n16; j < n; j++) {
+                float s = accumulate ? c[(i0 + r) * ldc + j] : 0;
+                for (int p = 0; p < k; p++) s += a[(i0 + r) * lda + p] * b[p * ldb + j];
+                c[(i0 + r) * ldc + j] = s;
+            }
+    }
+}
+
 static void avx2_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
@@ -93,6 +127,6 @@ static float dot_q8_0(const void *row, const float *x, int64_t n) {
 
 const sp_isa_kernels sp_avx2_kernels = {
     .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
-    .gemm_f32 = avx2_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = NULL,
+    .gemm_f32 = avx2_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn,
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0},
 };

@@ -1,6 +1,7 @@
 /* AVX-512 (F, BW, VL) kernels: the f32 prefill micro-kernel and fused decode dots.
  * Compiled with AVX-512 flags; chosen at run time. kernels_avx512bf16.c adds bf16 GEMM. */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "fp16.h"
@@ -177,9 +178,103 @@ static float dot_q6_K(const void *row, const float *x, int64_t n) {
     return _mm512_reduce_add_ps(acc);
 }
 
+/* c (+)= a·b, row-major: 4 rows × 64 columns of c in 16 registers; each step of the inner
+ * dimension loads 4 vectors of b and broadcasts one value of a per row. */
+static void gemm_nn(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n, int k,
+                    bool accumulate) {
+    for (int j0 = 0; j0 < n; j0 += 64) {
+        __mmask16 mask[4];
+        int nv = 0;
+        for (int v = 0; v < 4; v++) {
+            const int left = n - j0 - 16 * v;
+            mask[v] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            if (left > 0) nv = v + 1;
+        }
+        for (int i0 = 0; i0 < m; i0 += 4) {
+            const int mr = m - i0 < 4 ? m - i0 : 4;
+            __m512 acc[4][4];
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
+                _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)
+                    acc[r][v] = accumulate && r < mr && v < nv ? _mm512_maskz_loadu_ps(mask[v], c + (i0 + r) * ldc + j0 + 16 * v)
+                                                               : _mm512_setzero_ps();
+            if (mr == 4 && nv == 4) {
+                for (int p = 0; p < k; p++) {
+                    const float *bp = b + p * ldb + j0;
+                    const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16), b2 = _mm512_loadu_ps(bp + 32),
+                                 b3 = _mm512_maskz_loadu_ps(mask[3], bp + 48);
+                    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
+                        const __m512 av = _mm512_set1_ps(a[(i0 + r) * lda + p]);
+                        acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+                        acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+                        acc[r][2] = _mm512_fmadd_ps(av, b2, acc[r][2]);
+                        acc[r][3] = _mm512_fmadd_ps(av, b3, acc[r][3]);
+                    }
+                }
+            } else {
+                for (int p = 0; p < k; p++) {
+                    const float *bp = b + p * ldb + j0;
+                    for (int v = 0; v < nv; v++) {
+                        const __m512 bv = _mm512_maskz_loadu_ps(mask[v], bp + 16 * v);
+                        for (int r = 0; r < mr; r++) acc[r][v] = _mm512_fmadd_ps(_mm512_set1_ps(a[(i0 + r) * lda + p]), bv, acc[r][v]);
+                    }
+                }
+            }
+            for (int r = 0; r < mr; r++)
+                for (int v = 0; v < nv; v++) _mm512_mask_storeu_ps(c + (i0 + r) * ldc + j0 + 16 * v, mask[v], acc[r][v]);
+        }
+    }
+}
+
+/* exp(x) for 16 floats: 2^n · p(r) with n = round(x·log2 e), r = x - n·ln 2 (two-part ln 2), p
+ * the degree-6 minimax polynomial of Cephes' expf (≈1-2 ulp); scalef gives 0 below the float
+ * range and +inf above it, like expf. */
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+static float exp_shifted(float *x, int64_t n, float shift) {
+    const __m512 s = _mm512_set1_ps(shift);
+    __m512 sum = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), s));
+        _mm512_storeu_ps(x + i, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(m, e));
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+
+static void silu_mul(float *gate, const float *up, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 g = _mm512_loadu_ps(gate + i);
+        const __m512 sig = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+        _mm512_storeu_ps(gate + i, _mm512_mul_ps(_mm512_mul_ps(g, sig), _mm512_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
 const sp_isa_kernels sp_avx512_kernels = {
     .name = "avx512", .dot_f32 = sp_avx512_dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
     .gemm_f32 = sp_avx512_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = NULL, /* bf16: kernels_avx512bf16.c */
+    .gemm_nn = gemm_nn, .exp_shifted = exp_shifted, .silu_mul = silu_mul,
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_BF16] = dot_bf16, [SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0,
                 [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q6_K] = dot_q6_K},
 };

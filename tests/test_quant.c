@@ -107,6 +107,31 @@ static void isa_kernels_agree_with_scalar(void **st) {
             isa->gemm_f32(a, n, 4, a, n, 4, n, o1, 4);
             ref->gemm_f32(a, n, 4, a, n, 4, n, o2, 4);
             for (int r = 0; r < 16; r++) assert_float_equal(o1[r], o2[r], 1e-4 * (n + 1));
+            { /* attention's broadcast-form product, odd shapes, overwrite then accumulate */
+                const int m = 1 + n % 7, nn = 1 + (3 * n) % 83, kk = 1 + n % 67;
+                float *A = malloc((size_t)m * kk * sizeof *A), *B = malloc((size_t)kk * nn * sizeof *B);
+                float *c1 = malloc((size_t)m * nn * sizeof *c1), *c2 = malloc((size_t)m * nn * sizeof *c2);
+                for (int i = 0; i < m * kk; i++) A[i] = frand(&s);
+                for (int i = 0; i < kk * nn; i++) B[i] = frand(&s);
+                for (int pass = 0; pass < 2; pass++) {
+                    isa->gemm_nn(A, kk, B, nn, c1, nn, m, nn, kk, pass == 1);
+                    ref->gemm_nn(A, kk, B, nn, c2, nn, m, nn, kk, pass == 1);
+                    for (int i = 0; i < m * nn; i++) assert_float_equal(c1[i], c2[i], 1e-5 * (kk + 1));
+                }
+                free(A); free(B); free(c1); free(c2);
+            }
+            if (isa->exp_shifted) { /* softmax numerators and SiLU: within a few ulp of expf */
+                float *e1 = malloc((size_t)n * sizeof *e1), *e2 = malloc((size_t)n * sizeof *e2);
+                for (int i = 0; i < n; i++) e1[i] = e2[i] = 30 * a[i] - 15;
+                const float s1 = isa->exp_shifted(e1, n, 3.0f), s2 = ref->exp_shifted(e2, n, 3.0f);
+                assert_float_equal(s1, s2, 1e-5 * s2); /* summation order differs */
+                for (int i = 0; i < n; i++) assert_float_equal(e1[i], e2[i], 1e-6 * e2[i]);
+                for (int i = 0; i < n; i++) e1[i] = e2[i] = 30 * a[i];
+                isa->silu_mul(e1, b, n);
+                ref->silu_mul(e2, b, n);
+                for (int i = 0; i < n; i++) assert_float_equal(e1[i], e2[i], 1e-6 * fabs(e2[i]) + 1e-30);
+                free(e1); free(e2);
+            }
             if (isa->gemm_bf16 && n % 32 == 0) {
                 uint16_t *ab = malloc(4 * (size_t)n * 2);
                 isa->f32_to_bf16(a, ab, 4 * n);
