@@ -53,38 +53,45 @@ static void avx2_gemm_f32(const float *w, int64_t ldw, int nr, const float *x, i
     if (nt2 < nt) sp_gemm_f32_generic(w, ldw, nr4, x + nt2 * ldx, ldx, nt - nt2, k, out + nt2 * ldo, ldo, avx2_dot_f32);
 }
 
-/* c (+)= a·b, row-major: 4 rows × 16 columns (8 ymm accumulators); scalar columns at the edge. */
+/* c (+)= a·b, row-major: blocks of 4 rows × 16 columns (8 ymm accumulators); other rows and
+ * columns one value at a time. */
+static void avx2_gemm_nn_4x16(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int k,
+                              bool accumulate) {
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31;
+#define ROW_INIT(r)                                                                                             \
+    c##r##0 = accumulate ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();                                \
+    c##r##1 = accumulate ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
+    ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3)
+    for (int p = 0; p < k; p++) {
+        const __m256 b0 = _mm256_loadu_ps(b + p * ldb), b1 = _mm256_loadu_ps(b + p * ldb + 8);
+#define ROW_FMA(r)                                                                                              \
+    {                                                                                                           \
+        const __m256 av = _mm256_set1_ps(a[r * lda + p]);                                                       \
+        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                                             \
+        c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                                             \
+    }
+        ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3)
+    }
+#define ROW_STORE(r)                                                                                            \
+    _mm256_storeu_ps(c + r * ldc, c##r##0);                                                                     \
+    _mm256_storeu_ps(c + r * ldc + 8, c##r##1);
+    ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3)
+#undef ROW_INIT
+#undef ROW_FMA
+#undef ROW_STORE
+}
+
 static void avx2_gemm_nn(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n, int k,
                          bool accumulate) {
-    const int n16 = n & ~15;
-    for (int i0 = 0; i0 < m; i0 += 4) {
-        const int mr = m - i0 < 4 ? m - i0 : 4;
-        for (int j0 = 0; j0 < n16; j0 += 16) {
-            __m256 acc[4][2];
-            for (int r = 0; r < 4; r++)
-                for (int v = 0; v < 2; v++)
-                    acc[r][v] = accumulate && r < mr ? _mm256_loadu_ps(c + (i0 + r) * ldc + j0 + 8 * v) : _mm256_setzero_ps();
-            for (int p = 0; p < k; p++) {
-                const __m256 b0 = _mm256_loadu_ps(b + p * ldb + j0), b1 = _mm256_loadu_ps(b + p * ldb + j0 + 8);
-                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
-                    if (r >= mr) break;
-                    const __m256 av = _mm256_set1_ps(a[(i0 + r) * lda + p]);
-                    acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
-                    acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
-                }
-            }
-            for (int r = 0; r < mr; r++) {
-                _mm256_storeu_ps(c + (i0 + r) * ldc + j0, acc[r][0]);
-                _mm256_storeu_ps(c + (i0 + r) * ldc + j0 + 8, acc[r][1]);
-            }
+    const int m4 = m & ~3, n16 = n & ~15;
+    for (int i = 0; i < m4; i += 4)
+        for (int j = 0; j < n16; j += 16) avx2_gemm_nn_4x16(a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, k, accumulate);
+    for (int i = 0; i < m; i++)
+        for (int j = i < m4 ? n16 : 0; j < n; j++) {
+            float s = accumulate ? c[i * ldc + j] : 0;
+            for (int p = 0; p < k; p++) s += a[i * lda + p] * b[p * ldb + j];
+            c[i * ldc + j] = s;
         }
-        for (int r = 0; r < mr; r++)
-            for (int j = n16; j < n; j++) {
-                float s = accumulate ? c[(i0 + r) * ldc + j] : 0;
-                for (int p = 0; p < k; p++) s += a[(i0 + r) * lda + p] * b[p * ldb + j];
-                c[(i0 + r) * ldc + j] = s;
-            }
-    }
 }
 
 static void avx2_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {

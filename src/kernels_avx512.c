@@ -180,48 +180,59 @@ static float dot_q6_K(const void *row, const float *x, int64_t n) {
 
 /* c (+)= a·b, row-major: 4 rows × 64 columns of c in 16 registers; each step of the inner
  * dimension loads 4 vectors of b and broadcasts one value of a per row. */
+static void gemm_nn_4x64(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int k,
+                         bool accumulate) {
+    __m512 c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33;
+#define ROW_INIT(r)                                                                                             \
+    c##r##0 = accumulate ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                                \
+    c##r##1 = accumulate ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();                           \
+    c##r##2 = accumulate ? _mm512_loadu_ps(c + r * ldc + 32) : _mm512_setzero_ps();                           \
+    c##r##3 = accumulate ? _mm512_loadu_ps(c + r * ldc + 48) : _mm512_setzero_ps();
+    ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3)
+    for (int p = 0; p < k; p++) {
+        const float *bp = b + p * ldb;
+        const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16), b2 = _mm512_loadu_ps(bp + 32),
+                     b3 = _mm512_loadu_ps(bp + 48);
+#define ROW_FMA(r)                                                                                              \
+    {                                                                                                           \
+        const __m512 av = _mm512_set1_ps(a[r * lda + p]);                                                       \
+        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                             \
+        c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                                             \
+        c##r##2 = _mm512_fmadd_ps(av, b2, c##r##2);                                                             \
+        c##r##3 = _mm512_fmadd_ps(av, b3, c##r##3);                                                             \
+    }
+        ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3)
+    }
+#define ROW_STORE(r)                                                                                            \
+    _mm512_storeu_ps(c + r * ldc, c##r##0);                                                                     \
+    _mm512_storeu_ps(c + r * ldc + 16, c##r##1);                                                                \
+    _mm512_storeu_ps(c + r * ldc + 32, c##r##2);                                                                \
+    _mm512_storeu_ps(c + r * ldc + 48, c##r##3);
+    ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3)
+#undef ROW_INIT
+#undef ROW_FMA
+#undef ROW_STORE
+}
+
+/* Edges: one row of c at a time, 16 columns per register (masked at the end). */
+static void gemm_nn_row(const float *a, const float *b, int64_t ldb, float *c, int n, int k, bool accumulate) {
+    for (int j = 0; j < n; j += 16) {
+        const __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+        __m512 acc = accumulate ? _mm512_maskz_loadu_ps(m, c + j) : _mm512_setzero_ps();
+        for (int p = 0; p < k; p++) acc = _mm512_fmadd_ps(_mm512_set1_ps(a[p]), _mm512_maskz_loadu_ps(m, b + p * ldb + j), acc);
+        _mm512_mask_storeu_ps(c + j, m, acc);
+    }
+}
+
 static void gemm_nn(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n, int k,
                     bool accumulate) {
-    for (int j0 = 0; j0 < n; j0 += 64) {
-        __mmask16 mask[4];
-        int nv = 0;
-        for (int v = 0; v < 4; v++) {
-            const int left = n - j0 - 16 * v;
-            mask[v] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            if (left > 0) nv = v + 1;
-        }
-        for (int i0 = 0; i0 < m; i0 += 4) {
-            const int mr = m - i0 < 4 ? m - i0 : 4;
-            __m512 acc[4][4];
-            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
-                _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)
-                    acc[r][v] = accumulate && r < mr && v < nv ? _mm512_maskz_loadu_ps(mask[v], c + (i0 + r) * ldc + j0 + 16 * v)
-                                                               : _mm512_setzero_ps();
-            if (mr == 4 && nv == 4) {
-                for (int p = 0; p < k; p++) {
-                    const float *bp = b + p * ldb + j0;
-                    const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16), b2 = _mm512_loadu_ps(bp + 32),
-                                 b3 = _mm512_maskz_loadu_ps(mask[3], bp + 48);
-                    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {
-                        const __m512 av = _mm512_set1_ps(a[(i0 + r) * lda + p]);
-                        acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
-                        acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
-                        acc[r][2] = _mm512_fmadd_ps(av, b2, acc[r][2]);
-                        acc[r][3] = _mm512_fmadd_ps(av, b3, acc[r][3]);
-                    }
-                }
-            } else {
-                for (int p = 0; p < k; p++) {
-                    const float *bp = b + p * ldb + j0;
-                    for (int v = 0; v < nv; v++) {
-                        const __m512 bv = _mm512_maskz_loadu_ps(mask[v], bp + 16 * v);
-                        for (int r = 0; r < mr; r++) acc[r][v] = _mm512_fmadd_ps(_mm512_set1_ps(a[(i0 + r) * lda + p]), bv, acc[r][v]);
-                    }
-                }
-            }
-            for (int r = 0; r < mr; r++)
-                for (int v = 0; v < nv; v++) _mm512_mask_storeu_ps(c + (i0 + r) * ldc + j0 + 16 * v, mask[v], acc[r][v]);
-        }
+    const int m4 = m & ~3, n64 = n & ~63;
+    for (int i = 0; i < m4; i += 4)
+        for (int j = 0; j < n64; j += 64) gemm_nn_4x64(a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, k, accumulate);
+    for (int i = 0; i < m; i++) {
+        if (i < m4 && n64 == n) continue;
+        const int j0 = i < m4 ? n64 : 0; /* rows of full blocks only miss the last columns */
+        gemm_nn_row(a + i * lda, b + j0, ldb, c + i * ldc + j0, n - j0, k, accumulate);
     }
 }
 
