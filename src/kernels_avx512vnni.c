@@ -47,58 +47,82 @@ static float dot_q4_0(const void *row, const sp_q8_act *x, int64_t n) {
     return hsum8(acc) - offset;
 }
 
+/* Q4_K, a 256-value block per step in 512-bit registers: the 8 six-bit scales and mins are
+ * unpacked with 32-bit word operations, the codes of two sub-blocks fill one register (so the
+ * activations load contiguously), and each sub-block's scale reaches its 8 lanes by a permute. */
 static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
     const block_q4_K *b = row;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc = _mm256_setzero_ps();
-    float mins = 0;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i pair_idx[4] = {
+        _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2),
+        _mm512_set_epi32(5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4), _mm512_set_epi32(7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, 6, 6)};
+    const __m512i half_idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    const __m512i mins_idx = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 15, 14, 13, 12, 11, 10, 9, 8);
+    __m512 acc = _mm512_setzero_ps(), mins = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
-        const float d = sp_fp16_to_f32(b[i].d), dmin = sp_fp16_to_f32(b[i].dmin);
+        /* scales: bytes 0..7 of u = the 8 scales, bytes 8..15 = the 8 mins */
+        uint32_t u[4];
+        memcpy(u, b[i].scales, 12);
+        u[3] = ((u[2] >> 4) & 0x0F0F0F0F) | (((u[1] >> 6) & 0x03030303) << 4);
+        const uint32_t m_lo = u[1] & 0x3F3F3F3F;
+        u[1] = (u[2] & 0x0F0F0F0F) | (((u[0] >> 6) & 0x03030303) << 4);
+        u[2] = m_lo;
+        u[0] &= 0x3F3F3F3F;
+        const __m512 scm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)u)));
+        const __m512 dx = _mm512_zextps256_ps512(_mm256_loadu_ps(x->d + 8 * i));
+        /* lanes 0..7: d·sc·dx per sub-block; the min of sub-block s multiplies sums 2s and 2s+1 */
+        const __m512 sc = _mm512_mul_ps(_mm512_mul_ps(scm, dx), _mm512_set1_ps(sp_fp16_to_f32(b[i].d)));
+        const __m512 mdx = _mm512_mul_ps(_mm512_permutexvar_ps(mins_idx, scm), dx);
+        mins = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_permutexvar_ps(half_idx, mdx), _mm512_set1_ps(sp_fp16_to_f32(b[i].dmin))),
+                               _mm512_cvtepi32_ps(_mm512_loadu_si512(x->sum16 + 16 * i)), mins);
         const int8_t *q = x->q + QK_K * i;
-        const float *dx = x->d + 8 * i;
-        const int32_t *sums = x->sum16 + 16 * i;
-        for (int j = 0; j < 4; j++) {
-            uint8_t sc1, m1, sc2, m2;
-            sp_k4_scale_min(2 * j, b[i].scales, &sc1, &m1);
-            sp_k4_scale_min(2 * j + 1, b[i].scales, &sc2, &m2);
-            const __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * j));
-            const __m256 p1 = dot_u8s8(_mm256_and_si256(raw, m4), _mm256_loadu_si256((const __m256i *)(q + 64 * j)));
-            const __m256 p2 = dot_u8s8(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), _mm256_loadu_si256((const __m256i *)(q + 64 * j + 32)));
-            acc = _mm256_fmadd_ps(p1, _mm256_set1_ps(d * sc1 * dx[2 * j]), acc);
-            acc = _mm256_fmadd_ps(p2, _mm256_set1_ps(d * sc2 * dx[2 * j + 1]), acc);
-            mins += dmin * (m1 * dx[2 * j] * (float)(sums[4 * j] + sums[4 * j + 1]) + m2 * dx[2 * j + 1] * (float)(sums[4 * j + 2] + sums[4 * j + 3]));
+        for (int h = 0; h < 2; h++) {
+            const __m512i raw = _mm512_loadu_si512(b[i].qs + 64 * h);
+            const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+            /* sub-blocks 4h, 4h+1 (first 32 bytes' low and high nibbles), then 4h+2, 4h+3 */
+            const __m512i c0 = _mm512_shuffle_i64x2(lo, hi, 0x44), c1 = _mm512_shuffle_i64x2(lo, hi, 0xEE);
+            const __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c0, _mm512_loadu_si512(q + 128 * h));
+            const __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c1, _mm512_loadu_si512(q + 128 * h + 64));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), _mm512_permutexvar_ps(pair_idx[2 * h], sc), acc);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), _mm512_permutexvar_ps(pair_idx[2 * h + 1], sc), acc);
         }
     }
-    return hsum8(acc) - mins;
+    return _mm512_reduce_add_ps(acc) - _mm512_reduce_add_ps(mins);
 }
 
+/* Q6_K likewise: 64 six-bit codes per register, a scale per 16 values (4 lanes), the codes'
+ * offset of 32 subtracted through the activations' sums of 16. */
 static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
     const block_q6_K *b = row;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
-    __m256 acc = _mm256_setzero_ps();
-    float offset = 0;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(3);
+    const __m512i quad_idx[4] = {
+        _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0), _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4),
+        _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8),
+        _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
+    const __m512i half_idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    __m512 acc = _mm512_setzero_ps(), offset = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
-        const float d = sp_fp16_to_f32(b[i].d);
+        /* one scale per 16 values: d · sc · (the activation scale of its 32) */
+        const __m512 dx = _mm512_permutexvar_ps(half_idx, _mm512_castps256_ps512(_mm256_loadu_ps(x->d + 8 * i)));
+        const __m512 sc = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales))), dx),
+                                        _mm512_set1_ps(sp_fp16_to_f32(b[i].d)));
+        offset = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_loadu_si512(x->sum16 + 16 * i)), offset);
+        const int8_t *q = x->q + QK_K * i;
         for (int h = 0; h < 2; h++) {
-            const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
-            const int8_t *sc = b[i].scales + 8 * h;
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            const __m256i hh = _mm256_loadu_si256((const __m256i *)qh);
-            __m256i v[4];
-            v[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hh, m2), 4));
-            v[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 2), m2), 4));
-            v[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 4), m2), 4));
-            v[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 6), m2), 4));
-            for (int k = 0; k < 4; k++) { /* 32 values = sub-blocks 2k and 2k+1 of 16 */
-                const int blk = (int)(8 * i + 4 * h + k); /* the activations' block of 32 */
-                const float s0 = d * sc[2 * k] * x->d[blk], s1 = d * sc[2 * k + 1] * x->d[blk];
-                const __m256 p = dot_u8s8(v[k], _mm256_loadu_si256((const __m256i *)(x->q + 32 * blk)));
-                acc = _mm256_fmadd_ps(p, _mm256_setr_ps(s0, s0, s0, s0, s1, s1, s1, s1), acc);
-                offset += 32 * (s0 * (float)x->sum16[2 * blk] + s1 * (float)x->sum16[2 * blk + 1]);
-            }
+            const __m512i l = _mm512_loadu_si512(b[i].ql + 64 * h);
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            /* high bits: values 0..31 use bits 0-1 of qh, 32..63 bits 2-3, 64..95 bits 4-5, 96..127 bits 6-7 */
+            const __m512i h01 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+            const __m512i h23 = _mm512_srli_epi16(h01, 4);
+            const __m512i c0 = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4));
+            const __m512i c1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4));
+            const __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c0, _mm512_loadu_si512(q + 128 * h));
+            const __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c1, _mm512_loadu_si512(q + 128 * h + 64));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), _mm512_permutexvar_ps(quad_idx[2 * h], sc), acc);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), _mm512_permutexvar_ps(quad_idx[2 * h + 1], sc), acc);
         }
     }
-    return hsum8(acc) - offset;
+    return _mm512_reduce_add_ps(acc) - 32 * _mm512_reduce_add_ps(offset);
 }
 
 /* ------------------------------------------------------------------ prefill: integer GEMM
