@@ -549,37 +549,37 @@ void sp_avg_pool_1d(float *x, int n, int kernel, double *prefix) {
     }
 }
 
-/* One task per query row: softmax per head over all keys, max over heads into acc. */
+/* One task per query row: softmax per head over all keys, max over heads into acc. Keys are
+ * read (and converted from F16) once per KV head and scored against all the query heads that
+ * share it (GQA). */
 static void probs_task(void *arg, int qi, int n_tasks) {
     (void)n_tasks;
     const probs_job *j = arg;
     const sp_isa_kernels *k = sp_kernels();
     const int hd = j->head_dim, kv_dim = j->n_head_kv * hd, group = j->n_head / j->n_head_kv;
-    /* probabilities, one key row, and n_keys+1 doubles of prefix sums for the pooling */
-    float *buf = scratch_get((size_t)j->n_keys + hd + 2 * ((size_t)j->n_keys + 1) + 2);
+    /* scores of the group's heads, one key row, and n_keys+1 doubles of prefix sums (pooling) */
+    const size_t n = (size_t)j->n_keys;
+    float *buf = scratch_get(n * (size_t)group + (size_t)hd + 2 * (n + 1) + 2);
     if (!buf) return;
-    float *p = buf, *row = buf + j->n_keys;
+    float *row = buf + n * (size_t)group;
     double *prefix = (double *)(((uintptr_t)(row + hd) + 7) & ~(uintptr_t)7);
     float *acc = j->acc + (int64_t)qi * j->n_keys;
-    for (int h = 0; h < j->n_head; h++) {
-        const float *q = j->q + ((int64_t)qi * j->n_head + h) * hd;
-        const int kvh = h / group;
-        float mx = -INFINITY;
+    float (*exp_shifted)(float *, int64_t, float) = k->exp_shifted ? k->exp_shifted : scalar_exp_shifted;
+    for (int kvh = 0; kvh < j->n_head_kv; kvh++) {
+        const float *q = j->q + ((int64_t)qi * j->n_head + (int64_t)kvh * group) * hd;
         for (int c = 0; c < j->n_keys; c++) {
             load_rows(j->k_cache, j->kv_f16, c, 1, kv_dim, (int64_t)kvh * hd, hd, row, k);
-            p[c] = k->dot_f32(q, row, hd) * j->scale;
-            if (p[c] > mx) mx = p[c];
+            for (int g = 0; g < group; g++) buf[(size_t)g * n + (size_t)c] = k->dot_f32(q + (int64_t)g * hd, row, hd) * j->scale;
         }
-        double sum = 0;
-        for (int c = 0; c < j->n_keys; c++) {
-            p[c] = expf(p[c] - mx);
-            sum += p[c];
+        for (int g = 0; g < group; g++) {
+            float *p = buf + (size_t)g * n, mx = -INFINITY;
+            for (int c = 0; c < j->n_keys; c++) mx = p[c] > mx ? p[c] : mx;
+            const float inv = 1.0f / exp_shifted(p, j->n_keys, mx);
+            for (int c = 0; c < j->n_keys; c++) p[c] *= inv;
+            sp_avg_pool_1d(p, j->n_keys, j->pool_kernel, prefix);
+            for (int c = 0; c < j->n_keys; c++)
+                if (p[c] > acc[c]) acc[c] = p[c];
         }
-        const float inv = (float)(1.0 / sum);
-        for (int c = 0; c < j->n_keys; c++) p[c] *= inv;
-        sp_avg_pool_1d(p, j->n_keys, j->pool_kernel, prefix);
-        for (int c = 0; c < j->n_keys; c++)
-            if (p[c] > acc[c]) acc[c] = p[c];
     }
 }
 
