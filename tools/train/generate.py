@@ -90,27 +90,47 @@ def paragraphs(sentences, r):
     return "\n".join(out)
 
 
-def needle(r, n_chars):
+def distinct_names(r, n, first):
+    """n-1 more names, none equal to `first` or to each other."""
+    out = [first]
+    while len(out) < n:
+        p = name(r)
+        if p not in out:
+            out.append(p)
+    return out
+
+
+# Each family returns the document and its questions with answers. The first question is the
+# document's own (evaluation sets use only it); n_q > 1 asks more about the same document, which
+# trains retrieval with more answers per token read. With n_q = 1 the random draws are those of
+# the first version of this generator, so the committed evaluation sets stay reproducible.
+
+def needle(r, n_chars, n_q=1):
     who, field, val = name(r), r.choice(FIELDS), number(r)
-    s = place(r, filler(r, n_chars), [f"The {field} of {who} is {val}."])
-    return paragraphs(s, r), f"What is the {field} of {who}?", val
+    people = distinct_names(r, n_q, who)
+    extra = [(p, r.choice(FIELDS), number(r)) for p in people[1:]]
+    facts = [f"The {f} of {p} is {v}." for p, f, v in [(who, field, val)] + extra]
+    s = place(r, filler(r, n_chars), facts)
+    return paragraphs(s, r), [(f"What is the {f} of {p}?", v) for p, f, v in [(who, field, val)] + extra]
 
 
-def distract(r, n_chars):
+def distract(r, n_chars, n_q=1):
     field = r.choice(FIELDS)
     first, last = r.choice(FIRST), r.choice(LAST)
-    people = {f"{first} {last}"}
-    while len(people) < 4:  # look-alikes: same first or same last name
-        people.add(f"{first} {r.choice(LAST)}" if r.random() < 0.5 else f"{r.choice(FIRST)} {last}")
-    people = list(people)
+    people = [f"{first} {last}"]
+    while len(people) < 4:  # look-alikes: same first or same last name (a list, not a set: set order is not seeded)
+        p = f"{first} {r.choice(LAST)}" if r.random() < 0.5 else f"{r.choice(FIRST)} {last}"
+        if p not in people:
+            people.append(p)
     vals = [number(r) for _ in people]
     facts = [f"The {field} of {p} is {v}." for p, v in zip(people, vals)]
     i = r.randrange(len(people))
     s = place(r, filler(r, n_chars), facts)
-    return paragraphs(s, r), f"What is the {field} of {people[i]}?", vals[i]
+    order = [i] + [j for j in range(len(people)) if j != i][:n_q - 1]
+    return paragraphs(s, r), [(f"What is the {field} of {people[j]}?", vals[j]) for j in order]
 
 
-def table(r, n_chars):
+def table(r, n_chars, n_q=1):
     rows, seen, size = [], set(), 0
     while size < n_chars:
         p = name(r)
@@ -121,27 +141,48 @@ def table(r, n_chars):
         rows.append(row)
         size += len(row) + 1
     i = r.randrange(len(rows))
-    who, val = rows[i].split(" | ")[0][2:], rows[i].split(" | ")[2][:-2]
+    picks = [i] + (r.sample([j for j in range(len(rows)) if j != i], min(n_q - 1, len(rows) - 1)) if n_q > 1 else [])
     doc = "Staff records (name | city | number):\n" + "\n".join(rows)
-    return doc, f"In the records, what is the number of {who}?", val
+    qas = []
+    for j in picks:
+        who, val = rows[j].split(" | ")[0][2:], rows[j].split(" | ")[2][:-2]
+        qas.append((f"In the records, what is the number of {who}?", val))
+    return doc, qas
 
 
-def multihop(r, n_chars):
+def multihop(r, n_chars, n_q=1):
     a, b = name(r), name(r)
     while b == a:
         b = name(r)
     room = number(r, 4)
+    chains = [(a, b, room)]
+    used = {a, b}
+    while len(chains) < n_q:
+        x, y = name(r), name(r)
+        if x in used or y in used or x == y:
+            continue
+        used |= {x, y}
+        chains.append((x, y, number(r, 4)))
     others = [f"{name(r)}'s office is room {number(r, 4)}." for _ in range(2)]
-    s = place(r, filler(r, n_chars), [f"{a}'s manager is {b}.", f"{b}'s office is room {room}."] + others)
-    return paragraphs(s, r), f"Which room is the office of {a}'s manager in?", room
+    facts = [f"{a}'s manager is {b}.", f"{b}'s office is room {room}."] + others
+    for x, y, rm in chains[1:]:
+        facts += [f"{x}'s manager is {y}.", f"{y}'s office is room {rm}."]
+    s = place(r, filler(r, n_chars), facts)
+    return paragraphs(s, r), [(f"Which room is the office of {x}'s manager in?", rm) for x, y, rm in chains]
 
 
 FAMILIES = {"needle": needle, "distract": distract, "table": table, "multihop": multihop}
 
 
 def make(r, family, n_tokens):
-    doc, q, a = FAMILIES[family](r, max(16, int(n_tokens * 4)))
+    doc, qas = FAMILIES[family](r, max(16, int(n_tokens * 4)))
+    q, a = qas[0]
     return {"family": family, "prompt": f"{doc}\nQuestion: {q}\nAnswer:", "answer": a}
+
+
+def make_multi(r, family, n_tokens, n_q):
+    """A document with up to n_q questions (training): (document text, [(question, answer)])."""
+    return FAMILIES[family](r, max(16, int(n_tokens * 4)), n_q)
 
 
 def main():

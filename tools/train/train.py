@@ -89,20 +89,28 @@ class Model(torch.nn.Module):
         return self.out(self.rms(x, self.norm))
 
 
-def batch(tok, r, n_tokens, lo, hi, pick_family):
+def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions):
     """About n_tokens of documents of one length bucket (0.8 L .. L, L drawn from lo..hi, so
-    little is padding), padded with EOS; weights mark the answer tokens. Also returns the
-    family of each document."""
+    little is padding), padded with EOS; weights mark the answer tokens. A document carries 1 to
+    max_questions questions, each followed by its answer: more answers per token read. Also
+    returns the family of each document."""
     L = r.randint(lo, hi)
     n_docs = max(1, n_tokens // L)
     seqs, weights, fams = [], [], []
     for _ in range(n_docs):
         fams.append(pick_family())
-        d = generate.make(r, fams[-1], r.randint(max(lo, int(0.8 * L)), L))
-        p = tok.encode(d["prompt"])
-        a = tok.encode(" " + d["answer"], bos=False) + [tok.eos]
-        seqs.append(p + a)
-        weights.append([1.0] * len(p) + [10.0] * len(a))
+        doc, qas = generate.make_multi(r, fams[-1], r.randint(max(lo, int(0.8 * L)), L), r.randint(1, max_questions))
+        ids = tok.encode(doc)
+        w = [1.0] * len(ids)
+        for q, a in qas:
+            p = tok.encode(f"\nQuestion: {q}\nAnswer:", bos=False)
+            t = tok.encode(" " + a, bos=False)
+            ids += p + t
+            w += [1.0] * len(p) + [10.0] * len(t)
+        ids.append(tok.eos)
+        w.append(10.0)
+        seqs.append(ids)
+        weights.append(w)
     T = max(len(s) for s in seqs)
     ids = torch.full((n_docs, T), tok.eos, dtype=torch.long)
     w = torch.zeros(n_docs, T)
@@ -201,6 +209,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps")
     ap.add_argument("--batch-tokens", type=int, default=1536, help="tokens per batch (at least one document)")
+    ap.add_argument("--questions", type=int, default=4, help="at most this many questions per training document")
     ap.add_argument("--init", help="start from this .safetensors (more --layers than it has: grow)")
     ap.add_argument("--start-phase", type=int, default=0, help="skip the curriculum's first phases (with --init)")
     ap.add_argument("--advance-at", type=float, default=0.9,
@@ -258,9 +267,9 @@ def main():
             # mix: a quarter of the batches come from the earlier, shorter phases
             if pi > 0 and r.random() < 0.25:
                 _, lo2, hi2, f2 = phases[r.randrange(pi)]
-                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2))
+                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), a.questions)
             else:
-                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams))
+                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), a.questions)
             logits = model(ids[:, :-1])
             per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
             wt = w[:, 1:].reshape(-1)
