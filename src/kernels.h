@@ -96,6 +96,9 @@ const sp_isa_kernels *sp_kernels(void);
 const sp_isa_kernels *sp_kernels_by_name(const char *name);
 /* Switch the kernels in use (tests). */
 void sp_kernels_select(const sp_isa_kernels *k);
+/* F16 weights in prefill: exact f32 products (default), or bf16 operands when the CPU has a bf16
+ * dot product (SPECPREFILL_F16=bf16 sets it at start; tests switch it here). */
+void sp_kernels_f16_as_bf16(bool on);
 
 /* out[t*n_out + r] = W[r] · x[t*n_in …] for t < n_tokens */
 void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out);

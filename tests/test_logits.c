@@ -110,6 +110,29 @@ static void check_all_fixtures(const char *isa) {
     sp_kernels_select(saved);
 }
 
+/* SPECPREFILL_F16=bf16: F16 weights through the bf16 GEMM. Not within the exact fixture
+ * tolerance (that is the point of the default), but close: argmax never changes and the largest
+ * logit difference stays under 0.02. */
+static void f16_weights_in_bf16(void **state) {
+    (void)state;
+    const sp_isa_kernels *k = sp_kernels_by_name("avx512");
+    if (!k || !k->gemm_bf16) { printf("  (no bf16 dot product on this CPU: skipped)\n"); skip(); }
+    const sp_isa_kernels *saved = sp_kernels();
+    sp_kernels_select(k);
+    cJSON *c = load_json(SHARED("fixtures/logits/llama-f16.contiguous.json"));
+    const double tol = cJSON_GetObjectItem(c, "tolerance")->valuedouble;
+    sp_kernels_f16_as_bf16(true);
+    result r = run_case("llama-f16.gguf", c, SP_KV_F16);
+    sp_kernels_f16_as_bf16(false);
+    printf("  F16 via bf16: max dev %.4f (exact tolerance %.4f), argmax wrong on %d of %d rows\n", r.max_dev, tol,
+           r.argmax_bad, r.argmax_checked);
+    assert_true(r.max_dev > tol); /* the bf16 path really ran */
+    assert_true(r.max_dev < 0.02);
+    assert_int_equal(r.argmax_bad, 0);
+    cJSON_Delete(c);
+    sp_kernels_select(saved);
+}
+
 static void fixtures_scalar(void **state) { (void)state; check_all_fixtures("scalar"); }
 static void fixtures_avx2(void **state) { (void)state; check_all_fixtures("avx2"); }
 static void fixtures_avx512(void **state) { (void)state; check_all_fixtures("avx512"); }
@@ -219,6 +242,7 @@ int main(void) {
         cmocka_unit_test(fixtures_avx2),
         cmocka_unit_test(fixtures_avx512),
         cmocka_unit_test(float64_reference),
+        cmocka_unit_test(f16_weights_in_bf16),
         cmocka_unit_test(quantizer_matches_llama_cpp_quality),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
