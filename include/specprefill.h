@@ -135,6 +135,10 @@ void sp_detokenizer_init(sp_detokenizer *d, const sp_model *model, bool render_s
 int sp_detokenizer_push(sp_detokenizer *d, sp_token token, char *out, int size);
 /* Flushes what is pending (invalid UTF-8 becomes U+FFFD). */
 int sp_detokenizer_flush(sp_detokenizer *d, char *out, int size);
+/* The same two as one growing, NUL-terminated string: *text (heap, may be NULL at first) holds
+ * *len bytes in *cap. Appends the token's text (flush: token < 0) and returns the bytes added,
+ * or SP_ERR_MEMORY with the text unchanged. Free *text with free(). */
+int sp_detokenizer_append(sp_detokenizer *d, sp_token token, char **text, size_t *len, size_t *cap);
 
 /* ------------------------------------------------------ chat templates */
 

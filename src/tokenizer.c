@@ -794,3 +794,27 @@ int sp_detokenizer_flush(sp_detokenizer *d, char *out, int size) {
     memcpy(out, "\xef\xbf\xbd", 3); /* U+FFFD for the unfinished character */
     return 3;
 }
+
+int sp_detokenizer_append(sp_detokenizer *d, sp_token token, char **text, size_t *len, size_t *cap) {
+    char small[64];
+    int k = token < 0 ? sp_detokenizer_flush(d, small, sizeof small) : sp_detokenizer_push(d, token, small, sizeof small);
+    const char *piece = small;
+    char *big = NULL;
+    if (k < 0) { /* a very long token */
+        if (!(big = malloc((size_t)-k))) return sp_fail(SP_ERR_MEMORY, "detokenizer: out of memory");
+        k = sp_detokenizer_push(d, token, big, -k);
+        piece = big;
+    }
+    if (*len + (size_t)k + 1 > *cap || !*text) {
+        const size_t want = 2 * (*len + (size_t)k + 1);
+        char *grown = realloc(*text, want);
+        if (!grown) { free(big); return sp_fail(SP_ERR_MEMORY, "detokenizer: out of memory"); }
+        *text = grown;
+        *cap = want;
+    }
+    memcpy(*text + *len, piece, (size_t)k);
+    *len += (size_t)k;
+    (*text)[*len] = 0;
+    free(big);
+    return k;
+}

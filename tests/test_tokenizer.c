@@ -145,8 +145,42 @@ static void streaming_never_splits_utf8(void **s) {
     sp_model_free(m);
 }
 
+/* sp_detokenizer_append: the same text as push, grown from NULL (tokens longer than its internal
+ * buffer included), and a trailing half character flushed as U+FFFD. */
+static void appending_detokenizer(void **s) {
+    (void)s;
+    sp_model *m;
+    assert_int_equal(sp_model_load(SHARED("fixtures/tokenizer/vocab-llama3.gguf"), &m), SP_OK);
+    char text[400];
+    memset(text, ' ', 200); /* runs of spaces are single long tokens in Llama 3's vocabulary */
+    snprintf(text + 200, sizeof text - 200, "a long run of spaces, then 日本語 👩‍👩‍👧");
+    sp_token *ids;
+    int n;
+    assert_int_equal(sp_tokenize(m, text, strlen(text), false, false, &ids, &n), SP_OK);
+    sp_detokenizer d;
+    sp_detokenizer_init(&d, m, false);
+    char *out = NULL;
+    size_t len = 0, cap = 0;
+    for (int i = 0; i < n; i++) assert_true(sp_detokenizer_append(&d, ids[i], &out, &len, &cap) >= 0);
+    assert_int_equal(sp_detokenizer_append(&d, -1, &out, &len, &cap), 0);
+    assert_string_equal(out, text);
+    /* the first token of a character spelt over several tokens: pending, then U+FFFD on flush */
+    sp_token *part;
+    int n_part;
+    assert_int_equal(sp_tokenize(m, "🇫", strlen("🇫"), false, false, &part, &n_part), SP_OK);
+    assert_true(n_part >= 2);
+    assert_int_equal(sp_detokenizer_append(&d, part[0], &out, &len, &cap), 0);
+    free(part);
+    assert_int_equal(sp_detokenizer_append(&d, -1, &out, &len, &cap), 3);
+    assert_memory_equal(out + len - 3, "\xef\xbf\xbd", 3);
+    free(out);
+    free(ids);
+    sp_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(appending_detokenizer),
         cmocka_unit_test(llama3), cmocka_unit_test(qwen2), cmocka_unit_test(llama_spm),
         cmocka_unit_test(invalid_utf8_is_an_error), cmocka_unit_test(add_special_adds_bos),
         cmocka_unit_test(streaming_never_splits_utf8),

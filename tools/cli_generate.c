@@ -224,39 +224,28 @@ int cmd_generate(int argc, char **argv) {
     sp_detokenizer d;
     sp_detokenizer_init(&d, m, false);
     int n_gen = 0;
-    char buf[1024];
     bool stopped = false;
     while (n_gen < n_predict && !stopped) {
         sp_token t = sp_sampler_sample(smp, logits);
         if (sp_token_is_eog(m, t)) break;
         sp_sampler_accept(smp, t);
         n_gen++;
-        char *piece = buf;
-        int k = sp_detokenizer_push(&d, t, buf, sizeof buf);
-        if (k < 0 && (piece = malloc((size_t)-k)) != NULL) k = sp_detokenizer_push(&d, t, piece, -k); /* a very long token */
+        const int k = sp_detokenizer_append(&d, t, &out_text, &out_len, &out_cap);
+        if (k < 0) { fprintf(stderr, "error: out of memory\n"); goto done; }
         if (k > 0) {
-            if (out_len + (size_t)k + 1 > out_cap) {
-                char *p = realloc(out_text, out_cap = 2 * (out_len + (size_t)k + 1));
-                if (!p) { fprintf(stderr, "error: out of memory\n"); goto done; }
-                out_text = p;
-            }
-            memcpy(out_text + out_len, piece, (size_t)k);
-            out_len += (size_t)k;
-            out_text[out_len] = 0;
-            fwrite(piece, 1, (size_t)k, stdout);
+            fwrite(out_text + out_len - k, 1, (size_t)k, stdout);
             fflush(stdout);
             for (int s = 0; s < n_stops; s++) {
                 size_t sl = strlen(stops[s]), from = out_len > (size_t)k + sl ? out_len - (size_t)k - sl : 0;
                 if (strstr(out_text + from, stops[s])) stopped = true;
             }
         }
-        if (piece != buf) free(piece);
         if (n_gen == n_predict || stopped) break;
         int32_t p = n_ids + n_gen - 1, row = 0;
         if (sp_decode(ctx, &t, &p, 1, &row, 1, logits) != SP_OK) { fail_status("decode"); goto done; }
     }
-    int k = sp_detokenizer_flush(&d, buf, sizeof buf);
-    if (k > 0) fwrite(buf, 1, (size_t)k, stdout);
+    const int k = sp_detokenizer_append(&d, -1, &out_text, &out_len, &out_cap); /* an unfinished character */
+    if (k > 0) fwrite(out_text + out_len - k, 1, (size_t)k, stdout);
     printf("\n");
     double t_end = now_seconds();
     double prefill = t_first - t0, gen = t_end - t_first;

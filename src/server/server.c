@@ -234,7 +234,6 @@ static void run_job(slot *sl, job *j) {
     for (int s = 0; s < j->req.n_stop; s++) if (strlen(j->req.stop[s]) > max_stop) max_stop = strlen(j->req.stop[s]);
     sp_detokenizer d;
     sp_detokenizer_init(&d, S.model, false);
-    char piece[512];
     bool first_chunk = true;
     for (int n = 0; !failed && n < j->max_tokens; n++) {
         if (job_cancelled(j) || S.stopping) { finish = "cancelled"; break; }
@@ -242,20 +241,7 @@ static void run_job(slot *sl, job *j) {
         if (sp_token_is_eog(S.model, t) && !j->req.ignore_eos) { finish = "stop"; break; }
         sp_sampler_accept(smp, t);
         r.completion_tokens++;
-        char *pc = piece;
-        int k = sp_detokenizer_push(&d, t, piece, sizeof piece);
-        if (k < 0 && (pc = malloc((size_t)-k)) != NULL) k = sp_detokenizer_push(&d, t, pc, -k); /* a very long token */
-        if (k > 0) {
-            if (text_len + (size_t)k + 1 > text_cap) {
-                char *p = realloc(text, text_cap = 2 * (text_len + (size_t)k + 1));
-                if (!p) { if (pc != piece) free(pc); failed = true; break; }
-                text = p;
-            }
-            memcpy(text + text_len, pc, (size_t)k);
-            text_len += (size_t)k;
-            text[text_len] = 0;
-        }
-        if (pc != piece) free(pc);
+        if (sp_detokenizer_append(&d, t, &text, &text_len, &text_cap) < 0) { failed = true; break; }
         /* stop strings: cut the text at the first one */
         bool stopped = false;
         for (int s = 0; s < j->req.n_stop && text; s++) {
