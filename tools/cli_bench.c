@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "kernels.h"
+#include "quant.h"
 
 #define MAX_LIST 16
 
@@ -49,6 +50,41 @@ static double time_prefill(sp_context *c, const sp_token *t, const int32_t *pos,
     return now_seconds() - t0;
 }
 
+/* --gemm: one prefill matrix product in isolation — W (n × k, random, in `type`) times `tokens`
+ * activations — to compare the kernel with the CPU's arithmetic peak. */
+static int bench_gemm(const char *type_name, long k, long n, long tokens, long reps) {
+    const int type = sp_type_from_name(type_name);
+    const sp_type_traits *tt = type >= 0 ? sp_type_traits_get((uint32_t)type) : NULL;
+    if (!tt || !tt->quantize || k % tt->block_size) { fprintf(stderr, "error: --gemm: cannot make %s weights of width %ld\n", type_name, k); return 2; }
+    const size_t rb = sp_row_size((uint32_t)type, k);
+    uint8_t *w = malloc(rb * (size_t)n);
+    float *row = malloc((size_t)k * sizeof *row), *x = malloc((size_t)(tokens * k) * sizeof *x), *out = malloc((size_t)(tokens * n) * sizeof *out);
+    double *t = malloc((size_t)reps * sizeof *t);
+    int rc = 1;
+    if (!w || !row || !x || !out || !t) { fprintf(stderr, "error: out of memory\n"); goto done; }
+    uint64_t s = 7;
+    for (long r = 0; r < n; r++) {
+        for (long i = 0; i < k; i++) { s = s * 6364136223846793005ull + 1442695040888963407ull; row[i] = (float)((s >> 40) & 0xFFFF) / 65536.0f - 0.5f; }
+        tt->quantize(row, w + (size_t)r * rb, k);
+    }
+    for (long i = 0; i < tokens * k; i++) { s = s * 6364136223846793005ull + 1442695040888963407ull; x[i] = (float)((s >> 40) & 0xFFFF) / 65536.0f - 0.5f; }
+    const sp_weight W = {w, (uint32_t)type, k, n, (int64_t)rb};
+    sp_matmul(&W, x, (int)tokens, out); /* warm-up */
+    for (long r = 0; r < reps; r++) {
+        const double t0 = now_seconds();
+        sp_matmul(&W, x, (int)tokens, out);
+        t[r] = now_seconds() - t0;
+    }
+    for (long r = 0; r < reps; r++) t[r] = 2.0 * (double)k * (double)n * (double)tokens / t[r] / 1e9;
+    const stat st = summarize(t, (int)reps);
+    printf("| type | k | n | tokens | isa | threads | GOP/s |\n| --- | ---: | ---: | ---: | --- | ---: | ---: |\n");
+    printf("| %s | %ld | %ld | %ld | %s | %d | %.1f ± %.1f |\n", tt->name, k, n, tokens, sp_kernels()->name, sp_get_threads(), st.mean, st.sd);
+    rc = 0;
+done:
+    free(w); free(row); free(x); free(out); free(t);
+    return rc;
+}
+
 static void usage(void) {
     printf("usage: specprefill bench -m MODEL.gguf [options]\n"
            "  -p LIST       prompt lengths to time, comma-separated (default 512); 0 = none\n"
@@ -60,11 +96,13 @@ static void usage(void) {
            "  --self-spec   also time TTFT with self-speculation\n"
            "  --keep LIST   keep rates for the TTFT rows (default 0.1,0.3,0.5)\n"
            "  --ttft LIST   prompt lengths for the TTFT rows (default 1024,2048,4096,8192)\n"
-           "  --kv-type f16|f32  KV-cache storage (default f16)\n");
+           "  --kv-type f16|f32  KV-cache storage (default f16)\n"
+           "  --gemm TYPE   no model: time one prefill matrix product, 2048 × 8192 weights in TYPE\n"
+           "                times 512 tokens (GOP/s, to compare with the CPU's peak)\n");
 }
 
 int cmd_bench(int argc, char **argv) {
-    const char *model_path = NULL, *draft_path = NULL, *fmt = "md";
+    const char *model_path = NULL, *draft_path = NULL, *fmt = "md", *gemm_type = NULL;
     long pp[MAX_LIST] = {512}, ttft[MAX_LIST] = {1024, 2048, 4096, 8192}, n_gen = 32, reps = 5, threads = 0;
     double keeps[MAX_LIST] = {0.1, 0.3, 0.5};
     int n_pp = 1, n_ttft = 4, n_keeps = 3;
@@ -74,6 +112,7 @@ int cmd_bench(int argc, char **argv) {
         bool ok = true;
         if ((v = opt_value(argc, argv, &i, "--model", "-m", &bad))) model_path = v;
         else if ((v = opt_value(argc, argv, &i, "--draft", NULL, &bad))) draft_path = v;
+        else if ((v = opt_value(argc, argv, &i, "--gemm", NULL, &bad))) gemm_type = v;
         else if ((v = opt_value(argc, argv, &i, "--output", "-o", &bad))) { fmt = v; ok = !strcmp(v, "md") || !strcmp(v, "json"); }
         else if ((v = opt_value(argc, argv, &i, "--n-prompt", "-p", &bad))) { n_pp = parse_int_list(v, pp, MAX_LIST, 0, 1 << 20); ok = n_pp > 0; if (n_pp == 1 && pp[0] == 0) n_pp = 0; }
         else if ((v = opt_value(argc, argv, &i, "--ttft", NULL, &bad))) { n_ttft = parse_int_list(v, ttft, MAX_LIST, 2, 1 << 20); ok = n_ttft > 0; }
@@ -88,8 +127,9 @@ int cmd_bench(int argc, char **argv) {
         else { fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]); return 2; }
         if (!ok) { fprintf(stderr, "error: bad value for %s\n", argv[i - 1]); return 2; }
     }
-    if (!model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
     if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
+    if (gemm_type) return bench_gemm(gemm_type, 2048, 8192, 512, reps);
+    if (!model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
     progress_tty = isatty(2);
     sp_model *m = NULL, *dm = NULL;
     if (sp_model_load(model_path, &m) != SP_OK) return fail_status("loading model");
