@@ -48,16 +48,30 @@ static void scalar_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = sp_f32_to_fp16(src[i]);
 }
 
-static void scalar_gemm_nn(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n,
-                           int k, bool accumulate) {
+static void scalar_gemm_nn(const float *a, int64_t sai, int64_t sap, const float *b, int64_t ldb, float *c, int64_t ldc,
+                           int m, int n, int k, bool accumulate) {
     for (int i = 0; i < m; i++) {
         float *ci = c + i * ldc;
         if (!accumulate) memset(ci, 0, (size_t)n * sizeof *ci);
         for (int p = 0; p < k; p++) {
-            const float av = a[i * lda + p];
+            const float av = a[i * sai + p * sap];
             const float *bp = b + p * ldb;
             for (int j = 0; j < n; j++) ci[j] += av * bp[j];
         }
+    }
+}
+
+static void scalar_softmax_tile(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l,
+                                float *corr) {
+    for (int r = 0; r < n_rows; r++) {
+        const int n = live[r] < n_keys ? live[r] : n_keys;
+        float mx = m[r];
+        for (int c = 0; c < n; c++) mx = s[c * ld + r] > mx ? s[c * ld + r] : mx;
+        corr[r] = mx == -INFINITY ? 1.0f : expf(m[r] - mx);
+        float sum = 0;
+        for (int c = 0; c < n_keys; c++) sum += s[c * ld + r] = c < n ? expf(s[c * ld + r] - mx) : 0.0f;
+        l[r] = l[r] * corr[r] + sum;
+        m[r] = mx;
     }
 }
 
@@ -74,7 +88,8 @@ static void scalar_silu_mul(float *gate, const float *up, int64_t n) {
 static const sp_isa_kernels scalar_kernels = {
     .name = "scalar", .dot_f32 = scalar_dot_f32, .f16_to_f32 = scalar_f16_to_f32, .f32_to_f16 = scalar_f32_to_f16,
     .gemm_f32 = scalar_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = scalar_f32_to_bf16,
-    .gemm_nn = scalar_gemm_nn, .exp_shifted = scalar_exp_shifted, .silu_mul = scalar_silu_mul,
+    .gemm_nn = scalar_gemm_nn, .softmax_tile = scalar_softmax_tile, .exp_shifted = scalar_exp_shifted,
+    .silu_mul = scalar_silu_mul,
 };
 
 /* ------------------------------------------------------------------ dispatch */
@@ -474,6 +489,8 @@ static void load_rows(const void *cache, bool f16, int64_t first, int n, int64_t
     }
 }
 
+/* Scores are kept transposed (key-major, St[key][row]): K is used as it is in the cache, the
+ * online softmax runs across query rows in vectors, and P·V reads St through A's strides. */
 static void attention_task(void *arg, int task, int n_tasks) {
     (void)n_tasks;
     const attention_job *j = arg;
@@ -482,52 +499,41 @@ static void attention_task(void *arg, int task, int n_tasks) {
     const int kvh = task / j->n_q_tiles, t0 = (task % j->n_q_tiles) * Q_TILE;
     const int nt = a->n_q - t0 < Q_TILE ? a->n_q - t0 : Q_TILE;
     const int hd = a->head_dim, group = a->n_head / a->n_head_kv, rows = nt * group;
+    const int ld = (rows + 15) & ~15; /* row count padded to whole vectors */
     const int64_t q_dim = (int64_t)a->n_head * hd, kv_dim = (int64_t)a->n_head_kv * hd;
 
-    const size_t need = (size_t)rows * hd * 2 + (size_t)rows * K_TILE + (size_t)K_TILE * hd * 3 + (size_t)rows * 2;
+    const size_t need = (size_t)ld * hd * 2 + (size_t)K_TILE * ld + (size_t)K_TILE * hd * 2 + (size_t)ld * 4;
     float *buf = scratch_get(need);
     if (!buf) return; /* leaves out untouched; only on allocation failure */
-    float *Q = buf, *acc = Q + (size_t)rows * hd, *S = acc + (size_t)rows * hd;
-    float *Kt = S + (size_t)rows * K_TILE, *Krows = Kt + (size_t)K_TILE * hd, *V = Krows + (size_t)K_TILE * hd;
-    float *m = V + (size_t)K_TILE * hd, *l = m + rows;
+    float *Qt = buf, *acc = Qt + (size_t)ld * hd, *St = acc + (size_t)ld * hd;
+    float *K = St + (size_t)K_TILE * ld, *V = K + (size_t)K_TILE * hd;
+    float *m = V + (size_t)K_TILE * hd, *l = m + ld, *corr = l + ld;
+    int *live = (int *)(corr + ld); /* as many ints as floats */
 
-    /* row r = (token t0 + r / group, head kvh*group + r % group), pre-scaled by 1/sqrt(d) */
+    /* row r = (token t0 + r / group, head kvh*group + r % group), pre-scaled by 1/sqrt(d);
+     * Qt[d][r] holds it transposed, padding rows zero */
     int max_visible = 0;
+    memset(Qt, 0, (size_t)ld * hd * sizeof *Qt);
     for (int r = 0; r < rows; r++) {
         const int t = t0 + r / group, h = kvh * group + r % group;
         const float *src = a->q + (int64_t)t * q_dim + (int64_t)h * hd;
-        for (int d = 0; d < hd; d++) Q[(int64_t)r * hd + d] = src[d] * a->scale;
-        m[r] = -INFINITY;
-        l[r] = 0;
+        for (int d = 0; d < hd; d++) Qt[(int64_t)d * ld + r] = src[d] * a->scale;
         if (a->n_visible[t] > max_visible) max_visible = a->n_visible[t];
     }
-    memset(acc, 0, (size_t)rows * hd * sizeof *acc);
+    for (int r = 0; r < ld; r++) { m[r] = -INFINITY; l[r] = 0; }
+    memset(acc, 0, (size_t)ld * hd * sizeof *acc);
 
     for (int c0 = 0; c0 < max_visible; c0 += K_TILE) {
         const int nk = max_visible - c0 < K_TILE ? max_visible - c0 : K_TILE;
-        load_rows(a->k_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, Krows, k);
+        load_rows(a->k_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, K, k);
         load_rows(a->v_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, V, k);
-        for (int c = 0; c < nk; c++) /* transpose K: Kt[d][key], so Q·Kᵀ is a broadcast-form product */
-            for (int d = 0; d < hd; d++) Kt[(int64_t)d * K_TILE + c] = Krows[(int64_t)c * hd + d];
-
-        k->gemm_nn(Q, hd, Kt, K_TILE, S, K_TILE, rows, nk, hd, false); /* S[r][c] = q_r · k_c */
-        for (int r = 0; r < rows; r++) {
-            float *sr = S + (int64_t)r * K_TILE;
-            const int visible = a->n_visible[t0 + r / group] - c0; /* keys of this tile the row may see */
-            const int live = visible < 0 ? 0 : visible < nk ? visible : nk;
-            float mx = m[r];
-            for (int c = 0; c < live; c++) mx = sr[c] > mx ? sr[c] : mx;
-            const float corr = mx == -INFINITY ? 1.0f : expf(m[r] - mx);
-            const float sum = live > 0 ? (k->exp_shifted ? k->exp_shifted : scalar_exp_shifted)(sr, live, mx) : 0.0f;
-            for (int c = live; c < nk; c++) sr[c] = 0;
-            l[r] = l[r] * corr + sum;
-            m[r] = mx;
-            if (corr != 1.0f) {
-                float *ar = acc + (int64_t)r * hd;
-                for (int d = 0; d < hd; d++) ar[d] *= corr;
-            }
-        }
-        k->gemm_nn(S, K_TILE, V, hd, acc, hd, rows, hd, nk, true); /* acc[r] += p_r · V */
+        for (int r = 0; r < ld; r++) live[r] = r < rows ? a->n_visible[t0 + r / group] - c0 : 0; /* keys of this tile the row sees */
+        k->gemm_nn(K, hd, 1, Qt, ld, St, ld, nk, ld, hd, false); /* St[c][r] = k_c · q_r */
+        (k->softmax_tile ? k->softmax_tile : scalar_softmax_tile)(St, ld, nk, rows, live, m, l, corr);
+        for (int r = 0; r < rows; r++)
+            if (corr[r] != 1.0f)
+                for (int d = 0; d < hd; d++) acc[(int64_t)r * hd + d] *= corr[r];
+        k->gemm_nn(St, 1, ld, V, hd, acc, hd, rows, hd, nk, true); /* acc[r] += sum_c St[c][r] · v_c */
     }
     for (int r = 0; r < rows; r++) {
         const int t = t0 + r / group, h = kvh * group + r % group;

@@ -67,11 +67,17 @@ typedef struct {
      * out[t*ldo + r] for r < nr (NULL: the CPU has no fast int8 dot product). */
     void (*gemm_i8)(const uint8_t *tile, int group, int nr, const sp_i8_rows *x, int nt, int64_t k, float *out,
                     int64_t ldo);
-    /* Row-major product for attention: c[i][j] (+)= sum_p a[i][p] * b[p][j], i < m, j < n, p < k
-     * (accumulate: add to c, else overwrite). Broadcast form: no horizontal sums, so it stays fast
-     * at attention's short inner dimensions (a head, a tile of keys). */
-    void (*gemm_nn)(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n, int k,
-                    bool accumulate);
+    /* Product for attention: c[i][j] (+)= sum_p a[i*sai + p*sap] * b[p][j], i < m, j < n, p < k
+     * (accumulate: add to c, else overwrite; b and c row-major). Broadcast form: no horizontal
+     * sums, so it stays fast at attention's short inner dimensions (a head, a tile of keys); A's two
+     * strides let it read a transposed matrix as it is. */
+    void (*gemm_nn)(const float *a, int64_t sai, int64_t sap, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n,
+                    int k, bool accumulate);
+    /* One step of the online softmax over a tile of keys, for n_rows query rows at once: s is
+     * [n_keys][ld] (scores of key c for row r at s[c*ld + r]); row r sees keys c < live[r]. Updates
+     * the running max m[r] and sum l[r], turns s into probabilities under the new max (0 where not
+     * seen) and returns in corr[r] the factor that rescales what was accumulated before. */
+    void (*softmax_tile)(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr);
     /* x[i] = exp(x[i] - shift) for i < n; returns their sum (softmax numerators). */
     float (*exp_shifted)(float *x, int64_t n, float shift);
     /* gate[i] = silu(gate[i]) * up[i] */

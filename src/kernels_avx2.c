@@ -55,8 +55,8 @@ static void avx2_gemm_f32(const float *w, int64_t ldw, int nr, const float *x, i
 
 /* c (+)= a·b, row-major: blocks of 4 rows × 16 columns (8 ymm accumulators); other rows and
  * columns one value at a time. */
-static void avx2_gemm_nn_4x16(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int k,
-                              bool accumulate) {
+static void avx2_gemm_nn_4x16(const float *a, int64_t sai, int64_t sap, const float *b, int64_t ldb, float *c, int64_t ldc,
+                              int k, bool accumulate) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31;
 #define ROW_INIT(r)                                                                                             \
     c##r##0 = accumulate ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();                                \
@@ -66,7 +66,7 @@ static void avx2_gemm_nn_4x16(const float *a, int64_t lda, const float *b, int64
         const __m256 b0 = _mm256_loadu_ps(b + p * ldb), b1 = _mm256_loadu_ps(b + p * ldb + 8);
 #define ROW_FMA(r)                                                                                              \
     {                                                                                                           \
-        const __m256 av = _mm256_set1_ps(a[r * lda + p]);                                                       \
+        const __m256 av = _mm256_set1_ps(a[r * sai + p * sap]);                                                 \
         c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                                             \
         c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                                             \
     }
@@ -81,15 +81,16 @@ static void avx2_gemm_nn_4x16(const float *a, int64_t lda, const float *b, int64
 #undef ROW_STORE
 }
 
-static void avx2_gemm_nn(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n, int k,
-                         bool accumulate) {
+static void avx2_gemm_nn(const float *a, int64_t sai, int64_t sap, const float *b, int64_t ldb, float *c, int64_t ldc, int m,
+                         int n, int k, bool accumulate) {
     const int m4 = m & ~3, n16 = n & ~15;
     for (int i = 0; i < m4; i += 4)
-        for (int j = 0; j < n16; j += 16) avx2_gemm_nn_4x16(a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, k, accumulate);
+        for (int j = 0; j < n16; j += 16)
+            avx2_gemm_nn_4x16(a + i * sai, sai, sap, b + j, ldb, c + i * ldc + j, ldc, k, accumulate);
     for (int i = 0; i < m; i++)
         for (int j = i < m4 ? n16 : 0; j < n; j++) {
             float s = accumulate ? c[i * ldc + j] : 0;
-            for (int p = 0; p < k; p++) s += a[i * lda + p] * b[p * ldb + j];
+            for (int p = 0; p < k; p++) s += a[i * sai + p * sap] * b[p * ldb + j];
             c[i * ldc + j] = s;
         }
 }

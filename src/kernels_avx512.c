@@ -178,62 +178,61 @@ static float dot_q6_K(const void *row, const float *x, int64_t n) {
     return _mm512_reduce_add_ps(acc);
 }
 
-/* c (+)= a·b, row-major: 4 rows × 64 columns of c in 16 registers; each step of the inner
- * dimension loads 4 vectors of b and broadcasts one value of a per row. */
-static void gemm_nn_4x64(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int k,
-                         bool accumulate) {
-    __m512 c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33;
-#define ROW_INIT(r)                                                                                             \
-    c##r##0 = accumulate ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();                                \
-    c##r##1 = accumulate ? _mm512_loadu_ps(c + r * ldc + 16) : _mm512_setzero_ps();                           \
-    c##r##2 = accumulate ? _mm512_loadu_ps(c + r * ldc + 32) : _mm512_setzero_ps();                           \
-    c##r##3 = accumulate ? _mm512_loadu_ps(c + r * ldc + 48) : _mm512_setzero_ps();
-    ROW_INIT(0) ROW_INIT(1) ROW_INIT(2) ROW_INIT(3)
+#if defined(__OPTIMIZE__) /* unoptimised builds (sanitizers) warn that they ignore the hint */
+#define UNROLL _Pragma("GCC unroll 4")
+#else
+#define UNROLL
+#endif
+
+/* c (+)= a·b: 4 rows × V vectors of 16 columns of c in registers (the last vector masked); each
+ * step of the inner dimension loads V vectors of b and broadcasts one value of a per row. V is a
+ * constant at every call, so the loops unroll and the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void gemm_nn_4xv(const float *a, int64_t sai, int64_t sap, const float *b,
+                                                               int64_t ldb, float *c, int64_t ldc, int k, bool accumulate,
+                                                               const int V, __mmask16 last) {
+    __m512 acc[4][4];
+    UNROLL for (int r = 0; r < 4; r++)
+        UNROLL for (int v = 0; v < V; v++)
+            acc[r][v] = accumulate ? _mm512_maskz_loadu_ps(v == V - 1 ? last : 0xFFFF, c + r * ldc + 16 * v) : _mm512_setzero_ps();
     for (int p = 0; p < k; p++) {
-        const float *bp = b + p * ldb;
-        const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16), b2 = _mm512_loadu_ps(bp + 32),
-                     b3 = _mm512_loadu_ps(bp + 48);
-#define ROW_FMA(r)                                                                                              \
-    {                                                                                                           \
-        const __m512 av = _mm512_set1_ps(a[r * lda + p]);                                                       \
-        c##r##0 = _mm512_fmadd_ps(av, b0, c##r##0);                                                             \
-        c##r##1 = _mm512_fmadd_ps(av, b1, c##r##1);                                                             \
-        c##r##2 = _mm512_fmadd_ps(av, b2, c##r##2);                                                             \
-        c##r##3 = _mm512_fmadd_ps(av, b3, c##r##3);                                                             \
+        __m512 bv[4];
+        UNROLL for (int v = 0; v < V; v++) bv[v] = _mm512_maskz_loadu_ps(v == V - 1 ? last : 0xFFFF, b + p * ldb + 16 * v);
+        UNROLL for (int r = 0; r < 4; r++) {
+            const __m512 av = _mm512_set1_ps(a[r * sai + p * sap]);
+            UNROLL for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+        }
     }
-        ROW_FMA(0) ROW_FMA(1) ROW_FMA(2) ROW_FMA(3)
-    }
-#define ROW_STORE(r)                                                                                            \
-    _mm512_storeu_ps(c + r * ldc, c##r##0);                                                                     \
-    _mm512_storeu_ps(c + r * ldc + 16, c##r##1);                                                                \
-    _mm512_storeu_ps(c + r * ldc + 32, c##r##2);                                                                \
-    _mm512_storeu_ps(c + r * ldc + 48, c##r##3);
-    ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3)
-#undef ROW_INIT
-#undef ROW_FMA
-#undef ROW_STORE
+    UNROLL for (int r = 0; r < 4; r++)
+        UNROLL for (int v = 0; v < V; v++) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, v == V - 1 ? last : 0xFFFF, acc[r][v]);
 }
 
 /* Edges: one row of c at a time, 16 columns per register (masked at the end). */
-static void gemm_nn_row(const float *a, const float *b, int64_t ldb, float *c, int n, int k, bool accumulate) {
+static void gemm_nn_row(const float *a, int64_t sap, const float *b, int64_t ldb, float *c, int n, int k, bool accumulate) {
     for (int j = 0; j < n; j += 16) {
         const __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
         __m512 acc = accumulate ? _mm512_maskz_loadu_ps(m, c + j) : _mm512_setzero_ps();
-        for (int p = 0; p < k; p++) acc = _mm512_fmadd_ps(_mm512_set1_ps(a[p]), _mm512_maskz_loadu_ps(m, b + p * ldb + j), acc);
+        for (int p = 0; p < k; p++) acc = _mm512_fmadd_ps(_mm512_set1_ps(a[p * sap]), _mm512_maskz_loadu_ps(m, b + p * ldb + j), acc);
         _mm512_mask_storeu_ps(c + j, m, acc);
     }
 }
 
-static void gemm_nn(const float *a, int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n, int k,
-                    bool accumulate) {
-    const int m4 = m & ~3, n64 = n & ~63;
+static void gemm_nn(const float *a, int64_t sai, int64_t sap, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n,
+                    int k, bool accumulate) {
+    const int m4 = m & ~3;
     for (int i = 0; i < m4; i += 4)
-        for (int j = 0; j < n64; j += 64) gemm_nn_4x64(a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, k, accumulate);
-    for (int i = 0; i < m; i++) {
-        if (i < m4 && n64 == n) continue;
-        const int j0 = i < m4 ? n64 : 0; /* rows of full blocks only miss the last columns */
-        gemm_nn_row(a + i * lda, b + j0, ldb, c + i * ldc + j0, n - j0, k, accumulate);
-    }
+        for (int j = 0; j < n; j += 64) {
+            const int left = n - j < 64 ? n - j : 64, V = (left + 15) / 16;
+            const __mmask16 last = left % 16 ? (__mmask16)((1u << (left % 16)) - 1) : (__mmask16)0xFFFF;
+            const float *ai = a + i * sai, *bj = b + j;
+            float *cij = c + i * ldc + j;
+            switch (V) {
+            case 4: gemm_nn_4xv(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 4, last); break;
+            case 3: gemm_nn_4xv(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 3, last); break;
+            case 2: gemm_nn_4xv(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 2, last); break;
+            default: gemm_nn_4xv(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 1, last); break;
+            }
+        }
+    for (int i = m4; i < m; i++) gemm_nn_row(a + i * sai, sap, b, ldb, c + i * ldc, n, k, accumulate);
 }
 
 /* exp(x) for 16 floats: 2^n · p(r) with n = round(x·log2 e), r = x - n·ln 2 (two-part ln 2), p
@@ -252,6 +251,34 @@ static inline __m512 exp16(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(p, n);
+}
+
+/* The online-softmax step across 16 query rows per vector (scores key-major: s[c*ld + r]). */
+static void softmax_tile(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int r = 0; r < n_rows; r += 16) {
+        const __mmask16 valid = n_rows - r >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n_rows - r)) - 1);
+        const __m512i lv = _mm512_maskz_loadu_epi32(valid, live + r);
+        const __m512 m_old = _mm512_mask_loadu_ps(ninf, valid, m + r);
+        __m512 mx = m_old;
+        for (int c = 0; c < n_keys; c++) {
+            const __mmask16 seen = _mm512_mask_cmpgt_epi32_mask(valid, lv, _mm512_set1_epi32(c));
+            mx = _mm512_mask_max_ps(mx, seen, mx, _mm512_maskz_loadu_ps(seen, s + c * ld + r));
+        }
+        /* rows that have seen nothing yet keep max -inf: factor 1, probabilities 0 */
+        const __mmask16 any = _mm512_cmp_ps_mask(mx, ninf, _CMP_NEQ_OQ);
+        const __m512 cf = _mm512_mask_blend_ps(any, _mm512_set1_ps(1.0f), exp16(_mm512_sub_ps(m_old, mx)));
+        __m512 sum = _mm512_setzero_ps();
+        for (int c = 0; c < n_keys; c++) {
+            const __mmask16 seen = _mm512_mask_cmpgt_epi32_mask(any, lv, _mm512_set1_epi32(c));
+            const __m512 p = _mm512_maskz_mov_ps(seen, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(seen, s + c * ld + r), mx)));
+            _mm512_mask_storeu_ps(s + c * ld + r, valid, p);
+            sum = _mm512_add_ps(sum, p);
+        }
+        _mm512_mask_storeu_ps(l + r, valid, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(valid, l + r), cf, sum));
+        _mm512_mask_storeu_ps(m + r, valid, mx);
+        _mm512_mask_storeu_ps(corr + r, valid, cf);
+    }
 }
 
 static float exp_shifted(float *x, int64_t n, float shift) {
@@ -285,7 +312,7 @@ static void silu_mul(float *gate, const float *up, int64_t n) {
 const sp_isa_kernels sp_avx512_kernels = {
     .name = "avx512", .dot_f32 = sp_avx512_dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
     .gemm_f32 = sp_avx512_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = NULL, /* bf16: kernels_avx512bf16.c */
-    .gemm_nn = gemm_nn, .exp_shifted = exp_shifted, .silu_mul = silu_mul,
+    .gemm_nn = gemm_nn, .softmax_tile = softmax_tile, .exp_shifted = exp_shifted, .silu_mul = silu_mul,
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_BF16] = dot_bf16, [SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0,
                 [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q6_K] = dot_q6_K},
 };

@@ -113,10 +113,32 @@ static void isa_kernels_agree_with_scalar(void **st) {
                 float *c1 = malloc((size_t)m * nn * sizeof *c1), *c2 = malloc((size_t)m * nn * sizeof *c2);
                 for (int i = 0; i < m * kk; i++) A[i] = frand(&s);
                 for (int i = 0; i < kk * nn; i++) B[i] = frand(&s);
-                for (int pass = 0; pass < 2; pass++) {
-                    isa->gemm_nn(A, kk, B, nn, c1, nn, m, nn, kk, pass == 1);
-                    ref->gemm_nn(A, kk, B, nn, c2, nn, m, nn, kk, pass == 1);
+                for (int pass = 0; pass < 4; pass++) { /* A as it is, then A read transposed */
+                    const int64_t sai = pass < 2 ? kk : 1, sap = pass < 2 ? 1 : m;
+                    isa->gemm_nn(A, sai, sap, B, nn, c1, nn, m, nn, kk, pass % 2 == 1);
+                    ref->gemm_nn(A, sai, sap, B, nn, c2, nn, m, nn, kk, pass % 2 == 1);
                     for (int i = 0; i < m * nn; i++) assert_float_equal(c1[i], c2[i], 1e-5 * (kk + 1));
+                }
+                if (isa->softmax_tile) { /* online softmax across rows: some rows see nothing, some all */
+                    const int rows = 1 + (5 * n) % 37, keys = 1 + n % 64;
+                    float *s1 = malloc((size_t)keys * rows * sizeof *s1), *s2 = malloc((size_t)keys * rows * sizeof *s2);
+                    float m1[40], m2[40], l1[40], l2[40], c1v[40], c2v[40];
+                    int live[40];
+                    for (int r = 0; r < rows; r++) {
+                        live[r] = r % 3 == 0 ? 0 : r % 3 == 1 ? keys : (r * 7) % (keys + 1);
+                        m1[r] = m2[r] = r % 4 == 0 ? -INFINITY : 2 * frand(&s);
+                        l1[r] = l2[r] = m1[r] == -INFINITY ? 0 : 1 + frand(&s);
+                    }
+                    for (int i = 0; i < keys * rows; i++) s1[i] = s2[i] = 8 * frand(&s);
+                    isa->softmax_tile(s1, rows, keys, rows, live, m1, l1, c1v);
+                    ref->softmax_tile(s2, rows, keys, rows, live, m2, l2, c2v);
+                    for (int r = 0; r < rows; r++) {
+                        assert_true(m1[r] == m2[r]);
+                        assert_float_equal(l1[r], l2[r], 1e-5 * l2[r]);
+                        assert_float_equal(c1v[r], c2v[r], 1e-6 * c2v[r]);
+                    }
+                    for (int i = 0; i < keys * rows; i++) assert_float_equal(s1[i], s2[i], 1e-6 * s2[i] + 1e-30);
+                    free(s1); free(s2);
                 }
                 free(A); free(B); free(c1); free(c2);
             }
