@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
 # Reproduces models/: tokenizer, main and draft models, GGUF conversion, evaluation sets.
-# CPU only (2 cores: the two models train side by side, one thread each); about 60 minutes.
-# Needs Debian's python3-torch, python3-numpy and libopenblas0-openmp, and a built specprefill.
+# CPU only; about two hours on 2 cores (the models train side by side, one thread each).
+# Needs Debian's python3-torch, python3-numpy and libopenblas0-openmp, a built specprefill, and
+# the git history (the draft's first stage used the first version of train.py).
+# Time budgets are wall-clock minutes on the project's 2-core machine: on another machine the
+# same minutes give a different number of steps (models/*.train.json record the steps reached).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=/usr/bin/python3
 SP=../../build/specprefill
 mkdir -p out
 $PY bpe.py train --vocab 2048 --out out/tokenizer.json
-# main: the larger model; draft: 2 layers, narrower. Time budgets as recorded in models/README.md.
-$PY train.py --name main --dim 128 --layers 3 --heads 4 --kv-heads 2 --ffn 384 --minutes ${MAIN_MINUTES:-55} --seed 2 --out out >out/main.log 2>&1 &
-$PY train.py --name draft --dim 64 --layers 2 --heads 2 --kv-heads 1 --ffn 192 --minutes ${DRAFT_MINUTES:-23} --seed 3 --out out >out/draft.log 2>&1
+
+# main: 4 layers of width 64, 4 query heads of 32 (wider than the residual stream: attention is
+# what speculative prefill saves), 2 KV heads; from scratch, several questions per document.
+$PY train.py --name main --dim 64 --layers 4 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256 \
+    --minutes ${MAIN_MINUTES:-65} --lr 2e-3 --seed 31 --out out >out/main.log 2>&1 &
+
+# draft: 2 layers of width 64, one head of 32, in three stages (its lineage, as trained):
+#  1. the first recipe (train.py as of commit e2ba648: fixed batch sizes and phase times), 2 heads;
+#  2. the first head kept, one question per document, from the curriculum's third phase;
+#  3. several questions per document, long documents.
+git show e2ba648:tools/train/train.py >out/train_v1.py
+cp bpe.py generate.py out/
+(cd out && $PY train_v1.py --name draft-v1 --tokenizer tokenizer.json --dim 64 --layers 2 --heads 2 --kv-heads 1 \
+    --ffn 192 --minutes ${DRAFT1_MINUTES:-23} --seed 3 --out . >draft-v1.log 2>&1)
+$PY train.py --name draft-v2 --dim 64 --layers 2 --heads 1 --kv-heads 1 --head-dim 32 --ffn 192 --questions 1 \
+    --init out/draft-v1.safetensors --start-phase 2 --minutes ${DRAFT2_MINUTES:-50} --lr 1.5e-3 --seed 13 --out out >out/draft-v2.log 2>&1
+$PY train.py --name draft --dim 64 --layers 2 --heads 1 --kv-heads 1 --head-dim 32 --ffn 192 \
+    --init out/draft-v2.safetensors --start-phase 4 --minutes ${DRAFT3_MINUTES:-42} --lr 1e-3 --seed 14 --out out >out/draft.log 2>&1
 wait
+
 $SP convert --weights out/main.safetensors --tokenizer out/tokenizer.json --config out/main.json --type F16 --name "specprefill main" -o ../../models/main.gguf
 $SP convert --weights out/draft.safetensors --tokenizer out/tokenizer.json --config out/draft.json --type F16 --name "specprefill draft" -o ../../models/draft.gguf
 $PY make_eval.py --n 200 --tokens 2000-2400 --seed 100 >../../eval/retrieval-2k.jsonl
