@@ -48,6 +48,13 @@ for m in "full prefill" "SpecPrefill (draft)" "self-speculation" "adaptive" "ran
   grep -q "| $m" "$T/out" || bad "eval reports $m"
 done
 [ -s "$T/ev.json" ] && [ -s "$T/ev-accuracy.svg" ] && [ -s "$T/ev-ttft.svg" ] && ok || bad "eval writes JSON and SVG"
+# documents with a "family": one row per family, counted right
+printf '{"family": "a", "prompt": "x y z. Answer:", "answer": "1"}
+{"family": "b", "prompt": "x y. Answer:", "answer": "2"}
+{"family": "a", "prompt": "z. Answer:", "answer": "3"}
+' >"$T/fam.jsonl"
+expect_ok "eval by family" "$SP" eval -m "$T/tiny.gguf" --draft "$T/draft.gguf" --task "$T/fam.jsonl" --methods full,spec --keep 0.5
+grep -q "^| a | 2 |" "$T/out" && grep -q "^| b | 1 |" "$T/out" && ok || bad "eval groups by family"
 echo '{"prompt": 1}' >"$T/badtask.jsonl"
 expect_fail "bad task file" "needs string" "$SP" eval -m "$T/tiny.gguf" --task "$T/badtask.jsonl"
 

@@ -29,7 +29,8 @@ typedef struct {
     double ttft, kept_share;
 } cell;
 
-typedef struct { char *prompt, *answer; } doc;
+/* group: the line's optional "family" (or "task") string, for a per-group table */
+typedef struct { char *prompt, *answer, *group; bool ok_full, ok_spec; } doc;
 
 static doc *load_tasks(char **files, int n_files, int limit, int *n_docs) {
     doc *d = NULL;
@@ -51,13 +52,14 @@ static doc *load_tasks(char **files, int n_files, int limit, int *n_docs) {
                 cJSON_Delete(j);
                 fclose(fp);
                 free(line);
-                for (int i = 0; i < n; i++) { free(d[i].prompt); free(d[i].answer); }
+                for (int i = 0; i < n; i++) { free(d[i].prompt); free(d[i].answer); free(d[i].group); }
                 free(d);
                 return NULL;
             }
             if (n == cap) d = realloc(d, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *d);
-            d[n].prompt = strdup(p);
-            d[n].answer = strdup(a);
+            const char *g = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "family"));
+            if (!g) g = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "task"));
+            d[n] = (doc){strdup(p), strdup(a), g ? strdup(g) : NULL, false, false};
             n++;
             cJSON_Delete(j);
         }
@@ -352,7 +354,9 @@ int cmd_eval(int argc, char **argv) {
             res[M_FULL][0].kept_share += 1;
             tp[d].full = now_seconds() - t0;
             got = answer(ctx, m, n, logits, (int)max_tokens, &first);
+            const int em_before = res[M_FULL][0].em;
             score_answer(&res[M_FULL][0], got, docs[d].answer, first, want_first);
+            docs[d].ok_full = res[M_FULL][0].em > em_before;
             free(got);
         }
         /* model-scored methods: score once, select at every keep rate */
@@ -384,7 +388,9 @@ int cmd_eval(int argc, char **argv) {
                 if (method == M_SPEC && k == 0) tp[d].spec = ttft;
                 tp[d].n_tokens = n;
                 got = answer(ctx, m, n, logits, (int)max_tokens, &first);
+                const int em_before = res[method][k].em;
                 score_answer(&res[method][k], got, docs[d].answer, first, want_first);
+                if (method == M_SPEC && k == check_k) docs[d].ok_spec = res[method][k].em > em_before;
                 free(got);
             }
         }
@@ -449,6 +455,30 @@ int cmd_eval(int argc, char **argv) {
             cJSON_AddItemToArray(rows, row);
         }
     }
+    /* exact match per group of documents (the task files' "family"), full vs SpecPrefill */
+    bool grouped = false;
+    for (int d = 0; d < n_docs; d++) grouped |= docs[d].group != NULL;
+    if (grouped && on[M_FULL]) {
+        printf("\n| group | documents | full prefill | SpecPrefill keep %.2f |\n|---|---:|---:|---:|\n", keeps[check_k]);
+        cJSON *groups = cJSON_AddArrayToObject(js, "by_group");
+        for (int d = 0; d < n_docs; d++) {
+            const char *g = docs[d].group ? docs[d].group : "(none)";
+            bool seen = false;
+            for (int e = 0; e < d && !seen; e++) seen = !strcmp(docs[e].group ? docs[e].group : "(none)", g);
+            if (seen) continue;
+            int n = 0, full = 0, spec = 0;
+            for (int e = d; e < n_docs; e++)
+                if (!strcmp(docs[e].group ? docs[e].group : "(none)", g)) { n++; full += docs[e].ok_full; spec += docs[e].ok_spec; }
+            if (on[M_SPEC]) printf("| %s | %d | %.1f%% | %.1f%% |\n", g, n, 100.0 * full / n, 100.0 * spec / n);
+            else printf("| %s | %d | %.1f%% | – |\n", g, n, 100.0 * full / n);
+            cJSON *row = cJSON_CreateObject();
+            cJSON_AddStringToObject(row, "group", g);
+            cJSON_AddNumberToObject(row, "documents", n);
+            cJSON_AddNumberToObject(row, "full_exact_match", (double)full / n);
+            if (on[M_SPEC]) cJSON_AddNumberToObject(row, "spec_exact_match", (double)spec / n);
+            cJSON_AddItemToArray(groups, row);
+        }
+    }
     if (prefix) {
         char path[1024];
         snprintf(path, sizeof path, "%s.json", prefix);
@@ -481,7 +511,7 @@ int cmd_eval(int argc, char **argv) {
                 if (b > max_base * full) { fprintf(stderr, "check failed: %s at keep %.2f: %.3f > %.2f × full (%.3f)\n", method_names[method], keeps[check_k], b, max_base, full); rc = 1; }
             }
 done:
-    for (int d = 0; d < n_docs; d++) { free(docs[d].prompt); free(docs[d].answer); free(toks ? toks[d] : NULL); }
+    for (int d = 0; d < n_docs; d++) { free(docs[d].prompt); free(docs[d].answer); free(docs[d].group); free(toks ? toks[d] : NULL); }
     free(docs); free(toks); free(ntok); free(res); free(tp); free(logits); free(imp); free(bimp); free(forced); free(kept);
     sp_context_free(ctx); sp_context_free(dctx); sp_context_free(sctx);
     sp_model_free(dm); sp_model_free(m);
