@@ -27,14 +27,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sp_token *ids = NULL;
     int n = 0;
     if (sp_tokenize(m, (const char *)data + 1, size - 1, add_special, parse_special, &ids, &n) == SP_OK) {
+        /* back to text, rendering special tokens or not (data[0] & 16) */
         sp_detokenizer d;
-        sp_detokenizer_init(&d, m, true);
-        char buf[64];
-        for (int i = 0; i < n; i++) {
-            int k = sp_detokenizer_push(&d, ids[i], buf, sizeof buf);
-            if (k < 0) { char *big = malloc((size_t)-k); sp_detokenizer_push(&d, ids[i], big, -k); free(big); }
-        }
-        sp_detokenizer_flush(&d, buf, sizeof buf);
+        sp_detokenizer_init(&d, m, data[0] & 16);
+        char *text = NULL;
+        size_t len = 0, cap = 0;
+        for (int i = 0; i < n; i++) sp_detokenizer_append(&d, ids[i], &text, &len, &cap);
+        sp_detokenizer_append(&d, -1, &text, &len, &cap);
+        if (text && strlen(text) > len) __builtin_trap(); /* the length it reports is the text's */
+        free(text);
         free(ids);
     }
     return 0;
