@@ -13,9 +13,12 @@ mkdir -p out
 $PY bpe.py train --vocab 2048 --out out/tokenizer.json
 
 # main: 4 layers of width 64, 4 query heads of 32 (wider than the residual stream: attention is
-# what speculative prefill saves), 2 KV heads; from scratch, several questions per document.
-$PY train.py --name main --dim 64 --layers 4 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256 \
-    --minutes ${MAIN_MINUTES:-65} --lr 2e-3 --seed 31 --out out >out/main.log 2>&1 &
+# what speculative prefill saves), 2 KV heads; from scratch, several questions per document;
+# then 10 minutes on documents as long as the evaluation's (the first stage stopped short).
+M="--dim 64 --layers 4 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256"
+( $PY train.py --name main-1 $M --longest 2300 --minutes ${MAIN1_MINUTES:-65} --lr 2e-3 --seed 31 --out out >out/main-1.log 2>&1 &&
+  $PY train.py --name main $M --init out/main-1.safetensors --start-phase 6 --minutes ${MAIN2_MINUTES:-10} --lr 5e-4 \
+      --seed 32 --out out >out/main.log 2>&1 ) &
 
 # draft: 2 layers of width 64, one head of 32, in three stages (its lineage, as trained):
 #  1. the first recipe (train.py as of commit e2ba648: fixed batch sizes and phase times), 2 heads;
@@ -25,9 +28,9 @@ git show e2ba648:tools/train/train.py >out/train_v1.py
 cp bpe.py generate.py out/
 (cd out && $PY train_v1.py --name draft-v1 --tokenizer tokenizer.json --dim 64 --layers 2 --heads 2 --kv-heads 1 \
     --ffn 192 --minutes ${DRAFT1_MINUTES:-23} --seed 3 --out . >draft-v1.log 2>&1)
-$PY train.py --name draft-v2 --dim 64 --layers 2 --heads 1 --kv-heads 1 --head-dim 32 --ffn 192 --questions 1 \
+$PY train.py --name draft-v2 --dim 64 --layers 2 --heads 1 --kv-heads 1 --head-dim 32 --ffn 192 --questions 1 --longest 2300 \
     --init out/draft-v1.safetensors --start-phase 2 --minutes ${DRAFT2_MINUTES:-50} --lr 1.5e-3 --seed 13 --out out >out/draft-v2.log 2>&1
-$PY train.py --name draft --dim 64 --layers 2 --heads 1 --kv-heads 1 --head-dim 32 --ffn 192 \
+$PY train.py --name draft --dim 64 --layers 2 --heads 1 --kv-heads 1 --head-dim 32 --ffn 192 --longest 2300 \
     --init out/draft-v2.safetensors --start-phase 4 --minutes ${DRAFT3_MINUTES:-42} --lr 1e-3 --seed 14 --out out >out/draft.log 2>&1
 wait
 
