@@ -221,9 +221,8 @@ void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, int 
     const int64_t stride = SP_I8_TILE_BLOCK_BYTES(group);
     uint8_t q[QK_K];
     float scale[QK_K / 16], min[QK_K / 16];
-    /* block by block, all 16 rows: the writes stay within one block's bytes of the tile */
-    for (int64_t i = 0; i < k; i += bs) {
-        for (int r = 0; r < ROWS_PER_TILE; r++) {
+    for (int r = 0; r < ROWS_PER_TILE; r++) {
+        for (int64_t i = 0; i < k; i += bs) {
             if (r < nr) tt->codes(rows + r * row_bytes + i / bs * (int64_t)tt->type_size, q, scale, min);
             else { memset(q, 0, (size_t)bs); memset(scale, 0, sizeof scale); memset(min, 0, sizeof min); }
             for (int j = 0; j < bs; j += 32) {
