@@ -320,6 +320,12 @@ static void integer_prefill_gemm(void **st) {
                                               : d[t * (k / 32) + j] * (float)(s16[t * (k / 16) + 2 * j] + s16[t * (k / 16) + 2 * j + 1]);
         }
         sp_i8_tile_pack((uint32_t)types[ti], wq, (int64_t)rb, nr, k, tile);
+        if (isa->i8_pack[types[ti]]) { /* a type's own packer writes the generic packer's bytes */
+            uint8_t *tile2 = malloc((size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
+            isa->i8_pack[types[ti]](wq, (int64_t)rb, nr, k, tile2);
+            assert_memory_equal(tile, tile2, (size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
+            free(tile2);
+        }
         const sp_i8_rows rows = {q, d, ds};
         float out[11 * 16];
         isa->gemm_i8(tile, tt->codes_group, nr, &rows, nt, k, out, 16);
