@@ -215,25 +215,37 @@ void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int
     }
 }
 
+static void interleave16_bytes(const uint8_t *src, int64_t src_stride, uint8_t *dst) {
+    for (int r = 0; r < ROWS_PER_TILE; r++)
+        for (int g = 0; g < 8; g++) memcpy(dst + 64 * g + 4 * r, src + r * src_stride + 4 * g, 4);
+}
+
 void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, int nr, int64_t k, uint8_t *tile) {
     const sp_type_traits *tt = sp_type_traits_get(type);
+    const sp_isa_kernels *kern = sp_kernels();
+    void (*interleave)(const uint8_t *, int64_t, uint8_t *) = kern->interleave16 ? kern->interleave16 : interleave16_bytes;
     const int group = tt->codes_group, bs = tt->block_size;
     const int64_t stride = SP_I8_TILE_BLOCK_BYTES(group);
-    uint8_t q[QK_K];
-    float scale[QK_K / 16], min[QK_K / 16];
-    for (int r = 0; r < ROWS_PER_TILE; r++) {
-        for (int64_t i = 0; i < k; i += bs) {
-            if (r < nr) tt->codes(rows + r * row_bytes + i / bs * (int64_t)tt->type_size, q, scale, min);
-            else { memset(q, 0, (size_t)bs); memset(scale, 0, sizeof scale); memset(min, 0, sizeof min); }
-            for (int j = 0; j < bs; j += 32) {
-                uint8_t *blk = tile + (i + j) / 32 * stride;
-                for (int g = 0; g < 8; g++) memcpy(blk + 64 * g + 4 * r, q + j + 4 * g, 4);
-                float *sm = (float *)(blk + 512);
-                for (int h = 0; h < 32 / group; h++) {
-                    sm[32 * h + r] = scale[(j + h * group) / 16];
-                    sm[32 * h + 16 + r] = min[(j + h * group) / 16];
+    uint8_t q[ROWS_PER_TILE][QK_K]; /* one block of each row's codes, then transposed into the tile */
+    float scale[ROWS_PER_TILE][QK_K / 16], min[ROWS_PER_TILE][QK_K / 16];
+    memset(q[nr < ROWS_PER_TILE ? nr : 0], 0, sizeof q[0] * (size_t)(ROWS_PER_TILE - nr)); /* missing rows: zero */
+    memset(scale[nr < ROWS_PER_TILE ? nr : 0], 0, sizeof scale[0] * (size_t)(ROWS_PER_TILE - nr));
+    memset(min[nr < ROWS_PER_TILE ? nr : 0], 0, sizeof min[0] * (size_t)(ROWS_PER_TILE - nr));
+    for (int64_t i = 0; i < k; i += bs) {
+        for (int r = 0; r < nr; r++) {
+            const uint8_t *src = rows + r * row_bytes + i / bs * (int64_t)tt->type_size;
+            __builtin_prefetch(src + 512); /* 16 rows read side by side: help the hardware prefetcher */
+            tt->codes(src, q[r], scale[r], min[r]);
+        }
+        for (int j = 0; j < bs; j += 32) {
+            uint8_t *blk = tile + (i + j) / 32 * stride;
+            interleave(&q[0][j], QK_K, blk);
+            float *sm = (float *)(blk + 512);
+            for (int h = 0; h < 32 / group; h++)
+                for (int r = 0; r < ROWS_PER_TILE; r++) {
+                    sm[32 * h + r] = scale[r][(j + h * group) / 16];
+                    sm[32 * h + 16 + r] = min[r][(j + h * group) / 16];
                 }
-            }
         }
     }
 }
@@ -313,8 +325,7 @@ static void matmul_task(void *arg, int task, int n_tasks) {
         if (tile) {
             for (int64_t rt = r0; rt < r1; rt += ROWS_PER_TILE) {
                 const int nr = (int)(r1 - rt < ROWS_PER_TILE ? r1 - rt : ROWS_PER_TILE);
-                if (k->i8_pack[w->type]) k->i8_pack[w->type](base + rt * w->row_bytes, w->row_bytes, nr, K, tile);
-                else sp_i8_tile_pack(w->type, base + rt * w->row_bytes, w->row_bytes, nr, K, tile);
+                sp_i8_tile_pack(w->type, base + rt * w->row_bytes, w->row_bytes, nr, K, tile);
                 k->gemm_i8(tile, group, nr, j->xi, j->n_tokens, K, j->out + rt, w->n_out);
             }
             return;

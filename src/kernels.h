@@ -82,8 +82,9 @@ typedef struct {
     float (*exp_shifted)(float *x, int64_t n, float shift);
     /* gate[i] = silu(gate[i]) * up[i] */
     void (*silu_mul)(float *gate, const float *up, int64_t n);
-    /* Faster sp_i8_tile_pack for a type (NULL: the generic one); must write the same bytes. */
-    void (*i8_pack[SP_N_TYPES])(const uint8_t *rows, int64_t row_bytes, int nr, int64_t k, uint8_t *tile);
+    /* The integer tile's transposition: 16 rows of 32 bytes (src_stride apart) to [k/4][row][4]
+     * (NULL: byte copies). */
+    void (*interleave16)(const uint8_t *src, int64_t src_stride, uint8_t *dst);
     /* sp_quantize_activations, vectorised (NULL: the portable one). */
     void (*quantize_act)(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16);
     /* Decode: fused dequantize + dot of one weight row with f32 activations, per type

@@ -200,24 +200,29 @@ static void gemm_i8(const uint8_t *tile, int group, int nr, const sp_i8_rows *x,
     }
 }
 
-/* sp_i8_tile_pack for Q8_0, gathering each 4-byte group of the 16 rows with one instruction
- * (the generic packer goes value by value through the type's codes). Same bytes. */
-static void pack_q8_0(const uint8_t *rows, int64_t row_bytes, int nr, int64_t k, uint8_t *tile) {
-    const __mmask16 live = (__mmask16)((1u << nr) - 1);
-    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32((int)row_bytes));
-    const __m512i flip = _mm512_set1_epi32((int)0x80808080), low16 = _mm512_set1_epi32(0xFFFF);
-    for (int64_t b = 0; b < k / 32; b++) {
-        const uint8_t *src = rows + b * (int64_t)sizeof(block_q8_0);
-        uint8_t *blk = tile + b * SP_I8_TILE_BLOCK_BYTES(32);
-        for (int g = 0; g < 8; g++) { /* codes + 128 = the signed bytes with the top bit flipped */
-            const __m512i v = _mm512_mask_i32gather_epi32(_mm512_set1_epi32((int)0x80808080), live, idx, src + 2 + 4 * g, 1);
-            _mm512_storeu_si512(blk + 64 * g, _mm512_xor_si512(v, flip));
-        }
-        const __m512i dw = _mm512_and_si512(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, idx, src, 1), low16);
-        const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dw));
-        _mm512_storeu_ps((float *)(blk + 512), d);
-        _mm512_storeu_ps((float *)(blk + 512) + 16, _mm512_mul_ps(d, _mm512_set1_ps(128.0f)));
+/* The tile layout's transposition: 16 rows of 32 code bytes (src_stride apart) to 8 registers
+ * of one 4-byte group of every row (dst: [group][row][4]) — a 16 × 8 transpose of 32-bit words in
+ * two rounds of two-source permutes. */
+static void interleave16(const uint8_t *src, int64_t src_stride, uint8_t *dst) {
+    __m512i z[8]; /* rows 2p and 2p+1: words 0..7 of each */
+    for (int p = 0; p < 8; p++)
+        z[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(src + 2 * p * src_stride))),
+                                  _mm256_loadu_si256((const __m256i *)(src + (2 * p + 1) * src_stride)), 1);
+    /* round 1, per 4 rows: a = words 0..3, b = words 4..7, each [word][row of the 4] */
+    const __m512i lo = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+    const __m512i hi = _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+    __m512i a[4], b[4];
+    for (int q = 0; q < 4; q++) {
+        a[q] = _mm512_permutex2var_epi32(z[2 * q], lo, z[2 * q + 1]);
+        b[q] = _mm512_permutex2var_epi32(z[2 * q], hi, z[2 * q + 1]);
+    }
+    /* round 2: word g of rows 0-7 from quads 0, 1 and of rows 8-15 from quads 2, 3 */
+    for (int g = 0; g < 8; g++) {
+        const __m512i *x = g < 4 ? a : b;
+        const int w = 4 * (g % 4);
+        const __m512i sel = _mm512_setr_epi32(w, w + 1, w + 2, w + 3, 16 + w, 17 + w, 18 + w, 19 + w, 0, 0, 0, 0, 0, 0, 0, 0);
+        const __m512i p01 = _mm512_permutex2var_epi32(x[0], sel, x[1]), p23 = _mm512_permutex2var_epi32(x[2], sel, x[3]);
+        _mm512_storeu_si512(dst + 64 * g, _mm512_shuffle_i64x2(p01, p23, 0x44));
     }
 }
 
@@ -239,7 +244,7 @@ static void quantize_act(const float *x, int64_t n, int8_t *q, float *d, int32_t
 
 void sp_avx512vnni_fill(sp_isa_kernels *k) {
     k->gemm_i8 = gemm_i8;
-    k->i8_pack[SP_TYPE_Q8_0] = pack_q8_0;
+    k->interleave16 = interleave16;
     k->quantize_act = quantize_act;
     k->dot_row_q8[SP_TYPE_Q8_0] = dot_q8_0;
     k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0;

@@ -319,10 +319,14 @@ static void integer_prefill_gemm(void **st) {
                 ds[t * (k / g) + j] = g == 16 ? d[t * (k / 32) + j / 2] * (float)s16[t * (k / 16) + j]
                                               : d[t * (k / 32) + j] * (float)(s16[t * (k / 16) + 2 * j] + s16[t * (k / 16) + 2 * j + 1]);
         }
-        sp_i8_tile_pack((uint32_t)types[ti], wq, (int64_t)rb, nr, k, tile);
-        if (isa->i8_pack[types[ti]]) { /* a type's own packer writes the generic packer's bytes */
+        { /* the packer with this ISA's transposition writes the same bytes as with byte copies */
+            const sp_isa_kernels *saved = sp_kernels();
+            sp_kernels_select(isa);
+            sp_i8_tile_pack((uint32_t)types[ti], wq, (int64_t)rb, nr, k, tile);
+            sp_kernels_select(sp_kernels_by_name("scalar"));
             uint8_t *tile2 = malloc((size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
-            isa->i8_pack[types[ti]](wq, (int64_t)rb, nr, k, tile2);
+            sp_i8_tile_pack((uint32_t)types[ti], wq, (int64_t)rb, nr, k, tile2);
+            sp_kernels_select(saved);
             assert_memory_equal(tile, tile2, (size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
             free(tile2);
         }
