@@ -455,20 +455,39 @@ void sp_rmsnorm(float *out, const float *x, const float *weight, int n_rows, int
     }
 }
 
-void sp_rope(float *x, int n_heads, int head_dim, int pos, const sp_rope_params *p) {
+void sp_rope_table(const sp_rope_params *p, const int32_t *pos, int n, float *cs) {
     const int half = p->n_rot / 2;
-    for (int i = 0; i < half; i++) {
-        double theta = (double)pos * p->freq_scale * pow((double)p->base, -2.0 * i / p->n_rot);
-        if (p->freq_factors) theta /= p->freq_factors[i];
-        const float c = (float)cos(theta), s = (float)sin(theta);
-        for (int h = 0; h < n_heads; h++) {
-            float *v = x + (int64_t)h * head_dim;
+    double freq[512];
+    for (int i = 0; i < half && i < 512; i++) {
+        freq[i] = p->freq_scale * pow((double)p->base, -2.0 * i / p->n_rot);
+        if (p->freq_factors) freq[i] /= p->freq_factors[i];
+    }
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < half; i++) {
+            const double theta = (double)pos[t] * freq[i];
+            cs[(int64_t)t * p->n_rot + 2 * i] = (float)cos(theta);
+            cs[(int64_t)t * p->n_rot + 2 * i + 1] = (float)sin(theta);
+        }
+}
+
+void sp_rope_apply(float *x, int n_heads, int head_dim, const float *cs, const sp_rope_params *p) {
+    const int half = p->n_rot / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (int64_t)h * head_dim;
+        for (int i = 0; i < half; i++) {
             const int a = p->neox ? i : 2 * i, b = p->neox ? i + half : 2 * i + 1;
-            const float x0 = v[a], x1 = v[b];
+            const float c = cs[2 * i], s = cs[2 * i + 1], x0 = v[a], x1 = v[b];
             v[a] = x0 * c - x1 * s;
             v[b] = x0 * s + x1 * c;
         }
     }
+}
+
+void sp_rope(float *x, int n_heads, int head_dim, int pos, const sp_rope_params *p) {
+    float cs[1024];
+    const int32_t at = pos;
+    sp_rope_table(p, &at, 1, cs);
+    sp_rope_apply(x, n_heads, head_dim, cs, p);
 }
 
 void sp_silu_mul(float *gate, const float *up, int64_t n) {
@@ -484,12 +503,12 @@ void sp_silu_mul(float *gate, const float *up, int64_t n) {
  * convert K and V to f32 once, S = Q·Kᵀ and O = P·V with the GEMM micro-kernel, and an online
  * softmax (running max and sum per row). Memory is O(tile), never O(tokens²).
  */
-#define Q_TILE 16   /* query tokens per task */
+#define Q_ROWS 64   /* query rows (tokens × the heads sharing a KV head) per task */
 #define K_TILE 64   /* keys per step */
 
 typedef struct {
     const sp_attention_args *a;
-    int n_q_tiles;
+    int n_q_tiles, q_tile; /* query tokens per task: Q_ROWS / group, at least 1 */
 } attention_job;
 
 static void load_rows(const void *cache, bool f16, int64_t first, int n, int64_t stride, int64_t col, int hd, float *dst,
@@ -508,8 +527,8 @@ static void attention_task(void *arg, int task, int n_tasks) {
     const attention_job *j = arg;
     const sp_attention_args *a = j->a;
     const sp_isa_kernels *k = sp_kernels();
-    const int kvh = task / j->n_q_tiles, t0 = (task % j->n_q_tiles) * Q_TILE;
-    const int nt = a->n_q - t0 < Q_TILE ? a->n_q - t0 : Q_TILE;
+    const int kvh = task / j->n_q_tiles, t0 = (task % j->n_q_tiles) * j->q_tile;
+    const int nt = a->n_q - t0 < j->q_tile ? a->n_q - t0 : j->q_tile;
     const int hd = a->head_dim, group = a->n_head / a->n_head_kv, rows = nt * group;
     const int ld = (rows + 15) & ~15; /* row count padded to whole vectors */
     const int64_t q_dim = (int64_t)a->n_head * hd, kv_dim = (int64_t)a->n_head_kv * hd;
@@ -556,7 +575,8 @@ static void attention_task(void *arg, int task, int n_tasks) {
 }
 
 void sp_attention(const sp_attention_args *a) {
-    attention_job j = {a, (a->n_q + Q_TILE - 1) / Q_TILE};
+    const int group = a->n_head / a->n_head_kv, q_tile = Q_ROWS / group > 0 ? Q_ROWS / group : 1;
+    attention_job j = {a, (a->n_q + q_tile - 1) / q_tile, q_tile};
     sp_parallel_for(a->n_head_kv * j.n_q_tiles, attention_task, &j);
 }
 

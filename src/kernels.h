@@ -126,6 +126,10 @@ typedef struct {
     const float *freq_factors;
 } sp_rope_params;
 void sp_rope(float *x, int n_heads, int head_dim, int pos, const sp_rope_params *p);
+/* The same in two steps, for a batch: the cosines and sines of n positions once (cs: n × n_rot
+ * floats, cos and sin of each pair), then any number of rotations with one row of them. */
+void sp_rope_table(const sp_rope_params *p, const int32_t *pos, int n, float *cs);
+void sp_rope_apply(float *x, int n_heads, int head_dim, const float *cs_row, const sp_rope_params *p);
 
 void sp_silu_mul(float *gate, const float *up, int64_t n);
 

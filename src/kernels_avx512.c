@@ -179,30 +179,30 @@ static float dot_q6_K(const void *row, const float *x, int64_t n) {
 }
 
 #if defined(__OPTIMIZE__) /* unoptimised builds (sanitizers) warn that they ignore the hint */
-#define UNROLL _Pragma("GCC unroll 4")
+#define UNROLL _Pragma("GCC unroll 8")
 #else
 #define UNROLL
 #endif
 
-/* c (+)= a·b: 4 rows × V vectors of 16 columns of c in registers (the last vector masked); each
- * step of the inner dimension loads V vectors of b and broadcasts one value of a per row. V is a
- * constant at every call, so the loops unroll and the accumulators stay in registers. */
-static inline __attribute__((always_inline)) void gemm_nn_4xv(const float *a, int64_t sai, int64_t sap, const float *b,
-                                                               int64_t ldb, float *c, int64_t ldc, int k, bool accumulate,
-                                                               const int V, __mmask16 last) {
-    __m512 acc[4][4];
-    UNROLL for (int r = 0; r < 4; r++)
+/* c (+)= a·b: R rows × V vectors of 16 columns of c in registers (the last vector masked); each
+ * step of the inner dimension loads V vectors of b and broadcasts one value of a per row. R and V
+ * are constants at every call, so the loops unroll and the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void gemm_nn_block(const float *a, int64_t sai, int64_t sap, const float *b,
+                                                                 int64_t ldb, float *c, int64_t ldc, int k, bool accumulate,
+                                                                 const int R, const int V, __mmask16 last) {
+    __m512 acc[8][4];
+    UNROLL for (int r = 0; r < R; r++)
         UNROLL for (int v = 0; v < V; v++)
             acc[r][v] = accumulate ? _mm512_maskz_loadu_ps(v == V - 1 ? last : 0xFFFF, c + r * ldc + 16 * v) : _mm512_setzero_ps();
     for (int p = 0; p < k; p++) {
         __m512 bv[4];
         UNROLL for (int v = 0; v < V; v++) bv[v] = _mm512_maskz_loadu_ps(v == V - 1 ? last : 0xFFFF, b + p * ldb + 16 * v);
-        UNROLL for (int r = 0; r < 4; r++) {
+        UNROLL for (int r = 0; r < R; r++) {
             const __m512 av = _mm512_set1_ps(a[r * sai + p * sap]);
             UNROLL for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
         }
     }
-    UNROLL for (int r = 0; r < 4; r++)
+    UNROLL for (int r = 0; r < R; r++)
         UNROLL for (int v = 0; v < V; v++) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, v == V - 1 ? last : 0xFFFF, acc[r][v]);
 }
 
@@ -218,21 +218,28 @@ static void gemm_nn_row(const float *a, int64_t sap, const float *b, int64_t ldb
 
 static void gemm_nn(const float *a, int64_t sai, int64_t sap, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n,
                     int k, bool accumulate) {
-    const int m4 = m & ~3;
-    for (int i = 0; i < m4; i += 4)
-        for (int j = 0; j < n; j += 64) {
-            const int left = n - j < 64 ? n - j : 64, V = (left + 15) / 16;
-            const __mmask16 last = left % 16 ? (__mmask16)((1u << (left % 16)) - 1) : (__mmask16)0xFFFF;
-            const float *ai = a + i * sai, *bj = b + j;
+    for (int j = 0; j < n; j += 64) {
+        const int left = n - j < 64 ? n - j : 64, V = (left + 15) / 16;
+        const __mmask16 last = left % 16 ? (__mmask16)((1u << (left % 16)) - 1) : (__mmask16)0xFFFF;
+        const float *bj = b + j;
+        int i = 0;
+        if (V <= 2) /* narrow (a 32-wide head): 8 rows per block keep the FMAs ahead of the loads */
+            for (; i + 8 <= m; i += 8) {
+                if (V == 2) gemm_nn_block(a + i * sai, sai, sap, bj, ldb, c + i * ldc + j, ldc, k, accumulate, 8, 2, last);
+                else gemm_nn_block(a + i * sai, sai, sap, bj, ldb, c + i * ldc + j, ldc, k, accumulate, 8, 1, last);
+            }
+        for (; i + 4 <= m; i += 4) {
+            const float *ai = a + i * sai;
             float *cij = c + i * ldc + j;
             switch (V) {
-            case 4: gemm_nn_4xv(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 4, last); break;
-            case 3: gemm_nn_4xv(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 3, last); break;
-            case 2: gemm_nn_4xv(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 2, last); break;
-            default: gemm_nn_4xv(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 1, last); break;
+            case 4: gemm_nn_block(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 4, 4, last); break;
+            case 3: gemm_nn_block(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 4, 3, last); break;
+            case 2: gemm_nn_block(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 4, 2, last); break;
+            default: gemm_nn_block(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 4, 1, last); break;
             }
         }
-    for (int i = m4; i < m; i++) gemm_nn_row(a + i * sai, sap, b, ldb, c + i * ldc, n, k, accumulate);
+        for (; i < m; i++) gemm_nn_row(a + i * sai, sap, bj, ldb, c + i * ldc + j, left, k, accumulate);
+    }
 }
 
 /* exp(x) for 16 floats: 2^n · p(r) with n = round(x·log2 e), r = x - n·ln 2 (two-part ln 2), p

@@ -12,6 +12,7 @@
 
 #include "error.h"
 #include "quant.h"
+#include "threadpool.h"
 
 /* ------------------------------------------------------------------ loading */
 
@@ -276,8 +277,9 @@ sp_status sp_context_new(const sp_model *m, const sp_context_params *params, sp_
     c->hb2 = malloc(nb * (size_t)i->n_ff * sizeof(float));
     c->logit_in = malloc(nb * (size_t)i->n_embd * sizeof(float));
     c->n_visible = malloc(nb * sizeof(int));
+    c->rope_cs = malloc(nb * (size_t)(m->rope.n_rot > 0 ? m->rope.n_rot : 1) * sizeof(float));
     if (!c->k_cache || !c->v_cache || !c->cell_pos || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->att ||
-        !c->hb || !c->hb2 || !c->logit_in || !c->n_visible) {
+        !c->hb || !c->hb2 || !c->logit_in || !c->n_visible || !c->rope_cs) {
         sp_context_free(c);
         return sp_fail(SP_ERR_MEMORY, "context: out of memory (KV cache of %zu MiB for %d tokens)",
                        2 * kv_bytes >> 20, p.n_ctx);
@@ -290,7 +292,7 @@ void sp_context_free(sp_context *c) {
     if (!c) return;
     free(c->k_cache); free(c->v_cache); free(c->cell_pos);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att);
-    free(c->hb); free(c->hb2); free(c->logit_in); free(c->n_visible);
+    free(c->hb); free(c->hb2); free(c->logit_in); free(c->n_visible); free(c->rope_cs);
     free(c);
 }
 
@@ -320,6 +322,28 @@ static void store_kv(sp_context *c, uint8_t *cache, int layer, int cell, const f
     else memcpy(dst, src, (size_t)kv_dim * sizeof(float));
 }
 
+/* RoPE on the batch's q and k of one layer and their K/V into the cache, a share of the tokens
+ * per task. */
+typedef struct {
+    sp_context *c;
+    int layer, n;
+} rope_store_job;
+
+static void rope_store_task(void *arg, int task, int n_tasks) {
+    const rope_store_job *j = arg;
+    sp_context *c = j->c;
+    const sp_model *m = c->model;
+    const int nh = m->info.n_head, nkv = m->info.n_head_kv, hd = m->info.head_dim;
+    const int64_t q_dim = (int64_t)nh * hd, kv_dim = (int64_t)nkv * hd;
+    for (int t = (int)((int64_t)j->n * task / n_tasks); t < (int)((int64_t)j->n * (task + 1) / n_tasks); t++) {
+        const float *cs = c->rope_cs + (int64_t)t * m->rope.n_rot;
+        sp_rope_apply(c->q + t * q_dim, nh, hd, cs, &m->rope);
+        sp_rope_apply(c->k + t * kv_dim, nkv, hd, cs, &m->rope);
+        store_kv(c, c->k_cache, j->layer, c->n_cached + t, c->k + t * kv_dim, (int)kv_dim);
+        store_kv(c, c->v_cache, j->layer, c->n_cached + t, c->v + t * kv_dim, (int)kv_dim);
+    }
+}
+
 /* One micro-batch of n ≤ n_batch tokens. Logits for batch rows rows[0..n_rows). */
 static void forward_batch(sp_context *c, const sp_token *tokens, const int32_t *positions, int n,
                           const int32_t *rows, int n_rows, float *logits, const sp_forward_opts *o) {
@@ -335,6 +359,7 @@ static void forward_batch(sp_context *c, const sp_token *tokens, const int32_t *
     for (int t = 0; t < n; t++)
         et->dequantize((const uint8_t *)m->tok_embd.data + (int64_t)tokens[t] * m->tok_embd.row_bytes, c->x + (int64_t)t * d, d);
     for (int t = 0; t < n; t++) c->n_visible[t] = c->n_cached + t + 1;
+    sp_rope_table(&m->rope, positions, n, c->rope_cs); /* once for every layer */
 
     for (int il = 0; il < n_layers; il++) {
         const sp_layer *L = &m->layers[il];
@@ -348,12 +373,8 @@ static void forward_batch(sp_context *c, const sp_token *tokens, const int32_t *
         add_bias(c->v, L->bv, n, kv_dim);
         if (L->q_norm) sp_rmsnorm(c->q, c->q, L->q_norm, n * nh, hd, info->rms_eps);
         if (L->k_norm) sp_rmsnorm(c->k, c->k, L->k_norm, n * nkv, hd, info->rms_eps);
-        for (int t = 0; t < n; t++) {
-            sp_rope(c->q + (int64_t)t * q_dim, nh, hd, positions[t], &m->rope);
-            sp_rope(c->k + (int64_t)t * kv_dim, nkv, hd, positions[t], &m->rope);
-            store_kv(c, c->k_cache, il, c->n_cached + t, c->k + (int64_t)t * kv_dim, kv_dim);
-            store_kv(c, c->v_cache, il, c->n_cached + t, c->v + (int64_t)t * kv_dim, kv_dim);
-        }
+        rope_store_job rj = {c, il, n};
+        sp_parallel_for(n < 64 ? 1 : sp_threads_count(), rope_store_task, &rj);
         const size_t layer_off = (size_t)il * c->n_ctx * kv_dim * c->kv_elem;
         sp_attention_args args = {
             c->q, c->att, n, c->k_cache + layer_off, c->v_cache + layer_off, c->kv_type == SP_KV_F16,

@@ -42,6 +42,7 @@ struct sp_context {
     int n_cached;
     /* scratch, sized for n_batch tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logit_in;
+    float *rope_cs; /* the batch's RoPE cosines and sines, [n_batch][n_rot] */
     int *n_visible;
 };
 

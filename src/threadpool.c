@@ -9,24 +9,35 @@
 
 #define MAX_THREADS 256
 
-/* Workers sleep on a condition variable between jobs; a job is a generation number plus the
- * function to run. Tasks are handed out with an atomic counter so uneven tasks balance. */
+/* A job is a generation number plus the function to run; tasks are handed out with an atomic
+ * counter so uneven tasks balance. Between jobs a worker first spins on the generation for a
+ * short while (a forward pass issues jobs back to back, some only microseconds long, and waking
+ * a sleeping thread costs tens of microseconds), then sleeps on a condition variable. */
 static struct {
     pthread_mutex_t lock;
-    pthread_cond_t wake, done;
+    pthread_cond_t wake;
     pthread_t threads[MAX_THREADS];
     int n_threads;     /* including the caller */
     int n_workers;     /* started threads */
-    unsigned generation;
-    int running;       /* workers still in the current job */
+    atomic_uint generation;
+    atomic_int running; /* workers still in the current job */
+    int sleepers;       /* workers waiting on `wake` (under lock) */
     sp_task_fn fn;
     void *ctx;
     int n_tasks;
     atomic_int next_task;
-    int stop;
-} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+    atomic_int stop;
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static pthread_mutex_t submit_lock = PTHREAD_MUTEX_INITIALIZER; /* one job at a time */
+
+#define SPIN_ROUNDS 4000 /* ≈ 50-100 µs of polling before a worker sleeps */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 static void run_tasks(void) {
     for (;;) {
@@ -39,28 +50,33 @@ static void run_tasks(void) {
 static void *worker(void *arg) {
     (void)arg;
     unsigned seen = 0;
-    pthread_mutex_lock(&pool.lock);
     for (;;) {
-        while (pool.generation == seen && !pool.stop) pthread_cond_wait(&pool.wake, &pool.lock);
-        if (pool.stop) break;
-        seen = pool.generation;
-        pthread_mutex_unlock(&pool.lock);
+        for (int spin = 0; spin < SPIN_ROUNDS && atomic_load(&pool.generation) == seen && !atomic_load(&pool.stop); spin++)
+            cpu_relax();
+        if (atomic_load(&pool.generation) == seen && !atomic_load(&pool.stop)) {
+            pthread_mutex_lock(&pool.lock);
+            pool.sleepers++;
+            while (atomic_load(&pool.generation) == seen && !atomic_load(&pool.stop)) pthread_cond_wait(&pool.wake, &pool.lock);
+            pool.sleepers--;
+            pthread_mutex_unlock(&pool.lock);
+        }
+        if (atomic_load(&pool.stop)) break;
+        seen = atomic_load(&pool.generation);
         run_tasks();
-        pthread_mutex_lock(&pool.lock);
-        if (--pool.running == 0) pthread_cond_signal(&pool.done);
+        atomic_fetch_sub(&pool.running, 1);
     }
-    pthread_mutex_unlock(&pool.lock);
     return NULL;
 }
 
 static void stop_workers(void) {
     pthread_mutex_lock(&pool.lock);
-    pool.stop = 1;
+    atomic_store(&pool.stop, 1);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
     for (int i = 0; i < pool.n_workers; i++) pthread_join(pool.threads[i], NULL);
     pool.n_workers = 0;
-    pool.stop = 0;
+    atomic_store(&pool.stop, 0);
+    atomic_store(&pool.generation, 0); /* new workers start from generation 0 */
 }
 
 static int default_threads(void) {
@@ -102,19 +118,19 @@ void sp_parallel_for(int n_tasks, sp_task_fn fn, void *ctx) {
         pthread_mutex_unlock(&submit_lock);
         return;
     }
-    pthread_mutex_lock(&pool.lock);
+    /* the job's fields first, then the generation that publishes them (sequentially consistent
+     * atomics order the plain stores before it) */
     pool.fn = fn;
     pool.ctx = ctx;
     pool.n_tasks = n_tasks;
     atomic_store(&pool.next_task, 0);
-    pool.running = pool.n_workers;
-    pool.generation++;
-    pthread_cond_broadcast(&pool.wake);
+    atomic_store(&pool.running, pool.n_workers);
+    atomic_fetch_add(&pool.generation, 1);
+    pthread_mutex_lock(&pool.lock);
+    if (pool.sleepers > 0) pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
     run_tasks();
-    pthread_mutex_lock(&pool.lock);
-    while (pool.running > 0) pthread_cond_wait(&pool.done, &pool.lock);
-    pthread_mutex_unlock(&pool.lock);
+    while (atomic_load(&pool.running) > 0) cpu_relax(); /* the others finish their last task */
     pthread_mutex_unlock(&submit_lock);
 }
 
