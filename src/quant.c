@@ -504,31 +504,30 @@ static void codes_q8_0(const void *src, uint8_t *q, float *scale, float *min) {
     scale[0] = scale[1] = d;
     min[0] = min[1] = 128 * d;
 }
-static void codes_q4_K(const void *src, uint8_t *q, float *scale, float *min) {
-    const block_q4_K *b = src;
-    const float d = sp_fp16_to_f32(b->d), dmin = sp_fp16_to_f32(b->dmin);
+/* Q4_K and Q5_K: 8 sub-blocks of 32 with 6-bit scales and mins; Q5_K adds a fifth bit (qh). */
+static void codes_k4(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const uint8_t *qs_all, const uint8_t *qh,
+                     uint8_t *q, float *scale, float *min) {
+    const float d = sp_fp16_to_f32(d16), dmin = sp_fp16_to_f32(dmin16);
     for (int j = 0; j < 8; j++) {
         uint8_t sc, m;
-        sp_k4_scale_min(j, b->scales, &sc, &m);
+        sp_k4_scale_min(j, scales, &sc, &m);
         scale[2 * j] = scale[2 * j + 1] = d * sc;
         min[2 * j] = min[2 * j + 1] = dmin * m;
-        const uint8_t *qs = b->qs + 32 * (j / 2);
-        for (int h = 0; h < 4; h++) store8(q + 32 * j + 8 * h, (load8(qs + 8 * h) >> (4 * (j % 2))) & LO_NIBBLES);
+        const uint8_t *qs = qs_all + 32 * (j / 2);
+        for (int h = 0; h < 4; h++) {
+            uint64_t v = (load8(qs + 8 * h) >> (4 * (j % 2))) & LO_NIBBLES;
+            if (qh) v |= ((load8(qh + 8 * h) >> j) & LOW_BITS(1)) << 4;
+            store8(q + 32 * j + 8 * h, v);
+        }
     }
+}
+static void codes_q4_K(const void *src, uint8_t *q, float *scale, float *min) {
+    const block_q4_K *b = src;
+    codes_k4(b->d, b->dmin, b->scales, b->qs, NULL, q, scale, min);
 }
 static void codes_q5_K(const void *src, uint8_t *q, float *scale, float *min) {
     const block_q5_K *b = src;
-    const float d = sp_fp16_to_f32(b->d), dmin = sp_fp16_to_f32(b->dmin);
-    for (int j = 0; j < 8; j++) {
-        uint8_t sc, m;
-        sp_k4_scale_min(j, b->scales, &sc, &m);
-        scale[2 * j] = scale[2 * j + 1] = d * sc;
-        min[2 * j] = min[2 * j + 1] = dmin * m;
-        const uint8_t *qs = b->qs + 32 * (j / 2);
-        for (int h = 0; h < 4; h++)
-            store8(q + 32 * j + 8 * h, ((load8(qs + 8 * h) >> (4 * (j % 2))) & LO_NIBBLES) |
-                                           (((load8(b->qh + 8 * h) >> j) & LOW_BITS(1)) << 4));
-    }
+    codes_k4(b->d, b->dmin, b->scales, b->qs, b->qh, q, scale, min);
 }
 static void codes_q6_K(const void *src, uint8_t *q, float *scale, float *min) {
     const block_q6_K *b = src;
