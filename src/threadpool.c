@@ -1,6 +1,7 @@
 #include "threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -130,7 +131,11 @@ void sp_parallel_for(int n_tasks, sp_task_fn fn, void *ctx) {
     if (pool.sleepers > 0) pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
     run_tasks();
-    while (atomic_load(&pool.running) > 0) cpu_relax(); /* the others finish their last task */
+    /* the others finish their last task; yield if that takes long (more threads than cores) */
+    for (long spin = 0; atomic_load(&pool.running) > 0; spin++) {
+        if (spin < SPIN_ROUNDS) cpu_relax();
+        else sched_yield();
+    }
     pthread_mutex_unlock(&submit_lock);
 }
 
