@@ -61,8 +61,7 @@ static void scalar_gemm_nn(const float *a, int64_t sai, int64_t sap, const float
     }
 }
 
-static void scalar_softmax_tile(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l,
-                                float *corr) {
+void sp_softmax_tile_scalar(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr) {
     for (int r = 0; r < n_rows; r++) {
         const int n = live[r] < n_keys ? live[r] : n_keys;
         float mx = m[r];
@@ -75,21 +74,21 @@ static void scalar_softmax_tile(float *s, int64_t ld, int n_keys, int n_rows, co
     }
 }
 
-static float scalar_exp_shifted(float *x, int64_t n, float shift) {
+float sp_exp_shifted_scalar(float *x, int64_t n, float shift) {
     float sum = 0;
     for (int64_t i = 0; i < n; i++) sum += x[i] = expf(x[i] - shift);
     return sum;
 }
 
-static void scalar_silu_mul(float *gate, const float *up, int64_t n) {
+void sp_silu_mul_scalar(float *gate, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
 static const sp_isa_kernels scalar_kernels = {
     .name = "scalar", .dot_f32 = scalar_dot_f32, .f16_to_f32 = scalar_f16_to_f32, .f32_to_f16 = scalar_f32_to_f16,
     .gemm_f32 = scalar_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = scalar_f32_to_bf16,
-    .gemm_nn = scalar_gemm_nn, .softmax_tile = scalar_softmax_tile, .exp_shifted = scalar_exp_shifted,
-    .silu_mul = scalar_silu_mul,
+    .gemm_nn = scalar_gemm_nn, .softmax_tile = sp_softmax_tile_scalar, .exp_shifted = sp_exp_shifted_scalar,
+    .silu_mul = sp_silu_mul_scalar, .quantize_act = sp_quantize_activations,
 };
 
 /* ------------------------------------------------------------------ dispatch */
@@ -228,9 +227,11 @@ void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, int 
     const int64_t stride = SP_I8_TILE_BLOCK_BYTES(group);
     uint8_t q[ROWS_PER_TILE][QK_K]; /* one block of each row's codes, then transposed into the tile */
     float scale[ROWS_PER_TILE][QK_K / 16], min[ROWS_PER_TILE][QK_K / 16];
-    memset(q[nr < ROWS_PER_TILE ? nr : 0], 0, sizeof q[0] * (size_t)(ROWS_PER_TILE - nr)); /* missing rows: zero */
-    memset(scale[nr < ROWS_PER_TILE ? nr : 0], 0, sizeof scale[0] * (size_t)(ROWS_PER_TILE - nr));
-    memset(min[nr < ROWS_PER_TILE ? nr : 0], 0, sizeof min[0] * (size_t)(ROWS_PER_TILE - nr));
+    for (int r = nr; r < ROWS_PER_TILE; r++) { /* rows the tile lacks: zero */
+        memset(q[r], 0, sizeof q[r]);
+        memset(scale[r], 0, sizeof scale[r]);
+        memset(min[r], 0, sizeof min[r]);
+    }
     for (int64_t i = 0; i < k; i += bs) {
         for (int r = 0; r < nr; r++) {
             const uint8_t *src = rows + r * row_bytes + i / bs * (int64_t)tt->type_size;
@@ -381,7 +382,7 @@ static void quantize_task(void *arg, int task, int n_tasks) {
     for (int64_t t = (int64_t)j->n_tokens * task / n_tasks; t < (int64_t)j->n_tokens * (task + 1) / n_tasks; t++) {
         int32_t *s16 = j->sum16 + t * (k / 16);
         float *d = j->d + t * (k / 32), *ds = j->dsum + t * (k / j->group);
-        (kern->quantize_act ? kern->quantize_act : sp_quantize_activations)(j->x + t * k, k, j->q + t * k, d, s16);
+        kern->quantize_act(j->x + t * k, k, j->q + t * k, d, s16);
         for (int64_t g = 0; g < k / j->group; g++)
             ds[g] = j->group == 16 ? d[g / 2] * (float)s16[g] : d[g] * (float)(s16[2 * g] + s16[2 * g + 1]);
     }
@@ -421,7 +422,7 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
         if (q8) {
             float *d = (float *)(q8 + w->n_in); /* n_in is a multiple of 32: aligned */
             int32_t *sums = (int32_t *)(d + w->n_in / 32);
-            sp_quantize_activations(x, w->n_in, q8, d, sums);
+            k->quantize_act(x, w->n_in, q8, d, sums);
             xq = (sp_q8_act){q8, d, sums};
             j.xq = &xq;
         }
@@ -483,16 +484,8 @@ void sp_rope_apply(float *x, int n_heads, int head_dim, const float *cs, const s
     }
 }
 
-void sp_rope(float *x, int n_heads, int head_dim, int pos, const sp_rope_params *p) {
-    float cs[1024];
-    const int32_t at = pos;
-    sp_rope_table(p, &at, 1, cs);
-    sp_rope_apply(x, n_heads, head_dim, cs, p);
-}
-
 void sp_silu_mul(float *gate, const float *up, int64_t n) {
-    const sp_isa_kernels *k = sp_kernels();
-    (k->silu_mul ? k->silu_mul : scalar_silu_mul)(gate, up, n);
+    sp_kernels()->silu_mul(gate, up, n);
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -500,8 +493,8 @@ void sp_silu_mul(float *gate, const float *up, int64_t n) {
 /*
  * Flash-attention style: one task = one KV head × a tile of query tokens, so the queries of all
  * the heads that share that KV head (GQA) run together against each tile of keys. Per key tile:
- * convert K and V to f32 once, S = Q·Kᵀ and O = P·V with the GEMM micro-kernel, and an online
- * softmax (running max and sum per row). Memory is O(tile), never O(tokens²).
+ * convert K and V to f32 once, then the scores key-major, an online softmax (running max and
+ * sum per row) and P·V (see attention_task). Memory is O(tile), never O(tokens²).
  */
 #define Q_ROWS 64   /* query rows (tokens × the heads sharing a KV head) per task */
 #define K_TILE 64   /* keys per step */
@@ -560,7 +553,7 @@ static void attention_task(void *arg, int task, int n_tasks) {
         load_rows(a->v_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, V, k);
         for (int r = 0; r < ld; r++) live[r] = r < rows ? a->n_visible[t0 + r / group] - c0 : 0; /* keys of this tile the row sees */
         k->gemm_nn(K, hd, 1, Qt, ld, St, ld, nk, ld, hd, false); /* St[c][r] = k_c · q_r */
-        (k->softmax_tile ? k->softmax_tile : scalar_softmax_tile)(St, ld, nk, rows, live, m, l, corr);
+        k->softmax_tile(St, ld, nk, rows, live, m, l, corr);
         for (int r = 0; r < rows; r++)
             if (corr[r] != 1.0f)
                 for (int d = 0; d < hd; d++) acc[(int64_t)r * hd + d] *= corr[r];
@@ -617,7 +610,6 @@ static void probs_task(void *arg, int qi, int n_tasks) {
     float *row = buf + n * (size_t)group;
     double *prefix = (double *)(((uintptr_t)(row + hd) + 7) & ~(uintptr_t)7);
     float *acc = j->acc + (int64_t)qi * j->n_keys;
-    float (*exp_shifted)(float *, int64_t, float) = k->exp_shifted ? k->exp_shifted : scalar_exp_shifted;
     for (int kvh = 0; kvh < j->n_head_kv; kvh++) {
         const float *q = j->q + ((int64_t)qi * j->n_head + (int64_t)kvh * group) * hd;
         for (int c = 0; c < j->n_keys; c++) {
@@ -627,7 +619,7 @@ static void probs_task(void *arg, int qi, int n_tasks) {
         for (int g = 0; g < group; g++) {
             float *p = buf + (size_t)g * n, mx = -INFINITY;
             for (int c = 0; c < j->n_keys; c++) mx = p[c] > mx ? p[c] : mx;
-            const float inv = 1.0f / exp_shifted(p, j->n_keys, mx);
+            const float inv = 1.0f / k->exp_shifted(p, j->n_keys, mx);
             for (int c = 0; c < j->n_keys; c++) p[c] *= inv;
             sp_avg_pool_1d(p, j->n_keys, j->pool_kernel, prefix);
             for (int c = 0; c < j->n_keys; c++)

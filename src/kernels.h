@@ -85,7 +85,7 @@ typedef struct {
     /* The integer tile's transposition: 16 rows of 32 bytes (src_stride apart) to [k/4][row][4]
      * (NULL: byte copies). */
     void (*interleave16)(const uint8_t *src, int64_t src_stride, uint8_t *dst);
-    /* sp_quantize_activations, vectorised (NULL: the portable one). */
+    /* sp_quantize_activations (bit-identical in every set). */
     void (*quantize_act)(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16);
     /* Decode: fused dequantize + dot of one weight row with f32 activations, per type
      * (NULL: dequantize block by block, then dot_f32). */
@@ -95,9 +95,13 @@ typedef struct {
     float (*dot_row_q8[SP_N_TYPES])(const void *row, const struct sp_q8_act *x, int64_t n);
 } sp_isa_kernels;
 
-/* Scalar versions, for ISA files to fall back on. */
+/* Scalar versions, for ISA files to fall back on: every set fills every field except the ones
+ * documented with a NULL meaning (gemm_bf16, gemm_i8, interleave16, the per-type dots). */
 void sp_gemm_f32_generic(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int64_t k,
                          float *out, int64_t ldo, float (*dot)(const float *, const float *, int64_t));
+void sp_softmax_tile_scalar(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr);
+float sp_exp_shifted_scalar(float *x, int64_t n, float shift);
+void sp_silu_mul_scalar(float *gate, const float *up, int64_t n);
 
 /* The kernels in use (decided once from the CPU and SPECPREFILL_ISA). */
 const sp_isa_kernels *sp_kernels(void);
@@ -115,9 +119,8 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out);
 /* Rows of length n: out = x / rms(x) * weight (weight may be NULL) */
 void sp_rmsnorm(float *out, const float *x, const float *weight, int n_rows, int n, float eps);
 
-/* Rotary embedding of n_heads heads of head_dim values for one token at `pos`. freq_factors
- * (n_rot/2 values, or NULL) divide the frequencies (Llama 3). neox: pairs (i, i+n_rot/2),
- * else adjacent pairs (2i, 2i+1). */
+/* Rotary embedding of n_heads heads of head_dim values. freq_factors (n_rot/2 values, or NULL)
+ * divide the frequencies (Llama 3). neox: pairs (i, i+n_rot/2), else adjacent pairs (2i, 2i+1). */
 typedef struct {
     int n_rot;
     float base;
@@ -125,9 +128,8 @@ typedef struct {
     bool neox;
     const float *freq_factors;
 } sp_rope_params;
-void sp_rope(float *x, int n_heads, int head_dim, int pos, const sp_rope_params *p);
-/* The same in two steps, for a batch: the cosines and sines of n positions once (cs: n × n_rot
- * floats, cos and sin of each pair), then any number of rotations with one row of them. */
+/* In two steps, for a batch: the cosines and sines of n positions once (cs: n × n_rot floats,
+ * cos and sin of each pair), then any number of rotations (q, k; every layer) with one row. */
 void sp_rope_table(const sp_rope_params *p, const int32_t *pos, int n, float *cs);
 void sp_rope_apply(float *x, int n_heads, int head_dim, const float *cs_row, const sp_rope_params *p);
 

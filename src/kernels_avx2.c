@@ -136,5 +136,7 @@ static float dot_q8_0(const void *row, const float *x, int64_t n) {
 const sp_isa_kernels sp_avx2_kernels = {
     .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
     .gemm_f32 = avx2_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn,
+    .softmax_tile = sp_softmax_tile_scalar, .exp_shifted = sp_exp_shifted_scalar, .silu_mul = sp_silu_mul_scalar,
+    .quantize_act = sp_quantize_activations,
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0},
 };

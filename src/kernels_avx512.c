@@ -313,13 +313,14 @@ static void silu_mul(float *gate, const float *up, int64_t n) {
         const __m512 sig = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
         _mm512_storeu_ps(gate + i, _mm512_mul_ps(_mm512_mul_ps(g, sig), _mm512_loadu_ps(up + i)));
     }
-    for (; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+    sp_silu_mul_scalar(gate + i, up + i, n - i);
 }
 
 const sp_isa_kernels sp_avx512_kernels = {
     .name = "avx512", .dot_f32 = sp_avx512_dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
     .gemm_f32 = sp_avx512_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = NULL, /* bf16: kernels_avx512bf16.c */
     .gemm_nn = gemm_nn, .softmax_tile = softmax_tile, .exp_shifted = exp_shifted, .silu_mul = silu_mul,
+    .quantize_act = sp_quantize_activations, /* vectorised in kernels_avx512vnni.c */
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_BF16] = dot_bf16, [SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0,
                 [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q6_K] = dot_q6_K},
 };

@@ -50,6 +50,12 @@ static double time_prefill(sp_context *c, const sp_token *t, const int32_t *pos,
     return now_seconds() - t0;
 }
 
+/* Deterministic values in [-0.5, 0.5) (a 64-bit LCG). */
+static float uniform(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((*s >> 40) & 0xFFFF) / 65536.0f - 0.5f;
+}
+
 /* --gemm: one prefill matrix product in isolation — W (n × k, random, in `type`) times `tokens`
  * activations — to compare the kernel with the CPU's arithmetic peak. */
 static int bench_gemm(const char *type_name, long k, long n, long tokens, long reps) {
@@ -64,10 +70,10 @@ static int bench_gemm(const char *type_name, long k, long n, long tokens, long r
     if (!w || !row || !x || !out || !t) { fprintf(stderr, "error: out of memory\n"); goto done; }
     uint64_t s = 7;
     for (long r = 0; r < n; r++) {
-        for (long i = 0; i < k; i++) { s = s * 6364136223846793005ull + 1442695040888963407ull; row[i] = (float)((s >> 40) & 0xFFFF) / 65536.0f - 0.5f; }
+        for (long i = 0; i < k; i++) row[i] = uniform(&s);
         tt->quantize(row, w + (size_t)r * rb, k);
     }
-    for (long i = 0; i < tokens * k; i++) { s = s * 6364136223846793005ull + 1442695040888963407ull; x[i] = (float)((s >> 40) & 0xFFFF) / 65536.0f - 0.5f; }
+    for (long i = 0; i < tokens * k; i++) x[i] = uniform(&s);
     const sp_weight W = {w, (uint32_t)type, k, n, (int64_t)rb};
     sp_matmul(&W, x, (int)tokens, out); /* warm-up */
     for (long r = 0; r < reps; r++) {
