@@ -168,7 +168,14 @@ def multihop(r, n_chars, n_q=1):
     for x, y, rm in chains[1:]:
         facts += [f"{x}'s manager is {y}.", f"{y}'s office is room {rm}."]
     s = place(r, filler(r, n_chars), facts)
-    return paragraphs(s, r), [(f"Which room is the office of {x}'s manager in?", rm) for x, y, rm in chains]
+    qas = [(f"Which room is the office of {x}'s manager in?", rm) for x, y, rm in chains]
+    if n_q > 1:
+        # Training: each hop asked on its own too, after the two-hop question (before it, the two
+        # answers would let the model copy instead of chaining): the parts of the chain are learnt
+        # as skills of their own, which the two-hop question then composes.
+        qas[1:1] = [(f"Who is the manager of {a}?", b), (f"Which room is the office of {b}?", room)]
+        qas = qas[:n_q]
+    return paragraphs(s, r), qas
 
 
 FAMILIES = {"needle": needle, "distract": distract, "table": table, "multihop": multihop}

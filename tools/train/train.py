@@ -148,26 +148,95 @@ def tensor_names(c):
     return names
 
 
-def load(model, path):
-    """Starts from a saved model. Layers the file lacks stay new, with their output projections
-    zeroed so that the grown model computes exactly what the saved one did (then learns); a model
-    with fewer heads takes the saved model's first heads."""
+GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def read_gguf(path):
+    """The F32/F16 tensors of a GGUF file (what `specprefill convert` writes for these models), as
+    {name: float32 tensor} with the torch shape (GGUF lists dimensions innermost first)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    off = 0
+
+    def take(fmt):
+        nonlocal off
+        v = struct.unpack_from(fmt, data, off)
+        off += struct.calcsize(fmt)
+        return v[0]
+
+    def string():
+        nonlocal off
+        n = take("<Q")
+        off += n
+        return data[off - n:off].decode()
+
+    def value(t):
+        if t == 8:
+            return string()
+        if t == 9:
+            et, n = take("<I"), take("<Q")
+            return [value(et) for _ in range(n)]
+        return take(GGUF_SCALARS[t])
+
+    if data[:4] != b"GGUF":
+        raise SystemExit(f"{path}: not a GGUF file")
+    off = 4
+    take("<I")
+    n_tensors, n_kv = take("<Q"), take("<Q")
+    meta = {}
+    for _ in range(n_kv):
+        k = string()
+        meta[k] = value(take("<I"))
+    infos = []
+    for _ in range(n_tensors):
+        name = string()
+        dims = [take("<Q") for _ in range(take("<I"))]
+        infos.append((name, dims, take("<I"), take("<Q")))
+    align = meta.get("general.alignment", 32)
+    base = (off + align - 1) // align * align
+    out = {}
+    for name, dims, t, o in infos:
+        if t not in (0, 1):
+            raise SystemExit(f"{path}: tensor {name} is not F32 or F16 (convert with --type F16)")
+        n = math.prod(dims)
+        dtype = torch.float32 if t == 0 else torch.float16
+        raw = bytearray(data[base + o:base + o + n * (4 if t == 0 else 2)])
+        out[name] = torch.frombuffer(raw, dtype=dtype).float().view(list(reversed(dims)))
+    return out
+
+
+def read_safetensors(path):
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
         data = f.read()
+    out = {}
+    for name, h in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = h["data_offsets"]
+        out[name] = torch.frombuffer(bytearray(data[a:b]), dtype=torch.float32).view(h["shape"])
+    return out
+
+
+def load(model, path):
+    """Starts from a saved model (.safetensors from this script, or a GGUF of F16/F32 tensors).
+    The saved model may be smaller: fewer layers, heads, KV heads or FFN units. Each saved tensor
+    fills the leading block of the new one, and the output projections of everything new (new
+    layers, heads and FFN units) start at zero, so the grown model computes exactly what the saved
+    one did, then learns. The saved model's first query head lands on the first KV head (the
+    grouped-query mapping keeps that pairing). A model with fewer heads takes the leading ones."""
+    saved = read_gguf(path) if path.endswith(".gguf") else read_safetensors(path)
     state = model.state_dict()
     have = 0
     for k, gguf in tensor_names(model.c).items():
-        if gguf in header:
-            h = header[gguf]
-            a, b = h["data_offsets"]
-            t = torch.frombuffer(bytearray(data[a:b]), dtype=torch.float32).view(h["shape"])
-            # fewer heads than the saved model: start from the leading ones
-            state[k].copy_(t[tuple(slice(0, n) for n in state[k].shape)])
-            have += 1
-        elif k.endswith("wo.weight") or k.endswith("down.weight"):
+        if k.endswith("wo.weight") or k.endswith("down.weight"):
             state[k].zero_()
+        if gguf in saved:
+            t = saved[gguf]
+            block = tuple(slice(0, min(a, b)) for a, b in zip(state[k].shape, t.shape))
+            state[k][block] = t[block]
+            have += 1
     print(f"loaded {have} tensors from {path}", file=sys.stderr)
 
 
@@ -212,8 +281,12 @@ def main():
     ap.add_argument("--longest", type=int, default=2800,
                     help="longest documents of the last phase, in the generator's units (about 15%% more than the "
                          "bundled tokenizer's tokens: 2800 reaches the 2 400-token evaluation documents)")
-    ap.add_argument("--init", help="start from this .safetensors (more --layers than it has: grow)")
+    ap.add_argument("--init", help="start from this .safetensors or .gguf (a smaller model grows: more layers, heads, FFN)")
     ap.add_argument("--start-phase", type=int, default=0, help="skip the curriculum's first phases (with --init)")
+    ap.add_argument("--focus", help="before the curriculum, train this family alone on tiny documents (4-40 units)")
+    ap.add_argument("--focus-share", type=float, default=0.15, help="share of the time the --focus phase gets")
+    ap.add_argument("--stop-after", help="end after this phase (a number, or focus); the learning-rate schedule still "
+                                         "spans --minutes, so the result is that run's checkpoint at that point")
     ap.add_argument("--advance-at", type=float, default=0.9,
                     help="leave a phase early once every family's answer accuracy reaches this")
     ap.add_argument("--threads", type=int, default=1)
@@ -230,6 +303,11 @@ def main():
         c["head_dim"] = a.head_dim
     if a.init:
         c["init"], c["start_phase"] = os.path.basename(a.init), a.start_phase
+    c.update(lr=a.lr, questions=a.questions, longest=a.longest)  # the training options, for models/*.train.json
+    if a.focus:
+        c.update(focus=a.focus, focus_share=a.focus_share)
+    if a.stop_after is not None:
+        c["stop_after"] = a.stop_after
     model = Model(c)
     if a.init:
         load(model, a.init)
@@ -244,7 +322,16 @@ def main():
     # in 1 000 steps, against 200 with one question).
     Q = a.questions
     phases = [(0.10, 4, 24, ["needle"], 1), (0.08, 4, 48, ["needle", "table"], 1), (0.10, 10, 120, ALL, Q),
-              (0.14, 30, 320, ALL, Q), (0.18, 60, 700, ALL, Q), (0.20, 100, 1400, ALL, Q), (0.20, 200, a.longest, ALL, Q)][a.start_phase:]
+              (0.14, 30, 320, ALL, Q), (0.18, 60, 700, ALL, Q), (0.20, 100, 1400, ALL, Q), (0.20, 200, a.longest, ALL, Q)]
+    labels = list(range(len(phases)))[a.start_phase:]
+    phases = phases[a.start_phase:]
+    if a.focus:
+        # A family that the mixed phases do not teach (two hops: at 30-320 units, 5 000 steps left
+        # it at the guessing rate) gets its own phase of tiny documents first: dozens of answers per
+        # batch, and little else to attend to.
+        share = a.focus_share * sum(p[0] for p in phases) / (1 - a.focus_share)
+        phases.insert(0, (share, 4, 40, [a.focus], Q))
+        labels.insert(0, "focus")
     total_share = sum(p[0] for p in phases)
     # Running answer accuracy per family (teacher-forced: every answer token predicted). Families
     # are drawn in proportion to their error, so training time goes where answers are still wrong.
@@ -293,15 +380,17 @@ def main():
             phase_steps += 1
             if step % 25 == 0:
                 acc = " ".join(f"{f}={solved[f]:.2f}" for f in ALL)
-                print(f"{a.name} step {step} phase {pi + a.start_phase} len {lo}-{hi} loss {loss.item():.3f} "
+                print(f"{a.name} step {step} phase {labels[pi]} len {lo}-{hi} loss {loss.item():.3f} "
                       f"answer {answer_loss.item():.3f} lr {lr:.2e} [{acc}] {(time.time() - t0) / 60:.1f} min",
                       file=sys.stderr, flush=True)
         acc = accuracy(model, tok, random.Random(1000 + pi), 20, lo, hi, fams)
-        log.append({"phase": pi + a.start_phase, "tokens": [lo, hi], "step": step, "minutes": round((time.time() - t0) / 60, 1),
+        log.append({"phase": labels[pi], "tokens": [lo, hi], "step": step, "minutes": round((time.time() - t0) / 60, 1),
                     "exact_match": acc, "answer_accuracy": {f: round(solved[f], 3) for f in fams}})
-        print(f"{a.name}: phase {pi + a.start_phase} done at step {step}: exact match {acc:.2f} on {lo}-{hi} tokens",
+        print(f"{a.name}: phase {labels[pi]} done at step {step}: exact match {acc:.2f} on {lo}-{hi} tokens",
               file=sys.stderr, flush=True)
         save(model, spec, c, path, log)
+        if a.stop_after is not None and str(labels[pi]) == a.stop_after:
+            break
 
 
 if __name__ == "__main__":
