@@ -150,7 +150,7 @@ def table(r, n_chars, n_q=1):
     return doc, qas
 
 
-def multihop(r, n_chars, n_q=1):
+def multihop(r, n_chars, n_q=1, hops=False):
     a, b = name(r), name(r)
     while b == a:
         b = name(r)
@@ -169,7 +169,7 @@ def multihop(r, n_chars, n_q=1):
         facts += [f"{x}'s manager is {y}.", f"{y}'s office is room {rm}."]
     s = place(r, filler(r, n_chars), facts)
     qas = [(f"Which room is the office of {x}'s manager in?", rm) for x, y, rm in chains]
-    if n_q > 1:
+    if hops and n_q > 1:
         # Training: each hop asked on its own too, after the two-hop question (before it, the two
         # answers would let the model copy instead of chaining): the parts of the chain are learnt
         # as skills of their own, which the two-hop question then composes.
@@ -187,9 +187,11 @@ def make(r, family, n_tokens):
     return {"family": family, "prompt": f"{doc}\nQuestion: {q}\nAnswer:", "answer": a}
 
 
-def make_multi(r, family, n_tokens, n_q):
-    """A document with up to n_q questions (training): (document text, [(question, answer)])."""
-    return FAMILIES[family](r, max(16, int(n_tokens * 4)), n_q)
+def make_multi(r, family, n_tokens, n_q, hops=False):
+    """A document with up to n_q questions (training): (document text, [(question, answer)]).
+    hops: two-hop documents also ask each hop on its own."""
+    extra = {"hops": hops} if family == "multihop" else {}
+    return FAMILIES[family](r, max(16, int(n_tokens * 4)), n_q, **extra)
 
 
 def main():

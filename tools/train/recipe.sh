@@ -35,11 +35,11 @@ $SP convert --weights out/draft.safetensors --tokenizer out/tokenizer.json --con
 #  2. the curriculum's phases 4-6 (60 to 2 800 units), up to 6 questions per document;
 #  3. 18 more minutes of phase 6 at half the learning rate.
 M="--dim 64 --layers 4 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256"
-$PY train.py --name main-focus $M --init ../../models/draft.gguf --focus multihop --focus-share 0.25 --start-phase 3 \
+$PY train.py --name main-focus $M --init ../../models/draft.gguf --focus multihop --focus-share 0.25 --hop-questions --start-phase 3 \
     --stop-after focus --minutes 85 --lr 1e-3 --seed 43 --out out >out/main-focus.log 2>&1
-$PY train.py --name main-d $M --init out/main-focus.safetensors --start-phase 4 --questions 6 --minutes ${MAIN2_MINUTES:-62} \
+$PY train.py --name main-d $M --init out/main-focus.safetensors --start-phase 4 --questions 6 --hop-questions --minutes ${MAIN2_MINUTES:-62} \
     --lr 1e-3 --seed 44 --out out >out/main-d.log 2>&1
-$PY train.py --name main $M --init out/main-d.safetensors --start-phase 6 --questions 6 --minutes ${MAIN3_MINUTES:-18} \
+$PY train.py --name main $M --init out/main-d.safetensors --start-phase 6 --questions 6 --hop-questions --minutes ${MAIN3_MINUTES:-18} \
     --lr 5e-4 --seed 45 --out out >out/main.log 2>&1
 $SP convert --weights out/main.safetensors --tokenizer out/tokenizer.json --config out/main.json --type F16 --name "specprefill main" -o ../../models/main.gguf
 $PY make_eval.py --n 200 --tokens 2000-2400 --seed 100 >../../eval/retrieval-2k.jsonl

@@ -89,7 +89,7 @@ class Model(torch.nn.Module):
         return self.out(self.rms(x, self.norm))
 
 
-def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions):
+def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions, hops):
     """About n_tokens of documents of one length bucket (0.8 L .. L, L drawn from lo..hi, so
     little is padding), padded with EOS; weights mark the answer tokens. A document carries 1 to
     max_questions questions, each followed by its answer: more answers per token read. Also
@@ -98,7 +98,7 @@ def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions):
     seqs, weights, fams = [], [], []
     while sum(len(s) for s in seqs) < n_tokens:
         fams.append(pick_family())
-        doc, qas = generate.make_multi(r, fams[-1], r.randint(max(lo, int(0.8 * L)), L), n_q)
+        doc, qas = generate.make_multi(r, fams[-1], r.randint(max(lo, int(0.8 * L)), L), n_q, hops)
         ids = tok.encode(doc)
         w = [1.0] * len(ids)
         for q, a in qas:
@@ -285,6 +285,8 @@ def main():
     ap.add_argument("--start-phase", type=int, default=0, help="skip the curriculum's first phases (with --init)")
     ap.add_argument("--focus", help="before the curriculum, train this family alone on tiny documents (4-40 units)")
     ap.add_argument("--focus-share", type=float, default=0.15, help="share of the time the --focus phase gets")
+    ap.add_argument("--hop-questions", action="store_true",
+                    help="two-hop documents with several questions also ask each hop on its own (after the two-hop one)")
     ap.add_argument("--stop-after", help="end after this phase (a number, or focus); the learning-rate schedule still "
                                          "spans --minutes, so the result is that run's checkpoint at that point")
     ap.add_argument("--advance-at", type=float, default=0.9,
@@ -306,6 +308,8 @@ def main():
     c.update(lr=a.lr, questions=a.questions, longest=a.longest)  # the training options, for models/*.train.json
     if a.focus:
         c.update(focus=a.focus, focus_share=a.focus_share)
+    if a.hop_questions:
+        c["hop_questions"] = True
     if a.stop_after is not None:
         c["stop_after"] = a.stop_after
     model = Model(c)
@@ -360,9 +364,9 @@ def main():
             # mix: a quarter of the batches come from the earlier, shorter phases
             if pi > 0 and r.random() < 0.25:
                 _, lo2, hi2, f2, q2 = phases[r.randrange(pi)]
-                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), q2)
+                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), q2, a.hop_questions)
             else:
-                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), n_q)
+                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), n_q, a.hop_questions)
             logits = model(ids[:, :-1])
             per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
             wt = w[:, 1:].reshape(-1)
