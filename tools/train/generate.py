@@ -150,7 +150,7 @@ def table(r, n_chars, n_q=1):
     return doc, qas
 
 
-def multihop(r, n_chars, n_q=1, hops=False):
+def multihop(r, n_chars, n_q=1, hops=False, chain=False):
     a, b = name(r), name(r)
     while b == a:
         b = name(r)
@@ -168,7 +168,13 @@ def multihop(r, n_chars, n_q=1, hops=False):
     for x, y, rm in chains[1:]:
         facts += [f"{x}'s manager is {y}.", f"{y}'s office is room {rm}."]
     s = place(r, filler(r, n_chars), facts)
-    qas = [(f"Which room is the office of {x}'s manager in?", rm) for x, y, rm in chains]
+    # chain: the answer states the chain, each hop before the next is used ("A's manager is B.
+    # B's office is room 4821"), the way a language model answers step by step, so that each step
+    # is one lookup of something already written. Tried for the main (two stages): it learnt the
+    # first hop at 2k tokens but copied the room's digits wrongly (8-12 % exact), and SpecPrefill's
+    # draft could not follow the chain; the bundled models answer with the room alone.
+    qas = [(f"Which room is the office of {x}'s manager in?",
+            f"{x}'s manager is {y}. {y}'s office is room {rm}" if chain else rm) for x, y, rm in chains]
     if hops and n_q > 1:
         # Training: each hop asked on its own too, after the two-hop question (before it, the two
         # answers would let the model copy instead of chaining): the parts of the chain are learnt
@@ -181,16 +187,16 @@ def multihop(r, n_chars, n_q=1, hops=False):
 FAMILIES = {"needle": needle, "distract": distract, "table": table, "multihop": multihop}
 
 
-def make(r, family, n_tokens):
-    doc, qas = FAMILIES[family](r, max(16, int(n_tokens * 4)))
+def make(r, family, n_tokens, chain=False):
+    doc, qas = FAMILIES[family](r, max(16, int(n_tokens * 4)), **({"chain": chain} if family == "multihop" else {}))
     q, a = qas[0]
     return {"family": family, "prompt": f"{doc}\nQuestion: {q}\nAnswer:", "answer": a}
 
 
-def make_multi(r, family, n_tokens, n_q, hops=False):
+def make_multi(r, family, n_tokens, n_q, hops=False, chain=False):
     """A document with up to n_q questions (training): (document text, [(question, answer)]).
-    hops: two-hop documents also ask each hop on its own."""
-    extra = {"hops": hops} if family == "multihop" else {}
+    hops: two-hop documents also ask each hop on its own; chain: two-hop answers state the chain."""
+    extra = {"hops": hops, "chain": chain} if family == "multihop" else {}
     return FAMILIES[family](r, max(16, int(n_tokens * 4)), n_q, **extra)
 
 

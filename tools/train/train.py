@@ -89,7 +89,7 @@ class Model(torch.nn.Module):
         return self.out(self.rms(x, self.norm))
 
 
-def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions, hops):
+def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions, hops, chain):
     """About n_tokens of documents of one length bucket (0.8 L .. L, L drawn from lo..hi, so
     little is padding), padded with EOS; weights mark the answer tokens. A document carries 1 to
     max_questions questions, each followed by its answer: more answers per token read. Also
@@ -98,7 +98,7 @@ def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions, hops):
     seqs, weights, fams = [], [], []
     while sum(len(s) for s in seqs) < n_tokens:
         fams.append(pick_family())
-        doc, qas = generate.make_multi(r, fams[-1], r.randint(max(lo, int(0.8 * L)), L), n_q, hops)
+        doc, qas = generate.make_multi(r, fams[-1], r.randint(max(lo, int(0.8 * L)), L), n_q, hops, chain)
         ids = tok.encode(doc)
         w = [1.0] * len(ids)
         for q, a in qas:
@@ -120,10 +120,10 @@ def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions, hops):
 
 
 @torch.no_grad()
-def accuracy(model, tok, r, n, lo, hi, fams):
+def accuracy(model, tok, r, n, lo, hi, fams, chain):
     ok = 0
     for _ in range(n):
-        d = generate.make(r, r.choice(fams), r.randint(lo, hi))
+        d = generate.make(r, r.choice(fams), r.randint(lo, hi), chain)
         ids = tok.encode(d["prompt"])
         out = []
         for _ in range(len(d["answer"]) + 1):
@@ -282,11 +282,16 @@ def main():
                     help="longest documents of the last phase, in the generator's units (about 15%% more than the "
                          "bundled tokenizer's tokens: 2800 reaches the 2 400-token evaluation documents)")
     ap.add_argument("--init", help="start from this .safetensors or .gguf (a smaller model grows: more layers, heads, FFN)")
+    ap.add_argument("--shortest", type=int, default=200,
+                    help="shortest documents of the last phase, in the generator's units (a stage on long documents only)")
     ap.add_argument("--start-phase", type=int, default=0, help="skip the curriculum's first phases (with --init)")
     ap.add_argument("--focus", help="before the curriculum, train this family alone on tiny documents (4-40 units)")
     ap.add_argument("--focus-share", type=float, default=0.15, help="share of the time the --focus phase gets")
     ap.add_argument("--hop-questions", action="store_true",
                     help="two-hop documents with several questions also ask each hop on its own (after the two-hop one)")
+    ap.add_argument("--hop-answer", choices=["room", "chain"], default="room",
+                    help="two-hop answers: the room alone (as the evaluation sets), or the chain \"A's manager is B. "
+                         "B's office is room 4821\" (two of the main's stages)")
     ap.add_argument("--stop-after", help="end after this phase (a number, or focus); the learning-rate schedule still "
                                          "spans --minutes, so the result is that run's checkpoint at that point")
     ap.add_argument("--advance-at", type=float, default=0.9,
@@ -305,11 +310,13 @@ def main():
         c["head_dim"] = a.head_dim
     if a.init:
         c["init"], c["start_phase"] = os.path.basename(a.init), a.start_phase
-    c.update(lr=a.lr, questions=a.questions, longest=a.longest)  # the training options, for models/*.train.json
+    c.update(lr=a.lr, questions=a.questions, longest=a.longest, shortest=a.shortest)  # the training options, for models/*.train.json
     if a.focus:
         c.update(focus=a.focus, focus_share=a.focus_share)
     if a.hop_questions:
         c["hop_questions"] = True
+    if a.hop_answer != "room":
+        c["hop_answer"] = a.hop_answer
     if a.stop_after is not None:
         c["stop_after"] = a.stop_after
     model = Model(c)
@@ -326,7 +333,7 @@ def main():
     # in 1 000 steps, against 200 with one question).
     Q = a.questions
     phases = [(0.10, 4, 24, ["needle"], 1), (0.08, 4, 48, ["needle", "table"], 1), (0.10, 10, 120, ALL, Q),
-              (0.14, 30, 320, ALL, Q), (0.18, 60, 700, ALL, Q), (0.20, 100, 1400, ALL, Q), (0.20, 200, a.longest, ALL, Q)]
+              (0.14, 30, 320, ALL, Q), (0.18, 60, 700, ALL, Q), (0.20, 100, 1400, ALL, Q), (0.20, a.shortest, a.longest, ALL, Q)]
     labels = list(range(len(phases)))[a.start_phase:]
     phases = phases[a.start_phase:]
     if a.focus:
@@ -364,9 +371,9 @@ def main():
             # mix: a quarter of the batches come from the earlier, shorter phases
             if pi > 0 and r.random() < 0.25:
                 _, lo2, hi2, f2, q2 = phases[r.randrange(pi)]
-                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), q2, a.hop_questions)
+                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), q2, a.hop_questions, a.hop_answer == "chain")
             else:
-                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), n_q, a.hop_questions)
+                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), n_q, a.hop_questions, a.hop_answer == "chain")
             logits = model(ids[:, :-1])
             per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
             wt = w[:, 1:].reshape(-1)
@@ -387,7 +394,7 @@ def main():
                 print(f"{a.name} step {step} phase {labels[pi]} len {lo}-{hi} loss {loss.item():.3f} "
                       f"answer {answer_loss.item():.3f} lr {lr:.2e} [{acc}] {(time.time() - t0) / 60:.1f} min",
                       file=sys.stderr, flush=True)
-        acc = accuracy(model, tok, random.Random(1000 + pi), 20, lo, hi, fams)
+        acc = accuracy(model, tok, random.Random(1000 + pi), 20, lo, hi, fams, a.hop_answer == "chain")
         log.append({"phase": labels[pi], "tokens": [lo, hi], "step": step, "minutes": round((time.time() - t0) / 60, 1),
                     "exact_match": acc, "answer_accuracy": {f: round(solved[f], 3) for f in fams}})
         print(f"{a.name}: phase {labels[pi]} done at step {step}: exact match {acc:.2f} on {lo}-{hi} tokens",
