@@ -187,17 +187,17 @@ def multihop(r, n_chars, n_q=1, hops=False, chain=False):
 FAMILIES = {"needle": needle, "distract": distract, "table": table, "multihop": multihop}
 
 
-def make(r, family, n_tokens, chain=False):
-    doc, qas = FAMILIES[family](r, max(16, int(n_tokens * 4)), **({"chain": chain} if family == "multihop" else {}))
-    q, a = qas[0]
-    return {"family": family, "prompt": f"{doc}\nQuestion: {q}\nAnswer:", "answer": a}
-
-
 def make_multi(r, family, n_tokens, n_q, hops=False, chain=False):
     """A document with up to n_q questions (training): (document text, [(question, answer)]).
     hops: two-hop documents also ask each hop on its own; chain: two-hop answers state the chain."""
     extra = {"hops": hops, "chain": chain} if family == "multihop" else {}
     return FAMILIES[family](r, max(16, int(n_tokens * 4)), n_q, **extra)
+
+
+def make(r, family, n_tokens, chain=False):
+    doc, qas = make_multi(r, family, n_tokens, 1, chain=chain)
+    q, a = qas[0]
+    return {"family": family, "prompt": f"{doc}\nQuestion: {q}\nAnswer:", "answer": a}
 
 
 def main():

@@ -319,6 +319,7 @@ def main():
         c["hop_answer"] = a.hop_answer
     if a.stop_after is not None:
         c["stop_after"] = a.stop_after
+    chain = a.hop_answer == "chain"
     model = Model(c)
     if a.init:
         load(model, a.init)
@@ -371,9 +372,9 @@ def main():
             # mix: a quarter of the batches come from the earlier, shorter phases
             if pi > 0 and r.random() < 0.25:
                 _, lo2, hi2, f2, q2 = phases[r.randrange(pi)]
-                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), q2, a.hop_questions, a.hop_answer == "chain")
+                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), q2, a.hop_questions, chain)
             else:
-                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), n_q, a.hop_questions, a.hop_answer == "chain")
+                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), n_q, a.hop_questions, chain)
             logits = model(ids[:, :-1])
             per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
             wt = w[:, 1:].reshape(-1)
@@ -394,7 +395,7 @@ def main():
                 print(f"{a.name} step {step} phase {labels[pi]} len {lo}-{hi} loss {loss.item():.3f} "
                       f"answer {answer_loss.item():.3f} lr {lr:.2e} [{acc}] {(time.time() - t0) / 60:.1f} min",
                       file=sys.stderr, flush=True)
-        acc = accuracy(model, tok, random.Random(1000 + pi), 20, lo, hi, fams, a.hop_answer == "chain")
+        acc = accuracy(model, tok, random.Random(1000 + pi), 20, lo, hi, fams, chain)
         log.append({"phase": labels[pi], "tokens": [lo, hi], "step": step, "minutes": round((time.time() - t0) / 60, 1),
                     "exact_match": acc, "answer_accuracy": {f: round(solved[f], 3) for f in fams}})
         print(f"{a.name}: phase {labels[pi]} done at step {step}: exact match {acc:.2f} on {lo}-{hi} tokens",
