@@ -240,24 +240,27 @@ def load(model, path):
     print(f"loaded {have} tensors from {path}", file=sys.stderr)
 
 
-def save(model, tok_spec, c, path, log):
-    """safetensors with GGUF tensor names (F32), plus the hyper-parameters as JSON."""
-    names = tensor_names(c)
+def write_safetensors(tensors, path):
+    """tensors: GGUF name -> tensor, written as F32 (atomically: a crash leaves the old file)."""
     header, blobs, off = {}, [], 0
-    for k, v in model.state_dict().items():
-        if k not in names:
-            continue
+    for name, v in tensors.items():
         b = v.detach().float().contiguous().numpy().tobytes()
-        header[names[k]] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
+        header[name] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
     h = json.dumps(header).encode()
     h += b" " * (-len(h) % 8)
-    with open(path + ".safetensors.tmp", "wb") as f:
+    with open(path + ".tmp", "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h)
         for b in blobs:
             f.write(b)
-    os.replace(path + ".safetensors.tmp", path + ".safetensors")
+    os.replace(path + ".tmp", path)
+
+
+def save(model, tok_spec, c, path, log):
+    """safetensors with GGUF tensor names (F32), plus the hyper-parameters as JSON."""
+    names = tensor_names(c)
+    write_safetensors({names[k]: v for k, v in model.state_dict().items() if k in names}, path + ".safetensors")
     with open(path + ".json", "w") as f:
         json.dump({"config": c, "log": log}, f, indent=1)
 
@@ -356,6 +359,7 @@ def main():
 
     t0, step, log = time.time(), 0, []
     budget = a.minutes * 60
+    os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, a.name)
     for pi, (share, lo, hi, fams, n_q) in enumerate(phases):
         end = t0 + budget * sum(p[0] for p in phases[:pi + 1]) / total_share
