@@ -18,8 +18,6 @@ import sys
 
 import train
 
-SHAPE = ("dim", "layers", "heads", "kv_heads", "head_dim", "ffn", "vocab", "rope_base")
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,15 +25,16 @@ def main():
     ap.add_argument("inputs", nargs="+", help=".safetensors written by train.py, all of one shape")
     a = ap.parse_args()
     models = [train.read_safetensors(p) for p in a.inputs]
+    shapes = {k: v.shape for k, v in models[0].items()}
     for p, m in zip(a.inputs[1:], models[1:]):
-        if {k: v.shape for k, v in m.items()} != {k: v.shape for k, v in models[0].items()}:
+        if {k: v.shape for k, v in m.items()} != shapes:
             raise SystemExit(f"{p}: tensors differ in names or shapes from {a.inputs[0]}")
     mean = {k: sum(m[k] for m in models) / len(models) for k in models[0]}
     train.write_safetensors(mean, a.out + ".safetensors")
     with open(os.path.splitext(a.inputs[0])[0] + ".json") as f:
         first = json.load(f)
     with open(a.out + ".json", "w") as f:
-        shape = {k: v for k, v in first["config"].items() if k in SHAPE}
+        shape = {k: v for k, v in first["config"].items() if k in train.SHAPE}
         json.dump({"config": dict(shape, average_of=[os.path.basename(p) for p in a.inputs]), "log": []}, f, indent=1)
     print(f"{a.out}.safetensors: mean of {len(models)} models", file=sys.stderr)
 

@@ -25,6 +25,11 @@ import bpe
 import generate
 
 
+# The config keys that fix the model's tensors (what `specprefill convert --config` reads); the
+# others in a config record how it was trained.
+SHAPE = ("dim", "layers", "heads", "kv_heads", "head_dim", "ffn", "vocab", "rope_base")
+
+
 def head_dim(c):
     return c.get("head_dim") or c["dim"] // c["heads"]
 
@@ -257,7 +262,7 @@ def write_safetensors(tensors, path):
     os.replace(path + ".tmp", path)
 
 
-def save(model, tok_spec, c, path, log):
+def save(model, c, path, log):
     """safetensors with GGUF tensor names (F32), plus the hyper-parameters as JSON."""
     names = tensor_names(c)
     write_safetensors({names[k]: v for k, v in model.state_dict().items() if k in names}, path + ".safetensors")
@@ -404,7 +409,7 @@ def main():
                     "exact_match": acc, "answer_accuracy": {f: round(solved[f], 3) for f in fams}})
         print(f"{a.name}: phase {labels[pi]} done at step {step}: exact match {acc:.2f} on {lo}-{hi} tokens",
               file=sys.stderr, flush=True)
-        save(model, spec, c, path, log)
+        save(model, c, path, log)
         if a.stop_after is not None and str(labels[pi]) == a.stop_after:
             break
 
