@@ -262,10 +262,11 @@ def write_safetensors(tensors, path):
     os.replace(path + ".tmp", path)
 
 
-def save(model, c, path, log):
-    """safetensors with GGUF tensor names (F32), plus the hyper-parameters as JSON."""
+def save(state, c, path, log):
+    """state (a model's state_dict) as safetensors with GGUF tensor names (F32), plus the
+    hyper-parameters as JSON."""
     names = tensor_names(c)
-    write_safetensors({names[k]: v for k, v in model.state_dict().items() if k in names}, path + ".safetensors")
+    write_safetensors({names[k]: v for k, v in state.items() if k in names}, path + ".safetensors")
     with open(path + ".json", "w") as f:
         json.dump({"config": c, "log": log}, f, indent=1)
 
@@ -304,6 +305,9 @@ def main():
                                          "spans --minutes, so the result is that run's checkpoint at that point")
     ap.add_argument("--advance-at", type=float, default=0.9,
                     help="leave a phase early once every family's answer accuracy reaches this")
+    ap.add_argument("--average-last", type=float, default=0,
+                    help="also write NAME-avg: the running mean of the weights over this last share of the time "
+                         "(0: off)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="out")
@@ -327,6 +331,8 @@ def main():
         c["hop_answer"] = a.hop_answer
     if a.stop_after is not None:
         c["stop_after"] = a.stop_after
+    if a.average_last:
+        c["average_last"] = a.average_last
     chain = a.hop_answer == "chain"
     model = Model(c)
     if a.init:
@@ -362,6 +368,10 @@ def main():
         wts = [max(0.15, 1.0 - solved[f]) for f in fams]
         return lambda: r.choices(fams, wts)[0]
 
+    # The weights at the end of a run are one noisy sample (batches of ~1 500 tokens hold only a
+    # few answers): the mean of the weights over the run's last stretch (stochastic weight
+    # averaging) is a better model than any one of them, as the mean of separate runs was.
+    average, n_average = None, 0
     t0, step, log = time.time(), 0, []
     budget = a.minutes * 60
     os.makedirs(a.out, exist_ok=True)
@@ -393,6 +403,13 @@ def main():
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            if a.average_last and time.time() - t0 >= budget * (1 - a.average_last):
+                n_average += 1
+                with torch.no_grad():
+                    if average is None:
+                        average = {k: p.detach().clone() for k, p in model.named_parameters()}
+                    for k, p in model.named_parameters():
+                        average[k].add_((p - average[k]) / n_average)
             with torch.no_grad():
                 wrong = (logits.argmax(-1) != ids[:, 1:]) & (w[:, 1:] > 1)
                 for f, bad in zip(doc_fams, wrong.any(-1).tolist()):
@@ -409,7 +426,9 @@ def main():
                     "exact_match": acc, "answer_accuracy": {f: round(solved[f], 3) for f in fams}})
         print(f"{a.name}: phase {labels[pi]} done at step {step}: exact match {acc:.2f} on {lo}-{hi} tokens",
               file=sys.stderr, flush=True)
-        save(model, c, path, log)
+        save(model.state_dict(), c, path, log)
+        if average is not None:
+            save(average, dict(c, averaged_steps=n_average), path + "-avg", log)
         if a.stop_after is not None and str(labels[pi]) == a.stop_after:
             break
 
