@@ -427,7 +427,7 @@ def main():
         print(f"{a.name}: phase {labels[pi]} done at step {step}: exact match {acc:.2f} on {lo}-{hi} tokens",
               file=sys.stderr, flush=True)
         save(model.state_dict(), c, path, log)
-        if average is not None:
+        if average is not None:  # its log is the run's: the accuracies measured on the last weights
             save(average, dict(c, averaged_steps=n_average), path + "-avg", log)
         if a.stop_after is not None and str(labels[pi]) == a.stop_after:
             break
