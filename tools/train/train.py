@@ -75,8 +75,8 @@ class Model(torch.nn.Module):
         B, T = ids.shape
         c = self.c
         H, KV, hd = c["heads"], c["kv_heads"], head_dim(c)
-        pos = torch.arange(T)
-        mask = torch.full((T, T), float("-inf")).triu(1)
+        pos = torch.arange(T, device=ids.device)
+        mask = torch.full((T, T), float("-inf"), device=ids.device).triu(1)
         x = self.emb(ids)
         for L in self.layers:
             h = self.rms(x, L.attn_norm)
@@ -126,13 +126,13 @@ def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions, hops, chain):
 
 @torch.no_grad()
 def accuracy(model, tok, r, n, lo, hi, fams, chain):
-    ok = 0
+    ok, device = 0, next(model.parameters()).device
     for _ in range(n):
         d = generate.make(r, r.choice(fams), r.randint(lo, hi), chain)
         ids = tok.encode(d["prompt"])
         out = []
         for _ in range(len(d["answer"]) + 1):
-            nxt = int(model(torch.tensor([ids + out]))[0, -1].argmax())
+            nxt = int(model(torch.tensor([ids + out], device=device))[0, -1].argmax())
             if nxt == tok.eos:
                 break
             out.append(nxt)
@@ -249,7 +249,7 @@ def write_safetensors(tensors, path):
     """tensors: GGUF name -> tensor, written as F32 (atomically: a crash leaves the old file)."""
     header, blobs, off = {}, [], 0
     for name, v in tensors.items():
-        b = v.detach().float().contiguous().numpy().tobytes()
+        b = v.detach().float().cpu().contiguous().numpy().tobytes()
         header[name] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
@@ -308,6 +308,7 @@ def main():
     ap.add_argument("--average-last", type=float, default=0,
                     help="also write NAME-avg: the running mean of the weights over this last share of the time "
                          "(0: off)")
+    ap.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when PyTorch sees a GPU")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="out")
@@ -337,6 +338,10 @@ def main():
     model = Model(c)
     if a.init:
         load(model, a.init)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: PyTorch sees no GPU here (Debian's python3-torch is built for the CPU only)")
+    device = torch.device(a.device if a.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.01)
     # curriculum: (share of the time, min tokens, max tokens, families).
     # The copy circuit forms on tiny single-needle documents first; harder families come later.
@@ -394,6 +399,7 @@ def main():
                 ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), q2, a.hop_questions, chain)
             else:
                 ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), n_q, a.hop_questions, chain)
+            ids, w = ids.to(device), w.to(device)
             logits = model(ids[:, :-1])
             per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
             wt = w[:, 1:].reshape(-1)
