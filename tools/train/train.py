@@ -308,11 +308,14 @@ def main():
     ap.add_argument("--average-last", type=float, default=0,
                     help="also write NAME-avg: the running mean of the weights over this last share of the time "
                          "(0: off)")
-    ap.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when PyTorch sees a GPU")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when PyTorch sees a GPU")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="out")
     a = ap.parse_args()
+    device = a.device if a.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: PyTorch sees no GPU here (Debian's python3-torch is built for the CPU only)")
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     spec = json.load(open(a.tokenizer))
@@ -338,9 +341,6 @@ def main():
     model = Model(c)
     if a.init:
         load(model, a.init)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda: PyTorch sees no GPU here (Debian's python3-torch is built for the CPU only)")
-    device = torch.device(a.device if a.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.01)
     # curriculum: (share of the time, min tokens, max tokens, families).
