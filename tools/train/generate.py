@@ -150,7 +150,7 @@ def table(r, n_chars, n_q=1):
     return doc, qas
 
 
-def multihop(r, n_chars, n_q=1, hops=False, chain=False):
+def multihop(r, n_chars, n_q=1, hops=False, chain=False, offices=False):
     a, b = name(r), name(r)
     while b == a:
         b = name(r)
@@ -163,8 +163,8 @@ def multihop(r, n_chars, n_q=1, hops=False, chain=False):
             continue
         used |= {x, y}
         chains.append((x, y, number(r, 4)))
-    others = [f"{name(r)}'s office is room {number(r, 4)}." for _ in range(2)]
-    facts = [f"{a}'s manager is {b}.", f"{b}'s office is room {room}."] + others
+    others = [(name(r), number(r, 4)) for _ in range(2)]
+    facts = [f"{a}'s manager is {b}.", f"{b}'s office is room {room}."] + [f"{p}'s office is room {n}." for p, n in others]
     for x, y, rm in chains[1:]:
         facts += [f"{x}'s manager is {y}.", f"{y}'s office is room {rm}."]
     s = place(r, filler(r, n_chars), facts)
@@ -179,7 +179,20 @@ def multihop(r, n_chars, n_q=1, hops=False, chain=False):
         # Training: each hop asked on its own too, after the two-hop question (before it, the two
         # answers would let the model copy instead of chaining): the parts of the chain are learnt
         # as skills of their own, which the two-hop question then composes.
-        qas[1:1] = [(f"Who is the manager of {a}?", b), (f"Which room is the office of {b}?", room)]
+        hop_qas = [(f"Who is the manager of {a}?", b), (f"Which room is the office of {b}?", room)]
+        if offices:
+            # The second hop alone is the weak skill (the bundled main at 2k tokens: manager 100 %,
+            # "office of B" 73 %): ask every office, the look-alike facts it must tell apart. Half
+            # the documents ask them instead of the two-hop question, in random order: after the
+            # two-hop answer, B's office could be copied from that answer instead of looked up.
+            rooms = [(f"Which room is the office of {p}?", n) for p, n in others]
+            if r.random() < 0.5:
+                hop_qas = hop_qas[:1] + rooms
+            else:
+                hop_qas += rooms
+                r.shuffle(hop_qas)
+                qas = qas[1:]
+        qas[1:1] = hop_qas
         qas = qas[:n_q]
     return paragraphs(s, r), qas
 
@@ -187,10 +200,11 @@ def multihop(r, n_chars, n_q=1, hops=False, chain=False):
 FAMILIES = {"needle": needle, "distract": distract, "table": table, "multihop": multihop}
 
 
-def make_multi(r, family, n_tokens, n_q, hops=False, chain=False):
+def make_multi(r, family, n_tokens, n_q, hops=False, chain=False, offices=False):
     """A document with up to n_q questions (training): (document text, [(question, answer)]).
-    hops: two-hop documents also ask each hop on its own; chain: two-hop answers state the chain."""
-    extra = {"hops": hops, "chain": chain} if family == "multihop" else {}
+    hops: two-hop documents also ask each hop on its own (offices: and every office);
+    chain: two-hop answers state the chain."""
+    extra = {"hops": hops or offices, "chain": chain, "offices": offices} if family == "multihop" else {}
     return FAMILIES[family](r, max(16, int(n_tokens * 4)), n_q, **extra)
 
 

@@ -94,7 +94,7 @@ class Model(torch.nn.Module):
         return self.out(self.rms(x, self.norm))
 
 
-def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions, hops, chain):
+def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions, hops, chain, offices=False):
     """About n_tokens of documents of one length bucket (0.8 L .. L, L drawn from lo..hi, so
     little is padding), padded with EOS; weights mark the answer tokens. A document carries 1 to
     max_questions questions, each followed by its answer: more answers per token read. Also
@@ -103,7 +103,7 @@ def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions, hops, chain):
     seqs, weights, fams = [], [], []
     while sum(len(s) for s in seqs) < n_tokens:
         fams.append(pick_family())
-        doc, qas = generate.make_multi(r, fams[-1], r.randint(max(lo, int(0.8 * L)), L), n_q, hops, chain)
+        doc, qas = generate.make_multi(r, fams[-1], r.randint(max(lo, int(0.8 * L)), L), n_q, hops, chain, offices)
         ids = tok.encode(doc)
         w = [1.0] * len(ids)
         for q, a in qas:
@@ -298,6 +298,8 @@ def main():
     ap.add_argument("--focus-share", type=float, default=0.15, help="share of the time the --focus phase gets")
     ap.add_argument("--hop-questions", action="store_true",
                     help="two-hop documents with several questions also ask each hop on its own (after the two-hop one)")
+    ap.add_argument("--office-questions", action="store_true",
+                    help="as --hop-questions, and every office of a two-hop document is asked too (the second hop's skill)")
     ap.add_argument("--hop-answer", choices=["room", "chain"], default="room",
                     help="two-hop answers: the room alone (as the evaluation sets), or the chain \"A's manager is B. "
                          "B's office is room 4821\" (two of the main's stages)")
@@ -331,6 +333,8 @@ def main():
         c.update(focus=a.focus, focus_share=a.focus_share)
     if a.hop_questions:
         c["hop_questions"] = True
+    if a.office_questions:
+        c["office_questions"] = True
     if a.hop_answer != "room":
         c["hop_answer"] = a.hop_answer
     if a.stop_after is not None:
@@ -396,9 +400,9 @@ def main():
             # mix: a quarter of the batches come from the earlier, shorter phases
             if pi > 0 and r.random() < 0.25:
                 _, lo2, hi2, f2, q2 = phases[r.randrange(pi)]
-                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), q2, a.hop_questions, chain)
+                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), q2, a.hop_questions, chain, a.office_questions)
             else:
-                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), n_q, a.hop_questions, chain)
+                ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), n_q, a.hop_questions, chain, a.office_questions)
             ids, w = ids.to(device), w.to(device)
             logits = model(ids[:, :-1])
             per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
