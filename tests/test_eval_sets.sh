@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The committed evaluation sets are what tools/train/make_eval.py writes for their seeds (so a
+# change to the generator that would silently change them, or mix them with training data, fails
+# here), and --hops asks hops that the document really states. Needs only Python 3 (no torch).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root/tools/train"
+PY=/usr/bin/python3
+[ -x $PY ] || PY=python3
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pass=0 fail=0
+check() {  # name, command...
+    local name=$1; shift
+    if "$@"; then pass=$((pass + 1)); echo "ok   $name"; else fail=$((fail + 1)); echo "FAIL $name"; fi
+}
+gen() { $PY make_eval.py --tokenizer "$root/models/tokenizer.json" "$@"; }
+
+gen --n 200 --tokens 2000-2400 --seed 100 >"$work/2k.jsonl"
+check "eval/retrieval-2k.jsonl reproduces" cmp -s "$work/2k.jsonl" "$root/eval/retrieval-2k.jsonl"
+gen --n 40 --tokens 2000-2200 --seed 200 >"$work/ci.jsonl"
+check "eval/retrieval-2k-ci.jsonl reproduces" cmp -s "$work/ci.jsonl" "$root/eval/retrieval-2k-ci.jsonl"
+gen --n 8 --tokens 7800-8200 --seed 300 >"$work/8k.jsonl"
+check "eval/retrieval-8k.jsonl reproduces" cmp -s "$work/8k.jsonl" "$root/eval/retrieval-8k.jsonl"
+
+gen --n 20 --tokens 300-400 --seed 9 --family multihop --hops >"$work/hops.jsonl"
+check "--hops: each two-hop document with its two hops, stated in the document" $PY - "$work/hops.jsonl" <<'PYEOF'
+import json, re, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+assert [r["family"] for r in rows] == ["multihop", "hop1", "hop2"] * 20, "families out of order"
+for two, hop1, hop2 in zip(rows[0::3], rows[1::3], rows[2::3]):
+    doc = two["prompt"][:two["prompt"].rindex("\nQuestion: ")]
+    assert hop1["prompt"].startswith(doc + "\nQuestion: ") and hop2["prompt"].startswith(doc + "\nQuestion: ")
+    who = re.search(r"office of (.*)'s manager in\?", two["prompt"]).group(1)
+    assert f"{who}'s manager is {hop1['answer']}." in doc, "hop 1's answer is not A's manager"
+    assert f"{hop1['answer']}'s office is room {hop2['answer']}." in doc, "hop 2's answer is not B's office"
+    assert hop2["answer"] == two["answer"]
+PYEOF
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
