@@ -181,8 +181,8 @@ def multihop(r, n_chars, n_q=1, hops=False, chain=False, offices=False):
         # as skills of their own, which the two-hop question then composes.
         hop_qas = [(f"Who is the manager of {a}?", b), (f"Which room is the office of {b}?", room)]
         if offices:
-            # The second hop alone is the weak skill (the bundled main at 2k tokens: manager 100 %,
-            # "office of B" 73 %): ask every office, the look-alike facts it must tell apart. Half
+            # The second hop alone was the weak skill (stage 7 of the main at 2k tokens: manager 100 %,
+            # "office of B" 47 %): ask every office, the look-alike facts it must tell apart. Half
             # the documents ask them instead of the two-hop question, in random order: after the
             # two-hop answer, B's office could be copied from that answer instead of looked up.
             rooms = [(f"Which room is the office of {p}?", n) for p, n in others]

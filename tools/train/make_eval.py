@@ -21,7 +21,7 @@ def main():
     ap.add_argument("--tokens", default="2000-2400")
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--tokenizer", default="out/tokenizer.json")
-    ap.add_argument("--family", default="all", help="one family, or all (in turn)")
+    ap.add_argument("--family", default="all", choices=["all"] + list(generate.FAMILIES), help="one family, or all (in turn)")
     ap.add_argument("--hops", action="store_true", help="two-hop documents also get each hop as a question of its own")
     a = ap.parse_args()
     lo, hi = map(int, a.tokens.split("-"))
