@@ -15,6 +15,7 @@ a digit string, generated after a space. Usage:
 import argparse
 import json
 import random
+import re
 import sys
 
 FIRST = ("Maria James Robert Linda Michael Sarah David Emma Daniel Olivia Thomas Sofia Peter Anna Lucas Mia Henry Clara "
@@ -179,7 +180,7 @@ def multihop(r, n_chars, n_q=1, hops=False, chain=False, offices=False):
         # Training: each hop asked on its own too, after the two-hop question (before it, the two
         # answers would let the model copy instead of chaining): the parts of the chain are learnt
         # as skills of their own, which the two-hop question then composes.
-        hop_qas = [(f"Who is the manager of {a}?", b), (f"Which room is the office of {b}?", room)]
+        hop_qas = hop_questions(a, b, room)
         if offices:
             # The second hop alone was the weak skill (stage 7 of the main at 2k tokens: manager 100 %,
             # "office of B" 47 %): ask every office, the look-alike facts it must tell apart. Half
@@ -195,6 +196,18 @@ def multihop(r, n_chars, n_q=1, hops=False, chain=False, offices=False):
         qas[1:1] = hop_qas
         qas = qas[:n_q]
     return paragraphs(s, r), qas
+
+
+def hop_questions(a, b, room):
+    """The two hops of the chain A -> B -> room as questions of their own."""
+    return [(f"Who is the manager of {a}?", b), (f"Which room is the office of {b}?", room)]
+
+
+def chain_of(prompt):
+    """(A, B, room) of a two-hop prompt as make() writes it, read back from its text."""
+    a = re.search(r"\nQuestion: Which room is the office of (.*)'s manager in\?\nAnswer:$", prompt).group(1)
+    b = re.search(re.escape(a) + r"'s manager is ([A-Za-z]+ [A-Za-z]+)\.", prompt).group(1)
+    return a, b, re.search(re.escape(b) + r"'s office is room (\d+)\.", prompt).group(1)
 
 
 FAMILIES = {"needle": needle, "distract": distract, "table": table, "multihop": multihop}

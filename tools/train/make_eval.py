@@ -9,7 +9,6 @@ which hop a model misses (`specprefill eval` reports each family).
 import argparse
 import json
 import random
-import re
 
 import bpe
 import generate
@@ -40,12 +39,8 @@ def main():
         d["tokens"] = n
         print(json.dumps(d))
         if a.hops and fam == "multihop":
-            # the two facts of the chain, as the generator writes them
-            who = re.search(r"Question: Which room is the office of (.*)'s manager in\?", d["prompt"]).group(1)
-            boss = re.search(re.escape(who) + r"'s manager is ([A-Za-z]+ [A-Za-z]+)\.", d["prompt"]).group(1)
             doc = d["prompt"][:d["prompt"].rindex("\nQuestion: ")]
-            for family, q, answer in (("hop1", f"Who is the manager of {who}?", boss),
-                                      ("hop2", f"Which room is the office of {boss}?", d["answer"])):
+            for family, (q, answer) in zip(("hop1", "hop2"), generate.hop_questions(*generate.chain_of(d["prompt"]))):
                 print(json.dumps({"family": family, "prompt": f"{doc}\nQuestion: {q}\nAnswer:", "answer": answer, "tokens": n}))
 
 
