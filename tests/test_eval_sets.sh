@@ -16,12 +16,10 @@ check() {  # name, command...
 }
 gen() { $PY make_eval.py --tokenizer "$root/models/tokenizer.json" "$@"; }
 
-gen --n 200 --tokens 2000-2400 --seed 100 >"$work/2k.jsonl"
-check "eval/retrieval-2k.jsonl reproduces" cmp -s "$work/2k.jsonl" "$root/eval/retrieval-2k.jsonl"
-gen --n 40 --tokens 2000-2200 --seed 200 >"$work/ci.jsonl"
-check "eval/retrieval-2k-ci.jsonl reproduces" cmp -s "$work/ci.jsonl" "$root/eval/retrieval-2k-ci.jsonl"
-gen --n 8 --tokens 7800-8200 --seed 300 >"$work/8k.jsonl"
-check "eval/retrieval-8k.jsonl reproduces" cmp -s "$work/8k.jsonl" "$root/eval/retrieval-8k.jsonl"
+gen --bundled "$work"
+for set in retrieval-2k retrieval-2k-ci retrieval-8k; do
+    check "eval/$set.jsonl reproduces" cmp -s "$work/$set.jsonl" "$root/eval/$set.jsonl"
+done
 
 gen --n 20 --tokens 300-400 --seed 9 --family multihop --hops >"$work/hops.jsonl"
 check "--hops: each two-hop document with its two hops, stated in the document" $PY - "$work/hops.jsonl" <<'PYEOF'

@@ -71,6 +71,4 @@ $PY train.py --name main-o $M --init out/main-h.safetensors --start-phase 6 --qu
     --minutes ${MAIN8_MINUTES:-93} --lr 6e-4 --seed 82 --out out >out/main-o.log 2>&1
 $PY average.py --out out/main out/main-h.safetensors out/main-o-avg.safetensors
 $SP convert --weights out/main.safetensors --tokenizer out/tokenizer.json --config out/main.json --type F16 --name "specprefill main" -o ../../models/main.gguf
-$PY make_eval.py --n 200 --tokens 2000-2400 --seed 100 >../../eval/retrieval-2k.jsonl
-$PY make_eval.py --n 40 --tokens 2000-2200 --seed 200 >../../eval/retrieval-2k-ci.jsonl
-$PY make_eval.py --n 8 --tokens 7800-8200 --seed 300 >../../eval/retrieval-8k.jsonl
+$PY make_eval.py --bundled ../../eval

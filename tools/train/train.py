@@ -294,8 +294,10 @@ def main():
     ap.add_argument("--shortest", type=int, default=200,
                     help="shortest documents of the last phase, in the generator's units (a stage on long documents only)")
     ap.add_argument("--start-phase", type=int, default=0, help="skip the curriculum's first phases (with --init)")
-    ap.add_argument("--focus", help="before the curriculum, train this family alone on tiny documents (4-40 units)")
+    ap.add_argument("--focus", help="before the curriculum, train this family alone on tiny documents (see --focus-tokens)")
     ap.add_argument("--focus-share", type=float, default=0.15, help="share of the time the --focus phase gets")
+    ap.add_argument("--focus-tokens", default="4-40",
+                    help="document lengths of the --focus phase, LO-HI in the generator's units")
     ap.add_argument("--hop-questions", action="store_true",
                     help="two-hop documents with several questions also ask each hop on its own (after the two-hop one)")
     ap.add_argument("--office-questions", action="store_true",
@@ -330,7 +332,7 @@ def main():
         c["init"], c["start_phase"] = os.path.basename(a.init), a.start_phase
     c.update(lr=a.lr, questions=a.questions, longest=a.longest, shortest=a.shortest)  # the training options, for models/*.train.json
     if a.focus:
-        c.update(focus=a.focus, focus_share=a.focus_share)
+        c.update(focus=a.focus, focus_share=a.focus_share, focus_tokens=a.focus_tokens)
     if a.hop_questions:
         c["hop_questions"] = True
     if a.office_questions:
@@ -365,7 +367,8 @@ def main():
         # it at the guessing rate) gets its own phase of tiny documents first: dozens of answers per
         # batch, and little else to attend to.
         share = a.focus_share * sum(p[0] for p in phases) / (1 - a.focus_share)
-        phases.insert(0, (share, 4, 40, [a.focus], Q))
+        focus_lo, focus_hi = (int(x) for x in a.focus_tokens.split("-"))
+        phases.insert(0, (share, focus_lo, focus_hi, [a.focus], Q))
         labels.insert(0, "focus")
     total_share = sum(p[0] for p in phases)
     # Running answer accuracy per family (teacher-forced: every answer token predicted). Families
