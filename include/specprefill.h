@@ -98,6 +98,16 @@ sp_status sp_context_truncate(sp_context *ctx, int n_keep);
 sp_status sp_decode(sp_context *ctx, const sp_token *tokens, const int32_t *positions, int n,
                     const int32_t *logit_rows, int n_logit_rows, float *logits_out);
 
+/*
+ * One decode step of n sequences at once: tokens[i] at positions[i] is appended to ctxs[i]
+ * (n distinct contexts on one model), and logits_out[i * n_vocab ...] receives its next-token
+ * logits. The weights are read once for all n rows, which is what makes parallel streams (a
+ * server's slots) cheaper together than one after another; the results are sp_decode's on each
+ * context, up to the rounding of a batched matrix product.
+ */
+sp_status sp_decode_sequences(sp_context *const *ctxs, const sp_token *tokens, const int32_t *positions, int n,
+                              float *logits_out);
+
 /* --------------------------------------------------------- tokenizer */
 
 typedef enum {

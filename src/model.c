@@ -277,9 +277,10 @@ sp_status sp_context_new(const sp_model *m, const sp_context_params *params, sp_
     c->hb2 = malloc(nb * (size_t)i->n_ff * sizeof(float));
     c->logit_in = malloc(nb * (size_t)i->n_embd * sizeof(float));
     c->n_visible = malloc(nb * sizeof(int));
+    c->row_seq = malloc(nb * sizeof *c->row_seq);
     c->rope_cs = malloc(nb * (size_t)(m->rope.n_rot > 0 ? m->rope.n_rot : 1) * sizeof(float));
     if (!c->k_cache || !c->v_cache || !c->cell_pos || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->att ||
-        !c->hb || !c->hb2 || !c->logit_in || !c->n_visible || !c->rope_cs) {
+        !c->hb || !c->hb2 || !c->logit_in || !c->n_visible || !c->row_seq || !c->rope_cs) {
         sp_context_free(c);
         return sp_fail(SP_ERR_MEMORY, "context: out of memory (KV cache of %zu MiB for %d tokens)",
                        2 * kv_bytes >> 20, p.n_ctx);
@@ -292,7 +293,7 @@ void sp_context_free(sp_context *c) {
     if (!c) return;
     free(c->k_cache); free(c->v_cache); free(c->cell_pos);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att);
-    free(c->hb); free(c->hb2); free(c->logit_in); free(c->n_visible); free(c->rope_cs);
+    free(c->hb); free(c->hb2); free(c->logit_in); free(c->n_visible); free(c->row_seq); free(c->rope_cs);
     free(c);
 }
 
@@ -322,10 +323,10 @@ static void store_kv(sp_context *c, uint8_t *cache, int layer, int cell, const f
     else memcpy(dst, src, (size_t)kv_dim * sizeof(float));
 }
 
-/* RoPE on the batch's q and k of one layer and their K/V into the cache, a share of the tokens
- * per task. */
+/* RoPE on the batch's q and k of one layer and their K/V into each row's cache (row t joins
+ * row_seq[t] at cell n_visible[t] - 1), a share of the rows per task. */
 typedef struct {
-    sp_context *c;
+    sp_context *c; /* the scratch buffers */
     int layer, n;
 } rope_store_job;
 
@@ -337,16 +338,23 @@ static void rope_store_task(void *arg, int task, int n_tasks) {
     const int64_t q_dim = (int64_t)nh * hd, kv_dim = (int64_t)nkv * hd;
     for (int t = (int)((int64_t)j->n * task / n_tasks); t < (int)((int64_t)j->n * (task + 1) / n_tasks); t++) {
         const float *cs = c->rope_cs + (int64_t)t * m->rope.n_rot;
+        sp_context *seq = c->row_seq[t];
         sp_rope_apply(c->q + t * q_dim, nh, hd, cs, &m->rope);
         sp_rope_apply(c->k + t * kv_dim, nkv, hd, cs, &m->rope);
-        store_kv(c, c->k_cache, j->layer, c->n_cached + t, c->k + t * kv_dim, (int)kv_dim);
-        store_kv(c, c->v_cache, j->layer, c->n_cached + t, c->v + t * kv_dim, (int)kv_dim);
+        store_kv(seq, seq->k_cache, j->layer, c->n_visible[t] - 1, c->k + t * kv_dim, (int)kv_dim);
+        store_kv(seq, seq->v_cache, j->layer, c->n_visible[t] - 1, c->v + t * kv_dim, (int)kv_dim);
     }
 }
 
-/* One micro-batch of n ≤ n_batch tokens. Logits for batch rows rows[0..n_rows). */
-static void forward_batch(sp_context *c, const sp_token *tokens, const int32_t *positions, int n,
-                          const int32_t *rows, int n_rows, float *logits, const sp_forward_opts *o) {
+/*
+ * One micro-batch of n ≤ c->n_batch tokens, computed in c's scratch buffers. The rows belong to
+ * sequences: row t is appended to the cache of row_seq[t], after that context's cached tokens
+ * and the batch's earlier rows of the same context. A prefill is n rows of one context (row_seq
+ * all c); a batched decode step one row for each of several contexts on the same model, so the
+ * weights are read once for all of them. Logits for batch rows rows[0..n_rows).
+ */
+static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_token *tokens, const int32_t *positions,
+                          int n, const int32_t *rows, int n_rows, float *logits, const sp_forward_opts *o) {
     const sp_model *m = c->model;
     const sp_model_info *info = &m->info;
     const int d = info->n_embd, hd = info->head_dim, nh = info->n_head, nkv = info->n_head_kv;
@@ -355,10 +363,13 @@ static void forward_batch(sp_context *c, const sp_token *tokens, const int32_t *
     const sp_type_traits *et = sp_type_traits_get(m->tok_embd.type);
     const float scale = 1.0f / sqrtf((float)hd);
 
-    /* embed */
+    /* embed; each row's cache cell (the contexts' n_cached move only at the end) */
     for (int t = 0; t < n; t++)
         et->dequantize((const uint8_t *)m->tok_embd.data + (int64_t)tokens[t] * m->tok_embd.row_bytes, c->x + (int64_t)t * d, d);
-    for (int t = 0; t < n; t++) c->n_visible[t] = c->n_cached + t + 1;
+    for (int t = 0; t < n; t++) { /* a context's rows are consecutive */
+        c->row_seq[t] = row_seq[t];
+        c->n_visible[t] = t > 0 && row_seq[t - 1] == row_seq[t] ? c->n_visible[t - 1] + 1 : row_seq[t]->n_cached + 1;
+    }
     sp_rope_table(&m->rope, positions, n, c->rope_cs); /* once for every layer */
 
     for (int il = 0; il < n_layers; il++) {
@@ -376,12 +387,17 @@ static void forward_batch(sp_context *c, const sp_token *tokens, const int32_t *
         rope_store_job rj = {c, il, n};
         sp_parallel_for(n < 64 ? 1 : sp_threads_count(), rope_store_task, &rj);
         const size_t layer_off = (size_t)il * c->n_ctx * kv_dim * c->kv_elem;
-        sp_attention_args args = {
-            c->q, c->att, n, c->k_cache + layer_off, c->v_cache + layer_off, c->kv_type == SP_KV_F16,
-            c->n_visible, nh, nkv, hd, scale,
-        };
-        sp_attention(&args);
-        if (o && o->score_acc && o->score_n_keys > 0)
+        for (int t0 = 0, t1; t0 < n; t0 = t1) { /* each run of rows of one context against its cache */
+            for (t1 = t0 + 1; t1 < n && row_seq[t1] == row_seq[t0];) t1++;
+            const sp_context *seq = row_seq[t0];
+            const size_t seq_off = (size_t)il * seq->n_ctx * kv_dim * seq->kv_elem;
+            sp_attention_args args = {
+                c->q + (int64_t)t0 * q_dim, c->att + (int64_t)t0 * q_dim, t1 - t0, seq->k_cache + seq_off,
+                seq->v_cache + seq_off, seq->kv_type == SP_KV_F16, c->n_visible + t0, nh, nkv, hd, scale,
+            };
+            sp_attention(&args);
+        }
+        if (o && o->score_acc && o->score_n_keys > 0) /* a single-context batch (sp_forward) */
             sp_attention_probs_max(c->q, n, c->k_cache + layer_off, c->kv_type == SP_KV_F16, o->score_n_keys, nh, nkv,
                                    hd, scale, o->score_pool_kernel, o->score_acc);
         sp_matmul(&L->wo, c->att, n, c->xb);
@@ -395,8 +411,10 @@ static void forward_batch(sp_context *c, const sp_token *tokens, const int32_t *
         sp_matmul(&L->down, c->hb, n, c->xb);
         for (int64_t i = 0; i < (int64_t)n * d; i++) c->x[i] += c->xb[i];
     }
-    for (int t = 0; t < n; t++) c->cell_pos[c->n_cached + t] = positions[t];
-    c->n_cached += n;
+    for (int t = 0; t < n; t++) { /* rows in cache order: each context ends at its last row */
+        row_seq[t]->cell_pos[c->n_visible[t] - 1] = positions[t];
+        row_seq[t]->n_cached = c->n_visible[t];
+    }
 
     /* output head, only for the rows asked for (in chunks: rows may repeat) */
     for (int r0 = 0; r0 < n_rows; r0 += c->n_batch) {
@@ -449,7 +467,8 @@ sp_status sp_forward(sp_context *c, const sp_token *tokens, const int32_t *posit
             st = sp_fail(SP_ERR_MEMORY, "decode: out of memory for %d rows of logits", n_rows);
             break;
         }
-        forward_batch(c, tokens + b0, positions + b0, nb, rows, n_rows, tmp, &o);
+        for (int t = 0; t < nb; t++) c->row_seq[t] = c;
+        forward_batch(c, c->row_seq, tokens + b0, positions + b0, nb, rows, n_rows, tmp, &o);
         for (int r = 0; r < n_rows; r++)
             memcpy(logits_out + (size_t)order[r] * info->n_vocab, tmp + (size_t)r * info->n_vocab,
                    (size_t)info->n_vocab * sizeof(float));
@@ -462,4 +481,38 @@ sp_status sp_forward(sp_context *c, const sp_token *tokens, const int32_t *posit
 sp_status sp_decode(sp_context *c, const sp_token *tokens, const int32_t *positions, int n,
                     const int32_t *logit_rows, int n_logit_rows, float *logits_out) {
     return sp_forward(c, tokens, positions, n, logit_rows, n_logit_rows, logits_out, NULL);
+}
+
+sp_status sp_decode_sequences(sp_context *const *ctxs, const sp_token *tokens, const int32_t *positions, int n,
+                              float *logits_out) {
+    if (n < 0 || (n > 0 && (!ctxs || !tokens || !positions || !logits_out)))
+        return sp_fail(SP_ERR_ARGUMENT, "decode: invalid arguments");
+    if (n == 0) return SP_OK;
+    const sp_model *m = ctxs[0] ? ctxs[0]->model : NULL;
+    for (int i = 0; i < n; i++) {
+        const sp_context *c = ctxs[i];
+        if (!c) return sp_fail(SP_ERR_ARGUMENT, "decode: context %d is NULL", i);
+        if (c->model != m) return sp_fail(SP_ERR_ARGUMENT, "decode: context %d runs another model than context 0", i);
+        for (int k = 0; k < i; k++)
+            if (ctxs[k] == c) return sp_fail(SP_ERR_ARGUMENT, "decode: context %d appears twice (also at %d)", i, k);
+        if (c->n_cached >= c->n_ctx)
+            return sp_fail(SP_ERR_CONTEXT_FULL, "decode: context %d is full (%d cells)", i, c->n_ctx);
+        if (tokens[i] < 0 || tokens[i] >= m->info.n_vocab)
+            return sp_fail(SP_ERR_ARGUMENT, "decode: token %d at index %d is outside the vocabulary (0..%d)", tokens[i], i,
+                           m->info.n_vocab - 1);
+        if (positions[i] < 0) return sp_fail(SP_ERR_ARGUMENT, "decode: negative position %d at index %d", positions[i], i);
+    }
+    /* micro-batches of at most ctxs[0]'s n_batch rows, in its scratch buffers; a row's logits are
+     * row r of its micro-batch, so they land in logits_out directly */
+    sp_context *scratch = ctxs[0];
+    int32_t *rows = malloc((size_t)scratch->n_batch * sizeof *rows);
+    if (!rows) return sp_fail(SP_ERR_MEMORY, "decode: out of memory");
+    for (int r = 0; r < scratch->n_batch; r++) rows[r] = r;
+    for (int b0 = 0; b0 < n; b0 += scratch->n_batch) {
+        const int nb = n - b0 < scratch->n_batch ? n - b0 : scratch->n_batch;
+        forward_batch(scratch, ctxs + b0, tokens + b0, positions + b0, nb, rows, nb,
+                      logits_out + (size_t)b0 * m->info.n_vocab, NULL);
+    }
+    free(rows);
+    return SP_OK;
 }

@@ -43,7 +43,8 @@ struct sp_context {
     /* scratch, sized for n_batch tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logit_in;
     float *rope_cs; /* the batch's RoPE cosines and sines, [n_batch][n_rot] */
-    int *n_visible;
+    int *n_visible;            /* per batch row: cache cells it attends to (its own cell + 1) */
+    sp_context **row_seq;      /* per batch row: the context whose cache it joins */
 };
 
 /* Optional extras of a forward pass. */

@@ -58,6 +58,11 @@ grep -q "^| a | 2 |" "$T/out" && grep -q "^| b | 1 |" "$T/out" && ok || bad "eva
 echo '{"prompt": 1}' >"$T/badtask.jsonl"
 expect_fail "bad task file" "needs string" "$SP" eval -m "$T/tiny.gguf" --task "$T/badtask.jsonl"
 
+# bench: llama-bench-like rows, and several sequences decoded together (--parallel)
+expect_ok "bench" "$SP" bench -m "$T/tiny.gguf" -p 16 -n 4 -r 1 --parallel 1,3 -o json
+for t in pp16 tg4 tg4x1 tg4x3; do grep -q "\"test\": \"$t\"" "$T/out" && ok || bad "bench row $t"; done
+expect_fail "bench --parallel 0" "bad value" "$SP" bench -m "$T/tiny.gguf" --parallel 0
+
 # errors: clear message, non-zero exit, no crash
 expect_fail "missing model" "cannot open" "$SP" info "$T/nope.gguf"
 head -c 5000 "$M/llama-q8_0.gguf" >"$T/trunc.gguf"

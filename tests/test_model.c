@@ -74,6 +74,69 @@ static void truncate_and_redo(void **st) {
     sp_model_free(m);
 }
 
+/* A decode step of several sequences at once gives each sequence what sp_decode gives it alone —
+ * with caches of different lengths and position gaps, over several steps, in micro-batches
+ * smaller than the number of sequences — and refuses bad calls without touching any cache. */
+static void decode_sequences(void **st) {
+    (void)st;
+    const char *fixtures[] = {"llama-q8_0.gguf", "qwen2-f16.gguf"};
+    for (int f = 0; f < 2; f++) {
+        sp_model *m = load_fixture_model(fixtures[f]);
+        const int V = sp_model_get_info(m)->n_vocab, n_seq = 3;
+        sp_context_params p = sp_context_default_params();
+        p.n_ctx = 32;
+        /* micro-batches of 1 row (Q8_0: the decode path, bit for bit) and of 2 + 1 rows (F16: the
+         * batched matrix product; for Q8_0 weights it quantizes activations differently) */
+        p.n_batch = f == 0 ? 1 : 2;
+        sp_context *batched[3], *alone[3];
+        int32_t next_pos[3];
+        for (int s = 0; s < n_seq; s++) {
+            assert_int_equal(sp_context_new(m, &p, &batched[s]), SP_OK);
+            assert_int_equal(sp_context_new(m, &p, &alone[s]), SP_OK);
+            sp_token tok[12];
+            int32_t pos[12];
+            const int n = 3 + 4 * s; /* different cache lengths, gapped positions */
+            for (int i = 0; i < n; i++) { tok[i] = (i * 31 + 7 * s + 3) % 200; pos[i] = i * (s + 1); }
+            assert_int_equal(sp_decode(batched[s], tok, pos, n, NULL, 0, NULL), SP_OK);
+            assert_int_equal(sp_decode(alone[s], tok, pos, n, NULL, 0, NULL), SP_OK);
+            next_pos[s] = pos[n - 1] + 1 + s;
+        }
+        float *together = malloc(sizeof(float) * (size_t)n_seq * V), *single = malloc(sizeof(float) * (size_t)V);
+        for (int step = 0; step < 4; step++) {
+            sp_token tok[3];
+            for (int s = 0; s < n_seq; s++) tok[s] = (step * 13 + s * 5 + 1) % 200;
+            assert_int_equal(sp_decode_sequences(batched, tok, next_pos, n_seq, together), SP_OK);
+            for (int s = 0; s < n_seq; s++) {
+                int32_t row = 0;
+                assert_int_equal(sp_decode(alone[s], tok + s, next_pos + s, 1, &row, 1, single), SP_OK);
+                double d = max_diff(together + (size_t)s * V, single, (size_t)V);
+                if (d > 2e-4) fail_msg("%s: sequence %d at step %d differs by %g", fixtures[f], s, step, d);
+                assert_int_equal(sp_context_n_cached(batched[s]), sp_context_n_cached(alone[s]));
+                assert_int_equal(sp_context_last_pos(batched[s]), next_pos[s]);
+                next_pos[s]++;
+            }
+        }
+        /* bad calls: a context twice, a full context, a token outside the vocabulary */
+        sp_context *twice[2] = {batched[0], batched[0]};
+        sp_token tok2[2] = {1, 2};
+        int32_t pos2[2] = {50, 51};
+        int cached0 = sp_context_n_cached(batched[0]);
+        assert_int_equal(sp_decode_sequences(twice, tok2, pos2, 2, together), SP_ERR_ARGUMENT);
+        assert_non_null(strstr(sp_last_error(), "twice"));
+        sp_token big[2] = {1, 50000};
+        assert_int_equal(sp_decode_sequences(batched, big, pos2, 2, together), SP_ERR_ARGUMENT);
+        sp_token fill[32] = {0};
+        int32_t fill_pos[32];
+        for (int i = 0; i < 32; i++) fill_pos[i] = 100 + i;
+        assert_int_equal(sp_decode(batched[2], fill, fill_pos, 32 - sp_context_n_cached(batched[2]), NULL, 0, NULL), SP_OK);
+        assert_int_equal(sp_decode_sequences(batched, tok2, pos2, 3, together), SP_ERR_CONTEXT_FULL);
+        assert_int_equal(sp_context_n_cached(batched[0]), cached0); /* nothing appended by failed calls */
+        for (int s = 0; s < n_seq; s++) { sp_context_free(batched[s]); sp_context_free(alone[s]); }
+        free(together); free(single);
+        sp_model_free(m);
+    }
+}
+
 static void bad_calls_are_errors(void **st) {
     (void)st;
     sp_model *m = load_fixture_model("llama-f16.gguf");
@@ -154,6 +217,7 @@ static void sampling(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(logit_rows_and_batching), cmocka_unit_test(truncate_and_redo),
+        cmocka_unit_test(decode_sequences),
         cmocka_unit_test(bad_calls_are_errors), cmocka_unit_test(sampling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -95,6 +95,8 @@ static void usage(void) {
     printf("usage: specprefill bench -m MODEL.gguf [options]\n"
            "  -p LIST       prompt lengths to time, comma-separated (default 512); 0 = none\n"
            "  -n N          tokens to generate one by one (default 32); 0 = none\n"
+           "  --parallel LIST  also generate for this many sequences at once, one batched step per\n"
+           "                token (rows tgN×P, total t/s; compare with tgN), e.g. 2,4,8\n"
            "  -r N          repetitions after one warm-up (default 5)\n"
            "  -t N          threads (default: all cores)\n"
            "  -o md|json    output format (default md)\n"
@@ -109,9 +111,9 @@ static void usage(void) {
 
 int cmd_bench(int argc, char **argv) {
     const char *model_path = NULL, *draft_path = NULL, *fmt = "md", *gemm_type = NULL;
-    long pp[MAX_LIST] = {512}, ttft[MAX_LIST] = {1024, 2048, 4096, 8192}, n_gen = 32, reps = 5, threads = 0;
+    long pp[MAX_LIST] = {512}, ttft[MAX_LIST] = {1024, 2048, 4096, 8192}, par[MAX_LIST], n_gen = 32, reps = 5, threads = 0;
     double keeps[MAX_LIST] = {0.1, 0.3, 0.5};
-    int n_pp = 1, n_ttft = 4, n_keeps = 3;
+    int n_pp = 1, n_ttft = 4, n_keeps = 3, n_par = 0;
     bool bad = false, self_spec = false, kv_f32 = false;
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -122,6 +124,7 @@ int cmd_bench(int argc, char **argv) {
         else if ((v = opt_value(argc, argv, &i, "--output", "-o", &bad))) { fmt = v; ok = !strcmp(v, "md") || !strcmp(v, "json"); }
         else if ((v = opt_value(argc, argv, &i, "--n-prompt", "-p", &bad))) { n_pp = parse_int_list(v, pp, MAX_LIST, 0, 1 << 20); ok = n_pp > 0; if (n_pp == 1 && pp[0] == 0) n_pp = 0; }
         else if ((v = opt_value(argc, argv, &i, "--ttft", NULL, &bad))) { n_ttft = parse_int_list(v, ttft, MAX_LIST, 2, 1 << 20); ok = n_ttft > 0; }
+        else if ((v = opt_value(argc, argv, &i, "--parallel", NULL, &bad))) { n_par = parse_int_list(v, par, MAX_LIST, 1, 256); ok = n_par > 0; }
         else if ((v = opt_value(argc, argv, &i, "--keep", NULL, &bad))) { n_keeps = parse_float_list(v, keeps, MAX_LIST, 1e-6, 1); ok = n_keeps > 0; }
         else if ((v = opt_value(argc, argv, &i, "--n-gen", "-n", &bad))) ok = parse_int(v, 0, 1 << 20, &n_gen);
         else if ((v = opt_value(argc, argv, &i, "--repetitions", "-r", &bad))) ok = parse_int(v, 1, 1000, &reps);
@@ -204,6 +207,38 @@ int cmd_bench(int argc, char **argv) {
         if (json) printf("%s\n {\"test\": \"tg%ld\", \"tokens_per_s\": %.2f, \"sd\": %.2f}", n_rows++ ? "," : "", n_gen, s.mean, s.sd);
         else printf("| %s | %.2f GiB | %.2f B | %s | %d | tg%ld | %.2f ± %.2f |\n", model_name, info->file_size / 1073741824.0,
                     info->n_params / 1e9, isa, sp_get_threads(), n_gen, s.mean, s.sd);
+        fflush(stdout);
+    }
+    /* generation for P sequences at once: one sp_decode_sequences per token (a server's slots) */
+    for (int pi = 0; pi < n_par && n_gen > 0; pi++) {
+        const int P = (int)par[pi];
+        sp_context **pctx = calloc((size_t)P, sizeof *pctx);
+        sp_token *ptok = malloc((size_t)P * sizeof *ptok);
+        int32_t *ppos = malloc((size_t)P * sizeof *ppos);
+        float *plogits = malloc((size_t)P * (size_t)info->n_vocab * sizeof *plogits);
+        sp_context_params pc = cp;
+        pc.n_ctx = (int)n_gen;
+        bool ok = pctx && ptok && ppos && plogits;
+        for (int q = 0; ok && q < P; q++) ok = sp_context_new(m, &pc, &pctx[q]) == SP_OK;
+        for (int r = 0; ok && r <= reps; r++) {
+            snprintf(label, sizeof label, "tg%ldx%d: run %d of %ld", n_gen, P, r, reps);
+            progress(label);
+            for (int q = 0; q < P; q++) sp_context_reset(pctx[q]);
+            double t0 = now_seconds();
+            for (long k = 0; ok && k < n_gen; k++) {
+                for (int q = 0; q < P; q++) { ptok[q] = tok[(k + (long)q * 7) % max_len]; ppos[q] = (int32_t)k; }
+                ok = sp_decode_sequences(pctx, ptok, ppos, P, plogits) == SP_OK;
+            }
+            times[r] = (double)n_gen * P / (now_seconds() - t0);
+        }
+        for (int q = 0; pctx && q < P; q++) sp_context_free(pctx[q]);
+        free(pctx); free(ptok); free(ppos); free(plogits);
+        if (!ok) { fail_status("parallel decode"); goto done; }
+        stat s = summarize(times + 1, (int)reps);
+        progress("");
+        if (json) printf("%s\n {\"test\": \"tg%ldx%d\", \"tokens_per_s\": %.2f, \"sd\": %.2f}", n_rows++ ? "," : "", n_gen, P, s.mean, s.sd);
+        else printf("| %s | %.2f GiB | %.2f B | %s | %d | tg%ldx%d | %.2f ± %.2f |\n", model_name, info->file_size / 1073741824.0,
+                    info->n_params / 1e9, isa, sp_get_threads(), n_gen, P, s.mean, s.sd);
         fflush(stdout);
     }
     /* TTFT: full prefill vs speculative prefill, same prompts, same run */

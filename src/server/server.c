@@ -4,6 +4,8 @@
  * then queued as a job; a slot takes it, prefills (speculatively or not) and generates,
  * appending response bytes to the job; the connection thread streams those bytes out as they
  * come. A client that goes away marks its job cancelled, and the slot stops at the next token.
+ * Slots prefill on their own and decode together: each generation step of all generating slots
+ * is one batched forward pass (decode_batch.h).
  */
 #define _GNU_SOURCE
 #include "server.h"
@@ -25,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "decode_batch.h"
 #include "request.h"
 
 /* ------------------------------------------------------------------ jobs */
@@ -58,6 +61,7 @@ static struct server {
     job **queue;
     int q_head, q_len, q_cap;
     int busy;
+    decode_batch *decoding;       /* the generating slots' steps */
     volatile sig_atomic_t stop_signal;
     bool stopping;
     /* metrics */
@@ -235,6 +239,7 @@ static void run_job(slot *sl, job *j) {
     sp_detokenizer d;
     sp_detokenizer_init(&d, S.model, false);
     bool first_chunk = true;
+    decode_batch_join(S.decoding);
     for (int n = 0; !failed && n < j->max_tokens; n++) {
         if (job_cancelled(j) || S.stopping) { finish = "cancelled"; break; }
         sp_token t = sp_sampler_sample(smp, logits);
@@ -261,9 +266,10 @@ static void run_job(slot *sl, job *j) {
         }
         if (stopped) { finish = "stop"; break; }
         if (n + 1 == j->max_tokens) break;
-        int32_t p = j->n_prompt + n, row = 0;
-        if (sp_decode(sl->ctx, &t, &p, 1, &row, 1, logits) != SP_OK) failed = true;
+        int32_t p = j->n_prompt + n;
+        if (decode_batch_step(S.decoding, sl->ctx, t, p, logits) != SP_OK) failed = true;
     }
+    decode_batch_leave(S.decoding);
     double t_end = now();
     r.ttft = t_first - j->t_arrival;
     r.total = t_end - j->t_arrival;
@@ -463,6 +469,12 @@ static enum MHD_Result metrics(struct MHD_Connection *c) {
             S.prefill_seconds > 0 ? S.prompt_tokens / S.prefill_seconds : 0);
     fprintf(f, "# TYPE specprefill_decode_tokens_per_second gauge\nspecprefill_decode_tokens_per_second %.3f\n",
             S.decode_seconds > 0 ? S.generated_tokens / S.decode_seconds : 0);
+    unsigned long rounds, rows;
+    decode_batch_counts(S.decoding, &rounds, &rows);
+    fprintf(f, "# HELP specprefill_decode_batches_total Batched decode steps: one forward pass for the next token of every generating slot.\n"
+               "# TYPE specprefill_decode_batches_total counter\nspecprefill_decode_batches_total %lu\n", rounds);
+    fprintf(f, "# HELP specprefill_decode_batch_rows_total Tokens decoded in those steps (rows / batches = mean batch size).\n"
+               "# TYPE specprefill_decode_batch_rows_total counter\nspecprefill_decode_batch_rows_total %lu\n", rows);
     fprintf(f, "# TYPE specprefill_queue_depth gauge\nspecprefill_queue_depth %d\n", S.q_len);
     fprintf(f, "# TYPE specprefill_slots_busy gauge\nspecprefill_slots_busy %d\n", S.busy);
     fprintf(f, "# TYPE specprefill_slots gauge\nspecprefill_slots %d\n", S.cfg->parallel);
@@ -651,7 +663,10 @@ int sp_server_run(const sp_server_config *cfg) {
     S.queue = calloc((size_t)S.q_cap, sizeof *S.queue);
     struct MHD_Daemon *d = NULL;
     int started = 0;
-    if (!slots || !S.queue) { fprintf(stderr, "error: out of memory\n"); goto done; }
+    if (!slots || !S.queue || decode_batch_new(cfg->parallel, sp_model_get_info(S.model)->n_vocab, &S.decoding) != SP_OK) {
+        fprintf(stderr, "error: out of memory\n");
+        goto done;
+    }
     if (cfg->draft_path) {
         if (sp_model_load(cfg->draft_path, &S.draft) != SP_OK) { fprintf(stderr, "error: loading draft: %s\n", sp_last_error()); goto done; }
         if (!cfg->spec.any_vocab && sp_vocab_check_same(S.model, S.draft) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); goto done; }
@@ -716,6 +731,7 @@ done:
     }
     free(slots);
     free(S.queue);
+    decode_batch_free(S.decoding);
     sp_model_free(S.draft);
     sp_model_free(S.model);
     return rc;

@@ -1,0 +1,151 @@
+/* The server's batched decode steps: slots that join, step and leave at different times each get
+ * the logits they would get decoding alone, and steps taken together run as one batch. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "server/decode_batch.h"
+#include "test_util.h"
+
+enum { N_SLOTS = 3, MAX_STEPS = 12, PROMPT = 6 };
+
+typedef struct {
+    int index, n_steps;
+    sp_model *model;
+    decode_batch *batch;
+    pthread_barrier_t *start;
+    sp_context *ctx;
+    sp_token tokens[MAX_STEPS];
+    float *logits;             /* [n_steps][n_vocab], what the batch gave */
+    sp_status status;
+} slot_run;
+
+static void prefill(sp_context *c, int index) {
+    sp_token tok[PROMPT];
+    int32_t pos[PROMPT];
+    for (int i = 0; i < PROMPT; i++) { tok[i] = (i * 29 + index * 11 + 5) % 300; pos[i] = i * (index + 1); }
+    assert_int_equal(sp_decode(c, tok, pos, PROMPT - index, NULL, 0, NULL), SP_OK); /* different lengths */
+}
+
+static void *slot_thread(void *arg) {
+    slot_run *s = arg;
+    const int V = sp_model_get_info(s->model)->n_vocab;
+    decode_batch_join(s->batch);
+    pthread_barrier_wait(s->start); /* all three are members before the first step */
+    for (int k = 0; k < s->n_steps && s->status == SP_OK; k++) {
+        nanosleep(&(struct timespec){0, (long)((s->index * 37 + k * 53) % 400) * 1000}, NULL); /* vary the order of arrival */
+        s->status = decode_batch_step(s->batch, s->ctx, s->tokens[k], 100 + k, s->logits + (size_t)k * V);
+    }
+    decode_batch_leave(s->batch); /* the others go on without this one */
+    return NULL;
+}
+
+static void steps_match_decoding_alone(void **st) {
+    (void)st;
+    sp_model *m = load_fixture_model("qwen2-f16.gguf");
+    const int V = sp_model_get_info(m)->n_vocab;
+    decode_batch *b;
+    assert_int_equal(decode_batch_new(N_SLOTS, V, &b), SP_OK);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, N_SLOTS);
+    slot_run runs[N_SLOTS];
+    pthread_t threads[N_SLOTS];
+    sp_context_params p = sp_context_default_params();
+    p.n_ctx = 64;
+    for (int i = 0; i < N_SLOTS; i++) {
+        runs[i] = (slot_run){i, 4 + 4 * i, m, b, &start, NULL, {0}, NULL, SP_OK}; /* 4, 8, 12 steps: leaving at different times */
+        assert_int_equal(sp_context_new(m, &p, &runs[i].ctx), SP_OK);
+        prefill(runs[i].ctx, i);
+        for (int k = 0; k < MAX_STEPS; k++) runs[i].tokens[k] = (k * 17 + i * 7 + 1) % 300;
+        runs[i].logits = malloc(sizeof(float) * MAX_STEPS * (size_t)V);
+    }
+    for (int i = 0; i < N_SLOTS; i++) assert_int_equal(pthread_create(&threads[i], NULL, slot_thread, &runs[i]), 0);
+    for (int i = 0; i < N_SLOTS; i++) pthread_join(threads[i], NULL);
+
+    float *alone = malloc(sizeof(float) * (size_t)V);
+    for (int i = 0; i < N_SLOTS; i++) {
+        assert_int_equal(runs[i].status, SP_OK);
+        sp_context *c;
+        assert_int_equal(sp_context_new(m, &p, &c), SP_OK);
+        prefill(c, i);
+        for (int k = 0; k < runs[i].n_steps; k++) {
+            int32_t pos = 100 + k, row = 0;
+            assert_int_equal(sp_decode(c, &runs[i].tokens[k], &pos, 1, &row, 1, alone), SP_OK);
+            double d = 0;
+            for (int v = 0; v < V; v++) d = fmax(d, fabs(alone[v] - runs[i].logits[(size_t)k * V + v]));
+            if (d > 2e-4) fail_msg("slot %d step %d differs from decoding alone by %g", i, k, d);
+        }
+        assert_int_equal(sp_context_n_cached(c), sp_context_n_cached(runs[i].ctx));
+        sp_context_free(c);
+    }
+    /* a round runs once every member has stepped: 24 steps in 12 rounds (3, 2 then 1 rows) */
+    unsigned long rounds, rows;
+    decode_batch_counts(b, &rounds, &rows);
+    assert_int_equal(rows, 4 + 8 + 12);
+    assert_int_equal(rounds, 12);
+    for (int i = 0; i < N_SLOTS; i++) { sp_context_free(runs[i].ctx); free(runs[i].logits); }
+    free(alone);
+    pthread_barrier_destroy(&start);
+    decode_batch_free(b);
+    sp_model_free(m);
+}
+
+/* A member whose context is full fails its own step; the other one in the same round does not. */
+typedef struct {
+    decode_batch *b;
+    sp_context *ctx;
+    float *logits;
+    sp_status status;
+} one_step;
+
+static void *step_thread(void *arg) {
+    one_step *o = arg;
+    o->status = decode_batch_step(o->b, o->ctx, 9, 8, o->logits);
+    decode_batch_leave(o->b);
+    return NULL;
+}
+
+static void one_full_context_fails_alone(void **st) {
+    (void)st;
+    sp_model *m = load_fixture_model("llama-f16.gguf");
+    const int V = sp_model_get_info(m)->n_vocab;
+    decode_batch *b;
+    assert_int_equal(decode_batch_new(2, V, &b), SP_OK);
+    sp_context_params p = sp_context_default_params();
+    p.n_ctx = 8;
+    sp_context *full, *fine;
+    assert_int_equal(sp_context_new(m, &p, &full), SP_OK);
+    assert_int_equal(sp_context_new(m, &p, &fine), SP_OK);
+    sp_token tok[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    int32_t pos[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    assert_int_equal(sp_decode(full, tok, pos, 8, NULL, 0, NULL), SP_OK);
+    float *l1 = malloc(sizeof(float) * (size_t)V), *l2 = malloc(sizeof(float) * (size_t)V);
+    decode_batch_join(b);
+    decode_batch_join(b);
+    one_step other = {b, fine, l1, SP_ERR_ARGUMENT};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, step_thread, &other), 0);
+    assert_int_equal(decode_batch_step(b, full, 9, 8, l2), SP_ERR_CONTEXT_FULL);
+    decode_batch_leave(b);
+    pthread_join(t, NULL);
+    assert_int_equal(other.status, SP_OK);
+    assert_int_equal(sp_context_n_cached(fine), 1);
+    unsigned long rounds, rows;
+    decode_batch_counts(b, &rounds, &rows);
+    assert_int_equal(rounds, 1); /* both steps were one round */
+    assert_int_equal(rows, 2);
+    free(l1); free(l2);
+    sp_context_free(full); sp_context_free(fine);
+    decode_batch_free(b);
+    sp_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(steps_match_decoding_alone),
+        cmocka_unit_test(one_full_context_fails_alone),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
