@@ -197,6 +197,11 @@ static float *scratch_get(size_t n) {
 }
 
 #define ROWS_PER_TILE 16
+/* Up to this many tokens a matrix product is a decode: each weight row is read once and dotted
+ * with every token as a single token would be (bit for bit the same result as one at a time:
+ * a server's batched decode gives each stream what it would get alone). Past it the tiled
+ * GEMM forms, which repack or convert each tile once for all the tokens, are faster. */
+#define DECODE_MAX_TOKENS 4
 
 void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16) {
     for (int64_t b = 0; b < n / 32; b++, x += 32, q += 32) {
@@ -254,7 +259,7 @@ void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, int 
 typedef struct {
     const sp_weight *w;
     const float *x;
-    const sp_q8_act *xq;    /* x quantized, for the integer decode kernels */
+    const sp_q8_act *xq;    /* x quantized, for the integer decode kernels (one per token) */
     const sp_i8_rows *xi;   /* x quantized, for the integer prefill kernel */
     const uint16_t *x_bf16; /* x in bf16 when the bf16 kernel is used */
     int n_tokens;
@@ -304,19 +309,24 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     int64_t r1 = r0 + j->rows_per_task < w->n_out ? r0 + j->rows_per_task : w->n_out;
     const uint8_t *base = w->data;
 
-    if (j->n_tokens == 1 && j->xq) {
-        /* decode, integer dot products */
+    if (j->n_tokens <= DECODE_MAX_TOKENS && j->xq) {
+        /* decode, integer dot products; each weight row is read once for all the tokens */
         float (*dot)(const void *, const sp_q8_act *, int64_t) = k->dot_row_q8[w->type];
-        for (int64_t r = r0; r < r1; r++) j->out[r] = dot(base + r * w->row_bytes, j->xq, K);
+        for (int64_t r = r0; r < r1; r++)
+            for (int t = 0; t < j->n_tokens; t++) j->out[(int64_t)t * w->n_out + r] = dot(base + r * w->row_bytes, &j->xq[t], K);
         return;
     }
-    if (j->n_tokens == 1) {
+    if (j->n_tokens <= DECODE_MAX_TOKENS) {
         /* decode: stream each row once, fused dequantize + dot */
         float (*dot)(const void *, const float *, int64_t) = w->type < SP_N_TYPES ? k->dot_row[w->type] : NULL;
         for (int64_t r = r0; r < r1; r++) {
             const uint8_t *row = base + r * w->row_bytes;
-            j->out[r] = dot ? dot(row, j->x, K) : w->type == SP_TYPE_F32 ? k->dot_f32((const float *)row, j->x, K)
-                                                                       : dot_row_generic(k, tt, row, j->x, K);
+            for (int t = 0; t < j->n_tokens; t++) {
+                const float *x = j->x + (int64_t)t * K;
+                j->out[(int64_t)t * w->n_out + r] = dot ? dot(row, x, K)
+                                                    : w->type == SP_TYPE_F32 ? k->dot_f32((const float *)row, x, K)
+                                                                             : dot_row_generic(k, tt, row, x, K);
+            }
         }
         return;
     }
@@ -413,18 +423,24 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
     matmul_job j = {w, x, NULL, NULL, NULL, n_tokens, out, 0};
     sp_i8_rows xi;
     void *xi_mem;
-    j.xi = prepare_i8_rows(k, w, x, n_tokens, &xi, &xi_mem);
+    if (n_tokens > DECODE_MAX_TOKENS) j.xi = prepare_i8_rows(k, w, x, n_tokens, &xi, &xi_mem);
+    else xi_mem = NULL;
     uint16_t *xb = NULL;
     int8_t *q8 = NULL;
-    sp_q8_act xq;
-    if (n_tokens == 1 && w->type < SP_N_TYPES && k->dot_row_q8[w->type] && w->n_in % 32 == 0) {
-        q8 = malloc((size_t)w->n_in + (size_t)w->n_in / 32 * sizeof(float) + (size_t)w->n_in / 16 * sizeof(int32_t));
+    sp_q8_act xq[DECODE_MAX_TOKENS];
+    if (n_tokens <= DECODE_MAX_TOKENS && w->type < SP_N_TYPES && k->dot_row_q8[w->type] && w->n_in % 32 == 0) {
+        /* per token: the codes, then (n_in a multiple of 32: aligned) the scales and sums */
+        const size_t per_token = ((size_t)w->n_in + (size_t)w->n_in / 32 * sizeof(float) + (size_t)w->n_in / 16 * sizeof(int32_t) + 63) & ~(size_t)63;
+        q8 = malloc(per_token * (size_t)n_tokens);
         if (q8) {
-            float *d = (float *)(q8 + w->n_in); /* n_in is a multiple of 32: aligned */
-            int32_t *sums = (int32_t *)(d + w->n_in / 32);
-            k->quantize_act(x, w->n_in, q8, d, sums);
-            xq = (sp_q8_act){q8, d, sums};
-            j.xq = &xq;
+            for (int t = 0; t < n_tokens; t++) {
+                int8_t *q = q8 + per_token * (size_t)t;
+                float *d = (float *)(q + w->n_in);
+                int32_t *sums = (int32_t *)(d + w->n_in / 32);
+                k->quantize_act(x + (int64_t)t * w->n_in, w->n_in, q, d, sums);
+                xq[t] = (sp_q8_act){q, d, sums};
+            }
+            j.xq = xq;
         }
     }
     if (n_tokens > 1 && !j.xi && use_bf16(k, w)) {
