@@ -20,8 +20,8 @@ void decode_batch_free(decode_batch *b);
 void decode_batch_join(decode_batch *b);
 void decode_batch_leave(decode_batch *b);
 
-/* A member's step: token at pos appended to ctx, next-token logits (n_vocab floats) into logits.
- * Blocks until the step's batch has run. A failure of the batch falls back to decoding each
+/* A member's step (between its join and leave, one step at a time): token at pos appended to ctx,
+ * next-token logits (n_vocab floats) into logits. Blocks until the step's batch has run. A failure of the batch falls back to decoding each
  * member alone, so one context's error (a full cache) stays its own. */
 sp_status decode_batch_step(decode_batch *b, sp_context *ctx, sp_token token, int32_t pos, float *logits);
 
