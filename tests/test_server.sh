@@ -68,6 +68,12 @@ else
   bad "node and the openai npm package are needed (npm install failed?)"
 fi
 kill -0 $PID 2>/dev/null && ok || bad "server died"
+# two slots under load generated side by side: some decode steps held both (batched)
+curl -s -H "$A" "$B/metrics" >"$W/metrics"
+batches=$(awk '/^specprefill_decode_batches_total /{print $2}' "$W/metrics")
+rows=$(awk '/^specprefill_decode_batch_rows_total /{print $2}' "$W/metrics")
+[ -n "$batches" ] && [ -n "$rows" ] && [ "$batches" -gt 0 ] && [ "$rows" -gt "$batches" ] && ok || bad "batched decode: $batches steps, $rows rows"
+echo "decode steps: $batches, rows: $rows"
 kill -TERM $PID
 for i in $(seq 50); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done
 if kill -0 $PID 2>/dev/null; then bad "no graceful shutdown"; kill -9 $PID; else wait $PID && ok || bad "exit status after SIGTERM"; fi
