@@ -198,7 +198,9 @@ static void matmul_matches_definition(void **st) {
             tt->dequantize(wq + r * rb, wd + r * n_in, n_in);
         }
         sp_weight w = {wq, (uint32_t)types[ti], n_in, n_out, (int64_t)rb};
-        for (int tokens = 1; tokens <= 19; tokens += 18) {
+        static const int token_counts[] = {1, 3, 19}; /* a decode, a batched decode step (≤ 4: the decode form), a prefill */
+        for (size_t tc = 0; tc < 3; tc++) {
+            const int tokens = token_counts[tc];
             float *x = malloc((size_t)tokens * n_in * sizeof *x), *out = malloc((size_t)tokens * n_out * sizeof *out);
             for (int i = 0; i < tokens * n_in; i++) x[i] = frand(&s);
             for (size_t k = 0; k < 3; k++) {
@@ -213,13 +215,21 @@ static void matmul_matches_definition(void **st) {
                         /* bf16 operands (quantized weights, prefill) round activations to 8 bits */
                         /* decode with int8 activations (integer kernels) rounds them to 8 bits too */
                         /* and so does prefill with integer kernels */
-                        const bool coarse = (tokens > 1 && (isa->gemm_bf16 || isa->gemm_i8) && types[ti] != SP_TYPE_F32 &&
+                        const bool coarse = (tokens > 4 && (isa->gemm_bf16 || isa->gemm_i8) && types[ti] != SP_TYPE_F32 &&
                                              types[ti] != SP_TYPE_F16) ||
-                                            (tokens == 1 && isa->dot_row_q8[types[ti]]);
+                                            (tokens <= 4 && isa->dot_row_q8[types[ti]]);
                         const double tol = coarse ? 0.05 * sqrt(n_in / 96.0) : 1e-4; /* 8-bit rounding errors add up as sqrt(n) */
                         if (fabs(out[t * n_out + r] - ref) > tol)
                             fail_msg("%s %s tokens=%d [%d,%d]: %.6f vs %.6f", isas[k], tt->name, tokens, t, r, out[t * n_out + r], ref);
                     }
+                if (tokens > 1 && tokens <= 4) { /* the decode form: each token's row as if it were alone, bit for bit */
+                    float alone[64];
+                    for (int t = 0; t < tokens; t++) {
+                        sp_matmul(&w, x + (size_t)t * n_in, 1, alone);
+                        if (memcmp(alone, out + (size_t)t * n_out, sizeof(float) * n_out))
+                            fail_msg("%s %s: token %d of %d differs from the same token alone", isas[k], tt->name, t, tokens);
+                    }
+                }
             }
             free(x); free(out);
         }
