@@ -49,14 +49,25 @@ got=$(curl -s -o /dev/null -w "%{http_code}" -H "Authorization: Bearer nope" "$B
 expect 200 metrics GET /metrics
 grep -q 'specprefill_requests_total{status="400"}' "$W/body" && grep -q "specprefill_ttft_seconds_bucket" "$W/body" && ok || bad "metrics content"
 # a full queue answers 503 with Retry-After: fill 2 slots + 8 queued with long generations
+fillers=()
 for i in $(seq 10); do
   curl -s -o /dev/null -H "$A" --data-binary '{"prompt":"x","max_tokens":2000,"ignore_eos":true}' "$B/v1/completions" &
+  fillers+=($!)
 done
 sleep 0.3
 curl -s -D "$W/headers" -o /dev/null -H "$A" --data-binary '{"prompt":"x","max_tokens":1}' "$B/v1/completions"
 grep -q "^HTTP/1.1 503" "$W/headers" && grep -qi "^Retry-After:" "$W/headers" && ok || bad "full queue: $(head -1 "$W/headers")"
-wait_jobs() { for j in $(jobs -p); do [ "$j" = "$PID" ] || wait "$j"; done; }
-wait_jobs
+# their clients go away: the running generations stop and the queued ones never start, so the
+# slots are free again within seconds (instead of 10 × 2000 tokens later)
+kill "${fillers[@]}" 2>/dev/null
+for j in "${fillers[@]}"; do wait "$j" 2>/dev/null; done
+freed=0
+for i in $(seq 100); do
+  curl -s -H "$A" "$B/metrics" >"$W/metrics"
+  if grep -q "^specprefill_slots_busy 0" "$W/metrics" && grep -q "^specprefill_queue_depth 0" "$W/metrics"; then freed=1; break; fi
+  sleep 0.1
+done
+[ $freed = 1 ] && ok || bad "slots still busy 10 s after their clients left: $(grep -E '^specprefill_(slots_busy|queue_depth) ' "$W/metrics" | tr '\n' ' ')"
 # the openai npm client and the load test
 NODE_DIR="$W/npm"
 if command -v node >/dev/null && { [ -d "$NODE_DIR/node_modules/openai" ] || (mkdir -p "$NODE_DIR" && cp "$HERE/server/package.json" "$NODE_DIR/" && cd "$NODE_DIR" && npm install --silent --no-audit --no-fund >/dev/null 2>&1); }; then

@@ -49,7 +49,8 @@ sp_status decode_batch_new(int max_members, int n_vocab, decode_batch **out) {
     if (!b) return SP_ERR_MEMORY;
     b->max_members = max_members;
     b->n_vocab = n_vocab;
-    bool ok = entries_alloc(&b->collect, max_members) & entries_alloc(&b->run, max_members);
+    bool ok = entries_alloc(&b->collect, max_members);
+    ok = entries_alloc(&b->run, max_members) && ok; /* both, so that entries_free meets no garbage */
     b->logits = malloc((size_t)max_members * (size_t)n_vocab * sizeof *b->logits);
     if (!ok || !b->logits) {
         entries_free(&b->collect); entries_free(&b->run); free(b->logits); free(b);
