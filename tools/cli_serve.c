@@ -8,7 +8,7 @@ static void usage(void) {
     printf("usage: specprefill serve -m MODEL.gguf [options]\n"
            "  --host ADDR          IPv4 address to listen on (default 127.0.0.1)\n"
            "  --port N             (default 8080)\n"
-           "  --parallel N         slots: requests processed at once (default 1)\n"
+           "  --parallel N         slots: requests processed at once, their decode steps batched (default 1)\n"
            "  --queue M            requests waiting beyond the slots; more get 503 (default 16)\n"
            "  --api-key KEY        require Authorization: Bearer KEY on /v1/* and /metrics\n"
            "  -c, --ctx-size N     context per slot, prompt + output (default min(model, 4096))\n"
