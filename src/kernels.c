@@ -403,7 +403,7 @@ static const sp_i8_rows *prepare_i8_rows(const sp_isa_kernels *k, const sp_weigh
                                          sp_i8_rows *rows, void **mem) {
     const sp_type_traits *tt = w->type < SP_TYPE_COUNT ? sp_type_traits_get(w->type) : NULL;
     *mem = NULL;
-    if (n_tokens < 2 || !k->gemm_i8 || !tt || !tt->codes || w->n_in % 32 || w->n_in % tt->block_size) return NULL;
+    if (n_tokens <= DECODE_MAX_TOKENS || !k->gemm_i8 || !tt || !tt->codes || w->n_in % 32 || w->n_in % tt->block_size) return NULL;
     const int64_t K = w->n_in, n = n_tokens;
     const int group = tt->codes_group;
     /* floats first (alignment), then the codes */
@@ -423,8 +423,7 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
     matmul_job j = {w, x, NULL, NULL, NULL, n_tokens, out, 0};
     sp_i8_rows xi;
     void *xi_mem;
-    if (n_tokens > DECODE_MAX_TOKENS) j.xi = prepare_i8_rows(k, w, x, n_tokens, &xi, &xi_mem);
-    else xi_mem = NULL;
+    j.xi = prepare_i8_rows(k, w, x, n_tokens, &xi, &xi_mem);
     uint16_t *xb = NULL;
     int8_t *q8 = NULL;
     sp_q8_act xq[DECODE_MAX_TOKENS];
@@ -443,7 +442,7 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
             j.xq = xq;
         }
     }
-    if (n_tokens > 1 && !j.xi && use_bf16(k, w)) {
+    if (n_tokens > DECODE_MAX_TOKENS && !j.xi && use_bf16(k, w)) { /* fewer tokens take the decode form */
         xb = malloc((size_t)n_tokens * (size_t)w->n_in * sizeof *xb);
         if (xb) k->f32_to_bf16(x, xb, (int64_t)n_tokens * w->n_in);
         j.x_bf16 = xb;

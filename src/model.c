@@ -285,6 +285,7 @@ sp_status sp_context_new(const sp_model *m, const sp_context_params *params, sp_
         return sp_fail(SP_ERR_MEMORY, "context: out of memory (KV cache of %zu MiB for %d tokens)",
                        2 * kv_bytes >> 20, p.n_ctx);
     }
+    for (size_t t = 0; t < nb; t++) c->row_seq[t] = c; /* sp_decode's rows are all this context's */
     *out = c;
     return SP_OK;
 }
@@ -327,6 +328,7 @@ static void store_kv(sp_context *c, uint8_t *cache, int layer, int cell, const f
  * row_seq[t] at cell n_visible[t] - 1), a share of the rows per task. */
 typedef struct {
     sp_context *c; /* the scratch buffers */
+    sp_context *const *row_seq;
     int layer, n;
 } rope_store_job;
 
@@ -338,7 +340,7 @@ static void rope_store_task(void *arg, int task, int n_tasks) {
     const int64_t q_dim = (int64_t)nh * hd, kv_dim = (int64_t)nkv * hd;
     for (int t = (int)((int64_t)j->n * task / n_tasks); t < (int)((int64_t)j->n * (task + 1) / n_tasks); t++) {
         const float *cs = c->rope_cs + (int64_t)t * m->rope.n_rot;
-        sp_context *seq = c->row_seq[t];
+        sp_context *seq = j->row_seq[t];
         sp_rope_apply(c->q + t * q_dim, nh, hd, cs, &m->rope);
         sp_rope_apply(c->k + t * kv_dim, nkv, hd, cs, &m->rope);
         store_kv(seq, seq->k_cache, j->layer, c->n_visible[t] - 1, c->k + t * kv_dim, (int)kv_dim);
@@ -366,10 +368,8 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
     /* embed; each row's cache cell (the contexts' n_cached move only at the end) */
     for (int t = 0; t < n; t++)
         et->dequantize((const uint8_t *)m->tok_embd.data + (int64_t)tokens[t] * m->tok_embd.row_bytes, c->x + (int64_t)t * d, d);
-    for (int t = 0; t < n; t++) { /* a context's rows are consecutive */
-        c->row_seq[t] = row_seq[t];
+    for (int t = 0; t < n; t++) /* a context's rows are consecutive */
         c->n_visible[t] = t > 0 && row_seq[t - 1] == row_seq[t] ? c->n_visible[t - 1] + 1 : row_seq[t]->n_cached + 1;
-    }
     sp_rope_table(&m->rope, positions, n, c->rope_cs); /* once for every layer */
 
     for (int il = 0; il < n_layers; il++) {
@@ -384,7 +384,7 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
         add_bias(c->v, L->bv, n, kv_dim);
         if (L->q_norm) sp_rmsnorm(c->q, c->q, L->q_norm, n * nh, hd, info->rms_eps);
         if (L->k_norm) sp_rmsnorm(c->k, c->k, L->k_norm, n * nkv, hd, info->rms_eps);
-        rope_store_job rj = {c, il, n};
+        rope_store_job rj = {c, row_seq, il, n};
         sp_parallel_for(n < 64 ? 1 : sp_threads_count(), rope_store_task, &rj);
         const size_t layer_off = (size_t)il * c->n_ctx * kv_dim * c->kv_elem;
         for (int t0 = 0, t1; t0 < n; t0 = t1) { /* each run of rows of one context against its cache */
@@ -467,7 +467,6 @@ sp_status sp_forward(sp_context *c, const sp_token *tokens, const int32_t *posit
             st = sp_fail(SP_ERR_MEMORY, "decode: out of memory for %d rows of logits", n_rows);
             break;
         }
-        for (int t = 0; t < nb; t++) c->row_seq[t] = c;
         forward_batch(c, c->row_seq, tokens + b0, positions + b0, nb, rows, n_rows, tmp, &o);
         for (int r = 0; r < n_rows; r++)
             memcpy(logits_out + (size_t)order[r] * info->n_vocab, tmp + (size_t)r * info->n_vocab,

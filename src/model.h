@@ -44,7 +44,7 @@ struct sp_context {
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logit_in;
     float *rope_cs; /* the batch's RoPE cosines and sines, [n_batch][n_rot] */
     int *n_visible;            /* per batch row: cache cells it attends to (its own cell + 1) */
-    sp_context **row_seq;      /* per batch row: the context whose cache it joins */
+    sp_context **row_seq;      /* n_batch pointers to this context: sp_decode's rows' sequence */
 };
 
 /* Optional extras of a forward pass. */

@@ -41,6 +41,23 @@ static void progress(const char *what) {
     if (progress_tty) fprintf(stderr, "\r\033[K%s", what);
 }
 
+/* One speed row (pp512, tg32, tg32x4…): a markdown table row, or a JSON object after a comma
+ * from the second on. */
+typedef struct {
+    bool json;
+    int n_rows;
+    const char *model_name, *isa;
+    const sp_model_info *info;
+} speed_table;
+
+static void speed_row(speed_table *t, const char *test, stat s) {
+    if (t->json) printf("%s\n {\"test\": \"%s\", \"tokens_per_s\": %.2f, \"sd\": %.2f}", t->n_rows ? "," : "", test, s.mean, s.sd);
+    else printf("| %s | %.2f GiB | %.2f B | %s | %d | %s | %.2f ± %.2f |\n", t->model_name, t->info->file_size / 1073741824.0,
+                t->info->n_params / 1e9, t->isa, sp_get_threads(), test, s.mean, s.sd);
+    t->n_rows++;
+    fflush(stdout);
+}
+
 /* Seconds for a full prefill of n tokens (logits of the last one). */
 static double time_prefill(sp_context *c, const sp_token *t, const int32_t *pos, int n, float *logits) {
     sp_context_reset(c);
@@ -170,7 +187,7 @@ int cmd_bench(int argc, char **argv) {
     else {
         printf("| model | size | params | isa | threads | test | t/s |\n| --- | ---: | ---: | --- | ---: | --- | ---: |\n");
     }
-    int n_rows = 0;
+    speed_table table = {json, 0, model_name, isa, info};
     char label[128];
     /* prompt processing */
     for (int i = 0; i < n_pp; i++) {
@@ -184,10 +201,8 @@ int cmd_bench(int argc, char **argv) {
         }
         stat s = summarize(times + 1, (int)reps); /* times[0] is the warm-up */
         progress("");
-        if (json) printf("%s\n {\"test\": \"pp%d\", \"tokens_per_s\": %.2f, \"sd\": %.2f}", n_rows++ ? "," : "", n, s.mean, s.sd);
-        else printf("| %s | %.2f GiB | %.2f B | %s | %d | pp%d | %.2f ± %.2f |\n", model_name, info->file_size / 1073741824.0,
-                    info->n_params / 1e9, isa, sp_get_threads(), n, s.mean, s.sd);
-        fflush(stdout);
+        snprintf(label, sizeof label, "pp%d", n);
+        speed_row(&table, label, s);
     }
     /* generation: one token at a time from an empty context */
     if (n_gen > 0) {
@@ -204,10 +219,8 @@ int cmd_bench(int argc, char **argv) {
         }
         stat s = summarize(times + 1, (int)reps);
         progress("");
-        if (json) printf("%s\n {\"test\": \"tg%ld\", \"tokens_per_s\": %.2f, \"sd\": %.2f}", n_rows++ ? "," : "", n_gen, s.mean, s.sd);
-        else printf("| %s | %.2f GiB | %.2f B | %s | %d | tg%ld | %.2f ± %.2f |\n", model_name, info->file_size / 1073741824.0,
-                    info->n_params / 1e9, isa, sp_get_threads(), n_gen, s.mean, s.sd);
-        fflush(stdout);
+        snprintf(label, sizeof label, "tg%ld", n_gen);
+        speed_row(&table, label, s);
     }
     /* generation for P sequences at once: one sp_decode_sequences per token (a server's slots) */
     for (int pi = 0; pi < n_par && n_gen > 0; pi++) {
@@ -236,10 +249,8 @@ int cmd_bench(int argc, char **argv) {
         if (!ok) { fail_status("parallel decode"); goto done; }
         stat s = summarize(times + 1, (int)reps);
         progress("");
-        if (json) printf("%s\n {\"test\": \"tg%ldx%d\", \"tokens_per_s\": %.2f, \"sd\": %.2f}", n_rows++ ? "," : "", n_gen, P, s.mean, s.sd);
-        else printf("| %s | %.2f GiB | %.2f B | %s | %d | tg%ldx%d | %.2f ± %.2f |\n", model_name, info->file_size / 1073741824.0,
-                    info->n_params / 1e9, isa, sp_get_threads(), n_gen, P, s.mean, s.sd);
-        fflush(stdout);
+        snprintf(label, sizeof label, "tg%ldx%d", n_gen, P);
+        speed_row(&table, label, s);
     }
     /* TTFT: full prefill vs speculative prefill, same prompts, same run */
     if (dm || self_spec) {
@@ -263,7 +274,7 @@ int cmd_bench(int argc, char **argv) {
             stat fs = summarize(full + 1, R);
             double draft_cost = dm ? summarize(draft_full + 1, R).mean / fs.mean : 0;
             if (json) printf("%s\n {\"test\": \"ttft\", \"method\": \"full\", \"prompt\": %d, \"ttft_ms\": %.2f, \"sd\": %.2f%s",
-                             n_rows++ ? "," : "", n, fs.mean * 1e3, fs.sd * 1e3, "}");
+                             table.n_rows++ ? "," : "", n, fs.mean * 1e3, fs.sd * 1e3, "}");
             else printf("| full prefill | %d | 1.0 | %d | %.1f ± %.1f | 1.00 | | |\n", n, n, fs.mean * 1e3, fs.sd * 1e3);
             for (int k = 0; k < n_keeps; k++) {
                 spp.keep_rate = (float)keeps[k];

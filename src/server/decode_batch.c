@@ -16,7 +16,7 @@ typedef struct {
 struct decode_batch {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int max_members, n_vocab;
+    int n_vocab;
     int n_members;              /* slots generating now */
     int n_pending;              /* of them, those that submitted to the round being collected */
     unsigned long collecting;   /* id of the round being collected */
@@ -27,7 +27,7 @@ struct decode_batch {
      * stay put until its members have read their results, because the next round can only run
      * once all of them submitted again. */
     round_entries collect, run;
-    float *logits;              /* [max_members][n_vocab] */
+    float *logits;              /* [at most max_members][n_vocab] */
 };
 
 static bool entries_alloc(round_entries *e, int n) {
@@ -47,7 +47,6 @@ sp_status decode_batch_new(int max_members, int n_vocab, decode_batch **out) {
     *out = NULL;
     decode_batch *b = calloc(1, sizeof *b);
     if (!b) return SP_ERR_MEMORY;
-    b->max_members = max_members;
     b->n_vocab = n_vocab;
     bool ok = entries_alloc(&b->collect, max_members);
     ok = entries_alloc(&b->run, max_members) && ok; /* both, so that entries_free meets no garbage */
