@@ -25,15 +25,13 @@ static float scalar_dot_f32(const float *a, const float *b, int64_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
-void sp_gemm_f32_generic(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int64_t k,
-                         float *out, int64_t ldo, float (*dot)(const float *, const float *, int64_t)) {
-    for (int t = 0; t < nt; t++)
-        for (int r = 0; r < nr; r++) out[t * ldo + r] = dot(w + r * ldw, x + t * ldx, k);
-}
-
-static void scalar_gemm_f32(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int64_t k,
-                            float *out, int64_t ldo) {
-    sp_gemm_f32_generic(w, ldw, nr, x, ldx, nt, k, out, ldo, scalar_dot_f32);
+void sp_transpose_scalar(const float *src, int64_t lds, int rows, int64_t cols, float *dst, int64_t ldd) {
+    /* 16 columns at a time: the reads and the writes stay in a few cache lines */
+    for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+        const int64_t nc = cols - c0 < 16 ? cols - c0 : 16;
+        for (int r = 0; r < rows; r++)
+            for (int64_t c = c0; c < c0 + nc; c++) dst[c * ldd + r] = src[r * lds + c];
+    }
 }
 
 static void scalar_f32_to_bf16(const float *src, uint16_t *dst, int64_t n) {
@@ -48,17 +46,32 @@ static void scalar_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = sp_f32_to_fp16(src[i]);
 }
 
+/* Blocks of 4 rows × 8 columns of c in local accumulators: 32 independent sums, which the
+ * compiler keeps in registers (and vectorises where it can); one value at a time at the edges. */
 static void scalar_gemm_nn(const float *a, int64_t sai, int64_t sap, const float *b, int64_t ldb, float *c, int64_t ldc,
                            int m, int n, int k, bool accumulate) {
-    for (int i = 0; i < m; i++) {
-        float *ci = c + i * ldc;
-        if (!accumulate) memset(ci, 0, (size_t)n * sizeof *ci);
-        for (int p = 0; p < k; p++) {
-            const float av = a[i * sai + p * sap];
-            const float *bp = b + p * ldb;
-            for (int j = 0; j < n; j++) ci[j] += av * bp[j];
+    const int m4 = m & ~3, n8 = n & ~7;
+    for (int i = 0; i < m4; i += 4)
+        for (int j = 0; j < n8; j += 8) {
+            float acc[4][8];
+            for (int r = 0; r < 4; r++)
+                for (int v = 0; v < 8; v++) acc[r][v] = accumulate ? c[(i + r) * ldc + j + v] : 0.0f;
+            for (int p = 0; p < k; p++) {
+                const float *bp = b + p * ldb + j;
+                for (int r = 0; r < 4; r++) {
+                    const float av = a[(i + r) * sai + p * sap];
+                    for (int v = 0; v < 8; v++) acc[r][v] += av * bp[v];
+                }
+            }
+            for (int r = 0; r < 4; r++)
+                for (int v = 0; v < 8; v++) c[(i + r) * ldc + j + v] = acc[r][v];
         }
-    }
+    for (int i = 0; i < m; i++)
+        for (int j = i < m4 ? n8 : 0; j < n; j++) {
+            float s = accumulate ? c[i * ldc + j] : 0.0f;
+            for (int p = 0; p < k; p++) s += a[i * sai + p * sap] * b[p * ldb + j];
+            c[i * ldc + j] = s;
+        }
 }
 
 void sp_softmax_tile_scalar(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr) {
@@ -86,7 +99,7 @@ void sp_silu_mul_scalar(float *gate, const float *up, int64_t n) {
 
 static const sp_isa_kernels scalar_kernels = {
     .name = "scalar", .dot_f32 = scalar_dot_f32, .f16_to_f32 = scalar_f16_to_f32, .f32_to_f16 = scalar_f32_to_f16,
-    .gemm_f32 = scalar_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = scalar_f32_to_bf16,
+    .gemm_bf16 = NULL, .f32_to_bf16 = scalar_f32_to_bf16,
     .gemm_nn = scalar_gemm_nn, .softmax_tile = sp_softmax_tile_scalar, .exp_shifted = sp_exp_shifted_scalar,
     .silu_mul = sp_silu_mul_scalar, .quantize_act = sp_quantize_activations,
 };
@@ -197,6 +210,9 @@ static float *scratch_get(size_t n) {
 }
 
 #define ROWS_PER_TILE 16
+/* The f32 prefill panel: weight rows (gemm_nn's widest block: 4 vectors of 16) × inner values. */
+#define PANEL_ROWS 64
+#define PANEL_K 256 /* a whole number of blocks of every type */
 /* Up to this many tokens a matrix product is a decode: each weight row is read once and dotted
  * with every token as a single token would be (bit for bit the same result as one at a time:
  * a server's batched decode gives each stream what it would get alone). Past it the tiled
@@ -298,6 +314,24 @@ static bool use_bf16(const sp_isa_kernels *k, const sp_weight *w) {
     return k->gemm_bf16 && w->n_in % 32 == 0 && w->type != SP_TYPE_F32 && (w->type != SP_TYPE_F16 || f16_as_bf16);
 }
 
+/* Values [p, p + n) of row r of w in f32 (p and n whole blocks of its type). */
+static void dequantize_part(const sp_isa_kernels *k, const sp_type_traits *tt, const sp_weight *w, int64_t r, int64_t p, int n,
+                            float *dst) {
+    const uint8_t *row = (const uint8_t *)w->data + r * w->row_bytes;
+    if (w->type == SP_TYPE_F32) memcpy(dst, (const float *)row + p, (size_t)n * sizeof *dst);
+    else if (w->type == SP_TYPE_F16) k->f16_to_f32((const uint16_t *)row + p, dst, n);
+    else tt->dequantize(row + p / tt->block_size * tt->type_size, dst, n);
+}
+
+/* Rows [r0, r1) one dot product at a time: the fallback when a tile cannot be allocated. */
+static void matmul_rows_by_dots(const matmul_job *j, int64_t r0, int64_t r1) {
+    const sp_weight *w = j->w;
+    const sp_type_traits *tt = sp_type_traits_get(w->type);
+    for (int t = 0; t < j->n_tokens; t++)
+        for (int64_t r = r0; r < r1; r++)
+            j->out[(int64_t)t * w->n_out + r] = tt->dot((const uint8_t *)w->data + r * w->row_bytes, j->x + (int64_t)t * w->n_in, w->n_in);
+}
+
 static void matmul_task(void *arg, int task, int n_tasks) {
     (void)n_tasks;
     const matmul_job *j = arg;
@@ -342,35 +376,42 @@ static void matmul_task(void *arg, int task, int n_tasks) {
             return;
         }
     }
-    const bool bf16 = j->x_bf16 != NULL;
-    /* tile: ROWS_PER_TILE dequantized rows (f32), and their bf16 copy when needed */
-    float *tile = w->type == SP_TYPE_F32 && !bf16 ? NULL
-                  : scratch_get((size_t)ROWS_PER_TILE * (size_t)K * (bf16 ? 3 : 2) / 2 + 16);
-    if (w->type != SP_TYPE_F32 && !tile) {
-        /* out of memory for the tile: fall back to row-by-row fused dots */
-        for (int t = 0; t < j->n_tokens; t++)
-            for (int64_t r = r0; r < r1; r++)
-                j->out[(int64_t)t * w->n_out + r] = tt->dot(base + r * w->row_bytes, j->x + (int64_t)t * K, K);
+    if (j->x_bf16) {
+        /* tile: ROWS_PER_TILE dequantized rows (f32), then their bf16 copy */
+        float *tile = scratch_get((size_t)ROWS_PER_TILE * (size_t)K * 3 / 2 + 16);
+        if (!tile) {
+            matmul_rows_by_dots(j, r0, r1);
+            return;
+        }
+        uint16_t *tile_bf16 = (uint16_t *)(tile + (size_t)ROWS_PER_TILE * (size_t)K);
+        for (int64_t rt = r0; rt < r1; rt += ROWS_PER_TILE) {
+            const int nr = (int)(r1 - rt < ROWS_PER_TILE ? r1 - rt : ROWS_PER_TILE);
+            for (int r = 0; r < nr; r++) dequantize_part(k, tt, w, rt + r, 0, (int)K, tile + (int64_t)r * K);
+            k->f32_to_bf16(tile, tile_bf16, (int64_t)nr * K);
+            k->gemm_bf16(tile_bf16, K, nr, j->x_bf16, K, j->n_tokens, K, j->out + rt, w->n_out);
+        }
         return;
     }
-    uint16_t *tile_bf16 = bf16 ? (uint16_t *)(tile + (size_t)ROWS_PER_TILE * (size_t)K) : NULL;
-    for (int64_t rt = r0; rt < r1; rt += ROWS_PER_TILE) {
-        const int nr = (int)(r1 - rt < ROWS_PER_TILE ? r1 - rt : ROWS_PER_TILE);
-        const float *rows;
-        if (w->type == SP_TYPE_F32) {
-            rows = (const float *)(base + rt * w->row_bytes);
-        } else {
-            if (w->type == SP_TYPE_F16) k->f16_to_f32((const uint16_t *)(base + rt * w->row_bytes), tile, (int64_t)nr * K);
-            else
-                for (int r = 0; r < nr; r++) tt->dequantize(base + (rt + r) * w->row_bytes, tile + (int64_t)r * K, K);
-            rows = tile;
-        }
-        float *out = j->out + rt;
-        if (bf16) {
-            k->f32_to_bf16(rows, tile_bf16, (int64_t)nr * K);
-            k->gemm_bf16(tile_bf16, K, nr, j->x_bf16, K, j->n_tokens, K, out, w->n_out);
-        } else {
-            k->gemm_f32(rows, K, nr, j->x, K, j->n_tokens, K, out, w->n_out);
+    /* f32 (F32 and F16 weights, and types without an integer form): a panel of PANEL_ROWS weight
+     * rows × PANEL_K values of the inner dimension at a time, dequantized and transposed
+     * (panel[p][r]), so that out[t][r] += sum_p x[t][p] · panel[p][r] is the broadcast-form
+     * product gemm_nn: no horizontal sums, each panel value used by a block of tokens from
+     * registers, and the panel (64 KiB) stays in L2 while every token passes over it. */
+    const int64_t ldr = PANEL_K + 16; /* not a power of two: the 16 rows a transpose reads at
+                                       * once would share one set of the L1 cache */
+    float *rows = scratch_get((size_t)(ldr + PANEL_K) * PANEL_ROWS + 16);
+    if (!rows) {
+        matmul_rows_by_dots(j, r0, r1);
+        return;
+    }
+    float *panel = rows + (size_t)ldr * PANEL_ROWS;
+    for (int64_t rt = r0; rt < r1; rt += PANEL_ROWS) {
+        const int nr = (int)(r1 - rt < PANEL_ROWS ? r1 - rt : PANEL_ROWS);
+        for (int64_t p = 0; p < K; p += PANEL_K) {
+            const int kb = (int)(K - p < PANEL_K ? K - p : PANEL_K);
+            for (int r = 0; r < nr; r++) dequantize_part(k, tt, w, rt + r, p, kb, rows + r * ldr);
+            (k->transpose ? k->transpose : sp_transpose_scalar)(rows, ldr, nr, kb, panel, nr);
+            k->gemm_nn(j->x + p, K, 1, panel, nr, j->out + rt, w->n_out, j->n_tokens, nr, kb, p > 0);
         }
     }
 }

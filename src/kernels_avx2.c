@@ -24,35 +24,6 @@ static float avx2_dot_f32(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-/* 4 rows × 2 tokens: 8 accumulators in ymm registers. */
-static void avx2_gemm_f32(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int64_t k, float *out,
-                          int64_t ldo) {
-    const int nr4 = nr & ~3, nt2 = nt & ~1;
-    const int64_t k8 = k & ~(int64_t)7;
-    for (int t = 0; t < nt2; t += 2)
-        for (int r = 0; r < nr4; r += 4) {
-            __m256 acc[4][2];
-            for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-            const float *x0 = x + t * ldx, *x1 = x0 + ldx;
-            for (int64_t i = 0; i < k8; i += 8) {
-                const __m256 a = _mm256_loadu_ps(x0 + i), b = _mm256_loadu_ps(x1 + i);
-                for (int q = 0; q < 4; q++) {
-                    const __m256 wq = _mm256_loadu_ps(w + (r + q) * ldw + i);
-                    acc[q][0] = _mm256_fmadd_ps(wq, a, acc[q][0]);
-                    acc[q][1] = _mm256_fmadd_ps(wq, b, acc[q][1]);
-                }
-            }
-            for (int q = 0; q < 4; q++) {
-                float s0 = hsum256(acc[q][0]), s1 = hsum256(acc[q][1]);
-                for (int64_t i = k8; i < k; i++) { s0 += w[(r + q) * ldw + i] * x0[i]; s1 += w[(r + q) * ldw + i] * x1[i]; }
-                out[t * ldo + r + q] = s0;
-                out[(t + 1) * ldo + r + q] = s1;
-            }
-        }
-    if (nr4 < nr) sp_gemm_f32_generic(w + nr4 * ldw, ldw, nr - nr4, x, ldx, nt, k, out + nr4, ldo, avx2_dot_f32);
-    if (nt2 < nt) sp_gemm_f32_generic(w, ldw, nr4, x + nt2 * ldx, ldx, nt - nt2, k, out + nt2 * ldo, ldo, avx2_dot_f32);
-}
-
 /* c (+)= a·b, row-major: blocks of 4 rows × 16 columns (8 ymm accumulators); other rows and
  * columns one value at a time. */
 static void avx2_gemm_nn_4x16(const float *a, int64_t sai, int64_t sap, const float *b, int64_t ldb, float *c, int64_t ldc,
@@ -135,7 +106,7 @@ static float dot_q8_0(const void *row, const float *x, int64_t n) {
 
 const sp_isa_kernels sp_avx2_kernels = {
     .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
-    .gemm_f32 = avx2_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn,
+    .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn,
     .softmax_tile = sp_softmax_tile_scalar, .exp_shifted = sp_exp_shifted_scalar, .silu_mul = sp_silu_mul_scalar,
     .quantize_act = sp_quantize_activations,
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0},

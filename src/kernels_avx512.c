@@ -12,7 +12,7 @@
 
 static inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
 
-float sp_avx512_dot_f32(const float *a, const float *b, int64_t n) {
+static float dot_f32(const float *a, const float *b, int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -26,35 +26,6 @@ float sp_avx512_dot_f32(const float *a, const float *b, int64_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-/* 4 weight rows × 4 tokens: 16 accumulators, 8 loads per 16 FMAs. */
-static void gemm_4x4(const float *w, int64_t ldw, const float *x, int64_t ldx, int64_t k, float *out, int64_t ldo) {
-    __m512 acc[16]; /* acc[t*4 + r] */
-    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < k; i += 16) {
-        const __mmask16 m = tail_mask(k - i);
-        const __m512 x0 = _mm512_maskz_loadu_ps(m, x + i), x1 = _mm512_maskz_loadu_ps(m, x + ldx + i);
-        const __m512 x2 = _mm512_maskz_loadu_ps(m, x + 2 * ldx + i), x3 = _mm512_maskz_loadu_ps(m, x + 3 * ldx + i);
-        for (int r = 0; r < 4; r++) {
-            const __m512 wr = _mm512_maskz_loadu_ps(m, w + r * ldw + i);
-            acc[r] = _mm512_fmadd_ps(wr, x0, acc[r]);
-            acc[4 + r] = _mm512_fmadd_ps(wr, x1, acc[4 + r]);
-            acc[8 + r] = _mm512_fmadd_ps(wr, x2, acc[8 + r]);
-            acc[12 + r] = _mm512_fmadd_ps(wr, x3, acc[12 + r]);
-        }
-    }
-    sp_store_sums_4x4(acc, out, ldo);
-}
-
-void sp_avx512_gemm_f32(const float *w, int64_t ldw, int nr, const float *x, int64_t ldx, int nt, int64_t k, float *out,
-                        int64_t ldo) {
-    const int nr4 = nr & ~3, nt4 = nt & ~3;
-    for (int t = 0; t < nt4; t += 4)
-        for (int r = 0; r < nr4; r += 4) gemm_4x4(w + r * ldw, ldw, x + t * ldx, ldx, k, out + t * ldo + r, ldo);
-    /* edges: the rows and tokens that do not fill a 4×4 block */
-    if (nr4 < nr) sp_gemm_f32_generic(w + nr4 * ldw, ldw, nr - nr4, x, ldx, nt, k, out + nr4, ldo, sp_avx512_dot_f32);
-    if (nt4 < nt) sp_gemm_f32_generic(w, ldw, nr4, x + nt4 * ldx, ldx, nt - nt4, k, out + nt4 * ldo, ldo, sp_avx512_dot_f32);
-}
-
 void sp_avx512_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
@@ -66,6 +37,41 @@ void sp_avx512_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
     for (; i + 16 <= n; i += 16)
         _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+/* 16 × 16 floats: rows r0..r15 in, columns out (unpack pairs of rows, then pairs of pairs, then
+ * exchange 128-bit lanes twice). */
+static inline void transpose16x16(const float *src, int64_t lds, float *dst, int64_t ldd) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        const __m512 a = _mm512_loadu_ps(src + i * lds), b = _mm512_loadu_ps(src + (i + 1) * lds);
+        t[i] = _mm512_unpacklo_ps(a, b);
+        t[i + 1] = _mm512_unpackhi_ps(a, b);
+    }
+    for (int g = 0; g < 4; g++) { /* u[4g + c], lane L: column 4L + c of rows 4g..4g+3 */
+        u[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+        u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+        u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+        u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512 lo_even = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), hi_even = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+        const __m512 lo_odd = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD), hi_odd = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+        _mm512_storeu_ps(dst + c * ldd, _mm512_shuffle_f32x4(lo_even, hi_even, 0x88));
+        _mm512_storeu_ps(dst + (8 + c) * ldd, _mm512_shuffle_f32x4(lo_even, hi_even, 0xDD));
+        _mm512_storeu_ps(dst + (4 + c) * ldd, _mm512_shuffle_f32x4(lo_odd, hi_odd, 0x88));
+        _mm512_storeu_ps(dst + (12 + c) * ldd, _mm512_shuffle_f32x4(lo_odd, hi_odd, 0xDD));
+    }
+}
+
+static void transpose(const float *src, int64_t lds, int rows, int64_t cols, float *dst, int64_t ldd) {
+    const int rows16 = rows & ~15;
+    const int64_t cols16 = cols & ~(int64_t)15;
+    for (int r = 0; r < rows16; r += 16)
+        for (int64_t c = 0; c < cols16; c += 16) transpose16x16(src + r * lds + c, lds, dst + c * ldd + r, ldd);
+    /* edges: the columns past the last 16 for the full rows, then the last rows */
+    if (cols16 < cols) sp_transpose_scalar(src + cols16, lds, rows16, cols - cols16, dst + cols16 * ldd, ldd);
+    if (rows16 < rows) sp_transpose_scalar(src + rows16 * lds, lds, rows - rows16, cols, dst + rows16, ldd);
 }
 
 /* ------------------------------------------------------------------ fused decode dots */
@@ -206,14 +212,19 @@ static inline __attribute__((always_inline)) void gemm_nn_block(const float *a, 
         UNROLL for (int v = 0; v < V; v++) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, v == V - 1 ? last : 0xFFFF, acc[r][v]);
 }
 
-/* Edges: one row of c at a time, 16 columns per register (masked at the end). */
-static void gemm_nn_row(const float *a, int64_t sap, const float *b, int64_t ldb, float *c, int n, int k, bool accumulate) {
-    for (int j = 0; j < n; j += 16) {
-        const __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-        __m512 acc = accumulate ? _mm512_maskz_loadu_ps(m, c + j) : _mm512_setzero_ps();
-        for (int p = 0; p < k; p++) acc = _mm512_fmadd_ps(_mm512_set1_ps(a[p * sap]), _mm512_maskz_loadu_ps(m, b + p * ldb + j), acc);
-        _mm512_mask_storeu_ps(c + j, m, acc);
+/* The rows past the last block of 4: all of them at once (R = 1..3), so that even a single row
+ * has V independent accumulators instead of one chain of dependent FMAs. */
+static void gemm_nn_rows_left(const float *a, int64_t sai, int64_t sap, const float *b, int64_t ldb, float *c, int64_t ldc,
+                              int k, bool accumulate, int R, int V, __mmask16 last) {
+#define GEMM_NN_CASE(r, v)                                                                                              \
+    case 4 * (r) + (v): gemm_nn_block(a, sai, sap, b, ldb, c, ldc, k, accumulate, r, v, last); break;
+    switch (4 * R + V) {
+        GEMM_NN_CASE(1, 1) GEMM_NN_CASE(1, 2) GEMM_NN_CASE(1, 3) GEMM_NN_CASE(1, 4)
+        GEMM_NN_CASE(2, 1) GEMM_NN_CASE(2, 2) GEMM_NN_CASE(2, 3) GEMM_NN_CASE(2, 4)
+        GEMM_NN_CASE(3, 1) GEMM_NN_CASE(3, 2) GEMM_NN_CASE(3, 3) GEMM_NN_CASE(3, 4)
+    default: break;
     }
+#undef GEMM_NN_CASE
 }
 
 static void gemm_nn(const float *a, int64_t sai, int64_t sap, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n,
@@ -238,7 +249,7 @@ static void gemm_nn(const float *a, int64_t sai, int64_t sap, const float *b, in
             default: gemm_nn_block(ai, sai, sap, bj, ldb, cij, ldc, k, accumulate, 4, 1, last); break;
             }
         }
-        for (; i < m; i++) gemm_nn_row(a + i * sai, sap, bj, ldb, c + i * ldc + j, left, k, accumulate);
+        if (i < m) gemm_nn_rows_left(a + i * sai, sai, sap, bj, ldb, c + i * ldc + j, ldc, k, accumulate, m - i, V, last);
     }
 }
 
@@ -317,9 +328,9 @@ static void silu_mul(float *gate, const float *up, int64_t n) {
 }
 
 const sp_isa_kernels sp_avx512_kernels = {
-    .name = "avx512", .dot_f32 = sp_avx512_dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
-    .gemm_f32 = sp_avx512_gemm_f32, .gemm_bf16 = NULL, .f32_to_bf16 = NULL, /* bf16: kernels_avx512bf16.c */
-    .gemm_nn = gemm_nn, .softmax_tile = softmax_tile, .exp_shifted = exp_shifted, .silu_mul = silu_mul,
+    .name = "avx512", .dot_f32 = dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
+    .gemm_bf16 = NULL, .f32_to_bf16 = NULL, /* bf16: kernels_avx512bf16.c */
+    .gemm_nn = gemm_nn, .transpose = transpose, .softmax_tile = softmax_tile, .exp_shifted = exp_shifted, .silu_mul = silu_mul,
     .quantize_act = sp_quantize_activations, /* vectorised in kernels_avx512vnni.c */
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_BF16] = dot_bf16, [SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0,
                 [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q6_K] = dot_q6_K},
