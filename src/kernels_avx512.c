@@ -234,6 +234,8 @@ static void gemm_nn(const float *a, int64_t sai, int64_t sap, const float *b, in
         const __mmask16 last = left % 16 ? (__mmask16)((1u << (left % 16)) - 1) : (__mmask16)0xFFFF;
         const float *bj = b + j;
         int i = 0;
+        if (V == 4) /* 6 × 4 vectors: 24 accumulators, 10 loads per 24 FMAs */
+            for (; i + 6 <= m; i += 6) gemm_nn_block(a + i * sai, sai, sap, bj, ldb, c + i * ldc + j, ldc, k, accumulate, 6, 4, last);
         if (V <= 2) /* narrow (a 32-wide head): 8 rows per block keep the FMAs ahead of the loads */
             for (; i + 8 <= m; i += 8) {
                 if (V == 2) gemm_nn_block(a + i * sai, sai, sap, bj, ldb, c + i * ldc + j, ldc, k, accumulate, 8, 2, last);
