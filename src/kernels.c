@@ -25,12 +25,14 @@ static float scalar_dot_f32(const float *a, const float *b, int64_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
-void sp_transpose_scalar(const float *src, int64_t lds, int rows, int64_t cols, float *dst, int64_t ldd) {
+void sp_transpose32_scalar(const void *src, int64_t lds, int rows, int64_t cols, void *dst, int64_t ldd) {
+    const uint32_t *in = src; /* bits, not values: the elements may be pairs of bf16 */
+    uint32_t *out = dst;
     /* 16 columns at a time: the reads and the writes stay in a few cache lines */
     for (int64_t c0 = 0; c0 < cols; c0 += 16) {
         const int64_t nc = cols - c0 < 16 ? cols - c0 : 16;
         for (int r = 0; r < rows; r++)
-            for (int64_t c = c0; c < c0 + nc; c++) dst[c * ldd + r] = src[r * lds + c];
+            for (int64_t c = c0; c < c0 + nc; c++) out[c * ldd + r] = in[r * lds + c];
     }
 }
 
@@ -376,42 +378,37 @@ static void matmul_task(void *arg, int task, int n_tasks) {
             return;
         }
     }
-    if (j->x_bf16) {
-        /* tile: ROWS_PER_TILE dequantized rows (f32), then their bf16 copy */
-        float *tile = scratch_get((size_t)ROWS_PER_TILE * (size_t)K * 3 / 2 + 16);
-        if (!tile) {
-            matmul_rows_by_dots(j, r0, r1);
-            return;
-        }
-        uint16_t *tile_bf16 = (uint16_t *)(tile + (size_t)ROWS_PER_TILE * (size_t)K);
-        for (int64_t rt = r0; rt < r1; rt += ROWS_PER_TILE) {
-            const int nr = (int)(r1 - rt < ROWS_PER_TILE ? r1 - rt : ROWS_PER_TILE);
-            for (int r = 0; r < nr; r++) dequantize_part(k, tt, w, rt + r, 0, (int)K, tile + (int64_t)r * K);
-            k->f32_to_bf16(tile, tile_bf16, (int64_t)nr * K);
-            k->gemm_bf16(tile_bf16, K, nr, j->x_bf16, K, j->n_tokens, K, j->out + rt, w->n_out);
-        }
-        return;
-    }
-    /* f32 (F32 and F16 weights, and types without an integer form): a panel of PANEL_ROWS weight
-     * rows × PANEL_K values of the inner dimension at a time, dequantized and transposed
-     * (panel[p][r]), so that out[t][r] += sum_p x[t][p] · panel[p][r] is the broadcast-form
-     * product gemm_nn: no horizontal sums, each panel value used by a block of tokens from
-     * registers, and the panel (64 KiB) stays in L2 while every token passes over it. */
+    /* Float weights (F32, F16, BF16, and types without an integer form): a panel of PANEL_ROWS
+     * weight rows × PANEL_K values of the inner dimension at a time, dequantized and transposed
+     * (f32: panel[p][r]; bf16: pairs of values, panel[p/2][r]), so that the product is in
+     * broadcast form — out[t][r] += sum_p x[t][p] · panel[p][r], a value (or pair) of a token
+     * broadcast against 16 weight rows per vector: no horizontal sums, each panel value used by
+     * a block of tokens from registers, and the panel (≤ 64 KiB) stays in L2 while every token
+     * passes over it. */
+    const bool bf16 = j->x_bf16 != NULL;
     const int64_t ldr = PANEL_K + 16; /* not a power of two: the 16 rows a transpose reads at
                                        * once would share one set of the L1 cache */
-    float *rows = scratch_get((size_t)(ldr + PANEL_K) * PANEL_ROWS + 16);
+    float *rows = scratch_get((size_t)(2 * ldr + PANEL_K) * PANEL_ROWS + 16);
     if (!rows) {
         matmul_rows_by_dots(j, r0, r1);
         return;
     }
     float *panel = rows + (size_t)ldr * PANEL_ROWS;
+    uint16_t *rows_bf16 = (uint16_t *)(panel + (size_t)PANEL_K * PANEL_ROWS); /* ldr pairs a row */
+    void (*transpose32)(const void *, int64_t, int, int64_t, void *, int64_t) = k->transpose32 ? k->transpose32 : sp_transpose32_scalar;
     for (int64_t rt = r0; rt < r1; rt += PANEL_ROWS) {
         const int nr = (int)(r1 - rt < PANEL_ROWS ? r1 - rt : PANEL_ROWS);
         for (int64_t p = 0; p < K; p += PANEL_K) {
             const int kb = (int)(K - p < PANEL_K ? K - p : PANEL_K);
             for (int r = 0; r < nr; r++) dequantize_part(k, tt, w, rt + r, p, kb, rows + r * ldr);
-            (k->transpose ? k->transpose : sp_transpose_scalar)(rows, ldr, nr, kb, panel, nr);
-            k->gemm_nn(j->x + p, K, 1, panel, nr, j->out + rt, w->n_out, j->n_tokens, nr, kb, p > 0);
+            if (bf16) {
+                for (int r = 0; r < nr; r++) k->f32_to_bf16(rows + r * ldr, rows_bf16 + r * 2 * ldr, kb);
+                transpose32(rows_bf16, ldr, nr, kb / 2, panel, nr);
+                k->gemm_bf16((const uint32_t *)panel, nr, j->x_bf16 + p, K, j->n_tokens, kb, j->out + rt, w->n_out, p > 0);
+            } else {
+                transpose32(rows, ldr, nr, kb, panel, nr);
+                k->gemm_nn(j->x + p, K, 1, panel, nr, j->out + rt, w->n_out, j->n_tokens, nr, kb, p > 0);
+            }
         }
     }
 }

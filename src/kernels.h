@@ -54,11 +54,13 @@ typedef struct {
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
-    /* The prefill micro-kernel on bfloat16 operands, in dot-product form: out[t*ldo + r] = w_r · x_t
-     * for r < nr, t < nt, where w_r = w + r*ldw and x_t = x + t*ldx, each k values; k a multiple of 32 (NULL: the CPU has no bf16 dot product).
-     * Used for quantized and BF16 weights, whose own rounding is coarser than bf16's. */
-    void (*gemm_bf16)(const uint16_t *w, int64_t ldw, int nr, const uint16_t *x, int64_t ldx, int nt, int64_t k,
-                      float *out, int64_t ldo);
+    /* The prefill micro-kernel on bfloat16 operands, broadcast form: out[t*ldo + r] (+)= sum over
+     * p < k of x[t*ldx + p] · w_r[p], for r < nr, t < nt, the weights packed in pairs
+     * (panel[q*nr + r] holds w_r[2q] in its low half, w_r[2q+1] in its high half); k even
+     * (NULL: the CPU has no bf16 dot product). Used for BF16 weights, quantized ones the integer
+     * kernel does not take, and F16 with SPECPREFILL_F16=bf16. */
+    void (*gemm_bf16)(const uint32_t *panel, int nr, const uint16_t *x, int64_t ldx, int nt, int k, float *out, int64_t ldo,
+                      bool accumulate);
     void (*f32_to_bf16)(const float *src, uint16_t *dst, int64_t n);
     /* Prefill with integer dot products: a packed tile (sp_i8_tile_pack) times nt tokens,
      * out[t*ldo + r] for r < nr (NULL: the CPU has no fast int8 dot product). */
@@ -79,9 +81,9 @@ typedef struct {
     float (*exp_shifted)(float *x, int64_t n, float shift);
     /* gate[i] = silu(gate[i]) * up[i] */
     void (*silu_mul)(float *gate, const float *up, int64_t n);
-    /* dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols: weights into the f32 prefill
-     * panel (NULL: sp_transpose_scalar). */
-    void (*transpose)(const float *src, int64_t lds, int rows, int64_t cols, float *dst, int64_t ldd);
+    /* dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols, of 32-bit elements (floats, or
+     * pairs of bf16): weights into the prefill panels (NULL: sp_transpose32_scalar). */
+    void (*transpose32)(const void *src, int64_t lds, int rows, int64_t cols, void *dst, int64_t ldd);
     /* The integer tile's transposition: 16 rows of 32 bytes (src_stride apart) to [k/4][row][4]
      * (NULL: byte copies). */
     void (*interleave16)(const uint8_t *src, int64_t src_stride, uint8_t *dst);
@@ -96,9 +98,9 @@ typedef struct {
 } sp_isa_kernels;
 
 /* Scalar versions, for ISA files to fall back on: every set fills every field except the ones
- * documented with a NULL meaning (gemm_bf16, gemm_i8, transpose, interleave16, the per-type dots). */
+ * documented with a NULL meaning (gemm_bf16, gemm_i8, transpose32, interleave16, the per-type dots). */
 void sp_softmax_tile_scalar(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr);
-void sp_transpose_scalar(const float *src, int64_t lds, int rows, int64_t cols, float *dst, int64_t ldd);
+void sp_transpose32_scalar(const void *src, int64_t lds, int rows, int64_t cols, void *dst, int64_t ldd);
 float sp_exp_shifted_scalar(float *x, int64_t n, float shift);
 void sp_silu_mul_scalar(float *gate, const float *up, int64_t n);
 

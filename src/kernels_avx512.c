@@ -6,7 +6,6 @@
 
 #include "fp16.h"
 #include "kernels.h"
-#include "kernels_avx512_util.h"
 #include "kernels_x86.h"
 #include "quant.h"
 
@@ -64,14 +63,16 @@ static inline void transpose16x16(const float *src, int64_t lds, float *dst, int
     }
 }
 
-static void transpose(const float *src, int64_t lds, int rows, int64_t cols, float *dst, int64_t ldd) {
+static void transpose32(const void *src_v, int64_t lds, int rows, int64_t cols, void *dst_v, int64_t ldd) {
+    const float *src = src_v; /* 32-bit elements moved as floats: loads, shuffles and stores keep their bits */
+    float *dst = dst_v;
     const int rows16 = rows & ~15;
     const int64_t cols16 = cols & ~(int64_t)15;
     for (int r = 0; r < rows16; r += 16)
         for (int64_t c = 0; c < cols16; c += 16) transpose16x16(src + r * lds + c, lds, dst + c * ldd + r, ldd);
     /* edges: the columns past the last 16 for the full rows, then the last rows */
-    if (cols16 < cols) sp_transpose_scalar(src + cols16, lds, rows16, cols - cols16, dst + cols16 * ldd, ldd);
-    if (rows16 < rows) sp_transpose_scalar(src + rows16 * lds, lds, rows - rows16, cols, dst + rows16, ldd);
+    if (cols16 < cols) sp_transpose32_scalar(src + cols16, lds, rows16, cols - cols16, dst + cols16 * ldd, ldd);
+    if (rows16 < rows) sp_transpose32_scalar(src + rows16 * lds, lds, rows - rows16, cols, dst + rows16, ldd);
 }
 
 /* ------------------------------------------------------------------ fused decode dots */
@@ -183,12 +184,6 @@ static float dot_q6_K(const void *row, const float *x, int64_t n) {
     }
     return _mm512_reduce_add_ps(acc);
 }
-
-#if defined(__OPTIMIZE__) /* unoptimised builds (sanitizers) warn that they ignore the hint */
-#define UNROLL _Pragma("GCC unroll 8")
-#else
-#define UNROLL
-#endif
 
 /* c (+)= a·b: R rows × V vectors of 16 columns of c in registers (the last vector masked); each
  * step of the inner dimension loads V vectors of b and broadcasts one value of a per row. R and V
@@ -332,7 +327,7 @@ static void silu_mul(float *gate, const float *up, int64_t n) {
 const sp_isa_kernels sp_avx512_kernels = {
     .name = "avx512", .dot_f32 = dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = NULL, /* bf16: kernels_avx512bf16.c */
-    .gemm_nn = gemm_nn, .transpose = transpose, .softmax_tile = softmax_tile, .exp_shifted = exp_shifted, .silu_mul = silu_mul,
+    .gemm_nn = gemm_nn, .transpose32 = transpose32, .softmax_tile = softmax_tile, .exp_shifted = exp_shifted, .silu_mul = silu_mul,
     .quantize_act = sp_quantize_activations, /* vectorised in kernels_avx512vnni.c */
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_BF16] = dot_bf16, [SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0,
                 [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q6_K] = dot_q6_K},

@@ -1,8 +1,8 @@
 /* AVX-512 BF16 kernels (Zen 4, Sapphire Rapids): vdpbf16ps does 32 multiply-adds per
  * instruction, twice the f32 FMA rate. Compiled with -mavx512bf16; chosen at run time. */
 #include <immintrin.h>
+#include <string.h>
 
-#include "kernels_avx512_util.h"
 #include "kernels_x86.h"
 
 void sp_avx512_f32_to_bf16(const float *src, uint16_t *dst, int64_t n) {
@@ -18,36 +18,51 @@ void sp_avx512_f32_to_bf16(const float *src, uint16_t *dst, int64_t n) {
     }
 }
 
-static inline __m512bh load_bh(const uint16_t *p) { return (__m512bh)_mm512_loadu_si512((const void *)p); }
-
-/* 4 weight rows × 4 tokens of bf16, k a multiple of 32. */
-static void gemm_bf16_4x4(const uint16_t *w, int64_t ldw, const uint16_t *x, int64_t ldx, int64_t k, float *out, int64_t ldo) {
-    __m512 acc[16]; /* acc[t*4 + r] */
-    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < k; i += 32) {
-        const __m512bh x0 = load_bh(x + i), x1 = load_bh(x + ldx + i), x2 = load_bh(x + 2 * ldx + i), x3 = load_bh(x + 3 * ldx + i);
-        for (int r = 0; r < 4; r++) {
-            const __m512bh wr = load_bh(w + r * ldw + i);
-            acc[r] = _mm512_dpbf16_ps(acc[r], wr, x0);
-            acc[4 + r] = _mm512_dpbf16_ps(acc[4 + r], wr, x1);
-            acc[8 + r] = _mm512_dpbf16_ps(acc[8 + r], wr, x2);
-            acc[12 + r] = _mm512_dpbf16_ps(acc[12 + r], wr, x3);
+/* out[t][r] (+)= sum over pairs q of x[t][2q..2q+1] · panel[q][r]: R tokens × V vectors of 16
+ * weight rows in registers; each step broadcasts one pair of a token's values and multiplies it
+ * into V vectors of weight pairs. R and V are constants at every call (unrolled, in registers). */
+static inline __attribute__((always_inline)) void gemm_bf16_block(const uint32_t *panel, int nr, const uint16_t *x, int64_t ldx,
+                                                                   int k, float *out, int64_t ldo, bool accumulate, const int R,
+                                                                   const int V, __mmask16 last) {
+    __m512 acc[6][4];
+    UNROLL for (int r = 0; r < R; r++)
+        UNROLL for (int v = 0; v < V; v++)
+            acc[r][v] = accumulate ? _mm512_maskz_loadu_ps(v == V - 1 ? last : 0xFFFF, out + r * ldo + 16 * v) : _mm512_setzero_ps();
+    for (int q = 0; q < k / 2; q++) {
+        __m512bh b[4];
+        UNROLL for (int v = 0; v < V; v++) b[v] = (__m512bh)_mm512_maskz_loadu_epi32(v == V - 1 ? last : 0xFFFF, panel + (int64_t)q * nr + 16 * v);
+        UNROLL for (int r = 0; r < R; r++) {
+            uint32_t pair;
+            memcpy(&pair, x + r * ldx + 2 * q, sizeof pair);
+            const __m512bh a = (__m512bh)_mm512_set1_epi32((int)pair);
+            UNROLL for (int v = 0; v < V; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], b[v], a);
         }
     }
-    sp_store_sums_4x4(acc, out, ldo);
+    UNROLL for (int r = 0; r < R; r++)
+        UNROLL for (int v = 0; v < V; v++) _mm512_mask_storeu_ps(out + r * ldo + 16 * v, v == V - 1 ? last : 0xFFFF, acc[r][v]);
 }
 
-static float dot_bf16(const uint16_t *w, const uint16_t *x, int64_t k) {
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < k; i += 32) acc = _mm512_dpbf16_ps(acc, load_bh(w + i), load_bh(x + i));
-    return _mm512_reduce_add_ps(acc);
-}
-
-void sp_avx512_gemm_bf16(const uint16_t *w, int64_t ldw, int nr, const uint16_t *x, int64_t ldx, int nt, int64_t k,
-                         float *out, int64_t ldo) {
-    const int nr4 = nr & ~3, nt4 = nt & ~3;
-    for (int t = 0; t < nt4; t += 4)
-        for (int r = 0; r < nr4; r += 4) gemm_bf16_4x4(w + r * ldw, ldw, x + t * ldx, ldx, k, out + t * ldo + r, ldo);
-    for (int t = 0; t < nt; t++)
-        for (int r = (t < nt4 ? nr4 : 0); r < nr; r++) out[t * ldo + r] = dot_bf16(w + r * ldw, x + t * ldx, k);
+void sp_avx512_gemm_bf16(const uint32_t *panel, int nr, const uint16_t *x, int64_t ldx, int nt, int k, float *out, int64_t ldo,
+                         bool accumulate) {
+    for (int j = 0; j < nr; j += 64, panel += 64, out += 64) {
+        const int left = nr - j < 64 ? nr - j : 64, V = (left + 15) / 16;
+        const __mmask16 last = left % 16 ? (__mmask16)((1u << (left % 16)) - 1) : (__mmask16)0xFFFF;
+        for (int t = 0; t < nt; t += 6) {
+            const int R = nt - t < 6 ? nt - t : 6;
+            const uint16_t *xt = x + t * ldx;
+            float *ot = out + t * ldo;
+#define GEMM_BF16_CASE(r, v)                                                                                            \
+    case 4 * (r) + (v): gemm_bf16_block(panel, nr, xt, ldx, k, ot, ldo, accumulate, r, v, last); break;
+            switch (4 * R + V) {
+                GEMM_BF16_CASE(6, 4) GEMM_BF16_CASE(6, 3) GEMM_BF16_CASE(6, 2) GEMM_BF16_CASE(6, 1)
+                GEMM_BF16_CASE(5, 4) GEMM_BF16_CASE(5, 3) GEMM_BF16_CASE(5, 2) GEMM_BF16_CASE(5, 1)
+                GEMM_BF16_CASE(4, 4) GEMM_BF16_CASE(4, 3) GEMM_BF16_CASE(4, 2) GEMM_BF16_CASE(4, 1)
+                GEMM_BF16_CASE(3, 4) GEMM_BF16_CASE(3, 3) GEMM_BF16_CASE(3, 2) GEMM_BF16_CASE(3, 1)
+                GEMM_BF16_CASE(2, 4) GEMM_BF16_CASE(2, 3) GEMM_BF16_CASE(2, 2) GEMM_BF16_CASE(2, 1)
+                GEMM_BF16_CASE(1, 4) GEMM_BF16_CASE(1, 3) GEMM_BF16_CASE(1, 2) GEMM_BF16_CASE(1, 1)
+            default: break;
+            }
+#undef GEMM_BF16_CASE
+        }
+    }
 }
