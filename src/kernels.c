@@ -212,7 +212,7 @@ static float *scratch_get(size_t n) {
 }
 
 #define ROWS_PER_TILE 16
-/* The f32 prefill panel: weight rows (gemm_nn's widest block: 4 vectors of 16) × inner values. */
+/* The float prefill panel: weight rows (the kernels' widest block: 4 vectors of 16) × inner values. */
 #define PANEL_ROWS 64
 #define PANEL_K 256 /* a whole number of blocks of every type */
 /* Up to this many tokens a matrix product is a decode: each weight row is read once and dotted
