@@ -62,6 +62,11 @@ expect_fail "bad task file" "needs string" "$SP" eval -m "$T/tiny.gguf" --task "
 expect_ok "bench" "$SP" bench -m "$T/tiny.gguf" -p 16 -n 4 -r 1 --parallel 1,3 -o json
 for t in pp16 tg4 tg4x1 tg4x3; do grep -q "\"test\": \"$t\"" "$T/out" && ok || bad "bench row $t"; done
 expect_fail "bench --parallel 0" "bad value" "$SP" bench -m "$T/tiny.gguf" --parallel 0
+# bench --gemm: one row per token count (-p)
+expect_ok "bench --gemm" "$SP" bench --gemm F16 -t 1 -r 1 -p 5,70
+[ "$(grep -c '^| F16 | 2048 | 8192 | \(5\|70\) |' "$T/out")" = 2 ] && ok || bad "bench --gemm rows: $(cat "$T/out")"
+expect_fail "bench --gemm -p 0" "token count" "$SP" bench --gemm F16 -p 0
+expect_fail "bench --gemm bad type" "cannot make" "$SP" bench --gemm NOPE
 
 # errors: clear message, non-zero exit, no crash
 expect_fail "missing model" "cannot open" "$SP" info "$T/nope.gguf"

@@ -73,15 +73,19 @@ static float uniform(uint64_t *s) {
     return (float)((*s >> 40) & 0xFFFF) / 65536.0f - 0.5f;
 }
 
-/* --gemm: one prefill matrix product in isolation — W (n × k, random, in `type`) times `tokens`
- * activations — to compare the kernel with the CPU's arithmetic peak. */
-static int bench_gemm(const char *type_name, long k, long n, long tokens, long reps) {
+/* --gemm: one prefill matrix product in isolation — W (n × k, random, in `type`) times each count
+ * of activations in `tokens` — to compare the kernel with the CPU's arithmetic peak. */
+static int bench_gemm(const char *type_name, long k, long n, const long *tokens, int n_tokens, long reps) {
     const int type = sp_type_from_name(type_name);
     const sp_type_traits *tt = type >= 0 ? sp_type_traits_get((uint32_t)type) : NULL;
     if (!tt || !tt->quantize || k % tt->block_size) { fprintf(stderr, "error: --gemm: cannot make %s weights of width %ld\n", type_name, k); return 2; }
+    if (n_tokens < 1) { fprintf(stderr, "error: --gemm needs a token count (-p)\n"); return 2; }
+    long max_tokens = 1;
+    for (int i = 0; i < n_tokens; i++) if (tokens[i] > max_tokens) max_tokens = tokens[i];
     const size_t rb = sp_row_size((uint32_t)type, k);
     uint8_t *w = malloc(rb * (size_t)n);
-    float *row = malloc((size_t)k * sizeof *row), *x = malloc((size_t)(tokens * k) * sizeof *x), *out = malloc((size_t)(tokens * n) * sizeof *out);
+    float *row = malloc((size_t)k * sizeof *row), *x = malloc((size_t)(max_tokens * k) * sizeof *x);
+    float *out = malloc((size_t)(max_tokens * n) * sizeof *out);
     double *t = malloc((size_t)reps * sizeof *t);
     int rc = 1;
     if (!w || !row || !x || !out || !t) { fprintf(stderr, "error: out of memory\n"); goto done; }
@@ -90,18 +94,21 @@ static int bench_gemm(const char *type_name, long k, long n, long tokens, long r
         for (long i = 0; i < k; i++) row[i] = uniform(&s);
         tt->quantize(row, w + (size_t)r * rb, k);
     }
-    for (long i = 0; i < tokens * k; i++) x[i] = uniform(&s);
+    for (long i = 0; i < max_tokens * k; i++) x[i] = uniform(&s);
     const sp_weight W = {w, (uint32_t)type, k, n, (int64_t)rb};
-    sp_matmul(&W, x, (int)tokens, out); /* warm-up */
-    for (long r = 0; r < reps; r++) {
-        const double t0 = now_seconds();
-        sp_matmul(&W, x, (int)tokens, out);
-        t[r] = now_seconds() - t0;
-    }
-    for (long r = 0; r < reps; r++) t[r] = 2.0 * (double)k * (double)n * (double)tokens / t[r] / 1e9;
-    const stat st = summarize(t, (int)reps);
     printf("| type | k | n | tokens | isa | threads | GOP/s |\n| --- | ---: | ---: | ---: | --- | ---: | ---: |\n");
-    printf("| %s | %ld | %ld | %ld | %s | %d | %.1f ± %.1f |\n", tt->name, k, n, tokens, sp_kernels()->name, sp_get_threads(), st.mean, st.sd);
+    for (int c = 0; c < n_tokens; c++) {
+        const int nt = (int)tokens[c];
+        sp_matmul(&W, x, nt, out); /* warm-up */
+        for (long r = 0; r < reps; r++) {
+            const double t0 = now_seconds();
+            sp_matmul(&W, x, nt, out);
+            t[r] = now_seconds() - t0;
+        }
+        for (long r = 0; r < reps; r++) t[r] = 2.0 * (double)k * (double)n * (double)nt / t[r] / 1e9;
+        const stat st = summarize(t, (int)reps);
+        printf("| %s | %ld | %ld | %d | %s | %d | %.1f ± %.1f |\n", tt->name, k, n, nt, sp_kernels()->name, sp_get_threads(), st.mean, st.sd);
+    }
     rc = 0;
 done:
     free(w); free(row); free(x); free(out); free(t);
@@ -123,7 +130,7 @@ static void usage(void) {
            "  --ttft LIST   prompt lengths for the TTFT rows (default 1024,2048,4096,8192)\n"
            "  --kv-type f16|f32  KV-cache storage (default f16)\n"
            "  --gemm TYPE   no model: time one prefill matrix product, 2048 × 8192 weights in TYPE\n"
-           "                times 512 tokens (GOP/s, to compare with the CPU's peak)\n");
+           "                times each -p count of tokens (GOP/s, to compare with the CPU's peak)\n");
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -154,7 +161,7 @@ int cmd_bench(int argc, char **argv) {
         if (!ok) { fprintf(stderr, "error: bad value for %s\n", argv[i - 1]); return 2; }
     }
     if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
-    if (gemm_type) return bench_gemm(gemm_type, 2048, 8192, 512, reps);
+    if (gemm_type) return bench_gemm(gemm_type, 2048, 8192, pp, n_pp, reps);
     if (!model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
     progress_tty = isatty(2);
     sp_model *m = NULL, *dm = NULL;
