@@ -139,13 +139,7 @@ static inline __m512i bcast4(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
-/* Every loop over the register block is unrolled so that the accumulators live in registers. */
-#if defined(__OPTIMIZE__) /* unoptimised builds (sanitizers) warn that they ignore the hint */
-#define UNROLL _Pragma("GCC unroll 8")
-#else
-#define UNROLL
-#endif
-
+/* Every loop over the register block is unrolled (UNROLL) so that the accumulators live in registers. */
 static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *tile, const int group, int nr,
                                                                   const sp_i8_rows *x, int64_t t0, const int C, int64_t k,
                                                                   float *out, int64_t ldo) {
