@@ -102,7 +102,8 @@ void sp_silu_mul_scalar(float *gate, const float *up, int64_t n) {
 static const sp_isa_kernels scalar_kernels = {
     .name = "scalar", .dot_f32 = scalar_dot_f32, .f16_to_f32 = scalar_f16_to_f32, .f32_to_f16 = scalar_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = scalar_f32_to_bf16,
-    .gemm_nn = scalar_gemm_nn, .softmax_tile = sp_softmax_tile_scalar, .exp_shifted = sp_exp_shifted_scalar,
+    .gemm_nn = scalar_gemm_nn, .transpose32 = sp_transpose32_scalar, .softmax_tile = sp_softmax_tile_scalar,
+    .exp_shifted = sp_exp_shifted_scalar,
     .silu_mul = sp_silu_mul_scalar, .quantize_act = sp_quantize_activations,
 };
 
@@ -395,7 +396,6 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     }
     float *panel = rows + (size_t)ldr * PANEL_ROWS;
     uint16_t *rows_bf16 = (uint16_t *)(panel + (size_t)PANEL_K * PANEL_ROWS); /* ldr pairs a row */
-    void (*transpose32)(const void *, int64_t, int, int64_t, void *, int64_t) = k->transpose32 ? k->transpose32 : sp_transpose32_scalar;
     for (int64_t rt = r0; rt < r1; rt += PANEL_ROWS) {
         const int nr = (int)(r1 - rt < PANEL_ROWS ? r1 - rt : PANEL_ROWS);
         for (int64_t p = 0; p < K; p += PANEL_K) {
@@ -403,10 +403,10 @@ static void matmul_task(void *arg, int task, int n_tasks) {
             for (int r = 0; r < nr; r++) dequantize_part(k, tt, w, rt + r, p, kb, rows + r * ldr);
             if (bf16) {
                 for (int r = 0; r < nr; r++) k->f32_to_bf16(rows + r * ldr, rows_bf16 + r * 2 * ldr, kb);
-                transpose32(rows_bf16, ldr, nr, kb / 2, panel, nr);
+                k->transpose32(rows_bf16, ldr, nr, kb / 2, panel, nr);
                 k->gemm_bf16((const uint32_t *)panel, nr, j->x_bf16 + p, K, j->n_tokens, kb, j->out + rt, w->n_out, p > 0);
             } else {
-                transpose32(rows, ldr, nr, kb, panel, nr);
+                k->transpose32(rows, ldr, nr, kb, panel, nr);
                 k->gemm_nn(j->x + p, K, 1, panel, nr, j->out + rt, w->n_out, j->n_tokens, nr, kb, p > 0);
             }
         }

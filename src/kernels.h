@@ -82,7 +82,7 @@ typedef struct {
     /* gate[i] = silu(gate[i]) * up[i] */
     void (*silu_mul)(float *gate, const float *up, int64_t n);
     /* dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols, of 32-bit elements (floats, or
-     * pairs of bf16): weights into the prefill panels (NULL: sp_transpose32_scalar). */
+     * pairs of bf16): weights into the prefill panels. */
     void (*transpose32)(const void *src, int64_t lds, int rows, int64_t cols, void *dst, int64_t ldd);
     /* The integer tile's transposition: 16 rows of 32 bytes (src_stride apart) to [k/4][row][4]
      * (NULL: byte copies). */
@@ -98,7 +98,7 @@ typedef struct {
 } sp_isa_kernels;
 
 /* Scalar versions, for ISA files to fall back on: every set fills every field except the ones
- * documented with a NULL meaning (gemm_bf16, gemm_i8, transpose32, interleave16, the per-type dots). */
+ * documented with a NULL meaning (gemm_bf16, gemm_i8, interleave16, the per-type dots). */
 void sp_softmax_tile_scalar(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr);
 void sp_transpose32_scalar(const void *src, int64_t lds, int rows, int64_t cols, void *dst, int64_t ldd);
 float sp_exp_shifted_scalar(float *x, int64_t n, float shift);

@@ -102,7 +102,7 @@ static void isa_kernels_agree_with_scalar(void **st) {
             double mag = 0;
             for (int i = 0; i < n; i++) mag += fabs(a[i] * b[i]);
             assert_float_equal(isa->dot_f32(a, b, n), ref->dot_f32(a, b, n), 1e-5 * mag + 1e-6);
-            if (isa->transpose32) { /* the prefill panels' transpose: exact, odd shapes and strides */
+            { /* the prefill panels' transpose: exact, odd shapes and strides */
                 const int rows = 1 + n % 37, cols = n, ldd = rows + 3;
                 float *t1 = malloc((size_t)cols * ldd * sizeof *t1), *t2 = malloc((size_t)cols * ldd * sizeof *t2);
                 float *src = malloc((size_t)rows * (cols + 5) * sizeof *src);
