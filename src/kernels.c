@@ -3,6 +3,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "fp16.h"
@@ -117,15 +118,29 @@ static const sp_isa_kernels scalar_kernels = {
 extern const sp_isa_kernels sp_avx2_kernels;
 extern const sp_isa_kernels sp_avx512_kernels;
 
-/* AVX-512 plus bf16 GEMM: built at run time from the AVX-512 set */
-static sp_isa_kernels avx512bf16_kernels;
-static pthread_once_t avx512bf16_once = PTHREAD_ONCE_INIT;
 static bool cpu_has(const char *isa);
-static void build_avx512bf16(void) {
-    avx512bf16_kernels = sp_avx512_kernels;
-    avx512bf16_kernels.gemm_bf16 = sp_avx512_gemm_bf16;
-    avx512bf16_kernels.f32_to_bf16 = sp_avx512_f32_to_bf16;
-    if (cpu_has("avx512vnni")) sp_avx512vnni_fill(&avx512bf16_kernels);
+
+/* The AVX-512 sets: the base set (kernels_avx512.c) with an overlay per feature the CPU has —
+ * bf16 dot products (kernels_avx512bf16.c) and VNNI integer dot products (kernels_avx512vnni.c) —
+ * each applied on its own, so a CPU with VNNI but no bf16 (Ice Lake, Cascade Lake) still gets
+ * the integer kernels. Names for tests and SPECPREFILL_ISA: "avx512" (every overlay the CPU has),
+ * "avx512-nobf16" (VNNI only: Ice Lake's shape), "avx512-novnni" (bf16 only), "avx512-base"
+ * (neither: Skylake-X's shape). Each is built once, on first use. */
+enum { AVX512_BF16 = 1, AVX512_VNNI = 2 };
+static sp_isa_kernels avx512_sets[4];
+static const char *const avx512_names[4] = {"avx512-base", "avx512-novnni", "avx512-nobf16", "avx512"};
+static pthread_once_t avx512_once = PTHREAD_ONCE_INIT;
+static void build_avx512_sets(void) {
+    for (int want = 0; want < 4; want++) {
+        sp_isa_kernels *k = &avx512_sets[want];
+        *k = sp_avx512_kernels;
+        k->name = avx512_names[want];
+        if ((want & AVX512_BF16) && cpu_has("avx512bf16")) {
+            k->gemm_bf16 = sp_avx512_gemm_bf16;
+            k->f32_to_bf16 = sp_avx512_f32_to_bf16;
+        }
+        if ((want & AVX512_VNNI) && cpu_has("avx512vnni")) sp_avx512vnni_fill(k);
+    }
 }
 
 /* CPU and OS support (the OS must save the wide registers: XCR0) for each kernel set. */
@@ -155,14 +170,36 @@ const sp_isa_kernels *sp_kernels_by_name(const char *name) {
     if (strcmp(name, "scalar") == 0) return &scalar_kernels;
 #if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
     if (strcmp(name, "avx2") == 0 && cpu_has("avx2")) return &sp_avx2_kernels;
-    /* "avx512" means the best AVX-512 set: with bf16 dot products where the CPU has them */
-    if (strcmp(name, "avx512") == 0 && cpu_has("avx512bf16")) {
-        pthread_once(&avx512bf16_once, build_avx512bf16);
-        return &avx512bf16_kernels;
-    }
-    if ((strcmp(name, "avx512") == 0 || strcmp(name, "avx512-nobf16") == 0) && cpu_has("avx512")) return &sp_avx512_kernels;
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, avx512_names[i]) == 0) {
+            if (!cpu_has("avx512")) return NULL;
+            pthread_once(&avx512_once, build_avx512_sets);
+            return &avx512_sets[i];
+        }
 #endif
     return NULL;
+}
+
+#if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
+static char cpu_features[96];
+static pthread_once_t cpu_features_once = PTHREAD_ONCE_INIT;
+static void describe_cpu(void) {
+    static const char *const names[] = {"avx2", "avx512", "avx512vnni", "avx512bf16"};
+    for (int i = 0; i < 4; i++)
+        if (cpu_has(names[i]))
+            snprintf(cpu_features + strlen(cpu_features), sizeof cpu_features - strlen(cpu_features), "%s%s",
+                     cpu_features[0] ? " " : "", names[i]);
+    if (!cpu_features[0]) snprintf(cpu_features, sizeof cpu_features, "none of avx2, avx512");
+}
+#endif
+
+const char *sp_cpu_features(void) {
+#if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
+    pthread_once(&cpu_features_once, describe_cpu);
+    return cpu_features;
+#else
+    return "none used by this build (scalar kernels)";
+#endif
 }
 
 static const sp_isa_kernels *active;

@@ -106,8 +106,12 @@ void sp_silu_mul_scalar(float *gate, const float *up, int64_t n);
 
 /* The kernels in use (decided once from the CPU and SPECPREFILL_ISA). */
 const sp_isa_kernels *sp_kernels(void);
-/* Kernels by name ("scalar", "avx2", "avx512"); NULL if this CPU or build lacks them. */
+/* Kernels by name: "scalar", "avx2", "avx512" (the best AVX-512 set: every feature overlay the
+ * CPU has), "avx512-nobf16", "avx512-novnni", "avx512-base" (overlays left out, as on CPUs
+ * without them); NULL if this CPU or build lacks the base set. */
 const sp_isa_kernels *sp_kernels_by_name(const char *name);
+/* The instruction-set features the kernels can use that this CPU has ("avx2 avx512 avx512vnni ..."). */
+const char *sp_cpu_features(void);
 /* Switch the kernels in use (tests). */
 void sp_kernels_select(const sp_isa_kernels *k);
 /* F16 weights in prefill: exact f32 products (default), or bf16 operands when the CPU has a bf16

@@ -1,8 +1,8 @@
 /*
  * Tokenizers read from GGUF metadata, matching llama.cpp token for token:
- *  - byte-level BPE (tokenizer.ggml.model = "gpt2") with the llama-bpe (Llama 3) and qwen2
- *    pre-tokenizers: split the text into words, map bytes to GPT-2's printable alphabet, then
- *    merge pairs by rank;
+ *  - byte-level BPE (tokenizer.ggml.model = "gpt2") with the llama-bpe (Llama 3), qwen2, gpt-2
+ *    and smollm (SmolLM, StarCoder) pre-tokenizers: split the text into words, map bytes to
+ *    GPT-2's printable alphabet, then merge pairs by rank;
  *  - SentencePiece BPE ("llama": Llama 2, Mistral, TinyLlama): spaces become U+2581, pairs merge
  *    by vocabulary score, unknown characters fall back to <0xXX> byte tokens.
  * Special tokens are cut out of the text first (control tokens only when parse_special is set).
@@ -17,7 +17,9 @@
 #include "unicode.h"
 
 typedef enum { VOCAB_BPE, VOCAB_SPM } vocab_kind;
-typedef enum { PRE_LLAMA3, PRE_QWEN2, PRE_DEFAULT } pre_kind;
+/* PRE_GPT2: GPT-2's own regex; PRE_SMOLLM: the same after every digit is split off alone
+ * (SmolLM, StarCoder: Hugging Face's Digits(individual_digits) before ByteLevel). */
+typedef enum { PRE_LLAMA3, PRE_QWEN2, PRE_GPT2, PRE_SMOLLM, PRE_DEFAULT } pre_kind;
 
 struct sp_vocab {
     vocab_kind kind;
@@ -193,8 +195,14 @@ sp_status sp_vocab_load(const gguf_file *f, sp_vocab **out) {
                 v->ignore_merges = true;
             } else if (gguf_string_eq(pre, "qwen2")) {
                 v->pre = PRE_QWEN2;
-            } else if (!gguf_string_eq(pre, "default") && !gguf_string_eq(pre, "gpt-2")) {
-                return sp_fail(SP_ERR_UNSUPPORTED, "tokenizer: pre-tokenizer '%.*s' is not supported (llama-bpe, qwen2, default are)",
+            } else if (gguf_string_eq(pre, "gpt-2")) {
+                v->pre = PRE_GPT2;
+            } else if (gguf_string_eq(pre, "smollm") || gguf_string_eq(pre, "starcoder") || gguf_string_eq(pre, "refact") ||
+                       gguf_string_eq(pre, "codeshell")) {
+                v->pre = PRE_SMOLLM;
+            } else if (!gguf_string_eq(pre, "default")) {
+                return sp_fail(SP_ERR_UNSUPPORTED,
+                               "tokenizer: pre-tokenizer '%.*s' is not supported (llama-bpe, qwen2, gpt-2, smollm, default are)",
                                (int)(pre.len < 32 ? pre.len : 32), pre.ptr);
             }
         }
@@ -548,6 +556,74 @@ static bool pretokenize_default(const sp_vocab *v, const char *s, int len, token
     return true;
 }
 
+/* GPT-2's regex, written out as code:
+ *   's|'t|'re|'ve|'m|'ll|'d | ?\p{L}+ | ?\p{N}+ | ?[^\s\p{L}\p{N}]+ | \s+(?!\S) | \s+
+ * With digits_alone (smollm), every digit is first cut out as a word of its own and the regex
+ * runs on the pieces between them, so no space or other character ever joins a digit. */
+static bool pretokenize_gpt2(const sp_vocab *v, const char *s, int len, bool digits_alone, token_list *out) {
+    uint32_t *cps = malloc(((size_t)len + 1) * sizeof *cps);
+    int *off = malloc(((size_t)len + 2) * sizeof *off);
+    if (!cps || !off) { free(cps); free(off); return false; }
+    int n = 0;
+    for (int i = 0; i < len;) {
+        int cl;
+        cps[n] = cp_at(s, len, i, &cl);
+        off[n++] = i;
+        i += cl;
+    }
+    off[n] = len;
+    bool ok = true;
+    int pos = 0;
+    while (pos < n && ok) {
+        /* the piece the regex sees: up to the next digit (a digit alone when digits_alone) */
+        int lim = n;
+        if (digits_alone) {
+            if (sp_unicode_is_number(cps[pos])) lim = pos + 1;
+            else for (lim = pos; lim < n && !sp_unicode_is_number(cps[lim]); lim++) {}
+        }
+#define IS_L(i) ((i) < lim && sp_unicode_is_letter(cps[i]))
+#define IS_N(i) ((i) < lim && sp_unicode_is_number(cps[i]))
+#define IS_S(i) ((i) < lim && sp_unicode_is_whitespace(cps[i]))
+        const uint32_t c = cps[pos];
+        int end = -1;
+        if (c == '\'' && pos + 1 < lim) {
+            const uint32_t c1 = cps[pos + 1], c2 = pos + 2 < lim ? cps[pos + 2] : 0;
+            if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') end = pos + 2;
+            else if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) end = pos + 3;
+        }
+        const int p0 = pos + (c == ' ' && pos + 1 < lim ? 1 : 0); /* the optional leading space */
+        if (end < 0 && IS_L(p0)) {
+            int p = p0;
+            while (IS_L(p)) p++;
+            end = p;
+        }
+        if (end < 0 && IS_N(p0)) {
+            int p = p0;
+            while (IS_N(p)) p++;
+            end = p;
+        }
+        if (end < 0 && p0 < lim && !IS_S(p0) && !IS_L(p0) && !IS_N(p0)) {
+            int p = p0;
+            while (p < lim && !IS_S(p) && !IS_L(p) && !IS_N(p)) p++;
+            end = p;
+        }
+        if (end < 0) { /* whitespace: all of it, less the last one when a non-space follows */
+            int p = pos;
+            while (IS_S(p)) p++;
+            if (p - pos > 1 && p < lim) p--;
+            end = p > pos ? p : pos + 1;
+        }
+#undef IS_L
+#undef IS_N
+#undef IS_S
+        ok = bpe_word(v, s + off[pos], off[end] - off[pos], out);
+        pos = end;
+    }
+    free(cps);
+    free(off);
+    return ok;
+}
+
 /* ------------------------------------------------------------------ SentencePiece */
 
 static bool spm_fragment(const sp_vocab *v, const char *s, int len, bool space_prefix, token_list *out) {
@@ -649,6 +725,8 @@ sp_status sp_tokenize(const sp_model *model, const char *text, size_t len, bool 
             ok = spm_fragment(v, s, frags[i].len, v->add_space_prefix && prev_special, &l);
         } else if (v->pre == PRE_DEFAULT) {
             ok = pretokenize_default(v, s, frags[i].len, &l);
+        } else if (v->pre == PRE_GPT2 || v->pre == PRE_SMOLLM) {
+            ok = pretokenize_gpt2(v, s, frags[i].len, v->pre == PRE_SMOLLM, &l);
         } else {
             ok = pretokenize(v, s, frags[i].len, &l);
         }

@@ -2,7 +2,7 @@
 # The command-line tool as a user meets it: each subcommand's happy path and its errors.
 set -u
 SP=$1
-SHARED=$2
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 pass=0 fail=0
@@ -12,8 +12,11 @@ expect_ok()   { local what=$1; shift; if "$@" >"$T/out" 2>"$T/err"; then ok; els
 expect_fail() { local what=$1 msg=$2; shift 2; "$@" >"$T/out" 2>"$T/err"; local rc=$?
   if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q -- "$msg" "$T/err"; then ok; else bad "$what: exit $rc, stderr: $(head -c 300 "$T/err")"; fi; }
 
-M=$SHARED/fixtures/models
 expect_ok "help" "$SP" --help
+# models the test writes: random weights, the bundled models' vocabulary (byte-level BPE, 1115 tokens)
+for t in Q4_K_M Q8_0; do
+  "$SP" make-model -o "$T/llama-$t.gguf" --type $t --vocab-from "$ROOT/models/main.gguf" --seed 5 2>/dev/null || bad "make-model $t"
+done
 expect_ok "make-model" "$SP" make-model -o "$T/tiny.gguf" --n-embd 128 --n-layer 2 --n-head 4 --n-head-kv 2 --n-ff 256
 expect_ok "info" "$SP" info "$T/tiny.gguf"
 grep -q "architecture  llama" "$T/out" && ok || bad "info output"
@@ -24,21 +27,22 @@ for arch in qwen2 qwen3; do
   expect_ok "make-model $arch" "$SP" make-model --arch $arch --type Q8_0 -o "$T/$arch.gguf"
   expect_ok "generate $arch" "$SP" generate -m "$T/$arch.gguf" -p "abc" -n 3
 done
-expect_ok "greedy is deterministic" "$SP" generate -m "$M/llama-q4_k_m.gguf" -p "The quick brown fox" -n 12 --temp 0
+expect_ok "greedy is deterministic" "$SP" generate -m "$T/llama-Q4_K_M.gguf" -p "The quick brown fox" -n 12 --temp 0
 cp "$T/out" "$T/first"
-"$SP" generate -m "$M/llama-q4_k_m.gguf" -p "The quick brown fox" -n 12 --temp 0 -t 1 >"$T/second" 2>/dev/null
+"$SP" generate -m "$T/llama-Q4_K_M.gguf" -p "The quick brown fox" -n 12 --temp 0 -t 1 >"$T/second" 2>/dev/null
 cmp -s "$T/first" "$T/second" && ok || bad "same greedy output with 1 thread and all threads"
 
 # tokenize / detokenize round trip
 printf 'Hello wörld 👋 <|eot_id|>' >"$T/text"
-expect_ok "tokenize" "$SP" tokenize -m "$SHARED/fixtures/tokenizer/vocab-llama3.gguf" --parse-special <"$T/text"
-grep -q "128009" "$T/out" && ok || bad "parse-special gives <|eot_id|>"
-"$SP" detokenize -m "$SHARED/fixtures/tokenizer/vocab-llama3.gguf" --render-special <"$T/out" >"$T/back" 2>&1
+expect_ok "tokenize" "$SP" tokenize -m "$ROOT/models/main.gguf" --parse-special <"$T/text"
+grep -q "1112" "$T/out" && ok || bad "parse-special gives <|eot_id|>"
+"$SP" detokenize -m "$ROOT/models/main.gguf" --render-special <"$T/out" >"$T/back" 2>&1
 cmp -s "$T/text" "$T/back" && ok || bad "detokenize gives the text back"
 
-# logits command on a fixture case
-expect_ok "logits" "$SP" logits -m "$M/llama-q8_0.gguf" --case "$SHARED/fixtures/logits/llama-q8_0.two_batches.json"
-/usr/bin/env python3 -c "import json,sys; d=json.load(open('$T/out')); assert len(d['logits'])==16 and len(d['logits'][0])==1024" && ok || bad "logits JSON shape"
+# logits command: two batches into one sequence, the logits of the second
+python3 -c "import json; print(json.dumps({'tokens': [list(range(40, 72)), list(range(72, 88))], 'positions': [list(range(32)), list(range(32, 48))], 'logits_batch': 1}))" >"$T/two.json"
+expect_ok "logits" "$SP" logits -m "$T/llama-Q8_0.gguf" --case "$T/two.json"
+python3 -c "import json,sys; d=json.load(open('$T/out')); assert len(d['logits'])==16 and len(d['logits'][0])==1115" && ok || bad "logits JSON shape"
 
 # eval on two random models: every method runs and reports
 printf '{"prompt": "The code of Ann is 123. The sky is blue. Question: What is the code of Ann?\\nAnswer:", "answer": "123"}\n%.0s' 1 2 3 >"$T/task.jsonl"
@@ -70,7 +74,7 @@ expect_fail "bench --gemm bad type" "cannot make" "$SP" bench --gemm NOPE
 
 # errors: clear message, non-zero exit, no crash
 expect_fail "missing model" "cannot open" "$SP" info "$T/nope.gguf"
-head -c 5000 "$M/llama-q8_0.gguf" >"$T/trunc.gguf"
+head -c 5000 "$T/llama-Q8_0.gguf" >"$T/trunc.gguf"
 expect_fail "truncated model" "more than the file holds" "$SP" info "$T/trunc.gguf"
 printf 'not a gguf file at all, just text' >"$T/text.gguf"
 expect_fail "not gguf" "not a GGUF" "$SP" info "$T/text.gguf"
@@ -82,8 +86,8 @@ expect_fail "unknown command" "unknown command" "$SP" frobnicate
 expect_fail "unknown template" "llama3" "$SP" generate -m "$T/tiny.gguf" -p x --chat-template nope
 expect_fail "prompt too long" "exceed the context" "$SP" generate -m "$T/tiny.gguf" -p "a b c d e f g h" -c 4 -n 1
 echo '{"tokens": [[1, 2]], "positions": [[0]]}' >"$T/case.json"
-expect_fail "inconsistent case" "equally many" "$SP" logits -m "$M/llama-q8_0.gguf" --case "$T/case.json"
-echo '[1, 99999]' | { "$SP" detokenize -m "$M/llama-q8_0.gguf" >"$T/out" 2>"$T/err"; rc=$?; [ $rc -eq 1 ] && grep -q "not a token id" "$T/err" && ok || bad "detokenize bad id"; }
+expect_fail "inconsistent case" "equally many" "$SP" logits -m "$T/llama-Q8_0.gguf" --case "$T/case.json"
+echo '[1, 99999]' | { "$SP" detokenize -m "$T/llama-Q8_0.gguf" >"$T/out" 2>"$T/err"; rc=$?; [ $rc -eq 1 ] && grep -q "not a token id" "$T/err" && ok || bad "detokenize bad id"; }
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -45,7 +45,7 @@ static void *slot_thread(void *arg) {
 
 static void steps_match_decoding_alone(void **st) {
     (void)st;
-    sp_model *m = load_fixture_model("qwen2-f16.gguf");
+    sp_model *m = load_test_model("qwen2-f16");
     const int V = sp_model_get_info(m)->n_vocab;
     decode_batch *b;
     assert_int_equal(decode_batch_new(N_SLOTS, V, &b), SP_OK);
@@ -110,7 +110,7 @@ static void *step_thread(void *arg) {
 
 static void one_full_context_fails_alone(void **st) {
     (void)st;
-    sp_model *m = load_fixture_model("llama-f16.gguf");
+    sp_model *m = load_test_model("llama-f16");
     const int V = sp_model_get_info(m)->n_vocab;
     decode_batch *b;
     assert_int_equal(decode_batch_new(2, V, &b), SP_OK);

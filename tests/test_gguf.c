@@ -99,11 +99,12 @@ static void malformed_headers_are_errors(void **s) {
     x = good(); x.n_kv = 3; assert_int_equal(parse_spec(x, NULL), SP_ERR_FORMAT); /* reads the tensor as a key */
 }
 
-/* Every prefix of a real model file is refused cleanly (the sanitizer build checks reads). */
+/* Every prefix of a model file is refused cleanly (the sanitizer build checks reads). */
 static void every_truncation_is_an_error(void **s) {
     (void)s;
     size_t len;
-    char *data = slurp(SHARED("fixtures/models/qwen2-q4_k_m.gguf"), &len);
+    char path[1024];
+    char *data = slurp(test_model_path("qwen2-q4_k_m", path, sizeof path), &len);
     assert_non_null(data);
     gguf_file *g;
     assert_int_equal(gguf_parse(data, len, &g), SP_OK);
@@ -145,9 +146,9 @@ static void model_loader_errors_name_the_problem(void **s) {
     assert_int_equal(sp_model_load(path, &m), SP_ERR_UNSUPPORTED);
     assert_non_null(strstr(sp_last_error(), "mamba"));
     remove(path);
-    /* a real model with a tensor missing: copy everything but blk.1.ffn_up.weight */
+    /* a model with a tensor missing: copy everything but blk.1.ffn_up.weight */
     gguf_file *src;
-    assert_int_equal(gguf_open(SHARED("fixtures/models/llama-q8_0.gguf"), &src), SP_OK);
+    assert_int_equal(gguf_open(test_model_path("llama-q8_0", path, sizeof path), &src), SP_OK);
     w = gguf_writer_new();
     for (uint64_t i = 0; i < src->n_kv; i++) gguf_writer_copy_kv(w, &src->kv[i]);
     for (uint64_t i = 0; i < src->n_tensors; i++) {
@@ -170,7 +171,8 @@ static void model_loader_errors_name_the_problem(void **s) {
 static void writer_round_trip(void **s) {
     (void)s;
     gguf_file *src;
-    assert_int_equal(gguf_open(SHARED("fixtures/models/qwen3-q8_0.gguf"), &src), SP_OK);
+    char src_path[512];
+    assert_int_equal(gguf_open(test_model_path("qwen3-q8_0", src_path, sizeof src_path), &src), SP_OK);
     gguf_writer *w = gguf_writer_new();
     for (uint64_t i = 0; i < src->n_kv; i++) gguf_writer_copy_kv(w, &src->kv[i]);
     for (uint64_t i = 0; i < src->n_tensors; i++) {

@@ -1,5 +1,6 @@
 /* The forward pass against llama.cpp's logits for every fixture model, type and case, on every
- * kernel path this CPU has; and the F32 model against the float64 reference. */
+ * kernel path this CPU has; and the F32 model against the float64 reference. These are the
+ * second opinion of ../shared (skipped without it); tests/test_reference.sh is the first. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,7 @@ static result run_case(const char *model_file, const cJSON *c, sp_kv_type kv) {
 }
 
 static void check_all_fixtures(const char *isa) {
+    SKIP_WITHOUT_SHARED();
     const sp_isa_kernels *k = sp_kernels_by_name(isa);
     if (!k) { printf("  (%s kernels not available on this CPU: skipped)\n", isa); skip(); }
     const sp_isa_kernels *saved = sp_kernels();
@@ -115,6 +117,7 @@ static void check_all_fixtures(const char *isa) {
  * logit difference stays under 0.02. */
 static void f16_weights_in_bf16(void **state) {
     (void)state;
+    SKIP_WITHOUT_SHARED();
     const sp_isa_kernels *k = sp_kernels_by_name("avx512");
     if (!k || !k->gemm_bf16) { printf("  (no bf16 dot product on this CPU: skipped)\n"); skip(); }
     const sp_isa_kernels *saved = sp_kernels();
@@ -140,6 +143,7 @@ static void fixtures_avx512(void **state) { (void)state; check_all_fixtures("avx
 /* An engine computing in F32 with an F32 KV cache lands within ~1e-5 of the float64 result. */
 static void float64_reference(void **state) {
     (void)state;
+    SKIP_WITHOUT_SHARED();
     static const char *const files[] = {"llama-f32.contiguous.f64.json", "llama-f32.gapped.f64.json",
                                         "llama-f16.contiguous.f64.json", "llama-f16.gapped.f64.json"};
     for (int i = 0; i < 4; i++) {
@@ -189,6 +193,7 @@ static double rms_diff(const float *a, const cJSON *ref_rows, int V) {
  * Q4_K_M mix must also pick the same type for every tensor as llama.cpp did. */
 static void quantizer_matches_llama_cpp_quality(void **state) {
     (void)state;
+    SKIP_WITHOUT_SHARED();
     static const char *const types[] = {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q6_K", "Q5_K", "Q4_K", "Q4_K_M"};
     cJSON *f32 = load_json(SHARED("fixtures/logits/llama-f32.contiguous.json"));
     const cJSON *ref = cJSON_GetObjectItem(f32, "logits");

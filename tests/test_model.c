@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gguf.h"
+#include "gguf_writer.h"
 #include "test_util.h"
 
 static double max_diff(const float *a, const float *b, size_t n) {
@@ -16,7 +18,7 @@ static double max_diff(const float *a, const float *b, size_t n) {
  * micro-batches, and one token at a time agree. */
 static void logit_rows_and_batching(void **st) {
     (void)st;
-    sp_model *m = load_fixture_model("qwen2-f16.gguf");
+    sp_model *m = load_test_model("qwen2-f16");
     const int V = sp_model_get_info(m)->n_vocab, n = 40;
     sp_token tok[40];
     int32_t pos[40], all[40];
@@ -57,13 +59,13 @@ static void logit_rows_and_batching(void **st) {
 /* Truncating the cache and re-decoding gives the same logits as the first time. */
 static void truncate_and_redo(void **st) {
     (void)st;
-    sp_model *m = load_fixture_model("llama-q8_0.gguf");
+    sp_model *m = load_test_model("llama-q8_0");
     const int V = sp_model_get_info(m)->n_vocab;
     sp_context *c;
     assert_int_equal(sp_context_new(m, NULL, &c), SP_OK);
     sp_token tok[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     int32_t pos[8] = {0, 1, 2, 3, 4, 5, 6, 7}, last = 3;
-    float a[1024], b[1024];
+    float a[TEST_VOCAB], b[TEST_VOCAB];
     assert_int_equal(sp_decode(c, tok, pos, 4, NULL, 0, NULL), SP_OK);
     assert_int_equal(sp_decode(c, tok + 4, pos + 4, 4, &last, 1, a), SP_OK);
     assert_int_equal(sp_context_truncate(c, 4), SP_OK);
@@ -81,9 +83,9 @@ static void truncate_and_redo(void **st) {
  * any cache. */
 static void decode_sequences(void **st) {
     (void)st;
-    const char *fixtures[] = {"llama-q8_0.gguf", "qwen2-f16.gguf"};
+    const char *fixtures[] = {"llama-q8_0", "qwen2-f16"};
     for (int f = 0; f < 2; f++) {
-        sp_model *m = load_fixture_model(fixtures[f]);
+        sp_model *m = load_test_model(fixtures[f]);
         const int V = sp_model_get_info(m)->n_vocab, n_seq = 3;
         sp_context_params p = sp_context_default_params();
         p.n_ctx = 32;
@@ -141,7 +143,7 @@ static void decode_sequences(void **st) {
 
 static void bad_calls_are_errors(void **st) {
     (void)st;
-    sp_model *m = load_fixture_model("llama-f16.gguf");
+    sp_model *m = load_test_model("llama-f16");
     sp_context *c;
     sp_context_params p = sp_context_default_params();
     p.n_ctx = 4;
@@ -154,15 +156,30 @@ static void bad_calls_are_errors(void **st) {
     assert_non_null(strstr(sp_last_error(), "vocabulary"));
     int32_t neg = -1;
     assert_int_equal(sp_decode(c, tok, &neg, 1, NULL, 0, NULL), SP_ERR_ARGUMENT);
-    float out[1024];
+    float out[TEST_VOCAB];
     assert_int_equal(sp_decode(c, tok, pos, 2, &row, 1, out), SP_ERR_ARGUMENT);
     assert_int_equal(sp_context_n_cached(c), 0); /* nothing was appended by failed calls */
     sp_context_free(c);
     sp_model_free(m);
-    /* a vocabulary-only file tokenizes but cannot run */
-    assert_int_equal(sp_model_load(SHARED("fixtures/tokenizer/vocab-llama-spm.gguf"), &m), SP_OK);
+    /* a vocabulary-only file (the bundled model's metadata, no tensors) tokenizes but cannot run */
+    gguf_file *src;
+    assert_int_equal(gguf_open(SP_SOURCE_DIR "/models/main.gguf", &src), SP_OK);
+    gguf_writer *w = gguf_writer_new();
+    for (uint64_t i = 0; i < src->n_kv; i++) gguf_writer_copy_kv(w, &src->kv[i]);
+    char path[512];
+    temp_path("vocab-only.gguf", path, sizeof path);
+    assert_int_equal(gguf_writer_write(w, path), SP_OK);
+    gguf_writer_free(w);
+    gguf_close(src);
+    assert_int_equal(sp_model_load(path, &m), SP_OK);
+    sp_token *ids;
+    int n_ids;
+    assert_int_equal(sp_tokenize(m, "Hello world", 11, false, false, &ids, &n_ids), SP_OK);
+    assert_true(n_ids > 0);
+    free(ids);
     assert_int_equal(sp_context_new(m, NULL, &c), SP_ERR_ARGUMENT);
     sp_model_free(m);
+    remove(path);
 }
 
 static void sampling(void **st) {

@@ -41,6 +41,18 @@ static void quantize_round_trip(void **st) {
     free(x); free(y); free(q);
 }
 
+/* A file of this type's blocks: llama.cpp's fixture when ../shared is there (an independent
+ * quantizer), else the model the tests write (our quantizer; Q2_K and Q3_K it cannot write). */
+static bool quantized_model(const char *name, char *path, size_t size) {
+    if (shared_present()) {
+        snprintf(path, size, "%s/fixtures/models/%s.gguf", SP_SHARED_DIR, name);
+        return true;
+    }
+    if (strstr(name, "q2_k") || strstr(name, "q3_k")) return false;
+    test_model_path(name, path, size);
+    return true;
+}
+
 /* For every type, including the K-quants read from the fixtures, the fused dot equals the
  * dot of the dequantized row. */
 static void fused_dot_matches_dequantize(void **st) {
@@ -51,7 +63,7 @@ static void fused_dot_matches_dequantize(void **st) {
     uint64_t s = 7;
     for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
         char path[1024];
-        snprintf(path, sizeof path, "%s/fixtures/models/%s.gguf", SP_SHARED_DIR, files[f]);
+        if (!quantized_model(files[f], path, sizeof path)) continue;
         gguf_file *g;
         assert_int_equal(gguf_open(path, &g), SP_OK);
         const gguf_tensor *t = gguf_find_tensor(g, "blk.0.ffn_down.weight"); /* [768, 256] */
@@ -324,7 +336,7 @@ static void integer_decode_dots(void **st) {
     uint64_t s = 5;
     for (size_t f = 0; isa && f < sizeof files / sizeof *files; f++) {
         char path[1024];
-        snprintf(path, sizeof path, "%s/fixtures/models/%s.gguf", SP_SHARED_DIR, files[f]);
+        if (!quantized_model(files[f], path, sizeof path)) continue;
         gguf_file *g;
         assert_int_equal(gguf_open(path, &g), SP_OK);
         const gguf_tensor *t = gguf_find_tensor(g, "blk.0.ffn_down.weight");
@@ -353,6 +365,27 @@ static void integer_decode_dots(void **st) {
         gguf_close(g);
     }
     printf("  %d integer decode kernels checked\n", checked);
+}
+
+/* Each AVX-512 feature overlay applies on its own: the set named for a CPU without bf16 (Ice
+ * Lake) keeps the VNNI integer kernels, the one without VNNI keeps bf16, the base set has neither. */
+static void feature_overlays_apply_alone(void **st) {
+    (void)st;
+    const sp_isa_kernels *best = sp_kernels_by_name("avx512");
+    if (!best) { printf("  no AVX-512 here\n"); skip(); }
+    const sp_isa_kernels *nobf16 = sp_kernels_by_name("avx512-nobf16"), *novnni = sp_kernels_by_name("avx512-novnni"),
+                         *base = sp_kernels_by_name("avx512-base");
+    assert_non_null(nobf16); assert_non_null(novnni); assert_non_null(base);
+    assert_string_equal(nobf16->name, "avx512-nobf16");
+    assert_null(nobf16->gemm_bf16);
+    assert_ptr_equal(nobf16->gemm_i8, best->gemm_i8);                       /* VNNI where the CPU has it */
+    assert_ptr_equal(nobf16->dot_row_q8[SP_TYPE_Q8_0], best->dot_row_q8[SP_TYPE_Q8_0]);
+    assert_null(novnni->gemm_i8);
+    assert_null(novnni->dot_row_q8[SP_TYPE_Q8_0]);
+    assert_ptr_equal(novnni->gemm_bf16, best->gemm_bf16);                   /* bf16 where the CPU has it */
+    assert_null(base->gemm_i8);
+    assert_null(base->gemm_bf16);
+    printf("  this CPU: VNNI %s, bf16 %s\n", best->gemm_i8 ? "yes" : "no", best->gemm_bf16 ? "yes" : "no");
 }
 
 /* The integer prefill kernel against float arithmetic on the same codes and the same quantized
@@ -463,7 +496,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
         cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels),
-        cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_prefill_gemm),
+        cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone),
         cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(type_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

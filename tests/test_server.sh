@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Integration tests of `specprefill serve` on a loopback port: curl for the HTTP surface, the
-# official openai npm client, a bounded load test, and graceful shutdown.
-# Usage: test_server.sh SPECPREFILL_BINARY WORK_DIR
+# official openai Python client, a bounded load test, and graceful shutdown.
+# Usage: test_server.sh SPECPREFILL_BINARY WORK_DIR VENV_DIR
 set -u
 SP=$1
 W=$2
+VENV=$3
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$W"
 pass=0 fail=0
@@ -68,15 +69,13 @@ for i in $(seq 100); do
   sleep 0.1
 done
 [ $freed = 1 ] && ok || bad "slots still busy 10 s after their clients left: $(grep -E '^specprefill_(slots_busy|queue_depth) ' "$W/metrics" | tr '\n' ' ')"
-# the openai npm client and the load test
-NODE_DIR="$W/npm"
-if command -v node >/dev/null && { [ -d "$NODE_DIR/node_modules/openai" ] || (mkdir -p "$NODE_DIR" && cp "$HERE/server/package.json" "$NODE_DIR/" && cd "$NODE_DIR" && npm install --silent --no-audit --no-fund >/dev/null 2>&1); }; then
-  cp "$HERE/server/"*.mjs "$NODE_DIR/"
-  if node "$NODE_DIR/client.mjs" "$B/v1" $KEY >"$W/client.log" 2>&1; then ok; else bad "openai client: $(tail -5 "$W/client.log")"; fi
-  if timeout 300 node "$NODE_DIR/load.mjs" "$B/v1" $KEY $PID 200 8 >"$W/load.log" 2>&1; then ok; else bad "load test: $(tail -3 "$W/load.log")"; fi
+# the official openai Python client and the load test (pinned, in a venv under the build folder)
+if PY=$("$HERE/ref/venv.sh" "$VENV"); then
+  if "$PY" "$HERE/server/client.py" "$B/v1" $KEY >"$W/client.log" 2>&1; then ok; else bad "openai client: $(tail -5 "$W/client.log")"; fi
+  if timeout 300 "$PY" "$HERE/server/load.py" "$B/v1" $KEY $PID 200 8 >"$W/load.log" 2>&1; then ok; else bad "load test: $(tail -3 "$W/load.log")"; fi
   grep '^{' "$W/load.log"
 else
-  bad "node and the openai npm package are needed (npm install failed?)"
+  bad "the Python test clients could not be installed (tests/ref/venv.sh)"
 fi
 kill -0 $PID 2>/dev/null && ok || bad "server died"
 # two slots under load generated side by side: some decode steps held both (batched)
@@ -89,5 +88,18 @@ kill -TERM $PID
 for i in $(seq 50); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done
 if kill -0 $PID 2>/dev/null; then bad "no graceful shutdown"; kill -9 $PID; else wait $PID && ok || bad "exit status after SIGTERM"; fi
 grep -q "shutting down" "$W/server.log" && ok || bad "shutdown logged"
-echo "$pass passed, $fail failed"
+# a real instruct model behind the server answers the openai client
+REAL=${SP_REAL_MODEL:-$HERE/../models-big/SmolLM2-135M-Instruct.Q4_1.gguf}
+if [ -f "$REAL" ] && [ -n "${PY:-}" ]; then
+  PORT2=$((20000 + RANDOM % 20000))
+  $SP serve -m "$REAL" --port $PORT2 -c 1024 -t 2 2>"$W/server-real.log" &
+  PID2=$!
+  for i in $(seq 100); do curl -s "http://127.0.0.1:$PORT2/health" >/dev/null && break; sleep 0.1; done
+  if "$PY" "$HERE/server/real.py" "http://127.0.0.1:$PORT2/v1" >"$W/real.log" 2>&1; then ok; else bad "real model: $(tail -4 "$W/real.log")"; fi
+  grep '^answer' "$W/real.log"
+  kill -TERM $PID2; wait $PID2 2>/dev/null
+else
+  echo "skipped: the real model (run scripts/get-models.sh)"; skip=1
+fi
+echo "$pass passed, $fail failed, ${skip:-0} skipped"
 [ $fail -eq 0 ]

@@ -87,7 +87,7 @@ static void importance_through_byte_spans(void **st) {
 
 /* ------------------------------------------------------------------ scoring vs float64 */
 
-/* A float64 forward pass of the llama-f32 fixture that records post-RoPE q and k. */
+/* A float64 forward pass of an F32 llama model that records post-RoPE q and k. */
 typedef struct { int T, L, H, KVH, D; double *q, *k; } qk_record; /* [L][T][H or KVH][D] */
 
 static void ref_rmsnorm(double *o, const double *x, const float *w, int n, double eps) {
@@ -178,7 +178,7 @@ static int ref_forward(const sp_model *m, const sp_token *tok, int T, qk_record 
 
 static void scoring_matches_float64_recomputation(void **st) {
     (void)st;
-    sp_model *m = load_fixture_model("llama-f32.gguf");
+    sp_model *m = load_test_model("llama-f32");
     const int n = 40, K = 4, pool = 5;
     sp_token prompt[64];
     for (int i = 0; i < n; i++) prompt[i] = (i * 131 + 7) % 1000;
@@ -222,7 +222,7 @@ static void scoring_matches_float64_recomputation(void **st) {
     p.lookahead = K;
     p.pool_kernel = pool;
     p.self_layers = m->info.n_layer; /* self-speculation with every layer = draft is the model */
-    float logits[1024], imp[64];
+    float logits[TEST_VOCAB], imp[64];
     uint8_t kept[64];
     sp_specprefill_stats s;
     assert_int_equal(sp_specprefill(main_ctx, draft, prompt, n, NULL, &p, logits, imp, kept, &s), SP_OK);
@@ -242,13 +242,13 @@ static void scoring_matches_float64_recomputation(void **st) {
 /* keep 1.0 gives exactly the full prefill's logits. */
 static void keep_all_equals_full_prefill(void **st) {
     (void)st;
-    sp_model *m = load_fixture_model("qwen2-q4_k_m.gguf");
+    sp_model *m = load_test_model("qwen2-q4_k_m");
     const int n = 100;
     sp_token prompt[100];
     int32_t pos[100];
-    for (int i = 0; i < n; i++) { prompt[i] = (i * 17 + 3) % 1020; pos[i] = i; }
+    for (int i = 0; i < n; i++) { prompt[i] = (i * 17 + 3) % 1100; pos[i] = i; }
     sp_context *a = context(m, 128, SP_KV_F16), *b = context(m, 128, SP_KV_F16), *d = context(m, 128, SP_KV_F16);
-    float full[1024], spec[1024];
+    float full[TEST_VOCAB], spec[TEST_VOCAB];
     int32_t last = n - 1;
     assert_int_equal(sp_decode(a, prompt, pos, n, &last, 1, full), SP_OK);
     sp_specprefill_params p = sp_specprefill_default_params();
@@ -271,6 +271,7 @@ static void keep_all_equals_full_prefill(void **st) {
  * of 998 tokens of which exactly the fixture's 40 are kept. */
 static void sparse_prefill_matches_gapped_fixture(void **st) {
     (void)st;
+    SKIP_WITHOUT_SHARED();
     cJSON *c = load_json(SHARED("fixtures/logits/llama-q4_k_m.gapped.json"));
     sp_model *m = load_fixture_model("llama-q4_k_m.gguf");
     const cJSON *toks = cJSON_GetArrayItem(cJSON_GetObjectItem(c, "tokens"), 0);
@@ -302,17 +303,17 @@ static void sparse_prefill_matches_gapped_fixture(void **st) {
 /* BOS, control tokens and the last chunk survive any keep rate; the budget is respected. */
 static void always_kept_tokens(void **st) {
     (void)st;
-    sp_model *m = load_fixture_model("llama-q8_0.gguf"); /* 1020 = BOS, 1022/1023 control */
+    sp_model *m = load_test_model("llama-q8_0"); /* 1110 = BOS, 1112/1113 control */
     const int n = 320;
     sp_token prompt[320];
-    for (int i = 0; i < n; i++) prompt[i] = (i * 29 + 1) % 1000;
-    prompt[0] = 1020;
-    prompt[150] = 1023;
-    prompt[151] = 1022;
+    for (int i = 0; i < n; i++) prompt[i] = (i * 29 + 1) % 1100;
+    prompt[0] = TEST_BOS;
+    prompt[150] = 1113;
+    prompt[151] = 1112;
     sp_context *a = context(m, 400, SP_KV_F16), *d = context(m, 400, SP_KV_F16);
     sp_specprefill_params p = sp_specprefill_default_params();
     p.keep_rate = 0.1f; /* 10 chunks → 1 chunk budget, taken by the last chunk */
-    float logits[1024];
+    float logits[TEST_VOCAB];
     uint8_t kept[320];
     float imp[320];
     sp_specprefill_stats s;
@@ -337,7 +338,7 @@ static void always_kept_tokens(void **st) {
  * with any_vocab the scores travel through byte spans. */
 static void cross_tokenizer_draft(void **st) {
     (void)st;
-    sp_model *m = load_fixture_model("llama-q8_0.gguf");
+    sp_model *m = load_test_model("llama-q8_0");
     char path[512];
     make_test_model("--n-embd 64 --n-layer 2 --n-head 2 --n-head-kv 1 --n-ff 128 --n-vocab 300", "draft.gguf", path, sizeof path);
     sp_model *dm;
@@ -351,7 +352,7 @@ static void cross_tokenizer_draft(void **st) {
     sp_context *a = context(m, 256, SP_KV_F16), *d = context(dm, 256, SP_KV_F16);
     sp_specprefill_params p = sp_specprefill_default_params();
     p.chunk = 4;
-    float logits[1024], imp[256];
+    float logits[TEST_VOCAB], imp[256];
     uint8_t kept[256];
     sp_specprefill_stats s;
     assert_int_equal(sp_specprefill(a, d, prompt, n, text, &p, logits, imp, kept, &s), SP_ERR_ARGUMENT);
@@ -371,7 +372,7 @@ static void cross_tokenizer_draft(void **st) {
 /* Several prompts in one call equal each prompt alone. */
 static void batch_equals_one_by_one(void **st) {
     (void)st;
-    sp_model *m = load_fixture_model("qwen3-q8_0.gguf");
+    sp_model *m = load_test_model("qwen3-q8_0");
     enum { P = 3 };
     const int n[P] = {150, 70, 231};
     sp_token *prompts[P];
@@ -380,9 +381,9 @@ static void batch_equals_one_by_one(void **st) {
     uint8_t *kept[P];
     for (int i = 0; i < P; i++) {
         prompts[i] = malloc(sizeof(sp_token) * (size_t)n[i]);
-        for (int j = 0; j < n[i]; j++) prompts[i][j] = (j * (7 + i) + 3 * i) % 1020;
+        for (int j = 0; j < n[i]; j++) prompts[i][j] = (j * (7 + i) + 3 * i) % 1100;
         mains[i] = context(m, 300, SP_KV_F16);
-        logits[i] = malloc(sizeof(float) * 1024);
+        logits[i] = malloc(sizeof(float) * TEST_VOCAB);
         imp[i] = malloc(sizeof(float) * (size_t)n[i]);
         kept[i] = malloc((size_t)n[i]);
     }
@@ -393,7 +394,7 @@ static void batch_equals_one_by_one(void **st) {
     assert_int_equal(sp_specprefill_batch(mains, draft, (const sp_token *const *)prompts, n, NULL, P, &p, logits, imp, kept, stats), SP_OK);
     for (int i = 0; i < P; i++) {
         sp_context *alone = context(m, 300, SP_KV_F16);
-        float l1[1024], *i1 = malloc(sizeof(float) * (size_t)n[i]);
+        float l1[TEST_VOCAB], *i1 = malloc(sizeof(float) * (size_t)n[i]);
         uint8_t *k1 = malloc((size_t)n[i]);
         assert_int_equal(sp_specprefill(alone, draft, prompts[i], n[i], NULL, &p, l1, i1, k1, NULL), SP_OK);
         assert_memory_equal(l1, logits[i], sizeof l1);
@@ -413,10 +414,10 @@ static void batch_equals_one_by_one(void **st) {
 
 static void bad_parameters(void **st) {
     (void)st;
-    sp_model *m = load_fixture_model("llama-q8_0.gguf");
+    sp_model *m = load_test_model("llama-q8_0");
     sp_context *a = context(m, 64, SP_KV_F16), *d = context(m, 64, SP_KV_F16);
     sp_token prompt[4] = {1, 2, 3, 4};
-    float logits[1024];
+    float logits[TEST_VOCAB];
     sp_specprefill_params p = sp_specprefill_default_params();
     p.keep_rate = 0;
     assert_int_equal(sp_specprefill(a, d, prompt, 4, NULL, &p, logits, NULL, NULL, NULL), SP_ERR_ARGUMENT);

@@ -1,5 +1,6 @@
 #include "test_util.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,11 @@
 const char *shared_path(const char *rel, char *buf, size_t size) {
     snprintf(buf, size, "%s/%s", SP_SHARED_DIR, rel);
     return buf;
+}
+
+bool shared_present(void) {
+    char buf[1024];
+    return access(shared_path("fixtures/README.md", buf, sizeof buf), R_OK) == 0;
 }
 
 char *slurp(const char *path, size_t *len) {
@@ -50,6 +56,38 @@ const char *make_test_model(const char *args, const char *name, char *buf, size_
 sp_model *load_fixture_model(const char *name) {
     char path[1024];
     snprintf(path, sizeof path, "%s/fixtures/models/%s", SP_SHARED_DIR, name);
+    sp_model *m = NULL;
+    if (sp_model_load(path, &m) != SP_OK) fail_msg("cannot load %s: %s", path, sp_last_error());
+    return m;
+}
+
+const char *test_model_path(const char *name, char *buf, size_t size) {
+    snprintf(buf, size, "%s/test-models/%s.gguf", SP_BUILD_DIR, name);
+    if (access(buf, R_OK) == 0) return buf;
+    char arch[16] = {0}, type[16] = {0};
+    const char *dash = strchr(name, '-');
+    if (!dash || dash - name >= (int)sizeof arch || strlen(dash + 1) >= sizeof type) fail_msg("bad test model name %s", name);
+    memcpy(arch, name, (size_t)(dash - name));
+    for (size_t i = 0; dash[1 + i]; i++) type[i] = (char)toupper((unsigned char)dash[1 + i]);
+    const bool qwen = strcmp(arch, "llama") != 0;
+    /* the seed follows the name, so each model has weights of its own */
+    unsigned seed = 1;
+    for (const char *c = name; *c; c++) seed = seed * 31 + (unsigned char)*c;
+    char tmp[1200], cmd[4096];
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", buf, (int)getpid());
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/test-models && %s/specprefill make-model --arch %s --type %s --vocab-from %s/models/main.gguf "
+             "--n-embd 256 --n-layer 2 --n-head 4 --n-head-kv 2 --n-ff 768 --ctx 4096 --seed %u %s -o %s 2>/dev/null",
+             SP_BUILD_DIR, SP_BUILD_DIR, arch, type, SP_SOURCE_DIR, seed % 100000, qwen ? "--tied --rope-base 1000000" : "", tmp);
+    if (system(cmd) != 0) fail_msg("make-model failed: %s", cmd);
+    /* written whole, then renamed: test programs running side by side never see half a file */
+    if (rename(tmp, buf) != 0) fail_msg("cannot rename %s", tmp);
+    return buf;
+}
+
+sp_model *load_test_model(const char *name) {
+    char path[1024];
+    test_model_path(name, path, sizeof path);
     sp_model *m = NULL;
     if (sp_model_load(path, &m) != SP_OK) fail_msg("cannot load %s: %s", path, sp_last_error());
     return m;
