@@ -62,7 +62,9 @@ def check_vocab(sp, vocab):
             want = tok.encode(t, add_special_tokens=False).ids
             compared += 1
             if ids != want:
-                bad.append(f"parse_special={parse_special} {t[:60]!r}: engine {ids[:12]} tokenizers {want[:12]}")
+                k = next((i for i, (a, b) in enumerate(zip(ids, want)) if a != b), min(len(ids), len(want)))
+                bad.append(f"parse_special={parse_special} {t[:60]!r}: from token {k}, engine {ids[k:k + 8]} "
+                           f"tokenizers {want[k:k + 8]}")
     # round trip: the plain texts' ids detokenize to the text (SentencePiece: after its one leading space)
     plain = [t for t, s in zip(all_texts, has_special) if not s]
     back = engine_texts(sp, vocab, engine_ids(sp, vocab, plain, False))
