@@ -26,7 +26,7 @@ static const char *const value_type_name[GGUF_TYPE_COUNT] = {
     "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64",
 };
 
-const char *gguf_type_name(uint32_t type) {
+const char *sp_gguf_type_name(uint32_t type) {
     return type < GGUF_TYPE_COUNT ? value_type_name[type] : "?";
 }
 
@@ -47,7 +47,7 @@ static bool read_bytes(reader *r, void *dst, size_t n) {
 static bool read_u32(reader *r, uint32_t *v) { return read_bytes(r, v, 4); }
 static bool read_u64(reader *r, uint64_t *v) { return read_bytes(r, v, 8); }
 
-static bool read_string(reader *r, gguf_string *s) {
+static bool read_string(reader *r, sp_gguf_string *s) {
     uint64_t len;
     if (!read_u64(r, &len)) return false;
     if (len > r->size - r->pos) return false;
@@ -57,7 +57,7 @@ static bool read_string(reader *r, gguf_string *s) {
     return true;
 }
 
-static void print_string(char *buf, size_t size, gguf_string s) {
+static void print_string(char *buf, size_t size, sp_gguf_string s) {
     size_t n = s.len < size - 1 ? (size_t)s.len : size - 1;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s.ptr[i];
@@ -66,13 +66,13 @@ static void print_string(char *buf, size_t size, gguf_string s) {
     buf[n] = 0;
 }
 
-bool gguf_string_eq(gguf_string s, const char *cstr) {
+bool sp_gguf_string_eq(sp_gguf_string s, const char *cstr) {
     size_t n = strlen(cstr);
     return s.len == n && memcmp(s.ptr, cstr, n) == 0;
 }
 
-gguf_string gguf_next_string(const uint8_t **cursor) {
-    gguf_string s;
+sp_gguf_string sp_gguf_next_string(const uint8_t **cursor) {
+    sp_gguf_string s;
     uint64_t len;
     memcpy(&len, *cursor, 8);
     s.ptr = (const char *)*cursor + 8;
@@ -82,11 +82,11 @@ gguf_string gguf_next_string(const uint8_t **cursor) {
 }
 
 /* Validates one value of `type` at the cursor (arrays: every element) and advances past it. */
-static sp_status skip_value(reader *r, uint32_t type, gguf_kv *kv, const char *key) {
+static sp_status skip_value(reader *r, uint32_t type, sp_gguf_kv *kv, const char *key) {
     if (type >= GGUF_TYPE_COUNT)
         return sp_fail(SP_ERR_FORMAT, "gguf: key '%s' has unknown value type %u", key, type);
     if (type == GGUF_TYPE_STRING) {
-        gguf_string s;
+        sp_gguf_string s;
         if (!read_string(r, &s))
             return sp_fail(SP_ERR_FORMAT, "gguf: string value of key '%s' runs past the end of the file", key);
         return SP_OK;
@@ -109,7 +109,7 @@ static sp_status skip_value(reader *r, uint32_t type, gguf_kv *kv, const char *k
                 return sp_fail(SP_ERR_FORMAT, "gguf: array of key '%s' claims %llu strings, more than the file holds",
                                key, (unsigned long long)n);
             for (uint64_t i = 0; i < n; i++) {
-                gguf_string s;
+                sp_gguf_string s;
                 if (!read_string(r, &s))
                     return sp_fail(SP_ERR_FORMAT, "gguf: string %llu of array '%s' runs past the end of the file",
                                    (unsigned long long)i, key);
@@ -129,7 +129,7 @@ static sp_status skip_value(reader *r, uint32_t type, gguf_kv *kv, const char *k
     return SP_OK;
 }
 
-static sp_status parse(gguf_file *f) {
+static sp_status parse(sp_gguf_file *f) {
     reader r = {f->base, f->size, 0};
     uint32_t magic;
     if (!read_u32(&r, &magic) || magic != GGUF_MAGIC)
@@ -155,7 +155,7 @@ static sp_status parse(gguf_file *f) {
     char key[128];
     f->alignment = GGUF_DEFAULT_ALIGNMENT;
     for (uint64_t i = 0; i < f->n_kv; i++) {
-        gguf_kv *kv = &f->kv[i];
+        sp_gguf_kv *kv = &f->kv[i];
         if (!read_string(&r, &kv->key))
             return sp_fail(SP_ERR_FORMAT, "gguf: key %llu runs past the end of the file", (unsigned long long)i);
         print_string(key, sizeof key, kv->key);
@@ -167,7 +167,7 @@ static sp_status parse(gguf_file *f) {
         for (uint64_t j = 0; j < i; j++)
             if (f->kv[j].key.len == kv->key.len && memcmp(f->kv[j].key.ptr, kv->key.ptr, kv->key.len) == 0)
                 return sp_fail(SP_ERR_FORMAT, "gguf: duplicate key '%s'", key);
-        if (gguf_string_eq(kv->key, "general.alignment")) {
+        if (sp_gguf_string_eq(kv->key, "general.alignment")) {
             uint32_t a;
             if (kv->type != GGUF_TYPE_UINT32) return sp_fail(SP_ERR_FORMAT, "gguf: general.alignment must be u32");
             memcpy(&a, kv->value, 4);
@@ -178,7 +178,7 @@ static sp_status parse(gguf_file *f) {
     }
 
     for (uint64_t i = 0; i < f->n_tensors; i++) {
-        gguf_tensor *t = &f->tensors[i];
+        sp_gguf_tensor *t = &f->tensors[i];
         if (!read_string(&r, &t->name))
             return sp_fail(SP_ERR_FORMAT, "gguf: name of tensor %llu runs past the end of the file", (unsigned long long)i);
         print_string(key, sizeof key, t->name);
@@ -219,7 +219,7 @@ static sp_status parse(gguf_file *f) {
     f->data_offset = data_offset;
     uint64_t data_size = data_offset <= f->size ? f->size - data_offset : 0;
     for (uint64_t i = 0; i < f->n_tensors; i++) {
-        gguf_tensor *t = &f->tensors[i];
+        sp_gguf_tensor *t = &f->tensors[i];
         if (t->offset > data_size || t->n_bytes > data_size - t->offset) {
             print_string(key, sizeof key, t->name);
             return sp_fail(SP_ERR_FORMAT, "gguf: data of tensor '%s' (%llu bytes at offset %llu) runs past the end of the file (truncated?)",
@@ -230,25 +230,25 @@ static sp_status parse(gguf_file *f) {
     return SP_OK;
 }
 
-static sp_status parse_into(gguf_file *f, gguf_file **out) {
+static sp_status parse_into(sp_gguf_file *f, sp_gguf_file **out) {
     sp_status st = parse(f);
     if (st != SP_OK) {
-        gguf_close(f);
+        sp_gguf_close(f);
         return st;
     }
     *out = f;
     return SP_OK;
 }
 
-sp_status gguf_parse(const void *buf, size_t size, gguf_file **out) {
-    gguf_file *f = calloc(1, sizeof *f);
+sp_status sp_gguf_parse(const void *buf, size_t size, sp_gguf_file **out) {
+    sp_gguf_file *f = calloc(1, sizeof *f);
     if (!f) return sp_fail(SP_ERR_MEMORY, "gguf: out of memory");
     f->base = buf;
     f->size = size;
     return parse_into(f, out);
 }
 
-sp_status gguf_open(const char *path, gguf_file **out) {
+sp_status sp_gguf_open(const char *path, sp_gguf_file **out) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return sp_fail(SP_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     struct stat st;
@@ -263,7 +263,7 @@ sp_status gguf_open(const char *path, gguf_file **out) {
     void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) return sp_fail(SP_ERR_IO, "cannot map '%s': %s", path, strerror(errno));
-    gguf_file *f = calloc(1, sizeof *f);
+    sp_gguf_file *f = calloc(1, sizeof *f);
     if (!f) {
         munmap(map, (size_t)st.st_size);
         return sp_fail(SP_ERR_MEMORY, "gguf: out of memory");
@@ -274,7 +274,7 @@ sp_status gguf_open(const char *path, gguf_file **out) {
     return parse_into(f, out);
 }
 
-void gguf_close(gguf_file *f) {
+void sp_gguf_close(sp_gguf_file *f) {
     if (!f) return;
     if (f->mapped) munmap((void *)f->base, f->size);
     free(f->kv);
@@ -282,20 +282,20 @@ void gguf_close(gguf_file *f) {
     free(f);
 }
 
-const gguf_kv *gguf_find_key(const gguf_file *f, const char *key) {
+const sp_gguf_kv *sp_gguf_find_key(const sp_gguf_file *f, const char *key) {
     for (uint64_t i = 0; i < f->n_kv; i++)
-        if (gguf_string_eq(f->kv[i].key, key)) return &f->kv[i];
+        if (sp_gguf_string_eq(f->kv[i].key, key)) return &f->kv[i];
     return NULL;
 }
 
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
+const sp_gguf_tensor *sp_gguf_find_tensor(const sp_gguf_file *f, const char *name) {
     for (uint64_t i = 0; i < f->n_tensors; i++)
-        if (gguf_string_eq(f->tensors[i].name, name)) return &f->tensors[i];
+        if (sp_gguf_string_eq(f->tensors[i].name, name)) return &f->tensors[i];
     return NULL;
 }
 
 /* Integer keys are accepted in any integer type as long as the value fits. */
-static bool integer_value(const gguf_kv *kv, int64_t *out) {
+static bool integer_value(const sp_gguf_kv *kv, int64_t *out) {
     const uint8_t *p = kv->value;
     switch (kv->type) {
     case GGUF_TYPE_UINT8: *out = *p; return true;
@@ -310,25 +310,25 @@ static bool integer_value(const gguf_kv *kv, int64_t *out) {
     }
 }
 
-bool gguf_get_u32_opt(const gguf_file *f, const char *key, uint32_t *out) {
-    const gguf_kv *kv = gguf_find_key(f, key);
+bool sp_gguf_get_u32_opt(const sp_gguf_file *f, const char *key, uint32_t *out) {
+    const sp_gguf_kv *kv = sp_gguf_find_key(f, key);
     int64_t v;
     if (!kv || !integer_value(kv, &v) || v < 0 || v > UINT32_MAX) return false;
     *out = (uint32_t)v;
     return true;
 }
 
-sp_status gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out) {
-    const gguf_kv *kv = gguf_find_key(f, key);
+sp_status sp_gguf_get_u32(const sp_gguf_file *f, const char *key, uint32_t *out) {
+    const sp_gguf_kv *kv = sp_gguf_find_key(f, key);
     if (!kv) return sp_fail(SP_ERR_FORMAT, "gguf: required key '%s' is missing", key);
-    if (!gguf_get_u32_opt(f, key, out))
+    if (!sp_gguf_get_u32_opt(f, key, out))
         return sp_fail(SP_ERR_FORMAT, "gguf: key '%s' is not a non-negative 32-bit integer (type %s)", key,
-                       gguf_type_name(kv->type));
+                       sp_gguf_type_name(kv->type));
     return SP_OK;
 }
 
-bool gguf_get_f32_opt(const gguf_file *f, const char *key, float *out) {
-    const gguf_kv *kv = gguf_find_key(f, key);
+bool sp_gguf_get_f32_opt(const sp_gguf_file *f, const char *key, float *out) {
+    const sp_gguf_kv *kv = sp_gguf_find_key(f, key);
     if (!kv) return false;
     if (kv->type == GGUF_TYPE_FLOAT32) { memcpy(out, kv->value, 4); return true; }
     if (kv->type == GGUF_TYPE_FLOAT64) { double d; memcpy(&d, kv->value, 8); *out = (float)d; return true; }
@@ -337,8 +337,8 @@ bool gguf_get_f32_opt(const gguf_file *f, const char *key, float *out) {
     return false;
 }
 
-bool gguf_get_bool_opt(const gguf_file *f, const char *key, bool *out) {
-    const gguf_kv *kv = gguf_find_key(f, key);
+bool sp_gguf_get_bool_opt(const sp_gguf_file *f, const char *key, bool *out) {
+    const sp_gguf_kv *kv = sp_gguf_find_key(f, key);
     if (!kv) return false;
     if (kv->type == GGUF_TYPE_BOOL) { *out = kv->value[0] != 0; return true; }
     int64_t v;
@@ -346,16 +346,16 @@ bool gguf_get_bool_opt(const gguf_file *f, const char *key, bool *out) {
     return false;
 }
 
-bool gguf_get_string_opt(const gguf_file *f, const char *key, gguf_string *out) {
-    const gguf_kv *kv = gguf_find_key(f, key);
+bool sp_gguf_get_string_opt(const sp_gguf_file *f, const char *key, sp_gguf_string *out) {
+    const sp_gguf_kv *kv = sp_gguf_find_key(f, key);
     if (!kv || kv->type != GGUF_TYPE_STRING) return false;
     const uint8_t *cursor = kv->value;
-    *out = gguf_next_string(&cursor);
+    *out = sp_gguf_next_string(&cursor);
     return true;
 }
 
-bool gguf_get_array_opt(const gguf_file *f, const char *key, uint32_t type, const gguf_kv **out) {
-    const gguf_kv *kv = gguf_find_key(f, key);
+bool sp_gguf_get_array_opt(const sp_gguf_file *f, const char *key, uint32_t type, const sp_gguf_kv **out) {
+    const sp_gguf_kv *kv = sp_gguf_find_key(f, key);
     if (!kv || kv->type != GGUF_TYPE_ARRAY || kv->array_type != type) return false;
     *out = kv;
     return true;

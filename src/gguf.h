@@ -12,7 +12,7 @@
 
 #include "specprefill.h"
 
-enum gguf_value_type {
+enum sp_gguf_value_type {
     GGUF_TYPE_UINT8 = 0, GGUF_TYPE_INT8 = 1, GGUF_TYPE_UINT16 = 2, GGUF_TYPE_INT16 = 3,
     GGUF_TYPE_UINT32 = 4, GGUF_TYPE_INT32 = 5, GGUF_TYPE_FLOAT32 = 6, GGUF_TYPE_BOOL = 7,
     GGUF_TYPE_STRING = 8, GGUF_TYPE_ARRAY = 9, GGUF_TYPE_UINT64 = 10, GGUF_TYPE_INT64 = 11,
@@ -24,25 +24,25 @@ enum gguf_value_type {
 typedef struct {
     const char *ptr; /* points into the file; not NUL-terminated */
     uint64_t len;
-} gguf_string;
+} sp_gguf_string;
 
 typedef struct {
-    gguf_string key;
-    uint32_t type;          /* gguf_value_type */
+    sp_gguf_string key;
+    uint32_t type;          /* sp_gguf_value_type */
     const uint8_t *value;   /* the raw value (for arrays: the first element) */
     uint32_t array_type;    /* element type, for arrays */
     uint64_t array_len;     /* element count, for arrays */
-} gguf_kv;
+} sp_gguf_kv;
 
 typedef struct {
-    gguf_string name;
+    sp_gguf_string name;
     uint32_t n_dims;
     int64_t ne[GGUF_MAX_DIMS]; /* elements per dimension, fastest first; unused dims are 1 */
     uint32_t type;             /* ggml type id */
     uint64_t offset;           /* from the start of the data section */
     const void *data;
     uint64_t n_bytes;
-} gguf_tensor;
+} sp_gguf_tensor;
 
 typedef struct {
     const uint8_t *base;  /* the file's bytes */
@@ -50,37 +50,37 @@ typedef struct {
     bool mapped;          /* base is an mmap we own */
     uint32_t version;
     uint64_t n_kv;
-    gguf_kv *kv;
+    sp_gguf_kv *kv;
     uint64_t n_tensors;
-    gguf_tensor *tensors;
+    sp_gguf_tensor *tensors;
     uint64_t alignment;
     uint64_t data_offset;
-} gguf_file;
+} sp_gguf_file;
 
 /* Maps and validates a file. */
-sp_status gguf_open(const char *path, gguf_file **out);
+sp_status sp_gguf_open(const char *path, sp_gguf_file **out);
 /* Validates a buffer the caller keeps alive (used by the fuzzer and tests). */
-sp_status gguf_parse(const void *buf, size_t size, gguf_file **out);
-void gguf_close(gguf_file *f);
+sp_status sp_gguf_parse(const void *buf, size_t size, sp_gguf_file **out);
+void sp_gguf_close(sp_gguf_file *f);
 
-const gguf_kv *gguf_find_key(const gguf_file *f, const char *key);
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
+const sp_gguf_kv *sp_gguf_find_key(const sp_gguf_file *f, const char *key);
+const sp_gguf_tensor *sp_gguf_find_tensor(const sp_gguf_file *f, const char *name);
 
 /* Typed getters: SP_OK, or an error if the key is missing (SP_ERR_FORMAT with a message) or has
  * an incompatible type. The *_opt variants leave *out untouched and return false if missing. */
-sp_status gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out);
-bool gguf_get_u32_opt(const gguf_file *f, const char *key, uint32_t *out);
-bool gguf_get_f32_opt(const gguf_file *f, const char *key, float *out);
-bool gguf_get_bool_opt(const gguf_file *f, const char *key, bool *out);
-bool gguf_get_string_opt(const gguf_file *f, const char *key, gguf_string *out);
+sp_status sp_gguf_get_u32(const sp_gguf_file *f, const char *key, uint32_t *out);
+bool sp_gguf_get_u32_opt(const sp_gguf_file *f, const char *key, uint32_t *out);
+bool sp_gguf_get_f32_opt(const sp_gguf_file *f, const char *key, float *out);
+bool sp_gguf_get_bool_opt(const sp_gguf_file *f, const char *key, bool *out);
+bool sp_gguf_get_string_opt(const sp_gguf_file *f, const char *key, sp_gguf_string *out);
 /* Array getter: element type must match `type`. */
-bool gguf_get_array_opt(const gguf_file *f, const char *key, uint32_t type, const gguf_kv **out);
+bool sp_gguf_get_array_opt(const sp_gguf_file *f, const char *key, uint32_t type, const sp_gguf_kv **out);
 
 /* Walks a validated string array: returns the i-th string by stepping from `*cursor`.
  * Start with *cursor = kv->value; each call returns the next element. */
-gguf_string gguf_next_string(const uint8_t **cursor);
+sp_gguf_string sp_gguf_next_string(const uint8_t **cursor);
 
-bool gguf_string_eq(gguf_string s, const char *cstr);
-const char *gguf_type_name(uint32_t type);
+bool sp_gguf_string_eq(sp_gguf_string s, const char *cstr);
+const char *sp_gguf_type_name(uint32_t type);
 
 #endif

@@ -19,20 +19,20 @@ typedef struct {
     uint64_t n_bytes, offset;
 } wtensor;
 
-struct gguf_writer {
+struct sp_gguf_writer {
     uint8_t *kv;       /* serialized key-value pairs */
     size_t kv_len, kv_cap;
     uint64_t n_kv;
     wtensor *tensors;
     int n_tensors, cap_tensors;
-    gguf_fill_fn fill;
+    sp_gguf_fill_fn fill;
     void *fill_ctx;
     bool oom;
 };
 
-gguf_writer *gguf_writer_new(void) { return calloc(1, sizeof(gguf_writer)); }
+sp_gguf_writer *sp_gguf_writer_new(void) { return calloc(1, sizeof(sp_gguf_writer)); }
 
-void gguf_writer_free(gguf_writer *w) {
+void sp_gguf_writer_free(sp_gguf_writer *w) {
     if (!w) return;
     for (int i = 0; i < w->n_tensors; i++) free(w->tensors[i].name);
     free(w->tensors);
@@ -40,7 +40,7 @@ void gguf_writer_free(gguf_writer *w) {
     free(w);
 }
 
-static void put(gguf_writer *w, const void *p, size_t n) {
+static void put(sp_gguf_writer *w, const void *p, size_t n) {
     if (w->oom) return;
     if (w->kv_len + n > w->kv_cap) {
         size_t cap = w->kv_cap ? w->kv_cap : 4096;
@@ -53,32 +53,32 @@ static void put(gguf_writer *w, const void *p, size_t n) {
     memcpy(w->kv + w->kv_len, p, n);
     w->kv_len += n;
 }
-static void put_u32(gguf_writer *w, uint32_t v) { put(w, &v, 4); }
-static void put_u64(gguf_writer *w, uint64_t v) { put(w, &v, 8); }
-static void put_str(gguf_writer *w, const char *s, uint64_t len) { put_u64(w, len); put(w, s, (size_t)len); }
-static void key(gguf_writer *w, const char *k, uint32_t type) { put_str(w, k, strlen(k)); put_u32(w, type); w->n_kv++; }
+static void put_u32(sp_gguf_writer *w, uint32_t v) { put(w, &v, 4); }
+static void put_u64(sp_gguf_writer *w, uint64_t v) { put(w, &v, 8); }
+static void put_str(sp_gguf_writer *w, const char *s, uint64_t len) { put_u64(w, len); put(w, s, (size_t)len); }
+static void key(sp_gguf_writer *w, const char *k, uint32_t type) { put_str(w, k, strlen(k)); put_u32(w, type); w->n_kv++; }
 
-void gguf_writer_u32(gguf_writer *w, const char *k, uint32_t v) { key(w, k, GGUF_TYPE_UINT32); put_u32(w, v); }
-void gguf_writer_i32(gguf_writer *w, const char *k, int32_t v) { key(w, k, GGUF_TYPE_INT32); put(w, &v, 4); }
-void gguf_writer_f32(gguf_writer *w, const char *k, float v) { key(w, k, GGUF_TYPE_FLOAT32); put(w, &v, 4); }
-void gguf_writer_bool(gguf_writer *w, const char *k, bool v) { uint8_t b = v; key(w, k, GGUF_TYPE_BOOL); put(w, &b, 1); }
-void gguf_writer_str(gguf_writer *w, const char *k, const char *v) { key(w, k, GGUF_TYPE_STRING); put_str(w, v, strlen(v)); }
+void sp_gguf_writer_u32(sp_gguf_writer *w, const char *k, uint32_t v) { key(w, k, GGUF_TYPE_UINT32); put_u32(w, v); }
+void sp_gguf_writer_i32(sp_gguf_writer *w, const char *k, int32_t v) { key(w, k, GGUF_TYPE_INT32); put(w, &v, 4); }
+void sp_gguf_writer_f32(sp_gguf_writer *w, const char *k, float v) { key(w, k, GGUF_TYPE_FLOAT32); put(w, &v, 4); }
+void sp_gguf_writer_bool(sp_gguf_writer *w, const char *k, bool v) { uint8_t b = v; key(w, k, GGUF_TYPE_BOOL); put(w, &b, 1); }
+void sp_gguf_writer_str(sp_gguf_writer *w, const char *k, const char *v) { key(w, k, GGUF_TYPE_STRING); put_str(w, v, strlen(v)); }
 
-void gguf_writer_str_array(gguf_writer *w, const char *k, const char *const *v, const int *lens, uint64_t n) {
+void sp_gguf_writer_str_array(sp_gguf_writer *w, const char *k, const char *const *v, const int *lens, uint64_t n) {
     key(w, k, GGUF_TYPE_ARRAY);
     put_u32(w, GGUF_TYPE_STRING);
     put_u64(w, n);
     for (uint64_t i = 0; i < n; i++) put_str(w, v[i], lens ? (uint64_t)lens[i] : strlen(v[i]));
 }
 
-void gguf_writer_i32_array(gguf_writer *w, const char *k, const int32_t *v, uint64_t n) {
+void sp_gguf_writer_i32_array(sp_gguf_writer *w, const char *k, const int32_t *v, uint64_t n) {
     key(w, k, GGUF_TYPE_ARRAY);
     put_u32(w, GGUF_TYPE_INT32);
     put_u64(w, n);
     put(w, v, (size_t)n * 4);
 }
 
-void gguf_writer_f32_array(gguf_writer *w, const char *k, const float *v, uint64_t n) {
+void sp_gguf_writer_f32_array(sp_gguf_writer *w, const char *k, const float *v, uint64_t n) {
     key(w, k, GGUF_TYPE_ARRAY);
     put_u32(w, GGUF_TYPE_FLOAT32);
     put_u64(w, n);
@@ -92,7 +92,7 @@ static size_t value_bytes(uint32_t type, const uint8_t *p) {
     return fixed[type];
 }
 
-void gguf_writer_copy_kv(gguf_writer *w, const gguf_kv *kv) {
+void sp_gguf_writer_copy_kv(sp_gguf_writer *w, const sp_gguf_kv *kv) {
     put_str(w, kv->key.ptr, kv->key.len);
     put_u32(w, kv->type);
     w->n_kv++;
@@ -107,7 +107,7 @@ void gguf_writer_copy_kv(gguf_writer *w, const gguf_kv *kv) {
     put(w, kv->value, (size_t)(p - kv->value));
 }
 
-int gguf_writer_tensor(gguf_writer *w, const char *name, uint32_t type, int n_dims, const int64_t *ne, const void *data) {
+int sp_gguf_writer_tensor(sp_gguf_writer *w, const char *name, uint32_t type, int n_dims, const int64_t *ne, const void *data) {
     if (w->n_tensors == w->cap_tensors) {
         int cap = w->cap_tensors ? 2 * w->cap_tensors : 64;
         wtensor *t = realloc(w->tensors, (size_t)cap * sizeof *t);
@@ -132,14 +132,14 @@ int gguf_writer_tensor(gguf_writer *w, const char *name, uint32_t type, int n_di
     return w->n_tensors++;
 }
 
-void gguf_writer_set_fill(gguf_writer *w, gguf_fill_fn fill, void *ctx) {
+void sp_gguf_writer_set_fill(sp_gguf_writer *w, sp_gguf_fill_fn fill, void *ctx) {
     w->fill = fill;
     w->fill_ctx = ctx;
 }
 
 static bool write_all(FILE *f, const void *p, size_t n) { return fwrite(p, 1, n, f) == n; }
 
-sp_status gguf_writer_write(gguf_writer *w, const char *path) {
+sp_status sp_gguf_writer_write(sp_gguf_writer *w, const char *path) {
     if (w->oom) return sp_fail(SP_ERR_MEMORY, "gguf writer: out of memory");
     FILE *f = fopen(path, "wb");
     if (!f) return sp_fail(SP_ERR_IO, "cannot create '%s': %s", path, strerror(errno));

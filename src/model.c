@@ -16,16 +16,16 @@
 
 /* ------------------------------------------------------------------ loading */
 
-static sp_status key_u32(const gguf_file *f, const char *arch, const char *suffix, uint32_t *out, bool required) {
+static sp_status key_u32(const sp_gguf_file *f, const char *arch, const char *suffix, uint32_t *out, bool required) {
     char key[128];
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
-    if (required) return gguf_get_u32(f, key, out);
-    gguf_get_u32_opt(f, key, out);
+    if (required) return sp_gguf_get_u32(f, key, out);
+    sp_gguf_get_u32_opt(f, key, out);
     return SP_OK;
 }
 
 static sp_status bind_matrix(const sp_model *m, const char *name, int64_t n_in, int64_t n_out, sp_weight *w) {
-    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    const sp_gguf_tensor *t = sp_gguf_find_tensor(m->gguf, name);
     if (!t) return sp_fail(SP_ERR_FORMAT, "model: tensor '%s' is missing", name);
     if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
         return sp_fail(SP_ERR_FORMAT, "model: tensor '%s' has shape [%lld, %lld, %lld], expected [%lld, %lld]", name,
@@ -41,7 +41,7 @@ static sp_status bind_matrix(const sp_model *m, const char *name, int64_t n_in, 
 /* 1-D tensors (norms, biases, rope factors) are used as F32; other types are converted into a
  * buffer the model owns. *cursor walks that buffer. */
 static sp_status bind_vector(sp_model *m, const char *name, int64_t n, bool required, const float **out, float **cursor) {
-    const gguf_tensor *t = gguf_find_tensor(m->gguf, name);
+    const sp_gguf_tensor *t = sp_gguf_find_tensor(m->gguf, name);
     *out = NULL;
     if (!t) return required ? sp_fail(SP_ERR_FORMAT, "model: tensor '%s' is missing", name) : SP_OK;
     if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
@@ -57,14 +57,14 @@ static sp_status bind_vector(sp_model *m, const char *name, int64_t n, bool requ
 }
 
 static sp_status load_hparams(sp_model *m) {
-    const gguf_file *f = m->gguf;
+    const sp_gguf_file *f = m->gguf;
     sp_model_info *info = &m->info;
-    gguf_string arch;
-    if (!gguf_get_string_opt(f, "general.architecture", &arch))
+    sp_gguf_string arch;
+    if (!sp_gguf_get_string_opt(f, "general.architecture", &arch))
         return sp_fail(SP_ERR_FORMAT, "model: general.architecture is missing");
-    if (gguf_string_eq(arch, "llama")) m->arch = ARCH_LLAMA;
-    else if (gguf_string_eq(arch, "qwen2")) m->arch = ARCH_QWEN2;
-    else if (gguf_string_eq(arch, "qwen3")) m->arch = ARCH_QWEN3;
+    if (sp_gguf_string_eq(arch, "llama")) m->arch = ARCH_LLAMA;
+    else if (sp_gguf_string_eq(arch, "qwen2")) m->arch = ARCH_QWEN2;
+    else if (sp_gguf_string_eq(arch, "qwen3")) m->arch = ARCH_QWEN3;
     else {
         char name[32];
         snprintf(name, sizeof name, "%.*s", (int)(arch.len < 31 ? arch.len : 31), arch.ptr);
@@ -98,22 +98,22 @@ static sp_status load_hparams(sp_model *m) {
     char key[128];
     float base = 10000.0f, eps = 1e-5f;
     snprintf(key, sizeof key, "%s.rope.freq_base", a);
-    gguf_get_f32_opt(f, key, &base);
+    sp_gguf_get_f32_opt(f, key, &base);
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", a);
-    gguf_get_f32_opt(f, key, &eps);
+    sp_gguf_get_f32_opt(f, key, &eps);
     if (!(base > 0) || !(eps > 0) || !(eps < 1))
         return sp_fail(SP_ERR_FORMAT, "model: rope base %g / rms eps %g out of range", base, eps);
     float freq_scale = 1.0f;
-    gguf_string scaling;
+    sp_gguf_string scaling;
     snprintf(key, sizeof key, "%s.rope.scaling.type", a);
-    if (gguf_get_string_opt(f, key, &scaling) && !gguf_string_eq(scaling, "none")) {
+    if (sp_gguf_get_string_opt(f, key, &scaling) && !sp_gguf_string_eq(scaling, "none")) {
         float factor = 1.0f;
         snprintf(key, sizeof key, "%s.rope.scaling.factor", a);
-        gguf_get_f32_opt(f, key, &factor);
-        if (gguf_string_eq(scaling, "linear")) {
+        sp_gguf_get_f32_opt(f, key, &factor);
+        if (sp_gguf_string_eq(scaling, "linear")) {
             if (!(factor > 0)) return sp_fail(SP_ERR_FORMAT, "model: rope scaling factor %g is invalid", factor);
             freq_scale = 1.0f / factor;
-        } else if (!gguf_string_eq(scaling, "llama3")) { /* llama3 scaling lives in rope_freqs.weight */
+        } else if (!sp_gguf_string_eq(scaling, "llama3")) { /* llama3 scaling lives in rope_freqs.weight */
             return sp_fail(SP_ERR_UNSUPPORTED, "model: rope scaling '%.*s' is not supported (none, linear, llama3 are)",
                            (int)(scaling.len < 32 ? scaling.len : 32), scaling.ptr);
         }
@@ -141,7 +141,7 @@ static sp_status load_weights(sp_model *m) {
                   kv_dim = (int64_t)info->n_head_kv * hd, ff = info->n_ff, nv = info->n_vocab;
     sp_status st;
     if ((st = bind_matrix(m, "token_embd.weight", d, nv, &m->tok_embd)) != SP_OK) return st;
-    if (gguf_find_tensor(m->gguf, "output.weight")) {
+    if (sp_gguf_find_tensor(m->gguf, "output.weight")) {
         if ((st = bind_matrix(m, "output.weight", d, nv, &m->output)) != SP_OK) return st;
     } else {
         m->output = m->tok_embd;
@@ -179,7 +179,7 @@ static sp_status load_weights(sp_model *m) {
 #undef BLK
     }
     for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
-        const gguf_tensor *t = &m->gguf->tensors[i];
+        const sp_gguf_tensor *t = &m->gguf->tensors[i];
         uint64_t n = 1;
         for (int k = 0; k < GGUF_MAX_DIMS; k++) n *= (uint64_t)t->ne[k];
         info->n_params += n;
@@ -191,13 +191,13 @@ sp_status sp_model_load(const char *path, sp_model **out) {
     *out = NULL;
     sp_model *m = calloc(1, sizeof *m);
     if (!m) return sp_fail(SP_ERR_MEMORY, "model: out of memory");
-    sp_status st = gguf_open(path, &m->gguf);
+    sp_status st = sp_gguf_open(path, &m->gguf);
     if (st == SP_OK) {
         /* a file without tensors is a vocabulary: only the tokenizer is needed */
         m->has_weights = m->gguf->n_tensors > 0;
-        gguf_string arch;
+        sp_gguf_string arch;
         if (m->has_weights) st = load_hparams(m);
-        else if (gguf_get_string_opt(m->gguf, "general.architecture", &arch))
+        else if (sp_gguf_get_string_opt(m->gguf, "general.architecture", &arch))
             snprintf(m->info.arch, sizeof m->info.arch, "%.*s", (int)(arch.len < 31 ? arch.len : 31), arch.ptr);
     }
     if (st == SP_OK) st = sp_vocab_load(m->gguf, &m->vocab);
@@ -206,8 +206,8 @@ sp_status sp_model_load(const char *path, sp_model **out) {
         m->info.file_size = m->gguf->size;
         if (m->has_weights) st = load_weights(m);
     }
-    gguf_string tmpl;
-    if (st == SP_OK && gguf_get_string_opt(m->gguf, "tokenizer.chat_template", &tmpl)) {
+    sp_gguf_string tmpl;
+    if (st == SP_OK && sp_gguf_get_string_opt(m->gguf, "tokenizer.chat_template", &tmpl)) {
         m->chat_template = malloc(tmpl.len + 1);
         if (!m->chat_template) st = sp_fail(SP_ERR_MEMORY, "model: out of memory");
         else {
@@ -228,7 +228,7 @@ sp_status sp_model_load(const char *path, sp_model **out) {
 void sp_model_free(sp_model *m) {
     if (!m) return;
     sp_vocab_free(m->vocab);
-    gguf_close(m->gguf);
+    sp_gguf_close(m->gguf);
     free(m->layers);
     free(m->owned);
     free(m->chat_template);

@@ -19,7 +19,7 @@ typedef struct {
 } sp_layer;
 
 struct sp_model {
-    gguf_file *gguf;
+    sp_gguf_file *gguf;
     sp_model_info info;
     sp_arch arch;
     bool has_weights;          /* false for vocab-only files */
@@ -73,7 +73,7 @@ sp_status sp_specprefill_score(sp_context *draft, const sp_token *prompt, int n,
 void sp_specprefill_forced(const sp_model *m, const sp_token *prompt, int n, const sp_specprefill_params *p, uint8_t *forced);
 
 /* tokenizer.c */
-sp_status sp_vocab_load(const gguf_file *f, sp_vocab **out);
+sp_status sp_vocab_load(const sp_gguf_file *f, sp_vocab **out);
 void sp_vocab_free(sp_vocab *v);
 int sp_vocab_size(const sp_vocab *v);
 /* The token's text as stored (for byte-level BPE: GPT-2's byte-to-unicode form). */

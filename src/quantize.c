@@ -52,7 +52,7 @@ int sp_quant_type_for(const sp_quant_plan *plan, const char *tensor, int n_dims,
 }
 
 typedef struct {
-    const gguf_file *in;
+    const sp_gguf_file *in;
     const uint32_t *types;
     int n_done, n_total;
     bool tty;
@@ -61,7 +61,7 @@ typedef struct {
 static sp_status convert(void *arg, int index, void *dst, uint64_t n_bytes) {
     (void)n_bytes;
     quant_ctx *c = arg;
-    const gguf_tensor *t = &c->in->tensors[index];
+    const sp_gguf_tensor *t = &c->in->tensors[index];
     const sp_type_traits *from = sp_type_traits_get(t->type), *to = sp_type_traits_get(c->types[index]);
     const int64_t row = t->ne[0], rows = t->ne[1] * t->ne[2] * t->ne[3];
     float *buf = malloc((size_t)row * sizeof *buf);
@@ -78,40 +78,40 @@ static sp_status convert(void *arg, int index, void *dst, uint64_t n_bytes) {
 }
 
 sp_status sp_quantize_file(const char *in_path, const char *out_path, const sp_quant_plan *plan) {
-    gguf_file *in;
-    sp_status st = gguf_open(in_path, &in);
+    sp_gguf_file *in;
+    sp_status st = sp_gguf_open(in_path, &in);
     if (st != SP_OK) return st;
-    gguf_string arch = {"", 0};
-    gguf_get_string_opt(in, "general.architecture", &arch);
+    sp_gguf_string arch = {"", 0};
+    sp_gguf_get_string_opt(in, "general.architecture", &arch);
     char key[96];
     snprintf(key, sizeof key, "%.*s.block_count", (int)(arch.len < 40 ? arch.len : 40), arch.ptr);
     uint32_t n_layer = 0;
-    gguf_get_u32_opt(in, key, &n_layer);
-    const bool tied = gguf_find_tensor(in, "output.weight") == NULL;
+    sp_gguf_get_u32_opt(in, key, &n_layer);
+    const bool tied = sp_gguf_find_tensor(in, "output.weight") == NULL;
     uint32_t *types = malloc((in->n_tensors + 1) * sizeof *types);
-    gguf_writer *w = gguf_writer_new();
+    sp_gguf_writer *w = sp_gguf_writer_new();
     if (!types || !w) {
         free(types);
-        gguf_writer_free(w);
-        gguf_close(in);
+        sp_gguf_writer_free(w);
+        sp_gguf_close(in);
         return sp_fail(SP_ERR_MEMORY, "quantize: out of memory");
     }
     for (uint64_t i = 0; i < in->n_kv; i++)
-        if (!gguf_string_eq(in->kv[i].key, "general.file_type")) gguf_writer_copy_kv(w, &in->kv[i]);
-    gguf_writer_u32(w, "general.file_type", (uint32_t)plan->base);
+        if (!sp_gguf_string_eq(in->kv[i].key, "general.file_type")) sp_gguf_writer_copy_kv(w, &in->kv[i]);
+    sp_gguf_writer_u32(w, "general.file_type", (uint32_t)plan->base);
     for (uint64_t i = 0; i < in->n_tensors; i++) {
-        const gguf_tensor *t = &in->tensors[i];
+        const sp_gguf_tensor *t = &in->tensors[i];
         char name[256];
         snprintf(name, sizeof name, "%.*s", (int)(t->name.len < 255 ? t->name.len : 255), t->name.ptr);
         types[i] = (uint32_t)sp_quant_type_for(plan, name, (int)t->n_dims, (long)t->ne[0], (int)n_layer, tied);
-        gguf_writer_tensor(w, name, types[i], (int)t->n_dims, t->ne, NULL);
+        sp_gguf_writer_tensor(w, name, types[i], (int)t->n_dims, t->ne, NULL);
     }
     quant_ctx qc = {in, types, 0, (int)in->n_tensors, isatty(2) != 0};
-    gguf_writer_set_fill(w, convert, &qc);
-    st = gguf_writer_write(w, out_path);
+    sp_gguf_writer_set_fill(w, convert, &qc);
+    st = sp_gguf_writer_write(w, out_path);
     if (qc.tty) fprintf(stderr, "\r\033[K");
-    gguf_writer_free(w);
+    sp_gguf_writer_free(w);
     free(types);
-    gguf_close(in);
+    sp_gguf_close(in);
     return st;
 }

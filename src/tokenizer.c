@@ -116,27 +116,27 @@ static int cmp_u64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static sp_token opt_token(const gguf_file *f, const char *key, sp_token dflt, int n_tokens) {
+static sp_token opt_token(const sp_gguf_file *f, const char *key, sp_token dflt, int n_tokens) {
     uint32_t v;
-    if (gguf_get_u32_opt(f, key, &v) && v < (uint32_t)n_tokens) return (sp_token)v;
+    if (sp_gguf_get_u32_opt(f, key, &v) && v < (uint32_t)n_tokens) return (sp_token)v;
     return dflt;
 }
 
-sp_status sp_vocab_load(const gguf_file *f, sp_vocab **out) {
+sp_status sp_vocab_load(const sp_gguf_file *f, sp_vocab **out) {
     *out = NULL;
-    gguf_string model;
-    if (!gguf_get_string_opt(f, "tokenizer.ggml.model", &model))
+    sp_gguf_string model;
+    if (!sp_gguf_get_string_opt(f, "tokenizer.ggml.model", &model))
         return sp_fail(SP_ERR_FORMAT, "tokenizer: tokenizer.ggml.model is missing");
-    const gguf_kv *tokens;
-    if (!gguf_get_array_opt(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tokens))
+    const sp_gguf_kv *tokens;
+    if (!sp_gguf_get_array_opt(f, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &tokens))
         return sp_fail(SP_ERR_FORMAT, "tokenizer: tokenizer.ggml.tokens is missing or not a string array");
     if (tokens->array_len == 0 || tokens->array_len > (1u << 24))
         return sp_fail(SP_ERR_FORMAT, "tokenizer: vocabulary of %llu tokens", (unsigned long long)tokens->array_len);
     sp_vocab *v = calloc(1, sizeof *v);
     if (!v) return sp_fail(SP_ERR_MEMORY, "tokenizer: out of memory");
     *out = v;
-    if (gguf_string_eq(model, "gpt2")) v->kind = VOCAB_BPE;
-    else if (gguf_string_eq(model, "llama")) v->kind = VOCAB_SPM;
+    if (sp_gguf_string_eq(model, "gpt2")) v->kind = VOCAB_BPE;
+    else if (sp_gguf_string_eq(model, "llama")) v->kind = VOCAB_SPM;
     else
         return sp_fail(SP_ERR_UNSUPPORTED, "tokenizer: model '%.*s' is not supported (gpt2, llama are)",
                        (int)(model.len < 32 ? model.len : 32), model.ptr);
@@ -155,7 +155,7 @@ sp_status sp_vocab_load(const gguf_file *f, sp_vocab **out) {
 
     const uint8_t *cursor = tokens->value;
     for (int i = 0; i < n; i++) {
-        gguf_string s = gguf_next_string(&cursor);
+        sp_gguf_string s = sp_gguf_next_string(&cursor);
         if (s.len > 65536) return sp_fail(SP_ERR_FORMAT, "tokenizer: token %d is %llu bytes long", i, (unsigned long long)s.len);
         v->text[i] = s.ptr;
         v->text_len[i] = (int)s.len;
@@ -168,9 +168,9 @@ sp_status sp_vocab_load(const gguf_file *f, sp_vocab **out) {
             if (v->text_len[id] == (int)s.len && memcmp(v->text[id], s.ptr, s.len) == 0) break;
         }
     }
-    const gguf_kv *types;
-    if (gguf_get_array_opt(f, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, &types) ||
-        gguf_get_array_opt(f, "tokenizer.ggml.token_type", GGUF_TYPE_UINT32, &types)) {
+    const sp_gguf_kv *types;
+    if (sp_gguf_get_array_opt(f, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, &types) ||
+        sp_gguf_get_array_opt(f, "tokenizer.ggml.token_type", GGUF_TYPE_UINT32, &types)) {
         if (types->array_len != (uint64_t)n) return sp_fail(SP_ERR_FORMAT, "tokenizer: token_type has %llu entries for %d tokens",
                                                            (unsigned long long)types->array_len, n);
         for (int i = 0; i < n; i++) {
@@ -179,35 +179,35 @@ sp_status sp_vocab_load(const gguf_file *f, sp_vocab **out) {
             v->type[i] = (t >= 1 && t <= 6) ? (uint8_t)t : SP_TOKEN_NORMAL;
         }
     }
-    const gguf_kv *scores;
-    if (gguf_get_array_opt(f, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, &scores)) {
+    const sp_gguf_kv *scores;
+    if (sp_gguf_get_array_opt(f, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, &scores)) {
         if (scores->array_len != (uint64_t)n) return sp_fail(SP_ERR_FORMAT, "tokenizer: scores has %llu entries for %d tokens",
                                                             (unsigned long long)scores->array_len, n);
         memcpy(v->score, scores->value, (size_t)n * sizeof(float));
     }
 
     if (v->kind == VOCAB_BPE) {
-        gguf_string pre;
+        sp_gguf_string pre;
         v->pre = PRE_DEFAULT;
-        if (gguf_get_string_opt(f, "tokenizer.ggml.pre", &pre)) {
-            if (gguf_string_eq(pre, "llama-bpe") || gguf_string_eq(pre, "llama3") || gguf_string_eq(pre, "smaug-bpe")) {
+        if (sp_gguf_get_string_opt(f, "tokenizer.ggml.pre", &pre)) {
+            if (sp_gguf_string_eq(pre, "llama-bpe") || sp_gguf_string_eq(pre, "llama3") || sp_gguf_string_eq(pre, "smaug-bpe")) {
                 v->pre = PRE_LLAMA3;
                 v->ignore_merges = true;
-            } else if (gguf_string_eq(pre, "qwen2")) {
+            } else if (sp_gguf_string_eq(pre, "qwen2")) {
                 v->pre = PRE_QWEN2;
-            } else if (gguf_string_eq(pre, "gpt-2")) {
+            } else if (sp_gguf_string_eq(pre, "gpt-2")) {
                 v->pre = PRE_GPT2;
-            } else if (gguf_string_eq(pre, "smollm") || gguf_string_eq(pre, "starcoder") || gguf_string_eq(pre, "refact") ||
-                       gguf_string_eq(pre, "codeshell")) {
+            } else if (sp_gguf_string_eq(pre, "smollm") || sp_gguf_string_eq(pre, "starcoder") || sp_gguf_string_eq(pre, "refact") ||
+                       sp_gguf_string_eq(pre, "codeshell")) {
                 v->pre = PRE_SMOLLM;
-            } else if (!gguf_string_eq(pre, "default")) {
+            } else if (!sp_gguf_string_eq(pre, "default")) {
                 return sp_fail(SP_ERR_UNSUPPORTED,
                                "tokenizer: pre-tokenizer '%.*s' is not supported (llama-bpe, qwen2, gpt-2, smollm, default are)",
                                (int)(pre.len < 32 ? pre.len : 32), pre.ptr);
             }
         }
-        const gguf_kv *merges;
-        if (!gguf_get_array_opt(f, "tokenizer.ggml.merges", GGUF_TYPE_STRING, &merges))
+        const sp_gguf_kv *merges;
+        if (!sp_gguf_get_array_opt(f, "tokenizer.ggml.merges", GGUF_TYPE_STRING, &merges))
             return sp_fail(SP_ERR_FORMAT, "tokenizer: BPE vocabulary without tokenizer.ggml.merges");
         v->merge_mask = table_size_for(merges->array_len) - 1;
         v->merge_keys = malloc(((size_t)v->merge_mask + 1) * sizeof *v->merge_keys);
@@ -216,7 +216,7 @@ sp_status sp_vocab_load(const gguf_file *f, sp_vocab **out) {
         memset(v->merge_rank, 0xFF, ((size_t)v->merge_mask + 1) * sizeof *v->merge_rank);
         cursor = merges->value;
         for (uint64_t r = 0; r < merges->array_len; r++) {
-            gguf_string s = gguf_next_string(&cursor);
+            sp_gguf_string s = sp_gguf_next_string(&cursor);
             const char *sp = s.len > 1 ? memchr(s.ptr + 1, ' ', s.len - 1) : NULL;
             if (!sp) return sp_fail(SP_ERR_FORMAT, "tokenizer: merge %llu has no space", (unsigned long long)r);
             sp_token l = find_text(v, s.ptr, (int)(sp - s.ptr));
@@ -250,9 +250,9 @@ sp_status sp_vocab_load(const gguf_file *f, sp_vocab **out) {
     v->eom = opt_token(f, "tokenizer.ggml.eom_token_id", -1, n);
     v->unk = opt_token(f, "tokenizer.ggml.unknown_token_id", v->kind == VOCAB_SPM ? 0 : -1, n);
     v->pad = opt_token(f, "tokenizer.ggml.padding_token_id", -1, n);
-    gguf_get_bool_opt(f, "tokenizer.ggml.add_bos_token", &v->add_bos);
-    gguf_get_bool_opt(f, "tokenizer.ggml.add_eos_token", &v->add_eos);
-    gguf_get_bool_opt(f, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix);
+    sp_gguf_get_bool_opt(f, "tokenizer.ggml.add_bos_token", &v->add_bos);
+    sp_gguf_get_bool_opt(f, "tokenizer.ggml.add_eos_token", &v->add_eos);
+    sp_gguf_get_bool_opt(f, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix);
 
     /* End-of-generation tokens. Like llama.cpp, a token whose text is a well-known end marker
      * is treated as a control token even if the file typed it otherwise. */

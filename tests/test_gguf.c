@@ -48,9 +48,9 @@ static size_t build(buf *f, spec s) {
 static sp_status parse_spec(spec s, const char *expect_in_error) {
     buf f;
     size_t n = build(&f, s);
-    gguf_file *g = NULL;
-    sp_status st = gguf_parse(f.b, n, &g);
-    if (st == SP_OK) gguf_close(g);
+    sp_gguf_file *g = NULL;
+    sp_status st = sp_gguf_parse(f.b, n, &g);
+    if (st == SP_OK) sp_gguf_close(g);
     else if (expect_in_error && !strstr(sp_last_error(), expect_in_error))
         fail_msg("error '%s' does not mention '%s'", sp_last_error(), expect_in_error);
     return st;
@@ -60,21 +60,21 @@ static void well_formed_file_parses(void **s) {
     (void)s;
     buf f;
     size_t n = build(&f, good());
-    gguf_file *g;
-    assert_int_equal(gguf_parse(f.b, n, &g), SP_OK);
+    sp_gguf_file *g;
+    assert_int_equal(sp_gguf_parse(f.b, n, &g), SP_OK);
     uint32_t v;
-    assert_int_equal(gguf_get_u32(g, "test.count", &v), SP_OK);
+    assert_int_equal(sp_gguf_get_u32(g, "test.count", &v), SP_OK);
     assert_int_equal(v, 7);
-    gguf_string name;
-    assert_true(gguf_get_string_opt(g, "general.name", &name));
-    assert_true(gguf_string_eq(name, "tiny"));
-    const gguf_tensor *t = gguf_find_tensor(g, "w");
+    sp_gguf_string name;
+    assert_true(sp_gguf_get_string_opt(g, "general.name", &name));
+    assert_true(sp_gguf_string_eq(name, "tiny"));
+    const sp_gguf_tensor *t = sp_gguf_find_tensor(g, "w");
     assert_non_null(t);
     assert_int_equal(t->ne[0], 32);
     assert_float_equal(((const float *)t->data)[5], 5.0f, 0);
-    assert_int_equal(gguf_get_u32(g, "missing.key", &v), SP_ERR_FORMAT);
+    assert_int_equal(sp_gguf_get_u32(g, "missing.key", &v), SP_ERR_FORMAT);
     assert_non_null(strstr(sp_last_error(), "missing.key"));
-    gguf_close(g);
+    sp_gguf_close(g);
 }
 
 static void malformed_headers_are_errors(void **s) {
@@ -106,20 +106,20 @@ static void every_truncation_is_an_error(void **s) {
     char path[1024];
     char *data = slurp(test_model_path("qwen2-q4_k_m", path, sizeof path), &len);
     assert_non_null(data);
-    gguf_file *g;
-    assert_int_equal(gguf_parse(data, len, &g), SP_OK);
+    sp_gguf_file *g;
+    assert_int_equal(sp_gguf_parse(data, len, &g), SP_OK);
     size_t end = 0; /* where the last tensor's data ends: any shorter file is incomplete */
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         size_t e = (size_t)(g->data_offset + g->tensors[i].offset + g->tensors[i].n_bytes);
         if (e > end) end = e;
     }
-    gguf_close(g);
+    sp_gguf_close(g);
     int n = 0;
     for (size_t cut = 0; cut < end; cut += cut < 40000 ? 1 : 4099) {
         uint8_t *copy = malloc(cut + 1); /* exact-size copy so ASan sees any overread */
         memcpy(copy, data, cut);
-        gguf_file *g = NULL;
-        sp_status st = gguf_parse(copy, cut, &g);
+        sp_gguf_file *g = NULL;
+        sp_status st = sp_gguf_parse(copy, cut, &g);
         if (st == SP_OK) fail_msg("a file cut at %zu of %zu bytes parsed", cut, len);
         free(copy);
         n++;
@@ -135,33 +135,33 @@ static void model_loader_errors_name_the_problem(void **s) {
     assert_int_equal(sp_model_load("/nonexistent/model.gguf", &m), SP_ERR_IO);
     assert_null(m);
     /* an architecture we do not know */
-    gguf_writer *w = gguf_writer_new();
-    gguf_writer_str(w, "general.architecture", "mamba");
+    sp_gguf_writer *w = sp_gguf_writer_new();
+    sp_gguf_writer_str(w, "general.architecture", "mamba");
     int64_t ne[1] = {32};
     float zeros[32] = {0};
-    gguf_writer_tensor(w, "x", SP_TYPE_F32, 1, ne, zeros);
+    sp_gguf_writer_tensor(w, "x", SP_TYPE_F32, 1, ne, zeros);
     temp_path("arch.gguf", path, sizeof path);
-    assert_int_equal(gguf_writer_write(w, path), SP_OK);
-    gguf_writer_free(w);
+    assert_int_equal(sp_gguf_writer_write(w, path), SP_OK);
+    sp_gguf_writer_free(w);
     assert_int_equal(sp_model_load(path, &m), SP_ERR_UNSUPPORTED);
     assert_non_null(strstr(sp_last_error(), "mamba"));
     remove(path);
     /* a model with a tensor missing: copy everything but blk.1.ffn_up.weight */
-    gguf_file *src;
-    assert_int_equal(gguf_open(test_model_path("llama-q8_0", path, sizeof path), &src), SP_OK);
-    w = gguf_writer_new();
-    for (uint64_t i = 0; i < src->n_kv; i++) gguf_writer_copy_kv(w, &src->kv[i]);
+    sp_gguf_file *src;
+    assert_int_equal(sp_gguf_open(test_model_path("llama-q8_0", path, sizeof path), &src), SP_OK);
+    w = sp_gguf_writer_new();
+    for (uint64_t i = 0; i < src->n_kv; i++) sp_gguf_writer_copy_kv(w, &src->kv[i]);
     for (uint64_t i = 0; i < src->n_tensors; i++) {
-        const gguf_tensor *t = &src->tensors[i];
+        const sp_gguf_tensor *t = &src->tensors[i];
         char name[128];
         snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
         if (strcmp(name, "blk.1.ffn_up.weight") == 0) continue;
-        gguf_writer_tensor(w, name, t->type, (int)t->n_dims, t->ne, t->data);
+        sp_gguf_writer_tensor(w, name, t->type, (int)t->n_dims, t->ne, t->data);
     }
     temp_path("missing.gguf", path, sizeof path);
-    assert_int_equal(gguf_writer_write(w, path), SP_OK);
-    gguf_writer_free(w);
-    gguf_close(src);
+    assert_int_equal(sp_gguf_writer_write(w, path), SP_OK);
+    sp_gguf_writer_free(w);
+    sp_gguf_close(src);
     assert_int_equal(sp_model_load(path, &m), SP_ERR_FORMAT);
     assert_non_null(strstr(sp_last_error(), "blk.1.ffn_up.weight"));
     remove(path);
@@ -170,31 +170,31 @@ static void model_loader_errors_name_the_problem(void **s) {
 /* Writer → reader round trip keeps every key and tensor. */
 static void writer_round_trip(void **s) {
     (void)s;
-    gguf_file *src;
+    sp_gguf_file *src;
     char src_path[512];
-    assert_int_equal(gguf_open(test_model_path("qwen3-q8_0", src_path, sizeof src_path), &src), SP_OK);
-    gguf_writer *w = gguf_writer_new();
-    for (uint64_t i = 0; i < src->n_kv; i++) gguf_writer_copy_kv(w, &src->kv[i]);
+    assert_int_equal(sp_gguf_open(test_model_path("qwen3-q8_0", src_path, sizeof src_path), &src), SP_OK);
+    sp_gguf_writer *w = sp_gguf_writer_new();
+    for (uint64_t i = 0; i < src->n_kv; i++) sp_gguf_writer_copy_kv(w, &src->kv[i]);
     for (uint64_t i = 0; i < src->n_tensors; i++) {
-        const gguf_tensor *t = &src->tensors[i];
+        const sp_gguf_tensor *t = &src->tensors[i];
         char name[128];
         snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
-        gguf_writer_tensor(w, name, t->type, (int)t->n_dims, t->ne, t->data);
+        sp_gguf_writer_tensor(w, name, t->type, (int)t->n_dims, t->ne, t->data);
     }
     char path[512];
     temp_path("roundtrip.gguf", path, sizeof path);
-    assert_int_equal(gguf_writer_write(w, path), SP_OK);
-    gguf_writer_free(w);
-    gguf_file *back;
-    assert_int_equal(gguf_open(path, &back), SP_OK);
+    assert_int_equal(sp_gguf_writer_write(w, path), SP_OK);
+    sp_gguf_writer_free(w);
+    sp_gguf_file *back;
+    assert_int_equal(sp_gguf_open(path, &back), SP_OK);
     assert_int_equal(back->n_kv, src->n_kv);
     assert_int_equal(back->n_tensors, src->n_tensors);
     for (uint64_t i = 0; i < src->n_tensors; i++) {
         assert_int_equal(back->tensors[i].n_bytes, src->tensors[i].n_bytes);
         assert_memory_equal(back->tensors[i].data, src->tensors[i].data, src->tensors[i].n_bytes);
     }
-    gguf_close(back);
-    gguf_close(src);
+    sp_gguf_close(back);
+    sp_gguf_close(src);
     sp_model *m;
     assert_int_equal(sp_model_load(path, &m), SP_OK);
     sp_model_free(m);

@@ -220,19 +220,19 @@ static void quantizer_matches_llama_cpp_quality(void **state) {
         printf("  %-7s logits move by rms %.4f from F32 (llama.cpp's quantizer: %.4f)\n", types[i], ours_rms, their_rms);
         if (ours_rms > 1.2 * their_rms) fail_msg("%s quantizer error %.4f is more than 1.2x llama.cpp's %.4f", types[i], ours_rms, their_rms);
         if (strcmp(types[i], "Q4_K_M") == 0) {
-            gguf_file *a, *b;
-            assert_int_equal(gguf_open(out, &a), SP_OK);
-            assert_int_equal(gguf_open(SHARED("fixtures/models/llama-q4_k_m.gguf"), &b), SP_OK);
+            sp_gguf_file *a, *b;
+            assert_int_equal(sp_gguf_open(out, &a), SP_OK);
+            assert_int_equal(sp_gguf_open(SHARED("fixtures/models/llama-q4_k_m.gguf"), &b), SP_OK);
             for (uint64_t t = 0; t < b->n_tensors; t++) {
-                const gguf_tensor *x = &b->tensors[t];
+                const sp_gguf_tensor *x = &b->tensors[t];
                 char name[128];
                 snprintf(name, sizeof name, "%.*s", (int)x->name.len, x->name.ptr);
-                const gguf_tensor *y = gguf_find_tensor(a, name);
+                const sp_gguf_tensor *y = sp_gguf_find_tensor(a, name);
                 assert_non_null(y);
                 if (x->type != y->type) fail_msg("Q4_K_M: %s is %s, llama.cpp made it %s", name, sp_type_name(y->type), sp_type_name(x->type));
             }
-            gguf_close(a);
-            gguf_close(b);
+            sp_gguf_close(a);
+            sp_gguf_close(b);
         }
         free(ours); free(tl);
         cJSON_Delete(theirs);

@@ -162,15 +162,15 @@ static void bad_calls_are_errors(void **st) {
     sp_context_free(c);
     sp_model_free(m);
     /* a vocabulary-only file (the bundled model's metadata, no tensors) tokenizes but cannot run */
-    gguf_file *src;
-    assert_int_equal(gguf_open(SP_SOURCE_DIR "/models/main.gguf", &src), SP_OK);
-    gguf_writer *w = gguf_writer_new();
-    for (uint64_t i = 0; i < src->n_kv; i++) gguf_writer_copy_kv(w, &src->kv[i]);
+    sp_gguf_file *src;
+    assert_int_equal(sp_gguf_open(SP_SOURCE_DIR "/models/main.gguf", &src), SP_OK);
+    sp_gguf_writer *w = sp_gguf_writer_new();
+    for (uint64_t i = 0; i < src->n_kv; i++) sp_gguf_writer_copy_kv(w, &src->kv[i]);
     char path[512];
     temp_path("vocab-only.gguf", path, sizeof path);
-    assert_int_equal(gguf_writer_write(w, path), SP_OK);
-    gguf_writer_free(w);
-    gguf_close(src);
+    assert_int_equal(sp_gguf_writer_write(w, path), SP_OK);
+    sp_gguf_writer_free(w);
+    sp_gguf_close(src);
     assert_int_equal(sp_model_load(path, &m), SP_OK);
     sp_token *ids;
     int n_ids;

@@ -64,9 +64,9 @@ static void fused_dot_matches_dequantize(void **st) {
     for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
         char path[1024];
         if (!quantized_model(files[f], path, sizeof path)) continue;
-        gguf_file *g;
-        assert_int_equal(gguf_open(path, &g), SP_OK);
-        const gguf_tensor *t = gguf_find_tensor(g, "blk.0.ffn_down.weight"); /* [768, 256] */
+        sp_gguf_file *g;
+        assert_int_equal(sp_gguf_open(path, &g), SP_OK);
+        const sp_gguf_tensor *t = sp_gguf_find_tensor(g, "blk.0.ffn_down.weight"); /* [768, 256] */
         assert_non_null(t);
         const sp_type_traits *tt = sp_type_traits_get(t->type);
         const int64_t n = t->ne[0];
@@ -89,7 +89,7 @@ static void fused_dot_matches_dequantize(void **st) {
             }
         }
         free(row); free(x);
-        gguf_close(g);
+        sp_gguf_close(g);
     }
 }
 
@@ -337,10 +337,10 @@ static void integer_decode_dots(void **st) {
     for (size_t f = 0; isa && f < sizeof files / sizeof *files; f++) {
         char path[1024];
         if (!quantized_model(files[f], path, sizeof path)) continue;
-        gguf_file *g;
-        assert_int_equal(gguf_open(path, &g), SP_OK);
-        const gguf_tensor *t = gguf_find_tensor(g, "blk.0.ffn_down.weight");
-        if (!isa->dot_row_q8[t->type]) { gguf_close(g); continue; }
+        sp_gguf_file *g;
+        assert_int_equal(sp_gguf_open(path, &g), SP_OK);
+        const sp_gguf_tensor *t = sp_gguf_find_tensor(g, "blk.0.ffn_down.weight");
+        if (!isa->dot_row_q8[t->type]) { sp_gguf_close(g); continue; }
         const int64_t n = t->ne[0];
         float *x = malloc((size_t)n * sizeof *x), *row = malloc((size_t)n * sizeof *row), *d = malloc((size_t)n / 32 * sizeof *d);
         int8_t *q = malloc((size_t)n);
@@ -362,7 +362,7 @@ static void integer_decode_dots(void **st) {
         }
         checked++;
         free(x); free(row); free(d); free(q); free(sums);
-        gguf_close(g);
+        sp_gguf_close(g);
     }
     printf("  %d integer decode kernels checked\n", checked);
 }

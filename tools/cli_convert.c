@@ -59,7 +59,7 @@ int cmd_convert(int argc, char **argv) {
     size_t wlen;
     char *wbuf = read_file(weights, &wlen), *tbuf = read_file(tokenizer, NULL), *cbuf = read_file(config, NULL);
     cJSON *tj = tbuf ? cJSON_Parse(tbuf) : NULL, *cj = cbuf ? cJSON_Parse(cbuf) : NULL, *hdr = NULL;
-    gguf_writer *w = gguf_writer_new();
+    sp_gguf_writer *w = sp_gguf_writer_new();
     convert_ctx cc = {0};
     int rc = 1;
     if (!wbuf || !tj || !cj || !w) { fprintf(stderr, "error: cannot read the inputs (JSON?)\n"); goto done; }
@@ -79,21 +79,21 @@ int cmd_convert(int argc, char **argv) {
     const uint8_t *data = (const uint8_t *)wbuf + 8 + hl;
     const uint64_t data_len = wlen - 8 - hl;
 
-    gguf_writer_str(w, "general.architecture", "llama");
-    gguf_writer_str(w, "general.name", name);
-    gguf_writer_u32(w, "general.file_type", (uint32_t)plan.base);
-    gguf_writer_u32(w, "llama.context_length", (uint32_t)json_int(c, "context_length", 8192));
-    gguf_writer_u32(w, "llama.embedding_length", (uint32_t)dim);
-    gguf_writer_u32(w, "llama.block_count", (uint32_t)layers);
-    gguf_writer_u32(w, "llama.feed_forward_length", (uint32_t)ffn);
-    gguf_writer_u32(w, "llama.attention.head_count", (uint32_t)heads);
-    gguf_writer_u32(w, "llama.attention.head_count_kv", (uint32_t)kv);
-    gguf_writer_f32(w, "llama.rope.freq_base", cJSON_IsNumber(rb) ? (float)rb->valuedouble : 10000.0f);
-    gguf_writer_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    gguf_writer_u32(w, "llama.rope.dimension_count", (uint32_t)head_dim);
+    sp_gguf_writer_str(w, "general.architecture", "llama");
+    sp_gguf_writer_str(w, "general.name", name);
+    sp_gguf_writer_u32(w, "general.file_type", (uint32_t)plan.base);
+    sp_gguf_writer_u32(w, "llama.context_length", (uint32_t)json_int(c, "context_length", 8192));
+    sp_gguf_writer_u32(w, "llama.embedding_length", (uint32_t)dim);
+    sp_gguf_writer_u32(w, "llama.block_count", (uint32_t)layers);
+    sp_gguf_writer_u32(w, "llama.feed_forward_length", (uint32_t)ffn);
+    sp_gguf_writer_u32(w, "llama.attention.head_count", (uint32_t)heads);
+    sp_gguf_writer_u32(w, "llama.attention.head_count_kv", (uint32_t)kv);
+    sp_gguf_writer_f32(w, "llama.rope.freq_base", cJSON_IsNumber(rb) ? (float)rb->valuedouble : 10000.0f);
+    sp_gguf_writer_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    sp_gguf_writer_u32(w, "llama.rope.dimension_count", (uint32_t)head_dim);
     if (head_dim * heads != dim) { /* heads narrower than the residual stream: say so explicitly */
-        gguf_writer_u32(w, "llama.attention.key_length", (uint32_t)head_dim);
-        gguf_writer_u32(w, "llama.attention.value_length", (uint32_t)head_dim);
+        sp_gguf_writer_u32(w, "llama.attention.key_length", (uint32_t)head_dim);
+        sp_gguf_writer_u32(w, "llama.attention.value_length", (uint32_t)head_dim);
     }
     /* tokenizer */
     const cJSON *toks = cJSON_GetObjectItemCaseSensitive(tj, "tokens"), *types = cJSON_GetObjectItemCaseSensitive(tj, "types");
@@ -111,24 +111,24 @@ int cmd_convert(int argc, char **argv) {
         ty[i] = cJSON_GetArrayItem(types, i)->valueint;
         if (!tt[i]) tt[i] = "";
     }
-    gguf_writer_str(w, "tokenizer.ggml.model", "gpt2");
+    sp_gguf_writer_str(w, "tokenizer.ggml.model", "gpt2");
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(tj, "pre");
-    gguf_writer_str(w, "tokenizer.ggml.pre", cJSON_IsString(pre) ? pre->valuestring : "llama-bpe");
-    gguf_writer_str_array(w, "tokenizer.ggml.tokens", tt, NULL, (uint64_t)nt);
-    gguf_writer_i32_array(w, "tokenizer.ggml.token_type", ty, (uint64_t)nt);
+    sp_gguf_writer_str(w, "tokenizer.ggml.pre", cJSON_IsString(pre) ? pre->valuestring : "llama-bpe");
+    sp_gguf_writer_str_array(w, "tokenizer.ggml.tokens", tt, NULL, (uint64_t)nt);
+    sp_gguf_writer_i32_array(w, "tokenizer.ggml.token_type", ty, (uint64_t)nt);
     for (int i = 0; i < nm; i++) {
         tt[i] = cJSON_GetStringValue(cJSON_GetArrayItem(merges, i));
         if (!tt[i]) tt[i] = "";
     }
-    gguf_writer_str_array(w, "tokenizer.ggml.merges", tt, NULL, (uint64_t)nm);
+    sp_gguf_writer_str_array(w, "tokenizer.ggml.merges", tt, NULL, (uint64_t)nm);
     free(tt);
     free(ty);
-    gguf_writer_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)json_int(tj, "bos", 0));
-    gguf_writer_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)json_int(tj, "eos", 0));
-    if (json_int(tj, "eot", -1) >= 0) gguf_writer_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)json_int(tj, "eot", 0));
-    gguf_writer_bool(w, "tokenizer.ggml.add_bos_token", cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(tj, "add_bos")));
+    sp_gguf_writer_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)json_int(tj, "bos", 0));
+    sp_gguf_writer_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)json_int(tj, "eos", 0));
+    if (json_int(tj, "eot", -1) >= 0) sp_gguf_writer_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)json_int(tj, "eot", 0));
+    sp_gguf_writer_bool(w, "tokenizer.ggml.add_bos_token", cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(tj, "add_bos")));
     const cJSON *tmpl = cJSON_GetObjectItemCaseSensitive(tj, "chat_template");
-    if (cJSON_IsString(tmpl)) gguf_writer_str(w, "tokenizer.chat_template", tmpl->valuestring);
+    if (cJSON_IsString(tmpl)) sp_gguf_writer_str(w, "tokenizer.chat_template", tmpl->valuestring);
     /* tensors */
     const int n = cJSON_GetArraySize(hdr);
     cc.data = data;
@@ -160,16 +160,16 @@ int cmd_convert(int argc, char **argv) {
         cc.offsets[idx] = o0;
         cc.ne[idx][0] = cols;
         cc.ne[idx][1] = rows;
-        gguf_writer_tensor(w, t->string, cc.types[idx], nd, ne, NULL);
+        sp_gguf_writer_tensor(w, t->string, cc.types[idx], nd, ne, NULL);
         idx++;
     }
-    gguf_writer_set_fill(w, fill, &cc);
-    if (gguf_writer_write(w, out) != SP_OK) { fail_status("writing"); goto done; }
+    sp_gguf_writer_set_fill(w, fill, &cc);
+    if (sp_gguf_writer_write(w, out) != SP_OK) { fail_status("writing"); goto done; }
     fprintf(stderr, "wrote %s (%d tensors, %s)\n", out, idx, plan.name);
     rc = 0;
 done:
     free(cc.types); free(cc.offsets); free(cc.ne);
-    gguf_writer_free(w);
+    sp_gguf_writer_free(w);
     cJSON_Delete(hdr); cJSON_Delete(tj); cJSON_Delete(cj);
     free(wbuf); free(tbuf); free(cbuf);
     return rc;

@@ -112,36 +112,36 @@ int cmd_make_model(int argc, char **argv) {
     if (n_embd % n_head || n_head % n_head_kv) { fprintf(stderr, "error: n_embd must divide by n_head, n_head by n_head_kv\n"); return 2; }
     const int type = plan.base;
 
-    gguf_writer *w = gguf_writer_new();
-    gguf_file *vf = NULL;
+    sp_gguf_writer *w = sp_gguf_writer_new();
+    sp_gguf_file *vf = NULL;
     int rc = 1;
     char key[128];
     if (!w) { fprintf(stderr, "error: out of memory\n"); return 1; }
-    gguf_writer_str(w, "general.architecture", arch);
-    gguf_writer_str(w, "general.name", "specprefill random model");
-    gguf_writer_u32(w, "general.file_type", type == SP_TYPE_F32 ? 0 : type == SP_TYPE_F16 ? 1 : (uint32_t)type);
+    sp_gguf_writer_str(w, "general.architecture", arch);
+    sp_gguf_writer_str(w, "general.name", "specprefill random model");
+    sp_gguf_writer_u32(w, "general.file_type", type == SP_TYPE_F32 ? 0 : type == SP_TYPE_F16 ? 1 : (uint32_t)type);
 #define ARCH_KEY(k) (snprintf(key, sizeof key, "%s.%s", arch, k), key)
-    gguf_writer_u32(w, ARCH_KEY("context_length"), (uint32_t)ctx);
-    gguf_writer_u32(w, ARCH_KEY("embedding_length"), (uint32_t)n_embd);
-    gguf_writer_u32(w, ARCH_KEY("block_count"), (uint32_t)n_layer);
-    gguf_writer_u32(w, ARCH_KEY("feed_forward_length"), (uint32_t)n_ff);
-    gguf_writer_u32(w, ARCH_KEY("attention.head_count"), (uint32_t)n_head);
-    gguf_writer_u32(w, ARCH_KEY("attention.head_count_kv"), (uint32_t)n_head_kv);
-    gguf_writer_f32(w, ARCH_KEY("rope.freq_base"), (float)rope_base);
-    gguf_writer_f32(w, ARCH_KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
-    gguf_writer_u32(w, ARCH_KEY("rope.dimension_count"), (uint32_t)(n_embd / n_head));
+    sp_gguf_writer_u32(w, ARCH_KEY("context_length"), (uint32_t)ctx);
+    sp_gguf_writer_u32(w, ARCH_KEY("embedding_length"), (uint32_t)n_embd);
+    sp_gguf_writer_u32(w, ARCH_KEY("block_count"), (uint32_t)n_layer);
+    sp_gguf_writer_u32(w, ARCH_KEY("feed_forward_length"), (uint32_t)n_ff);
+    sp_gguf_writer_u32(w, ARCH_KEY("attention.head_count"), (uint32_t)n_head);
+    sp_gguf_writer_u32(w, ARCH_KEY("attention.head_count_kv"), (uint32_t)n_head_kv);
+    sp_gguf_writer_f32(w, ARCH_KEY("rope.freq_base"), (float)rope_base);
+    sp_gguf_writer_f32(w, ARCH_KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
+    sp_gguf_writer_u32(w, ARCH_KEY("rope.dimension_count"), (uint32_t)(n_embd / n_head));
 #undef ARCH_KEY
 
     if (vocab_from) {
-        if (gguf_open(vocab_from, &vf) != SP_OK) { rc = fail_status("--vocab-from"); goto done; }
-        const gguf_kv *toks;
-        if (!gguf_get_array_opt(vf, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &toks)) {
+        if (sp_gguf_open(vocab_from, &vf) != SP_OK) { rc = fail_status("--vocab-from"); goto done; }
+        const sp_gguf_kv *toks;
+        if (!sp_gguf_get_array_opt(vf, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &toks)) {
             fprintf(stderr, "error: %s has no tokenizer\n", vocab_from);
             goto done;
         }
         n_vocab = (long)toks->array_len;
         for (uint64_t i = 0; i < vf->n_kv; i++)
-            if (vf->kv[i].key.len > 10 && memcmp(vf->kv[i].key.ptr, "tokenizer.", 10) == 0) gguf_writer_copy_kv(w, &vf->kv[i]);
+            if (vf->kv[i].key.len > 10 && memcmp(vf->kv[i].key.ptr, "tokenizer.", 10) == 0) sp_gguf_writer_copy_kv(w, &vf->kv[i]);
     } else {
         /* byte-level BPE over GPT-2's alphabet, no merges, Llama 3 style special tokens */
         const int n_special = 5;
@@ -170,16 +170,16 @@ int cmd_make_model(int argc, char **argv) {
             }
             texts[i] = strdup(buf);
         }
-        gguf_writer_str(w, "tokenizer.ggml.model", "gpt2");
-        gguf_writer_str(w, "tokenizer.ggml.pre", "llama-bpe");
-        gguf_writer_str_array(w, "tokenizer.ggml.tokens", (const char *const *)texts, NULL, (uint64_t)n_vocab);
-        gguf_writer_i32_array(w, "tokenizer.ggml.token_type", types, (uint64_t)n_vocab);
-        gguf_writer_str_array(w, "tokenizer.ggml.merges", NULL, NULL, 0);
-        gguf_writer_u32(w, "tokenizer.ggml.bos_token_id", 256);
-        gguf_writer_u32(w, "tokenizer.ggml.eos_token_id", 257);
-        gguf_writer_u32(w, "tokenizer.ggml.eot_token_id", 258);
-        gguf_writer_bool(w, "tokenizer.ggml.add_bos_token", true);
-        gguf_writer_str(w, "tokenizer.chat_template", builtin_template);
+        sp_gguf_writer_str(w, "tokenizer.ggml.model", "gpt2");
+        sp_gguf_writer_str(w, "tokenizer.ggml.pre", "llama-bpe");
+        sp_gguf_writer_str_array(w, "tokenizer.ggml.tokens", (const char *const *)texts, NULL, (uint64_t)n_vocab);
+        sp_gguf_writer_i32_array(w, "tokenizer.ggml.token_type", types, (uint64_t)n_vocab);
+        sp_gguf_writer_str_array(w, "tokenizer.ggml.merges", NULL, NULL, 0);
+        sp_gguf_writer_u32(w, "tokenizer.ggml.bos_token_id", 256);
+        sp_gguf_writer_u32(w, "tokenizer.ggml.eos_token_id", 257);
+        sp_gguf_writer_u32(w, "tokenizer.ggml.eot_token_id", 258);
+        sp_gguf_writer_bool(w, "tokenizer.ggml.add_bos_token", true);
+        sp_gguf_writer_str(w, "tokenizer.chat_template", builtin_template);
         for (long i = 0; i < n_vocab; i++) free(texts[i]);
         free(texts);
         free(types);
@@ -195,7 +195,7 @@ int cmd_make_model(int argc, char **argv) {
         (void)(t);                                                                               \
         int64_t ne[2] = {(n0), (n1)};                                                            \
         uint32_t ty = (uint32_t)sp_quant_type_for(&plan, name, (n1) == 1 ? 1 : 2, (long)(n0), (int)n_layer, tied); \
-        int idx = gguf_writer_tensor(w, name, ty, (n1) == 1 ? 1 : 2, ne, NULL);                 \
+        int idx = sp_gguf_writer_tensor(w, name, ty, (n1) == 1 ? 1 : 2, ne, NULL);                 \
         fc.types[idx] = ty;                                                                      \
         fc.ne[idx][0] = (n0); fc.ne[idx][1] = (n1); fc.kind[idx] = (k);                          \
     } while (0)
@@ -227,14 +227,14 @@ int cmd_make_model(int argc, char **argv) {
 #undef N
     }
 #undef ADD
-    gguf_writer_set_fill(w, fill, &fc);
-    if (gguf_writer_write(w, out) != SP_OK) { fail_status("writing model"); goto cleanup; }
+    sp_gguf_writer_set_fill(w, fill, &fc);
+    if (sp_gguf_writer_write(w, out) != SP_OK) { fail_status("writing model"); goto cleanup; }
     fprintf(stderr, "wrote %s\n", out);
     rc = 0;
 cleanup:
     free(fc.types); free(fc.ne); free(fc.kind);
 done:
-    gguf_close(vf);
-    gguf_writer_free(w);
+    sp_gguf_close(vf);
+    sp_gguf_writer_free(w);
     return rc;
 }
