@@ -11,9 +11,29 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Symbols of the library's interface: exported from a shared build (every other symbol is
+ * hidden), plain declarations in a static one. */
+#if defined(_WIN32) && defined(SP_SHARED)
+#  ifdef SP_BUILDING_LIBRARY
+#    define SP_API __declspec(dllexport)
+#  else
+#    define SP_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define SP_API __attribute__((visibility("default")))
+#else
+#  define SP_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The library's version; CMakeLists.txt reads the project's VERSION from these three lines. */
+#define SP_VERSION_MAJOR 0
+#define SP_VERSION_MINOR 2
+#define SP_VERSION_PATCH 0
+SP_API const char *sp_version(void); /* "0.2.0": the library linked, which may differ from the header */
 
 typedef int32_t sp_token;
 
@@ -28,7 +48,7 @@ typedef enum {
 } sp_status;
 
 /* The message of the last failure on this thread ("" if none). */
-const char *sp_last_error(void);
+SP_API const char *sp_last_error(void);
 
 /* ---------------------------------------------------------------- model */
 
@@ -53,15 +73,15 @@ typedef struct {
 } sp_model_info;
 
 /* Maps a GGUF file and validates it. The file stays mapped until sp_model_free. */
-sp_status sp_model_load(const char *path, sp_model **out);
-void sp_model_free(sp_model *model);
-const sp_model_info *sp_model_get_info(const sp_model *model);
+SP_API sp_status sp_model_load(const char *path, sp_model **out);
+SP_API void sp_model_free(sp_model *model);
+SP_API const sp_model_info *sp_model_get_info(const sp_model *model);
 
 /* ------------------------------------------------------------- threads */
 
 /* Number of worker threads used by every later call (0 = all cores). Process-wide. */
-sp_status sp_set_threads(int n_threads);
-int sp_get_threads(void);
+SP_API sp_status sp_set_threads(int n_threads);
+SP_API int sp_get_threads(void);
 
 /* ------------------------------------------------------------- context */
 
@@ -75,18 +95,18 @@ typedef struct {
     sp_kv_type kv_type;  /* storage of K and V (default F16) */
 } sp_context_params;
 
-sp_context_params sp_context_default_params(void);
-sp_status sp_context_new(const sp_model *model, const sp_context_params *params, sp_context **out);
-void sp_context_free(sp_context *ctx);
+SP_API sp_context_params sp_context_default_params(void);
+SP_API sp_status sp_context_new(const sp_model *model, const sp_context_params *params, sp_context **out);
+SP_API void sp_context_free(sp_context *ctx);
 /* Forget every cached token. */
-void sp_context_reset(sp_context *ctx);
+SP_API void sp_context_reset(sp_context *ctx);
 /* Number of tokens in the KV cache. */
-int sp_context_n_cached(const sp_context *ctx);
+SP_API int sp_context_n_cached(const sp_context *ctx);
 /* Position id of the last cached token (-1 if empty). */
-int sp_context_last_pos(const sp_context *ctx);
-int sp_context_capacity(const sp_context *ctx);
+SP_API int sp_context_last_pos(const sp_context *ctx);
+SP_API int sp_context_capacity(const sp_context *ctx);
 /* Drop cached tokens from index n_keep on (cache order). */
-sp_status sp_context_truncate(sp_context *ctx, int n_keep);
+SP_API sp_status sp_context_truncate(sp_context *ctx, int n_keep);
 
 /*
  * Runs the model on n tokens, each with its own position id, appending them to the KV cache.
@@ -95,7 +115,7 @@ sp_status sp_context_truncate(sp_context *ctx, int n_keep);
  * logit_rows (indices into this batch, any order); logits_out receives n_logit_rows × n_vocab
  * floats. logit_rows may be NULL when n_logit_rows is 0.
  */
-sp_status sp_decode(sp_context *ctx, const sp_token *tokens, const int32_t *positions, int n,
+SP_API sp_status sp_decode(sp_context *ctx, const sp_token *tokens, const int32_t *positions, int n,
                     const int32_t *logit_rows, int n_logit_rows, float *logits_out);
 
 /*
@@ -105,7 +125,7 @@ sp_status sp_decode(sp_context *ctx, const sp_token *tokens, const int32_t *posi
  * server's slots) cheaper together than one after another; the results are sp_decode's on each
  * context, up to the rounding of a batched matrix product.
  */
-sp_status sp_decode_sequences(sp_context *const *ctxs, const sp_token *tokens, const int32_t *positions, int n,
+SP_API sp_status sp_decode_sequences(sp_context *const *ctxs, const sp_token *tokens, const int32_t *positions, int n,
                               float *logits_out);
 
 /* --------------------------------------------------------- tokenizer */
@@ -120,15 +140,15 @@ typedef enum {
  * as the model's metadata asks; parse_special turns special-token markup into those tokens.
  * *out is malloc'ed; the caller frees it.
  */
-sp_status sp_tokenize(const sp_model *model, const char *text, size_t len, bool add_special,
+SP_API sp_status sp_tokenize(const sp_model *model, const char *text, size_t len, bool add_special,
                       bool parse_special, sp_token **out, int *n_out);
 /* Raw bytes of one token (control tokens render as "" unless render_special). Returns bytes
  * written, or the negative size needed if buf is too small. */
-int sp_token_to_bytes(const sp_model *model, sp_token token, bool render_special, char *buf, int size);
-sp_token_type sp_token_get_type(const sp_model *model, sp_token token);
-sp_token sp_token_bos(const sp_model *model);   /* -1 if none */
-sp_token sp_token_eos(const sp_model *model);
-bool sp_token_is_eog(const sp_model *model, sp_token token); /* EOS, EOT, or another end-of-generation */
+SP_API int sp_token_to_bytes(const sp_model *model, sp_token token, bool render_special, char *buf, int size);
+SP_API sp_token_type sp_token_get_type(const sp_model *model, sp_token token);
+SP_API sp_token sp_token_bos(const sp_model *model);   /* -1 if none */
+SP_API sp_token sp_token_eos(const sp_model *model);
+SP_API bool sp_token_is_eog(const sp_model *model, sp_token token); /* EOS, EOT, or another end-of-generation */
 
 /* Streaming detokenizer: emits only complete UTF-8 characters. */
 typedef struct {
@@ -139,16 +159,16 @@ typedef struct {
     unsigned char pending[8];
     int n_pending;
 } sp_detokenizer;
-void sp_detokenizer_init(sp_detokenizer *d, const sp_model *model, bool render_special);
+SP_API void sp_detokenizer_init(sp_detokenizer *d, const sp_model *model, bool render_special);
 /* Appends the text of `token` to out (a buffer of `size` bytes); returns bytes written (≥0), or
  * the negative size needed. Incomplete UTF-8 stays pending until the next call. */
-int sp_detokenizer_push(sp_detokenizer *d, sp_token token, char *out, int size);
+SP_API int sp_detokenizer_push(sp_detokenizer *d, sp_token token, char *out, int size);
 /* Flushes what is pending (invalid UTF-8 becomes U+FFFD). */
-int sp_detokenizer_flush(sp_detokenizer *d, char *out, int size);
+SP_API int sp_detokenizer_flush(sp_detokenizer *d, char *out, int size);
 /* The same two as one growing, NUL-terminated string: *text (heap, may be NULL at first) holds
  * *len bytes in *cap. Appends the token's text (flush: token < 0) and returns the bytes added,
  * or SP_ERR_MEMORY with the text unchanged. Free *text with free(). */
-int sp_detokenizer_append(sp_detokenizer *d, sp_token token, char **text, size_t *len, size_t *cap);
+SP_API int sp_detokenizer_append(sp_detokenizer *d, sp_token token, char **text, size_t *len, size_t *cap);
 
 /* ------------------------------------------------------ chat templates */
 
@@ -158,11 +178,11 @@ typedef struct {
 } sp_chat_message;
 
 /* Names of the built-in templates, NULL-terminated. */
-const char *const *sp_chat_template_names(void);
+SP_API const char *const *sp_chat_template_names(void);
 /* Which built-in template the model's tokenizer.chat_template is (NULL if none matches). */
-const char *sp_chat_template_detect(const sp_model *model);
+SP_API const char *sp_chat_template_detect(const sp_model *model);
 /* Renders a conversation. template_name NULL = detect from the model. *out is malloc'ed. */
-sp_status sp_chat_apply(const sp_model *model, const char *template_name, const sp_chat_message *msgs,
+SP_API sp_status sp_chat_apply(const sp_model *model, const char *template_name, const sp_chat_message *msgs,
                         int n_msgs, bool add_generation_prompt, char **out);
 
 /* ------------------------------------------------------------- sampling */
@@ -178,13 +198,13 @@ typedef struct {
 } sp_sampling_params;
 
 typedef struct sp_sampler sp_sampler;
-sp_sampling_params sp_sampling_default_params(void);
-sp_status sp_sampler_new(const sp_sampling_params *params, int n_vocab, sp_sampler **out);
-void sp_sampler_free(sp_sampler *s);
+SP_API sp_sampling_params sp_sampling_default_params(void);
+SP_API sp_status sp_sampler_new(const sp_sampling_params *params, int n_vocab, sp_sampler **out);
+SP_API void sp_sampler_free(sp_sampler *s);
 /* Picks a token from one row of logits (modified in place by penalties). */
-sp_token sp_sampler_sample(sp_sampler *s, float *logits);
+SP_API sp_token sp_sampler_sample(sp_sampler *s, float *logits);
 /* Remembers a token for the repetition penalty. */
-void sp_sampler_accept(sp_sampler *s, sp_token token);
+SP_API void sp_sampler_accept(sp_sampler *s, sp_token token);
 
 /* --------------------------------------------------- speculative prefill */
 
@@ -211,7 +231,7 @@ typedef struct {
     double draft_prefill_s, lookahead_s, scoring_s, selection_s, main_prefill_s, ttft_s;
 } sp_specprefill_stats;
 
-sp_specprefill_params sp_specprefill_default_params(void);
+SP_API sp_specprefill_params sp_specprefill_default_params(void);
 
 /*
  * Scores `prompt` with the draft and prefills the kept tokens into main_ctx (which must be
@@ -222,7 +242,7 @@ sp_specprefill_params sp_specprefill_default_params(void);
  * optional importance[n] (scores per prompt token) and kept[n] (1 if prefilled); stats.
  * Generation continues at position n.
  */
-sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n,
+SP_API sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n,
                          const char *prompt_text, const sp_specprefill_params *params, float *logits,
                          float *importance, uint8_t *kept, sp_specprefill_stats *stats);
 
@@ -232,16 +252,16 @@ sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_t
  * processed one after another; the draft context is reused). logits[i] receives prompt i's
  * next-token logits; importance/kept/stats may be NULL or arrays of per-prompt pointers.
  */
-sp_status sp_specprefill_batch(sp_context *const *main_ctxs, sp_context *draft_ctx, const sp_token *const *prompts,
+SP_API sp_status sp_specprefill_batch(sp_context *const *main_ctxs, sp_context *draft_ctx, const sp_token *const *prompts,
                                const int *n, const char *const *prompt_texts, int n_prompts,
                                const sp_specprefill_params *params, float *const *logits, float *const *importance,
                                uint8_t *const *kept, sp_specprefill_stats *stats);
 
 /* Checks that two models share a tokenizer; if not, the error names the first difference. */
-sp_status sp_vocab_check_same(const sp_model *main_model, const sp_model *draft_model);
+SP_API sp_status sp_vocab_check_same(const sp_model *main_model, const sp_model *draft_model);
 
 /* The model a context runs. */
-const sp_model *sp_context_model(const sp_context *ctx);
+SP_API const sp_model *sp_context_model(const sp_context *ctx);
 
 #ifdef __cplusplus
 }

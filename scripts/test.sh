@@ -56,20 +56,45 @@ scripts/get-models.sh
 VENV=$PWD/build/venv   # one venv for every build folder (tests/ref/venv.sh makes it once)
 tests/ref/venv.sh "$VENV" >/dev/null
 
+# The library as another project consumes it: built alone (only libc, libm, pthreads), shared and
+# static, installed, and examples/hello.c linked against it through pkg-config and through the
+# CMake package; the shared library must export the public API only.
+check() { local err; err=$(mktemp)
+  if "$@" >/dev/null 2>"$err"; then total_pass=$((total_pass + 1)); else total_fail=$((total_fail + 1)); echo "FAIL: $*"; tail -20 "$err"; fi
+  rm -f "$err"; }
+library_alone() { # ON|OFF (BUILD_SHARED_LIBS)
+  local b=build-lib-$1 prefix=$PWD/build-lib-$1/install
+  rm -rf "$b"
+  cmake -S . -B "$b" -G Ninja -DSP_BUILD_TOOLS=OFF -DSP_BUILD_TESTS=OFF -DSP_BUILD_SERVER=OFF -DSP_WERROR=ON \
+    -DBUILD_SHARED_LIBS="$1" -DCMAKE_INSTALL_PREFIX="$prefix" >/dev/null && ninja -C "$b" install >/dev/null || { total_fail=$((total_fail + 1)); echo "FAIL: library alone ($1)"; return; }
+  check env PKG_CONFIG_PATH="$prefix/lib/pkgconfig" sh -c \
+    "cc -std=c11 -Wall -Wextra -Werror examples/hello.c \$(pkg-config --cflags --libs specprefill) -Wl,-rpath,$prefix/lib -o $b/hello-pc && $b/hello-pc models/main.gguf 'Hello there'"
+  check sh -c "cmake -S examples -B $b/example -G Ninja -DCMAKE_PREFIX_PATH=$prefix && ninja -C $b/example && $b/example/hello models/main.gguf 'Hello there'"
+  if [ "$1" = ON ]; then
+    check sh -c "[ \$(nm -D --defined-only $prefix/lib/libspecprefill.so | awk '\$2 == \"T\" && \$3 !~ /^sp_/' | wc -l) = 0 ]"
+    check sh -c "! readelf -d $prefix/lib/libspecprefill.so | grep NEEDED | grep -vE '(lib(c|m|pthread)|ld-linux[-a-z0-9_]*)\\.so'"
+  fi
+}
 echo "== release build"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSP_VENV="$VENV" >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSP_WERROR=ON -DSP_VENV="$VENV" >/dev/null
 ninja -C build
 run_ctest build release
 
 if [ "${SP_QUICK:-0}" != 1 ]; then
+  echo "== the library alone (shared and static), installed, linked by examples/hello.c"
+  before=$((total_pass + total_fail))
+  library_alone ON
+  library_alone OFF
+  echo "== library alone: $((total_pass + total_fail - before)) checks"
+
   echo "== sanitizer build (AddressSanitizer + UndefinedBehaviorSanitizer)"
-  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_SANITIZE=ON -DSP_VENV="$VENV" >/dev/null
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_SANITIZE=ON -DSP_WERROR=ON -DSP_VENV="$VENV" >/dev/null
   ninja -C build-asan
   # RSS_SLACK_MB: the server load test's memory-growth bound; ASan's quarantine alone holds up to 256 MB
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 RSS_SLACK_MB=512 run_ctest build-asan sanitizers
 
   echo "== fuzzing (libFuzzer, clang), ${SP_FUZZ_SECONDS:-30} s per target"
-  CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_FUZZ=ON -DSP_X86_KERNELS=ON -DSP_VENV="$VENV" >/dev/null
+  CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_FUZZ=ON -DSP_X86_KERNELS=ON -DSP_WERROR=ON -DSP_VENV="$VENV" >/dev/null
   ninja -C build-fuzz fuzz_gguf fuzz_tokenizer fuzz_request
   mkdir -p build-fuzz/corpus-gguf build-fuzz/corpus-tokenizer build-fuzz/corpus-request
   build/specprefill make-model -o build-fuzz/corpus-gguf/tiny.gguf --n-embd 64 --n-layer 1 --n-head 2 --n-head-kv 1 --n-ff 128 --n-vocab 300 --type Q8_0 2>/dev/null

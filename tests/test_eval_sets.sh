@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The committed evaluation sets are what tools/train/make_eval.py writes for their seeds (so a
+# The committed evaluation sets are what train/make_eval.py writes for their seeds (so a
 # change to the generator that would silently change them, or mix them with training data, fails
 # here), and --hops asks hops that the document really states. Needs only Python 3 (no torch).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root/tools/train"
+cd "$root/train"
 PY=/usr/bin/python3
 [ -x $PY ] || PY=python3
 work=$(mktemp -d)

@@ -1,6 +1,6 @@
 /* `specprefill convert`: a trained model (safetensors with GGUF tensor names, F32) plus its
  * tokenizer (JSON) and hyper-parameters (JSON) → a GGUF file, written with the project's own
- * writer and quantizer. tools/train/ produces these inputs. */
+ * writer and quantizer. train/ produces these inputs. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +49,7 @@ int cmd_convert(int argc, char **argv) {
             printf("usage: specprefill convert --weights M.safetensors --tokenizer T.json --config C.json [--type F16|Q8_0|...] [--name N] -o OUT.gguf\n"
                    "  M.safetensors: F32 tensors named as in GGUF (token_embd.weight, blk.0.attn_q.weight, ...)\n"
                    "  T.json: {\"tokens\", \"types\", \"merges\", \"pre\", \"bos\", \"eos\", \"eot\", \"add_bos\", \"chat_template\"}\n"
-                   "  C.json: {\"config\": {\"dim\", \"layers\", \"heads\", \"kv_heads\", \"ffn\", \"rope_base\", \"head_dim\"?}} (tools/train/train.py writes it)\n");
+                   "  C.json: {\"config\": {\"dim\", \"layers\", \"heads\", \"kv_heads\", \"ffn\", \"rope_base\", \"head_dim\"?}} (train/train.py writes it)\n");
             return 0;
         } else { fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]); return 2; }
     }

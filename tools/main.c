@@ -18,7 +18,7 @@ static const struct {
     {"bench", cmd_bench, "prompt-processing / generation speed and speculative-prefill TTFT, like llama-bench"},
     {"logits", cmd_logits, "run a case file (tokens + positions per batch) and print the logits as JSON"},
     {"quantize", cmd_quantize, "convert a model's matrices to another type or mix (Q8_0, Q4_K_M, ...)"},
-    {"convert", cmd_convert, "build a GGUF from trained weights (safetensors) and a tokenizer (tools/train)"},
+    {"convert", cmd_convert, "build a GGUF from trained weights (safetensors) and a tokenizer (train)"},
     {"make-model", cmd_make_model, "write a random-weight GGUF model of any shape and type (tests, benchmarks)"},
 };
 

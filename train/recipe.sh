@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=/usr/bin/python3
-SP=../../build/specprefill
+SP=../build/specprefill
 mkdir -p out
 $PY bpe.py train --vocab 2048 --out out/tokenizer.json
 
@@ -17,7 +17,7 @@ $PY bpe.py train --vocab 2048 --out out/tokenizer.json
 #  1. the first recipe (train.py as of commit e2ba648: fixed batch sizes and phase times), 2 heads;
 #  2. the first head kept, one question per document, from the curriculum's third phase;
 #  3. several questions per document, long documents.
-git show e2ba648:tools/train/train.py >out/train_v1.py
+git show e2ba648:train/train.py >out/train_v1.py
 cp bpe.py generate.py out/
 (cd out && $PY train_v1.py --name draft-v1 --tokenizer tokenizer.json --dim 64 --layers 2 --heads 2 --kv-heads 1 \
     --ffn 192 --minutes ${DRAFT1_MINUTES:-23} --seed 3 --out . >draft-v1.log 2>&1)
@@ -25,7 +25,7 @@ $PY train.py --name draft-v2 --dim 64 --layers 2 --heads 1 --kv-heads 1 --head-d
     --init out/draft-v1.safetensors --start-phase 2 --minutes ${DRAFT2_MINUTES:-50} --lr 1.5e-3 --seed 13 --out out >out/draft-v2.log 2>&1
 $PY train.py --name draft --dim 64 --layers 2 --heads 1 --kv-heads 1 --head-dim 32 --ffn 192 --longest 2300 \
     --init out/draft-v2.safetensors --start-phase 4 --minutes ${DRAFT3_MINUTES:-42} --lr 1e-3 --seed 14 --out out >out/draft.log 2>&1
-$SP convert --weights out/draft.safetensors --tokenizer out/tokenizer.json --config out/draft.json --type F16 --name "specprefill draft" -o ../../models/draft.gguf
+$SP convert --weights out/draft.safetensors --tokenizer out/tokenizer.json --config out/draft.json --type F16 --name "specprefill draft" -o ../models/draft.gguf
 
 # main: the draft grown to 4 layers of width 64, 4 query heads of 32 (wider than the residual
 # stream: attention is what speculative prefill saves), 2 KV heads, FFN 256. The draft's layers
@@ -46,7 +46,7 @@ $SP convert --weights out/draft.safetensors --tokenizer out/tokenizer.json --con
 #     skill: 47 -> 98 % on its own), 93 min, the running mean of its last half, then the mean of
 #     that and stage 7.
 M="--dim 64 --layers 4 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256"
-$PY train.py --name main-focus $M --init ../../models/draft.gguf --focus multihop --focus-share 0.25 --hop-questions --start-phase 3 \
+$PY train.py --name main-focus $M --init ../models/draft.gguf --focus multihop --focus-share 0.25 --hop-questions --start-phase 3 \
     --stop-after focus --minutes 85 --lr 1e-3 --seed 43 --out out >out/main-focus.log 2>&1
 $PY train.py --name main-d $M --init out/main-focus.safetensors --start-phase 4 --questions 6 --hop-questions --minutes ${MAIN2_MINUTES:-62} \
     --lr 1e-3 --seed 44 --out out >out/main-d.log 2>&1
@@ -70,5 +70,5 @@ $PY average.py --out out/main-h out/main-g.safetensors out/main-gA.safetensors o
 $PY train.py --name main-o $M --init out/main-h.safetensors --start-phase 6 --questions 6 --office-questions --average-last 0.5 \
     --minutes ${MAIN8_MINUTES:-93} --lr 6e-4 --seed 82 --out out >out/main-o.log 2>&1
 $PY average.py --out out/main out/main-h.safetensors out/main-o-avg.safetensors
-$SP convert --weights out/main.safetensors --tokenizer out/tokenizer.json --config out/main.json --type F16 --name "specprefill main" -o ../../models/main.gguf
-$PY make_eval.py --bundled ../../eval
+$SP convert --weights out/main.safetensors --tokenizer out/tokenizer.json --config out/main.json --type F16 --name "specprefill main" -o ../models/main.gguf
+$PY make_eval.py --bundled ../eval

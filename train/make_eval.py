@@ -2,7 +2,7 @@
 """Writes the committed evaluation sets: documents from generate.py whose length in tokens of
 the bundled tokenizer lies in a range, families in turn, held out from training by seed.
   make_eval.py --n 200 --tokens 2000-2400 --seed 100 > my-set.jsonl
-  make_eval.py --bundled ../../eval     # the committed sets (BUNDLED below), as recipe.sh writes them
+  make_eval.py --bundled ../eval     # the committed sets (BUNDLED below), as recipe.sh writes them
 --family multihop --hops: two-hop documents only, each also asked its two hops on their own
 (families "hop1": "Who is the manager of A?", "hop2": "Which room is the office of B?"), to see
 which hop a model misses (`specprefill eval` reports each family).
