@@ -20,32 +20,75 @@ static inline __m256 dot_u8s8(__m256i u, __m256i s) {
     return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
 }
 
-static float dot_q8_0(const void *row, const sp_q8_act *x, int64_t n) {
-    const block_q8_0 *b = row;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++) {
-        const __m256i w = _mm256_loadu_si256((const __m256i *)b[i].qs), q = _mm256_loadu_si256((const __m256i *)(x->q + 32 * i));
-        /* |w| × (q with w's sign): the u8 × s8 form of a signed product */
-        const __m256 p = dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
-        acc = _mm256_fmadd_ps(p, _mm256_set1_ps(sp_fp16_to_f32(b[i].d) * x->d[i]), acc);
-    }
-    return hsum8(acc);
+/* The 32-value block formats. Each step_* adds one block's contribution: the integer dot of its
+ * codes with the activations' codes, scaled, into acc; what the codes' offset or the format's
+ * minimum adds (through the activations' code sums) into off. DOT_BLOCKS runs the blocks as two
+ * independent chains, so the conversion and multiply-add latencies of one block overlap the
+ * next's instead of queueing behind them. Scales convert with F16C (one instruction). */
+
+/* The 32 four-bit codes of a Q4_0/Q4_1/Q5_0/Q5_1 block, in element order: low nibbles are
+ * elements 0..15, high nibbles 16..31; with qh (Q5), bit e of it is element e's fifth bit. */
+static inline __m256i nibble_codes(const uint8_t *qs) {
+    const __m128i raw = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
+}
+static inline __m256i five_bit_codes(const uint8_t *qs, const uint8_t qh[4]) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    return _mm256_or_si256(nibble_codes(qs), _mm256_and_si256(_mm256_movm_epi8((__mmask32)h), _mm256_set1_epi8(0x10)));
+}
+static inline __m256i act_codes(const sp_q8_act *x, int64_t i) { return _mm256_loadu_si256((const __m256i *)(x->q + 32 * i)); }
+static inline float act_sum(const sp_q8_act *x, int64_t i) { return (float)(x->sum16[2 * i] + x->sum16[2 * i + 1]); }
+
+static inline void step_q8_0(const void *row, const sp_q8_act *x, int64_t i, __m256 *acc, float *off) {
+    (void)off;
+    const block_q8_0 *b = (const block_q8_0 *)row + i;
+    const __m256i w = _mm256_loadu_si256((const __m256i *)b->qs), q = act_codes(x, i);
+    /* |w| × (q with w's sign): the u8 × s8 form of a signed product */
+    *acc = _mm256_fmadd_ps(dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w)), _mm256_set1_ps(_cvtsh_ss(b->d) * x->d[i]), *acc);
+}
+static inline void step_q4_0(const void *row, const sp_q8_act *x, int64_t i, __m256 *acc, float *off) {
+    const block_q4_0 *b = (const block_q4_0 *)row + i;
+    const float s = _cvtsh_ss(b->d) * x->d[i];
+    *acc = _mm256_fmadd_ps(dot_u8s8(nibble_codes(b->qs), act_codes(x, i)), _mm256_set1_ps(s), *acc);
+    *off -= s * 8 * act_sum(x, i); /* codes 0..15 stand for -8..7 */
+}
+/* Q4_1, Q5_1: value = d·code + m, so m times the activations' sum is added */
+static inline void step_q4_1(const void *row, const sp_q8_act *x, int64_t i, __m256 *acc, float *off) {
+    const block_q4_1 *b = (const block_q4_1 *)row + i;
+    *acc = _mm256_fmadd_ps(dot_u8s8(nibble_codes(b->qs), act_codes(x, i)), _mm256_set1_ps(_cvtsh_ss(b->d) * x->d[i]), *acc);
+    *off += _cvtsh_ss(b->m) * x->d[i] * act_sum(x, i);
+}
+static inline void step_q5_0(const void *row, const sp_q8_act *x, int64_t i, __m256 *acc, float *off) {
+    const block_q5_0 *b = (const block_q5_0 *)row + i;
+    const float s = _cvtsh_ss(b->d) * x->d[i];
+    *acc = _mm256_fmadd_ps(dot_u8s8(five_bit_codes(b->qs, b->qh), act_codes(x, i)), _mm256_set1_ps(s), *acc);
+    *off -= s * 16 * act_sum(x, i); /* codes 0..31 stand for -16..15 */
+}
+static inline void step_q5_1(const void *row, const sp_q8_act *x, int64_t i, __m256 *acc, float *off) {
+    const block_q5_1 *b = (const block_q5_1 *)row + i;
+    *acc = _mm256_fmadd_ps(dot_u8s8(five_bit_codes(b->qs, b->qh), act_codes(x, i)), _mm256_set1_ps(_cvtsh_ss(b->d) * x->d[i]), *acc);
+    *off += _cvtsh_ss(b->m) * x->d[i] * act_sum(x, i);
 }
 
-static float dot_q4_0(const void *row, const sp_q8_act *x, int64_t n) {
-    const block_q4_0 *b = row;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc = _mm256_setzero_ps();
-    float offset = 0;
-    for (int64_t i = 0; i < n / 32; i++) {
-        const __m128i raw = _mm_loadu_si128((const __m128i *)b[i].qs);
-        const __m256i w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4); /* codes 0..15, in order */
-        const float s = sp_fp16_to_f32(b[i].d) * x->d[i];
-        acc = _mm256_fmadd_ps(dot_u8s8(w, _mm256_loadu_si256((const __m256i *)(x->q + 32 * i))), _mm256_set1_ps(s), acc);
-        offset += s * 8 * (float)(x->sum16[2 * i] + x->sum16[2 * i + 1]);
+#define DOT_BLOCKS(name, step)                                                          \
+    static float name(const void *row, const sp_q8_act *x, int64_t n) {                 \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                  \
+        float off0 = 0, off1 = 0;                                                       \
+        const int64_t nb = n / 32;                                                      \
+        int64_t i = 0;                                                                  \
+        for (; i + 1 < nb; i += 2) {                                                    \
+            step(row, x, i, &acc0, &off0);                                              \
+            step(row, x, i + 1, &acc1, &off1);                                          \
+        }                                                                               \
+        if (i < nb) step(row, x, i, &acc0, &off0);                                      \
+        return hsum8(_mm256_add_ps(acc0, acc1)) + off0 + off1;                          \
     }
-    return hsum8(acc) - offset;
-}
+DOT_BLOCKS(dot_q8_0, step_q8_0)
+DOT_BLOCKS(dot_q4_0, step_q4_0)
+DOT_BLOCKS(dot_q4_1, step_q4_1)
+DOT_BLOCKS(dot_q5_0, step_q5_0)
+DOT_BLOCKS(dot_q5_1, step_q5_1)
 
 /* Q4_K, a 256-value block per step in 512-bit registers: the 8 six-bit scales and mins are
  * unpacked with 32-bit word operations, the codes of two sub-blocks fill one register (so the
@@ -71,9 +114,9 @@ static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
         const __m512 scm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)u)));
         const __m512 dx = _mm512_zextps256_ps512(_mm256_loadu_ps(x->d + 8 * i));
         /* lanes 0..7: d·sc·dx per sub-block; the min of sub-block s multiplies sums 2s and 2s+1 */
-        const __m512 sc = _mm512_mul_ps(_mm512_mul_ps(scm, dx), _mm512_set1_ps(sp_fp16_to_f32(b[i].d)));
+        const __m512 sc = _mm512_mul_ps(_mm512_mul_ps(scm, dx), _mm512_set1_ps(_cvtsh_ss(b[i].d)));
         const __m512 mdx = _mm512_mul_ps(_mm512_permutexvar_ps(mins_idx, scm), dx);
-        mins = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_permutexvar_ps(half_idx, mdx), _mm512_set1_ps(sp_fp16_to_f32(b[i].dmin))),
+        mins = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_permutexvar_ps(half_idx, mdx), _mm512_set1_ps(_cvtsh_ss(b[i].dmin))),
                                _mm512_cvtepi32_ps(_mm512_loadu_si512(x->sum16 + 16 * i)), mins);
         const int8_t *q = x->q + QK_K * i;
         for (int h = 0; h < 2; h++) {
@@ -105,7 +148,7 @@ static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
         /* one scale per 16 values: d · sc · (the activation scale of its 32) */
         const __m512 dx = _mm512_permutexvar_ps(half_idx, _mm512_castps256_ps512(_mm256_loadu_ps(x->d + 8 * i)));
         const __m512 sc = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales))), dx),
-                                        _mm512_set1_ps(sp_fp16_to_f32(b[i].d)));
+                                        _mm512_set1_ps(_cvtsh_ss(b[i].d)));
         offset = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_loadu_si512(x->sum16 + 16 * i)), offset);
         const int8_t *q = x->q + QK_K * i;
         for (int h = 0; h < 2; h++) {
@@ -242,6 +285,9 @@ void sp_avx512vnni_fill(sp_isa_kernels *k) {
     k->quantize_act = quantize_act;
     k->dot_row_q8[SP_TYPE_Q8_0] = dot_q8_0;
     k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0;
+    k->dot_row_q8[SP_TYPE_Q4_1] = dot_q4_1;
+    k->dot_row_q8[SP_TYPE_Q5_0] = dot_q5_0;
+    k->dot_row_q8[SP_TYPE_Q5_1] = dot_q5_1;
     k->dot_row_q8[SP_TYPE_Q4_K] = dot_q4_K;
     k->dot_row_q8[SP_TYPE_Q6_K] = dot_q6_K;
 }
