@@ -49,6 +49,13 @@ typedef enum {
 
 /* The message of the last failure on this thread ("" if none). */
 SP_API const char *sp_last_error(void);
+/* Records a failure's message for sp_last_error and returns status, so that code built on the
+ * library reports its own errors the same way: return sp_fail(SP_ERR_ARGUMENT, "...", ...). */
+#if defined(__GNUC__)
+SP_API sp_status sp_fail(sp_status status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#else
+SP_API sp_status sp_fail(sp_status status, const char *fmt, ...);
+#endif
 
 /* ---------------------------------------------------------------- model */
 
@@ -104,7 +111,6 @@ SP_API void sp_context_reset(sp_context *ctx);
 SP_API int sp_context_n_cached(const sp_context *ctx);
 /* Position id of the last cached token (-1 if empty). */
 SP_API int sp_context_last_pos(const sp_context *ctx);
-SP_API int sp_context_capacity(const sp_context *ctx);
 /* Drop cached tokens from index n_keep on (cache order). */
 SP_API sp_status sp_context_truncate(sp_context *ctx, int n_keep);
 
@@ -177,8 +183,6 @@ typedef struct {
     const char *content;
 } sp_chat_message;
 
-/* Names of the built-in templates, NULL-terminated. */
-SP_API const char *const *sp_chat_template_names(void);
 /* Which built-in template the model's tokenizer.chat_template is (NULL if none matches). */
 SP_API const char *sp_chat_template_detect(const sp_model *model);
 /* Renders a conversation. template_name NULL = detect from the model. *out is malloc'ed. */
@@ -246,22 +250,31 @@ SP_API sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, con
                          const char *prompt_text, const sp_specprefill_params *params, float *logits,
                          float *importance, uint8_t *kept, sp_specprefill_stats *stats);
 
-/*
- * Several prompts in one call, each into its own main context with its own keep set and
- * positions; the same results as calling sp_specprefill on each in turn (prompts are
- * processed one after another; the draft context is reused). logits[i] receives prompt i's
- * next-token logits; importance/kept/stats may be NULL or arrays of per-prompt pointers.
- */
-SP_API sp_status sp_specprefill_batch(sp_context *const *main_ctxs, sp_context *draft_ctx, const sp_token *const *prompts,
-                               const int *n, const char *const *prompt_texts, int n_prompts,
-                               const sp_specprefill_params *params, float *const *logits, float *const *importance,
-                               uint8_t *const *kept, sp_specprefill_stats *stats);
-
 /* Checks that two models share a tokenizer; if not, the error names the first difference. */
 SP_API sp_status sp_vocab_check_same(const sp_model *main_model, const sp_model *draft_model);
 
-/* The model a context runs. */
-SP_API const sp_model *sp_context_model(const sp_context *ctx);
+/* The three stages sp_specprefill runs, for callers that need them apart (an evaluation that
+ * selects at several keep rates from one scoring, a server that keeps the scores): */
+
+/* Stages 1–3: importance[j] of each of the main model's prompt tokens. draft_ctx runs the
+ * draft model; or the main model itself (self-speculation: its first self_layers layers score);
+ * or, with params->any_vocab, a model with another tokenizer (prompt_text required: the draft
+ * scores its own tokens of the text, and each main token takes the max over the draft tokens its
+ * bytes overlap). The draft context is reset first; stats (may be NULL) gets the draft's timings. */
+SP_API sp_status sp_specprefill_score(sp_context *draft_ctx, const sp_model *main_model, const sp_token *prompt, int n,
+                                      const char *prompt_text, const sp_specprefill_params *params, float *importance,
+                                      sp_specprefill_stats *stats);
+/* Stage 4: kept[j] ∈ {0, 1}: the best chunks by mean importance — ceil(n_chunks × keep_rate), or
+ * with keep_mass the fewest holding that share of the importance — the last chunk (counted in
+ * the budget) and, on top, BOS and control tokens; *n_kept (may be NULL) counts them. */
+SP_API sp_status sp_specprefill_select(const sp_model *main_model, const sp_token *prompt, int n, const float *importance,
+                                       const sp_specprefill_params *params, uint8_t *kept, int *n_kept);
+/* Stage 5: ctx's model prefills only the kept tokens, each at its original position (kept[n-1]
+ * must be set); logits (n_vocab) of the token after the prompt. Generation continues at n. */
+SP_API sp_status sp_prefill_kept(sp_context *ctx, const sp_token *prompt, int n, const uint8_t *kept, float *logits);
+/* SP_OK if the parameters are valid, else the error names the first that is not. Every stage
+ * checks them; front ends use this to validate what a user sent. */
+SP_API sp_status sp_specprefill_params_check(const sp_specprefill_params *params);
 
 #ifdef __cplusplus
 }

@@ -10,10 +10,6 @@
 #include "error.h"
 #include "model.h"
 
-static const char *const names[] = {"llama3", "chatml", "mistral-v7", "mistral-nemo", "llama2", NULL};
-
-const char *const *sp_chat_template_names(void) { return names; }
-
 const char *sp_chat_detect_text(const char *t) {
     if (!t) return NULL;
     if (strstr(t, "<|start_header_id|>")) return "llama3";

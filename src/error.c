@@ -7,8 +7,6 @@ static _Thread_local char last_error[512];
 
 const char *sp_last_error(void) { return last_error; }
 
-void sp_clear_error(void) { last_error[0] = 0; }
-
 sp_status sp_fail(sp_status status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -300,7 +300,6 @@ void sp_context_free(sp_context *c) {
 
 void sp_context_reset(sp_context *c) { c->n_cached = 0; }
 int sp_context_n_cached(const sp_context *c) { return c->n_cached; }
-int sp_context_capacity(const sp_context *c) { return c->n_ctx; }
 int sp_context_last_pos(const sp_context *c) { return c->n_cached ? c->cell_pos[c->n_cached - 1] : -1; }
 
 sp_status sp_context_truncate(sp_context *c, int n_keep) {

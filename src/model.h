@@ -61,17 +61,6 @@ typedef struct {
 sp_status sp_forward(sp_context *ctx, const sp_token *tokens, const int32_t *positions, int n,
                      const int32_t *logit_rows, int n_logit_rows, float *logits_out, const sp_forward_opts *opts);
 
-/* specprefill.c: the main model's sparse prefill — the kept tokens at their original
- * positions (kept[n-1] must be set); logits of the last prompt token. */
-sp_status sp_prefill_kept(sp_context *ctx, const sp_token *prompt, int n, const uint8_t *kept, float *logits);
-
-/* specprefill.c: steps 1–3 alone — the draft (or the model's first layers when self_spec)
- * scores prompt[0..n) into importance; timings go to st. */
-sp_status sp_specprefill_score(sp_context *draft, const sp_token *prompt, int n, const sp_specprefill_params *p,
-                               bool self_spec, float *importance, sp_specprefill_stats *st);
-/* The tokens kept whatever the scores: BOS and control tokens (if p->keep_special), the last. */
-void sp_specprefill_forced(const sp_model *m, const sp_token *prompt, int n, const sp_specprefill_params *p, uint8_t *forced);
-
 /* tokenizer.c */
 sp_status sp_vocab_load(const sp_gguf_file *f, sp_vocab **out);
 void sp_vocab_free(sp_vocab *v);

@@ -30,7 +30,29 @@ sp_specprefill_params sp_specprefill_default_params(void) {
     return p;
 }
 
-const sp_model *sp_context_model(const sp_context *ctx) { return ctx->model; }
+/* The one place the parameters are validated: the stages, sp_specprefill, and every front end
+ * that takes them from a user (CLI options, server requests) call this. */
+sp_status sp_specprefill_params_check(const sp_specprefill_params *p) {
+    if (!p) return sp_fail(SP_ERR_ARGUMENT, "specprefill: no parameters");
+    if (!(p->keep_rate > 0 && p->keep_rate <= 1)) return sp_fail(SP_ERR_ARGUMENT, "specprefill: keep rate %g is not in (0, 1]", p->keep_rate);
+    if (p->chunk < 1) return sp_fail(SP_ERR_ARGUMENT, "specprefill: chunk %d is not >= 1", p->chunk);
+    if (p->lookahead < 1 || p->lookahead > 256) return sp_fail(SP_ERR_ARGUMENT, "specprefill: lookahead %d is not in 1..256", p->lookahead);
+    if (p->pool_kernel < 0 || p->pool_kernel > 1025) return sp_fail(SP_ERR_ARGUMENT, "specprefill: pool kernel %d is not in 0..1025", p->pool_kernel);
+    if (!(p->keep_mass >= 0 && p->keep_mass <= 1)) return sp_fail(SP_ERR_ARGUMENT, "specprefill: keep mass %g is not in [0, 1]", p->keep_mass);
+    if (!(p->keep_min >= 0 && p->keep_min <= p->keep_max && p->keep_max <= 1))
+        return sp_fail(SP_ERR_ARGUMENT, "specprefill: keep-min %g and keep-max %g must satisfy 0 <= keep-min <= keep-max <= 1", p->keep_min, p->keep_max);
+    if (p->self_layers < 0) return sp_fail(SP_ERR_ARGUMENT, "specprefill: self layers %d is negative", p->self_layers);
+    return SP_OK;
+}
+
+/* The arguments every stage takes about the prompt. */
+static sp_status check_prompt(const sp_model *m, const sp_token *prompt, int n, const char *stage) {
+    if (!m || !prompt || n <= 0) return sp_fail(SP_ERR_ARGUMENT, "%s: needs a model and a non-empty prompt", stage);
+    for (int i = 0; i < n; i++)
+        if (prompt[i] < 0 || prompt[i] >= m->info.n_vocab)
+            return sp_fail(SP_ERR_ARGUMENT, "%s: token %d (at %d) is outside the vocabulary", stage, prompt[i], i);
+    return SP_OK;
+}
 
 sp_status sp_vocab_check_same(const sp_model *a, const sp_model *b) {
     const int na = sp_vocab_size(a->vocab), nb = sp_vocab_size(b->vocab);
@@ -75,16 +97,16 @@ static void token_spans(const sp_model *m, const sp_token *t, int n, const char 
     }
 }
 
-/* Runs the draft and fills importance[0..n). */
-sp_status sp_specprefill_score(sp_context *draft, const sp_token *prompt, int n, const sp_specprefill_params *p,
-                              bool self_spec, float *importance, sp_specprefill_stats *st) {
+/* Runs the draft (its first n_layers layers; 0 = all) over its own tokens and fills importance[0..n). */
+static sp_status score_tokens(sp_context *draft, const sp_token *prompt, int n, const sp_specprefill_params *p,
+                              int n_layers, float *importance, sp_specprefill_stats *st) {
     const sp_model *dm = draft->model;
     const int V = dm->info.n_vocab;
     int K = p->lookahead > 0 ? p->lookahead : 1;
     if (K > draft->n_ctx - n + 1) K = draft->n_ctx - n + 1;
     if (K < 1) return sp_fail(SP_ERR_CONTEXT_FULL, "specprefill: the draft context (%d) cannot hold the prompt (%d tokens)", draft->n_ctx, n);
     sp_forward_opts o = {0};
-    if (self_spec) o.n_layers = p->self_layers > 0 ? p->self_layers : (dm->info.n_layer + 3) / 4;
+    o.n_layers = n_layers;
     float *acc = calloc((size_t)K * n, sizeof *acc);
     float *logits = malloc((size_t)V * sizeof *logits);
     int32_t *pos = malloc((size_t)n * sizeof *pos);
@@ -127,7 +149,8 @@ sp_status sp_specprefill_score(sp_context *draft, const sp_token *prompt, int n,
     return s;
 }
 
-void sp_specprefill_forced(const sp_model *m, const sp_token *prompt, int n, const sp_specprefill_params *p, uint8_t *forced) {
+/* The tokens kept whatever the scores: BOS and control tokens (if p->keep_special), the last. */
+static void forced_tokens(const sp_model *m, const sp_token *prompt, int n, const sp_specprefill_params *p, uint8_t *forced) {
     for (int i = 0; i < n; i++) {
         const sp_token_type ty = sp_token_get_type(m, prompt[i]);
         forced[i] = p->keep_special && (prompt[i] == sp_token_bos(m) || ty == SP_TOKEN_CONTROL || ty == SP_TOKEN_USER_DEFINED);
@@ -135,10 +158,68 @@ void sp_specprefill_forced(const sp_model *m, const sp_token *prompt, int n, con
     if (n > 0) forced[n - 1] = 1; /* the next token's logits come from the last prompt token */
 }
 
+sp_status sp_specprefill_score(sp_context *draft_ctx, const sp_model *main_model, const sp_token *prompt, int n,
+                               const char *prompt_text, const sp_specprefill_params *params, float *importance,
+                               sp_specprefill_stats *stats) {
+    sp_specprefill_stats st_local, *st = stats ? stats : &st_local;
+    memset(st, 0, sizeof *st);
+    sp_status s;
+    if (!draft_ctx || !importance) return sp_fail(SP_ERR_ARGUMENT, "specprefill score: needs a draft context and an importance buffer");
+    if ((s = sp_specprefill_params_check(params)) != SP_OK || (s = check_prompt(main_model, prompt, n, "specprefill score")) != SP_OK)
+        return s;
+    const sp_model *dm = draft_ctx->model;
+    st->n_prompt = n;
+    if (dm == main_model) { /* self-speculation: the model's first layers score */
+        const int layers = params->self_layers > 0 ? params->self_layers : (dm->info.n_layer + 3) / 4;
+        return score_tokens(draft_ctx, prompt, n, params, layers < dm->info.n_layer ? layers : dm->info.n_layer, importance, st);
+    }
+    if (sp_vocab_check_same(main_model, dm) == SP_OK) return score_tokens(draft_ctx, prompt, n, params, 0, importance, st);
+    if (!params->any_vocab) return sp_vocab_check_same(main_model, dm); /* the error names the first difference */
+    if (!prompt_text) return sp_fail(SP_ERR_ARGUMENT, "specprefill score: a draft with another tokenizer needs the prompt text");
+    /* another tokenizer: the draft scores its own tokens of the text; each main token takes the
+     * max over the draft tokens its bytes overlap */
+    sp_token *dtok = NULL;
+    int nd = 0, *spans = NULL;
+    float *dimp = NULL;
+    if ((s = sp_tokenize(dm, prompt_text, strlen(prompt_text), false, true, &dtok, &nd)) != SP_OK) return s;
+    if (nd == 0) {
+        s = sp_fail(SP_ERR_ARGUMENT, "specprefill score: the draft tokenizes the prompt to nothing");
+    } else if (!(dimp = malloc((size_t)nd * sizeof *dimp)) || !(spans = malloc(((size_t)nd + (size_t)n) * 2 * sizeof *spans))) {
+        s = sp_fail(SP_ERR_MEMORY, "specprefill score: out of memory");
+    } else if ((s = score_tokens(draft_ctx, dtok, nd, params, 0, dimp, st)) == SP_OK) {
+        int *ds = spans, *de = spans + nd, *ms = spans + 2 * nd, *me = spans + 2 * nd + n;
+        token_spans(dm, dtok, nd, prompt_text, ds, de);
+        token_spans(main_model, prompt, n, prompt_text, ms, me);
+        sp_map_importance(ds, de, dimp, nd, ms, me, importance, n);
+    }
+    free(dtok); free(spans); free(dimp);
+    return s;
+}
+
+sp_status sp_specprefill_select(const sp_model *main_model, const sp_token *prompt, int n, const float *importance,
+                                const sp_specprefill_params *params, uint8_t *kept, int *n_kept) {
+    sp_status s;
+    if (!importance || !kept) return sp_fail(SP_ERR_ARGUMENT, "specprefill select: needs importance and kept buffers");
+    if ((s = sp_specprefill_params_check(params)) != SP_OK || (s = check_prompt(main_model, prompt, n, "specprefill select")) != SP_OK)
+        return s;
+    uint8_t *forced = malloc((size_t)n);
+    if (!forced) return sp_fail(SP_ERR_MEMORY, "specprefill select: out of memory");
+    forced_tokens(main_model, prompt, n, params, forced);
+    const int k = sp_select_chunks(importance, n, forced, params, kept);
+    free(forced);
+    if (n_kept) *n_kept = k;
+    return SP_OK;
+}
+
 sp_status sp_prefill_kept(sp_context *ctx, const sp_token *prompt, int n, const uint8_t *kept, float *logits) {
+    sp_status s;
+    if (!ctx || !kept || !logits) return sp_fail(SP_ERR_ARGUMENT, "prefill: needs a context, kept flags and a logits buffer");
+    if ((s = check_prompt(ctx->model, prompt, n, "prefill")) != SP_OK) return s;
     int n_kept = 0;
     for (int i = 0; i < n; i++) n_kept += kept[i] != 0;
-    if (n_kept == 0 || !kept[n - 1]) return sp_fail(SP_ERR_ARGUMENT, "prefill: the last prompt token must be kept");
+    if (!kept[n - 1]) return sp_fail(SP_ERR_ARGUMENT, "prefill: the last prompt token must be kept");
+    if (ctx->n_cached + n_kept > ctx->n_ctx)
+        return sp_fail(SP_ERR_CONTEXT_FULL, "prefill: %d kept tokens do not fit the context (%d of %d used)", n_kept, ctx->n_cached, ctx->n_ctx);
     sp_token *tok = malloc((size_t)n_kept * sizeof *tok);
     int32_t *pos = malloc((size_t)n_kept * sizeof *pos);
     if (!tok || !pos) {
@@ -148,101 +229,43 @@ sp_status sp_prefill_kept(sp_context *ctx, const sp_token *prompt, int n, const 
     for (int i = 0, k = 0; i < n; i++)
         if (kept[i]) { tok[k] = prompt[i]; pos[k++] = i; }
     int32_t last = n_kept - 1;
-    sp_status s = sp_decode(ctx, tok, pos, n_kept, &last, 1, logits);
+    s = sp_decode(ctx, tok, pos, n_kept, &last, 1, logits);
     free(tok);
     free(pos);
     return s;
 }
 
+/* The three stages in a row, the arguments checked by each; the timings of each in stats. */
 sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n,
                          const char *prompt_text, const sp_specprefill_params *params, float *logits,
                          float *importance, uint8_t *kept, sp_specprefill_stats *stats) {
-    sp_specprefill_params p = params ? *params : sp_specprefill_default_params();
+    const sp_specprefill_params p = params ? *params : sp_specprefill_default_params();
     sp_specprefill_stats st_local, *st = stats ? stats : &st_local;
     memset(st, 0, sizeof *st);
-    if (!main_ctx || !draft_ctx || !prompt || n <= 0 || !logits)
-        return sp_fail(SP_ERR_ARGUMENT, "specprefill: needs a main context, a draft context, a non-empty prompt and a logits buffer");
-    if (!(p.keep_rate > 0 && p.keep_rate <= 1) || p.chunk < 1 || p.lookahead < 1 || p.lookahead > 256 ||
-        !(p.keep_mass >= 0 && p.keep_mass <= 1) || !(p.keep_min >= 0 && p.keep_min <= p.keep_max && p.keep_max <= 1))
-        return sp_fail(SP_ERR_ARGUMENT, "specprefill: invalid parameters (0 < keep ≤ 1, chunk ≥ 1, 1 ≤ lookahead ≤ 256, 0 ≤ keep-min ≤ keep-max ≤ 1)");
+    if (!main_ctx || !draft_ctx || !logits)
+        return sp_fail(SP_ERR_ARGUMENT, "specprefill: needs a main context, a draft context and a logits buffer");
     if (main_ctx->n_cached != 0) return sp_fail(SP_ERR_ARGUMENT, "specprefill: the main context must be empty");
     if (n > main_ctx->n_ctx) return sp_fail(SP_ERR_CONTEXT_FULL, "specprefill: prompt of %d tokens exceeds the context of %d", n, main_ctx->n_ctx);
-    const sp_model *mm = main_ctx->model, *dm = draft_ctx->model;
-    const bool self_spec = mm == dm;
-    const bool cross = !self_spec && p.any_vocab && sp_vocab_check_same(mm, dm) != SP_OK;
-    if (!self_spec && !p.any_vocab) {
-        sp_status s = sp_vocab_check_same(mm, dm);
-        if (s != SP_OK) return s;
-    }
-    if (cross && !prompt_text) return sp_fail(SP_ERR_ARGUMENT, "specprefill: a draft with another tokenizer needs the prompt text");
-    for (int i = 0; i < n; i++)
-        if (prompt[i] < 0 || prompt[i] >= mm->info.n_vocab) return sp_fail(SP_ERR_ARGUMENT, "specprefill: token %d is outside the vocabulary", prompt[i]);
-
     const double t_start = seconds();
-    float *imp = importance ? importance : malloc((size_t)n * sizeof *imp);
-    uint8_t *keep = kept ? kept : malloc((size_t)n);
-    uint8_t *forced = calloc((size_t)n, 1);
-    sp_token *dtok = NULL;
-    int *spans = NULL;
-    float *dimp = NULL;
+    float *imp = importance ? importance : malloc(((size_t)(n > 0 ? n : 1)) * sizeof *imp);
+    uint8_t *keep = kept ? kept : malloc((size_t)(n > 0 ? n : 1));
     sp_status s = SP_OK;
-    if (!imp || !keep || !forced) { s = sp_fail(SP_ERR_MEMORY, "specprefill: out of memory"); goto done; }
-
-    /* 1–3: score the prompt with the draft */
-    if (!cross) {
-        s = sp_specprefill_score(draft_ctx, prompt, n, &p, self_spec, imp, st);
-    } else {
-        int nd = 0;
-        if ((s = sp_tokenize(dm, prompt_text, strlen(prompt_text), false, true, &dtok, &nd)) != SP_OK) goto done;
-        if (nd == 0) { s = sp_fail(SP_ERR_ARGUMENT, "specprefill: the draft tokenizes the prompt to nothing"); goto done; }
-        dimp = malloc((size_t)nd * sizeof *dimp);
-        spans = malloc(((size_t)nd + (size_t)n) * 2 * sizeof *spans);
-        if (!dimp || !spans) { s = sp_fail(SP_ERR_MEMORY, "specprefill: out of memory"); goto done; }
-        if ((s = sp_specprefill_score(draft_ctx, dtok, nd, &p, false, dimp, st)) != SP_OK) goto done;
-        int *ds = spans, *de = spans + nd, *ms = spans + 2 * nd, *me = spans + 2 * nd + n;
-        token_spans(dm, dtok, nd, prompt_text, ds, de);
-        token_spans(mm, prompt, n, prompt_text, ms, me);
-        sp_map_importance(ds, de, dimp, nd, ms, me, imp, n);
-    }
-    if (s != SP_OK) goto done;
-
-    /* 4: selection */
-    double t_sel = seconds();
-    sp_specprefill_forced(mm, prompt, n, &p, forced);
-    int n_kept = sp_select_chunks(imp, n, forced, &p, keep);
-    st->selection_s = seconds() - t_sel;
-
-    /* 5: the main model prefills only the kept tokens, at their original positions */
-    double t_main = seconds();
-    s = sp_prefill_kept(main_ctx, prompt, n, keep, logits);
-    st->main_prefill_s = seconds() - t_main;
-    st->n_prompt = n;
-    st->n_kept = n_kept;
-    st->ttft_s = seconds() - t_start;
-done:
-    if (imp != importance) free(imp);
-    if (keep != kept) free(keep);
-    free(forced); free(dtok); free(spans); free(dimp);
-    return s;
-}
-
-sp_status sp_specprefill_batch(sp_context *const *main_ctxs, sp_context *draft_ctx, const sp_token *const *prompts,
-                               const int *n, const char *const *prompt_texts, int n_prompts,
-                               const sp_specprefill_params *params, float *const *logits, float *const *importance,
-                               uint8_t *const *kept, sp_specprefill_stats *stats) {
-    if (n_prompts < 0 || (n_prompts > 0 && (!main_ctxs || !prompts || !n || !logits)))
-        return sp_fail(SP_ERR_ARGUMENT, "specprefill batch: invalid arguments");
-    for (int i = 0; i < n_prompts; i++) {
-        /* each prompt's scores live in the draft's cache only while it is scored, so prompts
-         * cannot see each other: the reference implementation's batch indexing bug cannot occur */
-        sp_status s = sp_specprefill(main_ctxs[i], draft_ctx, prompts[i], n[i], prompt_texts ? prompt_texts[i] : NULL, params,
-                                     logits[i], importance ? importance[i] : NULL, kept ? kept[i] : NULL,
-                                     stats ? &stats[i] : NULL);
-        if (s != SP_OK) {
-            char msg[400];
-            snprintf(msg, sizeof msg, "%s", sp_last_error());
-            return sp_fail(s, "specprefill batch: prompt %d: %s", i, msg);
+    int n_kept = 0;
+    if (!imp || !keep) {
+        s = sp_fail(SP_ERR_MEMORY, "specprefill: out of memory");
+    } else if ((s = sp_specprefill_score(draft_ctx, main_ctx->model, prompt, n, prompt_text, &p, imp, st)) == SP_OK) {
+        const double t_sel = seconds();
+        if ((s = sp_specprefill_select(main_ctx->model, prompt, n, imp, &p, keep, &n_kept)) == SP_OK) {
+            const double t_main = seconds();
+            s = sp_prefill_kept(main_ctx, prompt, n, keep, logits);
+            st->selection_s = t_main - t_sel;
+            st->main_prefill_s = seconds() - t_main;
+            st->n_prompt = n;
+            st->n_kept = n_kept;
+            st->ttft_s = seconds() - t_start;
         }
     }
-    return SP_OK;
+    if (imp != importance) free(imp);
+    if (keep != kept) free(keep);
+    return s;
 }

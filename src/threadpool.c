@@ -139,4 +139,3 @@ void sp_parallel_for(int n_tasks, sp_task_fn fn, void *ctx) {
     pthread_mutex_unlock(&submit_lock);
 }
 
-void sp_parallel_run(sp_task_fn fn, void *ctx) { sp_parallel_for(sp_get_threads(), fn, ctx); }

@@ -8,8 +8,7 @@
 /* fn(ctx, task, n_tasks) is called once for each task in [0, n_tasks), spread over threads. */
 typedef void (*sp_task_fn)(void *ctx, int task, int n_tasks);
 void sp_parallel_for(int n_tasks, sp_task_fn fn, void *ctx);
-/* Tasks = threads: fn(ctx, thread_index, n_threads). */
-void sp_parallel_run(sp_task_fn fn, void *ctx);
+/* The number of threads sp_parallel_for spreads tasks over. */
 int sp_threads_count(void);
 
 #endif

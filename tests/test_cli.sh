@@ -32,6 +32,10 @@ cp "$T/out" "$T/first"
 "$SP" generate -m "$T/llama-Q4_K_M.gguf" -p "The quick brown fox" -n 12 --temp 0 -t 1 >"$T/second" 2>/dev/null
 cmp -s "$T/first" "$T/second" && ok || bad "same greedy output with 1 thread and all threads"
 
+# --stop: the bundled main answers the demo document " 24818"; the output ends where "81" begins
+"$SP" generate -m "$ROOT/models/main.gguf" -f "$ROOT/eval/demo-prompt.txt" -n 12 --temp 0 --stop 81 >"$T/out" 2>"$T/err"
+[ "$(cat "$T/out")" = " 24" ] && grep -q "stopped at a stop string" "$T/err" && ok || bad "--stop cuts the output: '$(cat "$T/out")'"
+
 # tokenize / detokenize round trip
 printf 'Hello wörld 👋 <|eot_id|>' >"$T/text"
 expect_ok "tokenize" "$SP" tokenize -m "$ROOT/models/main.gguf" --parse-special <"$T/text"

@@ -6,7 +6,8 @@
 #include "test_util.h"
 
 static int parse(const char *body, bool chat, sp_request *r, char *err) {
-    sp_sampling_params d = sp_sampling_default_params();
+    sp_request_defaults d = {sp_sampling_default_params(), sp_specprefill_default_params()};
+    d.spec.keep_mass = 0.5f; /* a server default the request leaves alone */
     return sp_request_parse(body, strlen(body), chat, &d, r, err, 256);
 }
 
@@ -28,9 +29,12 @@ static void accepts_what_clients_send(void **s) {
     assert_int_equal(r.n_stop, 2);
     assert_true(r.stream && r.include_usage);
     assert_int_equal(r.spec_enabled, 1);
-    assert_float_equal(r.keep_rate, 0.2f, 1e-6);
-    assert_true(isnan(r.keep_mass));
-    assert_int_equal(r.chunk, 16);
+    /* the request's fields over the server's, the rest the server's: ready to use */
+    assert_float_equal(r.spec.keep_rate, 0.2f, 1e-6);
+    assert_float_equal(r.spec.keep_mass, 0.5f, 1e-6);
+    assert_int_equal(r.spec.chunk, 16);
+    assert_int_equal(r.spec.lookahead, 4);
+    assert_int_equal(r.spec.pool_kernel, sp_specprefill_default_params().pool_kernel);
     sp_request_free(&r);
     assert_int_equal(parse("{\"prompt\":[\"only one\"],\"stop\":\"x\",\"speculative_prefill\":false}", false, &r, err), 0);
     assert_string_equal(r.prompt, "only one");
@@ -54,6 +58,7 @@ static void rejects_bad_bodies(void **s) {
         {"{\"prompt\":\"x\",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", false, "stop"},
         {"{\"prompt\":\"x\",\"n\":3}", false, "n = 1"},
         {"{\"prompt\":\"x\",\"speculative_prefill\":{\"keep_rate\":2}}", false, "keep_rate"},
+        {"{\"prompt\":\"x\",\"speculative_prefill\":{\"keep_rate\":0}}", false, "keep rate 0 is not in (0, 1]"},
         {"{\"prompt\":\"x\",\"speculative_prefill\":\"on\"}", false, "speculative_prefill"},
         {"{\"messages\":[]}", true, "messages"},
         {"{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", true, "role"},

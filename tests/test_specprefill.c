@@ -369,46 +369,57 @@ static void cross_tokenizer_draft(void **st) {
     remove(path);
 }
 
-/* Several prompts in one call equal each prompt alone. */
-static void batch_equals_one_by_one(void **st) {
+/* sp_specprefill is its three public stages in a row: scoring, selection and the sparse prefill
+ * called one by one give the same importance, the same kept set and the same logits, bit for bit;
+ * and the selection stage keeps BOS, control tokens and the last chunk on top of its budget. */
+static void stages_compose_to_specprefill(void **st) {
     (void)st;
     sp_model *m = load_test_model("qwen3-q8_0");
-    enum { P = 3 };
-    const int n[P] = {150, 70, 231};
-    sp_token *prompts[P];
-    sp_context *mains[P], *draft = context(m, 300, SP_KV_F16);
-    float *logits[P], *imp[P];
-    uint8_t *kept[P];
-    for (int i = 0; i < P; i++) {
-        prompts[i] = malloc(sizeof(sp_token) * (size_t)n[i]);
-        for (int j = 0; j < n[i]; j++) prompts[i][j] = (j * (7 + i) + 3 * i) % 1100;
-        mains[i] = context(m, 300, SP_KV_F16);
-        logits[i] = malloc(sizeof(float) * TEST_VOCAB);
-        imp[i] = malloc(sizeof(float) * (size_t)n[i]);
-        kept[i] = malloc((size_t)n[i]);
-    }
+    const int n = 231;
+    sp_token prompt[231];
+    for (int j = 0; j < n; j++) prompt[j] = (j * 7 + 3) % 1100;
+    prompt[0] = TEST_BOS;
+    prompt[100] = 1113; /* a control token mid-prompt */
     sp_specprefill_params p = sp_specprefill_default_params();
     p.keep_rate = 0.25f;
     p.self_layers = 1;
-    sp_specprefill_stats stats[P];
-    assert_int_equal(sp_specprefill_batch(mains, draft, (const sp_token *const *)prompts, n, NULL, P, &p, logits, imp, kept, stats), SP_OK);
-    for (int i = 0; i < P; i++) {
-        sp_context *alone = context(m, 300, SP_KV_F16);
-        float l1[TEST_VOCAB], *i1 = malloc(sizeof(float) * (size_t)n[i]);
-        uint8_t *k1 = malloc((size_t)n[i]);
-        assert_int_equal(sp_specprefill(alone, draft, prompts[i], n[i], NULL, &p, l1, i1, k1, NULL), SP_OK);
-        assert_memory_equal(l1, logits[i], sizeof l1);
-        assert_memory_equal(i1, imp[i], sizeof(float) * (size_t)n[i]);
-        assert_memory_equal(k1, kept[i], (size_t)n[i]);
-        assert_int_equal(sp_context_n_cached(mains[i]), stats[i].n_kept);
-        sp_context_free(alone);
-        free(i1); free(k1);
-    }
-    for (int i = 0; i < P; i++) {
-        free(prompts[i]); free(logits[i]); free(imp[i]); free(kept[i]);
-        sp_context_free(mains[i]);
-    }
-    sp_context_free(draft);
+    sp_context *a = context(m, 300, SP_KV_F16), *b = context(m, 300, SP_KV_F16), *d = context(m, 300, SP_KV_F16);
+    float la[TEST_VOCAB], lb[TEST_VOCAB], ia[231], ib[231];
+    uint8_t ka[231], kb[231];
+    sp_specprefill_stats sa, sb;
+    assert_int_equal(sp_specprefill(a, d, prompt, n, NULL, &p, la, ia, ka, &sa), SP_OK);
+    assert_int_equal(sp_specprefill_score(d, m, prompt, n, NULL, &p, ib, &sb), SP_OK);
+    int n_kept = -1;
+    assert_int_equal(sp_specprefill_select(m, prompt, n, ib, &p, kb, &n_kept), SP_OK);
+    assert_int_equal(sp_prefill_kept(b, prompt, n, kb, lb), SP_OK);
+    assert_memory_equal(ia, ib, sizeof ia);
+    assert_memory_equal(ka, kb, sizeof ka);
+    assert_memory_equal(la, lb, sizeof la);
+    assert_int_equal(n_kept, sa.n_kept);
+    assert_int_equal(sb.n_lookahead, sa.n_lookahead);
+    assert_int_equal(sp_context_n_cached(b), n_kept);
+    /* 8 chunks → a budget of 2, the last chunk (23 tokens) one of them; BOS and the control token on top */
+    assert_true(kb[0] && kb[100]);
+    for (int j = 224; j < n; j++) assert_true(kb[j]);
+    int in_budget = 0;
+    for (int j = 0; j < n; j++) in_budget += kb[j] && j != 0 && j != 100;
+    assert_true(in_budget <= 32 + 23);
+    /* the stages check their arguments like the whole */
+    p.keep_rate = 0;
+    assert_int_equal(sp_specprefill_score(d, m, prompt, n, NULL, &p, ib, NULL), SP_ERR_ARGUMENT);
+    assert_non_null(strstr(sp_last_error(), "keep rate"));
+    assert_int_equal(sp_specprefill_select(m, prompt, n, ib, &p, kb, NULL), SP_ERR_ARGUMENT);
+    assert_int_equal(sp_specprefill_params_check(&p), SP_ERR_ARGUMENT);
+    p = sp_specprefill_default_params();
+    p.keep_min = 0.5f; p.keep_max = 0.4f;
+    assert_int_equal(sp_specprefill_params_check(&p), SP_ERR_ARGUMENT);
+    assert_non_null(strstr(sp_last_error(), "keep-min"));
+    p = sp_specprefill_default_params();
+    kb[n - 1] = 0;
+    sp_context_reset(b);
+    assert_int_equal(sp_prefill_kept(b, prompt, n, kb, lb), SP_ERR_ARGUMENT);
+    assert_int_equal(sp_context_n_cached(b), 0);
+    sp_context_free(a); sp_context_free(b); sp_context_free(d);
     sp_model_free(m);
 }
 
@@ -436,7 +447,7 @@ int main(void) {
         cmocka_unit_test(chunks_by_mean_score), cmocka_unit_test(adaptive_keep_by_mass),
         cmocka_unit_test(importance_through_byte_spans), cmocka_unit_test(scoring_matches_float64_recomputation),
         cmocka_unit_test(keep_all_equals_full_prefill), cmocka_unit_test(sparse_prefill_matches_gapped_fixture),
-        cmocka_unit_test(always_kept_tokens), cmocka_unit_test(cross_tokenizer_draft), cmocka_unit_test(batch_equals_one_by_one),
+        cmocka_unit_test(always_kept_tokens), cmocka_unit_test(cross_tokenizer_draft), cmocka_unit_test(stages_compose_to_specprefill),
         cmocka_unit_test(bad_parameters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "common.h"
 #include "kernels.h"
 #include "quant.h"
 
@@ -261,12 +262,12 @@ int cmd_bench(int argc, char **argv) {
     }
     /* TTFT: full prefill vs speculative prefill, same prompts, same run */
     if (dm || self_spec) {
+        sp_specprefill_params spp = sp_specprefill_default_params();
         sp_context_params dp = sp_context_default_params();
-        dp.n_ctx = (int)max_len;
+        dp.n_ctx = spc_draft_ctx_size((int)max_len, &spp, false);
         if (sp_context_new(dm ? dm : m, &dp, &dctx) != SP_OK) { fail_status("draft context"); goto done; }
         if (!json) printf("\n| method | prompt | keep | kept tokens | TTFT ms | speedup | ideal 1/(keep+draft/main) | of ideal |\n"
                           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-        sp_specprefill_params spp = sp_specprefill_default_params();
         const char *method = dm ? "specprefill (draft)" : "self-speculation";
         for (int li = 0; li < n_ttft; li++) {
             const int n = (int)ttft[li];

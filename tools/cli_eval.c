@@ -13,8 +13,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "model.h"
-#include "selection.h"
+#include "common.h"
 
 #define MAX_KEEPS 12
 #define MAX_DOCS 100000
@@ -281,6 +280,7 @@ int cmd_eval(int argc, char **argv) {
     }
     for (int k = 1; k < n_keeps; k++) if (keeps[k] < keeps[k - 1]) { fprintf(stderr, "error: --keep must be increasing\n"); return 2; }
     sp.chunk = (int)chunk; sp.lookahead = (int)lookahead; sp.pool_kernel = (int)pool; sp.self_layers = (int)self_layers;
+    if (sp_specprefill_params_check(&sp) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); return 2; }
     if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
 
     int n_docs = 0, rc = 1;
@@ -293,24 +293,20 @@ int cmd_eval(int argc, char **argv) {
     cell (*res)[MAX_KEEPS] = calloc(M_COUNT, sizeof *res);
     ttft_point *tp = calloc((size_t)n_docs, sizeof *tp);
     float *logits = NULL, *imp = NULL, *bimp = NULL;
-    uint8_t *forced = NULL, *kept = NULL;
+    uint8_t *kept = NULL;
     if (sp_model_load(model_path, &m) != SP_OK) { fail_status("loading model"); goto done; }
     if (draft_path && sp_model_load(draft_path, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
     if (dm && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
     for (int d = 0; d < n_docs; d++) {
-        char *text = docs[d].prompt, *rendered = NULL;
-        if (chat) {
-            sp_chat_message msgs[2];
-            int nm = 0;
-            if (system) msgs[nm++] = (sp_chat_message){"system", system};
-            msgs[nm++] = (sp_chat_message){"user", docs[d].prompt};
-            if (sp_chat_apply(m, tmpl, msgs, nm, true, &rendered) != SP_OK) { fail_status("chat template"); goto done; }
-            text = rendered;
-        }
-        sp_status st = sp_tokenize(m, text, strlen(text), true, chat, &toks[d], &ntok[d]);
-        free(rendered);
-        if (st != SP_OK) { fprintf(stderr, "error: document %d: %s\n", d, sp_last_error()); goto done; }
-        if (ntok[d] >= 2 && toks[d][0] == toks[d][1] && toks[d][0] == sp_token_bos(m)) memmove(toks[d], toks[d] + 1, (size_t)--ntok[d] * sizeof(sp_token));
+        sp_chat_message msgs[2];
+        int nm = 0;
+        if (chat && system) msgs[nm++] = (sp_chat_message){"system", system};
+        msgs[nm++] = (sp_chat_message){"user", docs[d].prompt};
+        spc_prompt pr;
+        if (spc_prompt_make(m, chat, tmpl, msgs, nm, &pr) != SP_OK) { fprintf(stderr, "error: document %d: %s\n", d, sp_last_error()); goto done; }
+        toks[d] = pr.ids; /* the tokens stay; the text goes */
+        ntok[d] = pr.n;
+        free(pr.text);
         if (ntok[d] > max_len) max_len = ntok[d];
     }
     sp_context_params cp = sp_context_default_params();
@@ -318,14 +314,13 @@ int cmd_eval(int argc, char **argv) {
     if (max_len + max_tokens > cp.n_ctx) { fprintf(stderr, "error: the longest prompt (%d tokens) does not fit -c %d\n", max_len, cp.n_ctx); goto done; }
     if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
     sp_context_params dp = cp;
-    dp.n_ctx = max_len + (int)lookahead + 8;
+    dp.n_ctx = spc_draft_ctx_size(max_len, &sp, false);
     if (dm && sp_context_new(dm, &dp, &dctx) != SP_OK) { fail_status("draft context"); goto done; }
     if (on[M_SELF] && sp_context_new(m, &dp, &sctx) != SP_OK) { fail_status("self-speculation context"); goto done; }
     const int V = sp_model_get_info(m)->n_vocab;
     logits = malloc((size_t)V * sizeof *logits);
     imp = malloc((size_t)max_len * sizeof *imp);
     bimp = malloc((size_t)max_len * sizeof *bimp);
-    forced = malloc((size_t)max_len);
     kept = malloc((size_t)max_len);
     int32_t *pos = malloc((size_t)max_len * sizeof *pos);
     for (int i = 0; i < max_len; i++) pos[i] = i;
@@ -341,7 +336,6 @@ int cmd_eval(int argc, char **argv) {
         int nat = 0;
         if (sp_tokenize(m, docs[d].answer, strlen(docs[d].answer), false, false, &at, &nat) == SP_OK && nat > 0) want_first = at[0];
         free(at);
-        sp_specprefill_forced(m, p, n, &sp, forced);
         sp_token first;
         char *got;
         /* full prefill */
@@ -367,7 +361,7 @@ int cmd_eval(int argc, char **argv) {
             double t0 = now_seconds();
             if (method != M_ADAPTIVE || !on[M_SPEC]) {
                 sp_context *sc = method == M_SELF ? sctx : dctx;
-                if (sp_specprefill_score(sc, p, n, &sp, method == M_SELF, method == M_SELF ? bimp : imp, &st) != SP_OK) { fail_status("scoring"); goto done; }
+                if (sp_specprefill_score(sc, m, p, n, NULL, &sp, method == M_SELF ? bimp : imp, &st) != SP_OK) { fail_status("scoring"); goto done; }
             }
             double t_score = now_seconds() - t0;
             if (method == M_SPEC) t_draft_score = t_score;
@@ -379,7 +373,8 @@ int cmd_eval(int argc, char **argv) {
                 q.keep_rate = (float)keeps[k];
                 if (method == M_ADAPTIVE) q.keep_mass = (float)mass;
                 double t1 = now_seconds();
-                int n_kept = sp_select_chunks(scores, n, forced, &q, kept);
+                int n_kept = 0;
+                if (sp_specprefill_select(m, p, n, scores, &q, kept, &n_kept) != SP_OK) { fail_status("selection"); goto done; }
                 sp_context_reset(ctx);
                 if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
                 const double ttft = t_score + now_seconds() - t1;
@@ -402,7 +397,8 @@ int cmd_eval(int argc, char **argv) {
                 q.keep_rate = (float)keeps[k];
                 baseline_importance(method, n, sp.chunk, keeps[k], (unsigned)d + 1, bimp);
                 double t0 = now_seconds();
-                int n_kept = sp_select_chunks(bimp, n, forced, &q, kept);
+                int n_kept = 0;
+                if (sp_specprefill_select(m, p, n, bimp, &q, kept, &n_kept) != SP_OK) { fail_status("selection"); goto done; }
                 sp_context_reset(ctx);
                 if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
                 res[method][k].ttft += now_seconds() - t0;
@@ -512,7 +508,7 @@ int cmd_eval(int argc, char **argv) {
             }
 done:
     for (int d = 0; d < n_docs; d++) { free(docs[d].prompt); free(docs[d].answer); free(docs[d].group); free(toks ? toks[d] : NULL); }
-    free(docs); free(toks); free(ntok); free(res); free(tp); free(logits); free(imp); free(bimp); free(forced); free(kept);
+    free(docs); free(toks); free(ntok); free(res); free(tp); free(logits); free(imp); free(bimp); free(kept);
     sp_context_free(ctx); sp_context_free(dctx); sp_context_free(sctx);
     sp_model_free(dm); sp_model_free(m);
     return rc;

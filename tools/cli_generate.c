@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "common.h"
 
 static void usage(void) {
     printf("usage: specprefill generate -m MODEL.gguf (-p PROMPT | -f FILE) [options]\n"
@@ -20,7 +21,7 @@ static void usage(void) {
            "  --min-p P              (default 0.05, 0 = off)\n"
            "  --repeat-penalty X     (default 1.0 = off); --repeat-last-n N (default 64)\n"
            "  --seed S               sampling seed (default 0)\n"
-           "  --stop TEXT            stop when the output contains TEXT (repeatable)\n"
+           "  --stop TEXT            stop before TEXT: the output ends where TEXT would begin (repeatable, up to 16)\n"
            "  -c, --ctx-size N       KV-cache capacity (default: prompt + n-predict)\n"
            "  -t, --threads N        threads (default: all cores)\n"
            "  --kv-type f16|f32      KV-cache storage (default f16)\n"
@@ -76,7 +77,7 @@ static int write_explain(const char *path, const sp_model *m, const sp_token *id
     return fclose(f) == 0 ? 0 : 1;
 }
 
-#define MAX_STOPS 8
+#define MAX_STOPS SPC_MAX_STOPS
 
 int cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *file = NULL, *system = NULL, *tmpl = NULL;
@@ -136,10 +137,10 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "error: need -m MODEL and one of -p PROMPT / -f FILE (see --help)\n");
         return 2;
     }
-    if (keep_min > keep_max) { fprintf(stderr, "error: --keep-min must not exceed --keep-max\n"); return 2; }
     spp.keep_rate = (float)keep; spp.keep_mass = (float)keep_mass; spp.keep_min = (float)keep_min;
     spp.keep_max = (float)keep_max; spp.chunk = (int)chunk; spp.lookahead = (int)lookahead;
     spp.pool_kernel = (int)pool; spp.self_layers = (int)self_layers;
+    if (sp_specprefill_params_check(&spp) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); return 2; }
     const bool spec = !no_spec && (draft_path || self_spec);
     if (explain && !spec) { fprintf(stderr, "error: --explain needs speculative prefill (--draft or --self-spec)\n"); return 2; }
     if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
@@ -156,32 +157,23 @@ int cmd_generate(int argc, char **argv) {
     float *imp = NULL;
     uint8_t *kept = NULL;
     sp_sampler *smp = NULL;
-    char *rendered = NULL, *out_text = NULL;
-    sp_token *ids = NULL;
+    spc_prompt pr = {0};
+    spc_text out = {0};
     float *logits = NULL;
-    int32_t *pos = NULL;
-    int rc = 1, n_ids = 0;
+    int rc = 1;
+    if (strlen(prompt) != prompt_len) { fprintf(stderr, "error: the prompt contains a NUL byte\n"); goto done; }
     if (sp_model_load(model_path, &m) != SP_OK) { fail_status("loading model"); goto done; }
     const sp_model_info *info = sp_model_get_info(m);
-    if (strlen(prompt) != prompt_len) { fprintf(stderr, "error: the prompt contains a NUL byte\n"); goto done; }
-    const char *text = prompt;
-    if (chat) {
-        sp_chat_message msgs[2];
-        int n = 0;
-        if (system) msgs[n++] = (sp_chat_message){"system", system};
-        msgs[n++] = (sp_chat_message){"user", prompt};
-        if (sp_chat_apply(m, tmpl, msgs, n, true, &rendered) != SP_OK) { fail_status("chat template"); goto done; }
-        text = rendered;
-    }
-    if (sp_tokenize(m, text, strlen(text), true, chat, &ids, &n_ids) != SP_OK) { fail_status("tokenize"); goto done; }
-    /* a template that writes BOS itself, plus add_bos, would give two */
-    if (n_ids >= 2 && ids[0] == ids[1] && ids[0] == sp_token_bos(m)) memmove(ids, ids + 1, (size_t)--n_ids * sizeof *ids);
-    if (n_ids == 0) { fprintf(stderr, "error: the prompt is empty\n"); goto done; }
+    sp_chat_message msgs[2];
+    int n_msgs = 0;
+    if (chat && system) msgs[n_msgs++] = (sp_chat_message){"system", system};
+    msgs[n_msgs++] = (sp_chat_message){"user", prompt};
+    if (spc_prompt_make(m, chat, tmpl, msgs, n_msgs, &pr) != SP_OK) { fail_status("prompt"); goto done; }
     sp_context_params cp = sp_context_default_params();
-    cp.n_ctx = n_ctx ? (int)n_ctx : n_ids + (int)n_predict;
+    cp.n_ctx = n_ctx ? (int)n_ctx : pr.n + (int)n_predict;
     cp.kv_type = kv_f32 ? SP_KV_F32 : SP_KV_F16;
-    if (n_ids + n_predict > cp.n_ctx) {
-        fprintf(stderr, "error: prompt (%d tokens) + %ld to generate exceed the context of %d\n", n_ids, n_predict, cp.n_ctx);
+    if (pr.n + n_predict > cp.n_ctx) {
+        fprintf(stderr, "error: prompt (%d tokens) + %ld to generate exceed the context of %d\n", pr.n, n_predict, cp.n_ctx);
         goto done;
     }
     if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
@@ -189,72 +181,58 @@ int cmd_generate(int argc, char **argv) {
         if (draft_path && !self_spec && sp_model_load(draft_path, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
         if (dm && !spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
         sp_context_params dp = sp_context_default_params();
-        dp.n_ctx = (dm && spp.any_vocab ? 2 * n_ids + 64 : n_ids) + (int)lookahead;
+        dp.n_ctx = spc_draft_ctx_size(pr.n, &spp, dm && spp.any_vocab);
         if (sp_context_new(dm ? dm : m, &dp, &dctx) != SP_OK) { fail_status("draft context"); goto done; }
-        imp = malloc((size_t)n_ids * sizeof *imp);
-        kept = malloc((size_t)n_ids);
+        imp = malloc((size_t)pr.n * sizeof *imp);
+        kept = malloc((size_t)pr.n);
         if (!imp || !kept) { fprintf(stderr, "error: out of memory\n"); goto done; }
     }
     sp_sampling_params sp = {(float)temp, (int)top_k, (float)top_p, (float)min_p, (float)rep, (int)last_n, (uint64_t)seed};
     if (sp_sampler_new(&sp, info->n_vocab, &smp) != SP_OK) { fail_status("sampler"); goto done; }
-    logits = malloc((size_t)info->n_vocab * sizeof *logits);
-    pos = malloc((size_t)n_ids * sizeof *pos);
-    size_t out_cap = 4096, out_len = 0;
-    out_text = malloc(out_cap);
-    if (!logits || !pos || !out_text) { fprintf(stderr, "error: out of memory\n"); goto done; }
-    for (int i = 0; i < n_ids; i++) { pos[i] = i; sp_sampler_accept(smp, ids[i]); }
+    if (spc_text_init(&out, m, stops, n_stops) != SP_OK) { fail_status("stop strings"); goto done; }
+    if (!(logits = malloc((size_t)info->n_vocab * sizeof *logits))) { fprintf(stderr, "error: out of memory\n"); goto done; }
+    for (int i = 0; i < pr.n; i++) sp_sampler_accept(smp, pr.ids[i]);
 
     double t0 = now_seconds();
-    int32_t last = n_ids - 1;
     sp_specprefill_stats st;
-    if (spec) {
-        if (sp_specprefill(ctx, dctx, ids, n_ids, text, &spp, logits, imp, kept, &st) != SP_OK) { fail_status("speculative prefill"); goto done; }
-    } else if (sp_decode(ctx, ids, pos, n_ids, &last, 1, logits) != SP_OK) {
-        fail_status("prefill");
-        goto done;
-    }
+    if (spc_prefill(ctx, dctx, &pr, &spp, logits, imp, kept, &st) != SP_OK) { fail_status(spec ? "speculative prefill" : "prefill"); goto done; }
     double t_first = now_seconds();
     if (spec) {
         fprintf(stderr, "specprefill: kept %d of %d prompt tokens (%.1f%%) | draft prefill %.1f ms, look-ahead+scoring %.1f ms (%d queries), "
                         "averaging %.1f ms, selection %.2f ms, main prefill %.1f ms, TTFT %.1f ms\n",
                 st.n_kept, st.n_prompt, 100.0 * st.n_kept / st.n_prompt, st.draft_prefill_s * 1e3, st.lookahead_s * 1e3, st.n_lookahead,
                 st.scoring_s * 1e3, st.selection_s * 1e3, st.main_prefill_s * 1e3, st.ttft_s * 1e3);
-        if (explain && write_explain(explain, m, ids, n_ids, imp, kept, &st) == 0) fprintf(stderr, "explain: wrote %s\n", explain);
+        if (explain && write_explain(explain, m, pr.ids, pr.n, imp, kept, &st) == 0) fprintf(stderr, "explain: wrote %s\n", explain);
     }
-    sp_detokenizer d;
-    sp_detokenizer_init(&d, m, false);
+    /* sample, show what is safe to show (never a stop string or the start of one), decode */
     int n_gen = 0;
-    bool stopped = false;
-    while (n_gen < n_predict && !stopped) {
+    size_t len;
+    const char *piece;
+    while (n_gen < n_predict && !out.stopped) {
         sp_token t = sp_sampler_sample(smp, logits);
         if (sp_token_is_eog(m, t)) break;
         sp_sampler_accept(smp, t);
         n_gen++;
-        const int k = sp_detokenizer_append(&d, t, &out_text, &out_len, &out_cap);
-        if (k < 0) { fprintf(stderr, "error: out of memory\n"); goto done; }
-        if (k > 0) {
-            fwrite(out_text + out_len - k, 1, (size_t)k, stdout);
-            fflush(stdout);
-            for (int s = 0; s < n_stops; s++) {
-                size_t sl = strlen(stops[s]), from = out_len > (size_t)k + sl ? out_len - (size_t)k - sl : 0;
-                if (strstr(out_text + from, stops[s])) stopped = true;
-            }
-        }
-        if (n_gen == n_predict || stopped) break;
-        int32_t p = n_ids + n_gen - 1, row = 0;
+        if (spc_text_add(&out, t) != SP_OK) { fail_status("text"); goto done; }
+        if ((piece = spc_text_piece(&out, false, &len)), len) { fwrite(piece, 1, len, stdout); fflush(stdout); }
+        if (n_gen == n_predict || out.stopped) break;
+        int32_t p = pr.n + n_gen - 1, row = 0;
         if (sp_decode(ctx, &t, &p, 1, &row, 1, logits) != SP_OK) { fail_status("decode"); goto done; }
     }
-    const int k = sp_detokenizer_append(&d, -1, &out_text, &out_len, &out_cap); /* an unfinished character */
-    if (k > 0) fwrite(out_text + out_len - k, 1, (size_t)k, stdout);
+    if (spc_text_add(&out, -1) != SP_OK) { fail_status("text"); goto done; } /* an unfinished character */
+    if ((piece = spc_text_piece(&out, true, &len)), len) fwrite(piece, 1, len, stdout);
     printf("\n");
     double t_end = now_seconds();
     double prefill = t_first - t0, gen = t_end - t_first;
-    fprintf(stderr, "\nprompt: %d tokens in %.3f s (%.1f tokens/s%s); TTFT %.3f s\n", n_ids, prefill, n_ids / prefill,
+    fprintf(stderr, "\nprompt: %d tokens in %.3f s (%.1f tokens/s%s); TTFT %.3f s\n", pr.n, prefill, pr.n / prefill,
             spec ? ", speculative" : "", prefill);
-    fprintf(stderr, "generation: %d tokens in %.3f s (%.1f tokens/s)\n", n_gen, gen, n_gen > 1 ? (n_gen - 1) / gen : 0.0);
+    fprintf(stderr, "generation: %d tokens in %.3f s (%.1f tokens/s)%s\n", n_gen, gen, n_gen > 1 ? (n_gen - 1) / gen : 0.0,
+            out.stopped ? "; stopped at a stop string" : "");
     rc = 0;
 done:
-    free(file_text); free(rendered); free(out_text); free(ids); free(logits); free(pos); free(imp); free(kept);
+    free(file_text); free(logits); free(imp); free(kept);
+    spc_prompt_free(&pr);
+    spc_text_free(&out);
     sp_sampler_free(smp);
     sp_context_free(ctx);
     sp_context_free(dctx);

@@ -84,6 +84,7 @@ int cmd_serve(int argc, char **argv) {
     c.spec.lookahead = (int)lookahead;
     c.spec.pool_kernel = (int)pool;
     c.spec.self_layers = (int)self_layers;
+    if (sp_specprefill_params_check(&c.spec) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); return 2; }
     c.sampling.temperature = (float)temp;
     c.sampling.top_k = (int)top_k;
     c.sampling.top_p = (float)top_p;

@@ -117,8 +117,6 @@ static int parse(const cJSON *root, bool chat, sp_request *r, char *err, size_t 
     }
     const cJSON *sp = cJSON_GetObjectItemCaseSensitive(root, "speculative_prefill");
     r->spec_enabled = -1;
-    r->keep_rate = r->keep_mass = NAN;
-    r->chunk = r->lookahead = -1;
     if (sp && !cJSON_IsNull(sp)) {
         if (cJSON_IsBool(sp)) {
             r->spec_enabled = cJSON_IsTrue(sp);
@@ -128,29 +126,32 @@ static int parse(const cJSON *root, bool chat, sp_request *r, char *err, size_t 
             const cJSON *e = cJSON_GetObjectItemCaseSensitive(sp, "enabled");
             if ((rc = boolean(sp, "enabled", &en, err, es))) return rc;
             if (e && !cJSON_IsNull(e)) r->spec_enabled = en;
-            v = NAN;
-            if ((rc = number(sp, "keep_rate", 1e-6, 1, &v, err, es))) return rc;
-            r->keep_rate = (float)v;
-            v = NAN;
-            if ((rc = number(sp, "keep_mass", 1e-6, 1, &v, err, es))) return rc;
-            r->keep_mass = (float)v;
-            v = -1;
+            /* each field overrides the server's value; the library judges the result */
+            v = r->spec.keep_rate;
+            if ((rc = number(sp, "keep_rate", 0, 1, &v, err, es))) return rc;
+            r->spec.keep_rate = (float)v;
+            v = r->spec.keep_mass;
+            if ((rc = number(sp, "keep_mass", 0, 1, &v, err, es))) return rc;
+            r->spec.keep_mass = (float)v;
+            v = r->spec.chunk;
             if ((rc = number(sp, "chunk", 1, 1 << 20, &v, err, es))) return rc;
-            r->chunk = (int)v;
-            v = -1;
+            r->spec.chunk = (int)v;
+            v = r->spec.lookahead;
             if ((rc = number(sp, "lookahead", 1, 256, &v, err, es))) return rc;
-            r->lookahead = (int)v;
+            r->spec.lookahead = (int)v;
+            if (sp_specprefill_params_check(&r->spec) != SP_OK) return bad(err, es, "'speculative_prefill': %s", sp_last_error());
         }
     }
     return 0;
 }
 
-int sp_request_parse(const char *body, size_t len, bool chat, const sp_sampling_params *defaults, sp_request *out,
+int sp_request_parse(const char *body, size_t len, bool chat, const sp_request_defaults *defaults, sp_request *out,
                      char *err, size_t err_size) {
     memset(out, 0, sizeof *out);
     out->chat = chat;
     out->max_tokens = -1;
-    out->sampling = *defaults;
+    out->sampling = defaults->sampling;
+    out->spec = defaults->spec;
     cJSON *root = cJSON_ParseWithLength(body, len);
     if (!root) {
         snprintf(err, err_size, "the body is not valid JSON");

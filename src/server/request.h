@@ -22,16 +22,21 @@ typedef struct {
     int n_stop;
     bool stream, include_usage;
     bool ignore_eos;                /* llama.cpp extension: generate through end-of-generation tokens */
-    /* speculative prefill: -1 / NaN = server default */
-    int spec_enabled;               /* -1 default, 0 off, 1 on */
-    float keep_rate, keep_mass;
-    int chunk, lookahead;
+    int spec_enabled;               /* speculative prefill: -1 the server's default, 0 off, 1 on */
+    sp_specprefill_params spec;     /* the server's parameters with the request's fields on top, checked */
     void *json;                     /* the parsed document, kept for message strings */
 } sp_request;
 
-/* Parses and validates a body. Returns 0 on success, else an HTTP status (400) with a message
- * in err. Unknown fields are ignored, as OpenAI-compatible servers do. */
-int sp_request_parse(const char *body, size_t len, bool chat, const sp_sampling_params *defaults, sp_request *out,
+/* What a request that says nothing gets. */
+typedef struct {
+    sp_sampling_params sampling;
+    sp_specprefill_params spec;
+} sp_request_defaults;
+
+/* Parses and validates a body: the result holds every parameter ready to use (the defaults
+ * merged with what the body sets). Returns 0 on success, else an HTTP status (400) with a
+ * message in err. Unknown fields are ignored, as OpenAI-compatible servers do. */
+int sp_request_parse(const char *body, size_t len, bool chat, const sp_request_defaults *defaults, sp_request *out,
                      char *err, size_t err_size);
 void sp_request_free(sp_request *r);
 

@@ -8,6 +8,7 @@
  * is one batched forward pass (decode_batch.h).
  */
 #define _GNU_SOURCE
+#include "common.h"
 #include "server.h"
 
 #include <arpa/inet.h>
@@ -34,9 +35,7 @@
 
 typedef struct job {
     sp_request req;
-    sp_token *prompt;
-    int n_prompt;
-    char *prompt_text;
+    spc_prompt prompt;              /* the text the model reads and its tokens */
     int max_tokens;
     bool spec;
     sp_specprefill_params spec_params;
@@ -95,8 +94,7 @@ static void job_release(job *j) {
     pthread_mutex_unlock(&j->mu);
     if (left) return;
     sp_request_free(&j->req);
-    free(j->prompt);
-    free(j->prompt_text);
+    spc_prompt_free(&j->prompt);
     free(j->out);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
@@ -171,12 +169,12 @@ typedef struct {
 
 static void add_usage(cJSON *o, const job *j, const job_result *r) {
     cJSON *u = cJSON_AddObjectToObject(o, "usage");
-    cJSON_AddNumberToObject(u, "prompt_tokens", j->n_prompt);
+    cJSON_AddNumberToObject(u, "prompt_tokens", j->prompt.n);
     cJSON_AddNumberToObject(u, "completion_tokens", r->completion_tokens);
-    cJSON_AddNumberToObject(u, "total_tokens", j->n_prompt + r->completion_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", j->prompt.n + r->completion_tokens);
     cJSON *x = cJSON_AddObjectToObject(o, "specprefill");
     cJSON_AddBoolToObject(x, "enabled", j->spec);
-    cJSON_AddNumberToObject(x, "prompt_tokens", j->n_prompt);
+    cJSON_AddNumberToObject(x, "prompt_tokens", j->prompt.n);
     cJSON_AddNumberToObject(x, "kept_tokens", r->kept);
     cJSON_AddNumberToObject(x, "ttft_ms", round(r->ttft * 1e4) / 10);
     cJSON_AddNumberToObject(x, "prefill_ms", round(r->prefill * 1e4) / 10);
@@ -202,43 +200,26 @@ typedef struct {
     pthread_t thread;
 } slot;
 
-static size_t utf8_boundary(const char *s, size_t n) {
-    /* largest m ≤ n that does not cut a UTF-8 sequence */
-    size_t m = n;
-    while (m > 0 && ((unsigned char)s[m] & 0xC0) == 0x80) m--;
-    return m;
-}
-
 static void run_job(slot *sl, job *j) {
     const sp_model_info *info = sp_model_get_info(S.model);
     job_result r = {0};
     float *logits = malloc((size_t)info->n_vocab * sizeof *logits);
-    int32_t *pos = malloc((size_t)j->n_prompt * sizeof *pos);
-    char *text = NULL;
-    size_t text_len = 0, text_cap = 0, streamed = 0;
+    spc_text text;
     sp_sampler *smp = NULL;
     const char *finish = "length";
-    bool failed = !logits || !pos || sp_sampler_new(&j->req.sampling, info->n_vocab, &smp) != SP_OK;
+    bool failed = spc_text_init(&text, S.model, (const char *const *)j->req.stop, j->req.n_stop) != SP_OK || !logits ||
+                  sp_sampler_new(&j->req.sampling, info->n_vocab, &smp) != SP_OK;
     double t_start = now(), t_first = t_start;
     if (!failed) {
-        for (int i = 0; i < j->n_prompt; i++) { pos[i] = i; sp_sampler_accept(smp, j->prompt[i]); }
-        sp_context_reset(sl->ctx);
+        for (int i = 0; i < j->prompt.n; i++) sp_sampler_accept(smp, j->prompt.ids[i]);
         sp_specprefill_stats st;
-        if (j->spec && sl->dctx) {
-            failed = sp_specprefill(sl->ctx, sl->dctx, j->prompt, j->n_prompt, j->prompt_text, &j->spec_params, logits, NULL, NULL, &st) != SP_OK;
-            r.kept = st.n_kept;
-        } else {
-            int32_t last = j->n_prompt - 1;
-            failed = sp_decode(sl->ctx, j->prompt, pos, j->n_prompt, &last, 1, logits) != SP_OK;
-            r.kept = j->n_prompt;
-        }
+        failed = spc_prefill(sl->ctx, j->spec ? sl->dctx : NULL, &j->prompt, &j->spec_params, logits, NULL, NULL, &st) != SP_OK;
+        r.kept = st.n_kept;
         t_first = now();
     }
-    size_t max_stop = 0;
-    for (int s = 0; s < j->req.n_stop; s++) if (strlen(j->req.stop[s]) > max_stop) max_stop = strlen(j->req.stop[s]);
-    sp_detokenizer d;
-    sp_detokenizer_init(&d, S.model, false);
     bool first_chunk = true;
+    size_t len;
+    const char *piece;
     decode_batch_join(S.decoding);
     for (int n = 0; !failed && n < j->max_tokens; n++) {
         if (job_cancelled(j) || S.stopping) { finish = "cancelled"; break; }
@@ -246,39 +227,27 @@ static void run_job(slot *sl, job *j) {
         if (sp_token_is_eog(S.model, t) && !j->req.ignore_eos) { finish = "stop"; break; }
         sp_sampler_accept(smp, t);
         r.completion_tokens++;
-        if (sp_detokenizer_append(&d, t, &text, &text_len, &text_cap) < 0) { failed = true; break; }
-        /* stop strings: cut the text at the first one */
-        bool stopped = false;
-        for (int s = 0; s < j->req.n_stop && text; s++) {
-            char *hit = strstr(text + (streamed > max_stop ? streamed - max_stop : 0), j->req.stop[s]);
-            if (hit) { text_len = (size_t)(hit - text); text[text_len] = 0; stopped = true; }
+        if (spc_text_add(&text, t) != SP_OK) { failed = true; break; }
+        /* stream what can no longer become a stop string */
+        if (j->req.stream && (piece = spc_text_piece(&text, false, &len), len)) {
+            stream_text(j, piece, len, first_chunk);
+            first_chunk = false;
         }
-        if (j->req.stream && text) {
-            /* hold back what could still become a stop string */
-            size_t safe = stopped ? text_len : (text_len > max_stop ? text_len - (max_stop ? max_stop - 1 : 0) : 0);
-            if (!stopped && max_stop == 0) safe = text_len;
-            safe = utf8_boundary(text, safe);
-            if (safe > streamed) {
-                stream_text(j, text + streamed, safe - streamed, first_chunk);
-                first_chunk = false;
-                streamed = safe;
-            }
-        }
-        if (stopped) { finish = "stop"; break; }
+        if (text.stopped) { finish = "stop"; break; }
         if (n + 1 == j->max_tokens) break;
-        int32_t p = j->n_prompt + n;
+        int32_t p = j->prompt.n + n;
         if (decode_batch_step(S.decoding, sl->ctx, t, p, logits) != SP_OK) failed = true;
     }
     decode_batch_leave(S.decoding);
+    if (!failed && spc_text_add(&text, -1) != SP_OK) failed = true; /* an unfinished character */
     double t_end = now();
     r.ttft = t_first - j->t_arrival;
     r.total = t_end - j->t_arrival;
     r.prefill = t_first - t_start;
     r.decode = t_end - t_first;
     if (failed) finish = "error";
-    if (!text) text = strdup("");
     if (j->req.stream) {
-        if (text && streamed < text_len) { stream_text(j, text + streamed, text_len - streamed, first_chunk); first_chunk = false; }
+        if ((piece = spc_text_piece(&text, true, &len), len)) { stream_text(j, piece, len, first_chunk); first_chunk = false; }
         cJSON *o = base_object(j, j->req.chat ? "chat.completion.chunk" : "text_completion");
         add_choice(o, j, j->req.chat ? NULL : "", finish, true, first_chunk);
         emit_json(j, o, true);
@@ -293,7 +262,7 @@ static void run_job(slot *sl, job *j) {
         job_emit(j, "data: [DONE]\n\n", 14);
     } else {
         cJSON *o = base_object(j, j->req.chat ? "chat.completion" : "text_completion");
-        add_choice(o, j, text ? text : "", finish, false, true);
+        add_choice(o, j, text.text ? text.text : "", finish, false, true);
         add_usage(o, j, &r);
         emit_json(j, o, false);
         cJSON_Delete(o);
@@ -307,7 +276,7 @@ static void run_job(slot *sl, job *j) {
     S.status_count[failed ? 500 : 200]++;
     observe(S.ttft_bucket, &S.ttft_sum, &S.ttft_n, r.ttft);
     observe(S.latency_bucket, &S.latency_sum, &S.latency_n, r.total);
-    S.prompt_tokens += (unsigned long)j->n_prompt;
+    S.prompt_tokens += (unsigned long)j->prompt.n;
     S.kept_tokens += (unsigned long)r.kept;
     S.generated_tokens += (unsigned long)r.completion_tokens;
     S.prefill_seconds += r.prefill;
@@ -315,10 +284,9 @@ static void run_job(slot *sl, job *j) {
     pthread_mutex_unlock(&S.mu);
     fprintf(stderr, "%s %s %d prompt=%d kept=%d gen=%d ttft=%.0fms total=%.0fms finish=%s slot=%d\n",
             j->req.chat ? "/v1/chat/completions" : "/v1/completions", j->req.stream ? "stream" : "json", failed ? 500 : 200,
-            j->n_prompt, r.kept, r.completion_tokens, r.ttft * 1e3, r.total * 1e3, finish, sl->index);
-    free(text);
+            j->prompt.n, r.kept, r.completion_tokens, r.ttft * 1e3, r.total * 1e3, finish, sl->index);
+    spc_text_free(&text);
     free(logits);
-    free(pos);
     sp_sampler_free(smp);
 }
 
@@ -498,47 +466,31 @@ static enum MHD_Result completion(struct MHD_Connection *c, const char *url, con
     pthread_cond_init(&j->cv, NULL);
     j->refs = 1;
     char err[256];
-    if (sp_request_parse(cs->body ? cs->body : "", cs->len, chat, &S.cfg->sampling, &j->req, err, sizeof err) != 0) {
+    const sp_request_defaults defaults = {S.cfg->sampling, S.cfg->spec};
+    if (sp_request_parse(cs->body ? cs->body : "", cs->len, chat, &defaults, &j->req, err, sizeof err) != 0) {
         job_release(j);
         return send_error(c, url, 400, "invalid_request_error", err);
     }
-    if (chat) {
-        if (sp_chat_apply(S.model, S.cfg->chat_template, j->req.messages, j->req.n_messages, true, &j->prompt_text) != SP_OK) {
-            snprintf(err, sizeof err, "%s", sp_last_error());
-            job_release(j);
-            return send_error(c, url, 400, "invalid_request_error", err);
-        }
-    } else {
-        j->prompt_text = strdup(j->req.prompt);
-    }
-    if (!j->prompt_text || sp_tokenize(S.model, j->prompt_text, strlen(j->prompt_text), true, chat, &j->prompt, &j->n_prompt) != SP_OK) {
-        snprintf(err, sizeof err, "%s", j->prompt_text ? sp_last_error() : "out of memory");
+    const sp_chat_message plain = {"user", j->req.prompt};
+    if (spc_prompt_make(S.model, chat, S.cfg->chat_template, chat ? j->req.messages : &plain, chat ? j->req.n_messages : 1,
+                        &j->prompt) != SP_OK) {
+        snprintf(err, sizeof err, "%s", sp_last_error());
         job_release(j);
         return send_error(c, url, 400, "invalid_request_error", err);
     }
-    if (j->n_prompt >= 2 && j->prompt[0] == j->prompt[1] && j->prompt[0] == sp_token_bos(S.model))
-        memmove(j->prompt, j->prompt + 1, (size_t)--j->n_prompt * sizeof *j->prompt);
-    if (j->n_prompt == 0) {
-        job_release(j);
-        return send_error(c, url, 400, "invalid_request_error", "the prompt is empty");
-    }
-    if (j->n_prompt >= S.cfg->ctx_size) {
-        snprintf(err, sizeof err, "the prompt is %d tokens, longer than the context of %d tokens", j->n_prompt, S.cfg->ctx_size);
+    if (j->prompt.n >= S.cfg->ctx_size) {
+        snprintf(err, sizeof err, "the prompt is %d tokens, longer than the context of %d tokens", j->prompt.n, S.cfg->ctx_size);
         job_release(j);
         return send_error(c, url, 400, "invalid_request_error", err);
     }
-    const int room = S.cfg->ctx_size - j->n_prompt;
+    const int room = S.cfg->ctx_size - j->prompt.n;
     j->max_tokens = j->req.max_tokens >= 0 && j->req.max_tokens < room ? j->req.max_tokens : room;
     j->spec = (S.draft || S.cfg->self_spec) && (j->req.spec_enabled == 1 || (j->req.spec_enabled == -1 && S.cfg->spec_default));
     if (j->req.spec_enabled == 1 && !(S.draft || S.cfg->self_spec)) {
         job_release(j);
         return send_error(c, url, 400, "invalid_request_error", "speculative prefill needs the server to run with --draft or --self-spec");
     }
-    j->spec_params = S.cfg->spec;
-    if (!isnan(j->req.keep_rate)) j->spec_params.keep_rate = j->req.keep_rate;
-    if (!isnan(j->req.keep_mass)) j->spec_params.keep_mass = j->req.keep_mass;
-    if (j->req.chunk > 0) j->spec_params.chunk = j->req.chunk;
-    if (j->req.lookahead > 0) j->spec_params.lookahead = j->req.lookahead;
+    j->spec_params = j->req.spec;
     static atomic_ulong counter;
     snprintf(j->id, sizeof j->id, "%s-%lu", chat ? "chatcmpl" : "cmpl", (unsigned long)atomic_fetch_add(&counter, 1) + 1);
     j->created = (long)time(NULL);
@@ -681,7 +633,10 @@ int sp_server_run(const sp_server_config *cfg) {
         slots[i].index = i;
         if (sp_context_new(S.model, &p, &slots[i].ctx) != SP_OK) { fprintf(stderr, "error: context: %s\n", sp_last_error()); goto done; }
         if (S.draft || cfg->self_spec) {
-            p.n_ctx = cfg->ctx_size * (cfg->spec.any_vocab ? 2 : 1) + 256 + cfg->spec.lookahead;
+            /* the largest lookahead a request may ask for, and room for another tokenizer */
+            sp_specprefill_params most = cfg->spec;
+            most.lookahead = 256;
+            p.n_ctx = spc_draft_ctx_size(cfg->ctx_size, &most, S.draft && cfg->spec.any_vocab);
             if (sp_context_new(S.draft ? S.draft : S.model, &p, &slots[i].dctx) != SP_OK) {
                 fprintf(stderr, "error: draft context: %s\n", sp_last_error());
                 goto done;

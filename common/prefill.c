@@ -1,0 +1,41 @@
+/* The one prefill entry of the front ends, and the draft context's size. */
+#include <string.h>
+#include <time.h>
+
+#include "common.h"
+
+int spc_draft_ctx_size(int n_prompt, const sp_specprefill_params *params, bool other_vocab) {
+    /* another tokenizer may cut the text finer (byte fallbacks): room for twice the tokens */
+    const int tokens = other_vocab ? 2 * n_prompt + 64 : n_prompt;
+    return tokens + (params ? params->lookahead : sp_specprefill_default_params().lookahead);
+}
+
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+sp_status spc_prefill(sp_context *ctx, sp_context *draft_ctx, const spc_prompt *p, const sp_specprefill_params *params,
+                      float *logits, float *importance, uint8_t *kept, sp_specprefill_stats *stats) {
+    sp_specprefill_stats local, *st = stats ? stats : &local;
+    memset(st, 0, sizeof *st);
+    if (!ctx || !p || !p->ids || p->n <= 0) return sp_fail(SP_ERR_ARGUMENT, "prefill: no prompt");
+    sp_context_reset(ctx);
+    if (draft_ctx) return sp_specprefill(ctx, draft_ctx, p->ids, p->n, p->text, params, logits, importance, kept, st);
+    /* full: every token at its position; the logits of the last one */
+    const double t0 = seconds();
+    sp_status s = SP_OK;
+    enum { STEP = 4096 }; /* positions are written in pieces: no allocation for any prompt length */
+    int32_t pos[STEP];
+    for (int i = 0; i < p->n && s == SP_OK; i += STEP) {
+        const int m = p->n - i < STEP ? p->n - i : STEP;
+        for (int k = 0; k < m; k++) pos[k] = i + k;
+        int32_t last = m - 1;
+        const bool final = i + m == p->n;
+        s = sp_decode(ctx, p->ids + i, pos, m, final ? &last : NULL, final ? 1 : 0, final ? logits : NULL);
+    }
+    st->n_prompt = st->n_kept = p->n;
+    st->main_prefill_s = st->ttft_s = seconds() - t0;
+    return s;
+}
