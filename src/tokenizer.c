@@ -467,12 +467,8 @@ static uint32_t cp_at(const char *s, int len, int pos, int *cl) {
     return n ? cp : 0xFFFD;
 }
 
-/* The Llama 3 / Qwen2 pre-tokenizer regex, written out as code (as llama.cpp does):
- *   (?i:'s|'t|'re|'ve|'m|'ll|'d) | [^\r\n\p{L}\p{N}]?\p{L}+ | \p{N}{1,3} (qwen2: \p{N})
- *   | ?[^\s\p{L}\p{N}]+[\r\n]* | \s*[\r\n]+ | \s+(?!\S) | \s+
- * Works on code points; each word found is BPE-encoded into out. */
-static bool pretokenize(const sp_vocab *v, const char *s, int len, token_list *out) {
-    /* decode once into code points with byte offsets */
+/* Decodes s once into n code points with their byte offsets (off[n] = len); false if out of memory. */
+static bool code_points(const char *s, int len, uint32_t **cps_out, int **off_out, int *n_out) {
     uint32_t *cps = malloc(((size_t)len + 1) * sizeof *cps);
     int *off = malloc(((size_t)len + 2) * sizeof *off);
     if (!cps || !off) { free(cps); free(off); return false; }
@@ -484,6 +480,20 @@ static bool pretokenize(const sp_vocab *v, const char *s, int len, token_list *o
         i += cl;
     }
     off[n] = len;
+    *cps_out = cps;
+    *off_out = off;
+    *n_out = n;
+    return true;
+}
+
+/* The Llama 3 / Qwen2 pre-tokenizer regex, written out as code (as llama.cpp does):
+ *   (?i:'s|'t|'re|'ve|'m|'ll|'d) | [^\r\n\p{L}\p{N}]?\p{L}+ | \p{N}{1,3} (qwen2: \p{N})
+ *   | ?[^\s\p{L}\p{N}]+[\r\n]* | \s*[\r\n]+ | \s+(?!\S) | \s+
+ * Works on code points; each word found is BPE-encoded into out. */
+static bool pretokenize(const sp_vocab *v, const char *s, int len, token_list *out) {
+    uint32_t *cps;
+    int *off, n;
+    if (!code_points(s, len, &cps, &off, &n)) return false;
     const int max_digits = v->pre == PRE_QWEN2 ? 1 : 3;
 #define CP(i) ((i) < n ? cps[i] : 0xFFFFFFFFu)
 #define IS_L(i) ((i) < n && sp_unicode_is_letter(cps[i]))
@@ -561,17 +571,9 @@ static bool pretokenize_default(const sp_vocab *v, const char *s, int len, token
  * With digits_alone (smollm), every digit is first cut out as a word of its own and the regex
  * runs on the pieces between them, so no space or other character ever joins a digit. */
 static bool pretokenize_gpt2(const sp_vocab *v, const char *s, int len, bool digits_alone, token_list *out) {
-    uint32_t *cps = malloc(((size_t)len + 1) * sizeof *cps);
-    int *off = malloc(((size_t)len + 2) * sizeof *off);
-    if (!cps || !off) { free(cps); free(off); return false; }
-    int n = 0;
-    for (int i = 0; i < len;) {
-        int cl;
-        cps[n] = cp_at(s, len, i, &cl);
-        off[n++] = i;
-        i += cl;
-    }
-    off[n] = len;
+    uint32_t *cps;
+    int *off, n;
+    if (!code_points(s, len, &cps, &off, &n)) return false;
     bool ok = true;
     int pos = 0;
     while (pos < n && ok) {
