@@ -3,6 +3,13 @@
  *
  * The public API. Every function that can fail returns an sp_status (0 = SP_OK) and leaves a
  * human-readable message in sp_last_error() (thread-local). The library never exits the process.
+ *
+ * Threads. A model is immutable once loaded: any number of threads and contexts may share it. A
+ * context — and a sampler, a detokenizer — belongs to one thread at a time. Calls on different
+ * contexts may run at the same time; they share the process-wide worker pool (sp_set_threads),
+ * whose parallel sections take turns. Process-wide settings — sp_set_threads, and the
+ * environment variables SPECPREFILL_ISA (kernel set) and SPECPREFILL_F16 (read once, at the
+ * first call that needs them) — are to be set before other threads use the library.
  */
 #ifndef SPECPREFILL_H
 #define SPECPREFILL_H
