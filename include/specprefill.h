@@ -91,11 +91,27 @@ SP_API sp_status sp_model_load(const char *path, sp_model **out);
 SP_API void sp_model_free(sp_model *model);
 SP_API const sp_model_info *sp_model_get_info(const sp_model *model);
 
-/* ------------------------------------------------------------- threads */
+/* ------------------------------------------------------------- runtime */
 
-/* Number of worker threads used by every later call (0 = all cores). Process-wide. */
+/* Process-wide settings, explicit: the library reads no environment variable. Set them before
+ * other threads use the library. (The specprefill command maps SPECPREFILL_ISA and
+ * SPECPREFILL_F16 to them.) */
+
+/* Worker threads used by every later call (0 = all cores). */
 SP_API sp_status sp_set_threads(int n_threads);
 SP_API int sp_get_threads(void);
+/* The kernel set: "scalar", "avx2", "avx512" (every AVX-512 feature the CPU has), or an AVX-512
+ * set with a feature left out as on CPUs without it: "avx512-nobf16", "avx512-novnni",
+ * "avx512-base". NULL or "" = the best set this CPU runs (the default). SP_ERR_UNSUPPORTED if the
+ * CPU or the build lacks it; the message lists the sets available. */
+SP_API sp_status sp_set_kernels(const char *name);
+/* The kernel set in use. */
+SP_API const char *sp_kernels_name(void);
+/* The instruction-set features the kernels can use that this CPU has ("avx2 avx512 avx512vnni ..."). */
+SP_API const char *sp_cpu_features(void);
+/* F16 weights in prefill: exact f32 products (false, the default), or bf16 operands where the CPU
+ * has bf16 dot products (faster on some CPUs; logits move by about 1e-2). */
+SP_API void sp_set_f16_as_bf16(bool on);
 
 /* ------------------------------------------------------------- context */
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "error.h"
 #include "fp16.h"
 #include "quant.h"
 #include "threadpool.h"
@@ -206,16 +207,32 @@ static const sp_isa_kernels *active;
 static pthread_once_t active_once = PTHREAD_ONCE_INIT;
 
 static void choose_kernels(void) {
-    const char *forced = getenv("SPECPREFILL_ISA");
-    if (forced && *forced) {
-        active = sp_kernels_by_name(forced);
-        if (active) return;
-        /* an unknown or unavailable ISA falls back to the best available one */
-    }
     active = sp_kernels_by_name("avx512");
     if (!active) active = sp_kernels_by_name("avx2");
     if (!active) active = &scalar_kernels;
 }
+
+static const char *const set_names[] = {"scalar", "avx2", "avx512-base", "avx512-novnni", "avx512-nobf16", "avx512"};
+
+sp_status sp_set_kernels(const char *name) {
+    pthread_once(&active_once, choose_kernels);
+    if (!name || !*name) {
+        choose_kernels();
+        return SP_OK;
+    }
+    const sp_isa_kernels *k = sp_kernels_by_name(name);
+    if (k) {
+        active = k;
+        return SP_OK;
+    }
+    char have[160] = "";
+    for (size_t i = 0; i < sizeof set_names / sizeof *set_names; i++)
+        if (sp_kernels_by_name(set_names[i]))
+            snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", have[0] ? ", " : "", set_names[i]);
+    return sp_fail(SP_ERR_UNSUPPORTED, "kernel set '%.40s' is not available here (this CPU and build run: %s)", name, have);
+}
+
+const char *sp_kernels_name(void) { return sp_kernels()->name; }
 
 const sp_isa_kernels *sp_kernels(void) {
     pthread_once(&active_once, choose_kernels);
@@ -334,23 +351,14 @@ static float dot_row_generic(const sp_isa_kernels *k, const sp_type_traits *tt, 
     return s;
 }
 
-/* SPECPREFILL_F16=bf16: F16 weights also take the bf16 path in prefill (about twice the speed,
- * at bf16's rounding: logits move by ~1e-2). Read once; the default keeps F16 exact. */
+/* F16 weights in prefill through the bf16 path (about twice the speed where bf16 dot products
+ * are fast, at bf16's rounding: logits move by ~1e-2); the default keeps F16 exact. */
 static bool f16_as_bf16;
-static pthread_once_t f16_once = PTHREAD_ONCE_INIT;
-static void read_f16_setting(void) {
-    const char *v = getenv("SPECPREFILL_F16");
-    f16_as_bf16 = v && strcmp(v, "bf16") == 0;
-}
 
-void sp_kernels_f16_as_bf16(bool on) {
-    pthread_once(&f16_once, read_f16_setting);
-    f16_as_bf16 = on;
-}
+void sp_set_f16_as_bf16(bool on) { f16_as_bf16 = on; }
 
 static bool use_bf16(const sp_isa_kernels *k, const sp_weight *w) {
     /* bf16 operands only where the weights are already coarser than bf16, unless asked */
-    pthread_once(&f16_once, read_f16_setting);
     return k->gemm_bf16 && w->n_in % 32 == 0 && w->type != SP_TYPE_F32 && (w->type != SP_TYPE_F16 || f16_as_bf16);
 }
 

@@ -104,19 +104,14 @@ void sp_transpose32_scalar(const void *src, int64_t lds, int rows, int64_t cols,
 float sp_exp_shifted_scalar(float *x, int64_t n, float shift);
 void sp_silu_mul_scalar(float *gate, const float *up, int64_t n);
 
-/* The kernels in use (decided once from the CPU and SPECPREFILL_ISA). */
+/* The kernels in use: the CPU's best set, or the one sp_set_kernels chose. */
 const sp_isa_kernels *sp_kernels(void);
 /* Kernels by name: "scalar", "avx2", "avx512" (the best AVX-512 set: every feature overlay the
  * CPU has), "avx512-nobf16", "avx512-novnni", "avx512-base" (overlays left out, as on CPUs
  * without them); NULL if this CPU or build lacks the base set. */
 const sp_isa_kernels *sp_kernels_by_name(const char *name);
-/* The instruction-set features the kernels can use that this CPU has ("avx2 avx512 avx512vnni ..."). */
-const char *sp_cpu_features(void);
-/* Switch the kernels in use (tests). */
+/* Switch the kernels in use to a table (tests; sp_set_kernels by name is the public form). */
 void sp_kernels_select(const sp_isa_kernels *k);
-/* F16 weights in prefill: exact f32 products (default), or bf16 operands when the CPU has a bf16
- * dot product (SPECPREFILL_F16=bf16 sets it at start; tests switch it here). */
-void sp_kernels_f16_as_bf16(bool on);
 
 /* out[t*n_out + r] = W[r] · x[t*n_in …] for t < n_tokens */
 void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out);

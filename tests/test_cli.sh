@@ -87,6 +87,9 @@ expect_fail "invalid UTF-8 prompt" "invalid UTF-8" "$SP" generate -m "$T/tiny.gg
 expect_fail "unknown option" "unknown option" "$SP" generate -m "$T/tiny.gguf" -p x --frobnicate
 expect_fail "bad number" "bad value" "$SP" generate -m "$T/tiny.gguf" -p x -n many
 expect_fail "unknown command" "unknown command" "$SP" frobnicate
+expect_fail "unknown kernel set" "not available here" env SPECPREFILL_ISA=avx9 "$SP" info "$ROOT/models/main.gguf"
+expect_fail "bad SPECPREFILL_F16" "bf16' or 'exact" env SPECPREFILL_F16=yes "$SP" info "$ROOT/models/main.gguf"
+SPECPREFILL_ISA=scalar "$SP" info "$ROOT/models/main.gguf" | grep -q "kernels scalar" && ok || bad "SPECPREFILL_ISA=scalar selects the scalar set"
 expect_fail "unknown template" "llama3" "$SP" generate -m "$T/tiny.gguf" -p x --chat-template nope
 expect_fail "prompt too long" "exceed the context" "$SP" generate -m "$T/tiny.gguf" -p "a b c d e f g h" -c 4 -n 1
 echo '{"tokens": [[1, 2]], "positions": [[0]]}' >"$T/case.json"

@@ -124,9 +124,9 @@ static void f16_weights_in_bf16(void **state) {
     sp_kernels_select(k);
     cJSON *c = load_json(SHARED("fixtures/logits/llama-f16.contiguous.json"));
     const double tol = cJSON_GetObjectItem(c, "tolerance")->valuedouble;
-    sp_kernels_f16_as_bf16(true);
+    sp_set_f16_as_bf16(true);
     result r = run_case("llama-f16.gguf", c, SP_KV_F16);
-    sp_kernels_f16_as_bf16(false);
+    sp_set_f16_as_bf16(false);
     printf("  F16 via bf16: max dev %.4f (exact tolerance %.4f), argmax wrong on %d of %d rows\n", r.max_dev, tol,
            r.argmax_bad, r.argmax_checked);
     assert_true(r.max_dev > tol); /* the bf16 path really ran */

@@ -301,7 +301,7 @@ static void matmul_panels(void **st) {
                 ref[t * n_out + r] = sum;
             }
         const sp_weight w = {wq, (uint32_t)type, n_in, n_out, (int64_t)rb};
-        sp_kernels_f16_as_bf16(cases[ci].f16_as_bf16);
+        sp_set_f16_as_bf16(cases[ci].f16_as_bf16);
         for (size_t k = 0; k < 3; k++) {
             const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
             if (!isa) continue;
@@ -322,7 +322,7 @@ static void matmul_panels(void **st) {
         }
         free(wd); free(x); free(out); free(wq); free(ref);
     }
-    sp_kernels_f16_as_bf16(false);
+    sp_set_f16_as_bf16(false);
     sp_kernels_select(saved);
     printf("  prefill panels: largest error f32 %.2g, bf16 %.2g\n", worst_f32, worst_bf16);
 }
@@ -365,6 +365,20 @@ static void integer_decode_dots(void **st) {
         sp_gguf_close(g);
     }
     printf("  %d integer decode kernels checked\n", checked);
+}
+
+/* The kernel set chosen by name (the public setting): a set the CPU lacks is refused, naming those
+ * it has; NULL returns to the best. */
+static void kernel_set_by_name(void **st) {
+    (void)st;
+    const char *best = sp_kernels_name();
+    assert_int_equal(sp_set_kernels("scalar"), SP_OK);
+    assert_string_equal(sp_kernels_name(), "scalar");
+    assert_int_equal(sp_set_kernels("avx9"), SP_ERR_UNSUPPORTED);
+    assert_non_null(strstr(sp_last_error(), "scalar"));
+    assert_string_equal(sp_kernels_name(), "scalar"); /* a refused name changes nothing */
+    assert_int_equal(sp_set_kernels(NULL), SP_OK);
+    assert_string_equal(sp_kernels_name(), best);
 }
 
 /* Each AVX-512 feature overlay applies on its own: the set named for a CPU without bf16 (Ice
@@ -496,7 +510,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
         cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels),
-        cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone),
+        cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(kernel_set_by_name),
         cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(type_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

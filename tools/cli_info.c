@@ -2,7 +2,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "kernels.h"
 #include "model.h"
 #include "quant.h"
 
@@ -39,7 +38,7 @@ int cmd_info(int argc, char **argv) {
     printf("vocabulary    %d tokens, bos %d, eos %d\n", i->n_vocab, sp_token_bos(m), sp_token_eos(m));
     const char *t = sp_chat_template_detect(m);
     printf("chat template %s\n", t ? t : m->chat_template ? "present but not recognised" : "none");
-    printf("cpu           %s; kernels %s\n", sp_cpu_features(), sp_kernels()->name);
+    printf("cpu           %s; kernels %s\n", sp_cpu_features(), sp_kernels_name());
     sp_model_free(m);
     return 0;
 }

@@ -1,5 +1,6 @@
 /* specprefill — command-line entry point: dispatches to one subcommand per file. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -29,7 +30,26 @@ static void usage(FILE *f) {
     fprintf(f, "\nenvironment: SPECPREFILL_ISA=scalar|avx2|avx512 forces a kernel set (default: the best this CPU has)\n");
 }
 
+/* The environment's settings, given to the library explicitly (it reads no environment). */
+static int apply_environment(void) {
+    const char *isa = getenv("SPECPREFILL_ISA"), *f16 = getenv("SPECPREFILL_F16");
+    if (isa && *isa && sp_set_kernels(isa) != SP_OK) {
+        fprintf(stderr, "error: SPECPREFILL_ISA: %s\n", sp_last_error());
+        return 2;
+    }
+    if (f16 && *f16) {
+        if (strcmp(f16, "bf16") != 0 && strcmp(f16, "exact") != 0) {
+            fprintf(stderr, "error: SPECPREFILL_F16 is 'bf16' or 'exact', not '%s'\n", f16);
+            return 2;
+        }
+        sp_set_f16_as_bf16(strcmp(f16, "bf16") == 0);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    const int env = apply_environment();
+    if (env) return env;
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
