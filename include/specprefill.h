@@ -68,6 +68,8 @@ SP_API sp_status sp_fail(sp_status status, const char *fmt, ...);
 
 typedef struct sp_model sp_model;
 
+#define SP_N_TENSOR_TYPES 40 /* GGUF tensor type ids are below this */
+
 typedef struct {
     char arch[32];         /* "llama", "qwen2", "qwen3" */
     int n_vocab;
@@ -84,7 +86,16 @@ typedef struct {
     bool tied_output;
     uint64_t n_params;
     uint64_t file_size;
+    uint32_t gguf_version;
+    bool has_weights;        /* false: a vocabulary-only file (tokenizes, cannot run) */
+    bool rope_neox;          /* RoPE pairs (i, i + n_rot/2) (qwen2, qwen3), else (2i, 2i+1) */
+    bool rope_freq_factors;  /* Llama 3 frequency factors */
+    bool has_chat_template;  /* tokenizer.chat_template present */
+    int n_tensors_of_type[SP_N_TENSOR_TYPES]; /* tensors of each GGUF tensor type id */
 } sp_model_info;
+
+/* The name of a GGUF tensor type id ("Q4_K", "F16", ...; "?" if unknown). */
+SP_API const char *sp_tensor_type_name(int type);
 
 /* Maps a GGUF file and validates it. The file stays mapped until sp_model_free. */
 SP_API sp_status sp_model_load(const char *path, sp_model **out);

@@ -204,7 +204,13 @@ sp_status sp_model_load(const char *path, sp_model **out) {
     if (st == SP_OK) {
         m->info.n_vocab = sp_vocab_size(m->vocab);
         m->info.file_size = m->gguf->size;
+        m->info.gguf_version = m->gguf->version;
+        m->info.has_weights = m->has_weights;
+        for (uint64_t t = 0; t < m->gguf->n_tensors; t++)
+            if (m->gguf->tensors[t].type < SP_N_TENSOR_TYPES) m->info.n_tensors_of_type[m->gguf->tensors[t].type]++;
         if (m->has_weights) st = load_weights(m);
+        m->info.rope_neox = m->rope.neox;
+        m->info.rope_freq_factors = m->rope.freq_factors != NULL;
     }
     sp_gguf_string tmpl;
     if (st == SP_OK && sp_gguf_get_string_opt(m->gguf, "tokenizer.chat_template", &tmpl)) {
@@ -213,6 +219,7 @@ sp_status sp_model_load(const char *path, sp_model **out) {
         else {
             memcpy(m->chat_template, tmpl.ptr, tmpl.len);
             m->chat_template[tmpl.len] = 0;
+            m->info.has_chat_template = true;
         }
     }
     if (st != SP_OK) {

@@ -4,6 +4,7 @@
  * kernels*.c; these stay as the definition of each format and the fallback.
  */
 #include "quant.h"
+#include "specprefill.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -579,6 +580,10 @@ const sp_type_traits *sp_type_traits_get(uint32_t type) {
     if (type >= SP_TYPE_COUNT || traits[type].name == NULL) return NULL;
     return &traits[type];
 }
+
+_Static_assert(SP_TYPE_COUNT == SP_N_TENSOR_TYPES, "the public count of tensor types");
+
+const char *sp_tensor_type_name(int type) { return type >= 0 ? sp_type_name((uint32_t)type) : "unknown"; }
 
 const char *sp_type_name(uint32_t type) {
     return type < SP_TYPE_COUNT && all_names[type] ? all_names[type] : "unknown";

@@ -2,8 +2,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "model.h"
-#include "quant.h"
 
 int cmd_info(int argc, char **argv) {
     if (argc != 2 || strcmp(argv[1], "--help") == 0) {
@@ -13,23 +11,21 @@ int cmd_info(int argc, char **argv) {
     sp_model *m;
     if (sp_model_load(argv[1], &m) != SP_OK) return fail_status("loading model");
     const sp_model_info *i = sp_model_get_info(m);
-    printf("file          %s (%.1f MiB, GGUF v%u)\n", argv[1], i->file_size / 1048576.0, m->gguf->version);
+    printf("file          %s (%.1f MiB, GGUF v%u)\n", argv[1], i->file_size / 1048576.0, (unsigned)i->gguf_version);
     printf("architecture  %s\n", i->arch);
-    if (m->has_weights) {
+    if (i->has_weights) {
         printf("parameters    %.3f M\n", i->n_params / 1e6);
         printf("layers        %d\n", i->n_layer);
         printf("embedding     %d\n", i->n_embd);
         printf("heads         %d (KV heads %d, head dim %d)\n", i->n_head, i->n_head_kv, i->head_dim);
         printf("feed-forward  %d\n", i->n_ff);
-        printf("rope          base %g, %d dims, %s%s\n", i->rope_base, i->n_rot, m->rope.neox ? "neox" : "normal",
-               m->rope.freq_factors ? ", llama3 frequency factors" : "");
+        printf("rope          base %g, %d dims, %s%s\n", i->rope_base, i->n_rot, i->rope_neox ? "neox" : "normal",
+               i->rope_freq_factors ? ", llama3 frequency factors" : "");
         printf("rms eps       %g\n", i->rms_eps);
         printf("output        %s\n", i->tied_output ? "tied to token embedding" : "separate");
-        int counts[SP_TYPE_COUNT] = {0};
-        for (uint64_t t = 0; t < m->gguf->n_tensors; t++) counts[m->gguf->tensors[t].type]++;
         printf("tensor types ");
-        for (int t = 0; t < SP_TYPE_COUNT; t++)
-            if (counts[t]) printf(" %s×%d", sp_type_name((uint32_t)t), counts[t]);
+        for (int t = 0; t < SP_N_TENSOR_TYPES; t++)
+            if (i->n_tensors_of_type[t]) printf(" %s×%d", sp_tensor_type_name(t), i->n_tensors_of_type[t]);
         printf("\n");
     } else {
         printf("weights       none (vocabulary-only file)\n");
@@ -37,7 +33,7 @@ int cmd_info(int argc, char **argv) {
     printf("context       %d (training)\n", i->n_ctx_train);
     printf("vocabulary    %d tokens, bos %d, eos %d\n", i->n_vocab, sp_token_bos(m), sp_token_eos(m));
     const char *t = sp_chat_template_detect(m);
-    printf("chat template %s\n", t ? t : m->chat_template ? "present but not recognised" : "none");
+    printf("chat template %s\n", t ? t : i->has_chat_template ? "present but not recognised" : "none");
     printf("cpu           %s; kernels %s\n", sp_cpu_features(), sp_kernels_name());
     sp_model_free(m);
     return 0;

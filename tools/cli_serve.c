@@ -2,7 +2,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "server/server.h"
+#include "specprefill_server.h"
 
 static void usage(void) {
     printf("usage: specprefill serve -m MODEL.gguf [options]\n"

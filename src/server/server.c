@@ -9,7 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
-#include "server.h"
+#include "specprefill_server.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>

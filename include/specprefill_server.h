@@ -1,7 +1,8 @@
-/* The OpenAI-compatible HTTP server (libmicrohttpd): slots that each own a main (and draft)
- * context, a bounded queue in front of them, speculative prefill per request, metrics. */
-#ifndef SP_SERVER_H
-#define SP_SERVER_H
+/* The interface of libspecprefill_server, the OpenAI-compatible HTTP server (libmicrohttpd):
+ * slots that each own a main (and draft) context, a bounded queue in front of them, speculative
+ * prefill per request, metrics. */
+#ifndef SPECPREFILL_SERVER_H
+#define SPECPREFILL_SERVER_H
 
 #include <stdbool.h>
 #include <stddef.h>
