@@ -103,7 +103,7 @@ if [ "${SP_QUICK:-0}" != 1 ]; then
   printf '\x01{"messages":[{"role":"user","content":"hi"}],"stream":true,"stop":["a"],"speculative_prefill":{"keep_rate":0.2}}' >build-fuzz/corpus-request/seed1
   for t in gguf tokenizer request; do
     target=fuzz_$t
-    if build-fuzz/tests/$target -max_total_time="${SP_FUZZ_SECONDS:-30}" -max_len=65536 -rss_limit_mb=4096 \
+    if build-fuzz/tests/$target -max_total_time="${SP_FUZZ_SECONDS:-30}" -max_len=65536 -rss_limit_mb=4096 -artifact_prefix=build-fuzz/ \
          build-fuzz/corpus-$t >build-fuzz/$target.log 2>&1; then
       total_pass=$((total_pass + 1)); echo "== $target: no crash ($(grep -o 'stat::number_of_executed_units: [0-9]*' build-fuzz/$target.log || tail -1 build-fuzz/$target.log))"
     else

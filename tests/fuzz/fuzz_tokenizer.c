@@ -1,20 +1,24 @@
 /* libFuzzer target: tokenize arbitrary bytes with a real vocabulary (first byte picks the
  * vocabulary and flags), then detokenize the result. Vocabularies come from SP_FUZZ_VOCABS
- * (colon-separated GGUF paths), default the shared fixtures. */
+ * (colon-separated GGUF paths; those that do not load are left out), by default the bundled
+ * models' (llama-bpe), SmolLM2's (smollm; scripts/get-models.sh) and, where ../shared is, the
+ * Llama 3, Qwen2 and SentencePiece fixtures — paths from the repository root. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "specprefill.h"
 
-static sp_model *models[3];
+#define MAX_VOCABS 8
+static sp_model *models[MAX_VOCABS];
 static int n_models;
 
 static void init(void) {
     const char *env = getenv("SP_FUZZ_VOCABS");
     static char paths[2048];
-    strncpy(paths, env ? env : "../shared/fixtures/tokenizer/vocab-llama3.gguf:../shared/fixtures/tokenizer/vocab-qwen2.gguf:../shared/fixtures/tokenizer/vocab-llama-spm.gguf", sizeof paths - 1);
-    for (char *p = strtok(paths, ":"); p && n_models < 3; p = strtok(NULL, ":"))
+    strncpy(paths, env ? env : "models/main.gguf:models-big/SmolLM2-135M-Instruct.Q4_1.gguf:../shared/fixtures/tokenizer/vocab-llama3.gguf:"
+                               "../shared/fixtures/tokenizer/vocab-qwen2.gguf:../shared/fixtures/tokenizer/vocab-llama-spm.gguf", sizeof paths - 1);
+    for (char *p = strtok(paths, ":"); p && n_models < MAX_VOCABS; p = strtok(NULL, ":"))
         if (sp_model_load(p, &models[n_models]) == SP_OK) n_models++;
     if (n_models == 0) abort();
 }
