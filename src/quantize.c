@@ -26,6 +26,29 @@ bool sp_quant_plan_parse(const char *name, sp_quant_plan *plan) {
     return true;
 }
 
+uint32_t sp_quant_plan_file_type(const sp_quant_plan *plan) {
+    /* llama.cpp's llama_ftype numbers (not the tensor type ids): what general.file_type means to
+     * every reader. A file all of Q4_K or Q5_K is closest to its _S mix. */
+    if (strcmp(plan->name, "Q4_K_M") == 0) return 15;
+    if (strcmp(plan->name, "Q5_K_M") == 0) return 17;
+    switch (plan->base) {
+    case SP_TYPE_F32: return 0;
+    case SP_TYPE_F16: return 1;
+    case SP_TYPE_Q4_0: return 2;
+    case SP_TYPE_Q4_1: return 3;
+    case SP_TYPE_Q8_0: return 7;
+    case SP_TYPE_Q5_0: return 8;
+    case SP_TYPE_Q5_1: return 9;
+    case SP_TYPE_Q2_K: return 10;
+    case SP_TYPE_Q3_K: return 12;
+    case SP_TYPE_Q4_K: return 14;
+    case SP_TYPE_Q5_K: return 16;
+    case SP_TYPE_Q6_K: return 18;
+    case SP_TYPE_BF16: return 32;
+    default: return 1024; /* llama.cpp's "guessed" */
+    }
+}
+
 /* llama.cpp's rule for the _M mixes: more bits in the first and last eighth of the layers
  * and every third layer between. */
 static bool use_more_bits(int il, int n_layer) {
@@ -98,7 +121,7 @@ sp_status sp_quantize_file(const char *in_path, const char *out_path, const sp_q
     }
     for (uint64_t i = 0; i < in->n_kv; i++)
         if (!sp_gguf_string_eq(in->kv[i].key, "general.file_type")) sp_gguf_writer_copy_kv(w, &in->kv[i]);
-    sp_gguf_writer_u32(w, "general.file_type", (uint32_t)plan->base);
+    sp_gguf_writer_u32(w, "general.file_type", sp_quant_plan_file_type(plan));
     for (uint64_t i = 0; i < in->n_tensors; i++) {
         const sp_gguf_tensor *t = &in->tensors[i];
         char name[256];

@@ -4,6 +4,7 @@
 #define SP_QUANTIZE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "specprefill.h"
 
@@ -19,6 +20,8 @@ bool sp_quant_plan_parse(const char *name, sp_quant_plan *plan);
  * rows that do not fit the type's blocks fall back to Q8_0 or F16. tied: the model has no
  * output.weight, so token_embd is the output matrix. */
 int sp_quant_type_for(const sp_quant_plan *plan, const char *tensor, int n_dims, long row_len, int n_layer, bool tied);
+/* The plan's general.file_type in llama.cpp's numbering (llama_ftype: MOSTLY_Q8_0 = 7, ...). */
+uint32_t sp_quant_plan_file_type(const sp_quant_plan *plan);
 /* Rewrites `in` with every tensor converted per `plan`. Progress on stderr when it is a TTY. */
 sp_status sp_quantize_file(const char *in, const char *out, const sp_quant_plan *plan);
 

@@ -81,7 +81,7 @@ int cmd_convert(int argc, char **argv) {
 
     sp_gguf_writer_str(w, "general.architecture", "llama");
     sp_gguf_writer_str(w, "general.name", name);
-    sp_gguf_writer_u32(w, "general.file_type", (uint32_t)plan.base);
+    sp_gguf_writer_u32(w, "general.file_type", sp_quant_plan_file_type(&plan));
     sp_gguf_writer_u32(w, "llama.context_length", (uint32_t)json_int(c, "context_length", 8192));
     sp_gguf_writer_u32(w, "llama.embedding_length", (uint32_t)dim);
     sp_gguf_writer_u32(w, "llama.block_count", (uint32_t)layers);

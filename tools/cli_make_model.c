@@ -119,7 +119,7 @@ int cmd_make_model(int argc, char **argv) {
     if (!w) { fprintf(stderr, "error: out of memory\n"); return 1; }
     sp_gguf_writer_str(w, "general.architecture", arch);
     sp_gguf_writer_str(w, "general.name", "specprefill random model");
-    sp_gguf_writer_u32(w, "general.file_type", type == SP_TYPE_F32 ? 0 : type == SP_TYPE_F16 ? 1 : (uint32_t)type);
+    sp_gguf_writer_u32(w, "general.file_type", sp_quant_plan_file_type(&plan));
 #define ARCH_KEY(k) (snprintf(key, sizeof key, "%s.%s", arch, k), key)
     sp_gguf_writer_u32(w, ARCH_KEY("context_length"), (uint32_t)ctx);
     sp_gguf_writer_u32(w, ARCH_KEY("embedding_length"), (uint32_t)n_embd);

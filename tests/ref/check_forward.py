@@ -94,6 +94,16 @@ def compare(got, exact, emul):
     return ok, dev, rms, f"max {tol_max:.2g} rms {tol_rms:.2g}", wrong, int(np.sum(~clear))
 
 
+def file_type_name(path):
+    """general.file_type as llama.cpp's numbering names it (gguf-py's LlamaFileType)."""
+    import gguf
+    return gguf.LlamaFileType(int(gguf.GGUFReader(path).fields["general.file_type"].contents())).name
+
+
+# the llama_ftype a file of each type the engine writes must carry (all Q4_K / Q5_K: their _S mix)
+FILE_TYPE = {"F32": "ALL_F32", "Q4_K": "MOSTLY_Q4_K_S", "Q5_K": "MOSTLY_Q5_K_S"}
+
+
 def check_model(sp, label, path, cases, isas, f32_kv_check):
     m = F.Model(path)
     ok, lines = True, []
@@ -196,6 +206,10 @@ def main():
             os.replace(path + ".tmp", path)
         ok, lines = check_model(a.sp, f"{arch}-{typ}", path, random_cases(F.Model(path).n_vocab), isas,
                                 typ in ("F32", "F16"))
+        want, got = FILE_TYPE.get(typ, "MOSTLY_" + typ), file_type_name(path)
+        if got != want:  # what llama.cpp would call the file
+            ok = False
+            lines.append(f"  FAIL {arch}-{typ}: general.file_type reads as {got} in llama.cpp's numbering, not {want}")
         print("\n".join(lines), flush=True)
         passed, failed = passed + ok, failed + (not ok)
     if a.real and os.path.exists(a.real):
