@@ -107,6 +107,18 @@ void sp_gguf_writer_copy_kv(sp_gguf_writer *w, const sp_gguf_kv *kv) {
     put(w, kv->value, (size_t)(p - kv->value));
 }
 
+sp_status sp_gguf_writer_copy_keys(sp_gguf_writer *w, const char *path, const char *prefix) {
+    sp_gguf_file *f;
+    sp_status st = sp_gguf_open(path, &f);
+    if (st != SP_OK) return st;
+    const size_t n = strlen(prefix);
+    for (uint64_t i = 0; i < f->n_kv; i++)
+        if (f->kv[i].key.len >= n && memcmp(f->kv[i].key.ptr, prefix, n) == 0) sp_gguf_writer_copy_kv(w, &f->kv[i]);
+    /* the values are copied now: the writer keeps no pointer into the file */
+    sp_gguf_close(f);
+    return SP_OK;
+}
+
 int sp_gguf_writer_tensor(sp_gguf_writer *w, const char *name, uint32_t type, int n_dims, const int64_t *ne, const void *data) {
     if (w->n_tensors == w->cap_tensors) {
         int cap = w->cap_tensors ? 2 * w->cap_tensors : 64;

@@ -9,13 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* A weight matrix: n_out rows of n_in elements, row-major, in any supported type. */
-typedef struct {
-    const void *data;
-    uint32_t type;
-    int64_t n_in, n_out;
-    int64_t row_bytes;
-} sp_weight;
+#include "specprefill_dev.h" /* sp_weight, sp_matmul */
+
 
 #define SP_N_TYPES 40
 
@@ -113,8 +108,6 @@ const sp_isa_kernels *sp_kernels_by_name(const char *name);
 /* Switch the kernels in use to a table (tests; sp_set_kernels by name is the public form). */
 void sp_kernels_select(const sp_isa_kernels *k);
 
-/* out[t*n_out + r] = W[r] · x[t*n_in …] for t < n_tokens */
-void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out);
 
 /* Rows of length n: out = x / rms(x) * weight (weight may be NULL) */
 void sp_rmsnorm(float *out, const float *x, const float *weight, int n_rows, int n, float eps);

@@ -604,3 +604,11 @@ size_t sp_row_size(uint32_t type, int64_t n) {
     const sp_type_traits *t = sp_type_traits_get(type);
     return t ? (size_t)(n / t->block_size) * t->type_size : 0;
 }
+
+bool sp_quantize_rows(uint32_t type, const float *src, void *dst, int64_t n_rows, int64_t row_len) {
+    const sp_type_traits *tt = sp_type_traits_get(type);
+    if (!tt || !tt->quantize || row_len <= 0 || row_len % tt->block_size) return false;
+    const size_t rb = sp_row_size(type, row_len);
+    for (int64_t r = 0; r < n_rows; r++) tt->quantize(src + r * row_len, (uint8_t *)dst + (size_t)r * rb, row_len);
+    return true;
+}

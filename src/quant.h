@@ -8,13 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ggml type ids as stored in GGUF */
-enum sp_ggml_type {
-    SP_TYPE_F32 = 0, SP_TYPE_F16 = 1, SP_TYPE_Q4_0 = 2, SP_TYPE_Q4_1 = 3, SP_TYPE_Q5_0 = 6,
-    SP_TYPE_Q5_1 = 7, SP_TYPE_Q8_0 = 8, SP_TYPE_Q8_1 = 9, SP_TYPE_Q2_K = 10, SP_TYPE_Q3_K = 11,
-    SP_TYPE_Q4_K = 12, SP_TYPE_Q5_K = 13, SP_TYPE_Q6_K = 14, SP_TYPE_Q8_K = 15, SP_TYPE_BF16 = 30,
-    SP_TYPE_COUNT = 40
-};
+#include "specprefill_dev.h" /* the type ids, sp_row_size, sp_type_from_name */
+
 
 #define QK_K 256
 
@@ -72,9 +67,5 @@ typedef struct {
 const sp_type_traits *sp_type_traits_get(uint32_t type);
 /* Name of any ggml type id, supported or not ("unknown" otherwise). */
 const char *sp_type_name(uint32_t type);
-/* Parses "q4_k", "F16"… (case-insensitive); -1 if unknown. */
-int sp_type_from_name(const char *name);
-/* Bytes of a row of n elements. */
-size_t sp_row_size(uint32_t type, int64_t n);
 
 #endif

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The engine against independent references from PyPI, installed into a venv under the build
-# folder (tests/ref/venv.sh): the float64 NumPy forward pass (forward) or Hugging Face's
-# tokenizers (tokenizer). The real model comes from scripts/get-models.sh (scripts/test.sh
+# folder (tests/ref/venv.sh): the float64 NumPy forward pass (forward), Hugging Face's
+# tokenizers (tokenizer), or gguf-py reading a model back through safetensors and `convert` (convert). The real model comes from scripts/get-models.sh (scripts/test.sh
 # runs it); without it its cases report skipped.
-# Usage: test_reference.sh forward|tokenizer SPECPREFILL VENV_DIR WORK_DIR
+# Usage: test_reference.sh forward|tokenizer|convert SPECPREFILL VENV_DIR WORK_DIR
 set -euo pipefail
 WHAT=$1 SP=$2 VENV=$3 WORK=$4
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,5 +16,6 @@ case $WHAT in
     T=$SHARED/fixtures/tokenizer
     exec "$PY" "$ROOT/tests/ref/check_tokenizer.py" "$SP" --shared "$SHARED" "$REAL" "$ROOT/models/main.gguf" \
       "$T/vocab-llama3.gguf" "$T/vocab-qwen2.gguf" "$T/vocab-llama-spm.gguf" ;;
-  *) echo "usage: $0 forward|tokenizer SPECPREFILL VENV_DIR WORK_DIR" >&2; exit 2 ;;
+  convert) exec "$PY" "$ROOT/tests/ref/check_convert.py" "$SP" "$WORK/convert" ;;
+  *) echo "usage: $0 forward|tokenizer|convert SPECPREFILL VENV_DIR WORK_DIR" >&2; exit 2 ;;
 esac

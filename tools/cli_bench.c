@@ -8,8 +8,7 @@
 
 #include "cli.h"
 #include "common.h"
-#include "kernels.h"
-#include "quant.h"
+#include "specprefill_dev.h"
 
 #define MAX_LIST 16
 
@@ -78,8 +77,12 @@ static float uniform(uint64_t *s) {
  * of activations in `tokens` — to compare the kernel with the CPU's arithmetic peak. */
 static int bench_gemm(const char *type_name, long k, long n, const long *tokens, int n_tokens, long reps) {
     const int type = sp_type_from_name(type_name);
-    const sp_type_traits *tt = type >= 0 ? sp_type_traits_get((uint32_t)type) : NULL;
-    if (!tt || !tt->quantize || k % tt->block_size) { fprintf(stderr, "error: --gemm: cannot make %s weights of width %ld\n", type_name, k); return 2; }
+    float probe[256] = {0};
+    uint8_t probe_out[1024];
+    if (type < 0 || k % 256 || !sp_quantize_rows((uint32_t)type, probe, probe_out, 1, 256)) {
+        fprintf(stderr, "error: --gemm: cannot make %s weights of width %ld\n", type_name, k);
+        return 2;
+    }
     if (n_tokens < 1) { fprintf(stderr, "error: --gemm needs a token count (-p)\n"); return 2; }
     long max_tokens = 1;
     for (int i = 0; i < n_tokens; i++) if (tokens[i] > max_tokens) max_tokens = tokens[i];
@@ -93,7 +96,7 @@ static int bench_gemm(const char *type_name, long k, long n, const long *tokens,
     uint64_t s = 7;
     for (long r = 0; r < n; r++) {
         for (long i = 0; i < k; i++) row[i] = uniform(&s);
-        tt->quantize(row, w + (size_t)r * rb, k);
+        sp_quantize_rows((uint32_t)type, row, w + (size_t)r * rb, 1, k);
     }
     for (long i = 0; i < max_tokens * k; i++) x[i] = uniform(&s);
     const sp_weight W = {w, (uint32_t)type, k, n, (int64_t)rb};
@@ -108,7 +111,7 @@ static int bench_gemm(const char *type_name, long k, long n, const long *tokens,
         }
         for (long r = 0; r < reps; r++) t[r] = 2.0 * (double)k * (double)n * (double)nt / t[r] / 1e9;
         const stat st = summarize(t, (int)reps);
-        printf("| %s | %ld | %ld | %d | %s | %d | %.1f ± %.1f |\n", tt->name, k, n, nt, sp_kernels()->name, sp_get_threads(), st.mean, st.sd);
+        printf("| %s | %ld | %ld | %d | %s | %d | %.1f ± %.1f |\n", sp_tensor_type_name(type), k, n, nt, sp_kernels_name(), sp_get_threads(), st.mean, st.sd);
     }
     rc = 0;
 done:
@@ -189,7 +192,7 @@ int cmd_bench(int argc, char **argv) {
     char model_name[256];
     const char *slash = strrchr(model_path, '/');
     snprintf(model_name, sizeof model_name, "%s", slash ? slash + 1 : model_path);
-    const char *isa = sp_kernels()->name;
+    const char *isa = sp_kernels_name();
     if (json) printf("{\"model\": \"%s\", \"size_bytes\": %llu, \"params\": %llu, \"isa\": \"%s\", \"threads\": %d, \"results\": [",
                      model_name, (unsigned long long)info->file_size, (unsigned long long)info->n_params, isa, sp_get_threads());
     else {

@@ -7,9 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "gguf_writer.h"
-#include "quant.h"
-#include "quantize.h"
+#include "specprefill_dev.h"
 
 typedef struct {
     const uint8_t *data;
@@ -22,9 +20,8 @@ static sp_status fill(void *arg, int index, void *dst, uint64_t n_bytes) {
     (void)n_bytes;
     convert_ctx *c = arg;
     const float *src = (const float *)(c->data + c->offsets[index]);
-    const sp_type_traits *tt = sp_type_traits_get(c->types[index]);
-    const size_t rb = sp_row_size(c->types[index], c->ne[index][0]);
-    for (int64_t r = 0; r < c->ne[index][1]; r++) tt->quantize(src + r * c->ne[index][0], (uint8_t *)dst + (size_t)r * rb, c->ne[index][0]);
+    if (!sp_quantize_rows(c->types[index], src, dst, c->ne[index][1], c->ne[index][0]))
+        return sp_fail(SP_ERR_UNSUPPORTED, "convert: cannot write tensor %d in %s", index, sp_tensor_type_name((int)c->types[index]));
     return SP_OK;
 }
 

@@ -6,10 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "gguf_writer.h"
-#include "model.h"
-#include "quant.h"
-#include "quantize.h"
+#include "specprefill_dev.h"
 
 typedef struct {
     uint64_t seed;
@@ -36,7 +33,6 @@ static sp_status fill(void *arg, int index, void *dst, uint64_t n_bytes) {
     fill_ctx *c = arg;
     uint64_t s = c->seed * 1000003u + (uint64_t)index;
     const int64_t n_in = c->ne[index][0], rows = c->ne[index][1];
-    const sp_type_traits *tt = sp_type_traits_get(c->types[index]);
     float *row = malloc((size_t)n_in * sizeof *row);
     if (!row) return SP_ERR_MEMORY;
     for (int64_t r = 0; r < rows; r++) {
@@ -48,7 +44,11 @@ static sp_status fill(void *arg, int index, void *dst, uint64_t n_bytes) {
             default: row[i] = i < n_in / 4 ? 1.0f : i < n_in / 2 ? 4.0f : 32.0f; break;
             }
         }
-        tt->quantize(row, (uint8_t *)dst + (size_t)r * sp_row_size(c->types[index], n_in), n_in);
+        if (!sp_quantize_rows(c->types[index], row, (uint8_t *)dst + (size_t)r * sp_row_size(c->types[index], n_in), 1, n_in)) {
+            free(row);
+            return sp_fail(SP_ERR_UNSUPPORTED, "make-model: cannot write a row of %lld values in %s", (long long)n_in,
+                           sp_tensor_type_name((int)c->types[index]));
+        }
     }
     free(row);
     return SP_OK;
@@ -113,7 +113,6 @@ int cmd_make_model(int argc, char **argv) {
     const int type = plan.base;
 
     sp_gguf_writer *w = sp_gguf_writer_new();
-    sp_gguf_file *vf = NULL;
     int rc = 1;
     char key[128];
     if (!w) { fprintf(stderr, "error: out of memory\n"); return 1; }
@@ -133,15 +132,12 @@ int cmd_make_model(int argc, char **argv) {
 #undef ARCH_KEY
 
     if (vocab_from) {
-        if (sp_gguf_open(vocab_from, &vf) != SP_OK) { rc = fail_status("--vocab-from"); goto done; }
-        const sp_gguf_kv *toks;
-        if (!sp_gguf_get_array_opt(vf, "tokenizer.ggml.tokens", GGUF_TYPE_STRING, &toks)) {
-            fprintf(stderr, "error: %s has no tokenizer\n", vocab_from);
-            goto done;
-        }
-        n_vocab = (long)toks->array_len;
-        for (uint64_t i = 0; i < vf->n_kv; i++)
-            if (vf->kv[i].key.len > 10 && memcmp(vf->kv[i].key.ptr, "tokenizer.", 10) == 0) sp_gguf_writer_copy_kv(w, &vf->kv[i]);
+        /* the file's tokenizer, as the engine reads it (a file without one does not load) */
+        sp_model *vm;
+        if (sp_model_load(vocab_from, &vm) != SP_OK) { rc = fail_status("--vocab-from"); goto done; }
+        n_vocab = sp_model_get_info(vm)->n_vocab;
+        sp_model_free(vm);
+        if (sp_gguf_writer_copy_keys(w, vocab_from, "tokenizer.") != SP_OK) { rc = fail_status("--vocab-from"); goto done; }
     } else {
         /* byte-level BPE over GPT-2's alphabet, no merges, Llama 3 style special tokens */
         const int n_special = 5;
@@ -234,7 +230,6 @@ int cmd_make_model(int argc, char **argv) {
 cleanup:
     free(fc.types); free(fc.ne); free(fc.kind);
 done:
-    sp_gguf_close(vf);
     sp_gguf_writer_free(w);
     return rc;
 }

@@ -2,7 +2,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "quantize.h"
+#include "specprefill_dev.h"
 
 int cmd_quantize(int argc, char **argv) {
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
