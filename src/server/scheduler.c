@@ -1,0 +1,178 @@
+/* The scheduler: a bounded queue of jobs in front of N slots. Each slot owns a main context (and
+ * a draft context with --draft/--self-spec) and a thread; it takes the next job, prefills its
+ * prompt on its own (spc_prefill: speculative or full), then generates — its decode steps joined
+ * with every other generating slot's into one batched forward pass (decode_batch.c). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "state.h"
+
+typedef struct {
+    int index;
+    sp_context *ctx, *dctx;
+    pthread_t thread;
+} slot;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t queue_cv;
+    job **queue;
+    int q_head, q_len, q_cap;
+    int busy;
+    bool stopping;
+    slot *slots;
+    int started;
+} Q = {.mu = PTHREAD_MUTEX_INITIALIZER, .queue_cv = PTHREAD_COND_INITIALIZER};
+
+static void run_job(slot *sl, job *j) {
+    const sp_model_info *info = sp_model_get_info(sp_srv.model);
+    job_result r = {0};
+    float *logits = malloc((size_t)info->n_vocab * sizeof *logits);
+    spc_text text;
+    sp_sampler *smp = NULL;
+    const char *finish = "length";
+    bool failed = spc_text_init(&text, sp_srv.model, (const char *const *)j->req.stop, j->req.n_stop) != SP_OK || !logits ||
+                  sp_sampler_new(&j->req.sampling, info->n_vocab, &smp) != SP_OK;
+    double t_start = sp_srv_now(), t_first = t_start;
+    if (!failed) {
+        for (int i = 0; i < j->prompt.n; i++) sp_sampler_accept(smp, j->prompt.ids[i]);
+        sp_specprefill_stats st;
+        failed = spc_prefill(sl->ctx, j->spec ? sl->dctx : NULL, &j->prompt, &j->spec_params, logits, NULL, NULL, &st) != SP_OK;
+        r.kept = st.n_kept;
+        t_first = sp_srv_now();
+    }
+    bool first_chunk = true;
+    size_t len;
+    const char *piece;
+    decode_batch_join(sp_srv.decoding);
+    for (int n = 0; !failed && n < j->max_tokens; n++) {
+        if (sp_srv_job_cancelled(j) || Q.stopping) { finish = "cancelled"; break; }
+        sp_token t = sp_sampler_sample(smp, logits);
+        if (sp_token_is_eog(sp_srv.model, t) && !j->req.ignore_eos) { finish = "stop"; break; }
+        sp_sampler_accept(smp, t);
+        r.completion_tokens++;
+        if (spc_text_add(&text, t) != SP_OK) { failed = true; break; }
+        /* stream what can no longer become a stop string */
+        if (j->req.stream && (piece = spc_text_piece(&text, false, &len), len)) {
+            sp_srv_stream_text(j, piece, len, first_chunk);
+            first_chunk = false;
+        }
+        if (text.stopped) { finish = "stop"; break; }
+        if (n + 1 == j->max_tokens) break;
+        int32_t p = j->prompt.n + n;
+        if (decode_batch_step(sp_srv.decoding, sl->ctx, t, p, logits) != SP_OK) failed = true;
+    }
+    decode_batch_leave(sp_srv.decoding);
+    if (!failed && spc_text_add(&text, -1) != SP_OK) failed = true; /* an unfinished character */
+    double t_end = sp_srv_now();
+    r.ttft = t_first - j->t_arrival;
+    r.total = t_end - j->t_arrival;
+    r.prefill = t_first - t_start;
+    r.decode = t_end - t_first;
+    if (failed) finish = "error";
+    if (j->req.stream && (piece = spc_text_piece(&text, true, &len), len)) {
+        sp_srv_stream_text(j, piece, len, first_chunk);
+        first_chunk = false;
+    }
+    sp_srv_finish_response(j, text.text, finish, &r, first_chunk);
+    sp_srv_job_finish(j);
+    sp_srv_record_job(j, &r, failed);
+    fprintf(stderr, "%s %s %d prompt=%d kept=%d gen=%d ttft=%.0fms total=%.0fms finish=%s slot=%d\n",
+            j->req.chat ? "/v1/chat/completions" : "/v1/completions", j->req.stream ? "stream" : "json", failed ? 500 : 200,
+            j->prompt.n, r.kept, r.completion_tokens, r.ttft * 1e3, r.total * 1e3, finish, sl->index);
+    spc_text_free(&text);
+    free(logits);
+    sp_sampler_free(smp);
+}
+
+static void *slot_main(void *arg) {
+    slot *sl = arg;
+    for (;;) {
+        pthread_mutex_lock(&Q.mu);
+        while (Q.q_len == 0 && !Q.stopping) pthread_cond_wait(&Q.queue_cv, &Q.mu);
+        if (Q.q_len == 0 && Q.stopping) { pthread_mutex_unlock(&Q.mu); break; }
+        job *j = Q.queue[Q.q_head];
+        Q.q_head = (Q.q_head + 1) % Q.q_cap;
+        Q.q_len--;
+        Q.busy++;
+        pthread_mutex_unlock(&Q.mu);
+        if (!sp_srv_job_cancelled(j)) run_job(sl, j);
+        else sp_srv_job_finish(j);
+        sp_srv_job_release(j);
+        pthread_mutex_lock(&Q.mu);
+        Q.busy--;
+        pthread_mutex_unlock(&Q.mu);
+    }
+    return NULL;
+}
+
+bool sp_srv_scheduler_start(void) {
+    const sp_server_config *cfg = sp_srv.cfg;
+    Q.q_head = Q.q_len = Q.busy = Q.started = 0;
+    Q.stopping = false;
+    Q.q_cap = cfg->queue + cfg->parallel; /* waiting + about to be taken */
+    Q.queue = calloc((size_t)Q.q_cap, sizeof *Q.queue);
+    Q.slots = calloc((size_t)cfg->parallel, sizeof *Q.slots);
+    if (!Q.queue || !Q.slots) { fprintf(stderr, "error: out of memory\n"); return false; }
+    for (int i = 0; i < cfg->parallel; i++) {
+        sp_context_params p = sp_context_default_params();
+        p.n_ctx = cfg->ctx_size;
+        Q.slots[i].index = i;
+        if (sp_context_new(sp_srv.model, &p, &Q.slots[i].ctx) != SP_OK) { fprintf(stderr, "error: context: %s\n", sp_last_error()); return false; }
+        if (sp_srv.draft || cfg->self_spec) {
+            /* the largest lookahead a request may ask for, and room for another tokenizer */
+            sp_specprefill_params most = cfg->spec;
+            most.lookahead = 256;
+            p.n_ctx = spc_draft_ctx_size(cfg->ctx_size, &most, sp_srv.draft && cfg->spec.any_vocab);
+            if (sp_context_new(sp_srv.draft ? sp_srv.draft : sp_srv.model, &p, &Q.slots[i].dctx) != SP_OK) {
+                fprintf(stderr, "error: draft context: %s\n", sp_last_error());
+                return false;
+            }
+        }
+    }
+    for (; Q.started < cfg->parallel; Q.started++)
+        if (pthread_create(&Q.slots[Q.started].thread, NULL, slot_main, &Q.slots[Q.started]) != 0) {
+            fprintf(stderr, "error: cannot start slot threads\n");
+            return false;
+        }
+    return true;
+}
+
+bool sp_srv_scheduler_submit(job *j) {
+    pthread_mutex_lock(&Q.mu);
+    /* room: a free slot, or a place among the --queue waiting requests */
+    const bool full = Q.q_len >= sp_srv.cfg->queue + (sp_srv.cfg->parallel - Q.busy) || Q.stopping;
+    if (!full) {
+        j->refs++; /* the queue's, then the slot's */
+        Q.queue[(Q.q_head + Q.q_len) % Q.q_cap] = j;
+        Q.q_len++;
+        pthread_cond_signal(&Q.queue_cv);
+    }
+    pthread_mutex_unlock(&Q.mu);
+    return !full;
+}
+
+void sp_srv_scheduler_load(int *queued, int *busy) {
+    pthread_mutex_lock(&Q.mu);
+    *queued = Q.q_len;
+    *busy = Q.busy;
+    pthread_mutex_unlock(&Q.mu);
+}
+
+void sp_srv_scheduler_stop(void) {
+    pthread_mutex_lock(&Q.mu);
+    Q.stopping = true;
+    for (int i = 0; i < Q.q_len; i++) sp_srv_job_cancel(Q.queue[(Q.q_head + i) % Q.q_cap]);
+    pthread_cond_broadcast(&Q.queue_cv);
+    pthread_mutex_unlock(&Q.mu);
+    for (int i = 0; i < Q.started; i++) pthread_join(Q.slots[i].thread, NULL);
+    for (int i = 0; Q.slots && i < sp_srv.cfg->parallel; i++) {
+        sp_context_free(Q.slots[i].ctx);
+        sp_context_free(Q.slots[i].dctx);
+    }
+    free(Q.slots);
+    free(Q.queue);
+    Q.slots = NULL;
+    Q.queue = NULL;
+    Q.started = 0;
+}

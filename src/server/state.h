@@ -1,0 +1,110 @@
+/* The server's shared state and the internal interfaces between its parts (not installed):
+ *   server.c     HTTP: routes, request bodies, the API key, streaming a job's bytes; start and stop
+ *   scheduler.c  the queue and the slots: which job runs where, prefill and generation
+ *   openai.c     OpenAI's response objects: completions, chunks, usage, errors, models
+ *   metrics.c    the counters and histograms behind /metrics
+ *   job.c        a job's life: references, its response bytes, cancellation
+ *   request.c    OpenAI request bodies → a ready-made request (request.h) */
+#ifndef SP_SERVER_STATE_H
+#define SP_SERVER_STATE_H
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common.h"
+#include "decode_batch.h"
+#include "request.h"
+#include "specprefill_server.h"
+
+/* ------------------------------------------------------------------ jobs (job.c) */
+
+typedef struct job {
+    sp_request req;
+    spc_prompt prompt;            /* the text the model reads and its tokens */
+    int max_tokens;
+    bool spec;
+    sp_specprefill_params spec_params;
+    char id[40];
+    long created;
+    double t_arrival;
+    int fd;                       /* the client's socket, to notice a disconnect */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *out;                    /* response bytes produced so far */
+    size_t out_len, out_cap, out_sent;
+    bool done, cancelled, oom;
+    int refs;                     /* connection + queue/slot */
+} job;
+
+/* A new job with one reference (the connection's); NULL if out of memory. */
+job *sp_srv_job_new(void);
+/* Drops a reference; the last one frees the job. */
+void sp_srv_job_release(job *j);
+/* Appends response bytes (under the job's lock) and wakes the connection thread. */
+void sp_srv_job_emit(job *j, const char *s, size_t n);
+bool sp_srv_job_cancelled(job *j);
+/* Marks the job cancelled (the client left, or the server stops) and wakes its reader. */
+void sp_srv_job_cancel(job *j);
+/* Marks the response complete and wakes the connection thread. */
+void sp_srv_job_finish(job *j);
+
+/* What a finished job measured. */
+typedef struct {
+    int completion_tokens, kept;
+    double ttft, total, prefill, decode;
+} job_result;
+
+/* ------------------------------------------------------------------ OpenAI objects (openai.c) */
+
+/* The object's JSON (as one SSE event when sse) appended to the job's response. */
+void sp_srv_emit_json(job *j, cJSON *o, bool sse);
+/* id, object, created, model */
+cJSON *sp_srv_base_object(const job *j, const char *object);
+/* choices[0]: message or delta (chat), text (completions), finish_reason */
+void sp_srv_add_choice(cJSON *o, const job *j, const char *text, const char *finish, bool delta, bool first);
+/* usage, and the specprefill object (kept tokens, timings) */
+void sp_srv_add_usage(cJSON *o, const job *j, const job_result *r);
+/* One streamed chunk of text. */
+void sp_srv_stream_text(job *j, const char *text, size_t n, bool first);
+/* The response's end: the final chunk (finish reason, usage if asked) and [DONE], or the whole JSON. */
+void sp_srv_finish_response(job *j, const char *text, const char *finish, const job_result *r, bool first_chunk);
+/* Bodies of error responses (OpenAI's shape) and of /v1/models; malloc'ed, NULL if out of memory. */
+char *sp_srv_error_body(int status, const char *type, const char *msg);
+char *sp_srv_models_body(void);
+
+/* ------------------------------------------------------------------ metrics (metrics.c) */
+
+double sp_srv_now(void);
+void sp_srv_count_status(int status);
+/* A finished job: its status, times and tokens. */
+void sp_srv_record_job(const job *j, const job_result *r, bool failed);
+/* The Prometheus text of every metric; malloc'ed, NULL if out of memory. */
+char *sp_srv_metrics_text(void);
+
+/* ------------------------------------------------------------------ the scheduler (scheduler.c) */
+
+/* Makes the slots' contexts and starts their threads. */
+bool sp_srv_scheduler_start(void);
+/* Queues a job; false when every slot is busy and --queue jobs already wait (or the server stops). */
+bool sp_srv_scheduler_submit(job *j);
+/* Waiting jobs and busy slots, for /metrics. */
+void sp_srv_scheduler_load(int *queued, int *busy);
+/* No new jobs; queued and running ones are cancelled; the slots are joined and freed. */
+void sp_srv_scheduler_stop(void);
+
+/* ------------------------------------------------------------------ the shared state (server.c) */
+
+typedef struct {
+    const sp_server_config *cfg;
+    sp_model *model, *draft;
+    const char *model_id;
+    decode_batch *decoding;       /* the generating slots' steps */
+    volatile sig_atomic_t stop_signal;
+} sp_server_state;
+
+extern sp_server_state sp_srv;
+
+#endif
