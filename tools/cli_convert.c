@@ -19,10 +19,21 @@ typedef struct {
 static sp_status fill(void *arg, int index, void *dst, uint64_t n_bytes) {
     (void)n_bytes;
     convert_ctx *c = arg;
-    const float *src = (const float *)(c->data + c->offsets[index]);
-    if (!sp_quantize_rows(c->types[index], src, dst, c->ne[index][1], c->ne[index][0]))
-        return sp_fail(SP_ERR_UNSUPPORTED, "convert: cannot write tensor %d in %s", index, sp_tensor_type_name((int)c->types[index]));
-    return SP_OK;
+    /* safetensors need not align its data (the header's length is free): rows go through an
+     * aligned copy, one at a time */
+    const uint8_t *src = c->data + c->offsets[index];
+    const int64_t cols = c->ne[index][0], rows = c->ne[index][1];
+    const size_t rb = sp_row_size(c->types[index], cols);
+    float *row = malloc((size_t)cols * sizeof *row);
+    if (!row) return sp_fail(SP_ERR_MEMORY, "convert: out of memory");
+    sp_status st = SP_OK;
+    for (int64_t r = 0; r < rows && st == SP_OK; r++) {
+        memcpy(row, src + (size_t)r * (size_t)cols * sizeof *row, (size_t)cols * sizeof *row);
+        if (!sp_quantize_rows(c->types[index], row, (uint8_t *)dst + (size_t)r * rb, 1, cols))
+            st = sp_fail(SP_ERR_UNSUPPORTED, "convert: cannot write tensor %d in %s", index, sp_tensor_type_name((int)c->types[index]));
+    }
+    free(row);
+    return st;
 }
 
 static int json_int(const cJSON *o, const char *k, int dflt) {

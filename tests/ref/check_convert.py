@@ -28,6 +28,7 @@ for t in r.tensors:
     blobs.append(b)
     offset += len(b)
 h = json.dumps(header).encode()
+h += b" " * ((3 - (8 + len(h)) % 4) % 4)  # the data 3 bytes past alignment: safetensors allows it, convert must cope
 with open(os.path.join(work, "main.safetensors"), "wb") as f:
     f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
 config = {"config": {"dim": field("llama.embedding_length"), "layers": field("llama.block_count"),
