@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 const char *shared_path(const char *rel, char *buf, size_t size) {
@@ -63,7 +64,11 @@ sp_model *load_fixture_model(const char *name) {
 
 const char *test_model_path(const char *name, char *buf, size_t size) {
     snprintf(buf, size, "%s/test-models/%s.gguf", SP_BUILD_DIR, name);
-    if (access(buf, R_OK) == 0) return buf;
+    /* reused while it is newer than the binary that writes it (an older make-model's is stale) */
+    char bin[1100];
+    snprintf(bin, sizeof bin, "%s/specprefill", SP_BUILD_DIR);
+    struct stat model_st, bin_st;
+    if (stat(buf, &model_st) == 0 && stat(bin, &bin_st) == 0 && model_st.st_mtime >= bin_st.st_mtime) return buf;
     char arch[16] = {0}, type[16] = {0};
     const char *dash = strchr(name, '-');
     if (!dash || dash - name >= (int)sizeof arch || strlen(dash + 1) >= sizeof type) fail_msg("bad test model name %s", name);
