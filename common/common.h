@@ -52,7 +52,6 @@ sp_status spc_prefill(sp_context *ctx, sp_context *draft_ctx, const spc_prompt *
  * string first appears. Pieces come out as soon as they can no longer turn into the start of a
  * stop string, so a streamed answer never shows a stop string or part of one. */
 typedef struct {
-    const sp_model *model;
     sp_detokenizer detok;
     const char *stops[SPC_MAX_STOPS];
     int n_stops;

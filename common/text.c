@@ -7,7 +7,6 @@
 sp_status spc_text_init(spc_text *t, const sp_model *model, const char *const *stops, int n_stops) {
     memset(t, 0, sizeof *t);
     if (n_stops < 0 || n_stops > SPC_MAX_STOPS) return sp_fail(SP_ERR_ARGUMENT, "at most %d stop strings", SPC_MAX_STOPS);
-    t->model = model;
     sp_detokenizer_init(&t->detok, model, false);
     for (int i = 0; i < n_stops; i++) {
         if (!stops[i] || !*stops[i]) continue;

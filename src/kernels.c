@@ -111,6 +111,10 @@ static const sp_isa_kernels scalar_kernels = {
 
 /* ------------------------------------------------------------------ dispatch */
 
+/* Every kernel set's name (SPECPREFILL_ISA, sp_set_kernels); the AVX-512 ones are the last four,
+ * indexed by the overlays they carry (below). */
+static const char *const set_names[] = {"scalar", "avx2", "avx512-base", "avx512-novnni", "avx512-nobf16", "avx512"};
+
 #if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
 #include <cpuid.h>
 
@@ -129,7 +133,7 @@ static bool cpu_has(const char *isa);
  * (neither: Skylake-X's shape). Each is built once, on first use. */
 enum { AVX512_BF16 = 1, AVX512_VNNI = 2 };
 static sp_isa_kernels avx512_sets[4];
-static const char *const avx512_names[4] = {"avx512-base", "avx512-novnni", "avx512-nobf16", "avx512"};
+static const char *const *const avx512_names = set_names + 2;
 static pthread_once_t avx512_once = PTHREAD_ONCE_INIT;
 static void build_avx512_sets(void) {
     for (int want = 0; want < 4; want++) {
@@ -211,8 +215,6 @@ static void choose_kernels(void) {
     if (!active) active = sp_kernels_by_name("avx2");
     if (!active) active = &scalar_kernels;
 }
-
-static const char *const set_names[] = {"scalar", "avx2", "avx512-base", "avx512-novnni", "avx512-nobf16", "avx512"};
 
 sp_status sp_set_kernels(const char *name) {
     pthread_once(&active_once, choose_kernels);

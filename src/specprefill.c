@@ -102,7 +102,7 @@ static sp_status score_tokens(sp_context *draft, const sp_token *prompt, int n, 
                               int n_layers, float *importance, sp_specprefill_stats *st) {
     const sp_model *dm = draft->model;
     const int V = dm->info.n_vocab;
-    int K = p->lookahead > 0 ? p->lookahead : 1;
+    int K = p->lookahead; /* checked: 1..256 */
     if (K > draft->n_ctx - n + 1) K = draft->n_ctx - n + 1;
     if (K < 1) return sp_fail(SP_ERR_CONTEXT_FULL, "specprefill: the draft context (%d) cannot hold the prompt (%d tokens)", draft->n_ctx, n);
     sp_forward_opts o = {0};
@@ -173,8 +173,8 @@ sp_status sp_specprefill_score(sp_context *draft_ctx, const sp_model *main_model
         const int layers = params->self_layers > 0 ? params->self_layers : (dm->info.n_layer + 3) / 4;
         return score_tokens(draft_ctx, prompt, n, params, layers < dm->info.n_layer ? layers : dm->info.n_layer, importance, st);
     }
-    if (sp_vocab_check_same(main_model, dm) == SP_OK) return score_tokens(draft_ctx, prompt, n, params, 0, importance, st);
-    if (!params->any_vocab) return sp_vocab_check_same(main_model, dm); /* the error names the first difference */
+    if ((s = sp_vocab_check_same(main_model, dm)) == SP_OK) return score_tokens(draft_ctx, prompt, n, params, 0, importance, st);
+    if (!params->any_vocab) return s; /* the error names the first difference */
     if (!prompt_text) return sp_fail(SP_ERR_ARGUMENT, "specprefill score: a draft with another tokenizer needs the prompt text");
     /* another tokenizer: the draft scores its own tokens of the text; each main token takes the
      * max over the draft tokens its bytes overlap */
