@@ -96,5 +96,30 @@ echo '{"tokens": [[1, 2]], "positions": [[0]]}' >"$T/case.json"
 expect_fail "inconsistent case" "equally many" "$SP" logits -m "$T/llama-Q8_0.gguf" --case "$T/case.json"
 echo '[1, 99999]' | { "$SP" detokenize -m "$T/llama-Q8_0.gguf" >"$T/out" 2>"$T/err"; rc=$?; [ $rc -eq 1 ] && grep -q "not a token id" "$T/err" && ok || bad "detokenize bad id"; }
 
+
+# the option parser (tools/options.c): every command's --help, its forms and its errors
+for c in generate serve eval bench info tokenize detokenize logits quantize convert make-model; do
+  expect_ok "$c --help" "$SP" $c --help
+  grep -q "^usage: specprefill $c" "$T/out" && ok || bad "$c --help prints its usage"
+done
+"$SP" generate --keep 0.5 --help | grep -q -- "--keep R .*(default 0.3)" && ok || bad "--help shows the defaults, not values given before it"
+expect_ok "--name=value form" "$SP" generate -m "$T/tiny.gguf" --prompt=abc --n-predict=2 --temp=0
+expect_fail "value out of range" "bad value for --keep: '1.5'" "$SP" generate -m "$T/tiny.gguf" -p x --keep 1.5
+expect_fail "missing value" "--temp needs a value" "$SP" generate -m "$T/tiny.gguf" -p x --temp
+expect_fail "bad choice" "one of f16|f32" "$SP" generate -m "$T/tiny.gguf" -p x --kv-type q4
+expect_fail "bad list item" "bad value for --keep: '0.1,x'" "$SP" bench -m "$T/tiny.gguf" --keep 0.1,x
+stops=(); for i in $(seq 17); do stops+=(--stop "s$i"); done
+expect_fail "too many --stop" "given too many times (at most 16)" "$SP" generate -m "$T/tiny.gguf" -p x "${stops[@]}"
+expect_fail "info: two models" "unexpected argument" "$SP" info "$T/tiny.gguf" "$T/tiny.gguf"
+expect_fail "quantize: missing TYPE" "need IN.gguf OUT.gguf TYPE" "$SP" quantize "$T/tiny.gguf" "$T/q.gguf"
+expect_ok "make-model --preset" "$SP" make-model -o "$T/p.gguf" --n-layer 1 --preset draft
+"$SP" info "$T/p.gguf" >"$T/out" 2>&1
+grep -q "^embedding     512$" "$T/out" && grep -q "^layers        1$" "$T/out" && grep -q "tied" "$T/out" && ok || bad "--preset draft with --n-layer 1: $(cat "$T/out")"
+expect_fail "make-model: unknown preset" "one of tiny|1b|draft" "$SP" make-model -o "$T/p.gguf" --preset 7b
+# README's option reference is the binary's own --help (scripts/cli-reference.sh --update rewrites it)
+if diff <(sed -n '/<!-- cli-reference: begin/,/<!-- cli-reference: end -->/p' "$ROOT/README.md") \
+        <("$ROOT/scripts/cli-reference.sh" "$SP") >"$T/diff"; then ok
+else bad "README's option reference differs from --help (run scripts/cli-reference.sh --update): $(head -c 400 "$T/diff")"; fi
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

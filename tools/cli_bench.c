@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "common.h"
+#include "options.h"
 #include "specprefill_dev.h"
 
 #define MAX_LIST 16
@@ -75,7 +76,7 @@ static float uniform(uint64_t *s) {
 
 /* --gemm: one prefill matrix product in isolation — W (n × k, random, in `type`) times each count
  * of activations in `tokens` — to compare the kernel with the CPU's arithmetic peak. */
-static int bench_gemm(const char *type_name, long k, long n, const long *tokens, int n_tokens, long reps) {
+static int bench_gemm(const char *type_name, long k, long n, const int *tokens, int n_tokens, int reps) {
     const int type = sp_type_from_name(type_name);
     float probe[256] = {0};
     uint8_t probe_out[1024];
@@ -119,52 +120,41 @@ done:
     return rc;
 }
 
-static void usage(void) {
-    printf("usage: specprefill bench -m MODEL.gguf [options]\n"
-           "  -p LIST       prompt lengths to time, comma-separated (default 512); 0 = none\n"
-           "  -n N          tokens to generate one by one (default 32); 0 = none\n"
-           "  --parallel LIST  also generate for this many sequences at once, one batched step per\n"
-           "                token (rows tgN×P, total t/s; compare with tgN), e.g. 2,4,8\n"
-           "  -r N          repetitions after one warm-up (default 5)\n"
-           "  -t N          threads (default: all cores)\n"
-           "  -o md|json    output format (default md)\n"
-           "  --draft FILE  also time TTFT: full prefill vs speculative prefill with this draft\n"
-           "  --self-spec   also time TTFT with self-speculation\n"
-           "  --keep LIST   keep rates for the TTFT rows (default 0.1,0.3,0.5)\n"
-           "  --ttft LIST   prompt lengths for the TTFT rows (default 1024,2048,4096,8192)\n"
-           "  --kv-type f16|f32  KV-cache storage (default f16)\n"
-           "  --gemm TYPE   no model: time one prefill matrix product, 2048 × 8192 weights in TYPE\n"
-           "                times each -p count of tokens (GOP/s, to compare with the CPU's peak)\n");
-}
-
 int cmd_bench(int argc, char **argv) {
-    const char *model_path = NULL, *draft_path = NULL, *fmt = "md", *gemm_type = NULL;
-    long pp[MAX_LIST] = {512}, ttft[MAX_LIST] = {1024, 2048, 4096, 8192}, par[MAX_LIST], n_gen = 32, reps = 5, threads = 0;
+    const char *model_path = NULL, *draft_path = NULL, *gemm_type = NULL;
+    int pp[MAX_LIST] = {512}, ttft[MAX_LIST] = {1024, 2048, 4096, 8192}, par[MAX_LIST], n_gen = 32, reps = 5, threads = 0;
     double keeps[MAX_LIST] = {0.1, 0.3, 0.5};
-    int n_pp = 1, n_ttft = 4, n_keeps = 3, n_par = 0;
-    bool bad = false, self_spec = false, kv_f32 = false;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        bool ok = true;
-        if ((v = opt_value(argc, argv, &i, "--model", "-m", &bad))) model_path = v;
-        else if ((v = opt_value(argc, argv, &i, "--draft", NULL, &bad))) draft_path = v;
-        else if ((v = opt_value(argc, argv, &i, "--gemm", NULL, &bad))) gemm_type = v;
-        else if ((v = opt_value(argc, argv, &i, "--output", "-o", &bad))) { fmt = v; ok = !strcmp(v, "md") || !strcmp(v, "json"); }
-        else if ((v = opt_value(argc, argv, &i, "--n-prompt", "-p", &bad))) { n_pp = parse_int_list(v, pp, MAX_LIST, 0, 1 << 20); ok = n_pp > 0; if (n_pp == 1 && pp[0] == 0) n_pp = 0; }
-        else if ((v = opt_value(argc, argv, &i, "--ttft", NULL, &bad))) { n_ttft = parse_int_list(v, ttft, MAX_LIST, 2, 1 << 20); ok = n_ttft > 0; }
-        else if ((v = opt_value(argc, argv, &i, "--parallel", NULL, &bad))) { n_par = parse_int_list(v, par, MAX_LIST, 1, 256); ok = n_par > 0; }
-        else if ((v = opt_value(argc, argv, &i, "--keep", NULL, &bad))) { n_keeps = parse_float_list(v, keeps, MAX_LIST, 1e-6, 1); ok = n_keeps > 0; }
-        else if ((v = opt_value(argc, argv, &i, "--n-gen", "-n", &bad))) ok = parse_int(v, 0, 1 << 20, &n_gen);
-        else if ((v = opt_value(argc, argv, &i, "--repetitions", "-r", &bad))) ok = parse_int(v, 1, 1000, &reps);
-        else if ((v = opt_value(argc, argv, &i, "--threads", "-t", &bad))) ok = parse_int(v, 0, 256, &threads);
-        else if ((v = opt_value(argc, argv, &i, "--kv-type", NULL, &bad))) { ok = !strcmp(v, "f16") || !strcmp(v, "f32"); kv_f32 = !strcmp(v, "f32"); }
-        else if (bad) return 2;
-        else if (opt_flag(argv, i, "--self-spec", NULL)) self_spec = true;
-        else if (opt_flag(argv, i, "--help", "-h")) { usage(); return 0; }
-        else { fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]); return 2; }
-        if (!ok) { fprintf(stderr, "error: bad value for %s\n", argv[i - 1]); return 2; }
-    }
-    if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
+    int n_pp = 1, n_ttft = 4, n_keeps = 3, n_par = 0, format = 0, kv_type = 0;
+    bool self_spec = false;
+    const cli_option options[] = {
+        CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the model (GGUF)"),
+        CLI_OPT("--n-prompt", "-p", CLI_INTS, pp, 0, 1 << 20, "LIST", "prompt lengths to time (pp rows), 0 = none",
+                .count = &n_pp, .max_count = MAX_LIST),
+        CLI_OPT("--n-gen", "-n", CLI_INT, &n_gen, 0, 1 << 20, "N", "tokens to generate one by one (the tg row), 0 = none"),
+        CLI_OPT("--parallel", NULL, CLI_INTS, par, 1, 256, "LIST",
+                "also generate for this many sequences at once, one batched step per token (rows tgNxP, total t/s)",
+                .count = &n_par, .max_count = MAX_LIST),
+        CLI_OPT("--repetitions", "-r", CLI_INT, &reps, 1, 1000, "N", "repetitions after one warm-up"),
+        CLI_THREADS_OPTION(&threads),
+        CLI_KV_TYPE_OPTION(&kv_type),
+        CLI_OPT("--output", "-o", CLI_CHOICE, &format, 0, 0, "md|json", "output format"),
+        CLI_SECTION_ROW("time to first token: full prefill vs speculative prefill, in the same run"),
+        CLI_OPT("--draft", NULL, CLI_TEXT, &draft_path, 0, 0, "FILE", "time speculative prefill with this draft"),
+        CLI_OPT("--self-spec", NULL, CLI_FLAG, &self_spec, 0, 0, NULL, "time self-speculation"),
+        CLI_OPT("--keep", NULL, CLI_DOUBLES, keeps, 1e-6, 1, "LIST", "keep rates of the TTFT rows", .count = &n_keeps, .max_count = MAX_LIST),
+        CLI_OPT("--ttft", NULL, CLI_INTS, ttft, 2, 1 << 20, "LIST", "prompt lengths of the TTFT rows", .count = &n_ttft, .max_count = MAX_LIST),
+        CLI_SECTION_ROW("one matrix product, no model"),
+        CLI_OPT("--gemm", NULL, CLI_TEXT, &gemm_type, 0, 0, "TYPE",
+                "time 2048 × 8192 weights in TYPE times each -p count of tokens (GOP/s, to compare with the CPU's peak)"),
+        CLI_OPTIONS_END,
+    };
+    const cli_command cmd = {"bench -m MODEL.gguf [options]",
+                             "prompt-processing and generation speed (as llama-bench prints them), and TTFT with speculative prefill",
+                             options, NULL, NULL, 0, NULL};
+    const int parsed = cli_parse(&cmd, argc, argv);
+    if (parsed >= 0) return parsed;
+    if (n_pp == 1 && pp[0] == 0) n_pp = 0;
+    if (sp_set_threads(threads) != SP_OK) return fail_status("threads");
     if (gemm_type) return bench_gemm(gemm_type, 2048, 8192, pp, n_pp, reps);
     if (!model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
     progress_tty = isatty(2);
@@ -177,7 +167,7 @@ int cmd_bench(int argc, char **argv) {
     if (dm || self_spec) for (int i = 0; i < n_ttft; i++) if (ttft[i] + 16 > max_len) max_len = ttft[i] + 16;
     sp_context_params cp = sp_context_default_params();
     cp.n_ctx = (int)max_len;
-    cp.kv_type = kv_f32 ? SP_KV_F32 : SP_KV_F16;
+    cp.kv_type = kv_type == 1 ? SP_KV_F32 : SP_KV_F16;
     sp_context *ctx = NULL, *dctx = NULL;
     int rc = 1;
     sp_token *tok = malloc((size_t)max_len * sizeof *tok);
@@ -188,7 +178,7 @@ int cmd_bench(int argc, char **argv) {
     for (long i = 0; i < max_len; i++) pos[i] = (int32_t)i;
     fake_prompt(m, tok, (int)max_len, 1);
     if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
-    const bool json = !strcmp(fmt, "json");
+    const bool json = format == 1;
     char model_name[256];
     const char *slash = strrchr(model_path, '/');
     snprintf(model_name, sizeof model_name, "%s", slash ? slash + 1 : model_path);
@@ -204,7 +194,7 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < n_pp; i++) {
         const int n = (int)pp[i];
         for (int r = 0; r <= reps; r++) {
-            snprintf(label, sizeof label, "pp%d: run %d of %ld", n, r, reps);
+            snprintf(label, sizeof label, "pp%d: run %d of %d", n, r, reps);
             progress(label);
             double t = time_prefill(ctx, tok, pos, n, logits);
             if (t < 0) { fail_status("decode"); goto done; }
@@ -218,11 +208,11 @@ int cmd_bench(int argc, char **argv) {
     /* generation: one token at a time from an empty context */
     if (n_gen > 0) {
         for (int r = 0; r <= reps; r++) {
-            snprintf(label, sizeof label, "tg%ld: run %d of %ld", n_gen, r, reps);
+            snprintf(label, sizeof label, "tg%d: run %d of %d", n_gen, r, reps);
             progress(label);
             sp_context_reset(ctx);
             double t0 = now_seconds();
-            for (long k = 0; k < n_gen; k++) {
+            for (int k = 0; k < n_gen; k++) {
                 int32_t row = 0;
                 if (sp_decode(ctx, tok + k, pos + k, 1, &row, 1, logits) != SP_OK) { fail_status("decode"); goto done; }
             }
@@ -230,7 +220,7 @@ int cmd_bench(int argc, char **argv) {
         }
         stat s = summarize(times + 1, (int)reps);
         progress("");
-        snprintf(label, sizeof label, "tg%ld", n_gen);
+        snprintf(label, sizeof label, "tg%d", n_gen);
         speed_row(&table, label, s);
     }
     /* generation for P sequences at once: one sp_decode_sequences per token (a server's slots) */
@@ -245,12 +235,12 @@ int cmd_bench(int argc, char **argv) {
         bool ok = pctx && ptok && ppos && plogits;
         for (int q = 0; ok && q < P; q++) ok = sp_context_new(m, &pc, &pctx[q]) == SP_OK;
         for (int r = 0; ok && r <= reps; r++) {
-            snprintf(label, sizeof label, "tg%ldx%d: run %d of %ld", n_gen, P, r, reps);
+            snprintf(label, sizeof label, "tg%dx%d: run %d of %d", n_gen, P, r, reps);
             progress(label);
             for (int q = 0; q < P; q++) sp_context_reset(pctx[q]);
             double t0 = now_seconds();
-            for (long k = 0; ok && k < n_gen; k++) {
-                for (int q = 0; q < P; q++) { ptok[q] = tok[(k + (long)q * 7) % max_len]; ppos[q] = (int32_t)k; }
+            for (int k = 0; ok && k < n_gen; k++) {
+                for (int q = 0; q < P; q++) { ptok[q] = tok[((long)k + (long)q * 7) % max_len]; ppos[q] = (int32_t)k; }
                 ok = sp_decode_sequences(pctx, ptok, ppos, P, plogits) == SP_OK;
             }
             times[r] = (double)n_gen * P / (now_seconds() - t0);
@@ -260,7 +250,7 @@ int cmd_bench(int argc, char **argv) {
         if (!ok) { fail_status("parallel decode"); goto done; }
         stat s = summarize(times + 1, (int)reps);
         progress("");
-        snprintf(label, sizeof label, "tg%ldx%d", n_gen, P);
+        snprintf(label, sizeof label, "tg%dx%d", n_gen, P);
         speed_row(&table, label, s);
     }
     /* TTFT: full prefill vs speculative prefill, same prompts, same run */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "options.h"
 #include "specprefill_dev.h"
 
 typedef struct {
@@ -43,24 +44,21 @@ static int json_int(const cJSON *o, const char *k, int dflt) {
 
 int cmd_convert(int argc, char **argv) {
     const char *weights = NULL, *tokenizer = NULL, *config = NULL, *out = NULL, *type = "F16", *name = "specprefill model";
-    bool bad = false;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if ((v = opt_value(argc, argv, &i, "--weights", NULL, &bad))) weights = v;
-        else if ((v = opt_value(argc, argv, &i, "--tokenizer", NULL, &bad))) tokenizer = v;
-        else if ((v = opt_value(argc, argv, &i, "--config", NULL, &bad))) config = v;
-        else if ((v = opt_value(argc, argv, &i, "--type", NULL, &bad))) type = v;
-        else if ((v = opt_value(argc, argv, &i, "--name", NULL, &bad))) name = v;
-        else if ((v = opt_value(argc, argv, &i, "--output", "-o", &bad))) out = v;
-        else if (bad) return 2;
-        else if (opt_flag(argv, i, "--help", "-h")) {
-            printf("usage: specprefill convert --weights M.safetensors --tokenizer T.json --config C.json [--type F16|Q8_0|...] [--name N] -o OUT.gguf\n"
-                   "  M.safetensors: F32 tensors named as in GGUF (token_embd.weight, blk.0.attn_q.weight, ...)\n"
-                   "  T.json: {\"tokens\", \"types\", \"merges\", \"pre\", \"bos\", \"eos\", \"eot\", \"add_bos\", \"chat_template\"}\n"
-                   "  C.json: {\"config\": {\"dim\", \"layers\", \"heads\", \"kv_heads\", \"ffn\", \"rope_base\", \"head_dim\"?}} (train/train.py writes it)\n");
-            return 0;
-        } else { fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]); return 2; }
-    }
+    const cli_option options[] = {
+        CLI_OPT("--weights", NULL, CLI_TEXT, &weights, 0, 0, "M.safetensors", "F32 tensors named as in GGUF (token_embd.weight, blk.0.attn_q.weight, ...)"),
+        CLI_OPT("--tokenizer", NULL, CLI_TEXT, &tokenizer, 0, 0, "T.json",
+                "{\"tokens\", \"types\", \"merges\", \"pre\", \"bos\", \"eos\", \"eot\", \"add_bos\", \"chat_template\"}"),
+        CLI_OPT("--config", NULL, CLI_TEXT, &config, 0, 0, "C.json",
+                "{\"config\": {\"dim\", \"layers\", \"heads\", \"kv_heads\", \"ffn\", \"rope_base\", \"head_dim\"?}} (train/train.py writes it)"),
+        CLI_OPT("--type", NULL, CLI_TEXT, &type, 0, 0, "TYPE", "tensor type or mix of the matrices (as quantize takes)"),
+        CLI_OPT("--name", NULL, CLI_TEXT, &name, 0, 0, "NAME", "general.name"),
+        CLI_OPT("--output", "-o", CLI_TEXT, &out, 0, 0, "OUT.gguf", "the GGUF to write"),
+        CLI_OPTIONS_END,
+    };
+    const cli_command cmd = {"convert --weights M.safetensors --tokenizer T.json --config C.json -o OUT.gguf [options]",
+                             "builds a GGUF from trained weights and a tokenizer (the training in train/ writes both)", options, NULL, NULL, 0, NULL};
+    const int parsed = cli_parse(&cmd, argc, argv);
+    if (parsed >= 0) return parsed;
     if (!weights || !tokenizer || !config || !out) { fprintf(stderr, "error: --weights, --tokenizer, --config and -o are required\n"); return 2; }
     sp_quant_plan plan;
     if (!sp_quant_plan_parse(type, &plan)) { fprintf(stderr, "error: cannot write type '%s'\n", type); return 2; }

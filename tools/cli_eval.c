@@ -14,8 +14,10 @@
 
 #include "cli.h"
 #include "common.h"
+#include "options.h"
 
 #define MAX_KEEPS 12
+#define MAX_TASKS 32
 #define MAX_DOCS 100000
 
 enum { M_FULL, M_SPEC, M_SELF, M_ADAPTIVE, M_RANDOM, M_RECENCY, M_STRIDE, M_FIRSTLAST, M_COUNT };
@@ -31,7 +33,7 @@ typedef struct {
 /* group: the line's optional "family" (or "task") string, for a per-group table */
 typedef struct { char *prompt, *answer, *group; bool ok_full, ok_spec; } doc;
 
-static doc *load_tasks(char **files, int n_files, int limit, int *n_docs) {
+static doc *load_tasks(const char *const *files, int n_files, int limit, int *n_docs) {
     doc *d = NULL;
     int n = 0, cap = 0;
     for (int f = 0; f < n_files && n < limit; f++) {
@@ -198,93 +200,67 @@ static void svg_ttft(const char *path, ttft_point *p, int n, double keep) {
     fclose(f);
 }
 
-static void usage(void) {
-    printf("usage: specprefill eval -m MAIN.gguf [--draft DRAFT.gguf] --task FILE.jsonl [options]\n"
-           "  --task FILE        JSONL, one {\"prompt\": ..., \"answer\": ...} per line (repeatable)\n"
-           "  --n N              at most N documents (default all)\n"
-           "  --keep LIST        keep rates (default 0.05,0.1,0.2,0.3,0.5)\n"
-           "  --methods LIST     of full,spec,self,adaptive,random,recency,stride,firstlast (default: all that apply)\n"
-           "  --chunk N --lookahead K --pool N --keep-mass M --self-layers L   speculative prefill settings\n"
-           "  --chat [--system S] [--chat-template NAME]   wrap each prompt as a user message\n"
-           "  --max-tokens N     answer length limit (default 16; answers stop at a newline)\n"
-           "  -c N               context size (default: longest prompt + 64)\n"
-           "  -o PREFIX          also write PREFIX.json, PREFIX-accuracy.svg, PREFIX-ttft.svg\n"
-           "  --min-accuracy X   exit 1 unless full prefill reaches X (CI)\n"
-           "  --min-spec-ratio X exit 1 unless SpecPrefill at --check-keep reaches X × full's accuracy\n"
-           "  --max-baseline-ratio X  exit 1 unless random and recency at --check-keep stay ≤ X × full's\n"
-           "  --check-keep R     the keep rate those checks use (default 0.1)\n"
-           "  -t N               threads\n"
-           "Metrics: exact match (trimmed first line), contains, first content token.\n");
-}
-
 int cmd_eval(int argc, char **argv) {
-    const char *model_path = NULL, *draft_path = NULL, *prefix = NULL, *system = NULL, *tmpl = NULL;
-    char *tasks[32];
-    int n_tasks = 0;
-    long limit = MAX_DOCS, threads = 0, max_tokens = 16, n_ctx = 0;
+    const char *model_path = NULL, *draft_path = NULL, *prefix = NULL, *system = NULL, *tmpl = NULL, *methods = NULL;
+    const char *tasks[MAX_TASKS];
+    int n_tasks = 0, limit = MAX_DOCS, threads = 0, max_tokens = 16, n_ctx = 0, n_keeps = 5;
     double keeps[MAX_KEEPS] = {0.05, 0.1, 0.2, 0.3, 0.5};
-    int n_keeps = 5;
-    bool on[M_COUNT], methods_given = false, chat = false, bad = false;
-    double min_acc = -1, min_ratio = -1, max_base = -1, check_keep = 0.1;
+    bool on[M_COUNT], chat = false;
+    double min_acc = -1, min_ratio = -1, max_base = -1, check_keep = 0.1, mass = 0.9;
     sp_specprefill_params sp = sp_specprefill_default_params();
-    double mass = 0.9;
-    long chunk = sp.chunk, lookahead = sp.lookahead, pool = sp.pool_kernel, self_layers = 0;
-    for (int m = 0; m < M_COUNT; m++) on[m] = true;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        bool ok = true;
-        if ((v = opt_value(argc, argv, &i, "--model", "-m", &bad))) model_path = v;
-        else if ((v = opt_value(argc, argv, &i, "--draft", NULL, &bad))) draft_path = v;
-        else if ((v = opt_value(argc, argv, &i, "--task", NULL, &bad))) { if (n_tasks < 32) tasks[n_tasks++] = (char *)v; }
-        else if ((v = opt_value(argc, argv, &i, "--n", NULL, &bad))) ok = parse_int(v, 1, MAX_DOCS, &limit);
-        else if ((v = opt_value(argc, argv, &i, "--keep", NULL, &bad))) {
-            n_keeps = parse_float_list(v, keeps, MAX_KEEPS, 1e-6, 1);
-            ok = n_keeps > 0;
-        } else if ((v = opt_value(argc, argv, &i, "--methods", NULL, &bad))) {
-            methods_given = true;
-            for (int m = 0; m < M_COUNT; m++) on[m] = false;
-            char buf[256];
-            snprintf(buf, sizeof buf, "%s", v);
-            for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
-                int m = 0;
-                while (m < M_COUNT && strcmp(t, method_names[m])) m++;
-                if (m == M_COUNT) { fprintf(stderr, "error: unknown method '%s'\n", t); return 2; }
-                on[m] = true;
-            }
+    const cli_option options[] = {
+        CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the main model (GGUF)"),
+        CLI_OPT("--draft", NULL, CLI_TEXT, &draft_path, 0, 0, "FILE", "draft model: adds the methods spec and adaptive"),
+        CLI_OPT("--task", NULL, CLI_TEXTS, tasks, 0, 0, "FILE", "JSONL, one {\"prompt\": ..., \"answer\": ...} per line",
+                .count = &n_tasks, .max_count = MAX_TASKS),
+        CLI_OPT("--n", NULL, CLI_INT, &limit, 1, MAX_DOCS, "N", "at most N documents", .shown_default = "all"),
+        CLI_OPT("--keep", NULL, CLI_DOUBLES, keeps, 1e-6, 1, "LIST", "keep rates, increasing", .count = &n_keeps, .max_count = MAX_KEEPS),
+        CLI_OPT("--methods", NULL, CLI_TEXT, &methods, 0, 0, "LIST", "of full,spec,self,adaptive,random,recency,stride,firstlast",
+                .shown_default = "all that apply"),
+        CLI_OPT("--keep-mass", NULL, CLI_DOUBLE, &mass, 1e-6, 1, "M", "the share of importance the adaptive method keeps"),
+        CLI_SPECPREFILL_SCORING_OPTIONS(&sp),
+        CLI_OPT("--chat", NULL, CLI_FLAG, &chat, 0, 0, NULL, "wrap each prompt as a user message in the chat template"),
+        CLI_OPT("--system", NULL, CLI_TEXT, &system, 0, 0, "TEXT", "system message (with --chat)"),
+        CLI_OPT("--chat-template", NULL, CLI_TEXT, &tmpl, 0, 0, "NAME", "use this template (implies --chat)", .shown_default = "the model's"),
+        CLI_OPT("--max-tokens", NULL, CLI_INT, &max_tokens, 1, 4096, "N", "answer length limit (answers stop at a newline)"),
+        CLI_OPT("--ctx-size", "-c", CLI_INT, &n_ctx, 16, 1 << 24, "N", "context size", .shown_default = "longest prompt + max-tokens + 8"),
+        CLI_OPT("--output", "-o", CLI_TEXT, &prefix, 0, 0, "PREFIX", "also write PREFIX.json, PREFIX-accuracy.svg, PREFIX-ttft.svg"),
+        CLI_THREADS_OPTION(&threads),
+        CLI_SECTION_ROW("checks (exit 1 when one fails; for CI)"),
+        CLI_OPT("--min-accuracy", NULL, CLI_DOUBLE, &min_acc, 0, 1, "X", "full prefill's exact match reaches X", .shown_default = ""),
+        CLI_OPT("--min-spec-ratio", NULL, CLI_DOUBLE, &min_ratio, 0, 10, "X", "SpecPrefill at --check-keep reaches X × full's accuracy", .shown_default = ""),
+        CLI_OPT("--max-baseline-ratio", NULL, CLI_DOUBLE, &max_base, 0, 10, "X", "random and recency at --check-keep stay ≤ X × full's", .shown_default = ""),
+        CLI_OPT("--check-keep", NULL, CLI_DOUBLE, &check_keep, 1e-6, 1, "R", "the keep rate those checks use"),
+        CLI_OPTIONS_END,
+    };
+    const cli_command cmd = {"eval -m MAIN.gguf [--draft DRAFT.gguf] --task FILE.jsonl [options]",
+                             "accuracy of full prefill, speculative prefill and baselines on question-answer documents",
+                             options, "metrics: exact match (the trimmed first line), contains, first content token", NULL, 0, NULL};
+    const int parsed = cli_parse(&cmd, argc, argv);
+    if (parsed >= 0) return parsed;
+    chat = chat || tmpl;
+    for (int m = 0; m < M_COUNT; m++) on[m] = !methods;
+    if (methods) {
+        char buf[256];
+        snprintf(buf, sizeof buf, "%s", methods);
+        for (char *t = strtok(buf, ","); t; t = strtok(NULL, ",")) {
+            int m = 0;
+            while (m < M_COUNT && strcmp(t, method_names[m])) m++;
+            if (m == M_COUNT) { fprintf(stderr, "error: unknown method '%s'\n", t); return 2; }
+            on[m] = true;
         }
-        else if ((v = opt_value(argc, argv, &i, "--chunk", NULL, &bad))) ok = parse_int(v, 1, 1 << 20, &chunk);
-        else if ((v = opt_value(argc, argv, &i, "--lookahead", NULL, &bad))) ok = parse_int(v, 1, 256, &lookahead);
-        else if ((v = opt_value(argc, argv, &i, "--pool", NULL, &bad))) ok = parse_int(v, 1, 1025, &pool);
-        else if ((v = opt_value(argc, argv, &i, "--keep-mass", NULL, &bad))) ok = parse_float(v, 1e-6, 1, &mass);
-        else if ((v = opt_value(argc, argv, &i, "--self-layers", NULL, &bad))) ok = parse_int(v, 1, 1024, &self_layers);
-        else if ((v = opt_value(argc, argv, &i, "--system", NULL, &bad))) system = v;
-        else if ((v = opt_value(argc, argv, &i, "--chat-template", NULL, &bad))) { tmpl = v; chat = true; }
-        else if ((v = opt_value(argc, argv, &i, "--max-tokens", NULL, &bad))) ok = parse_int(v, 1, 4096, &max_tokens);
-        else if ((v = opt_value(argc, argv, &i, "--ctx-size", "-c", &bad))) ok = parse_int(v, 16, 1 << 24, &n_ctx);
-        else if ((v = opt_value(argc, argv, &i, "--output", "-o", &bad))) prefix = v;
-        else if ((v = opt_value(argc, argv, &i, "--min-accuracy", NULL, &bad))) ok = parse_float(v, 0, 1, &min_acc);
-        else if ((v = opt_value(argc, argv, &i, "--min-spec-ratio", NULL, &bad))) ok = parse_float(v, 0, 10, &min_ratio);
-        else if ((v = opt_value(argc, argv, &i, "--max-baseline-ratio", NULL, &bad))) ok = parse_float(v, 0, 10, &max_base);
-        else if ((v = opt_value(argc, argv, &i, "--check-keep", NULL, &bad))) ok = parse_float(v, 1e-6, 1, &check_keep);
-        else if ((v = opt_value(argc, argv, &i, "--threads", "-t", &bad))) ok = parse_int(v, 0, 256, &threads);
-        else if (bad) return 2;
-        else if (opt_flag(argv, i, "--chat", NULL)) chat = true;
-        else if (opt_flag(argv, i, "--help", "-h")) { usage(); return 0; }
-        else { fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]); return 2; }
-        if (!ok) { fprintf(stderr, "error: bad value for %s\n", argv[i - 1]); return 2; }
     }
     if (!model_path || n_tasks == 0) { fprintf(stderr, "error: -m MODEL and --task FILE are required (see --help)\n"); return 2; }
     if (!draft_path) {
-        if (methods_given && (on[M_SPEC] || on[M_ADAPTIVE])) { fprintf(stderr, "error: methods spec and adaptive need --draft\n"); return 2; }
+        if (methods && (on[M_SPEC] || on[M_ADAPTIVE])) { fprintf(stderr, "error: methods spec and adaptive need --draft\n"); return 2; }
         on[M_SPEC] = on[M_ADAPTIVE] = false;
     }
     for (int k = 1; k < n_keeps; k++) if (keeps[k] < keeps[k - 1]) { fprintf(stderr, "error: --keep must be increasing\n"); return 2; }
-    sp.chunk = (int)chunk; sp.lookahead = (int)lookahead; sp.pool_kernel = (int)pool; sp.self_layers = (int)self_layers;
     if (sp_specprefill_params_check(&sp) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); return 2; }
-    if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
+    if (sp_set_threads(threads) != SP_OK) return fail_status("threads");
 
     int n_docs = 0, rc = 1;
-    doc *docs = load_tasks(tasks, n_tasks, (int)limit, &n_docs);
+    doc *docs = load_tasks(tasks, n_tasks, limit, &n_docs);
     if (!docs) return 1;
     sp_model *m = NULL, *dm = NULL;
     sp_context *ctx = NULL, *dctx = NULL, *sctx = NULL;
@@ -310,7 +286,7 @@ int cmd_eval(int argc, char **argv) {
         if (ntok[d] > max_len) max_len = ntok[d];
     }
     sp_context_params cp = sp_context_default_params();
-    cp.n_ctx = n_ctx ? (int)n_ctx : max_len + (int)max_tokens + 8;
+    cp.n_ctx = n_ctx ? n_ctx : max_len + max_tokens + 8;
     if (max_len + max_tokens > cp.n_ctx) { fprintf(stderr, "error: the longest prompt (%d tokens) does not fit -c %d\n", max_len, cp.n_ctx); goto done; }
     if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
     sp_context_params dp = cp;
@@ -347,7 +323,7 @@ int cmd_eval(int argc, char **argv) {
             res[M_FULL][0].ttft += now_seconds() - t0;
             res[M_FULL][0].kept_share += 1;
             tp[d].full = now_seconds() - t0;
-            got = answer(ctx, m, n, logits, (int)max_tokens, &first);
+            got = answer(ctx, m, n, logits, max_tokens, &first);
             const int em_before = res[M_FULL][0].em;
             score_answer(&res[M_FULL][0], got, docs[d].answer, first, want_first);
             docs[d].ok_full = res[M_FULL][0].em > em_before;
@@ -382,7 +358,7 @@ int cmd_eval(int argc, char **argv) {
                 res[method][k].kept_share += (double)n_kept / n;
                 if (method == M_SPEC && k == 0) tp[d].spec = ttft;
                 tp[d].n_tokens = n;
-                got = answer(ctx, m, n, logits, (int)max_tokens, &first);
+                got = answer(ctx, m, n, logits, max_tokens, &first);
                 const int em_before = res[method][k].em;
                 score_answer(&res[method][k], got, docs[d].answer, first, want_first);
                 if (method == M_SPEC && k == check_k) docs[d].ok_spec = res[method][k].em > em_before;
@@ -403,7 +379,7 @@ int cmd_eval(int argc, char **argv) {
                 if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
                 res[method][k].ttft += now_seconds() - t0;
                 res[method][k].kept_share += (double)n_kept / n;
-                got = answer(ctx, m, n, logits, (int)max_tokens, &first);
+                got = answer(ctx, m, n, logits, max_tokens, &first);
                 score_answer(&res[method][k], got, docs[d].answer, first, want_first);
                 free(got);
             }

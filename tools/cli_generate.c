@@ -6,40 +6,7 @@
 
 #include "cli.h"
 #include "common.h"
-
-static void usage(void) {
-    printf("usage: specprefill generate -m MODEL.gguf (-p PROMPT | -f FILE) [options]\n"
-           "  -p, --prompt TEXT      the prompt\n"
-           "  -f, --file FILE        read the prompt from FILE (- for stdin)\n"
-           "  -n, --n-predict N      tokens to generate (default 128)\n"
-           "  --chat                 wrap the prompt as a user message in the model's chat template\n"
-           "  --system TEXT          system message (with --chat)\n"
-           "  --chat-template NAME   override the template: llama3, chatml, mistral-v7, mistral-nemo, llama2\n"
-           "  --temp T               temperature, 0 = greedy (default 0.8)\n"
-           "  --top-k K              (default 40, 0 = off)\n"
-           "  --top-p P              (default 0.95, 1 = off)\n"
-           "  --min-p P              (default 0.05, 0 = off)\n"
-           "  --repeat-penalty X     (default 1.0 = off); --repeat-last-n N (default 64)\n"
-           "  --seed S               sampling seed (default 0)\n"
-           "  --stop TEXT            stop before TEXT: the output ends where TEXT would begin (repeatable, up to 16)\n"
-           "  -c, --ctx-size N       KV-cache capacity (default: prompt + n-predict)\n"
-           "  -t, --threads N        threads (default: all cores)\n"
-           "  --kv-type f16|f32      KV-cache storage (default f16)\n"
-           "speculative prefill (prefill only the prompt tokens a draft model finds important):\n"
-           "  --draft FILE           draft model with the same tokenizer (turns speculative prefill on)\n"
-           "  --self-spec            no draft: score with the main model's first layers\n"
-           "  --no-spec              full prefill even if a draft is given\n"
-           "  --keep R               share of prompt chunks to keep (default 0.3)\n"
-           "  --chunk N              tokens per chunk (default 32; 1 = single tokens)\n"
-           "  --lookahead K          draft queries: last prompt token + K-1 generated (default 8)\n"
-           "  --pool N               average-pooling kernel over tokens (default 13; 1 = off)\n"
-           "  --keep-mass M          adaptive: fewest chunks holding share M of the importance\n"
-           "  --keep-min R --keep-max R  bounds of the adaptive share (default 0.05, 0.9)\n"
-           "  --self-layers L        layers used by --self-spec (default ceil(n_layer/4))\n"
-           "  --no-keep-last         do not force the prompt's last chunk\n"
-           "  --draft-any-vocab      allow a draft with another tokenizer (scores mapped through bytes)\n"
-           "  --explain FILE.html    write a page showing each prompt token's importance and what was kept\n");
-}
+#include "options.h"
 
 /* A self-contained page: the prompt with each token shaded by importance, kept chunks marked. */
 static int write_explain(const char *path, const sp_model *m, const sp_token *ids, int n, const float *imp,
@@ -77,69 +44,46 @@ static int write_explain(const char *path, const sp_model *m, const sp_token *id
     return fclose(f) == 0 ? 0 : 1;
 }
 
-#define MAX_STOPS SPC_MAX_STOPS
-
 int cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *file = NULL, *system = NULL, *tmpl = NULL;
-    const char *stops[MAX_STOPS];
-    int n_stops = 0;
-    long n_predict = 128, threads = 0, n_ctx = 0, last_n = 64, seed = 0, top_k = 40;
-    double temp = 0.8, top_p = 0.95, min_p = 0.05, rep = 1.0;
-    bool chat = false, bad = false, kv_f32 = false, self_spec = false, no_spec = false;
-    const char *draft_path = NULL, *explain = NULL;
+    const char *draft_path = NULL, *explain = NULL, *stops[SPC_MAX_STOPS];
+    int n_stops = 0, n_predict = 128, threads = 0, n_ctx = 0, kv_type = 0;
+    bool chat = false, self_spec = false, no_spec = false;
+    sp_sampling_params sp = sp_sampling_default_params();
     sp_specprefill_params spp = sp_specprefill_default_params();
-    double keep = spp.keep_rate, keep_mass = 0, keep_min = spp.keep_min, keep_max = spp.keep_max;
-    long chunk = spp.chunk, lookahead = spp.lookahead, pool = spp.pool_kernel, self_layers = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        bool ok = true;
-        if ((v = opt_value(argc, argv, &i, "--model", "-m", &bad))) model_path = v;
-        else if ((v = opt_value(argc, argv, &i, "--prompt", "-p", &bad))) prompt = v;
-        else if ((v = opt_value(argc, argv, &i, "--file", "-f", &bad))) file = v;
-        else if ((v = opt_value(argc, argv, &i, "--system", NULL, &bad))) system = v;
-        else if ((v = opt_value(argc, argv, &i, "--chat-template", NULL, &bad))) { tmpl = v; chat = true; }
-        else if ((v = opt_value(argc, argv, &i, "--n-predict", "-n", &bad))) ok = parse_int(v, 0, 1 << 20, &n_predict);
-        else if ((v = opt_value(argc, argv, &i, "--threads", "-t", &bad))) ok = parse_int(v, 0, 256, &threads);
-        else if ((v = opt_value(argc, argv, &i, "--ctx-size", "-c", &bad))) ok = parse_int(v, 0, 1 << 24, &n_ctx);
-        else if ((v = opt_value(argc, argv, &i, "--temp", NULL, &bad))) ok = parse_float(v, 0, 100, &temp);
-        else if ((v = opt_value(argc, argv, &i, "--top-k", NULL, &bad))) ok = parse_int(v, 0, 1 << 24, &top_k);
-        else if ((v = opt_value(argc, argv, &i, "--top-p", NULL, &bad))) ok = parse_float(v, 1e-9, 1, &top_p);
-        else if ((v = opt_value(argc, argv, &i, "--min-p", NULL, &bad))) ok = parse_float(v, 0, 1, &min_p);
-        else if ((v = opt_value(argc, argv, &i, "--repeat-penalty", NULL, &bad))) ok = parse_float(v, 1e-3, 100, &rep);
-        else if ((v = opt_value(argc, argv, &i, "--repeat-last-n", NULL, &bad))) ok = parse_int(v, 0, 1 << 16, &last_n);
-        else if ((v = opt_value(argc, argv, &i, "--seed", NULL, &bad))) ok = parse_int(v, 0, 0x7fffffffL, &seed);
-        else if ((v = opt_value(argc, argv, &i, "--kv-type", NULL, &bad))) { ok = !strcmp(v, "f16") || !strcmp(v, "f32"); kv_f32 = !strcmp(v, "f32"); }
-        else if ((v = opt_value(argc, argv, &i, "--stop", NULL, &bad))) {
-            if (n_stops == MAX_STOPS) { fprintf(stderr, "error: at most %d --stop strings\n", MAX_STOPS); return 2; }
-            stops[n_stops++] = v;
-        }
-        else if ((v = opt_value(argc, argv, &i, "--draft", NULL, &bad))) draft_path = v;
-        else if ((v = opt_value(argc, argv, &i, "--explain", NULL, &bad))) explain = v;
-        else if ((v = opt_value(argc, argv, &i, "--keep", NULL, &bad))) ok = parse_float(v, 1e-6, 1, &keep);
-        else if ((v = opt_value(argc, argv, &i, "--keep-mass", NULL, &bad))) ok = parse_float(v, 1e-6, 1, &keep_mass);
-        else if ((v = opt_value(argc, argv, &i, "--keep-min", NULL, &bad))) ok = parse_float(v, 0, 1, &keep_min);
-        else if ((v = opt_value(argc, argv, &i, "--keep-max", NULL, &bad))) ok = parse_float(v, 0, 1, &keep_max);
-        else if ((v = opt_value(argc, argv, &i, "--chunk", NULL, &bad))) ok = parse_int(v, 1, 1 << 20, &chunk);
-        else if ((v = opt_value(argc, argv, &i, "--lookahead", NULL, &bad))) ok = parse_int(v, 1, 256, &lookahead);
-        else if ((v = opt_value(argc, argv, &i, "--pool", NULL, &bad))) ok = parse_int(v, 1, 1025, &pool);
-        else if ((v = opt_value(argc, argv, &i, "--self-layers", NULL, &bad))) ok = parse_int(v, 1, 1024, &self_layers);
-        else if (bad) return 2;
-        else if (opt_flag(argv, i, "--self-spec", NULL)) self_spec = true;
-        else if (opt_flag(argv, i, "--no-spec", NULL)) no_spec = true;
-        else if (opt_flag(argv, i, "--no-keep-last", NULL)) spp.keep_last_chunk = false;
-        else if (opt_flag(argv, i, "--draft-any-vocab", NULL)) spp.any_vocab = true;
-        else if (opt_flag(argv, i, "--chat", NULL)) chat = true;
-        else if (opt_flag(argv, i, "--help", "-h")) { usage(); return 0; }
-        else { fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]); return 2; }
-        if (!ok) { fprintf(stderr, "error: bad value for %s\n", argv[i - 1]); return 2; }
-    }
+    const cli_option options[] = {
+        CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the model (GGUF)"),
+        CLI_OPT("--prompt", "-p", CLI_TEXT, &prompt, 0, 0, "TEXT", "the prompt"),
+        CLI_OPT("--file", "-f", CLI_TEXT, &file, 0, 0, "FILE", "read the prompt from FILE (- for stdin)"),
+        CLI_OPT("--n-predict", "-n", CLI_INT, &n_predict, 0, 1 << 20, "N", "tokens to generate"),
+        CLI_OPT("--chat", NULL, CLI_FLAG, &chat, 0, 0, NULL, "wrap the prompt as a user message in the model's chat template"),
+        CLI_OPT("--system", NULL, CLI_TEXT, &system, 0, 0, "TEXT", "system message (with --chat)"),
+        CLI_OPT("--chat-template", NULL, CLI_TEXT, &tmpl, 0, 0, "NAME", "use this template (implies --chat): llama3, chatml, mistral-v7, mistral-nemo, llama2",
+         .shown_default = "the model's"),
+        CLI_SAMPLING_OPTIONS(&sp),
+        CLI_OPT("--stop", NULL, CLI_TEXTS, stops, 0, 0, "TEXT", "stop before TEXT: the output ends where TEXT would begin",
+         .count = &n_stops, .max_count = SPC_MAX_STOPS),
+        CLI_OPT("--ctx-size", "-c", CLI_INT, &n_ctx, 0, 1 << 24, "N", "KV-cache capacity", .shown_default = "prompt + n-predict"),
+        CLI_THREADS_OPTION(&threads),
+        CLI_KV_TYPE_OPTION(&kv_type),
+        CLI_SECTION_ROW("speculative prefill (prefill only the prompt tokens a draft model finds important)"),
+        CLI_OPT("--draft", NULL, CLI_TEXT, &draft_path, 0, 0, "FILE", "draft model with the same tokenizer (turns speculative prefill on)"),
+        CLI_OPT("--self-spec", NULL, CLI_FLAG, &self_spec, 0, 0, NULL, "no draft: score with the main model's first layers"),
+        CLI_OPT("--no-spec", NULL, CLI_FLAG, &no_spec, 0, 0, NULL, "full prefill even if a draft is given"),
+        CLI_SPECPREFILL_KEEP_OPTIONS(&spp),
+        CLI_SPECPREFILL_SCORING_OPTIONS(&spp),
+        CLI_OPT("--explain", NULL, CLI_TEXT, &explain, 0, 0, "FILE.html", "write a page showing each prompt token's importance and what was kept"),
+        CLI_OPTIONS_END,
+    };
+    const cli_command cmd = {"generate -m MODEL.gguf (-p PROMPT | -f FILE) [options]",
+                             "generates text from a prompt: the text on stdout as it comes, timings on stderr", options, NULL, NULL, 0, NULL};
+    const int parsed = cli_parse(&cmd, argc, argv);
+    if (parsed >= 0) return parsed;
     if (!model_path || (!prompt == !file)) {
         fprintf(stderr, "error: need -m MODEL and one of -p PROMPT / -f FILE (see --help)\n");
         return 2;
     }
-    spp.keep_rate = (float)keep; spp.keep_mass = (float)keep_mass; spp.keep_min = (float)keep_min;
-    spp.keep_max = (float)keep_max; spp.chunk = (int)chunk; spp.lookahead = (int)lookahead;
-    spp.pool_kernel = (int)pool; spp.self_layers = (int)self_layers;
+    chat = chat || tmpl;
     if (sp_specprefill_params_check(&spp) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); return 2; }
     const bool spec = !no_spec && (draft_path || self_spec);
     if (explain && !spec) { fprintf(stderr, "error: --explain needs speculative prefill (--draft or --self-spec)\n"); return 2; }
@@ -170,10 +114,10 @@ int cmd_generate(int argc, char **argv) {
     msgs[n_msgs++] = (sp_chat_message){"user", prompt};
     if (spc_prompt_make(m, chat, tmpl, msgs, n_msgs, &pr) != SP_OK) { fail_status("prompt"); goto done; }
     sp_context_params cp = sp_context_default_params();
-    cp.n_ctx = n_ctx ? (int)n_ctx : pr.n + (int)n_predict;
-    cp.kv_type = kv_f32 ? SP_KV_F32 : SP_KV_F16;
+    cp.n_ctx = n_ctx ? n_ctx : pr.n + n_predict;
+    cp.kv_type = kv_type == 1 ? SP_KV_F32 : SP_KV_F16;
     if (pr.n + n_predict > cp.n_ctx) {
-        fprintf(stderr, "error: prompt (%d tokens) + %ld to generate exceed the context of %d\n", pr.n, n_predict, cp.n_ctx);
+        fprintf(stderr, "error: prompt (%d tokens) + %d to generate exceed the context of %d\n", pr.n, n_predict, cp.n_ctx);
         goto done;
     }
     if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
@@ -187,7 +131,6 @@ int cmd_generate(int argc, char **argv) {
         kept = malloc((size_t)pr.n);
         if (!imp || !kept) { fprintf(stderr, "error: out of memory\n"); goto done; }
     }
-    sp_sampling_params sp = {(float)temp, (int)top_k, (float)top_p, (float)min_p, (float)rep, (int)last_n, (uint64_t)seed};
     if (sp_sampler_new(&sp, info->n_vocab, &smp) != SP_OK) { fail_status("sampler"); goto done; }
     if (spc_text_init(&out, m, stops, n_stops) != SP_OK) { fail_status("stop strings"); goto done; }
     if (!(logits = malloc((size_t)info->n_vocab * sizeof *logits))) { fprintf(stderr, "error: out of memory\n"); goto done; }

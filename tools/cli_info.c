@@ -1,17 +1,23 @@
+/* `specprefill info`: what a GGUF holds, as this engine reads it. */
 #include <stdio.h>
-#include <string.h>
 
 #include "cli.h"
+#include "options.h"
 
 int cmd_info(int argc, char **argv) {
-    if (argc != 2 || strcmp(argv[1], "--help") == 0) {
-        fprintf(argc == 2 ? stdout : stderr, "usage: specprefill info MODEL.gguf\n");
-        return argc == 2 ? 0 : 2;
-    }
+    const char *path = NULL;
+    int n_paths = 0;
+    const cli_option options[] = {CLI_OPTIONS_END};
+    const cli_command cmd = {"info MODEL.gguf",
+                             "prints a model's architecture, shapes, tensor types, vocabulary and chat template, and this CPU's kernels",
+                             options, NULL, &path, 1, &n_paths};
+    const int parsed = cli_parse(&cmd, argc, argv);
+    if (parsed >= 0) return parsed;
+    if (n_paths != 1) { fprintf(stderr, "error: which model? (usage: specprefill info MODEL.gguf)\n"); return 2; }
     sp_model *m;
-    if (sp_model_load(argv[1], &m) != SP_OK) return fail_status("loading model");
+    if (sp_model_load(path, &m) != SP_OK) return fail_status("loading model");
     const sp_model_info *i = sp_model_get_info(m);
-    printf("file          %s (%.1f MiB, GGUF v%u)\n", argv[1], i->file_size / 1048576.0, (unsigned)i->gguf_version);
+    printf("file          %s (%.1f MiB, GGUF v%u)\n", path, i->file_size / 1048576.0, (unsigned)i->gguf_version);
     printf("architecture  %s\n", i->arch);
     if (i->has_weights) {
         printf("parameters    %.3f M\n", i->n_params / 1e6);

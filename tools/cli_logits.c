@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "options.h"
 
 static int *int_array(const cJSON *a, int *n, int max) {
     *n = cJSON_GetArraySize(a);
@@ -23,33 +24,23 @@ static int *int_array(const cJSON *a, int *n, int max) {
 
 int cmd_logits(int argc, char **argv) {
     const char *model_path = NULL, *case_path = NULL;
-    bool bad = false, kv_f32 = false;
-    long threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if ((v = opt_value(argc, argv, &i, "--model", "-m", &bad))) model_path = v;
-        else if ((v = opt_value(argc, argv, &i, "--case", NULL, &bad))) case_path = v;
-        else if ((v = opt_value(argc, argv, &i, "--threads", "-t", &bad))) {
-            if (!parse_int(v, 0, 256, &threads)) { fprintf(stderr, "error: bad --threads '%s'\n", v); return 2; }
-        } else if ((v = opt_value(argc, argv, &i, "--kv-type", NULL, &bad))) {
-            if (strcmp(v, "f32") && strcmp(v, "f16")) { fprintf(stderr, "error: --kv-type is f16 or f32\n"); return 2; }
-            kv_f32 = strcmp(v, "f32") == 0;
-        } else if (bad) return 2;
-        else if (opt_flag(argv, i, "--help", "-h")) {
-            printf("usage: specprefill logits -m MODEL.gguf --case CASE.json [--kv-type f16|f32] [-t N]\n"
-                   "  CASE.json: {\"tokens\": [[ids of batch 0], ...], \"positions\": [[...], ...], \"logits_batch\": K}\n"
-                   "  decodes the batches in order into one sequence and prints {\"logits\": [[...], ...]}:\n"
-                   "  one row of n_vocab floats per token of batch K\n"
-                   "  --kv-type   KV-cache storage (default f16)\n"
-                   "  -t N        threads (default: all cores)\n");
-            return 0;
-        } else {
-            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]);
-            return 2;
-        }
-    }
+    int threads = 0, kv_type = 0;
+    const cli_option options[] = {
+        CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the model (GGUF)"),
+        CLI_OPT("--case", NULL, CLI_TEXT, &case_path, 0, 0, "CASE.json", "the batches to decode"),
+        CLI_KV_TYPE_OPTION(&kv_type),
+        CLI_THREADS_OPTION(&threads),
+        CLI_OPTIONS_END,
+    };
+    const cli_command cmd = {"logits -m MODEL.gguf --case CASE.json [options]",
+                             "CASE.json: {\"tokens\": [[ids of batch 0], ...], \"positions\": [[...], ...], \"logits_batch\": K}\n"
+                             "decodes the batches in order into one sequence and prints {\"logits\": [[...], ...]}:\n"
+                             "one row of n_vocab floats per token of batch K",
+                             options, NULL, NULL, 0, NULL};
+    const int parsed = cli_parse(&cmd, argc, argv);
+    if (parsed >= 0) return parsed;
     if (!model_path || !case_path) { fprintf(stderr, "error: -m MODEL and --case FILE are required\n"); return 2; }
-    if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
+    if (sp_set_threads(threads) != SP_OK) return fail_status("threads");
     char *text = read_file(case_path, NULL);
     if (!text) return 1;
     cJSON *c = cJSON_Parse(text);
@@ -79,7 +70,7 @@ int cmd_logits(int argc, char **argv) {
     int total = 0;
     for (int b = 0; b < n_batches; b++) total += cJSON_GetArraySize(cJSON_GetArrayItem(tokens, b));
     sp_context_params cp = sp_context_default_params();
-    cp.kv_type = kv_f32 ? SP_KV_F32 : SP_KV_F16;
+    cp.kv_type = kv_type == 1 ? SP_KV_F32 : SP_KV_F16;
     cp.n_ctx = total > 0 ? total : 1;
     sp_context *ctx = NULL;
     int rc = 0;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "options.h"
 #include "specprefill_dev.h"
 
 typedef struct {
@@ -54,60 +55,49 @@ static sp_status fill(void *arg, int index, void *dst, uint64_t n_bytes) {
     return SP_OK;
 }
 
-static void usage(void) {
-    printf("usage: specprefill make-model -o OUT.gguf [options]\n"
-           "  --preset NAME       1b (Llama-3.2-1B shape) or draft (n_embd 512, 8 layers, 8/4 heads, ffn 1536)\n"
-           "  --arch A            llama (default), qwen2, qwen3\n"
-           "  --n-embd N --n-layer N --n-head N --n-head-kv N --n-ff N   shape (default: a tiny model)\n"
-           "  --n-vocab N         size of the built-in byte-level vocabulary (default 512, without --vocab-from)\n"
-           "  --vocab-from FILE   copy the tokenizer (and its vocabulary size) from another GGUF\n"
-           "  --type T            F32, F16 (default), BF16, Q8_0, Q5_0, Q5_1, Q4_0, Q4_1, Q6_K, Q5_K, Q4_K, Q4_K_M, Q5_K_M\n"
-           "  --tied              no output.weight: logits use the token embedding\n"
-           "  --rope-base X       (default 500000); --ctx N training context (default 8192)\n"
-           "  --seed S            (default 1)\n");
-}
-
 static const char *builtin_template =
     "{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
     "{{ message['content'] | trim }}<|eot_id|>{% endfor %}";
 
 int cmd_make_model(int argc, char **argv) {
-    const char *out = NULL, *vocab_from = NULL, *arch = "llama", *preset = NULL;
-    long n_embd = 256, n_layer = 2, n_head = 4, n_head_kv = 2, n_ff = 768, n_vocab = 512, seed = 1, ctx = 8192;
+    const char *out = NULL, *vocab_from = NULL, *type_name = "F16";
+    int n_embd = 256, n_layer = 2, n_head = 4, n_head_kv = 2, n_ff = 768, n_vocab = 512, seed = 1, ctx = 8192, arch_index = 0, preset = 0;
     double rope_base = 500000;
-    sp_quant_plan plan;
-    sp_quant_plan_parse("F16", &plan);
-    bool tied = false, bad = false;
+    bool tied = false;
+    const cli_option options[] = {
+        CLI_OPT("--output", "-o", CLI_TEXT, &out, 0, 0, "OUT.gguf", "the GGUF to write"),
+        CLI_OPT("--preset", NULL, CLI_CHOICE, &preset, 0, 0, "tiny|1b|draft",
+                "a shape: tiny (the defaults below), 1b (Llama-3.2-1B: n_embd 2048, 16 layers, 32/8 heads, ffn 8192, tied), "
+                "draft (n_embd 512, 8 layers, 8/4 heads, ffn 1536, tied); shape options override it"),
+        CLI_OPT("--arch", NULL, CLI_CHOICE, &arch_index, 0, 0, "llama|qwen2|qwen3", "architecture"),
+        CLI_OPT("--n-embd", NULL, CLI_INT, &n_embd, 32, 65536, "N", "embedding width"),
+        CLI_OPT("--n-layer", NULL, CLI_INT, &n_layer, 1, 512, "N", "layers"),
+        CLI_OPT("--n-head", NULL, CLI_INT, &n_head, 1, 1024, "N", "attention heads"),
+        CLI_OPT("--n-head-kv", NULL, CLI_INT, &n_head_kv, 1, 1024, "N", "key/value heads"),
+        CLI_OPT("--n-ff", NULL, CLI_INT, &n_ff, 32, 1 << 20, "N", "feed-forward width"),
+        CLI_OPT("--tied", NULL, CLI_FLAG, &tied, 0, 0, NULL, "no output.weight: logits use the token embedding"),
+        CLI_OPT("--n-vocab", NULL, CLI_INT, &n_vocab, 261, 1 << 20, "N", "size of the built-in byte-level vocabulary (without --vocab-from)"),
+        CLI_OPT("--vocab-from", NULL, CLI_TEXT, &vocab_from, 0, 0, "FILE", "copy the tokenizer (and its vocabulary size) from another GGUF"),
+        CLI_OPT("--type", NULL, CLI_TEXT, &type_name, 0, 0, "T", "F32, F16, BF16, Q8_0, Q5_0, Q5_1, Q4_0, Q4_1, Q6_K, Q5_K, Q4_K, Q4_K_M, Q5_K_M"),
+        CLI_OPT("--rope-base", NULL, CLI_DOUBLE, &rope_base, 1, 1e12, "X", "RoPE frequency base"),
+        CLI_OPT("--ctx", NULL, CLI_INT, &ctx, 1, 1 << 24, "N", "training context written in the metadata"),
+        CLI_OPT("--seed", NULL, CLI_INT, &seed, 0, 0x7fffffff, "S", "seed of the random weights"),
+        CLI_OPTIONS_END,
+    };
+    const cli_command cmd = {"make-model -o OUT.gguf [options]", "writes a model with random weights, of any shape and type (tests, benchmarks)",
+                             options, NULL, NULL, 0, NULL};
+    /* a preset sets the shape first; the shape options given with it still win */
     for (int i = 1; i < argc; i++) {
-        const char *v;
-        bool ok = true;
-        if ((v = opt_value(argc, argv, &i, "--output", "-o", &bad))) out = v;
-        else if ((v = opt_value(argc, argv, &i, "--preset", NULL, &bad))) {
-            preset = v;
-            if (!strcmp(v, "1b")) { n_embd = 2048; n_layer = 16; n_head = 32; n_head_kv = 8; n_ff = 8192; tied = true; }
-            else if (!strcmp(v, "draft")) { n_embd = 512; n_layer = 8; n_head = 8; n_head_kv = 4; n_ff = 1536; tied = true; }
-            else ok = false;
-        }
-        else if ((v = opt_value(argc, argv, &i, "--arch", NULL, &bad))) { arch = v; ok = !strcmp(v, "llama") || !strcmp(v, "qwen2") || !strcmp(v, "qwen3"); }
-        else if ((v = opt_value(argc, argv, &i, "--n-embd", NULL, &bad))) ok = parse_int(v, 32, 65536, &n_embd);
-        else if ((v = opt_value(argc, argv, &i, "--n-layer", NULL, &bad))) ok = parse_int(v, 1, 512, &n_layer);
-        else if ((v = opt_value(argc, argv, &i, "--n-head", NULL, &bad))) ok = parse_int(v, 1, 1024, &n_head);
-        else if ((v = opt_value(argc, argv, &i, "--n-head-kv", NULL, &bad))) ok = parse_int(v, 1, 1024, &n_head_kv);
-        else if ((v = opt_value(argc, argv, &i, "--n-ff", NULL, &bad))) ok = parse_int(v, 32, 1 << 20, &n_ff);
-        else if ((v = opt_value(argc, argv, &i, "--n-vocab", NULL, &bad))) ok = parse_int(v, 261, 1 << 20, &n_vocab);
-        else if ((v = opt_value(argc, argv, &i, "--vocab-from", NULL, &bad))) vocab_from = v;
-        else if ((v = opt_value(argc, argv, &i, "--seed", NULL, &bad))) ok = parse_int(v, 0, 0x7fffffffL, &seed);
-        else if ((v = opt_value(argc, argv, &i, "--ctx", NULL, &bad))) ok = parse_int(v, 1, 1 << 24, &ctx);
-        else if ((v = opt_value(argc, argv, &i, "--rope-base", NULL, &bad))) ok = parse_float(v, 1, 1e12, &rope_base);
-        else if ((v = opt_value(argc, argv, &i, "--type", NULL, &bad))) {
-            if (!sp_quant_plan_parse(v, &plan)) { fprintf(stderr, "error: cannot write tensors of type '%s'\n", v); return 2; }
-        } else if (bad) return 2;
-        else if (opt_flag(argv, i, "--tied", NULL)) tied = true;
-        else if (opt_flag(argv, i, "--help", "-h")) { usage(); return 0; }
-        else { fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]); return 2; }
-        if (!ok) { fprintf(stderr, "error: bad value for %s\n", argv[i - 1]); return 2; }
+        const char *v = strncmp(argv[i], "--preset=", 9) == 0 ? argv[i] + 9 : strcmp(argv[i], "--preset") == 0 && i + 1 < argc ? argv[i + 1] : NULL;
+        if (v && !strcmp(v, "1b")) { n_embd = 2048; n_layer = 16; n_head = 32; n_head_kv = 8; n_ff = 8192; tied = true; }
+        else if (v && !strcmp(v, "draft")) { n_embd = 512; n_layer = 8; n_head = 8; n_head_kv = 4; n_ff = 1536; tied = true; }
     }
-    (void)preset;
+    const int parsed = cli_parse(&cmd, argc, argv);
+    if (parsed >= 0) return parsed;
+    static const char *const arches[] = {"llama", "qwen2", "qwen3"};
+    const char *arch = arches[arch_index];
+    sp_quant_plan plan;
+    if (!sp_quant_plan_parse(type_name, &plan)) { fprintf(stderr, "error: cannot write tensors of type '%s'\n", type_name); return 2; }
     if (!out) { fprintf(stderr, "error: -o OUT.gguf is required\n"); return 2; }
     if (n_embd % n_head || n_head % n_head_kv) { fprintf(stderr, "error: n_embd must divide by n_head, n_head by n_head_kv\n"); return 2; }
     const int type = plan.base;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "options.h"
 
 /* Prints one text's ids as a JSON array line; returns 0 or the exit code. */
 static int print_ids(const sp_model *m, const char *text, size_t len, bool add_special, bool parse_special) {
@@ -34,26 +35,18 @@ static long next_record(const char *buf, size_t len, size_t *pos, const char **t
 
 int cmd_tokenize(int argc, char **argv) {
     const char *model_path = NULL;
-    bool parse_special = false, add_special = false, batch = false, bad = false;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if ((v = opt_value(argc, argv, &i, "--model", "-m", &bad))) model_path = v;
-        else if (bad) return 2;
-        else if (opt_flag(argv, i, "--parse-special", NULL)) parse_special = true;
-        else if (opt_flag(argv, i, "--add-special", NULL)) add_special = true;
-        else if (opt_flag(argv, i, "--batch", NULL)) batch = true;
-        else if (opt_flag(argv, i, "--help", "-h")) {
-            printf("usage: specprefill tokenize -m MODEL.gguf [--parse-special] [--add-special] [--batch] < text\n"
-                   "  reads UTF-8 text on stdin, prints the token ids as a JSON array\n"
-                   "  --parse-special  turn special-token markup such as <|eot_id|> into those tokens\n"
-                   "  --add-special    add BOS/EOS as the model's metadata asks\n"
-                   "  --batch          stdin holds many texts, each as '<byte length>\\n<bytes>'; one array per line\n");
-            return 0;
-        } else {
-            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]);
-            return 2;
-        }
-    }
+    bool parse_special = false, add_special = false, batch = false;
+    const cli_option options[] = {
+        CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the model (GGUF) whose tokenizer to use"),
+        CLI_OPT("--parse-special", NULL, CLI_FLAG, &parse_special, 0, 0, NULL, "turn special-token markup such as <|eot_id|> into those tokens"),
+        CLI_OPT("--add-special", NULL, CLI_FLAG, &add_special, 0, 0, NULL, "add BOS/EOS as the model's metadata asks"),
+        CLI_OPT("--batch", NULL, CLI_FLAG, &batch, 0, 0, NULL, "stdin holds many texts, each as '<byte length>\\n<bytes>'; one array per line"),
+        CLI_OPTIONS_END,
+    };
+    const cli_command cmd = {"tokenize -m MODEL.gguf [options] < text", "reads UTF-8 text on stdin, prints the token ids as a JSON array",
+                             options, NULL, NULL, 0, NULL};
+    const int parsed = cli_parse(&cmd, argc, argv);
+    if (parsed >= 0) return parsed;
     if (!model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
     size_t len;
     char *text = read_file("-", &len);
@@ -107,24 +100,17 @@ static int detokenize_array(const sp_model *m, bool render_special, const cJSON 
 
 int cmd_detokenize(int argc, char **argv) {
     const char *model_path = NULL;
-    bool render_special = false, batch = false, bad = false;
-    for (int i = 1; i < argc; i++) {
-        const char *v;
-        if ((v = opt_value(argc, argv, &i, "--model", "-m", &bad))) model_path = v;
-        else if (bad) return 2;
-        else if (opt_flag(argv, i, "--render-special", NULL)) render_special = true;
-        else if (opt_flag(argv, i, "--batch", NULL)) batch = true;
-        else if (opt_flag(argv, i, "--help", "-h")) {
-            printf("usage: specprefill detokenize -m MODEL.gguf [--render-special] [--batch] < ids.json\n"
-                   "  reads a JSON array of token ids on stdin, prints their text\n"
-                   "  --render-special  print control tokens' markup instead of nothing\n"
-                   "  --batch           one JSON array per input line; each text printed as '<byte length>\\n<bytes>'\n");
-            return 0;
-        } else {
-            fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[i]);
-            return 2;
-        }
-    }
+    bool render_special = false, batch = false;
+    const cli_option options[] = {
+        CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the model (GGUF) whose tokenizer to use"),
+        CLI_OPT("--render-special", NULL, CLI_FLAG, &render_special, 0, 0, NULL, "print control tokens' markup instead of nothing"),
+        CLI_OPT("--batch", NULL, CLI_FLAG, &batch, 0, 0, NULL, "one JSON array per input line; each text printed as '<byte length>\\n<bytes>'"),
+        CLI_OPTIONS_END,
+    };
+    const cli_command cmd = {"detokenize -m MODEL.gguf [options] < ids.json", "reads a JSON array of token ids on stdin, prints their text",
+                             options, NULL, NULL, 0, NULL};
+    const int parsed = cli_parse(&cmd, argc, argv);
+    if (parsed >= 0) return parsed;
     if (!model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
     char *text = read_file("-", NULL);
     if (!text) return 1;
