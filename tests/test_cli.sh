@@ -63,6 +63,12 @@ printf '{"family": "a", "prompt": "x y z. Answer:", "answer": "1"}
 ' >"$T/fam.jsonl"
 expect_ok "eval by family" "$SP" eval -m "$T/tiny.gguf" --draft "$T/draft.gguf" --task "$T/fam.jsonl" --methods full,spec --keep 0.5
 grep -q "^| a | 2 |" "$T/out" && grep -q "^| b | 1 |" "$T/out" && ok || bad "eval groups by family"
+# eval's checks: a failing one exits 1; one whose method does not run is an error, not a pass
+expect_fail "eval: a check fails" "check failed: full prefill" "$SP" eval -m "$T/tiny.gguf" --task "$T/task.jsonl" --methods full --min-accuracy 0.9
+[ "$("$SP" eval -m "$T/tiny.gguf" --task "$T/task.jsonl" --methods full --min-accuracy 0.9 >/dev/null 2>&1; echo $?)" = 1 ] && ok || bad "eval exits 1 when a check fails"
+expect_fail "eval: spec check without a draft" "need --draft" "$SP" eval -m "$T/tiny.gguf" --task "$T/task.jsonl" --min-spec-ratio 5
+expect_fail "eval: spec accuracies per keep rate" "one value per --keep" "$SP" eval -m "$T/tiny.gguf" --draft "$T/draft.gguf" --task "$T/task.jsonl" --keep 0.2,0.5 --min-spec-accuracy 0.5
+expect_fail "eval: --check-keep not a keep rate" "not one of the --keep rates" "$SP" eval -m "$T/tiny.gguf" --draft "$T/draft.gguf" --task "$T/task.jsonl" --keep 0.2,0.5 --min-spec-ratio 0.5
 echo '{"prompt": 1}' >"$T/badtask.jsonl"
 expect_fail "bad task file" "needs string" "$SP" eval -m "$T/tiny.gguf" --task "$T/badtask.jsonl"
 

@@ -18,6 +18,22 @@ static sp_context *context(const sp_model *m, int n_ctx, sp_kv_type kv) {
     return c;
 }
 
+/* ------------------------------------------------------------------ defaults */
+
+/* The paper's settings are the defaults every front end starts from (a changed default changes
+ * what users get without any option changing). */
+static void defaults_are_the_papers(void **st) {
+    (void)st;
+    const sp_specprefill_params p = sp_specprefill_default_params();
+    assert_int_equal(p.chunk, 32);
+    assert_int_equal(p.lookahead, 8);
+    assert_int_equal(p.pool_kernel, 13);
+    assert_true(p.keep_rate == 0.3f);
+    assert_true(p.keep_special && p.keep_last_chunk && !p.any_vocab);
+    assert_true(p.keep_mass == 0.0f && p.keep_min == 0.05f && p.keep_max == 0.9f);
+    assert_int_equal(p.self_layers, 0);
+}
+
 /* ------------------------------------------------------------------ selection */
 
 static void chunks_by_mean_score(void **st) {
@@ -444,7 +460,7 @@ static void bad_parameters(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(chunks_by_mean_score), cmocka_unit_test(adaptive_keep_by_mass),
+        cmocka_unit_test(defaults_are_the_papers), cmocka_unit_test(chunks_by_mean_score), cmocka_unit_test(adaptive_keep_by_mass),
         cmocka_unit_test(importance_through_byte_spans), cmocka_unit_test(scoring_matches_float64_recomputation),
         cmocka_unit_test(keep_all_equals_full_prefill), cmocka_unit_test(sparse_prefill_matches_gapped_fixture),
         cmocka_unit_test(always_kept_tokens), cmocka_unit_test(cross_tokenizer_draft), cmocka_unit_test(stages_compose_to_specprefill),

@@ -200,13 +200,51 @@ static void svg_ttft(const char *path, ttft_point *p, int n, double keep) {
     fclose(f);
 }
 
+/* The selection contract, checked on every document a model-scored method runs on (the gate's
+ * exact bound on the kept share): whole chunks, exactly ceil(n_chunks × keep) of them (at least
+ * the last chunk when it is forced, which counts in that budget); outside them only the tokens
+ * kept on top — BOS and control tokens (keep_special) and the last token — and those always. */
+static bool selection_holds(const sp_model *m, const sp_token *p, int n, const uint8_t *kept, const sp_specprefill_params *q,
+                            int doc, const char *method) {
+    const int chunk = q->chunk, n_chunks = (n + chunk - 1) / chunk;
+    int want = (int)ceil(n_chunks * (double)q->keep_rate - 1e-6); /* the float 0.1f is 0.1000000015 */
+    if (want > n_chunks) want = n_chunks;
+    if (q->keep_last_chunk && want < 1) want = 1;
+    int whole = 0, whole_forced_only = 0;
+    const char *why = NULL;
+    for (int c = 0; c < n_chunks && !why; c++) {
+        const int lo = c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        int n_kept = 0, n_normal = 0;
+        for (int j = lo; j < hi; j++) {
+            const int ty = sp_token_get_type(m, p[j]);
+            const bool on_top = j == n - 1 || (q->keep_special && (p[j] == sp_token_bos(m) || ty == SP_TOKEN_CONTROL || ty == SP_TOKEN_USER_DEFINED));
+            n_kept += kept[j] != 0;
+            n_normal += !on_top;
+            if (on_top && !kept[j]) why = "a token kept on top (BOS, control, the last) was dropped";
+        }
+        if (n_kept == hi - lo) {
+            if (n_normal) whole++;
+            else whole_forced_only++;
+        } else if (n_kept > hi - lo - n_normal) {
+            why = "a chunk was kept in part";
+        } else if (c == n_chunks - 1 && q->keep_last_chunk) {
+            why = "the last chunk was not kept";
+        }
+    }
+    if (!why && !(whole <= want && whole >= want - whole_forced_only)) why = "not ceil(n_chunks × keep) chunks";
+    if (why) fprintf(stderr, "check failed: document %d, %s at keep %.2f: %s (%d chunks of %d kept, %d expected)\n", doc, method,
+                     q->keep_rate, why, whole, n_chunks, want);
+    return !why;
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *draft_path = NULL, *prefix = NULL, *system = NULL, *tmpl = NULL, *methods = NULL;
     const char *tasks[MAX_TASKS];
     int n_tasks = 0, limit = MAX_DOCS, threads = 0, max_tokens = 16, n_ctx = 0, n_keeps = 5;
     double keeps[MAX_KEEPS] = {0.05, 0.1, 0.2, 0.3, 0.5};
     bool on[M_COUNT], chat = false;
-    double min_acc = -1, min_ratio = -1, max_base = -1, check_keep = 0.1, mass = 0.9;
+    double min_acc = -1, min_ratio = -1, max_base = -1, check_keep = 0.1, mass = 0.9, min_spec[MAX_KEEPS];
+    int n_min_spec = 0, bad_selection = 0;
     sp_specprefill_params sp = sp_specprefill_default_params();
     const cli_option options[] = {
         CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the main model (GGUF)"),
@@ -228,6 +266,8 @@ int cmd_eval(int argc, char **argv) {
         CLI_THREADS_OPTION(&threads),
         CLI_SECTION_ROW("checks (exit 1 when one fails; for CI)"),
         CLI_OPT("--min-accuracy", NULL, CLI_DOUBLE, &min_acc, 0, 1, "X", "full prefill's exact match reaches X", .shown_default = ""),
+        CLI_OPT("--min-spec-accuracy", NULL, CLI_DOUBLES, min_spec, 0, 1, "LIST",
+                "SpecPrefill's exact match at each --keep rate reaches these (one per rate)", .count = &n_min_spec, .max_count = MAX_KEEPS),
         CLI_OPT("--min-spec-ratio", NULL, CLI_DOUBLE, &min_ratio, 0, 10, "X", "SpecPrefill at --check-keep reaches X × full's accuracy", .shown_default = ""),
         CLI_OPT("--max-baseline-ratio", NULL, CLI_DOUBLE, &max_base, 0, 10, "X", "random and recency at --check-keep stay ≤ X × full's", .shown_default = ""),
         CLI_OPT("--check-keep", NULL, CLI_DOUBLE, &check_keep, 1e-6, 1, "R", "the keep rate those checks use"),
@@ -256,6 +296,16 @@ int cmd_eval(int argc, char **argv) {
         on[M_SPEC] = on[M_ADAPTIVE] = false;
     }
     for (int k = 1; k < n_keeps; k++) if (keeps[k] < keeps[k - 1]) { fprintf(stderr, "error: --keep must be increasing\n"); return 2; }
+    /* a check whose method does not run is an error, never a silent pass */
+    int check_k = -1;
+    for (int k = 0; k < n_keeps; k++) if (fabs(keeps[k] - check_keep) < 1e-9) check_k = k;
+    const bool ratio_checks = min_ratio >= 0 || max_base >= 0;
+    if (ratio_checks && check_k < 0) { fprintf(stderr, "error: --check-keep %g is not one of the --keep rates\n", check_keep); return 2; }
+    if ((min_acc >= 0 || ratio_checks) && !on[M_FULL]) { fprintf(stderr, "error: the accuracy checks need the method full\n"); return 2; }
+    if ((min_ratio >= 0 || n_min_spec) && !on[M_SPEC]) { fprintf(stderr, "error: the SpecPrefill checks need --draft and the method spec\n"); return 2; }
+    if (max_base >= 0 && !on[M_RANDOM] && !on[M_RECENCY]) { fprintf(stderr, "error: --max-baseline-ratio needs the method random or recency\n"); return 2; }
+    if (n_min_spec && n_min_spec != n_keeps) { fprintf(stderr, "error: --min-spec-accuracy needs one value per --keep rate (%d)\n", n_keeps); return 2; }
+    if (check_k < 0) check_k = 0;
     if (sp_specprefill_params_check(&sp) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); return 2; }
     if (sp_set_threads(threads) != SP_OK) return fail_status("threads");
 
@@ -301,8 +351,6 @@ int cmd_eval(int argc, char **argv) {
     int32_t *pos = malloc((size_t)max_len * sizeof *pos);
     for (int i = 0; i < max_len; i++) pos[i] = i;
     const bool tty = isatty(2);
-    int check_k = 0;
-    for (int k = 0; k < n_keeps; k++) if (fabs(keeps[k] - check_keep) < fabs(keeps[check_k] - check_keep)) check_k = k;
     double t_start = now_seconds();
 
     for (int d = 0; d < n_docs; d++) {
@@ -314,49 +362,38 @@ int cmd_eval(int argc, char **argv) {
         free(at);
         sp_token first;
         char *got;
-        /* full prefill */
+        const spc_prompt prompt = {NULL, (sp_token *)p, n};
+        sp_specprefill_stats st;
+        double t_draft_score = 0; /* the draft's scoring time, which adaptive shares with spec */
+        /* full prefill: the entry generate and the server use (common/prefill.c) */
         if (on[M_FULL]) {
-            sp_context_reset(ctx);
-            int32_t last = n - 1;
-            double t0 = now_seconds();
-            if (sp_decode(ctx, p, pos, n, &last, 1, logits) != SP_OK) { fail_status("prefill"); goto done; }
-            res[M_FULL][0].ttft += now_seconds() - t0;
+            if (spc_prefill(ctx, NULL, &prompt, &sp, logits, NULL, NULL, &st) != SP_OK) { fail_status("prefill"); goto done; }
+            res[M_FULL][0].ttft += st.ttft_s;
             res[M_FULL][0].kept_share += 1;
-            tp[d].full = now_seconds() - t0;
+            tp[d].full = st.ttft_s;
             got = answer(ctx, m, n, logits, max_tokens, &first);
             const int em_before = res[M_FULL][0].em;
             score_answer(&res[M_FULL][0], got, docs[d].answer, first, want_first);
             docs[d].ok_full = res[M_FULL][0].em > em_before;
             free(got);
         }
-        /* model-scored methods: score once, select at every keep rate */
-        double t_draft_score = 0; /* the draft's scores serve spec and adaptive; both pay for them */
-        for (int method = M_SPEC; method <= M_ADAPTIVE; method++) {
+        /* SpecPrefill with the draft, and self-speculation: the same entry, once per keep rate
+         * (each run scores the prompt again: the TTFT is what a user waits) */
+        for (int method = M_SPEC; method <= M_SELF; method++) {
             if (!on[method]) continue;
-            sp_specprefill_stats st;
-            double t0 = now_seconds();
-            if (method != M_ADAPTIVE || !on[M_SPEC]) {
-                sp_context *sc = method == M_SELF ? sctx : dctx;
-                if (sp_specprefill_score(sc, m, p, n, NULL, &sp, method == M_SELF ? bimp : imp, &st) != SP_OK) { fail_status("scoring"); goto done; }
-            }
-            double t_score = now_seconds() - t0;
-            if (method == M_SPEC) t_draft_score = t_score;
-            if (method == M_ADAPTIVE && on[M_SPEC]) t_score = t_draft_score;
-            const float *scores = method == M_SELF ? bimp : imp;
-            const int nk = method == M_ADAPTIVE ? 1 : n_keeps;
-            for (int k = 0; k < nk; k++) {
+            for (int k = 0; k < n_keeps; k++) {
                 sp_specprefill_params q = sp;
                 q.keep_rate = (float)keeps[k];
-                if (method == M_ADAPTIVE) q.keep_mass = (float)mass;
-                double t1 = now_seconds();
-                int n_kept = 0;
-                if (sp_specprefill_select(m, p, n, scores, &q, kept, &n_kept) != SP_OK) { fail_status("selection"); goto done; }
-                sp_context_reset(ctx);
-                if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
-                const double ttft = t_score + now_seconds() - t1;
-                res[method][k].ttft += ttft;
-                res[method][k].kept_share += (double)n_kept / n;
-                if (method == M_SPEC && k == 0) tp[d].spec = ttft;
+                float *scores = method == M_SELF ? bimp : imp;
+                if (spc_prefill(ctx, method == M_SELF ? sctx : dctx, &prompt, &q, logits, scores, kept, &st) != SP_OK) {
+                    fail_status("speculative prefill");
+                    goto done;
+                }
+                if (!selection_holds(m, p, n, kept, &q, d, method_names[method])) bad_selection++;
+                res[method][k].ttft += st.ttft_s;
+                res[method][k].kept_share += (double)st.n_kept / n;
+                if (method == M_SPEC) t_draft_score = st.draft_prefill_s + st.lookahead_s + st.scoring_s;
+                if (method == M_SPEC && k == 0) tp[d].spec = st.ttft_s;
                 tp[d].n_tokens = n;
                 got = answer(ctx, m, n, logits, max_tokens, &first);
                 const int em_before = res[method][k].em;
@@ -364,6 +401,24 @@ int cmd_eval(int argc, char **argv) {
                 if (method == M_SPEC && k == check_k) docs[d].ok_spec = res[method][k].em > em_before;
                 free(got);
             }
+        }
+        /* adaptive: the draft's scores (spec's, or scored now), as many chunks as hold the mass */
+        if (on[M_ADAPTIVE]) {
+            const double t0 = now_seconds();
+            if (!on[M_SPEC] && sp_specprefill_score(dctx, m, p, n, NULL, &sp, imp, &st) != SP_OK) { fail_status("scoring"); goto done; }
+            const double t_score = on[M_SPEC] ? t_draft_score : now_seconds() - t0;
+            sp_specprefill_params q = sp;
+            q.keep_mass = (float)mass;
+            int n_kept = 0;
+            const double t1 = now_seconds();
+            if (sp_specprefill_select(m, p, n, imp, &q, kept, &n_kept) != SP_OK) { fail_status("selection"); goto done; }
+            sp_context_reset(ctx);
+            if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
+            res[M_ADAPTIVE][0].ttft += t_score + now_seconds() - t1;
+            res[M_ADAPTIVE][0].kept_share += (double)n_kept / n;
+            got = answer(ctx, m, n, logits, max_tokens, &first);
+            score_answer(&res[M_ADAPTIVE][0], got, docs[d].answer, first, want_first);
+            free(got);
         }
         /* baselines that use no model */
         for (int method = M_RANDOM; method < M_COUNT; method++) {
@@ -476,6 +531,11 @@ int cmd_eval(int argc, char **argv) {
         const double s = (double)res[M_SPEC][check_k].em / res[M_SPEC][check_k].n;
         if (s < min_ratio * full) { fprintf(stderr, "check failed: SpecPrefill at keep %.2f: %.3f < %.2f × full (%.3f)\n", keeps[check_k], s, min_ratio, full); rc = 1; }
     }
+    for (int k = 0; k < n_min_spec; k++) {
+        const double a = (double)res[M_SPEC][k].em / (res[M_SPEC][k].n ? res[M_SPEC][k].n : 1);
+        if (a < min_spec[k]) { fprintf(stderr, "check failed: SpecPrefill at keep %.2f: exact match %.3f < %.3f\n", keeps[k], a, min_spec[k]); rc = 1; }
+    }
+    if (bad_selection) { fprintf(stderr, "check failed: the selection broke its contract on %d runs (above)\n", bad_selection); rc = 1; }
     if (max_base >= 0)
         for (int method = M_RANDOM; method <= M_RECENCY; method++)
             if (on[method] && res[method][check_k].n) {

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The accuracy gate on the bundled models (40 held-out documents of ~2k tokens): full prefill must
+# answer, SpecPrefill at keep 5 % and 10 % must hold absolute accuracies (the measured 82.5 % and
+# 87.5 %, less one document: models/README.md), every run's selection must keep its contract (exact
+# chunk counts, forced tokens), and random / recency selection must not answer. The gate runs with
+# the library's default parameters, so a changed default is caught too. Then the gate must FAIL
+# when SpecPrefill is broken on purpose (pooling off, chunks too coarse, one query): a gate that
+# passes those guards nothing.
+set -u
+SP=$1
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+pass=0 fail=0
+gate() {
+  "$SP" eval -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" --task "$ROOT/eval/retrieval-2k-ci.jsonl" \
+    --methods full,spec,random,recency --keep 0.05,0.1 --check-keep 0.1 \
+    --min-accuracy 0.725 --min-spec-accuracy 0.8,0.85 --max-baseline-ratio 0.5 "$@"
+}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+if gate >"$T/out" 2>"$T/err"; then pass=$((pass + 1)); cat "$T/out"
+else fail=$((fail + 1)); echo "FAIL: the gate on the bundled models"; cat "$T/out" "$T/err"; fi
+for broken in "--pool 1" "--chunk 128" "--lookahead 1"; do
+  gate $broken >"$T/out" 2>"$T/err"; rc=$?
+  if [ $rc -eq 1 ] && grep -q "check failed: SpecPrefill" "$T/err"; then pass=$((pass + 1))
+  else fail=$((fail + 1)); echo "FAIL: the gate passes (exit $rc) with SpecPrefill broken by $broken"; fi
+done
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
