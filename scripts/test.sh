@@ -91,7 +91,7 @@ if [ "${SP_QUICK:-0}" != 1 ]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_SANITIZE=ON -DSP_WERROR=ON -DSP_VENV="$VENV" >/dev/null
   ninja -C build-asan
   # RSS_SLACK_MB: the server load test's memory-growth bound; ASan's quarantine alone holds up to 256 MB
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 RSS_SLACK_MB=512 run_ctest build-asan sanitizers
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1 RSS_SLACK_MB=512 run_ctest build-asan sanitizers
 
   echo "== fuzzing (libFuzzer, clang), ${SP_FUZZ_SECONDS:-30} s per target"
   CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_FUZZ=ON -DSP_X86_KERNELS=ON -DSP_WERROR=ON -DSP_VENV="$VENV" >/dev/null

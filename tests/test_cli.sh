@@ -8,9 +8,11 @@ trap 'rm -rf "$T"' EXIT
 pass=0 fail=0
 ok()   { pass=$((pass + 1)); }
 bad()  { fail=$((fail + 1)); echo "FAIL: $*"; }
-expect_ok()   { local what=$1; shift; if "$@" >"$T/out" 2>"$T/err"; then ok; else bad "$what (exit $?): $(head -c 300 "$T/err")"; fi; }
+expect_ok()   { local what=$1; shift; if "$@" >"$T/out" 2>"$T/err" && ! grep -qE "runtime error:|Sanitizer" "$T/err"; then ok; else bad "$what (exit $?): $(head -c 300 "$T/err")"; fi; }
 expect_fail() { local what=$1 msg=$2; shift 2; "$@" >"$T/out" 2>"$T/err"; local rc=$?
-  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q -- "$msg" "$T/err"; then ok; else bad "$what: exit $rc, stderr: $(head -c 300 "$T/err")"; fi; }
+  # an error path must be clean too: a sanitizer report there fails the test even with the right exit code
+  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q -- "$msg" "$T/err" && ! grep -qE "runtime error:|Sanitizer" "$T/err"; then ok
+  else bad "$what: exit $rc, stderr: $(head -c 300 "$T/err")"; fi; }
 
 expect_ok "help" "$SP" --help
 # models the test writes: random weights, the bundled models' vocabulary (byte-level BPE, 1115 tokens)

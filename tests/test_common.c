@@ -1,5 +1,6 @@
 /* The front ends' shared layer (common/): prompt preparation, the one prefill entry, and the
  * generated text with stop strings that the CLI and the server stream. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,10 +127,36 @@ static void one_prefill_entry(void **st) {
     sp_model_free(m);
 }
 
+/* A prompt longer than the full prefill's piece of 4096 positions: every token at its own
+ * position, the same logits as one sp_decode of the whole prompt. */
+static void long_full_prefill(void **st) {
+    (void)st;
+    sp_model *m = load_test_model("llama-q8_0");
+    enum { N = 4200 };
+    spc_prompt p = {NULL, malloc(sizeof(sp_token) * N), N};
+    int32_t *pos = malloc(sizeof *pos * N), last = N - 1;
+    for (int i = 0; i < N; i++) { p.ids[i] = 40 + (i * 7) % 500; pos[i] = i; }
+    sp_context_params cp = sp_context_default_params();
+    cp.n_ctx = N;
+    sp_context *a, *b;
+    assert_int_equal(sp_context_new(m, &cp, &a), SP_OK);
+    assert_int_equal(sp_context_new(m, &cp, &b), SP_OK);
+    float la[TEST_VOCAB], lb[TEST_VOCAB];
+    assert_int_equal(spc_prefill(a, NULL, &p, NULL, la, NULL, NULL, NULL), SP_OK);
+    assert_int_equal(sp_decode(b, p.ids, pos, N, &last, 1, lb), SP_OK);
+    float diff = 0;
+    for (int i = 0; i < TEST_VOCAB; i++) diff = fmaxf(diff, fabsf(la[i] - lb[i]));
+    assert_true(diff < 1e-4f);
+    free(pos);
+    spc_prompt_free(&p);
+    sp_context_free(a); sp_context_free(b);
+    sp_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(stop_strings_cut_and_hold_back), cmocka_unit_test(prompts_have_one_bos),
-        cmocka_unit_test(one_prefill_entry),
+        cmocka_unit_test(one_prefill_entry), cmocka_unit_test(long_full_prefill),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

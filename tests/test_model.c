@@ -229,6 +229,26 @@ static void sampling(void **st) {
     memcpy(work, logits, sizeof work);
     assert_int_not_equal(sp_sampler_sample(s, work), best);
     sp_sampler_free(s);
+    /* min-p is relative to the most likely token: probabilities 0.4, 0.35, 0.25 with min-p 0.5
+     * keep all three (each ≥ 0.5 × 0.4); relative to 1 only the first would remain */
+    p = sp_sampling_default_params();
+    p.temperature = 1; p.top_k = 0; p.top_p = 1; p.min_p = 0.5f; p.seed = 7;
+    assert_int_equal(sp_sampler_new(&p, 3, &s), SP_OK);
+    int seen[3] = {0};
+    for (int k = 0; k < 300; k++) {
+        float three[3] = {logf(0.4f), logf(0.35f), logf(0.25f)};
+        seen[sp_sampler_sample(s, three)]++;
+    }
+    sp_sampler_free(s);
+    assert_true(seen[0] > 60 && seen[1] > 60 && seen[2] > 30);
+    /* and drops what is below: 0.6, 0.35, 0.05 with min-p 0.1 never draws the third */
+    p.min_p = 0.1f;
+    assert_int_equal(sp_sampler_new(&p, 3, &s), SP_OK);
+    for (int k = 0; k < 300; k++) {
+        float three[3] = {logf(0.6f), logf(0.35f), logf(0.05f)};
+        assert_int_not_equal(sp_sampler_sample(s, three), 2);
+    }
+    sp_sampler_free(s);
     p.top_p = 0;
     assert_int_equal(sp_sampler_new(&p, V, &s), SP_ERR_ARGUMENT);
 }

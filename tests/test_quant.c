@@ -365,6 +365,7 @@ static void integer_decode_dots(void **st) {
         sp_gguf_close(g);
     }
     printf("  %d integer decode kernels checked\n", checked);
+    if (!checked) { printf("  skipped: no AVX-512 integer decode kernel on this CPU\n"); skip(); }
 }
 
 /* The kernel set chosen by name (the public setting): a set the CPU lacks is refused, naming those
@@ -408,7 +409,7 @@ static void feature_overlays_apply_alone(void **st) {
 static void integer_prefill_gemm(void **st) {
     (void)st;
     const sp_isa_kernels *isa = sp_kernels_by_name("avx512");
-    if (!isa || !isa->gemm_i8) { printf("  no integer prefill kernel on this CPU\n"); return; }
+    if (!isa || !isa->gemm_i8) { printf("  skipped: no integer prefill kernel on this CPU\n"); skip(); }
     static const int types[] = {SP_TYPE_Q8_0, SP_TYPE_Q4_0, SP_TYPE_Q4_1, SP_TYPE_Q5_0,
                                 SP_TYPE_Q5_1, SP_TYPE_Q4_K, SP_TYPE_Q5_K, SP_TYPE_Q6_K};
     uint64_t s = 23;
@@ -496,6 +497,28 @@ static void pooling_keeps_edges_undiluted(void **st) {
     for (int i = 0; i < 5; i++) assert_float_equal(c[i], 1.0f, 1e-6);
 }
 
+/* RoPE by its definition, computed here in double: adjacent pairs (2i, 2i+1) for Llama, pairs
+ * (i, i + n_rot/2) for NeoX (Qwen), angle pos × base^(-2i/n_rot). */
+static void rope_by_definition(void **st) {
+    (void)st;
+    enum { D = 8 };
+    const int32_t pos = 3;
+    for (int neox = 0; neox <= 1; neox++) {
+        sp_rope_params p = {D, 10000.0f, 1.0f, neox != 0, NULL};
+        float cs[D], x[D];
+        sp_rope_table(&p, &pos, 1, cs);
+        for (int i = 0; i < D; i++) x[i] = (float)(i + 1);
+        sp_rope_apply(x, 1, D, cs, &p);
+        for (int i = 0; i < D / 2; i++) {
+            const double th = pos * pow(10000.0, -2.0 * i / D);
+            const int a = neox ? i : 2 * i, b = neox ? i + D / 2 : 2 * i + 1;
+            const double xa = a + 1, xb = b + 1;
+            assert_float_equal(x[a], xa * cos(th) - xb * sin(th), 1e-5);
+            assert_float_equal(x[b], xa * sin(th) + xb * cos(th), 1e-5);
+        }
+    }
+}
+
 static void type_names(void **st) {
     (void)st;
     assert_int_equal(sp_type_from_name("q4_k"), SP_TYPE_Q4_K);
@@ -511,7 +534,7 @@ int main(void) {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
         cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels),
         cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(kernel_set_by_name),
-        cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(type_names),
+        cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(type_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

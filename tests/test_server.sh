@@ -13,14 +13,37 @@ ok()  { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
 $SP make-model -o "$W/main.gguf" --n-embd 384 --n-layer 4 --n-head 6 --n-head-kv 2 --n-ff 1024 --seed 1 --ctx 4096 --type Q8_0 2>/dev/null
 $SP make-model -o "$W/draft.gguf" --n-embd 64 --n-layer 1 --n-head 2 --n-head-kv 1 --n-ff 128 --seed 2 2>/dev/null
-PORT=$((20000 + RANDOM % 20000))
+# Starts a server on a free port below Linux's ephemeral range (32768+, where clients' ports are
+# drawn), trying another port when it cannot bind; sets PORT and PID. start_server LOG ARGS...
+start_server() {
+  local log=$1; shift
+  for attempt in 1 2 3 4 5; do
+    PORT=$((20000 + RANDOM % 12000))
+    $SP serve --port $PORT "$@" 2>"$log" &
+    PID=$!
+    for i in $(seq 600); do  # up to 60 s: a sanitizer build loads slowly
+      curl -s "http://127.0.0.1:$PORT/health" >/dev/null && return 0
+      kill -0 $PID 2>/dev/null || break  # it exited: the port was taken
+      sleep 0.1
+    done
+    kill $PID 2>/dev/null; wait $PID 2>/dev/null
+  done
+  return 1
+}
+# waits up to 30 s for /metrics to show a gauge's value: wait_metric NAME VALUE
+wait_metric() {
+  for i in $(seq 300); do
+    curl -s -H "$A" "$B/metrics" >"$W/metrics"
+    grep -q "^$1 $2\$" "$W/metrics" && return 0
+    sleep 0.1
+  done
+  return 1
+}
 KEY=test-key
-$SP serve -m "$W/main.gguf" --draft "$W/draft.gguf" --port $PORT --parallel 2 --queue 8 --api-key $KEY -c 2048 --max-body 65536 -t 2 \
-  2>"$W/server.log" &
-PID=$!
-for i in $(seq 50); do curl -s "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 0.1; done
-B="http://127.0.0.1:$PORT"
 A="Authorization: Bearer $KEY"
+start_server "$W/server.log" -m "$W/main.gguf" --draft "$W/draft.gguf" --parallel 2 --queue 8 --api-key $KEY -c 2048 --max-body 65536 -t 2 \
+  || { echo "FAIL: the server did not start: $(tail -3 "$W/server.log")"; echo "0 passed, 1 failed"; exit 1; }
+B="http://127.0.0.1:$PORT"
 req() { # method path body → "status body"
   curl -s -o "$W/body" -w "%{http_code}" -X "$1" -H "$A" -H "Content-Type: application/json" ${3:+--data-binary "$3"} "$B$2"
 }
@@ -55,20 +78,15 @@ for i in $(seq 10); do
   curl -s -o /dev/null -H "$A" --data-binary '{"prompt":"x","max_tokens":2000,"ignore_eos":true}' "$B/v1/completions" &
   fillers+=($!)
 done
-sleep 0.3
+wait_metric specprefill_queue_depth 8 || bad "the fillers did not fill the queue: $(grep -E '^specprefill_(slots_busy|queue_depth) ' "$W/metrics" | tr '\n' ' ')"
 curl -s -D "$W/headers" -o /dev/null -H "$A" --data-binary '{"prompt":"x","max_tokens":1}' "$B/v1/completions"
 grep -q "^HTTP/1.1 503" "$W/headers" && grep -qi "^Retry-After:" "$W/headers" && ok || bad "full queue: $(head -1 "$W/headers")"
 # their clients go away: the running generations stop and the queued ones never start, so the
 # slots are free again within seconds (instead of 10 × 2000 tokens later)
 kill "${fillers[@]}" 2>/dev/null
 for j in "${fillers[@]}"; do wait "$j" 2>/dev/null; done
-freed=0
-for i in $(seq 100); do
-  curl -s -H "$A" "$B/metrics" >"$W/metrics"
-  if grep -q "^specprefill_slots_busy 0" "$W/metrics" && grep -q "^specprefill_queue_depth 0" "$W/metrics"; then freed=1; break; fi
-  sleep 0.1
-done
-[ $freed = 1 ] && ok || bad "slots still busy 10 s after their clients left: $(grep -E '^specprefill_(slots_busy|queue_depth) ' "$W/metrics" | tr '\n' ' ')"
+wait_metric specprefill_slots_busy 0 && wait_metric specprefill_queue_depth 0 && ok \
+  || bad "slots still busy 30 s after their clients left: $(grep -E '^specprefill_(slots_busy|queue_depth) ' "$W/metrics" | tr '\n' ' ')"
 # the official openai Python client and the load test (pinned, in a venv under the build folder)
 if PY=$("$HERE/ref/venv.sh" "$VENV"); then
   if "$PY" "$HERE/server/client.py" "$B/v1" $KEY >"$W/client.log" 2>&1; then ok; else bad "openai client: $(tail -5 "$W/client.log")"; fi
@@ -84,20 +102,47 @@ batches=$(awk '/^specprefill_decode_batches_total /{print $2}' "$W/metrics")
 rows=$(awk '/^specprefill_decode_batch_rows_total /{print $2}' "$W/metrics")
 [ -n "$batches" ] && [ -n "$rows" ] && [ "$batches" -gt 0 ] && [ "$rows" -gt "$batches" ] && ok || bad "batched decode: $batches steps, $rows rows"
 echo "decode steps: $batches, rows: $rows"
+# SIGTERM under load: the running generations end, their clients get an answer, the server exits
+for i in 1 2; do curl -s -o "$W/term$i.out" -H "$A" --data-binary '{"prompt":"x","max_tokens":1500,"ignore_eos":true,"stream":true}' "$B/v1/completions" & done
+wait_metric specprefill_slots_busy 2 || bad "the two generations did not start"
 kill -TERM $PID
-for i in $(seq 50); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done
-if kill -0 $PID 2>/dev/null; then bad "no graceful shutdown"; kill -9 $PID; else wait $PID && ok || bad "exit status after SIGTERM"; fi
+for i in $(seq 100); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done
+if kill -0 $PID 2>/dev/null; then bad "no graceful shutdown within 10 s under load"; kill -9 $PID; else wait $PID && ok || bad "exit status after SIGTERM"; fi
+wait
 grep -q "shutting down" "$W/server.log" && ok || bad "shutdown logged"
+for i in 1 2; do grep -q '"finish_reason":"cancelled"\|data: \[DONE\]' "$W/term$i.out" && ok || bad "a generation cut by SIGTERM ends its stream: $(tail -c 200 "$W/term$i.out")"; done
+# SpecPrefill's generation continues at the full prompt's length, in both front ends: the server's
+# greedy answer with speculative prefill at keep 10 % equals `generate`'s (the bundled pair on the
+# demo document: its answer goes wrong when decoding continues at any other position)
+ROOT=$(cd "$HERE/.." && pwd)
+if start_server "$W/server-spec.log" -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" -c 4096 -t 2; then
+  python3 -c "import json,sys; print(json.dumps({'prompt': open(sys.argv[1]).read(), 'max_tokens': 24, 'temperature': 0,
+    'speculative_prefill': {'keep_rate': 0.1}}))" "$ROOT/eval/demo-prompt.txt" >"$W/spec.json"
+  curl -s --data-binary @"$W/spec.json" "http://127.0.0.1:$PORT/v1/completions" >"$W/spec-server.json"
+  kill -TERM $PID; wait $PID 2>/dev/null
+  $SP generate -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" --keep 0.1 -f "$ROOT/eval/demo-prompt.txt" -n 24 --temp 0 -t 2 \
+    >"$W/spec-cli.txt" 2>"$W/spec-cli.err"
+  if python3 -c "
+import json, sys
+got = json.load(open('$W/spec-server.json'))
+text, kept = got['choices'][0]['text'], got['specprefill']['kept_tokens']
+cli = open('$W/spec-cli.txt').read()[:-1]  # generate ends its output with a newline
+assert kept < got['usage']['prompt_tokens'] / 5, 'speculative prefill kept too much'
+sys.exit(0 if text == cli and text.strip() else 1)"; then ok
+  else bad "server and generate disagree after speculative prefill: $(head -c 400 "$W/spec-server.json") vs '$(head -c 200 "$W/spec-cli.txt")'"; fi
+else
+  bad "the second server did not start: $(tail -3 "$W/server-spec.log")"
+fi
 # a real instruct model behind the server answers the openai client
 REAL=${SP_REAL_MODEL:-$HERE/../models-big/SmolLM2-135M-Instruct.Q4_1.gguf}
 if [ -f "$REAL" ] && [ -n "${PY:-}" ]; then
-  PORT2=$((20000 + RANDOM % 20000))
-  $SP serve -m "$REAL" --port $PORT2 -c 1024 -t 2 2>"$W/server-real.log" &
-  PID2=$!
-  for i in $(seq 100); do curl -s "http://127.0.0.1:$PORT2/health" >/dev/null && break; sleep 0.1; done
-  if "$PY" "$HERE/server/real.py" "http://127.0.0.1:$PORT2/v1" >"$W/real.log" 2>&1; then ok; else bad "real model: $(tail -4 "$W/real.log")"; fi
-  grep '^answer' "$W/real.log"
-  kill -TERM $PID2; wait $PID2 2>/dev/null
+  if start_server "$W/server-real.log" -m "$REAL" -c 1024 -t 2; then
+    if "$PY" "$HERE/server/real.py" "http://127.0.0.1:$PORT/v1" >"$W/real.log" 2>&1; then ok; else bad "real model: $(tail -4 "$W/real.log")"; fi
+    grep '^answer' "$W/real.log"
+    kill -TERM $PID; wait $PID 2>/dev/null
+  else
+    bad "the real model's server did not start: $(tail -3 "$W/server-real.log")"
+  fi
 else
   echo "skipped: the real model (run scripts/get-models.sh)"; skip=1
 fi

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gguf.h"
+#include "gguf_writer.h"
 #include "model.h"
 #include "selection.h"
 #include "test_util.h"
@@ -35,6 +37,52 @@ static void defaults_are_the_papers(void **st) {
 }
 
 /* ------------------------------------------------------------------ selection */
+
+/* BOS is kept by its id, whatever type the vocabulary gives it (some GGUFs type it normal): a
+ * vocabulary-only copy of the bundled model with BOS typed normal, selection at a tiny keep. */
+static void bos_kept_by_id(void **st) {
+    (void)st;
+    sp_model *orig;
+    assert_int_equal(sp_model_load(SP_SOURCE_DIR "/models/main.gguf", &orig), SP_OK);
+    const int V = sp_model_get_info(orig)->n_vocab, bos = sp_token_bos(orig);
+    assert_true(bos >= 0);
+    int32_t *types = malloc(sizeof *types * (size_t)V);
+    for (int i = 0; i < V; i++) types[i] = (int32_t)sp_token_get_type(orig, i);
+    types[bos] = SP_TOKEN_NORMAL;
+    sp_gguf_file *src;
+    assert_int_equal(sp_gguf_open(SP_SOURCE_DIR "/models/main.gguf", &src), SP_OK);
+    sp_gguf_writer *w = sp_gguf_writer_new();
+    for (uint64_t i = 0; i < src->n_kv; i++)
+        if (!sp_gguf_string_eq(src->kv[i].key, "tokenizer.ggml.token_type")) sp_gguf_writer_copy_kv(w, &src->kv[i]);
+    sp_gguf_writer_i32_array(w, "tokenizer.ggml.token_type", types, (uint64_t)V);
+    char path[512];
+    temp_path("bos-normal.gguf", path, sizeof path);
+    assert_int_equal(sp_gguf_writer_write(w, path), SP_OK);
+    sp_gguf_writer_free(w);
+    sp_gguf_close(src);
+    sp_model *m;
+    assert_int_equal(sp_model_load(path, &m), SP_OK);
+    assert_int_equal(sp_token_get_type(m, bos), SP_TOKEN_NORMAL);
+    enum { N = 200 };
+    sp_token prompt[N];
+    float imp[N];
+    uint8_t kept[N];
+    for (int i = 0; i < N; i++) { prompt[i] = 40 + i % 50; imp[i] = i >= 100 && i < 132 ? 1.0f : 0.0f; }
+    prompt[0] = bos;
+    sp_specprefill_params p = sp_specprefill_default_params();
+    p.keep_rate = 0.1f; /* ceil(7 × 0.1) = 1 chunk: the last; BOS on top */
+    int n_kept = 0;
+    assert_int_equal(sp_specprefill_select(m, prompt, N, imp, &p, kept, &n_kept), SP_OK);
+    assert_true(kept[0]);
+    assert_int_equal(n_kept, 1 + (N - 192));
+    p.keep_special = false;
+    assert_int_equal(sp_specprefill_select(m, prompt, N, imp, &p, kept, &n_kept), SP_OK);
+    assert_false(kept[0]);
+    sp_model_free(m);
+    sp_model_free(orig);
+    free(types);
+    remove(path);
+}
 
 static void chunks_by_mean_score(void **st) {
     (void)st;
@@ -460,7 +508,7 @@ static void bad_parameters(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(defaults_are_the_papers), cmocka_unit_test(chunks_by_mean_score), cmocka_unit_test(adaptive_keep_by_mass),
+        cmocka_unit_test(defaults_are_the_papers), cmocka_unit_test(chunks_by_mean_score), cmocka_unit_test(bos_kept_by_id), cmocka_unit_test(adaptive_keep_by_mass),
         cmocka_unit_test(importance_through_byte_spans), cmocka_unit_test(scoring_matches_float64_recomputation),
         cmocka_unit_test(keep_all_equals_full_prefill), cmocka_unit_test(sparse_prefill_matches_gapped_fixture),
         cmocka_unit_test(always_kept_tokens), cmocka_unit_test(cross_tokenizer_draft), cmocka_unit_test(stages_compose_to_specprefill),

@@ -90,20 +90,30 @@ try:
 except openai.AuthenticationError as e:
     check(e.status_code == 401, "bad key -> 401")
 
-# cancellation: close a long stream after its first chunk; the slot must free up at once
+# cancellation: close a long stream after its first chunk; the slot must free up at once, and the
+# generation must have stopped (not run on to max_tokens with nobody reading)
+root = base.rsplit("/v1", 1)[0]
+
+
+def metric(name):
+    m = httpx.get(root + "/metrics", headers={"Authorization": f"Bearer {key}"}).text
+    return float(next(l.split()[1] for l in m.splitlines() if l.startswith(name + " ")))
+
+
+generated_before = metric("specprefill_generated_tokens_total")
 s2 = client.completions.create(model="x", prompt="Go on and on", max_tokens=1500, stream=True, extra_body={"ignore_eos": True})
 for _ in s2:
     break
 s2.close()
 busy = -1
-root = base.rsplit("/v1", 1)[0]
-for _ in range(40):
+for _ in range(200):
     time.sleep(0.05)
-    m = httpx.get(root + "/metrics", headers={"Authorization": f"Bearer {key}"}).text
-    busy = int(next(l.split()[1] for l in m.splitlines() if l.startswith("specprefill_slots_busy ")))
+    busy = metric("specprefill_slots_busy")
     if busy == 0:
         break
 check(busy == 0, f"disconnect frees the slot (busy {busy})")
+generated = metric("specprefill_generated_tokens_total") - generated_before
+check(generated < 750, f"a cancelled generation stops: {generated:.0f} of 1500 tokens generated")
 
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
