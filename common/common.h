@@ -33,9 +33,10 @@ void spc_prompt_free(spc_prompt *p);
 
 /* ------------------------------------------------------------------ prefill */
 
-/* The draft context's capacity for prompts of up to n_prompt tokens: the prompt and the
- * look-ahead; a draft of another tokenizer (other_vocab) may cut the text into more tokens. */
-int spc_draft_ctx_size(int n_prompt, const sp_specprefill_params *params, bool other_vocab);
+/* The draft context's capacity: the prompt and the look-ahead. n is the prompt's length in
+ * tokens — or, for a draft of another tokenizer (other_vocab), in bytes of its text: no tokenizer
+ * cuts finer than one token per byte (BOS and SentencePiece's leading space aside). */
+int spc_draft_ctx_size(int n, const sp_specprefill_params *params, bool other_vocab);
 
 /* The prefill every front end runs: speculative when draft_ctx is set (a context on the draft,
  * or on the main model for self-speculation), else full. ctx is reset first. Afterwards ctx

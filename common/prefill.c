@@ -4,9 +4,8 @@
 
 #include "common.h"
 
-int spc_draft_ctx_size(int n_prompt, const sp_specprefill_params *params, bool other_vocab) {
-    /* another tokenizer may cut the text finer (byte fallbacks): room for twice the tokens */
-    const int tokens = other_vocab ? 2 * n_prompt + 64 : n_prompt;
+int spc_draft_ctx_size(int n, const sp_specprefill_params *params, bool other_vocab) {
+    const int tokens = other_vocab ? n + 2 : n;
     return tokens + (params ? params->lookahead : sp_specprefill_default_params().lookahead);
 }
 

@@ -38,6 +38,30 @@ cmp -s "$T/first" "$T/second" && ok || bad "same greedy output with 1 thread and
 "$SP" generate -m "$ROOT/models/main.gguf" -f "$ROOT/eval/demo-prompt.txt" -n 12 --temp 0 --stop 81 >"$T/out" 2>"$T/err"
 [ "$(cat "$T/out")" = " 24" ] && grep -q "stopped at a stop string" "$T/err" && ok || bad "--stop cuts the output: '$(cat "$T/out")'"
 
+# generate with speculative prefill: the bundled pair answers the demo document at keep 10 %; the
+# switches each do what they say
+DEMO=(-m "$ROOT/models/main.gguf" -f "$ROOT/eval/demo-prompt.txt" -n 8 --temp 0)
+"$SP" make-model -o "$T/draft-other.gguf" --n-embd 64 --n-layer 1 --n-head 2 --n-head-kv 1 --n-ff 128 --seed 9 2>/dev/null  # byte-level vocabulary
+expect_ok "generate --draft" "$SP" generate "${DEMO[@]}" --draft "$ROOT/models/draft.gguf" --keep 0.1 --explain "$T/explain.html"
+[ "$(cat "$T/out")" = " 24818" ] && grep -qE "specprefill: kept [0-9]+ of 2182 prompt tokens \((9|10|11)\.[0-9]%\)" "$T/err" && ok || bad "generate --draft --keep 0.1: '$(cat "$T/out")' $(head -c 200 "$T/err")"
+grep -q "<h1>Speculative prefill</h1>" "$T/explain.html" && [ "$(grep -o 'class="k"' "$T/explain.html" | wc -l)" -gt 100 ] && [ "$(grep -o 'class="d"' "$T/explain.html" | wc -l)" -gt 1500 ] && ok || bad "--explain writes the kept and dropped tokens"
+expect_ok "generate --no-spec" "$SP" generate "${DEMO[@]}" --draft "$ROOT/models/draft.gguf" --no-spec
+[ "$(cat "$T/out")" = " 24818" ] && ! grep -q "specprefill: kept" "$T/err" && ok || bad "--no-spec runs a full prefill"
+expect_ok "generate --keep-mass" "$SP" generate "${DEMO[@]}" --draft "$ROOT/models/draft.gguf" --keep-mass 0.9
+grep -q "specprefill: kept" "$T/err" && ! grep -q "kept 2182 of 2182" "$T/err" && ok || bad "--keep-mass keeps a part: $(head -c 200 "$T/err")"
+expect_ok "generate --self-spec" "$SP" generate "${DEMO[@]}" --self-spec --keep 0.5
+grep -qE "specprefill: kept [0-9]+ of 2182" "$T/err" && ok || bad "--self-spec runs speculative prefill"
+expect_fail "a draft of another vocabulary" "tokenizer differs" "$SP" generate "${DEMO[@]}" --draft "$T/draft-other.gguf"
+expect_ok "generate --draft-any-vocab" "$SP" generate "${DEMO[@]}" --draft "$T/draft-other.gguf" --draft-any-vocab --keep 0.3
+grep -qE "specprefill: kept [0-9]+ of 2182" "$T/err" && ok || bad "--draft-any-vocab scores through bytes"
+expect_fail "--explain without speculative prefill" "needs speculative prefill" "$SP" generate "${DEMO[@]}" --explain "$T/x.html"
+
+# quantize: every matrix to the type asked for, named in info; a type it cannot write is refused
+expect_ok "quantize" "$SP" quantize "$T/llama-Q8_0.gguf" "$T/q4.gguf" Q4_0
+"$SP" info "$T/q4.gguf" | grep -E "^tensor types" | grep -q "Q4_0×" && ok || bad "quantize writes Q4_0 matrices"
+expect_ok "generate on the quantized model" "$SP" generate -m "$T/q4.gguf" -p "abc" -n 2
+expect_fail "quantize to an unknown type" "cannot quantize to 'Q3_X'" "$SP" quantize "$T/llama-Q8_0.gguf" "$T/q.gguf" Q3_X
+
 # tokenize / detokenize round trip
 printf 'Hello wörld 👋 <|eot_id|>' >"$T/text"
 expect_ok "tokenize" "$SP" tokenize -m "$ROOT/models/main.gguf" --parse-special <"$T/text"
@@ -77,6 +101,9 @@ expect_fail "bad task file" "needs string" "$SP" eval -m "$T/tiny.gguf" --task "
 # bench: llama-bench-like rows, and several sequences decoded together (--parallel)
 expect_ok "bench" "$SP" bench -m "$T/tiny.gguf" -p 16 -n 4 -r 1 --parallel 1,3 -o json
 for t in pp16 tg4 tg4x1 tg4x3; do grep -q "\"test\": \"$t\"" "$T/out" && ok || bad "bench row $t"; done
+expect_ok "bench --ttft" "$SP" bench -m "$T/tiny.gguf" --draft "$T/draft.gguf" --ttft 64,128 --keep 0.5 -p 0 -n 0 -r 1
+[ "$(grep -cE '^\| full prefill \| (64|128) \| 1.0 \| (64|128) \|' "$T/out")" = 2 ] && [ "$(grep -cE '^\| specprefill \(draft\) \| (64|128) \| 0.50 \| (33|65) \|' "$T/out")" = 2 ] \
+  && ok || bad "bench --ttft rows: $(cat "$T/out")"
 expect_fail "bench --parallel 0" "bad value" "$SP" bench -m "$T/tiny.gguf" --parallel 0
 # bench --gemm: one row per token count (-p)
 expect_ok "bench --gemm" "$SP" bench --gemm F16 -t 1 -r 1 -p 5,70

@@ -125,7 +125,8 @@ int cmd_generate(int argc, char **argv) {
         if (draft_path && !self_spec && sp_model_load(draft_path, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
         if (dm && !spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
         sp_context_params dp = sp_context_default_params();
-        dp.n_ctx = spc_draft_ctx_size(pr.n, &spp, dm && spp.any_vocab);
+        const bool other_vocab = dm && spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK;
+        dp.n_ctx = spc_draft_ctx_size(other_vocab ? (int)strlen(pr.text) : pr.n, &spp, other_vocab);
         if (sp_context_new(dm ? dm : m, &dp, &dctx) != SP_OK) { fail_status("draft context"); goto done; }
         imp = malloc((size_t)pr.n * sizeof *imp);
         kept = malloc((size_t)pr.n);

@@ -120,10 +120,12 @@ bool sp_srv_scheduler_start(void) {
         Q.slots[i].index = i;
         if (sp_context_new(sp_srv.model, &p, &Q.slots[i].ctx) != SP_OK) { fprintf(stderr, "error: context: %s\n", sp_last_error()); return false; }
         if (sp_srv.draft || cfg->self_spec) {
-            /* the largest lookahead a request may ask for, and room for another tokenizer */
+            /* the largest lookahead a request may ask for; with another tokenizer, the bytes of a
+             * text of ctx_size tokens at up to 4 bytes each (a longer one is refused by its request) */
             sp_specprefill_params most = cfg->spec;
             most.lookahead = 256;
-            p.n_ctx = spc_draft_ctx_size(cfg->ctx_size, &most, sp_srv.draft && cfg->spec.any_vocab);
+            const bool other_vocab = sp_srv.draft && cfg->spec.any_vocab && sp_vocab_check_same(sp_srv.model, sp_srv.draft) != SP_OK;
+            p.n_ctx = spc_draft_ctx_size(other_vocab ? 4 * cfg->ctx_size : cfg->ctx_size, &most, other_vocab);
             if (sp_context_new(sp_srv.draft ? sp_srv.draft : sp_srv.model, &p, &Q.slots[i].dctx) != SP_OK) {
                 fprintf(stderr, "error: draft context: %s\n", sp_last_error());
                 return false;
