@@ -119,6 +119,22 @@ if start_server "$W/server-spec.log" -m "$ROOT/models/main.gguf" --draft "$ROOT/
   python3 -c "import json,sys; print(json.dumps({'prompt': open(sys.argv[1]).read(), 'max_tokens': 24, 'temperature': 0,
     'speculative_prefill': {'keep_rate': 0.1}}))" "$ROOT/eval/demo-prompt.txt" >"$W/spec.json"
   curl -s --data-binary @"$W/spec.json" "http://127.0.0.1:$PORT/v1/completions" >"$W/spec-server.json"
+  # a stop string is cut from the answer (" 24818" stops where "81" begins), whole and streamed;
+  # the stream never shows its first character before knowing it is not a stop string
+  for stream in false true; do
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d.update(stop=['81'], stream=$([ $stream = true ] && echo True || echo False)); print(json.dumps(d))" \
+      "$W/spec.json" >"$W/stop.json"
+    curl -s --data-binary @"$W/stop.json" "http://127.0.0.1:$PORT/v1/completions" >"$W/stop-$stream.out"
+  done
+  python3 -c "
+import json, sys
+whole = json.load(open('$W/stop-false.out'))
+pieces = [json.loads(l[6:]) for l in open('$W/stop-true.out') if l.startswith('data: {')]
+streamed = ''.join(c['choices'][0]['text'] for c in pieces if c['choices'])
+assert whole['choices'][0]['text'] == ' 24' and whole['choices'][0]['finish_reason'] == 'stop', whole
+assert streamed == ' 24', streamed
+assert not any('8' in c['choices'][0]['text'] for c in pieces if c['choices']), 'a piece showed the stop string'
+" 2>"$W/stop.err" && ok || bad "stop strings in the server: $(tail -2 "$W/stop.err")"
   kill -TERM $PID; wait $PID 2>/dev/null
   $SP generate -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" --keep 0.1 -f "$ROOT/eval/demo-prompt.txt" -n 24 --temp 0 -t 2 \
     >"$W/spec-cli.txt" 2>"$W/spec-cli.err"

@@ -3,6 +3,8 @@
 A mutant is *killed* when the fast suite (tests/mutants/run.py) fails on it. Each names the test
 that is meant to kill it, so that a survivor says which guard is missing. When the code changes
 under a mutant, run.py reports it as stale (the text is gone): update the mutant with the code.
+A mutant the suite cannot catch yet carries known_survivor="why"; it lowers the score but does
+not fail CI's rotating subset — every other survivor does.
 """
 
 MUTANTS = [

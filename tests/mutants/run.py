@@ -10,7 +10,9 @@ suite, and prints the mutation score (faults caught / planted) and the survivors
 
 The fast suite is every ctest program except the slow Python references and the shared-fixture
 comparisons (the scratch tree has no ../shared: the suite CI runs). Exit 1 when the score is below
---min-score (default 0.95) or a mutant is stale (its text no longer in the code) or does not build.
+--min-score (default 0.95), when a mutant survives that is not marked known_survivor in mutants.py
+(a drop: on a subset, one survivor fails the run), or a mutant is stale (its text no longer in the
+code) or does not build.
 """
 import argparse
 import os
@@ -138,7 +140,7 @@ def main():
                 ok, failing, _ = run_suite(build, a.timeout)
                 if ok:
                     survived.append(m)
-                    verdict = f"SURVIVED (meant for {m['guard']})"
+                    verdict = "survived (known: " + m["known_survivor"] + ")" if m.get("known_survivor") else f"SURVIVED (meant for {m['guard']})"
                 else:
                     killed.append(m["name"])
                     verdict = f"caught by {failing}"
@@ -154,8 +156,10 @@ def main():
         print(f"  survivor: {m['name']}: {m['why']}")
     for n in broken:
         print(f"  error: mutant {n} does not build (fix its text)")
-    print(f"{len(killed)} passed, {len(survived) + len(broken)} failed")
-    return 0 if score >= a.min_score and not broken else 1
+    # a drop: a mutant the suite caught before survives now (known survivors are named in mutants.py)
+    dropped = [m for m in survived if not m.get("known_survivor")]
+    print(f"{len(killed)} passed, {len(dropped) + len(broken)} failed, {len(survived) - len(dropped)} skipped")
+    return 0 if score >= a.min_score and not dropped and not broken else 1
 
 
 if __name__ == "__main__":
