@@ -23,12 +23,16 @@ typedef struct {
     int n;
 } spc_prompt;
 
-/* chat: msgs rendered with the chat template (template_name NULL = the model's own) and an
- * assistant turn opened; else msgs[0].content is the text as it is. Then tokenized with BOS as
- * the model's metadata asks — markup parsed into special tokens only for chat — and a BOS the
+/* chat: msgs rendered with a chat template (template_source: Jinja text, NULL = the model's own;
+ * vars_json: extra template variables as a JSON object, or NULL) and an assistant turn opened; else msgs[0].content is the text as it is. Then tokenized with BOS
+ * as the model's metadata asks — markup parsed into special tokens only for chat — and a BOS the
  * template wrote itself is not doubled. An empty prompt is an error. Free with spc_prompt_free. */
-sp_status spc_prompt_make(const sp_model *model, bool chat, const char *template_name, const sp_chat_message *msgs,
-                          int n_msgs, spc_prompt *out);
+sp_status spc_prompt_make(const sp_model *model, bool chat, const char *template_source, const char *vars_json,
+                          const sp_chat_message *msgs, int n_msgs, spc_prompt *out);
+/* The same for a conversation as JSON (the OpenAI messages array: content parts, tool calls and
+ * results as sent) with extra template variables (vars_json: an object, or NULL). */
+sp_status spc_prompt_chat(const sp_model *model, const char *template_source, const char *messages_json, const char *vars_json,
+                          spc_prompt *out);
 void spc_prompt_free(spc_prompt *p);
 
 /* ------------------------------------------------------------------ prefill */

@@ -1,20 +1,14 @@
 /* A conversation or a text → the text the model reads and its tokens, the same for every front end. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
 
-sp_status spc_prompt_make(const sp_model *m, bool chat, const char *template_name, const sp_chat_message *msgs,
-                          int n_msgs, spc_prompt *out) {
-    memset(out, 0, sizeof *out);
+/* the text as the model reads it → its tokens: BOS as the model's metadata asks, markup parsed
+ * into special tokens only for chat (a user's plain text stays text), one BOS */
+static sp_status tokenize(const sp_model *m, bool chat, spc_prompt *out) {
     sp_status s;
-    if (!m || n_msgs < 1 || !msgs || (!chat && !msgs[0].content)) return sp_fail(SP_ERR_ARGUMENT, "prompt: no text");
-    if (chat) {
-        if ((s = sp_chat_apply(m, template_name, msgs, n_msgs, true, &out->text)) != SP_OK) return s;
-    } else if (!(out->text = strdup(msgs[0].content))) {
-        return sp_fail(SP_ERR_MEMORY, "prompt: out of memory");
-    }
-    /* chat markup is the template's own: its special tokens are parsed; a user's plain text is not */
     if ((s = sp_tokenize(m, out->text, strlen(out->text), true, chat, &out->ids, &out->n)) != SP_OK) {
         spc_prompt_free(out);
         return s;
@@ -27,6 +21,58 @@ sp_status spc_prompt_make(const sp_model *m, bool chat, const char *template_nam
         return sp_fail(SP_ERR_ARGUMENT, "the prompt is empty");
     }
     return SP_OK;
+}
+
+/* JSON string contents: quotes, backslashes and control characters escaped */
+static void json_escape(char *o, const char *s) {
+    for (; *s; s++) {
+        const unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') { *o++ = '\\'; *o++ = (char)c; }
+        else if (c < 0x20) o += sprintf(o, "\\u%04x", c);
+        else *o++ = (char)c;
+    }
+    *o = 0;
+}
+
+sp_status spc_prompt_make(const sp_model *m, bool chat, const char *template_source, const char *vars_json,
+                          const sp_chat_message *msgs, int n_msgs, spc_prompt *out) {
+    memset(out, 0, sizeof *out);
+    if (!m || n_msgs < 1 || !msgs || (!chat && !msgs[0].content)) return sp_fail(SP_ERR_ARGUMENT, "prompt: no text");
+    if (!chat) {
+        if (!(out->text = strdup(msgs[0].content))) return sp_fail(SP_ERR_MEMORY, "prompt: out of memory");
+        return tokenize(m, false, out);
+    }
+    /* the messages as the JSON array a template reads */
+    size_t need = 16;
+    for (int i = 0; i < n_msgs; i++) {
+        if (!msgs[i].role || !msgs[i].content) return sp_fail(SP_ERR_ARGUMENT, "prompt: message %d has no role or content", i);
+        need += 6 * (strlen(msgs[i].role) + strlen(msgs[i].content)) + 32;
+    }
+    char *json = malloc(need), *p = json;
+    if (!json) return sp_fail(SP_ERR_MEMORY, "prompt: out of memory");
+    *p++ = '[';
+    for (int i = 0; i < n_msgs; i++) {
+        p += sprintf(p, "%s{\"role\": \"", i ? ", " : "");
+        json_escape(p, msgs[i].role);
+        p += strlen(p);
+        p += sprintf(p, "\", \"content\": \"");
+        json_escape(p, msgs[i].content);
+        p += strlen(p);
+        p += sprintf(p, "\"}");
+    }
+    sprintf(p, "]");
+    const sp_status s = spc_prompt_chat(m, template_source, json, vars_json, out);
+    free(json);
+    return s;
+}
+
+sp_status spc_prompt_chat(const sp_model *m, const char *template_source, const char *messages_json, const char *vars_json,
+                          spc_prompt *out) {
+    memset(out, 0, sizeof *out);
+    sp_status s;
+    if (!m) return sp_fail(SP_ERR_ARGUMENT, "prompt: no model");
+    if ((s = sp_chat_apply_json(m, template_source, messages_json, vars_json, true, &out->text)) != SP_OK) return s;
+    return tokenize(m, true, out);
 }
 
 void spc_prompt_free(spc_prompt *p) {

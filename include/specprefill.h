@@ -217,11 +217,29 @@ typedef struct {
     const char *content;
 } sp_chat_message;
 
-/* Which built-in template the model's tokenizer.chat_template is (NULL if none matches). */
+/* Chat templates are Jinja, run as Hugging Face transformers runs them (trim_blocks,
+ * lstrip_blocks, loop controls, its tojson; raise_exception and strftime_now): the model's own
+ * tokenizer.chat_template, or a built-in one. The variables: messages, add_generation_prompt,
+ * bos_token and eos_token (the model's), tools and documents (none), and the caller's extras.
+ * An error names the template line (a syntax error, an unsupported construct, raise_exception). */
+
+/* The family of the model's template by its markup ("llama3", "chatml", "gemma", ...; NULL if
+ * none is recognised or it has none): for display only, rendering always runs the template. */
 SP_API const char *sp_chat_template_detect(const sp_model *model);
-/* Renders a conversation. template_name NULL = detect from the model. *out is malloc'ed. */
+/* The Jinja source of a built-in template — chatml, llama3, mistral-v7, mistral-nemo, llama2 — or
+ * NULL. A model without a template renders with chatml. */
+SP_API const char *sp_chat_builtin(const char *name);
+/* Renders a conversation of plain messages. template_name: a built-in, or NULL for the model's
+ * own. *out is malloc'ed. */
 SP_API sp_status sp_chat_apply(const sp_model *model, const char *template_name, const sp_chat_message *msgs,
                         int n_msgs, bool add_generation_prompt, char **out);
+/* The same with everything a template may read: template_source (Jinja text; NULL = the model's
+ * own), messages_json (an array of message objects as the OpenAI API sends them: content parts,
+ * tool calls, tool results pass through as given), vars_json (NULL, or an object of extra
+ * variables: "tools", "enable_thinking", "bos_token", ...). model may be NULL with a source (then
+ * bos_token and eos_token are empty unless vars_json sets them). */
+SP_API sp_status sp_chat_apply_json(const sp_model *model, const char *template_source, const char *messages_json,
+                                    const char *vars_json, bool add_generation_prompt, char **out);
 
 /* ------------------------------------------------------------- sampling */
 

@@ -16,7 +16,8 @@ typedef struct {
     bool spec_default;          /* speculative prefill for requests that do not say */
     sp_specprefill_params spec; /* server defaults, per-request overrides on top */
     sp_sampling_params sampling;
-    const char *chat_template;  /* NULL: the model's */
+    const char *chat_template;  /* Jinja source; NULL: the model's own */
+    const char *chat_template_kwargs; /* a JSON object of template variables for every request (a request's own win), or NULL */
     const char *host;
     int port;
     int parallel;               /* slots */

@@ -10,7 +10,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SP=${1:-$ROOT/build/specprefill}
 block() {
   echo "<!-- cli-reference: begin (scripts/cli-reference.sh --update writes this block) -->"
-  for c in generate serve eval bench info tokenize detokenize logits quantize convert make-model; do
+  for c in generate serve eval bench info template tokenize detokenize logits quantize convert make-model; do
     echo "<details><summary><code>specprefill $c</code></summary>"
     echo
     echo '```'

@@ -32,4 +32,4 @@ echo "== a real model: $(basename "$REAL") (scripts/get-models.sh)"
 Q="What is the capital of France?"
 echo "   Q: $Q"
 printf '   A (full prefill): '
-$SP generate -m "$REAL" --chat -p "$Q" -n 40 --temp 0 2>/dev/null
+$SP generate -m "$REAL" --chat --system "You are a helpful assistant." -p "$Q" -n 40 --temp 0 2>/dev/null

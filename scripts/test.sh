@@ -106,13 +106,14 @@ if [ "${SP_QUICK:-0}" != 1 ]; then
 
   echo "== fuzzing (libFuzzer, clang), ${SP_FUZZ_SECONDS:-30} s per target"
   CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSP_FUZZ=ON -DSP_X86_KERNELS=ON -DSP_WERROR=ON -DSP_VENV="$VENV" >/dev/null
-  ninja -C build-fuzz fuzz_gguf fuzz_tokenizer fuzz_request
-  mkdir -p build-fuzz/corpus-gguf build-fuzz/corpus-tokenizer build-fuzz/corpus-request
+  ninja -C build-fuzz fuzz_gguf fuzz_tokenizer fuzz_request fuzz_template
+  mkdir -p build-fuzz/corpus-gguf build-fuzz/corpus-tokenizer build-fuzz/corpus-request build-fuzz/corpus-template
+  cp tests/templates/*.jinja build-fuzz/corpus-template/
   build/specprefill make-model -o build-fuzz/corpus-gguf/tiny.gguf --n-embd 64 --n-layer 1 --n-head 2 --n-head-kv 1 --n-ff 128 --n-vocab 300 --type Q8_0 2>/dev/null
   cp ../shared/fixtures/models/llama-q4_0.gguf ../shared/fixtures/models/qwen3-q8_0.gguf build-fuzz/corpus-gguf/ 2>/dev/null || true  # a second opinion
   printf '\x04Hello <|eot_id|> wörld' >build-fuzz/corpus-tokenizer/seed1
   printf '\x01{"messages":[{"role":"user","content":"hi"}],"stream":true,"stop":["a"],"speculative_prefill":{"keep_rate":0.2}}' >build-fuzz/corpus-request/seed1
-  for t in gguf tokenizer request; do
+  for t in gguf tokenizer request template; do
     target=fuzz_$t
     if build-fuzz/tests/$target -max_total_time="${SP_FUZZ_SECONDS:-30}" -max_len=65536 -rss_limit_mb=4096 -artifact_prefix=build-fuzz/ \
          build-fuzz/corpus-$t >build-fuzz/$target.log 2>&1; then

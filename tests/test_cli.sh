@@ -62,6 +62,22 @@ expect_ok "quantize" "$SP" quantize "$T/llama-Q8_0.gguf" "$T/q4.gguf" Q4_0
 expect_ok "generate on the quantized model" "$SP" generate -m "$T/q4.gguf" -p "abc" -n 2
 expect_fail "quantize to an unknown type" "cannot quantize to 'Q3_X'" "$SP" quantize "$T/llama-Q8_0.gguf" "$T/q.gguf" Q3_X
 
+# template: a conversation rendered by the model's template, a built-in, or a file; errors name the line
+echo '[{"role":"system","content":"S"},{"role":"user","content":"Hi"}]' >"$T/msgs.json"
+expect_ok "template -m" "$SP" template -m "$ROOT/models/main.gguf" --messages "$T/msgs.json" --add-generation-prompt
+[ "$(cat "$T/out")" = "$(printf '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n')" ] \
+  && ok || bad "template renders the model's own: $(cat "$T/out")"
+expect_ok "template --chat-template" "$SP" template --chat-template chatml --messages "$T/msgs.json"
+[ "$(cat "$T/out")" = "$(printf '<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>')" ] && ok || bad "built-in chatml: $(cat "$T/out")"
+printf '{%% for m in messages %%}{{ m.role | upper }}:{{ m.content }}|{%% endfor %%}{{ x }}' >"$T/t.jinja"
+expect_ok "template --file --var" "$SP" template --file "$T/t.jinja" --messages "$T/msgs.json" --var 'x=[1, "a"]'
+[ "$(cat "$T/out")" = "SYSTEM:S|USER:Hi|[1, 'a']" ] && ok || bad "template --file: $(cat "$T/out")"
+printf 'one\n{{ raise_exception("no") }}' >"$T/bad.jinja"
+expect_fail "template raise_exception" "line 2: raise_exception: no" "$SP" template --file "$T/bad.jinja" --messages "$T/msgs.json"
+expect_fail "template bad messages" "JSON" "$SP" template --file "$T/t.jinja" --messages "$T/t.jinja"
+expect_fail "generate --chat-template unknown" "no built-in chat template 'nope'" "$SP" generate -m "$T/tiny.gguf" -p x --chat-template nope
+expect_ok "generate --chat-template-file" "$SP" generate -m "$T/tiny.gguf" -p "Hi" --chat-template-file "$T/t.jinja" -n 2
+
 # tokenize / detokenize round trip
 printf 'Hello wörld 👋 <|eot_id|>' >"$T/text"
 expect_ok "tokenize" "$SP" tokenize -m "$ROOT/models/main.gguf" --parse-special <"$T/text"
@@ -133,7 +149,7 @@ echo '[1, 99999]' | { "$SP" detokenize -m "$T/llama-Q8_0.gguf" >"$T/out" 2>"$T/e
 
 
 # the option parser (tools/options.c): every command's --help, its forms and its errors
-for c in generate serve eval bench info tokenize detokenize logits quantize convert make-model; do
+for c in generate serve eval bench info template tokenize detokenize logits quantize convert make-model; do
   expect_ok "$c --help" "$SP" $c --help
   grep -q "^usage: specprefill $c" "$T/out" && ok || bad "$c --help prints its usage"
 done

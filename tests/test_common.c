@@ -68,7 +68,7 @@ static void prompts_have_one_bos(void **st) {
     spc_prompt p;
     sp_chat_message msgs[2] = {{"system", "Be brief."}, {"user", "Hi <|eot_id|>"}};
     /* the llama3 template writes <|begin_of_text|> itself and the model adds BOS: one BOS */
-    assert_int_equal(spc_prompt_make(m, true, NULL, msgs, 2, &p), SP_OK);
+    assert_int_equal(spc_prompt_make(m, true, NULL, NULL, msgs, 2, &p), SP_OK);
     assert_int_equal(p.ids[0], 1110);
     assert_int_not_equal(p.ids[1], 1110);
     assert_non_null(strstr(p.text, "<|start_header_id|>assistant<|end_header_id|>"));
@@ -78,12 +78,12 @@ static void prompts_have_one_bos(void **st) {
     spc_prompt_free(&p);
     /* plain text: BOS added once, markup stays text */
     sp_chat_message plain = {"user", "Hi <|eot_id|>"};
-    assert_int_equal(spc_prompt_make(m, false, NULL, &plain, 1, &p), SP_OK);
+    assert_int_equal(spc_prompt_make(m, false, NULL, NULL, &plain, 1, &p), SP_OK);
     assert_int_equal(p.ids[0], 1110);
     for (int i = 1; i < p.n; i++) assert_int_not_equal(p.ids[i], 1112);
     assert_string_equal(p.text, "Hi <|eot_id|>");
     spc_prompt_free(&p);
-    assert_int_equal(spc_prompt_make(m, true, "nope", msgs, 2, &p), SP_ERR_ARGUMENT);
+    assert_int_equal(spc_prompt_make(m, true, "{% if %}", NULL, msgs, 2, &p), SP_ERR_ARGUMENT);
     assert_null(p.ids);
     sp_model_free(m);
 }
@@ -94,7 +94,7 @@ static void one_prefill_entry(void **st) {
     sp_model *m = load_test_model("llama-q8_0");
     spc_prompt p = {0};
     sp_chat_message doc = {"user", "The access code of Maria Lopez is 48213. The weather is fine. What is the code?"};
-    assert_int_equal(spc_prompt_make(m, false, NULL, &doc, 1, &p), SP_OK);
+    assert_int_equal(spc_prompt_make(m, false, NULL, NULL, &doc, 1, &p), SP_OK);
     sp_context_params cp = sp_context_default_params();
     cp.n_ctx = 256;
     sp_context *a, *b, *d;

@@ -21,7 +21,8 @@ static void accepts_what_clients_send(void **s) {
                            "\"speculative_prefill\":{\"enabled\":true,\"keep_rate\":0.2,\"chunk\":16,\"lookahead\":4,\"keep_mass\":null},"
                            "\"unknown_field\":{\"x\":1}}", true, &r, err), 0);
     assert_int_equal(r.n_messages, 2);
-    assert_string_equal(r.messages[1].content, "U");
+    assert_string_equal(r.messages_json, "[{\"role\":\"system\",\"content\":\"S\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"U\"}]}]");
+    assert_null(r.template_vars_json);
     assert_int_equal(r.max_tokens, 7);
     assert_float_equal(r.sampling.temperature, 0.5f, 1e-6);
     assert_int_equal(r.sampling.top_k, 5);
@@ -35,6 +36,15 @@ static void accepts_what_clients_send(void **s) {
     assert_int_equal(r.spec.chunk, 16);
     assert_int_equal(r.spec.lookahead, 4);
     assert_int_equal(r.spec.pool_kernel, sp_specprefill_default_params().pool_kernel);
+    sp_request_free(&r);
+    /* tool calls and results, tools and template arguments reach the template as sent; developer is system */
+    assert_int_equal(parse("{\"messages\":[{\"role\":\"developer\",\"content\":\"D\"},{\"role\":\"assistant\",\"content\":null,"
+                           "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+                           "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"42\"}],\"tools\":[{\"type\":\"function\"}],"
+                           "\"chat_template_kwargs\":{\"enable_thinking\":false}}", true, &r, err), 0);
+    assert_non_null(strstr(r.messages_json, "{\"role\":\"system\",\"content\":\"D\"}"));
+    assert_non_null(strstr(r.messages_json, "\"tool_call_id\":\"c1\""));
+    assert_string_equal(r.template_vars_json, "{\"enable_thinking\":false,\"tools\":[{\"type\":\"function\"}]}");
     sp_request_free(&r);
     assert_int_equal(parse("{\"prompt\":[\"only one\"],\"stop\":\"x\",\"speculative_prefill\":false}", false, &r, err), 0);
     assert_string_equal(r.prompt, "only one");
@@ -64,6 +74,10 @@ static void rejects_bad_bodies(void **s) {
         {"{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", true, "role"},
         {"{\"messages\":[{\"role\":\"user\"}]}", true, "content"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"model\":7}", true, "model"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":[{\"text\":\"no type\"}]}]}", true, "type"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":null}]}", true, "content"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", true, "tools"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":[1]}", true, "chat_template_kwargs"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         sp_request r;

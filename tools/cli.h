@@ -10,6 +10,7 @@
 /* Each subcommand: returns the process exit code. */
 int cmd_info(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_template(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
@@ -21,6 +22,11 @@ int cmd_convert(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 
 /* Options: options.h. */
+
+/* The chat template the options ask for: a built-in by --chat-template NAME, a file by
+ * --chat-template-file, else NULL (the model's own). *owned is what to free. Returns -1 to go on,
+ * or an exit code after printing an error. */
+int cli_chat_template(const char *name, const char *file, const char **source, char **owned);
 
 /* Reads a whole file ("-" = stdin) into a NUL-terminated malloc'ed buffer. */
 char *read_file(const char *path, size_t *len);

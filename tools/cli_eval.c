@@ -238,7 +238,7 @@ static bool selection_holds(const sp_model *m, const sp_token *p, int n, const u
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model_path = NULL, *draft_path = NULL, *prefix = NULL, *system = NULL, *tmpl = NULL, *methods = NULL;
+    const char *model_path = NULL, *draft_path = NULL, *prefix = NULL, *system = NULL, *tmpl = NULL, *tmpl_file = NULL, *kwargs = NULL, *methods = NULL;
     const char *tasks[MAX_TASKS];
     int n_tasks = 0, limit = MAX_DOCS, threads = 0, max_tokens = 16, n_ctx = 0, n_keeps = 5;
     double keeps[MAX_KEEPS] = {0.05, 0.1, 0.2, 0.3, 0.5};
@@ -259,7 +259,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_SPECPREFILL_SCORING_OPTIONS(&sp),
         CLI_OPT("--chat", NULL, CLI_FLAG, &chat, 0, 0, NULL, "wrap each prompt as a user message in the chat template"),
         CLI_OPT("--system", NULL, CLI_TEXT, &system, 0, 0, "TEXT", "system message (with --chat)"),
-        CLI_OPT("--chat-template", NULL, CLI_TEXT, &tmpl, 0, 0, "NAME", "use this template (implies --chat)", .shown_default = "the model's"),
+        CLI_CHAT_TEMPLATE_OPTIONS(&tmpl, &tmpl_file, &kwargs),
         CLI_OPT("--max-tokens", NULL, CLI_INT, &max_tokens, 1, 4096, "N", "answer length limit (answers stop at a newline)"),
         CLI_OPT("--ctx-size", "-c", CLI_INT, &n_ctx, 16, 1 << 24, "N", "context size", .shown_default = "longest prompt + max-tokens + 8"),
         CLI_OPT("--output", "-o", CLI_TEXT, &prefix, 0, 0, "PREFIX", "also write PREFIX.json, PREFIX-accuracy.svg, PREFIX-ttft.svg"),
@@ -278,7 +278,11 @@ int cmd_eval(int argc, char **argv) {
                              options, "metrics: exact match (the trimmed first line), contains, first content token", NULL, 0, NULL};
     const int parsed = cli_parse(&cmd, argc, argv);
     if (parsed >= 0) return parsed;
-    chat = chat || tmpl;
+    chat = chat || tmpl || tmpl_file || kwargs;
+    const char *tmpl_source;
+    char *tmpl_owned = NULL;
+    const int tc = cli_chat_template(tmpl, tmpl_file, &tmpl_source, &tmpl_owned);
+    if (tc >= 0) return tc;
     for (int m = 0; m < M_COUNT; m++) on[m] = !methods;
     if (methods) {
         char buf[256];
@@ -329,7 +333,7 @@ int cmd_eval(int argc, char **argv) {
         if (chat && system) msgs[nm++] = (sp_chat_message){"system", system};
         msgs[nm++] = (sp_chat_message){"user", docs[d].prompt};
         spc_prompt pr;
-        if (spc_prompt_make(m, chat, tmpl, msgs, nm, &pr) != SP_OK) { fprintf(stderr, "error: document %d: %s\n", d, sp_last_error()); goto done; }
+        if (spc_prompt_make(m, chat, tmpl_source, kwargs, msgs, nm, &pr) != SP_OK) { fprintf(stderr, "error: document %d: %s\n", d, sp_last_error()); goto done; }
         toks[d] = pr.ids; /* the tokens stay; the text goes */
         ntok[d] = pr.n;
         free(pr.text);
@@ -544,7 +548,7 @@ int cmd_eval(int argc, char **argv) {
             }
 done:
     for (int d = 0; d < n_docs; d++) { free(docs[d].prompt); free(docs[d].answer); free(docs[d].group); free(toks ? toks[d] : NULL); }
-    free(docs); free(toks); free(ntok); free(res); free(tp); free(logits); free(imp); free(bimp); free(kept);
+    free(docs); free(toks); free(ntok); free(res); free(tp); free(logits); free(imp); free(bimp); free(kept); free(tmpl_owned);
     sp_context_free(ctx); sp_context_free(dctx); sp_context_free(sctx);
     sp_model_free(dm); sp_model_free(m);
     return rc;

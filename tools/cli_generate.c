@@ -45,7 +45,7 @@ static int write_explain(const char *path, const sp_model *m, const sp_token *id
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model_path = NULL, *prompt = NULL, *file = NULL, *system = NULL, *tmpl = NULL;
+    const char *model_path = NULL, *prompt = NULL, *file = NULL, *system = NULL, *tmpl = NULL, *tmpl_file = NULL, *kwargs = NULL;
     const char *draft_path = NULL, *explain = NULL, *stops[SPC_MAX_STOPS];
     int n_stops = 0, n_predict = 128, threads = 0, n_ctx = 0, kv_type = 0;
     bool chat = false, self_spec = false, no_spec = false;
@@ -58,8 +58,7 @@ int cmd_generate(int argc, char **argv) {
         CLI_OPT("--n-predict", "-n", CLI_INT, &n_predict, 0, 1 << 20, "N", "tokens to generate"),
         CLI_OPT("--chat", NULL, CLI_FLAG, &chat, 0, 0, NULL, "wrap the prompt as a user message in the model's chat template"),
         CLI_OPT("--system", NULL, CLI_TEXT, &system, 0, 0, "TEXT", "system message (with --chat)"),
-        CLI_OPT("--chat-template", NULL, CLI_TEXT, &tmpl, 0, 0, "NAME", "use this template (implies --chat): llama3, chatml, mistral-v7, mistral-nemo, llama2",
-         .shown_default = "the model's"),
+        CLI_CHAT_TEMPLATE_OPTIONS(&tmpl, &tmpl_file, &kwargs),
         CLI_SAMPLING_OPTIONS(&sp),
         CLI_OPT("--stop", NULL, CLI_TEXTS, stops, 0, 0, "TEXT", "stop before TEXT: the output ends where TEXT would begin",
          .count = &n_stops, .max_count = SPC_MAX_STOPS),
@@ -83,12 +82,15 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "error: need -m MODEL and one of -p PROMPT / -f FILE (see --help)\n");
         return 2;
     }
-    chat = chat || tmpl;
+    chat = chat || tmpl || tmpl_file || kwargs;
     if (sp_specprefill_params_check(&spp) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); return 2; }
     const bool spec = !no_spec && (draft_path || self_spec);
     if (explain && !spec) { fprintf(stderr, "error: --explain needs speculative prefill (--draft or --self-spec)\n"); return 2; }
     if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
-    char *file_text = NULL;
+    const char *tmpl_source;
+    char *tmpl_owned = NULL, *file_text = NULL;
+    const int tc = cli_chat_template(tmpl, tmpl_file, &tmpl_source, &tmpl_owned);
+    if (tc >= 0) return tc;
     size_t prompt_len;
     if (file) {
         if (!(file_text = read_file(file, &prompt_len))) return 1;
@@ -112,7 +114,7 @@ int cmd_generate(int argc, char **argv) {
     int n_msgs = 0;
     if (chat && system) msgs[n_msgs++] = (sp_chat_message){"system", system};
     msgs[n_msgs++] = (sp_chat_message){"user", prompt};
-    if (spc_prompt_make(m, chat, tmpl, msgs, n_msgs, &pr) != SP_OK) { fail_status("prompt"); goto done; }
+    if (spc_prompt_make(m, chat, tmpl_source, kwargs, msgs, n_msgs, &pr) != SP_OK) { fail_status("prompt"); goto done; }
     sp_context_params cp = sp_context_default_params();
     cp.n_ctx = n_ctx ? n_ctx : pr.n + n_predict;
     cp.kv_type = kv_type == 1 ? SP_KV_F32 : SP_KV_F16;
@@ -174,7 +176,7 @@ int cmd_generate(int argc, char **argv) {
             out.stopped ? "; stopped at a stop string" : "");
     rc = 0;
 done:
-    free(file_text); free(logits); free(imp); free(kept);
+    free(file_text); free(tmpl_owned); free(logits); free(imp); free(kept);
     spc_prompt_free(&pr);
     spc_text_free(&out);
     sp_sampler_free(smp);

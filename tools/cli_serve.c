@@ -1,5 +1,6 @@
 /* `specprefill serve`: the OpenAI-compatible server (src/server) with its options. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -16,6 +17,7 @@ int cmd_serve(int argc, char **argv) {
     c.sampling = sp_sampling_default_params();
     c.spec_default = true;
     int max_body = 8 << 20;
+    const char *tmpl = NULL, *tmpl_file = NULL;
     const cli_option options[] = {
         CLI_OPT("--model", "-m", CLI_TEXT, &c.model_path, 0, 0, "FILE", "the model (GGUF)"),
         CLI_OPT("--host", NULL, CLI_TEXT, &c.host, 0, 0, "ADDR", "IPv4 address to listen on"),
@@ -26,8 +28,7 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT("--ctx-size", "-c", CLI_INT, &c.ctx_size, 16, 1 << 24, "N", "context per slot, prompt + output", .shown_default = "min(model's, 4096)"),
         CLI_OPT("--max-body", NULL, CLI_INT, &max_body, 1024, 1 << 30, "BYTES", "request body limit"),
         CLI_OPT("--model-name", NULL, CLI_TEXT, &c.model_name, 0, 0, "NAME", "the id in responses and /v1/models", .shown_default = "the file name"),
-        CLI_OPT("--chat-template", NULL, CLI_TEXT, &c.chat_template, 0, 0, "NAME",
-                "use this template: llama3, chatml, mistral-v7, mistral-nemo, llama2", .shown_default = "the model's"),
+        CLI_CHAT_TEMPLATE_OPTIONS(&tmpl, &tmpl_file, &c.chat_template_kwargs),
         CLI_THREADS_OPTION(&c.threads),
         CLI_SECTION_ROW("sampling defaults (each request may override them)"),
         CLI_SAMPLING_OPTIONS(&c.sampling),
@@ -46,6 +47,9 @@ int cmd_serve(int argc, char **argv) {
     if (parsed >= 0) return parsed;
     if (!c.model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
     c.max_body = (size_t)max_body;
+    char *tmpl_owned = NULL;
+    const int tc = cli_chat_template(tmpl, tmpl_file, &c.chat_template, &tmpl_owned);
+    if (tc >= 0) return tc;
     if (sp_specprefill_params_check(&c.spec) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); return 2; }
     if (c.ctx_size == 0) {
         sp_model *m;
@@ -54,5 +58,7 @@ int cmd_serve(int argc, char **argv) {
         c.ctx_size = train > 0 && train < 4096 ? train : 4096;
         sp_model_free(m);
     }
-    return sp_server_run(&c);
+    const int rc = sp_server_run(&c);
+    free(tmpl_owned);
+    return rc;
 }

@@ -44,3 +44,15 @@ int fail_status(const char *what) {
     fprintf(stderr, "error: %s: %s\n", what, sp_last_error());
     return 1;
 }
+
+int cli_chat_template(const char *name, const char *file, const char **source, char **owned) {
+    *source = NULL;
+    *owned = NULL;
+    if (name && file) { fprintf(stderr, "error: --chat-template and --chat-template-file: one or the other\n"); return 2; }
+    if (name && !(*source = sp_chat_builtin(name))) {
+        fprintf(stderr, "error: no built-in chat template '%s' (chatml, llama3, mistral-v7, mistral-nemo, llama2; or --chat-template-file)\n", name);
+        return 2;
+    }
+    if (file && !(*source = *owned = read_file(file, NULL))) return 1;
+    return -1;
+}

@@ -13,6 +13,7 @@ static const struct {
     {"generate", cmd_generate, "generate text from a prompt (streams to stdout, timings to stderr)"},
     {"serve", cmd_serve, "OpenAI-compatible HTTP server with speculative prefill per request"},
     {"info", cmd_info, "print a model's architecture, shapes, tensor types, vocabulary and chat template"},
+    {"template", cmd_template, "a chat template's rendering of a conversation (JSON messages), as transformers renders it"},
     {"tokenize", cmd_tokenize, "UTF-8 text on stdin -> token ids as a JSON array"},
     {"detokenize", cmd_detokenize, "JSON array of token ids on stdin -> text"},
     {"eval", cmd_eval, "accuracy of full vs speculative prefill vs baselines on question-answer documents"},

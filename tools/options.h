@@ -73,6 +73,13 @@ int cli_parse(const cli_command *cmd, int argc, char **argv);
     CLI_OPT("--repeat-penalty", NULL, CLI_FLOAT, &(s)->repeat_penalty, 1e-3, 100, "X", "divide the logits of recent tokens by X, 1 = off"), \
     CLI_OPT("--repeat-last-n", NULL, CLI_INT, &(s)->repeat_last_n, 0, 1 << 16, "N", "how many recent tokens the penalty looks at"), \
     CLI_OPT("--seed", NULL, CLI_U64, &(s)->seed, 0, 0x7fffffff, "S", "sampling seed")
+/* The chat template (generate, serve, eval). */
+#define CLI_CHAT_TEMPLATE_OPTIONS(name, file, kwargs) \
+    CLI_OPT("--chat-template", NULL, CLI_TEXT, (name), 0, 0, "NAME", "a built-in template instead of the model's: chatml, llama3, mistral-v7, mistral-nemo, llama2", \
+            .shown_default = "the model's own; chatml if it has none"), \
+    CLI_OPT("--chat-template-file", NULL, CLI_TEXT, (file), 0, 0, "T.jinja", "a Jinja chat template of your own"), \
+    CLI_OPT("--chat-template-kwargs", NULL, CLI_TEXT, (kwargs), 0, 0, "JSON", "extra template variables, e.g. '{\"enable_thinking\": false}'")
+
 /* How speculative prefill scores and chunks the prompt (generate, serve, eval). */
 #define CLI_SPECPREFILL_SCORING_OPTIONS(p) \
     CLI_OPT("--chunk", NULL, CLI_INT, &(p)->chunk, 1, 1 << 20, "N", "tokens per chunk, 1 = single tokens"), \

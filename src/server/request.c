@@ -31,6 +31,8 @@ static int boolean(const cJSON *o, const char *field, bool *out, char *err, size
 
 void sp_request_free(sp_request *r) {
     free(r->prompt);
+    free(r->messages_json);
+    free(r->template_vars_json);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     cJSON_Delete(r->json);
     memset(r, 0, sizeof *r);
@@ -43,23 +45,43 @@ static int parse(const cJSON *root, bool chat, sp_request *r, char *err, size_t 
         const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
         if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) return bad(err, es, "'%s' must be a non-empty array", "messages");
         if (cJSON_GetArraySize(msgs) > SP_MAX_MESSAGES) return bad(err, es, "too many %s", "messages");
-        const cJSON *m;
+        cJSON *m;
         cJSON_ArrayForEach(m, msgs) {
-            const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role"), *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-            if (!cJSON_IsString(role)) return bad(err, es, "each message needs a string '%s'", "role");
-            if (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "user") && strcmp(role->valuestring, "assistant") &&
-                strcmp(role->valuestring, "developer"))
-                return bad(err, es, "unknown message role '%.40s'", role->valuestring);
-            const char *text = NULL;
-            if (cJSON_IsString(content)) text = content->valuestring;
-            else if (cJSON_IsArray(content)) { /* [{"type": "text", "text": ...}] with one text part */
-                const cJSON *part = cJSON_GetArrayItem(content, 0), *t = cJSON_GetObjectItemCaseSensitive(part, "text");
-                if (cJSON_GetArraySize(content) == 1 && cJSON_IsString(t)) text = t->valuestring;
+            cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+            const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+            if (!cJSON_IsObject(m) || !cJSON_IsString(role)) return bad(err, es, "each message needs a string '%s'", "role");
+            static const char *const roles[] = {"system", "user", "assistant", "tool", "developer", "function", "ipython", NULL};
+            int k = 0;
+            while (roles[k] && strcmp(role->valuestring, roles[k])) k++;
+            if (!roles[k]) return bad(err, es, "unknown message role '%.40s'", role->valuestring);
+            /* content: a string, parts ([{"type": "text", "text": ...}]), or null beside tool calls */
+            const bool calls = cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(m, "tool_calls"));
+            if (!cJSON_IsString(content) && !cJSON_IsArray(content) && !(calls && (!content || cJSON_IsNull(content))))
+                return bad(err, es, "each message needs a string '%s' (or parts, or tool_calls)", "content");
+            if (cJSON_IsArray(content)) {
+                const cJSON *part;
+                cJSON_ArrayForEach(part, content)
+                    if (!cJSON_IsObject(part) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(part, "type")))
+                        return bad(err, es, "each content part needs a string '%s'", "type");
             }
-            if (!text) return bad(err, es, "each message needs a string '%s'", "content");
-            r->messages[r->n_messages].role = strcmp(role->valuestring, "developer") == 0 ? "system" : role->valuestring;
-            r->messages[r->n_messages].content = text;
+            /* OpenAI's "developer" is the system message templates know */
+            if (strcmp(role->valuestring, "developer") == 0) cJSON_SetValuestring(role, "system");
             r->n_messages++;
+        }
+        if (!(r->messages_json = cJSON_PrintUnformatted(msgs))) return bad(err, es, "out of memory%s", "");
+        /* what else a template may read: the tools, and chat_template_kwargs (enable_thinking, ...) */
+        const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools"), *kwargs = cJSON_GetObjectItemCaseSensitive(root, "chat_template_kwargs");
+        if (tools && !cJSON_IsNull(tools) && !cJSON_IsArray(tools)) return bad(err, es, "'%s' must be an array", "tools");
+        if (kwargs && !cJSON_IsNull(kwargs) && !cJSON_IsObject(kwargs)) return bad(err, es, "'%s' must be an object", "chat_template_kwargs");
+        if (cJSON_IsArray(tools) || cJSON_IsObject(kwargs)) {
+            cJSON *vars = cJSON_IsObject(kwargs) ? cJSON_Duplicate(kwargs, true) : cJSON_CreateObject();
+            if (vars && cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0) {
+                cJSON_DeleteItemFromObjectCaseSensitive(vars, "tools");
+                cJSON_AddItemToObject(vars, "tools", cJSON_Duplicate(tools, true));
+            }
+            r->template_vars_json = vars ? cJSON_PrintUnformatted(vars) : NULL;
+            cJSON_Delete(vars);
+            if (!r->template_vars_json) return bad(err, es, "out of memory%s", "");
         }
     } else {
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");

@@ -14,7 +14,8 @@
 typedef struct {
     bool chat;                      /* /v1/chat/completions */
     char *prompt;                   /* completions: the prompt text (owned) */
-    sp_chat_message messages[SP_MAX_MESSAGES]; /* chat: strings owned by `json` */
+    char *messages_json;            /* chat: the messages as sent (content parts, tool calls), owned */
+    char *template_vars_json;       /* chat: "tools" and the entries of "chat_template_kwargs" as one object, or NULL; owned */
     int n_messages;
     int max_tokens;                 /* -1 = until the context is full */
     sp_sampling_params sampling;
@@ -24,7 +25,7 @@ typedef struct {
     bool ignore_eos;                /* llama.cpp extension: generate through end-of-generation tokens */
     int spec_enabled;               /* speculative prefill: -1 the server's default, 0 off, 1 on */
     sp_specprefill_params spec;     /* the server's parameters with the request's fields on top, checked */
-    void *json;                     /* the parsed document, kept for message strings */
+    void *json;                     /* the parsed document */
 } sp_request;
 
 /* What a request that says nothing gets. */

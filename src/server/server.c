@@ -33,6 +33,23 @@ typedef struct {
     job *j;
 } conn_state;
 
+/* The template variables of a chat request: the server's --chat-template-kwargs with the
+ * request's own (its tools, its chat_template_kwargs) on top. malloc'ed JSON, or NULL. */
+static char *template_vars(const char *request_vars) {
+    const char *server_vars = sp_srv.cfg->chat_template_kwargs;
+    if (!server_vars) return request_vars ? strdup(request_vars) : NULL;
+    cJSON *merged = cJSON_Parse(server_vars), *own = request_vars ? cJSON_Parse(request_vars) : NULL;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, own) {
+        cJSON_DeleteItemFromObjectCaseSensitive(merged, it->string);
+        cJSON_AddItemToObject(merged, it->string, cJSON_Duplicate(it, true));
+    }
+    char *out = merged ? cJSON_PrintUnformatted(merged) : NULL;
+    cJSON_Delete(merged);
+    cJSON_Delete(own);
+    return out;
+}
+
 static enum MHD_Result send_text(struct MHD_Connection *c, int status, const char *type, const char *body, const char *retry_after) {
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
@@ -130,8 +147,11 @@ static enum MHD_Result completion(struct MHD_Connection *c, const char *url, con
         return send_error(c, url, 400, "invalid_request_error", err);
     }
     const sp_chat_message plain = {"user", j->req.prompt};
-    if (spc_prompt_make(sp_srv.model, chat, sp_srv.cfg->chat_template, chat ? j->req.messages : &plain, chat ? j->req.n_messages : 1,
-                        &j->prompt) != SP_OK) {
+    char *vars = chat ? template_vars(j->req.template_vars_json) : NULL;
+    const sp_status made = chat ? spc_prompt_chat(sp_srv.model, sp_srv.cfg->chat_template, j->req.messages_json, vars, &j->prompt)
+                                : spc_prompt_make(sp_srv.model, false, NULL, NULL, &plain, 1, &j->prompt);
+    free(vars);
+    if (made != SP_OK) { /* a template's error (raise_exception, a construct it lacks) names its line */
         snprintf(err, sizeof err, "%s", sp_last_error());
         sp_srv_job_release(j);
         return send_error(c, url, 400, "invalid_request_error", err);
@@ -255,8 +275,14 @@ int sp_server_run(const sp_server_config *cfg) {
     }
     const char *slash = strrchr(cfg->model_path, '/');
     sp_srv.model_id = cfg->model_name ? cfg->model_name : slash ? slash + 1 : cfg->model_path;
-    if (!sp_chat_template_detect(sp_srv.model) && !cfg->chat_template)
-        fprintf(stderr, "warning: the model's chat template is not recognised; /v1/chat/completions will answer 400 (use --chat-template)\n");
+    if (cfg->chat_template_kwargs) {
+        cJSON *k = cJSON_Parse(cfg->chat_template_kwargs);
+        const bool object = cJSON_IsObject(k);
+        cJSON_Delete(k);
+        if (!object) { fprintf(stderr, "error: --chat-template-kwargs must be a JSON object\n"); goto done; }
+    }
+    if (!cfg->chat_template && !sp_model_get_info(sp_srv.model)->has_chat_template)
+        fprintf(stderr, "note: the model has no chat template; chat requests are rendered as ChatML (--chat-template, --chat-template-file)\n");
     if (!sp_srv_scheduler_start()) goto done;
 
     struct sockaddr_in addr = {0};
