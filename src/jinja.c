@@ -181,7 +181,7 @@ bool sp_jinja_set_all(sp_jinja *j, sp_jv vars) {
 }
 
 static const char *kind_name(sp_jv v) {
-    static const char *const names[] = {"undefined", "none", "boolean", "integer", "float", "string", "list", "dict", "callable"};
+    static const char *const names[] = {"an undefined value", "none", "a boolean", "an integer", "a float", "a string", "a list", "a dict", "a callable"};
     return names[v.kind];
 }
 
@@ -380,7 +380,7 @@ static void put_json(sp_jinja *j, buf *b, sp_jv v, const json_style *st, int lev
         buf_puts(b, is_list ? "]" : "}");
         break;
     }
-    default: fail(j, "tojson: a %s is not JSON", kind_name(v));
+    default: fail(j, "tojson: %s is not JSON", kind_name(v));
     }
     j->depth--;
 }
@@ -1170,7 +1170,7 @@ static int64_t length(sp_jinja *j, sp_jv v) {
     case JV_LIST: return v.u.list->n;
     case JV_DICT: return v.u.dict->n;
     case JV_UNDEFINED: return 0;
-    default: fail(j, "a %s has no length", kind_name(v));
+    default: fail(j, "%s has no length", kind_name(v));
     }
 }
 
@@ -1186,7 +1186,7 @@ static jlist *iterate(sp_jinja *j, sp_jv v) {
             while (k < s.n && ((unsigned char)s.p[k] & 0xC0) == 0x80) k++;
             list_push(j, l, mk_str((str){s.p + i, k - i}));
         }
-    } else if (v.kind != JV_UNDEFINED && v.kind != JV_NONE) fail(j, "a %s cannot be iterated", kind_name(v));
+    } else if (v.kind != JV_UNDEFINED && v.kind != JV_NONE) fail(j, "%s cannot be iterated", kind_name(v));
     else if (v.kind == JV_NONE) fail(j, "none cannot be iterated");
     return l;
 }
@@ -1225,7 +1225,7 @@ static sp_jv get_attr(sp_jinja *j, sp_jv obj, str name) {
 }
 
 static sp_jv slice(sp_jinja *j, sp_jv obj, sp_jv a, sp_jv b, sp_jv c) {
-    if (obj.kind != JV_LIST && obj.kind != JV_STRING) fail(j, "a %s cannot be sliced", kind_name(obj));
+    if (obj.kind != JV_LIST && obj.kind != JV_STRING) fail(j, "%s cannot be sliced", kind_name(obj));
     const int64_t n = length(j, obj);
     const int64_t step = c.kind == JV_INT ? c.u.i : 1;
     if (step == 0) fail(j, "a slice step of 0");
@@ -1289,7 +1289,7 @@ static bool is_space_in(char c, sp_jv chars) {
 }
 
 static sp_jv strip(sp_jinja *j, sp_jv v, sp_jv chars, bool left, bool right) {
-    if (v.kind != JV_STRING) fail(j, "strip: a %s is not a string", kind_name(v));
+    if (v.kind != JV_STRING) fail(j, "strip: %s is not a string", kind_name(v));
     const char *p = v.u.s.p, *e = p + v.u.s.n;
     while (left && p < e && is_space_in(*p, chars)) p++;
     while (right && e > p && is_space_in(e[-1], chars)) e--;
@@ -1366,7 +1366,7 @@ static sp_jv apply_filter(sp_jinja *j, str name, sp_jv v, const args_t *a) {
     }
     if (!strcmp(n, "items")) {
         if (v.kind == JV_UNDEFINED) return mk_list(j);
-        if (v.kind != JV_DICT) fail(j, "items: a %s is not a dict", kind_name(v));
+        if (v.kind != JV_DICT) fail(j, "items: %s is not a dict", kind_name(v));
         sp_jv out = mk_list(j);
         for (int i = 0; i < v.u.dict->n; i++) {
             sp_jv pair = mk_list(j);
@@ -1498,7 +1498,7 @@ static bool run_test(sp_jinja *j, const char *n, sp_jv v, const args_t *a) {
 
 static bool contains(sp_jinja *j, sp_jv container, sp_jv x) {
     if (container.kind == JV_STRING) {
-        if (x.kind != JV_STRING) fail(j, "'in <string>' needs a string on the left, not a %s", kind_name(x));
+        if (x.kind != JV_STRING) fail(j, "'in <string>' needs a string on the left, not %s", kind_name(x));
         return has_sub(container.u.s.p, container.u.s.n, x.u.s.p, x.u.s.n);
     }
     if (container.kind == JV_DICT) return x.kind == JV_STRING && dict_find(container.u.dict, as_str(x));
@@ -1506,7 +1506,7 @@ static bool contains(sp_jinja *j, sp_jv container, sp_jv x) {
         for (int i = 0; i < container.u.list->n; i++) if (equal(container.u.list->v[i], x)) return true;
         return false;
     }
-    fail(j, "'in' a %s", kind_name(container));
+    fail(j, "'in' %s", kind_name(container));
 }
 
 static int compare(sp_jinja *j, sp_jv a, sp_jv b) {
@@ -1516,7 +1516,7 @@ static int compare(sp_jinja *j, sp_jv a, sp_jv b) {
         const int c = memcmp(a.u.s.p, b.u.s.p, n);
         return c ? (c < 0 ? -1 : 1) : (a.u.s.n < b.u.s.n ? -1 : a.u.s.n > b.u.s.n);
     }
-    fail(j, "cannot order a %s and a %s", kind_name(a), kind_name(b));
+    fail(j, "cannot order %s and %s", kind_name(a), kind_name(b));
 }
 
 static sp_jv arith(sp_jinja *j, expr_kind op, sp_jv a, sp_jv b) {
@@ -1541,7 +1541,7 @@ static sp_jv arith(sp_jinja *j, expr_kind op, sp_jv a, sp_jv b) {
         return mk_str(buf_str(&r));
     }
     if (!is_number(a) || !is_number(b))
-        fail(j, "unsupported operand types: %s and %s", kind_name(a), kind_name(b));
+        fail(j, "unsupported operands: %s and %s", kind_name(a), kind_name(b));
     const bool ints = a.kind != JV_FLOAT && b.kind != JV_FLOAT;
     const int64_t x = a.kind == JV_INT ? a.u.i : (int64_t)num(a), y = b.kind == JV_INT ? b.u.i : (int64_t)num(b);
     switch (op) {
@@ -1616,7 +1616,7 @@ static sp_jv eval(sp_jinja *j, frame *f, const expr *e) {
         const sp_jv v = eval(j, f, e->a);
         if (v.kind == JV_INT) r = mk_int(-v.u.i);
         else if (v.kind == JV_FLOAT) r = mk_float(-v.u.f);
-        else fail(j, "cannot negate a %s", kind_name(v));
+        else fail(j, "cannot negate %s", kind_name(v));
         break;
     }
     case E_NOT: r = mk_bool(!truthy(eval(j, f, e->a))); break;
@@ -1650,7 +1650,7 @@ static void count_step(sp_jinja *j) {
 
 static sp_jv call(sp_jinja *j, frame *f, sp_jv fn, const args_t *a) {
     (void)f;
-    if (fn.kind != JV_CALLABLE) fail(j, "a %s is not callable", kind_name(fn));
+    if (fn.kind != JV_CALLABLE) fail(j, "%s is not callable", kind_name(fn));
     count_step(j);
     const jcallable *c = fn.u.fn;
     if (c->macro) {
@@ -1786,7 +1786,7 @@ static sp_jv call(sp_jinja *j, frame *f, sp_jv fn, const args_t *a) {
             return mk_int(count);
         }
     }
-    fail(j, "the method '%s' of a %s is not supported", n, kind_name(self));
+    fail(j, "the method '%s' of %s is not supported", n, kind_name(self));
 }
 
 static flow run(sp_jinja *j, frame *f, body b, buf *out) {
@@ -1823,7 +1823,7 @@ static flow run(sp_jinja *j, frame *f, body b, buf *out) {
                 it->vars.n = 0;
                 const sp_jv item = l->v[k];
                 if (n->n_names == 2) {
-                    if (item.kind != JV_LIST || item.u.list->n != 2) fail(j, "cannot unpack a %s into two names", kind_name(item));
+                    if (item.kind != JV_LIST || item.u.list->n != 2) fail(j, "cannot unpack %s into two names", kind_name(item));
                     dict_put(j, &it->vars, n->names[0], item.u.list->v[0]);
                     dict_put(j, &it->vars, n->names[1], item.u.list->v[1]);
                 } else {

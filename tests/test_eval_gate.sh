@@ -6,8 +6,10 @@
 # the library's default parameters, so a changed default is caught too. Then the gate must FAIL
 # when SpecPrefill is broken on purpose (pooling off, chunks too coarse, one query): a gate that
 # passes those guards nothing.
+# Usage: test_eval_gate.sh SPECPREFILL [gate-only]
 set -u
 SP=$1
+ONLY_GATE=${2:-}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 pass=0 fail=0
 gate() {
@@ -19,7 +21,8 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 if gate >"$T/out" 2>"$T/err"; then pass=$((pass + 1)); cat "$T/out"
 else fail=$((fail + 1)); echo "FAIL: the gate on the bundled models"; cat "$T/out" "$T/err"; fi
-for broken in "--pool 1" "--chunk 128" "--lookahead 1"; do
+for broken in $([ -z "$ONLY_GATE" ] && echo "pool1 chunk128 lookahead1"); do
+  case $broken in pool1) broken="--pool 1" ;; chunk128) broken="--chunk 128" ;; lookahead1) broken="--lookahead 1" ;; esac
   gate $broken >"$T/out" 2>"$T/err"; rc=$?
   if [ $rc -eq 1 ] && grep -q "check failed: SpecPrefill" "$T/err"; then pass=$((pass + 1))
   else fail=$((fail + 1)); echo "FAIL: the gate passes (exit $rc) with SpecPrefill broken by $broken"; fi
