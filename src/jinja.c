@@ -122,14 +122,18 @@ static bool str_same(str a, str b) { return a.n == b.n && memcmp(a.p, b.p, a.n) 
 static sp_jv mk_list(sp_jinja *j) { sp_jv v = {JV_LIST, {0}}; v.u.list = alloc(j, sizeof(jlist)); return v; }
 static sp_jv mk_dict(sp_jinja *j) { sp_jv v = {JV_DICT, {0}}; v.u.dict = alloc(j, sizeof(jdict)); return v; }
 
+/* An arena array with room for one more of n elements: v itself, or a copy twice as large. */
+static void *grow(sp_jinja *j, void *v, int n, int *cap, size_t elem) {
+    if (n < *cap) return v;
+    const int c = *cap ? 2 * *cap : 8;
+    void *nv = alloc(j, (size_t)c * elem);
+    if (n) memcpy(nv, v, (size_t)n * elem);
+    *cap = c;
+    return nv;
+}
+
 static void list_push(sp_jinja *j, jlist *l, sp_jv v) {
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 8;
-        sp_jv *nv = alloc(j, (size_t)cap * sizeof *nv);
-        if (l->n) memcpy(nv, l->v, (size_t)l->n * sizeof *nv);
-        l->v = nv;
-        l->cap = cap;
-    }
+    l->v = grow(j, l->v, l->n, &l->cap, sizeof *l->v);
     l->v[l->n++] = v;
 }
 
@@ -142,13 +146,9 @@ static sp_jv *dict_find(const jdict *d, str k) {
 static void dict_put(sp_jinja *j, jdict *d, str k, sp_jv v) {
     sp_jv *at = dict_find(d, k);
     if (at) { *at = v; return; }
-    if (d->n == d->cap) {
-        int cap = d->cap ? 2 * d->cap : 8;
-        str *nk = alloc(j, (size_t)cap * sizeof *nk);
-        sp_jv *nv = alloc(j, (size_t)cap * sizeof *nv);
-        if (d->n) { memcpy(nk, d->k, (size_t)d->n * sizeof *nk); memcpy(nv, d->v, (size_t)d->n * sizeof *nv); }
-        d->k = nk; d->v = nv; d->cap = cap;
-    }
+    int cap = d->cap;
+    d->k = grow(j, d->k, d->n, &cap, sizeof *d->k);
+    d->v = grow(j, d->v, d->n, &d->cap, sizeof *d->v);
     d->k[d->n] = k;
     d->v[d->n++] = v;
 }
@@ -521,13 +521,7 @@ static int line_at(sp_jinja *j, const char *src, const char *p) {
 }
 
 static void items_push(sp_jinja *j, items *it, item x) {
-    if (it->n == it->cap) {
-        int cap = it->cap ? 2 * it->cap : 64;
-        item *nv = alloc(j, (size_t)cap * sizeof *nv);
-        if (it->n) memcpy(nv, it->v, (size_t)it->n * sizeof *nv);
-        it->v = nv;
-        it->cap = cap;
-    }
+    it->v = grow(j, it->v, it->n, &it->cap, sizeof *it->v);
     it->v[it->n++] = x;
 }
 
@@ -982,12 +976,7 @@ static node *new_node(stmt_parser *s, node_kind kind) {
 /* Statements until one of the words in `stop` (NULL-terminated) opens a tag; that word is left
  * in *stopped (the tag not consumed). At the end of the template *stopped is NULL. */
 static void body_push(sp_jinja *j, body *b, int *cap, node *n) {
-    if (b->n == *cap) {
-        *cap = *cap ? 2 * *cap : 16;
-        node **nv = alloc(j, (size_t)*cap * sizeof *nv);
-        if (b->n) memcpy(nv, b->v, (size_t)b->n * sizeof *nv);
-        b->v = nv;
-    }
+    b->v = grow(j, b->v, b->n, cap, sizeof *b->v);
     b->v[b->n++] = n;
 }
 
