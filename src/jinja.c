@@ -583,6 +583,37 @@ typedef enum { T_END, T_NAME, T_STRING, T_INT, T_FLOAT, T_OP } tok_kind;
 typedef struct { tok_kind kind; str text; sp_jv value; } token;
 typedef struct { token *v; int n, pos; } tokens;
 
+/* One backslash escape of a string literal at s.p[i] (the backslash), appended to b as Jinja
+ * decodes it (Python's unicode_escape): the usual letters, octal, \x, \u, \U, a backslash before
+ * a newline joins the lines; an unknown escape stays as written. Returns the index after it. */
+static size_t string_escape(buf *b, str s, size_t i) {
+    const char x = s.p[++i];
+    static const char letters[] = "nrtabfv\\'\"", values[] = "\n\r\t\a\b\f\v\\'\"";
+    const char *m = strchr(letters, x);
+    if (x && m) { buf_put(b, &values[m - letters], 1); return i + 1; }
+    if (x == '\n') return i + 1;
+    if (x >= '0' && x <= '7') {
+        unsigned v = 0;
+        int k = 0;
+        while (k < 3 && i < s.n && s.p[i] >= '0' && s.p[i] <= '7') { v = v * 8 + (unsigned)(s.p[i++] - '0'); k++; }
+        put_utf8(b, v);
+        return i;
+    }
+    const int digits = x == 'x' ? 2 : x == 'u' ? 4 : x == 'U' ? 8 : 0;
+    if (digits && i + (size_t)digits < s.n) {
+        uint32_t v = 0;
+        bool ok = true;
+        for (int k = 1; k <= digits && ok; k++) {
+            const char h = s.p[i + (size_t)k];
+            ok = isxdigit((unsigned char)h);
+            v = v * 16 + (uint32_t)(isdigit((unsigned char)h) ? h - '0' : (h | 32) - 'a' + 10);
+        }
+        if (ok && v <= 0x10FFFF) { put_utf8(b, v >= 0xD800 && v < 0xE000 ? 0xFFFD : v); return i + 1 + (size_t)digits; }
+    }
+    buf_put(b, "\\", 1);
+    return i; /* the character after the backslash is then taken as it is */
+}
+
 static tokens lex_expr(sp_jinja *j, str s) {
     tokens t = {alloc(j, (s.n + 2) * sizeof(token)), 0, 0};
     size_t i = 0;
@@ -619,15 +650,8 @@ static tokens lex_expr(sp_jinja *j, str s) {
             buf b = {j, NULL, 0, 0, false};
             size_t e = i + 1;
             while (e < s.n && s.p[e] != c) {
-                if (s.p[e] == '\\' && e + 1 < s.n) {
-                    const char x = s.p[++e];
-                    const char *m = strchr("nrt\\'\"", x);
-                    if (m && x) buf_put(&b, &"\n\r\t\\'\""[m - "nrt\\'\""], 1);
-                    else { buf_put(&b, "\\", 1); buf_put(&b, &x, 1); }
-                } else {
-                    buf_put(&b, &s.p[e], 1);
-                }
-                e++;
+                if (s.p[e] == '\\' && e + 1 < s.n) e = string_escape(&b, s, e);
+                else buf_put(&b, &s.p[e++], 1);
             }
             if (e >= s.n) fail(j, "a string is not closed");
             k = (token){T_STRING, {s.p + i, e + 1 - i}, mk_str(buf_str(&b))};
