@@ -76,6 +76,8 @@ static void filters_tests_methods(void **s) {
     expect("{{ 'abc'.startswith('ab') }}{{ 'abc'.endswith(('x', 'c')) }}{{ ' a b '.split() }}{{ 'a,b'.split(',') }}{{ 'xax'.strip('x') }}{{ 'Ab'.upper() }}",
            NULL, "TrueTrue['a', 'b']['a', 'b']aAB");
     expect("{{ ', '.join(['a', 'b']) }}|{{ 'a\\nb' }}|{{ \"q\" }}", NULL, "a, b|a\nb|q");
+    /* string escapes as Python's unicode_escape: a backslash before a newline joins the lines */
+    expect("{{ 'a\\\nb' }}|{{ '\\x41\\u00e9\\101' }}|{{ '\\q' }}", NULL, "ab|A\xc3\xa9" "A|\\q");
 }
 
 static void errors_name_the_line(void **s) {
