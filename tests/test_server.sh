@@ -155,7 +155,7 @@ $SP make-model -o "$W/tiny.gguf" --n-embd 64 --n-layer 1 --n-head 2 --n-head-kv 
 CONV='{"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello."},{"role":"user","content":"Bye"}],"max_tokens":2}'
 served=0
 for t in "$HERE"/templates/*.jinja; do
-  if start_server "$W/server-tmpl.log" -m "$W/tiny.gguf" --chat-template-file "$t" -c 512 -t 1; then
+  if start_server "$W/server-tmpl.log" -m "$W/tiny.gguf" --chat-template-file "$t" -c 2048 -t 1; then
     got=$(curl -s -o "$W/tmpl.json" -w "%{http_code}" --data-binary "$CONV" "http://127.0.0.1:$PORT/v1/chat/completions")
     if [ "$got" = 200 ] && grep -q '"chat.completion"' "$W/tmpl.json"; then served=$((served + 1)); else bad "$(basename "$t"): $got $(head -c 200 "$W/tmpl.json")"; fi
     if [ "$(basename "$t")" = google-gemma-2-2b-it.jinja ]; then
