@@ -120,12 +120,86 @@ done:
     return rc;
 }
 
+/* --spec-decode: greedy generation of n_gen tokens after the prompt (full prefill, the draft has
+ * read it too), one token at a time and then with the draft proposing: tokens/s of each, the
+ * acceptance, and whether the texts agree (they must: the same greedy choices). */
+static int bench_spec_decode(speed_table *table, const sp_model *m, const sp_model *dm, const sp_token *prompt, int n, int n_gen,
+                             int reps, const sp_specdecode_params *sdp) {
+    const int V = sp_model_get_info(m)->n_vocab;
+    sp_context_params cp = sp_context_default_params();
+    cp.n_ctx = n + n_gen + SP_SPECDECODE_MAX_DRAFT + 1;
+    sp_context *ctx = NULL, *dctx = NULL;
+    sp_sampler *smp = NULL;
+    sp_specdecoder *sd = NULL;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    int32_t *pos = malloc((size_t)(n + n_gen) * sizeof *pos);
+    sp_token *plain = malloc((size_t)n_gen * sizeof *plain), *spec = malloc((size_t)(n_gen + SP_SPECDECODE_MAX_DRAFT) * sizeof *spec);
+    double *t_plain = malloc((size_t)(reps + 1) * sizeof *t_plain), *t_spec = malloc((size_t)(reps + 1) * sizeof *t_spec);
+    const sp_sampling_params greedy = {0, 0, 1, 0, 1, 0, 0};
+    int rc = 1;
+    long drafted = 0, accepted = 0;
+    if (!logits || !pos || !plain || !spec || !t_plain || !t_spec) { fprintf(stderr, "error: out of memory\n"); goto done; }
+    for (int i = 0; i < n + n_gen; i++) pos[i] = i;
+    if (sp_context_new(m, &cp, &ctx) != SP_OK || sp_context_new(dm, &cp, &dctx) != SP_OK) { fail_status("context"); goto done; }
+    for (int r = 0; r <= reps; r++) {
+        char label[64];
+        snprintf(label, sizeof label, "speculative decoding: run %d of %d", r, reps);
+        progress(label);
+        for (int mode = 0; mode < 2; mode++) {
+            int32_t last = n - 1;
+            sp_context_reset(ctx);
+            sp_context_reset(dctx);
+            sp_sampler_free(smp);
+            smp = NULL;
+            if (sp_decode(ctx, prompt, pos, n, &last, 1, logits) != SP_OK || sp_sampler_new(&greedy, V, &smp) != SP_OK) { fail_status("prefill"); goto done; }
+            if (mode == 1 && sp_decode(dctx, prompt, pos, n, NULL, 0, NULL) != SP_OK) { fail_status("draft prefill"); goto done; }
+            const double t0 = now_seconds();
+            if (mode == 0) {
+                for (int k = 0; k < n_gen; k++) {
+                    plain[k] = sp_sampler_sample(smp, logits);
+                    int32_t row = 0;
+                    if (k + 1 < n_gen && sp_decode(ctx, &plain[k], &pos[n + k], 1, &row, 1, logits) != SP_OK) { fail_status("decode"); goto done; }
+                }
+                t_plain[r] = n_gen / (now_seconds() - t0);
+            } else {
+                sp_specdecoder_free(sd);
+                sd = NULL;
+                if (sp_specdecoder_new(ctx, dctx, prompt, n, sdp, &sd) != SP_OK) { fail_status("speculative decoding"); goto done; }
+                for (int got = 0, k; got < n_gen; got += k)
+                    if ((k = sp_specdecoder_step(sd, smp, logits, spec + got, n_gen - got)) < 0) { fail_status("speculative decoding"); goto done; }
+                t_spec[r] = n_gen / (now_seconds() - t0);
+                sp_specdecoder_stats(sd, &drafted, &accepted);
+            }
+        }
+    }
+    progress("");
+    char label[64];
+    snprintf(label, sizeof label, "tg%d greedy", n_gen);
+    speed_row(table, label, summarize(t_plain + 1, reps));
+    snprintf(label, sizeof label, "tg%d greedy+specdec", n_gen);
+    speed_row(table, label, summarize(t_spec + 1, reps));
+    const bool same = memcmp(plain, spec, (size_t)n_gen * sizeof *plain) == 0;
+    fprintf(stderr, "speculative decoding: after a %d-token prompt, %ld of %ld drafted tokens accepted (%.0f%%), %.2fx plain decoding; "
+                    "texts %s\n", n, accepted, drafted, drafted ? 100.0 * accepted / drafted : 0.0,
+            summarize(t_spec + 1, reps).mean / summarize(t_plain + 1, reps).mean, same ? "identical" : "DIFFER");
+    rc = same ? 0 : 1;
+done:
+    sp_specdecoder_free(sd);
+    sp_sampler_free(smp);
+    sp_context_free(ctx);
+    sp_context_free(dctx);
+    free(logits); free(pos); free(plain); free(spec); free(t_plain); free(t_spec);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *model_path = NULL, *draft_path = NULL, *gemm_type = NULL;
     int pp[MAX_LIST] = {512}, ttft[MAX_LIST] = {1024, 2048, 4096, 8192}, par[MAX_LIST], n_gen = 32, reps = 5, threads = 0;
     double keeps[MAX_LIST] = {0.1, 0.3, 0.5};
     int n_pp = 1, n_ttft = 4, n_keeps = 3, n_par = 0, format = 0, kv_type = 0;
-    bool self_spec = false;
+    bool self_spec = false, spec_decode = false;
+    const char *spec_prompt = NULL;
+    sp_specdecode_params sdp = sp_specdecode_default_params();
     const cli_option options[] = {
         CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the model (GGUF)"),
         CLI_OPT("--n-prompt", "-p", CLI_INTS, pp, 0, 1 << 20, "LIST", "prompt lengths to time (pp rows), 0 = none",
@@ -143,6 +217,10 @@ int cmd_bench(int argc, char **argv) {
         CLI_OPT("--self-spec", NULL, CLI_FLAG, &self_spec, 0, 0, NULL, "time self-speculation"),
         CLI_OPT("--keep", NULL, CLI_DOUBLES, keeps, 1e-6, 1, "LIST", "keep rates of the TTFT rows", .count = &n_keeps, .max_count = MAX_LIST),
         CLI_OPT("--ttft", NULL, CLI_INTS, ttft, 2, 1 << 20, "LIST", "prompt lengths of the TTFT rows", .count = &n_ttft, .max_count = MAX_LIST),
+        CLI_SECTION_ROW("speculative decoding: greedy tokens/s with and without the draft proposing (needs --draft)"),
+        CLI_OPT("--spec-decode", NULL, CLI_FLAG, &spec_decode, 0, 0, NULL, "time -n greedy tokens after a prompt, plain and speculative"),
+        CLI_OPT("--spec-prompt", NULL, CLI_TEXT, &spec_prompt, 0, 0, "FILE", "the prompt for them (text)", .shown_default = "512 made-up tokens"),
+        CLI_OPT("--spec-draft-max", NULL, CLI_INT, &sdp.draft_max, 1, SP_SPECDECODE_MAX_DRAFT, "N", "most tokens the draft proposes per step"),
         CLI_SECTION_ROW("one matrix product, no model"),
         CLI_OPT("--gemm", NULL, CLI_TEXT, &gemm_type, 0, 0, "TYPE",
                 "time 2048 × 8192 weights in TYPE times each -p count of tokens (GOP/s, to compare with the CPU's peak)"),
@@ -165,6 +243,7 @@ int cmd_bench(int argc, char **argv) {
     long max_len = n_gen + 1;
     for (int i = 0; i < n_pp; i++) if (pp[i] > max_len) max_len = pp[i];
     if (dm || self_spec) for (int i = 0; i < n_ttft; i++) if (ttft[i] + 16 > max_len) max_len = ttft[i] + 16;
+    if (spec_decode && max_len < 512) max_len = 512; /* the made-up prompt */
     sp_context_params cp = sp_context_default_params();
     cp.n_ctx = (int)max_len;
     cp.kv_type = kv_type == 1 ? SP_KV_F32 : SP_KV_F16;
@@ -254,6 +333,22 @@ int cmd_bench(int argc, char **argv) {
         speed_row(&table, label, s);
     }
     /* TTFT: full prefill vs speculative prefill, same prompts, same run */
+    if (spec_decode) {
+        if (!dm || n_gen < 1) { fprintf(stderr, "error: --spec-decode needs --draft and -n > 0\n"); goto done; }
+        sp_token *sp_tok = NULL;
+        int n_sp = 512;
+        char *text = spec_prompt ? read_file(spec_prompt, NULL) : NULL;
+        if (spec_prompt && (!text || sp_tokenize(m, text, strlen(text), true, false, &sp_tok, &n_sp) != SP_OK)) {
+            free(text);
+            fail_status("--spec-prompt");
+            goto done;
+        }
+        free(text);
+        if (sdp.draft_start > sdp.draft_max) sdp.draft_start = sdp.draft_max;
+        const int src = bench_spec_decode(&table, m, dm, sp_tok ? sp_tok : tok, sp_tok ? n_sp : (n_sp < max_len ? n_sp : (int)max_len), n_gen, reps, &sdp);
+        free(sp_tok);
+        if (src) goto done;
+    }
     if (dm || self_spec) {
         sp_specprefill_params spp = sp_specprefill_default_params();
         sp_context_params dp = sp_context_default_params();

@@ -48,7 +48,8 @@ int cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *file = NULL, *system = NULL, *tmpl = NULL, *tmpl_file = NULL, *kwargs = NULL;
     const char *draft_path = NULL, *explain = NULL, *stops[SPC_MAX_STOPS];
     int n_stops = 0, n_predict = 128, threads = 0, n_ctx = 0, kv_type = 0;
-    bool chat = false, self_spec = false, no_spec = false;
+    bool chat = false, self_spec = false, no_spec = false, no_spec_decode = false;
+    sp_specdecode_params sdp = sp_specdecode_default_params();
     sp_sampling_params sp = sp_sampling_default_params();
     sp_specprefill_params spp = sp_specprefill_default_params();
     const cli_option options[] = {
@@ -72,6 +73,10 @@ int cmd_generate(int argc, char **argv) {
         CLI_SPECPREFILL_KEEP_OPTIONS(&spp),
         CLI_SPECPREFILL_SCORING_OPTIONS(&spp),
         CLI_OPT("--explain", NULL, CLI_TEXT, &explain, 0, 0, "FILE.html", "write a page showing each prompt token's importance and what was kept"),
+        CLI_SECTION_ROW("speculative decoding (greedy: the draft proposes, the main model checks; the same text, sooner)"),
+        CLI_OPT("--no-spec-decode", NULL, CLI_FLAG, &no_spec_decode, 0, 0, NULL, "decode one token at a time even with a draft", .shown_default = "on with --draft and --temp 0"),
+        CLI_OPT("--spec-draft-max", NULL, CLI_INT, &sdp.draft_max, 1, SP_SPECDECODE_MAX_DRAFT, "N", "most tokens the draft proposes per step"),
+        CLI_OPT("--spec-draft-min", NULL, CLI_INT, &sdp.draft_min, 1, SP_SPECDECODE_MAX_DRAFT, "N", "fewest tokens the draft proposes per step"),
         CLI_OPTIONS_END,
     };
     const cli_command cmd = {"generate -m MODEL.gguf (-p PROMPT | -f FILE) [options]",
@@ -85,6 +90,8 @@ int cmd_generate(int argc, char **argv) {
     chat = chat || tmpl || tmpl_file || kwargs;
     if (sp_specprefill_params_check(&spp) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); return 2; }
     const bool spec = !no_spec && (draft_path || self_spec);
+    if (sdp.draft_min > sdp.draft_max) { fprintf(stderr, "error: --spec-draft-min exceeds --spec-draft-max\n"); return 2; }
+    sdp.draft_start = sdp.draft_start < sdp.draft_min ? sdp.draft_min : sdp.draft_start > sdp.draft_max ? sdp.draft_max : sdp.draft_start;
     if (explain && !spec) { fprintf(stderr, "error: --explain needs speculative prefill (--draft or --self-spec)\n"); return 2; }
     if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
     const char *tmpl_source;
@@ -103,6 +110,7 @@ int cmd_generate(int argc, char **argv) {
     float *imp = NULL;
     uint8_t *kept = NULL;
     sp_sampler *smp = NULL;
+    sp_specdecoder *sd = NULL;
     spc_prompt pr = {0};
     spc_text out = {0};
     float *logits = NULL;
@@ -123,13 +131,18 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
-    if (spec) {
-        if (draft_path && !self_spec && sp_model_load(draft_path, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
-        if (dm && !spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
+    if (draft_path && !self_spec && sp_model_load(draft_path, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
+    if (dm && !spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
+    const bool other_vocab = dm && spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK;
+    /* speculative decoding: a draft of the same tokenizer, greedy */
+    const bool spec_decode = dm && !other_vocab && !no_spec_decode && sp.temperature == 0;
+    if (spec || spec_decode) {
         sp_context_params dp = sp_context_default_params();
-        const bool other_vocab = dm && spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK;
-        dp.n_ctx = spc_draft_ctx_size(other_vocab ? (int)strlen(pr.text) : pr.n, &spp, other_vocab);
+        dp.n_ctx = spc_draft_ctx_size(other_vocab ? (int)strlen(pr.text) : pr.n, &spp, other_vocab) +
+                   (spec_decode ? n_predict + SP_SPECDECODE_MAX_DRAFT : 0);
         if (sp_context_new(dm ? dm : m, &dp, &dctx) != SP_OK) { fail_status("draft context"); goto done; }
+    }
+    if (spec) {
         imp = malloc((size_t)pr.n * sizeof *imp);
         kept = malloc((size_t)pr.n);
         if (!imp || !kept) { fprintf(stderr, "error: out of memory\n"); goto done; }
@@ -141,7 +154,7 @@ int cmd_generate(int argc, char **argv) {
 
     double t0 = now_seconds();
     sp_specprefill_stats st;
-    if (spc_prefill(ctx, dctx, &pr, &spp, logits, imp, kept, &st) != SP_OK) { fail_status(spec ? "speculative prefill" : "prefill"); goto done; }
+    if (spc_prefill(ctx, spec ? dctx : NULL, &pr, &spp, logits, imp, kept, &st) != SP_OK) { fail_status(spec ? "speculative prefill" : "prefill"); goto done; }
     double t_first = now_seconds();
     if (spec) {
         fprintf(stderr, "specprefill: kept %d of %d prompt tokens (%.1f%%) | draft prefill %.1f ms, look-ahead+scoring %.1f ms (%d queries), "
@@ -154,16 +167,27 @@ int cmd_generate(int argc, char **argv) {
     int n_gen = 0;
     size_t len;
     const char *piece;
-    while (n_gen < n_predict && !out.stopped) {
-        sp_token t = sp_sampler_sample(smp, logits);
-        if (sp_token_is_eog(m, t)) break;
-        sp_sampler_accept(smp, t);
-        n_gen++;
-        if (spc_text_add(&out, t) != SP_OK) { fail_status("text"); goto done; }
-        if ((piece = spc_text_piece(&out, false, &len)), len) { fwrite(piece, 1, len, stdout); fflush(stdout); }
-        if (n_gen == n_predict || out.stopped) break;
+    if (spec_decode && sp_specdecoder_new(ctx, dctx, pr.ids, pr.n, &sdp, &sd) != SP_OK) { fail_status("speculative decoding"); goto done; }
+    bool ended = false;
+    while (n_gen < n_predict && !out.stopped && !ended) {
+        /* the next tokens: one at a time, or as many as the main model accepts of the draft's */
+        sp_token step[SP_SPECDECODE_MAX_DRAFT + 1];
+        int n_step = 1;
+        if (sd) {
+            if ((n_step = sp_specdecoder_step(sd, smp, logits, step, n_predict - n_gen)) < 0) { fail_status("speculative decoding"); goto done; }
+        } else {
+            step[0] = sp_sampler_sample(smp, logits);
+            if (!sp_token_is_eog(m, step[0])) sp_sampler_accept(smp, step[0]);
+        }
+        for (int i = 0; i < n_step && !out.stopped; i++) {
+            if (sp_token_is_eog(m, step[i])) { ended = true; break; }
+            n_gen++;
+            if (spc_text_add(&out, step[i]) != SP_OK) { fail_status("text"); goto done; }
+            if ((piece = spc_text_piece(&out, false, &len)), len) { fwrite(piece, 1, len, stdout); fflush(stdout); }
+        }
+        if (sd || ended || n_gen == n_predict || out.stopped) continue;
         int32_t p = pr.n + n_gen - 1, row = 0;
-        if (sp_decode(ctx, &t, &p, 1, &row, 1, logits) != SP_OK) { fail_status("decode"); goto done; }
+        if (sp_decode(ctx, &step[0], &p, 1, &row, 1, logits) != SP_OK) { fail_status("decode"); goto done; }
     }
     if (spc_text_add(&out, -1) != SP_OK) { fail_status("text"); goto done; } /* an unfinished character */
     if ((piece = spc_text_piece(&out, true, &len)), len) fwrite(piece, 1, len, stdout);
@@ -174,12 +198,18 @@ int cmd_generate(int argc, char **argv) {
             spec ? ", speculative" : "", prefill);
     fprintf(stderr, "generation: %d tokens in %.3f s (%.1f tokens/s)%s\n", n_gen, gen, n_gen > 1 ? (n_gen - 1) / gen : 0.0,
             out.stopped ? "; stopped at a stop string" : "");
+    if (sd) {
+        long drafted, accepted;
+        sp_specdecoder_stats(sd, &drafted, &accepted);
+        fprintf(stderr, "speculative decoding: %ld of %ld drafted tokens accepted (%.0f%%)\n", accepted, drafted, drafted ? 100.0 * accepted / drafted : 0.0);
+    }
     rc = 0;
 done:
     free(file_text); free(tmpl_owned); free(logits); free(imp); free(kept);
     spc_prompt_free(&pr);
     spc_text_free(&out);
     sp_sampler_free(smp);
+    sp_specdecoder_free(sd);
     sp_context_free(ctx);
     sp_context_free(dctx);
     sp_model_free(dm);

@@ -100,6 +100,13 @@ MUTANTS = [
     dict(name="min-p-absolute", file="src/sampler.c",
          find="if (i > 0 && prob < p->min_p * (1.0 / sum)) { keep = i; break; }", replace="if (i > 0 && prob < p->min_p) { keep = i; break; }",
          why="min-p relative to 1 instead of the top token's probability", guard="test_model"),
+    # ---- speculative decoding
+    dict(name="specdecode-first-proposal-unchecked", file="src/specdecode.c",
+         find="if (c != prop[a + 1]) break;", replace="if (c != prop[a + 1] && a > 0) break;",
+         why="the draft's first proposal is taken without the main model's agreement", guard="test_specdecode"),
+    dict(name="specdecode-keeps-rejected-kv", file="src/specdecode.c",
+         find="if ((st = sp_context_truncate(s->main, cached + 1 + a)) != SP_OK) return st;", replace="",
+         why="the main model's cache keeps the refused proposals", guard="test_specdecode"),
     # ---- the forward pass and the kernels
     dict(name="rope-neox-pairs", file="src/kernels.c",
          find="const int a = p->neox ? i : 2 * i, b = p->neox ? i + half : 2 * i + 1;", replace="const int a = 2 * i, b = 2 * i + 1;",
