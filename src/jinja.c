@@ -1004,6 +1004,20 @@ static void body_push(sp_jinja *j, body *b, int *cap, node *n) {
     b->v[b->n++] = n;
 }
 
+static body parse_body(stmt_parser *s, const char *const *stop, str *stopped);
+
+/* The body of a block up to its end tag (`end`), which is checked and consumed. */
+static body parse_block(stmt_parser *s, const char *end, const char *opener, int line) {
+    const char *const stop[] = {end, NULL};
+    str stopped;
+    const body b = parse_body(s, stop, &stopped);
+    if (!stopped.p) fail(s->j, "'%s' (line %d) is never closed by '%s'", opener, line, end);
+    parser q = tag_parser(s, &s->it.v[s->pos++]);
+    expect_name(&q);
+    expect_end(&q);
+    return b;
+}
+
 static body parse_body(stmt_parser *s, const char *const *stop, str *stopped) {
     if (++s->depth > MAX_DEPTH) fail(s->j, "blocks nested more than %d deep", MAX_DEPTH);
     body out = {0};
@@ -1050,8 +1064,8 @@ static body parse_body(stmt_parser *s, const char *const *stop, str *stopped) {
                     cur = e;
                 } else if (str_eq(*stopped, "else")) {
                     expect_end(&q);
-                    static const char *const end_only[] = {"endif", NULL};
-                    cur->otherwise = parse_body(s, end_only, stopped);
+                    cur->otherwise = parse_block(s, "endif", "if", f->line);
+                    break;
                 } else {
                     expect_end(&q);
                     break;
@@ -1071,13 +1085,10 @@ static body parse_body(stmt_parser *s, const char *const *stop, str *stopped) {
             f->then = parse_body(s, ends, stopped);
             if (!stopped->p) fail(s->j, "'for' (line %d) is never closed by 'endfor'", f->line);
             const bool has_else = str_eq(*stopped, "else");
-            s->pos++;
-            if (has_else) {
-                static const char *const end_only[] = {"endfor", NULL};
-                f->otherwise = parse_body(s, end_only, stopped);
-                if (!stopped->p) fail(s->j, "'for' (line %d) is never closed by 'endfor'", f->line);
-                s->pos++;
-            }
+            parser q = tag_parser(s, &s->it.v[s->pos++]);
+            expect_name(&q);
+            expect_end(&q);
+            if (has_else) f->otherwise = parse_block(s, "endfor", "for", f->line);
             body_push(s->j, &out, &cap, f);
         } else if (str_eq(word, "set")) {
             node *t = new_node(s, N_SET);
@@ -1088,10 +1099,7 @@ static body parse_body(stmt_parser *s, const char *const *stop, str *stopped) {
                 expect_end(&p);
             } else { /* {% set x %}...{% endset %} */
                 expect_end(&p);
-                static const char *const ends[] = {"endset", NULL};
-                t->then = parse_body(s, ends, stopped);
-                if (!stopped->p) fail(s->j, "'set' (line %d) is never closed by 'endset'", t->line);
-                s->pos++;
+                t->then = parse_block(s, "endset", "set", t->line);
             }
             body_push(s->j, &out, &cap, t);
         } else if (str_eq(word, "macro")) {
@@ -1107,10 +1115,7 @@ static body parse_body(stmt_parser *s, const char *const *stop, str *stopped) {
                 m->n_params++;
             }
             expect_end(&p);
-            static const char *const ends[] = {"endmacro", NULL};
-            m->then = parse_body(s, ends, stopped);
-            if (!stopped->p) fail(s->j, "'macro' (line %d) is never closed by 'endmacro'", m->line);
-            s->pos++;
+            m->then = parse_block(s, "endmacro", "macro", m->line);
             body_push(s->j, &out, &cap, m);
         } else if (str_eq(word, "break") || str_eq(word, "continue")) {
             expect_end(&p);

@@ -85,6 +85,8 @@ static void errors_name_the_line(void **s) {
     expect_error("line one\n{{ raise_exception('no system role') }}", NULL, "line 2: raise_exception: no system role");
     expect_error("{% if x %}never closed", NULL, "never closed by 'endif'");
     expect_error("{% endfor %}", NULL, "'endfor'");
+    expect_error("{% for x in [1] %}{% endfor x %}", NULL, "unexpected 'x' at the end of the tag");
+    expect_error("{% macro m() %}never closed", NULL, "'macro' (line 1) is never closed by 'endmacro'");
     expect_error("{{ 1 + }}", NULL, "line 1");
     expect_error("{{ x | nosuchfilter }}", NULL, "the filter 'nosuchfilter' is not supported");
     expect_error("{% include 'other.jinja' %}", NULL, "'include' is not supported");
