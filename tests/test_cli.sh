@@ -54,13 +54,16 @@ grep -qE "specprefill: kept [0-9]+ of 2182" "$T/err" && ok || bad "--self-spec r
 expect_fail "a draft of another vocabulary" "tokenizer differs" "$SP" generate "${DEMO[@]}" --draft "$T/draft-other.gguf"
 expect_ok "generate --draft-any-vocab" "$SP" generate "${DEMO[@]}" --draft "$T/draft-other.gguf" --draft-any-vocab --keep 0.3
 grep -qE "specprefill: kept [0-9]+ of 2182" "$T/err" && ok || bad "--draft-any-vocab scores through bytes"
-# speculative decoding (greedy, with the draft): the same text as one token at a time, and it says so
-"$SP" generate -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" --no-spec -f "$ROOT/eval/demo-prompt.txt" -n 32 --temp 0 \
+# speculative decoding (greedy, with the draft): the same text as one token at a time — after a
+# speculative prefill (where decoding continues at the prompt's full length) and after a full one
+for prefill in "--keep 0.1" "--no-spec"; do
+"$SP" generate -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" $prefill -f "$ROOT/eval/demo-prompt.txt" -n 32 --temp 0 \
   --repeat-penalty 1.2 >"$T/sd.out" 2>"$T/sd.err"
-"$SP" generate -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" --no-spec -f "$ROOT/eval/demo-prompt.txt" -n 32 --temp 0 \
+"$SP" generate -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" $prefill -f "$ROOT/eval/demo-prompt.txt" -n 32 --temp 0 \
   --repeat-penalty 1.2 --no-spec-decode >"$T/plain.out" 2>"$T/plain.err"
 cmp -s "$T/sd.out" "$T/plain.out" && grep -q "speculative decoding: [0-9]* of [0-9]* drafted tokens accepted" "$T/sd.err" \
-  && ! grep -q "speculative decoding" "$T/plain.err" && ok || bad "speculative decoding changes the text or says nothing: $(head -c 200 "$T/sd.out") vs $(head -c 200 "$T/plain.out")"
+  && ! grep -q "speculative decoding" "$T/plain.err" && ok || bad "speculative decoding ($prefill) changes the text or says nothing: $(head -c 200 "$T/sd.out") vs $(head -c 200 "$T/plain.out")"
+done
 expect_fail "--spec-draft-min above max" "exceeds --spec-draft-max" "$SP" generate "${DEMO[@]}" --draft "$ROOT/models/draft.gguf" --spec-draft-min 3 --spec-draft-max 2
 expect_fail "--explain without speculative prefill" "needs speculative prefill" "$SP" generate "${DEMO[@]}" --explain "$T/x.html"
 
