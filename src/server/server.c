@@ -197,6 +197,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     const bool is_completion = strcmp(url, "/v1/completions") == 0, is_chat = strcmp(url, "/v1/chat/completions") == 0;
     if (!cs) {
         cs = calloc(1, sizeof *cs);
+        if (cs) atomic_fetch_add(&sp_srv.open_requests, 1);
         if (!cs) return MHD_NO;
         *con_cls = cs;
         if (post && (is_completion || is_chat)) return MHD_YES; /* wait for the body */
@@ -251,6 +252,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
     free(cs->body);
     free(cs);
     *con_cls = NULL;
+    atomic_fetch_sub(&sp_srv.open_requests, 1);
 }
 
 static void on_signal(int sig) {
@@ -306,9 +308,16 @@ int sp_server_run(const sp_server_config *cfg) {
     fprintf(stderr, "shutting down\n");
     rc = 0;
 done:
-    /* stop: no new jobs, cancel the queued and running ones, join the slots, let readers finish */
+    /* stop: no new jobs, cancel the queued and running ones, join the slots; no new connections,
+     * and the responses already under way are sent to their end (for up to 10 s: a client that
+     * does not read is not waited for) before the connections close */
     sp_srv_scheduler_stop();
-    if (d) MHD_stop_daemon(d);
+    if (d) {
+        const MHD_socket listener = MHD_quiesce_daemon(d);
+        for (int i = 0; i < 1000 && atomic_load(&sp_srv.open_requests) > 0; i++) usleep(10 * 1000);
+        MHD_stop_daemon(d);
+        if (listener != MHD_INVALID_SOCKET) close(listener);
+    }
     decode_batch_free(sp_srv.decoding);
     sp_model_free(sp_srv.draft);
     sp_model_free(sp_srv.model);

@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -103,6 +104,7 @@ typedef struct {
     const char *model_id;
     decode_batch *decoding;       /* the generating slots' steps */
     volatile sig_atomic_t stop_signal;
+    atomic_int open_requests;     /* requests whose response has not been sent to the end yet */
 } sp_server_state;
 
 extern sp_server_state sp_srv;
