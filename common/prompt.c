@@ -1,5 +1,4 @@
 /* A conversation or a text → the text the model reads and its tokens, the same for every front end. */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,47 +22,17 @@ static sp_status tokenize(const sp_model *m, bool chat, spc_prompt *out) {
     return SP_OK;
 }
 
-/* JSON string contents: quotes, backslashes and control characters escaped */
-static void json_escape(char *o, const char *s) {
-    for (; *s; s++) {
-        const unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') { *o++ = '\\'; *o++ = (char)c; }
-        else if (c < 0x20) o += sprintf(o, "\\u%04x", c);
-        else *o++ = (char)c;
-    }
-    *o = 0;
-}
-
 sp_status spc_prompt_make(const sp_model *m, bool chat, const char *template_source, const char *vars_json,
                           const sp_chat_message *msgs, int n_msgs, spc_prompt *out) {
     memset(out, 0, sizeof *out);
     if (!m || n_msgs < 1 || !msgs || (!chat && !msgs[0].content)) return sp_fail(SP_ERR_ARGUMENT, "prompt: no text");
+    sp_status s;
     if (!chat) {
         if (!(out->text = strdup(msgs[0].content))) return sp_fail(SP_ERR_MEMORY, "prompt: out of memory");
-        return tokenize(m, false, out);
+    } else if ((s = sp_chat_render(m, template_source, msgs, n_msgs, vars_json, true, &out->text)) != SP_OK) {
+        return s;
     }
-    /* the messages as the JSON array a template reads */
-    size_t need = 16;
-    for (int i = 0; i < n_msgs; i++) {
-        if (!msgs[i].role || !msgs[i].content) return sp_fail(SP_ERR_ARGUMENT, "prompt: message %d has no role or content", i);
-        need += 6 * (strlen(msgs[i].role) + strlen(msgs[i].content)) + 32;
-    }
-    char *json = malloc(need), *p = json;
-    if (!json) return sp_fail(SP_ERR_MEMORY, "prompt: out of memory");
-    *p++ = '[';
-    for (int i = 0; i < n_msgs; i++) {
-        p += sprintf(p, "%s{\"role\": \"", i ? ", " : "");
-        json_escape(p, msgs[i].role);
-        p += strlen(p);
-        p += sprintf(p, "\", \"content\": \"");
-        json_escape(p, msgs[i].content);
-        p += strlen(p);
-        p += sprintf(p, "\"}");
-    }
-    sprintf(p, "]");
-    const sp_status s = spc_prompt_chat(m, template_source, json, vars_json, out);
-    free(json);
-    return s;
+    return tokenize(m, chat, out);
 }
 
 sp_status spc_prompt_chat(const sp_model *m, const char *template_source, const char *messages_json, const char *vars_json,

@@ -233,6 +233,10 @@ SP_API const char *sp_chat_builtin(const char *name);
  * own. *out is malloc'ed. */
 SP_API sp_status sp_chat_apply(const sp_model *model, const char *template_name, const sp_chat_message *msgs,
                         int n_msgs, bool add_generation_prompt, char **out);
+/* Plain messages rendered with a template's Jinja source (NULL = the model's own), with extra
+ * variables (vars_json: a JSON object, or NULL). */
+SP_API sp_status sp_chat_render(const sp_model *model, const char *template_source, const sp_chat_message *msgs, int n_msgs,
+                                const char *vars_json, bool add_generation_prompt, char **out);
 /* The same with everything a template may read: template_source (Jinja text; NULL = the model's
  * own), messages_json (an array of message objects as the OpenAI API sends them: content parts,
  * tool calls, tool results pass through as given), vars_json (NULL, or an object of extra

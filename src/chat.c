@@ -101,8 +101,11 @@ static sp_status choose(const sp_model *m, const char *name, const char **source
     return SP_OK;
 }
 
-sp_status sp_chat_render(const sp_model *m, const char *source, const sp_chat_message *msgs, int n, bool gen, char **out) {
+sp_status sp_chat_render(const sp_model *m, const char *source, const sp_chat_message *msgs, int n, const char *vars_json, bool gen,
+                         char **out) {
     *out = NULL;
+    sp_status s;
+    if (!source && (s = choose(m, NULL, &source)) != SP_OK) return s;
     for (int i = 0; i < n; i++)
         if (!msgs[i].role || !msgs[i].content) return sp_fail(SP_ERR_ARGUMENT, "chat: message %d has no role or content", i);
     sp_jinja *j = sp_jinja_new();
@@ -114,7 +117,7 @@ sp_status sp_chat_render(const sp_model *m, const char *source, const sp_chat_me
         sp_jinja_dict_set(j, msg, "content", sp_jinja_string(j, msgs[i].content, strlen(msgs[i].content)));
         sp_jinja_list_push(j, list, msg);
     }
-    const sp_status s = render(j, m, source, list, NULL, gen, out);
+    s = render(j, m, source, list, vars_json, gen, out);
     sp_jinja_free(j);
     return s;
 }
@@ -123,7 +126,7 @@ sp_status sp_chat_apply(const sp_model *model, const char *name, const sp_chat_m
     const char *source;
     *out = NULL;
     sp_status s = choose(model, name, &source);
-    return s != SP_OK ? s : sp_chat_render(model, source, msgs, n, gen, out);
+    return s != SP_OK ? s : sp_chat_render(model, source, msgs, n, NULL, gen, out);
 }
 
 sp_status sp_chat_apply_json(const sp_model *model, const char *source, const char *messages_json, const char *vars_json, bool gen,

@@ -68,10 +68,7 @@ int sp_vocab_size(const sp_vocab *v);
 /* The token's text as stored (for byte-level BPE: GPT-2's byte-to-unicode form). */
 const char *sp_vocab_text(const sp_vocab *v, sp_token id, int *len);
 
-/* chat.c: a template's family by its markup; a conversation rendered with the given source
- * (model may be NULL: then bos_token and eos_token are empty) */
+/* chat.c: a template's family by its markup */
 const char *sp_chat_detect_text(const char *template_text);
-sp_status sp_chat_render(const sp_model *model, const char *source, const sp_chat_message *msgs, int n,
-                         bool add_generation_prompt, char **out);
 
 #endif

@@ -1,5 +1,6 @@
 /* `specprefill template`: a chat template's rendering of a conversation, to compare with another
  * renderer (jinja2, llama.cpp). Interface is stable: the rendering on stdout, nothing else. */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,31 +36,20 @@ int cmd_template(int argc, char **argv) {
     }
     int rc = 1;
     sp_model *m = NULL;
-    char *source = NULL, *messages = NULL, *out = NULL;
-    /* the variables as one JSON object: bos/eos as JSON strings, the rest as given */
-    size_t cap = 64;
-    for (int i = 0; i < n_vars; i++) cap += strlen(vars[i]) + 8;
-    cap += 2 * ((bos ? strlen(bos) : 0) + (eos ? strlen(eos) : 0)) * 6 + 64;
-    char *obj = malloc(cap), *p = obj;
-    if (!obj) { fprintf(stderr, "error: out of memory\n"); return 1; }
-    p += sprintf(p, "{");
-    for (int i = 0; i < n_vars; i++) {
+    char *source = NULL, *messages = NULL, *out = NULL, *obj = NULL;
+    /* the variables as one JSON object: bos/eos as strings, each --var's value as JSON */
+    cJSON *vars_obj = cJSON_CreateObject();
+    for (int i = 0; vars_obj && i < n_vars; i++) {
         const char *eq = strchr(vars[i], '=');
-        if (!eq || eq == vars[i]) { fprintf(stderr, "error: --var %s: NAME=JSON expected\n", vars[i]); free(obj); return 2; }
-        p += sprintf(p, "%s\"%.*s\": %s", p == obj + 1 ? "" : ", ", (int)(eq - vars[i]), vars[i], eq + 1);
+        cJSON *v = eq && eq != vars[i] ? cJSON_Parse(eq + 1) : NULL;
+        if (!v) { fprintf(stderr, "error: --var %s: NAME=JSON expected\n", vars[i]); rc = 2; goto done; }
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)(eq - vars[i]), vars[i]);
+        cJSON_AddItemToObject(vars_obj, name, v);
     }
-    const char *tokens[2] = {bos, eos}, *token_names[2] = {"bos_token", "eos_token"};
-    for (int t = 0; t < 2; t++) {
-        if (!tokens[t]) continue;
-        p += sprintf(p, "%s\"%s\": \"", p == obj + 1 ? "" : ", ", token_names[t]);
-        for (const unsigned char *c = (const unsigned char *)tokens[t]; *c; c++) {
-            if (*c == '"' || *c == '\\') p += sprintf(p, "\\%c", *c);
-            else if (*c < 0x20) p += sprintf(p, "\\u%04x", *c);
-            else *p++ = (char)*c;
-        }
-        *p++ = '"';
-    }
-    sprintf(p, "}");
+    if (vars_obj && bos) cJSON_AddStringToObject(vars_obj, "bos_token", bos);
+    if (vars_obj && eos) cJSON_AddStringToObject(vars_obj, "eos_token", eos);
+    if (!vars_obj || !(obj = cJSON_PrintUnformatted(vars_obj))) { fprintf(stderr, "error: out of memory\n"); goto done; }
     if (!(messages = read_file(messages_path, NULL))) goto done;
     if (file && !(source = read_file(file, NULL))) goto done;
     if (name && !sp_chat_builtin(name)) { fprintf(stderr, "error: no built-in template '%s' (chatml, llama3, mistral-v7, mistral-nemo, llama2)\n", name); goto done; }
@@ -71,6 +61,7 @@ int cmd_template(int argc, char **argv) {
     fwrite(out, 1, strlen(out), stdout);
     rc = 0;
 done:
+    cJSON_Delete(vars_obj);
     free(obj); free(source); free(messages); free(out);
     sp_model_free(m);
     return rc;
