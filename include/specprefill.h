@@ -335,15 +335,17 @@ SP_API sp_status sp_specprefill_params_check(const sp_specprefill_params *params
 /* ---------------------------------------------------- speculative decoding */
 /*
  * The SpecPrefill draft has read the whole prompt; after the first token it can propose the next
- * few, which the main model checks in one forward pass. The main model's choice decides every
- * token: with a greedy sampler the text is token for token what plain decoding gives. (Sampling
- * with temperature is not speculated yet: use plain decoding for it.) The draft must share the
+ * few, which the main model checks in one forward pass. The caller's sampler decides: greedy, the
+ * text is token for token what plain decoding gives; sampling, each proposal is accepted with
+ * probability min(1, p/q) and a refusal is replaced by a draw from the normalised residual
+ * max(0, p − q), so the text is distributed as plain sampling's (p: the main model's distribution
+ * through the sampler's chain, q: the draft's through the same chain). The draft must share the
  * main model's tokenizer and be another model (self-speculation's first-layer cache cannot
  * propose); its context needs room for the prompt, the output and SP_SPECDECODE_MAX_DRAFT more.
  */
 #define SP_SPECDECODE_MAX_DRAFT 3 /* proposals per step: γ+1 verification rows, each computed as a single-row decode */
 typedef struct {
-    int draft_start, draft_min, draft_max; /* γ adapts between min and max (default 2, 1, 3) */
+    int draft_start, draft_min, draft_max; /* γ starts at start (brought within min..max) and adapts between min and max (default 2, 1, 3) */
 } sp_specdecode_params;
 typedef struct sp_specdecoder sp_specdecoder;
 
@@ -356,7 +358,8 @@ SP_API sp_status sp_specdecoder_new(sp_context *main_ctx, sp_context *draft_ctx,
  * step, which leaves them there); the sampler picks, the draft proposes, the main model checks.
  * Writes 1 to max_out tokens into out and returns their count, or a negative sp_status. An
  * end-of-generation token may come anywhere among them: the caller stops there. With max_out 1
- * the token is not decoded (no next step is expected). */
+ * the step only picks the token: to go on, the caller decodes it in main_ctx at the next position
+ * (alone, or batched with other sequences) and passes the logits it gets to the next step. */
 SP_API int sp_specdecoder_step(sp_specdecoder *sd, sp_sampler *sampler, float *logits, sp_token *out, int max_out);
 /* Proposals made and accepted so far. */
 SP_API void sp_specdecoder_stats(const sp_specdecoder *sd, long *drafted, long *accepted);

@@ -15,6 +15,8 @@ typedef struct {
     bool self_spec;             /* speculative prefill with the main model's first layers */
     bool spec_default;          /* speculative prefill for requests that do not say */
     sp_specprefill_params spec; /* server defaults, per-request overrides on top */
+    bool spec_decode_default;   /* speculative decoding (with a draft of the same tokenizer) for requests that do not say */
+    sp_specdecode_params spec_decode; /* its defaults, per-request overrides on top */
     sp_sampling_params sampling;
     const char *chat_template;  /* Jinja source; NULL: the model's own */
     const char *chat_template_kwargs; /* a JSON object of template variables for every request (a request's own win), or NULL */

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "error.h"
-#include "specprefill.h"
+#include "sampler.h"
 
 struct sp_sampler {
     sp_sampling_params p;
@@ -74,24 +74,31 @@ static int by_logit_desc(const void *a, const void *b) {
     return x->id - y->id;
 }
 
-sp_token sp_sampler_sample(sp_sampler *s, float *logits) {
+static void penalize(const sp_sampler *s, float *logits) {
     const sp_sampling_params *p = &s->p;
-    if (p->repeat_penalty != 1.0f)
-        for (int i = 0; i < s->n_recent; i++) {
-            sp_token t = s->recent[i];
-            if (t < 0 || t >= s->n_vocab) continue;
-            /* penalise each distinct token once */
-            bool seen = false;
-            for (int j = 0; j < i; j++) seen |= s->recent[j] == t;
-            if (seen) continue;
-            logits[t] = logits[t] > 0 ? logits[t] / p->repeat_penalty : logits[t] * p->repeat_penalty;
-        }
-    if (p->temperature <= 0) {
-        sp_token best = 0;
-        for (int i = 1; i < s->n_vocab; i++)
-            if (logits[i] > logits[best]) best = i;
-        return best;
+    if (p->repeat_penalty == 1.0f) return;
+    for (int i = 0; i < s->n_recent; i++) {
+        sp_token t = s->recent[i];
+        if (t < 0 || t >= s->n_vocab) continue;
+        /* penalise each distinct token once */
+        bool seen = false;
+        for (int j = 0; j < i; j++) seen |= s->recent[j] == t;
+        if (seen) continue;
+        logits[t] = logits[t] > 0 ? logits[t] / p->repeat_penalty : logits[t] * p->repeat_penalty;
     }
+}
+
+static sp_token argmax(const sp_sampler *s, const float *logits) {
+    sp_token best = 0;
+    for (int i = 1; i < s->n_vocab; i++)
+        if (logits[i] > logits[best]) best = i;
+    return best;
+}
+
+/* The candidates a draw chooses among, best first, into s->cand: top-k, then top-p and min-p;
+ * returns their count. *max: the best logit. */
+static int candidates(sp_sampler *s, const float *logits, float *max) {
+    const sp_sampling_params *p = &s->p;
     /* top-k: keep the k best (all if 0), sorted */
     int n = s->n_vocab;
     for (int i = 0; i < n; i++) s->cand[i] = (struct candidate){logits[i], i};
@@ -110,24 +117,67 @@ sp_token sp_sampler_sample(sp_sampler *s, float *logits) {
         qsort(s->cand, (size_t)n, sizeof *s->cand, by_logit_desc);
     }
     /* probabilities at temperature 1 for top-p and min-p */
-    const float max = s->cand[0].logit;
+    *max = s->cand[0].logit;
     double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)s->cand[i].logit - max);
+    for (int i = 0; i < n; i++) sum += exp((double)s->cand[i].logit - *max);
     double cum = 0;
-    int keep = n;
     for (int i = 0; i < n; i++) {
-        double prob = exp((double)s->cand[i].logit - max) / sum;
-        if (i > 0 && prob < p->min_p * (1.0 / sum)) { keep = i; break; } /* p_max = 1/sum */
+        double prob = exp((double)s->cand[i].logit - *max) / sum;
+        if (i > 0 && prob < p->min_p * (1.0 / sum)) return i; /* p_max = 1/sum */
         cum += prob;
-        if (cum >= p->top_p) { keep = i + 1; break; }
+        if (cum >= p->top_p) return i + 1;
     }
-    /* temperature, then draw */
+    return n;
+}
+
+/* The candidate's weight after temperature (unnormalised). */
+static double weight(const sp_sampler *s, int i, float max) {
+    return exp(((double)s->cand[i].logit - max) / s->p.temperature);
+}
+
+double sp_sampler_uniform(sp_sampler *s) {
+    return (double)(splitmix64(&s->rng) >> 11) * 0x1.0p-53;
+}
+
+sp_token sp_sampler_sample(sp_sampler *s, float *logits) {
+    penalize(s, logits);
+    if (s->p.temperature <= 0) return argmax(s, logits);
+    float max;
+    const int keep = candidates(s, logits, &max);
     double total = 0;
-    for (int i = 0; i < keep; i++) total += exp(((double)s->cand[i].logit - max) / p->temperature);
-    double r = (double)(splitmix64(&s->rng) >> 11) * 0x1.0p-53 * total;
+    for (int i = 0; i < keep; i++) total += weight(s, i, max);
+    double r = sp_sampler_uniform(s) * total;
     for (int i = 0; i < keep; i++) {
-        r -= exp(((double)s->cand[i].logit - max) / p->temperature);
+        r -= weight(s, i, max);
         if (r <= 0) return s->cand[i].id;
     }
     return s->cand[keep - 1].id;
+}
+
+bool sp_sampler_greedy(const sp_sampler *s) {
+    return s->p.temperature <= 0;
+}
+
+void sp_sampler_probs(sp_sampler *s, const float *logits, float *work, float *probs) {
+    memcpy(work, logits, (size_t)s->n_vocab * sizeof *work);
+    penalize(s, work);
+    memset(probs, 0, (size_t)s->n_vocab * sizeof *probs);
+    if (s->p.temperature <= 0) { probs[argmax(s, work)] = 1; return; }
+    float max;
+    const int keep = candidates(s, work, &max);
+    double total = 0;
+    for (int i = 0; i < keep; i++) total += weight(s, i, max);
+    for (int i = 0; i < keep; i++) probs[s->cand[i].id] = (float)(weight(s, i, max) / total);
+}
+
+sp_token sp_sampler_draw(sp_sampler *s, const float *weights) {
+    double total = 0;
+    sp_token last = -1;
+    for (int i = 0; i < s->n_vocab; i++)
+        if (weights[i] > 0) { total += weights[i]; last = i; }
+    if (last < 0) return -1;
+    double r = sp_sampler_uniform(s) * total;
+    for (int i = 0; i < last; i++)
+        if (weights[i] > 0 && (r -= weights[i]) <= 0) return i;
+    return last;
 }

@@ -1,22 +1,31 @@
 /*
  * Speculative decoding with the SpecPrefill draft (Leviathan et al. 2023; Chen et al. 2023): the
  * draft has read the whole prompt, so after the first token it proposes the next γ tokens one by
- * one, and the main model checks them in one forward pass of γ+1 rows. The main model's own
- * choice decides every token, so the text is the main model's: with a greedy sampler, token for
- * token what plain decoding gives (the verification rows stay within the width where a matrix
- * product computes each row as a single-row decode does: SP_SPECDECODE_MAX_DRAFT).
+ * one, and the main model checks them in one forward pass of γ+1 rows (at most
+ * SP_SPECDECODE_MAX_DRAFT + 1: the width where a matrix product computes each row as a single-row
+ * decode does, so that greedy text is token for token what plain decoding gives).
+ *
+ * The acceptance rule is the standard one, through the caller's sampler: the draft draws each
+ * proposal d from q, the sampler's distribution over the draft's logits (penalties, top-k/p,
+ * min-p, temperature: the same chain); the main model's distribution p at that position takes it
+ * with probability min(1, p(d)/q(d)); at the first refusal the token there is drawn from the
+ * normalised residual max(0, p − q), and the step ends. Every token is then distributed as plain
+ * sampling from p would give it. Greedy is the case where p and q are one-hot: a proposal is
+ * taken when it is the main model's argmax, and the residual is that argmax.
  *
  * End-of-generation tokens are tokens like any other here (as in plain decoding): the caller
  * stops where it wants.
  *
- * One step: take the main model's choice t from the logits in hand; the draft catches up on the
- * tokens it has not seen, then proposes d1..dγ greedily; the main model decodes [t, d1..dγ];
- * its choice after each prefix is compared with the next proposal; the agreeing prefix is kept,
- * both caches are cut back to it, and the logits after it are in hand for the next step. γ adapts:
- * up when every proposal is taken, down when the first is refused; the draft rests for a while
- * (the main model decodes alone, a step per token) after many refusals in a row, or when the
- * proposals it gets accepted save less time than they cost (timed as it goes: a draft that is not
- * much cheaper than the main model — a long cache read by both — does not pay), then tries again.
+ * One step: the first token t is the residual drawn at the last step's refusal, or else a draw
+ * from the logits in hand; the draft catches up on the tokens it has not seen, then proposes
+ * d1..dγ; the main model decodes [t, d1..dγ]; the proposals are checked in order; the accepted
+ * prefix is kept, both caches are cut back to it, and the logits after it are in hand for the
+ * next step. γ adapts: up when every proposal is taken, down when the first is refused; the draft
+ * rests for a while (the main model decodes alone, a step per token) after four steps in a row
+ * with nothing accepted, or when a token costs more this way than alone (timed as it goes: a
+ * draft that is not much cheaper than the main model — a long cache read by both — does not pay,
+ * nor a check of several rows that costs much more than one), then tries again on probation: one
+ * more step with nothing accepted and it rests twice as long.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +33,7 @@
 
 #include "error.h"
 #include "model.h"
+#include "sampler.h"
 
 enum { REST_AFTER = 4, REST_FIRST = 16, REST_MOST = 1024 };
 
@@ -36,11 +46,13 @@ struct sp_specdecoder {
     int n_tokens, cap;
     int draft_n;               /* how many of tokens the draft has in its cache */
     int main_pos;              /* the position of the next token in the main model */
-    int misses, rest;          /* refusals in a row at the smallest γ; tokens left to rest */
+    int misses, rest;          /* steps in a row with every proposal refused; tokens left to rest */
     int rest_next;             /* the next rest's length: doubles while the draft keeps failing */
     double t_draft, t_main;    /* seconds the draft spent per proposal, the main model per check (running means) */
+    double t_plain;            /* seconds per token of the main model alone (measured while the draft rests; 0: not yet) */
     double gain;               /* accepted proposals per step (running mean) */
-    float *rows, *scratch, *dlogits;
+    sp_token pending;          /* the residual drawn at the last refusal: the next step's first token (-1: none) */
+    float *rows, *work, *probs, *q, *dlogits; /* q: the draft's distribution at each proposal */
     long drafted, accepted, steps;
 };
 
@@ -69,24 +81,27 @@ static sp_status push_token(sp_specdecoder *s, sp_token t) {
 
 void sp_specdecoder_free(sp_specdecoder *s) {
     if (!s) return;
-    free(s->tokens); free(s->rows); free(s->scratch); free(s->dlogits);
+    free(s->tokens); free(s->rows); free(s->work); free(s->probs); free(s->q); free(s->dlogits);
     free(s);
 }
 
 sp_status sp_specdecoder_new(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n_prompt,
                              const sp_specdecode_params *params, sp_specdecoder **out) {
     *out = NULL;
-    const sp_specdecode_params p = params ? *params : sp_specdecode_default_params();
+    sp_specdecode_params p = params ? *params : sp_specdecode_default_params();
     if (!main_ctx || !draft_ctx || !prompt || n_prompt <= 0)
         return sp_fail(SP_ERR_ARGUMENT, "speculative decoding: needs a main context, a draft context and the prompt");
-    if (p.draft_min < 1 || p.draft_max > SP_SPECDECODE_MAX_DRAFT || p.draft_min > p.draft_max || p.draft_start < p.draft_min ||
-        p.draft_start > p.draft_max)
-        return sp_fail(SP_ERR_ARGUMENT, "speculative decoding: draft sizes must satisfy 1 <= min <= start <= max <= %d", SP_SPECDECODE_MAX_DRAFT);
+    if (p.draft_min < 1 || p.draft_max > SP_SPECDECODE_MAX_DRAFT || p.draft_min > p.draft_max)
+        return sp_fail(SP_ERR_ARGUMENT, "speculative decoding: draft sizes must satisfy 1 <= min <= max <= %d", SP_SPECDECODE_MAX_DRAFT);
+    p.draft_start = p.draft_start < p.draft_min ? p.draft_min : p.draft_start > p.draft_max ? p.draft_max : p.draft_start;
     if (draft_ctx->model == main_ctx->model)
         return sp_fail(SP_ERR_UNSUPPORTED, "speculative decoding: the draft is the main model itself (self-speculation scores with its first "
                                            "layers only; their cache cannot propose tokens): use a draft model");
     sp_status st;
     if ((st = sp_vocab_check_same(main_ctx->model, draft_ctx->model)) != SP_OK) return st;
+    if (draft_ctx->model->info.n_vocab != main_ctx->model->info.n_vocab)
+        return sp_fail(SP_ERR_UNSUPPORTED, "speculative decoding: the draft has %d output rows and the main model %d",
+                       draft_ctx->model->info.n_vocab, main_ctx->model->info.n_vocab);
     /* the draft holds the prompt, then SpecPrefill's look-ahead: keep the prompt only */
     if (sp_context_n_cached(draft_ctx) > n_prompt && (st = sp_context_truncate(draft_ctx, n_prompt)) != SP_OK) return st;
     sp_specdecoder *s = calloc(1, sizeof *s);
@@ -100,10 +115,13 @@ sp_status sp_specdecoder_new(sp_context *main_ctx, sp_context *draft_ctx, const 
     s->V = s->mm->info.n_vocab;
     s->cap = n_prompt + 256;
     s->tokens = malloc((size_t)s->cap * sizeof *s->tokens);
+    s->pending = -1;
     s->rows = malloc((size_t)(SP_SPECDECODE_MAX_DRAFT + 1) * (size_t)s->V * sizeof *s->rows);
-    s->scratch = malloc((size_t)s->V * sizeof *s->scratch);
-    s->dlogits = malloc((size_t)s->draft->model->info.n_vocab * sizeof *s->dlogits);
-    if (!s->tokens || !s->rows || !s->scratch || !s->dlogits) {
+    s->work = malloc((size_t)s->V * sizeof *s->work);
+    s->probs = malloc((size_t)s->V * sizeof *s->probs);
+    s->q = malloc((size_t)SP_SPECDECODE_MAX_DRAFT * (size_t)s->V * sizeof *s->q);
+    s->dlogits = malloc((size_t)s->V * sizeof *s->dlogits);
+    if (!s->tokens || !s->rows || !s->work || !s->probs || !s->q || !s->dlogits) {
         sp_specdecoder_free(s);
         return sp_fail(SP_ERR_MEMORY, "speculative decoding: out of memory");
     }
@@ -116,20 +134,22 @@ sp_status sp_specdecoder_new(sp_context *main_ctx, sp_context *draft_ctx, const 
     return SP_OK;
 }
 
-/* The main model's choice from a row of logits, the row itself left as it was. */
-static sp_token choose(sp_specdecoder *s, sp_sampler *smp, const float *row) {
-    memcpy(s->scratch, row, (size_t)s->V * sizeof *row);
-    return sp_sampler_sample(smp, s->scratch);
-}
-
 int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_token *out, int max_out) {
     if (!s || !smp || !logits || !out || max_out < 1) return sp_fail(SP_ERR_ARGUMENT, "speculative decoding: bad arguments");
     sp_status st;
-    const sp_token t = choose(s, smp, logits);
+    sp_token t = s->pending;
+    if (t < 0) {
+        memcpy(s->work, logits, (size_t)s->V * sizeof *logits);
+        t = sp_sampler_sample(smp, s->work);
+    }
+    s->pending = -1;
     sp_sampler_accept(smp, t);
     out[0] = t;
     if ((st = push_token(s, t)) != SP_OK) return st;
-    if (max_out == 1) return 1; /* the caller wants no more: nothing to decode */
+    if (max_out == 1) { /* the caller decodes t itself, or stops */
+        s->main_pos++;
+        return 1;
+    }
     /* γ: no more than the caller takes, nor the room left in either cache */
     int gamma = s->rest > 0 ? 0 : s->gamma;
     if (gamma > max_out - 1) gamma = max_out - 1;
@@ -152,9 +172,9 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
         if (st != SP_OK) return st;
         s->draft_n = s->n_tokens;
         for (int k = 1; k <= gamma; k++) {
-            int best = 0;
-            for (int v = 1; v < s->dm->info.n_vocab; v++) if (s->dlogits[v] > s->dlogits[best]) best = v;
-            prop[k] = best;
+            float *q = s->q + (size_t)(k - 1) * s->V;
+            sp_sampler_probs(smp, s->dlogits, s->work, q);
+            prop[k] = sp_sampler_draw(smp, q);
             if (k == gamma) break;
             int32_t dpos = s->draft_n, row = 0;
             if ((st = sp_decode(s->draft, &prop[k], &dpos, 1, &row, 1, s->dlogits)) != SP_OK) return st;
@@ -169,11 +189,20 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
     if ((st = sp_decode(s->main, prop, pos, gamma + 1, rows, gamma + 1, s->rows)) != SP_OK) return st;
     int a = 0, n_out = 1;
     while (a < gamma) {
-        const sp_token c = choose(s, smp, s->rows + (size_t)a * s->V);
-        if (c != prop[a + 1]) break;
-        sp_sampler_accept(smp, c);
-        out[n_out++] = c;
-        if ((st = push_token(s, c)) != SP_OK) return st;
+        /* p: the main model's distribution after t, d1..da (the sampler's history has them) */
+        const sp_token d = prop[a + 1];
+        const float *q = s->q + (size_t)a * s->V;
+        sp_sampler_probs(smp, s->rows + (size_t)a * s->V, s->work, s->probs);
+        if (!(sp_sampler_uniform(smp) * q[d] < s->probs[d])) {
+            /* refused: the token here comes from the residual max(0, p − q), normalised */
+            for (int v = 0; v < s->V; v++) s->probs[v] = s->probs[v] > q[v] ? s->probs[v] - q[v] : 0;
+            s->pending = sp_sampler_draw(smp, s->probs);
+            if (s->pending < 0) s->pending = d; /* p == q (rounding): nothing to correct */
+            break;
+        }
+        sp_sampler_accept(smp, d);
+        out[n_out++] = d;
+        if ((st = push_token(s, d)) != SP_OK) return st;
         a++;
     }
     /* keep what was accepted in both caches; the logits after it are the next step's */
@@ -197,10 +226,14 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
         s->gain += w * (a - s->gain);
         if (a == gamma && s->gamma < s->p.draft_max) s->gamma++;
         else if (a == 0 && s->gamma > s->p.draft_min) s->gamma--;
-        s->misses = a == 0 && s->gamma == s->p.draft_min ? s->misses + 1 : 0;
-        /* rest when the draft is refused again and again, or when what it brings (accepted tokens,
-         * each a check saved) is worth less than what it costs (its proposals) */
-        const bool not_worth = s->drafted >= 4 * SP_SPECDECODE_MAX_DRAFT && s->gain * s->t_main < s->gamma * s->t_draft;
+        s->misses = a == 0 ? s->misses + 1 : 0;
+        /* rest when the draft is refused again and again, or when a token costs more this way
+         * (proposals and a check of several rows, for 1 + gain tokens) than alone — before a rest
+         * has timed the main model alone, a check of several rows stands in for it (then: what
+         * the accepted tokens save must exceed what the proposals cost) */
+        const double alone = s->t_plain > 0 ? s->t_plain : s->t_main;
+        const bool not_worth = s->drafted >= 4 * SP_SPECDECODE_MAX_DRAFT &&
+                               s->gamma * s->t_draft + s->t_main > (1 + s->gain) * alone;
         if (s->misses >= REST_AFTER || not_worth) {
             s->rest = s->rest_next ? s->rest_next : REST_FIRST;
             s->rest_next = s->rest * 2 < REST_MOST ? s->rest * 2 : REST_MOST;
@@ -210,7 +243,10 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
             s->rest_next = 0; /* it pays again: the next rest starts short */
         }
     } else if (s->rest > 0) {
-        s->rest--;
+        const double w = s->t_plain > 0 ? 0.25 : 1.0;
+        s->t_plain += w * ((t_checked - t_drafted) - s->t_plain);
+        /* back from a rest on probation: one step with nothing accepted and it rests again, twice as long */
+        if (--s->rest == 0) s->misses = REST_AFTER - 1;
     }
     return n_out;
 }

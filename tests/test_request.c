@@ -6,7 +6,7 @@
 #include "test_util.h"
 
 static int parse(const char *body, bool chat, sp_request *r, char *err) {
-    sp_request_defaults d = {sp_sampling_default_params(), sp_specprefill_default_params()};
+    sp_request_defaults d = {sp_sampling_default_params(), sp_specprefill_default_params(), sp_specdecode_default_params()};
     d.spec.keep_mass = 0.5f; /* a server default the request leaves alone */
     return sp_request_parse(body, strlen(body), chat, &d, r, err, 256);
 }
@@ -36,6 +36,21 @@ static void accepts_what_clients_send(void **s) {
     assert_int_equal(r.spec.chunk, 16);
     assert_int_equal(r.spec.lookahead, 4);
     assert_int_equal(r.spec.pool_kernel, sp_specprefill_default_params().pool_kernel);
+    assert_int_equal(r.spec_decode_enabled, -1); /* not asked: the server decides */
+    sp_request_free(&r);
+    /* speculative decoding: an object asks for it, its fields over the server's */
+    assert_int_equal(parse("{\"prompt\":\"x\",\"speculative_decoding\":{\"draft_max\":1}}", false, &r, err), 0);
+    assert_int_equal(r.spec_decode_enabled, 1);
+    assert_int_equal(r.spec_decode.draft_max, 1);
+    assert_int_equal(r.spec_decode.draft_min, 1);
+    sp_request_free(&r);
+    assert_int_equal(parse("{\"prompt\":\"x\",\"speculative_decoding\":{\"enabled\":false,\"draft_min\":2}}", false, &r, err), 0);
+    assert_int_equal(r.spec_decode_enabled, 0);
+    assert_int_equal(r.spec_decode.draft_min, 2);
+    assert_int_equal(r.spec_decode.draft_max, sp_specdecode_default_params().draft_max);
+    sp_request_free(&r);
+    assert_int_equal(parse("{\"prompt\":\"x\",\"speculative_decoding\":true}", false, &r, err), 0);
+    assert_int_equal(r.spec_decode_enabled, 1);
     sp_request_free(&r);
     /* tool calls and results, tools and template arguments reach the template as sent; developer is system */
     assert_int_equal(parse("{\"messages\":[{\"role\":\"developer\",\"content\":\"D\"},{\"role\":\"assistant\",\"content\":null,"
@@ -70,6 +85,11 @@ static void rejects_bad_bodies(void **s) {
         {"{\"prompt\":\"x\",\"speculative_prefill\":{\"keep_rate\":2}}", false, "keep_rate"},
         {"{\"prompt\":\"x\",\"speculative_prefill\":{\"keep_rate\":0}}", false, "keep rate 0 is not in (0, 1]"},
         {"{\"prompt\":\"x\",\"speculative_prefill\":\"on\"}", false, "speculative_prefill"},
+        {"{\"prompt\":\"x\",\"speculative_decoding\":\"on\"}", false, "speculative_decoding"},
+        {"{\"prompt\":\"x\",\"speculative_decoding\":{\"draft_max\":4}}", false, "draft_max"},
+        {"{\"prompt\":\"x\",\"speculative_decoding\":{\"draft_min\":0}}", false, "draft_min"},
+        {"{\"prompt\":\"x\",\"speculative_decoding\":{\"draft_min\":3,\"draft_max\":2}}", false, "draft_min exceeds draft_max"},
+        {"{\"prompt\":\"x\",\"speculative_decoding\":{\"enabled\":1}}", false, "enabled"},
         {"{\"messages\":[]}", true, "messages"},
         {"{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", true, "role"},
         {"{\"messages\":[{\"role\":\"user\"}]}", true, "content"},

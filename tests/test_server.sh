@@ -72,6 +72,32 @@ got=$(curl -s -o /dev/null -w "%{http_code}" "$B/v1/models"); [ "$got" = 401 ] &
 got=$(curl -s -o /dev/null -w "%{http_code}" -H "Authorization: Bearer nope" "$B/v1/models"); [ "$got" = 401 ] && ok || bad "wrong key: $got"
 expect 200 metrics GET /metrics
 grep -q 'specprefill_requests_total{status="400"}' "$W/body" && grep -q "specprefill_ttft_seconds_bucket" "$W/body" && ok || bad "metrics content"
+# speculative decoding (on by default with a draft of the same tokenizer): greedy text is plain
+# decoding's; usage (OpenAI's prediction-token counts) and the specprefill object report the
+# draft's proposals; two requests at once (batched steps while both generate, speculative steps
+# for the one left alone) give the same text too; bad values are a 400
+SDQ='"prompt":"The ship Aurora","temperature":0,"ignore_eos":true'
+for sd in true false; do expect 200 "speculative decoding $sd" POST /v1/completions "{$SDQ,\"max_tokens\":24,\"speculative_decoding\":$sd}"; cp "$W/body" "$W/sd-$sd.json"; done
+curl -s -o "$W/sd-a.json" -H "$A" --data-binary "{$SDQ,\"max_tokens\":24}" "$B/v1/completions" & sda=$!
+curl -s -o "$W/sd-b.json" -H "$A" --data-binary "{$SDQ,\"max_tokens\":12}" "$B/v1/completions"; wait $sda
+python3 -c "
+import json
+on, off, a, b = (json.load(open('$W/sd-%s.json' % k)) for k in ('true', 'false', 'a', 'b'))
+text = off['choices'][0]['text']
+assert on['choices'][0]['text'] == text and a['choices'][0]['text'] == text, (on, off, a)
+assert text.startswith(b['choices'][0]['text']) and b['usage']['completion_tokens'] == 12, b
+sd = on['specprefill']['speculative_decoding']
+assert sd['enabled'] and sd['drafted_tokens'] > 0 and 0 <= sd['accepted_tokens'] <= sd['drafted_tokens'], sd
+d = on['usage']['completion_tokens_details']
+assert d['accepted_prediction_tokens'] == sd['accepted_tokens'] and d['rejected_prediction_tokens'] == sd['drafted_tokens'] - sd['accepted_tokens'], d
+sd = off['specprefill']['speculative_decoding']
+assert not sd['enabled'] and sd['drafted_tokens'] == 0 and sd['decode_steps'] == 23 and 'completion_tokens_details' not in off['usage'], off
+" 2>"$W/sd.err" && ok || bad "speculative decoding in the server: $(tail -2 "$W/sd.err")"
+expect 400 "speculative_decoding draft_max 4" POST /v1/completions '{"prompt":"x","speculative_decoding":{"draft_max":4}}'
+grep -q "draft_max" "$W/body" && ok || bad "the 400 names draft_max: $(head -c 200 "$W/body")"
+curl -s -H "$A" "$B/metrics" >"$W/metrics"
+drafted=$(awk '/^specprefill_draft_tokens_total /{print $2}' "$W/metrics")
+[ -n "$drafted" ] && [ "$drafted" -gt 0 ] && grep -q "^specprefill_draft_acceptance_ratio " "$W/metrics" && ok || bad "draft metrics: $drafted"
 # a full queue answers 503 with Retry-After: fill 2 slots + 8 queued with long generations
 fillers=()
 for i in $(seq 10); do
@@ -135,7 +161,18 @@ assert whole['choices'][0]['text'] == ' 24' and whole['choices'][0]['finish_reas
 assert streamed == ' 24', streamed
 assert not any('8' in c['choices'][0]['text'] for c in pieces if c['choices']), 'a piece showed the stop string'
 " 2>"$W/stop.err" && ok || bad "stop strings in the server: $(tail -2 "$W/stop.err")"
+  # and with speculative decoding off (on by default): the same answer
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d.update(speculative_decoding=False); print(json.dumps(d))" "$W/spec.json" >"$W/nosd.json"
+  curl -s --data-binary @"$W/nosd.json" "http://127.0.0.1:$PORT/v1/completions" >"$W/nosd-server.json"
   kill -TERM $PID; wait $PID 2>/dev/null
+  python3 -c "
+import json
+on, off = json.load(open('$W/spec-server.json')), json.load(open('$W/nosd-server.json'))
+assert on['choices'][0]['text'] == off['choices'][0]['text'], (on, off)
+sd = on['specprefill']['speculative_decoding']
+assert sd['enabled'] and sd['accepted_tokens'] > 0, sd
+print('bundled pair in the server: %d of %d drafted tokens accepted, %.2f tokens per step' % (sd['accepted_tokens'], sd['drafted_tokens'], sd['tokens_per_step']))
+" 2>"$W/nosd.err" && ok || bad "speculative decoding after speculative prefill (bundled pair): $(tail -2 "$W/nosd.err")"
   $SP generate -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" --keep 0.1 -f "$ROOT/eval/demo-prompt.txt" -n 24 --temp 0 -t 2 \
     >"$W/spec-cli.txt" 2>"$W/spec-cli.err"
   if python3 -c "
@@ -158,6 +195,10 @@ for t in "$HERE"/templates/*.jinja; do
   if start_server "$W/server-tmpl.log" -m "$W/tiny.gguf" --chat-template-file "$t" -c 2048 -t 1; then
     got=$(curl -s -o "$W/tmpl.json" -w "%{http_code}" --data-binary "$CONV" "http://127.0.0.1:$PORT/v1/chat/completions")
     if [ "$got" = 200 ] && grep -q '"chat.completion"' "$W/tmpl.json"; then served=$((served + 1)); else bad "$(basename "$t"): $got $(head -c 200 "$W/tmpl.json")"; fi
+    if [ $served -eq 1 ]; then # no draft: asking for speculative decoding is a 400 that says why
+      got=$(curl -s -o "$W/tmpl.json" -w "%{http_code}" --data-binary '{"prompt":"x","speculative_decoding":true}' "http://127.0.0.1:$PORT/v1/completions")
+      [ "$got" = 400 ] && grep -q "speculative decoding needs the server to run with --draft" "$W/tmpl.json" && ok || bad "speculative decoding without a draft: $got $(head -c 200 "$W/tmpl.json")"
+    fi
     if [ "$(basename "$t")" = google-gemma-2-2b-it.jinja ]; then
       got=$(curl -s -o "$W/tmpl.json" -w "%{http_code}" --data-binary '{"messages":[{"role":"system","content":"S"},{"role":"user","content":"Hi"}]}' \
         "http://127.0.0.1:$PORT/v1/chat/completions")

@@ -1,7 +1,9 @@
 /* Speculative decoding: with a greedy sampler the text is token for token what plain decoding
  * gives — after speculative prefill and after full prefill (the draft then reads the prompt on
  * its first step), with a draft that agrees (the bundled pair) and one that does not (random
- * weights: γ falls and the draft rests) — and its refusals. */
+ * weights: γ falls and the draft rests); sampling, the tokens are distributed as the main model's
+ * own (χ² against the distribution computed here from the main model's logits); and its refusals. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +151,150 @@ static void long_runs_agree(void **st) {
     sp_model_free(other); sp_model_free(copy); sp_model_free(m);
 }
 
+/* ---------------------------------------------------------------- sampling: the distribution */
+
+enum { CHI_TOP_K = 6, CHI_RUNS = 12000, CHI_PROMPT = 12 };
+#define CHI_TEMP 0.9f
+
+/* The sampling distribution over the top CHI_TOP_K tokens of a row, computed here from its
+ * definition (softmax of logit / T over the k best): ids and probabilities. */
+static void top_k_probs(const float *row, int V, sp_token *ids, double *probs) {
+    for (int k = 0; k < CHI_TOP_K; k++) {
+        int best = -1;
+        for (int v = 0; v < V; v++) {
+            bool taken = false;
+            for (int j = 0; j < k; j++) taken |= ids[j] == v;
+            if (!taken && (best < 0 || row[v] > row[best])) best = v;
+        }
+        ids[k] = best;
+    }
+    double sum = 0;
+    for (int k = 0; k < CHI_TOP_K; k++) sum += probs[k] = exp((double)(row[ids[k]] - row[ids[0]]) / CHI_TEMP);
+    for (int k = 0; k < CHI_TOP_K; k++) probs[k] /= sum;
+}
+
+/* The main model's next-token logits after the prompt and the given tokens (its cache cut back
+ * to the prompt first). */
+static void main_row(sp_context *ctx, int n_prompt, const sp_token *t, int n, float *row) {
+    assert_int_equal(sp_context_truncate(ctx, n_prompt), SP_OK);
+    int32_t pos[4], last = n - 1;
+    for (int i = 0; i < n; i++) pos[i] = n_prompt + i;
+    assert_int_equal(sp_decode(ctx, t, pos, n, &last, 1, row), SP_OK);
+}
+
+/* χ² of counts against expected frequencies (cells expected below 5 pooled); *df its degrees of
+ * freedom. */
+static double chi_square(const double *expected, const long *observed, int n, int *df) {
+    double chi = 0, pool_e = 0;
+    long pool_o = 0;
+    int cells = 0;
+    for (int i = 0; i < n; i++) {
+        if (expected[i] < 5) { pool_e += expected[i]; pool_o += observed[i]; continue; }
+        chi += (observed[i] - expected[i]) * (observed[i] - expected[i]) / expected[i];
+        cells++;
+    }
+    if (pool_e >= 1) { chi += (pool_o - pool_e) * (pool_o - pool_e) / pool_e; cells++; }
+    else assert_true(pool_o <= 3); /* nothing can land where the distribution puts nothing */
+    *df = cells - 1;
+    return chi;
+}
+
+/* The χ² value exceeded with probability 1e-3 (Wilson–Hilferty). */
+static double chi_critical(int df) {
+    const double z = 3.0902, a = 2.0 / (9.0 * df);
+    return df * pow(1 - a + z * sqrt(a), 3);
+}
+
+/* Many seeds, three tokens each, through the speculative decoder with a draft that agrees with
+ * the main model some of the time (its first layer, copied by the same seed): the pairs (t1, t2)
+ * and the third tokens must follow the main model's own distribution — the pair's cells from
+ * p(t1)·p(t2 | t1), the third token's from the sum over (t1, t2) of p(t1)·p(t2 | t1)·p(t3 | t1 t2). */
+static void sampled_text_has_the_main_models_distribution(void **st) {
+    (void)st;
+    char mpath[512], dpath[512];
+    make_test_model("--n-vocab 300 --n-embd 64 --n-layer 2 --n-head 2 --n-head-kv 1 --n-ff 128 --seed 21", "chi-main.gguf", mpath, sizeof mpath);
+    make_test_model("--n-vocab 300 --n-embd 64 --n-layer 1 --n-head 2 --n-head-kv 1 --n-ff 128 --seed 21", "chi-draft.gguf", dpath, sizeof dpath);
+    sp_model *m, *dm;
+    assert_int_equal(sp_model_load(mpath, &m), SP_OK);
+    assert_int_equal(sp_model_load(dpath, &dm), SP_OK);
+    const int V = sp_model_get_info(m)->n_vocab;
+    sp_token prompt[CHI_PROMPT];
+    for (int i = 0; i < CHI_PROMPT; i++) prompt[i] = 40 + 7 * i;
+    sp_context *ctx = context(m, CHI_PROMPT + 8), *dctx = context(dm, CHI_PROMPT + 8);
+    float *row = malloc(sizeof(float) * (size_t)V), *first = malloc(sizeof(float) * (size_t)V);
+    /* the exact distribution: t1, then t2 after each t1, then t3 after each (t1, t2) */
+    sp_token id1[CHI_TOP_K], id2[CHI_TOP_K][CHI_TOP_K], id3[CHI_TOP_K][CHI_TOP_K][CHI_TOP_K];
+    double p1[CHI_TOP_K], p2[CHI_TOP_K][CHI_TOP_K], p3[CHI_TOP_K][CHI_TOP_K][CHI_TOP_K];
+    double *third = calloc((size_t)V, sizeof *third);
+    int32_t pos[CHI_PROMPT], last = CHI_PROMPT - 1;
+    for (int i = 0; i < CHI_PROMPT; i++) pos[i] = i;
+    assert_int_equal(sp_decode(ctx, prompt, pos, CHI_PROMPT, &last, 1, first), SP_OK);
+    top_k_probs(first, V, id1, p1);
+    for (int a = 0; a < CHI_TOP_K; a++) {
+        main_row(ctx, CHI_PROMPT, (sp_token[]){id1[a]}, 1, row);
+        top_k_probs(row, V, id2[a], p2[a]);
+        for (int b = 0; b < CHI_TOP_K; b++) {
+            main_row(ctx, CHI_PROMPT, (sp_token[]){id1[a], id2[a][b]}, 2, row);
+            top_k_probs(row, V, id3[a][b], p3[a][b]);
+            for (int c = 0; c < CHI_TOP_K; c++) third[id3[a][b][c]] += p1[a] * p2[a][b] * p3[a][b][c];
+        }
+    }
+    /* the draft reads the prompt once; every run starts from there */
+    assert_int_equal(sp_decode(dctx, prompt, pos, CHI_PROMPT, &last, 1, row), SP_OK);
+    long pair[CHI_TOP_K * CHI_TOP_K] = {0}, *count3 = calloc((size_t)V, sizeof *count3), drafted = 0, accepted = 0, stray = 0;
+    sp_sampling_params sp = sp_sampling_default_params();
+    sp.temperature = CHI_TEMP;
+    sp.top_k = CHI_TOP_K;
+    sp.top_p = 1;
+    sp.min_p = 0;
+    sp.repeat_penalty = 1;
+    for (int run = 0; run < CHI_RUNS; run++) {
+        sp.seed = 1000 + (uint64_t)run;
+        sp_sampler *smp;
+        assert_int_equal(sp_sampler_new(&sp, V, &smp), SP_OK);
+        assert_int_equal(sp_context_truncate(ctx, CHI_PROMPT), SP_OK);
+        memcpy(row, first, sizeof(float) * (size_t)V);
+        sp_specdecoder *sd;
+        assert_int_equal(sp_specdecoder_new(ctx, dctx, prompt, CHI_PROMPT, NULL, &sd), SP_OK);
+        sp_token t[3 + SP_SPECDECODE_MAX_DRAFT];
+        int got = 0;
+        while (got < 3) {
+            const int k = sp_specdecoder_step(sd, smp, row, t + got, 3 - got);
+            assert_true(k >= 1 && got + k <= 3);
+            got += k;
+        }
+        long d, a;
+        sp_specdecoder_stats(sd, &d, &a);
+        drafted += d;
+        accepted += a;
+        sp_specdecoder_free(sd);
+        sp_sampler_free(smp);
+        int a1 = -1, b1 = -1;
+        for (int i = 0; i < CHI_TOP_K; i++) if (id1[i] == t[0]) a1 = i;
+        for (int i = 0; a1 >= 0 && i < CHI_TOP_K; i++) if (id2[a1][i] == t[1]) b1 = i;
+        if (a1 < 0 || b1 < 0) { stray++; continue; } /* outside the main model's top k: must never happen */
+        pair[a1 * CHI_TOP_K + b1]++;
+        count3[t[2]]++;
+    }
+    assert_int_equal(stray, 0);
+    double expected[CHI_TOP_K * CHI_TOP_K];
+    for (int a = 0; a < CHI_TOP_K; a++)
+        for (int b = 0; b < CHI_TOP_K; b++) expected[a * CHI_TOP_K + b] = CHI_RUNS * p1[a] * p2[a][b];
+    for (int v = 0; v < V; v++) third[v] *= CHI_RUNS;
+    int df2, df3;
+    const double chi2 = chi_square(expected, pair, CHI_TOP_K * CHI_TOP_K, &df2), chi3 = chi_square(third, count3, V, &df3);
+    printf("  %d runs: %.0f%% of %ld proposals accepted; χ² %.1f on %d df (pairs; 0.1%% critical %.1f), %.1f on %d df (third token; %.1f)\n",
+           CHI_RUNS, 100.0 * accepted / drafted, drafted, chi2, df2, chi_critical(df2), chi3, df3, chi_critical(df3));
+    /* both paths of the rule ran: proposals accepted and proposals refused (the residual) */
+    assert_true(accepted > drafted / 10 && accepted < drafted - drafted / 10);
+    assert_true(df2 >= 10 && df3 >= 10);
+    assert_true(chi2 < chi_critical(df2));
+    assert_true(chi3 < chi_critical(df3));
+    free(third); free(count3); free(row); free(first);
+    sp_context_free(ctx); sp_context_free(dctx);
+    sp_model_free(dm); sp_model_free(m);
+}
+
 static void refusals(void **st) {
     (void)st;
     sp_model *m;
@@ -178,6 +324,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(greedy_text_is_plain_decodings),
         cmocka_unit_test(long_runs_agree),
+        cmocka_unit_test(sampled_text_has_the_main_models_distribution),
         cmocka_unit_test(refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

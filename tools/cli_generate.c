@@ -73,8 +73,8 @@ int cmd_generate(int argc, char **argv) {
         CLI_SPECPREFILL_KEEP_OPTIONS(&spp),
         CLI_SPECPREFILL_SCORING_OPTIONS(&spp),
         CLI_OPT("--explain", NULL, CLI_TEXT, &explain, 0, 0, "FILE.html", "write a page showing each prompt token's importance and what was kept"),
-        CLI_SECTION_ROW("speculative decoding (greedy: the draft proposes, the main model checks; the same text, sooner)"),
-        CLI_OPT("--no-spec-decode", NULL, CLI_FLAG, &no_spec_decode, 0, 0, NULL, "decode one token at a time even with a draft", .shown_default = "on with --draft and --temp 0"),
+        CLI_SECTION_ROW("speculative decoding (the draft proposes, the main model checks: greedy, the same text; sampling, the same distribution)"),
+        CLI_OPT("--no-spec-decode", NULL, CLI_FLAG, &no_spec_decode, 0, 0, NULL, "decode one token at a time even with a draft", .shown_default = "on with --draft"),
         CLI_OPT("--spec-draft-max", NULL, CLI_INT, &sdp.draft_max, 1, SP_SPECDECODE_MAX_DRAFT, "N", "most tokens the draft proposes per step"),
         CLI_OPT("--spec-draft-min", NULL, CLI_INT, &sdp.draft_min, 1, SP_SPECDECODE_MAX_DRAFT, "N", "fewest tokens the draft proposes per step"),
         CLI_OPTIONS_END,
@@ -91,7 +91,6 @@ int cmd_generate(int argc, char **argv) {
     if (sp_specprefill_params_check(&spp) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); return 2; }
     const bool spec = !no_spec && (draft_path || self_spec);
     if (sdp.draft_min > sdp.draft_max) { fprintf(stderr, "error: --spec-draft-min exceeds --spec-draft-max\n"); return 2; }
-    sdp.draft_start = sdp.draft_start < sdp.draft_min ? sdp.draft_min : sdp.draft_start > sdp.draft_max ? sdp.draft_max : sdp.draft_start;
     if (explain && !spec) { fprintf(stderr, "error: --explain needs speculative prefill (--draft or --self-spec)\n"); return 2; }
     if (sp_set_threads((int)threads) != SP_OK) return fail_status("threads");
     const char *tmpl_source;
@@ -134,8 +133,8 @@ int cmd_generate(int argc, char **argv) {
     if (draft_path && !self_spec && sp_model_load(draft_path, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
     if (dm && !spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
     const bool other_vocab = dm && spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK;
-    /* speculative decoding: a draft of the same tokenizer, greedy */
-    const bool spec_decode = dm && !other_vocab && !no_spec_decode && sp.temperature == 0;
+    /* speculative decoding: a draft of the same tokenizer */
+    const bool spec_decode = dm && !other_vocab && !no_spec_decode;
     if (spec || spec_decode) {
         sp_context_params dp = sp_context_default_params();
         dp.n_ctx = spc_draft_ctx_size(other_vocab ? (int)strlen(pr.text) : pr.n, &spp, other_vocab) +

@@ -16,6 +16,8 @@ int cmd_serve(int argc, char **argv) {
     c.spec = sp_specprefill_default_params();
     c.sampling = sp_sampling_default_params();
     c.spec_default = true;
+    c.spec_decode_default = true;
+    c.spec_decode = sp_specdecode_default_params();
     int max_body = 8 << 20;
     const char *tmpl = NULL, *tmpl_file = NULL;
     const cli_option options[] = {
@@ -38,6 +40,11 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT("--no-spec-default", NULL, CLI_UNFLAG, &c.spec_default, 0, 0, NULL, "only requests that ask get speculative prefill"),
         CLI_SPECPREFILL_KEEP_OPTIONS(&c.spec),
         CLI_SPECPREFILL_SCORING_OPTIONS(&c.spec),
+        CLI_SECTION_ROW("speculative decoding (defaults; a request's \"speculative_decoding\" overrides them)"),
+        CLI_OPT("--no-spec-decode", NULL, CLI_UNFLAG, &c.spec_decode_default, 0, 0, NULL, "only requests that ask get speculative decoding",
+                .shown_default = "on with --draft"),
+        CLI_OPT("--spec-draft-max", NULL, CLI_INT, &c.spec_decode.draft_max, 1, SP_SPECDECODE_MAX_DRAFT, "N", "most tokens the draft proposes per step"),
+        CLI_OPT("--spec-draft-min", NULL, CLI_INT, &c.spec_decode.draft_min, 1, SP_SPECDECODE_MAX_DRAFT, "N", "fewest tokens the draft proposes per step"),
         CLI_OPTIONS_END,
     };
     const cli_command cmd = {"serve -m MODEL.gguf [options]",
@@ -51,6 +58,7 @@ int cmd_serve(int argc, char **argv) {
     const int tc = cli_chat_template(tmpl, tmpl_file, &c.chat_template, &tmpl_owned);
     if (tc >= 0) return tc;
     if (sp_specprefill_params_check(&c.spec) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); return 2; }
+    if (c.spec_decode.draft_min > c.spec_decode.draft_max) { fprintf(stderr, "error: --spec-draft-min exceeds --spec-draft-max\n"); return 2; }
     if (c.ctx_size == 0) {
         sp_model *m;
         if (sp_model_load(c.model_path, &m) != SP_OK) return fail_status("loading model");

@@ -15,6 +15,7 @@ static struct {
     double ttft_sum, latency_sum;
     unsigned long ttft_n, latency_n;
     unsigned long prompt_tokens, kept_tokens, generated_tokens;
+    unsigned long drafted_tokens, accepted_tokens, decode_steps;
     double prefill_seconds, decode_seconds;
 } M = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -47,6 +48,9 @@ void sp_srv_record_job(const job *j, const job_result *r, bool failed) {
     M.prompt_tokens += (unsigned long)j->prompt.n;
     M.kept_tokens += (unsigned long)r->kept;
     M.generated_tokens += (unsigned long)r->completion_tokens;
+    M.drafted_tokens += (unsigned long)r->drafted;
+    M.accepted_tokens += (unsigned long)r->accepted;
+    M.decode_steps += (unsigned long)r->decode_steps;
     M.prefill_seconds += r->prefill;
     M.decode_seconds += r->decode;
     pthread_mutex_unlock(&M.mu);
@@ -80,6 +84,15 @@ char *sp_srv_metrics_text(void) {
     fprintf(f, "# TYPE specprefill_prompt_tokens_total counter\nspecprefill_prompt_tokens_total %lu\n", M.prompt_tokens);
     fprintf(f, "# TYPE specprefill_kept_tokens_total counter\nspecprefill_kept_tokens_total %lu\n", M.kept_tokens);
     fprintf(f, "# TYPE specprefill_generated_tokens_total counter\nspecprefill_generated_tokens_total %lu\n", M.generated_tokens);
+    fprintf(f, "# HELP specprefill_draft_tokens_total Tokens the draft proposed in speculative decoding.\n"
+               "# TYPE specprefill_draft_tokens_total counter\nspecprefill_draft_tokens_total %lu\n", M.drafted_tokens);
+    fprintf(f, "# HELP specprefill_draft_accepted_tokens_total Of them, those the main model accepted.\n"
+               "# TYPE specprefill_draft_accepted_tokens_total counter\nspecprefill_draft_accepted_tokens_total %lu\n", M.accepted_tokens);
+    fprintf(f, "# HELP specprefill_draft_acceptance_ratio Accepted / proposed draft tokens, over all requests.\n"
+               "# TYPE specprefill_draft_acceptance_ratio gauge\nspecprefill_draft_acceptance_ratio %.4f\n",
+            M.drafted_tokens ? (double)M.accepted_tokens / M.drafted_tokens : 0);
+    fprintf(f, "# HELP specprefill_decode_steps_total Forward passes of the main model while generating (generated / steps = tokens per pass).\n"
+               "# TYPE specprefill_decode_steps_total counter\nspecprefill_decode_steps_total %lu\n", M.decode_steps);
     fprintf(f, "# TYPE specprefill_prefill_seconds_total counter\nspecprefill_prefill_seconds_total %.6f\n", M.prefill_seconds);
     fprintf(f, "# TYPE specprefill_decode_seconds_total counter\nspecprefill_decode_seconds_total %.6f\n", M.decode_seconds);
     fprintf(f, "# HELP specprefill_prefill_tokens_per_second Prompt tokens per second of prefill, over all requests.\n"

@@ -46,6 +46,11 @@ void sp_srv_add_usage(cJSON *o, const job *j, const job_result *r) {
     cJSON_AddNumberToObject(u, "prompt_tokens", j->prompt.n);
     cJSON_AddNumberToObject(u, "completion_tokens", r->completion_tokens);
     cJSON_AddNumberToObject(u, "total_tokens", j->prompt.n + r->completion_tokens);
+    if (j->spec_decode) { /* OpenAI's names for tokens of a prediction that the completion took or not */
+        cJSON *d = cJSON_AddObjectToObject(u, "completion_tokens_details");
+        cJSON_AddNumberToObject(d, "accepted_prediction_tokens", (double)r->accepted);
+        cJSON_AddNumberToObject(d, "rejected_prediction_tokens", (double)(r->drafted - r->accepted));
+    }
     cJSON *x = cJSON_AddObjectToObject(o, "specprefill");
     cJSON_AddBoolToObject(x, "enabled", j->spec);
     cJSON_AddNumberToObject(x, "prompt_tokens", j->prompt.n);
@@ -54,6 +59,13 @@ void sp_srv_add_usage(cJSON *o, const job *j, const job_result *r) {
     cJSON_AddNumberToObject(x, "prefill_ms", round(r->prefill * 1e4) / 10);
     cJSON_AddNumberToObject(x, "decode_ms", round(r->decode * 1e4) / 10);
     cJSON_AddNumberToObject(x, "total_ms", round(r->total * 1e4) / 10);
+    cJSON *d = cJSON_AddObjectToObject(x, "speculative_decoding");
+    cJSON_AddBoolToObject(d, "enabled", j->spec_decode);
+    cJSON_AddNumberToObject(d, "drafted_tokens", (double)r->drafted);
+    cJSON_AddNumberToObject(d, "accepted_tokens", (double)r->accepted);
+    cJSON_AddNumberToObject(d, "decode_steps", r->decode_steps);
+    /* tokens per forward pass of the main model: the speed-up in passes (1 without speculation) */
+    cJSON_AddNumberToObject(d, "tokens_per_step", r->decode_steps ? round(1000.0 * r->completion_tokens / r->decode_steps) / 1000 : 0);
 }
 
 void sp_srv_stream_text(job *j, const char *text, size_t n, bool first) {

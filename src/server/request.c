@@ -164,6 +164,27 @@ static int parse(const cJSON *root, bool chat, sp_request *r, char *err, size_t 
             if (sp_specprefill_params_check(&r->spec) != SP_OK) return bad(err, es, "'speculative_prefill': %s", sp_last_error());
         }
     }
+    const cJSON *sd = cJSON_GetObjectItemCaseSensitive(root, "speculative_decoding");
+    r->spec_decode_enabled = -1;
+    if (sd && !cJSON_IsNull(sd)) {
+        if (cJSON_IsBool(sd)) {
+            r->spec_decode_enabled = cJSON_IsTrue(sd);
+        } else {
+            if (!cJSON_IsObject(sd)) return bad(err, es, "'%s' must be an object or a boolean", "speculative_decoding");
+            bool en = true;
+            const cJSON *e = cJSON_GetObjectItemCaseSensitive(sd, "enabled");
+            if ((rc = boolean(sd, "enabled", &en, err, es))) return rc;
+            r->spec_decode_enabled = e && !cJSON_IsNull(e) ? en : 1; /* an object asks for it */
+            v = r->spec_decode.draft_max;
+            if ((rc = number(sd, "draft_max", 1, SP_SPECDECODE_MAX_DRAFT, &v, err, es))) return rc;
+            r->spec_decode.draft_max = (int)v;
+            v = r->spec_decode.draft_min;
+            if ((rc = number(sd, "draft_min", 1, SP_SPECDECODE_MAX_DRAFT, &v, err, es))) return rc;
+            r->spec_decode.draft_min = (int)v;
+            if (r->spec_decode.draft_min > r->spec_decode.draft_max)
+                return bad(err, es, "'speculative_decoding': draft_min exceeds draft_max%s", "");
+        }
+    }
     return 0;
 }
 
@@ -174,6 +195,7 @@ int sp_request_parse(const char *body, size_t len, bool chat, const sp_request_d
     out->max_tokens = -1;
     out->sampling = defaults->sampling;
     out->spec = defaults->spec;
+    out->spec_decode = defaults->spec_decode;
     cJSON *root = cJSON_ParseWithLength(body, len);
     if (!root) {
         snprintf(err, err_size, "the body is not valid JSON");

@@ -25,6 +25,8 @@ typedef struct {
     bool ignore_eos;                /* llama.cpp extension: generate through end-of-generation tokens */
     int spec_enabled;               /* speculative prefill: -1 the server's default, 0 off, 1 on */
     sp_specprefill_params spec;     /* the server's parameters with the request's fields on top, checked */
+    int spec_decode_enabled;        /* speculative decoding: -1 the server's default, 0 off, 1 on */
+    sp_specdecode_params spec_decode; /* the server's parameters with the request's on top, checked */
     void *json;                     /* the parsed document */
 } sp_request;
 
@@ -32,6 +34,7 @@ typedef struct {
 typedef struct {
     sp_sampling_params sampling;
     sp_specprefill_params spec;
+    sp_specdecode_params spec_decode;
 } sp_request_defaults;
 
 /* Parses and validates a body: the result holds every parameter ready to use (the defaults

@@ -1,7 +1,9 @@
 /* The scheduler: a bounded queue of jobs in front of N slots. Each slot owns a main context (and
  * a draft context with --draft/--self-spec) and a thread; it takes the next job, prefills its
  * prompt on its own (spc_prefill: speculative or full), then generates — its decode steps joined
- * with every other generating slot's into one batched forward pass (decode_batch.c). */
+ * with every other generating slot's into one batched forward pass (decode_batch.c), or, when it
+ * generates alone and the request speculates, steps of its own where the draft proposes several
+ * tokens and the main model checks them in one pass (sp_specdecoder). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -20,6 +22,7 @@ static struct {
     int q_head, q_len, q_cap;
     int busy;
     bool stopping;
+    atomic_int generating;        /* slots past their prefill */
     slot *slots;
     int started;
 } Q = {.mu = PTHREAD_MUTEX_INITIALIZER, .queue_cv = PTHREAD_COND_INITIALIZER};
@@ -41,28 +44,60 @@ static void run_job(slot *sl, job *j) {
         r.kept = st.n_kept;
         t_first = sp_srv_now();
     }
-    bool first_chunk = true;
+    /* speculative decoding: the draft (whose cache holds the prompt after a speculative prefill;
+     * after a full one it reads it on the first step) proposes, the main model checks */
+    sp_specdecoder *sd = NULL;
+    if (!failed && j->spec_decode) {
+        if (!j->spec) sp_context_reset(sl->dctx); /* it holds an earlier request's tokens */
+        failed = sp_specdecoder_new(sl->ctx, sl->dctx, j->prompt.ids, j->prompt.n, &j->req.spec_decode, &sd) != SP_OK;
+    }
+    bool first_chunk = true, member = false;
+    atomic_fetch_add(&Q.generating, 1);
     size_t len;
     const char *piece;
-    decode_batch_join(sp_srv.decoding);
-    for (int n = 0; !failed && n < j->max_tokens; n++) {
+    for (int n = 0; !failed && n < j->max_tokens;) {
         if (sp_srv_job_cancelled(j) || Q.stopping) { finish = "cancelled"; break; }
-        sp_token t = sp_sampler_sample(smp, logits);
-        if (sp_token_is_eog(sp_srv.model, t) && !j->req.ignore_eos) { finish = "stop"; break; }
-        sp_sampler_accept(smp, t);
-        r.completion_tokens++;
-        if (spc_text_add(&text, t) != SP_OK) { failed = true; break; }
-        /* stream what can no longer become a stop string */
-        if (j->req.stream && (piece = spc_text_piece(&text, false, &len), len)) {
-            sp_srv_stream_text(j, piece, len, first_chunk);
-            first_chunk = false;
+        /* the next tokens. Alone, a speculating slot takes its own steps (proposals checked in one
+         * pass); while other slots generate, a step per token batched with theirs serves the
+         * machine better: the batch already fills the pass that speculation would fill */
+        const bool speculate = sd && atomic_load(&Q.generating) == 1;
+        if (member == speculate) {
+            if (speculate) decode_batch_leave(sp_srv.decoding);
+            else decode_batch_join(sp_srv.decoding);
+            member = !speculate;
         }
-        if (text.stopped) { finish = "stop"; break; }
-        if (n + 1 == j->max_tokens) break;
-        int32_t p = j->prompt.n + n;
-        if (decode_batch_step(sp_srv.decoding, sl->ctx, t, p, logits) != SP_OK) failed = true;
+        sp_token toks[SP_SPECDECODE_MAX_DRAFT + 1];
+        int k = 1;
+        if (sd) {
+            const int most = speculate ? j->max_tokens - n : 1; /* with 1 the step only picks the token */
+            if ((k = sp_specdecoder_step(sd, smp, logits, toks, most)) < 0) { failed = true; break; }
+            if (most > 1) r.decode_steps++;
+        } else {
+            toks[0] = sp_sampler_sample(smp, logits);
+            sp_sampler_accept(smp, toks[0]);
+        }
+        bool end = false;
+        for (int i = 0; i < k && !end; i++) {
+            if (sp_token_is_eog(sp_srv.model, toks[i]) && !j->req.ignore_eos) { finish = "stop"; end = true; break; }
+            n++;
+            r.completion_tokens++;
+            if (spc_text_add(&text, toks[i]) != SP_OK) { failed = true; break; }
+            /* stream what can no longer become a stop string */
+            if (j->req.stream && (piece = spc_text_piece(&text, false, &len), len)) {
+                sp_srv_stream_text(j, piece, len, first_chunk);
+                first_chunk = false;
+            }
+            if (text.stopped) { finish = "stop"; end = true; }
+        }
+        if (failed || end || n == j->max_tokens) break;
+        if (speculate) continue; /* the step decoded what it accepted */
+        r.decode_steps++;
+        if (decode_batch_step(sp_srv.decoding, sl->ctx, toks[0], j->prompt.n + n - 1, logits) != SP_OK) failed = true;
     }
-    decode_batch_leave(sp_srv.decoding);
+    if (member) decode_batch_leave(sp_srv.decoding);
+    atomic_fetch_sub(&Q.generating, 1);
+    sp_specdecoder_stats(sd, &r.drafted, &r.accepted);
+    sp_specdecoder_free(sd);
     if (!failed && spc_text_add(&text, -1) != SP_OK) failed = true; /* an unfinished character */
     double t_end = sp_srv_now();
     r.ttft = t_first - j->t_arrival;
@@ -77,9 +112,9 @@ static void run_job(slot *sl, job *j) {
     sp_srv_finish_response(j, text.text, finish, &r, first_chunk);
     sp_srv_job_finish(j);
     sp_srv_record_job(j, &r, failed);
-    fprintf(stderr, "%s %s %d prompt=%d kept=%d gen=%d ttft=%.0fms total=%.0fms finish=%s slot=%d\n",
+    fprintf(stderr, "%s %s %d prompt=%d kept=%d gen=%d drafted=%ld accepted=%ld ttft=%.0fms total=%.0fms finish=%s slot=%d\n",
             j->req.chat ? "/v1/chat/completions" : "/v1/completions", j->req.stream ? "stream" : "json", failed ? 500 : 200,
-            j->prompt.n, r.kept, r.completion_tokens, r.ttft * 1e3, r.total * 1e3, finish, sl->index);
+            j->prompt.n, r.kept, r.completion_tokens, r.drafted, r.accepted, r.ttft * 1e3, r.total * 1e3, finish, sl->index);
     spc_text_free(&text);
     free(logits);
     sp_sampler_free(smp);

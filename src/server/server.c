@@ -141,7 +141,7 @@ static enum MHD_Result completion(struct MHD_Connection *c, const char *url, con
     job *j = sp_srv_job_new();
     if (!j) return send_error(c, url, 500, "server_error", "out of memory");
     char err[256];
-    const sp_request_defaults defaults = {sp_srv.cfg->sampling, sp_srv.cfg->spec};
+    const sp_request_defaults defaults = {sp_srv.cfg->sampling, sp_srv.cfg->spec, sp_srv.cfg->spec_decode};
     if (sp_request_parse(cs->body ? cs->body : "", cs->len, chat, &defaults, &j->req, err, sizeof err) != 0) {
         sp_srv_job_release(j);
         return send_error(c, url, 400, "invalid_request_error", err);
@@ -169,6 +169,11 @@ static enum MHD_Result completion(struct MHD_Connection *c, const char *url, con
         return send_error(c, url, 400, "invalid_request_error", "speculative prefill needs the server to run with --draft or --self-spec");
     }
     j->spec_params = j->req.spec;
+    j->spec_decode = sp_srv.can_spec_decode && (j->req.spec_decode_enabled == 1 || (j->req.spec_decode_enabled == -1 && sp_srv.cfg->spec_decode_default));
+    if (j->req.spec_decode_enabled == 1 && !sp_srv.can_spec_decode) {
+        sp_srv_job_release(j);
+        return send_error(c, url, 400, "invalid_request_error", "speculative decoding needs the server to run with --draft (a draft of the main model's tokenizer)");
+    }
     static atomic_ulong counter;
     snprintf(j->id, sizeof j->id, "%s-%lu", chat ? "chatcmpl" : "cmpl", (unsigned long)atomic_fetch_add(&counter, 1) + 1);
     j->created = (long)time(NULL);
@@ -274,6 +279,8 @@ int sp_server_run(const sp_server_config *cfg) {
     if (cfg->draft_path) {
         if (sp_model_load(cfg->draft_path, &sp_srv.draft) != SP_OK) { fprintf(stderr, "error: loading draft: %s\n", sp_last_error()); goto done; }
         if (!cfg->spec.any_vocab && sp_vocab_check_same(sp_srv.model, sp_srv.draft) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); goto done; }
+        sp_srv.can_spec_decode = sp_vocab_check_same(sp_srv.model, sp_srv.draft) == SP_OK &&
+                                 sp_model_get_info(sp_srv.draft)->n_vocab == sp_model_get_info(sp_srv.model)->n_vocab;
     }
     const char *slash = strrchr(cfg->model_path, '/');
     sp_srv.model_id = cfg->model_name ? cfg->model_name : slash ? slash + 1 : cfg->model_path;
@@ -303,7 +310,8 @@ int sp_server_run(const sp_server_config *cfg) {
     sigaction(SIGTERM, &sa, NULL);
     fprintf(stderr, "listening on http://%s:%d (model %s, %d slots of %d tokens, queue %d%s)\n", cfg->host, cfg->port, sp_srv.model_id,
             cfg->parallel, cfg->ctx_size, cfg->queue,
-            sp_srv.draft ? ", speculative prefill with a draft" : cfg->self_spec ? ", self-speculation" : "");
+            sp_srv.can_spec_decode ? ", speculative prefill and decoding with a draft" : sp_srv.draft ? ", speculative prefill with a draft"
+            : cfg->self_spec ? ", self-speculation" : "");
     while (!sp_srv.stop_signal) usleep(100 * 1000);
     fprintf(stderr, "shutting down\n");
     rc = 0;

@@ -28,6 +28,7 @@ typedef struct job {
     int max_tokens;
     bool spec;
     sp_specprefill_params spec_params;
+    bool spec_decode;             /* the draft proposes, the main model checks */
     char id[40];
     long created;
     double t_arrival;
@@ -55,6 +56,8 @@ void sp_srv_job_finish(job *j);
 /* What a finished job measured. */
 typedef struct {
     int completion_tokens, kept;
+    long drafted, accepted;       /* speculative decoding: the draft's proposals, those the main model took */
+    int decode_steps;             /* the main model's forward passes while generating */
     double ttft, total, prefill, decode;
 } job_result;
 
@@ -101,6 +104,7 @@ void sp_srv_scheduler_stop(void);
 typedef struct {
     const sp_server_config *cfg;
     sp_model *model, *draft;
+    bool can_spec_decode;         /* a draft of the main model's tokenizer is loaded */
     const char *model_id;
     decode_batch *decoding;       /* the generating slots' steps */
     volatile sig_atomic_t stop_signal;

@@ -1,7 +1,7 @@
 """Load test, loopback only, bounded in count and time: N requests from C concurrent clients, a mix
 of plain, streamed, abandoned and malformed requests. Every request must get the right answer (a
-503 is not an answer: C stays within the server's slots + queue), the server must stay up, and its
-memory must return near the idle level. Usage: python load.py BASE_URL API_KEY SERVER_PID [N=200] [C=8]"""
+503 is not an answer: C stays within the server's slots + queue; a plain answer reports its
+speculative decoding), the server must stay up, and its memory must return near the idle level. Usage: python load.py BASE_URL API_KEY SERVER_PID [N=200] [C=8]"""
 import asyncio
 import json
 import os
@@ -17,6 +17,7 @@ C = int(sys.argv[5]) if len(sys.argv) > 5 else 8
 headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
 deadline = time.monotonic() + 240
 counts = dict(ok=0, stream_ok=0, aborted=0, rejected=0, busy=0, wrong=0)
+drafts = dict(drafted=0, accepted=0)  # speculative decoding, as the plain answers report it
 latencies = []
 
 
@@ -47,7 +48,11 @@ async def one(http, i):
                 return
             if kind == "plain":
                 j = json.loads(await r.aread())
-                counts["ok" if j.get("choices") and j.get("usage") else "wrong"] += 1
+                sd = j.get("specprefill", {}).get("speculative_decoding", {})
+                good = j.get("choices") and j.get("usage") and 0 <= sd.get("accepted_tokens", -1) <= sd.get("drafted_tokens", -1)
+                counts["ok" if good else "wrong"] += 1
+                drafts["drafted"] += sd.get("drafted_tokens", 0)
+                drafts["accepted"] += sd.get("accepted_tokens", 0)
             elif kind == "stream":
                 text = (await r.aread()).decode()
                 counts["stream_ok" if text.rstrip().endswith("data: [DONE]") else "wrong"] += 1
@@ -89,7 +94,7 @@ async def main():
         after = rss_mb()
     latencies.sort()
     p = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))])
-    print(json.dumps(dict(requests=nxt, concurrency=C, seconds=round(secs, 2), **counts, p50_ms=p(0.5), p95_ms=p(0.95),
+    print(json.dumps(dict(requests=nxt, concurrency=C, seconds=round(secs, 2), **counts, p50_ms=p(0.5), p95_ms=p(0.95), **drafts,
                           rss_idle_mb=round(idle, 1), rss_after_mb=round(after, 1), health=health)))
     answered = counts["ok"] + counts["stream_ok"] + counts["aborted"] + counts["rejected"]
     # growth allowed over the load (MB): 64, or RSS_SLACK_MB (the sanitizer build: ASan's
