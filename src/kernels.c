@@ -595,6 +595,14 @@ void sp_silu_mul(float *gate, const float *up, int64_t n) {
  * the heads that share that KV head (GQA) run together against each tile of keys. Per key tile:
  * convert K and V to f32 once, then the scores key-major, an online softmax (running max and
  * sum per row) and P·V (see attention_task). Memory is O(tile), never O(tokens²).
+ *
+ * Decode (at most DECODE_MAX_TOKENS query tokens) is split the other way (flash-decoding): the
+ * few rows leave nothing to share out but the keys, so one task = one KV head × one chunk of
+ * KEY_CHUNK keys, each leaving a partial (running max, sum, unnormalised output) per row, which
+ * are then merged in chunk order. The chunks are fixed (multiples of KEY_CHUNK from key 0) and a
+ * row's scores are dot products of its own (not a matrix product padded to 16 rows), so a row
+ * comes out bit for bit the same whether it is decoded alone or among a few (speculative
+ * decoding's check, a server's batched step).
  */
 #define Q_ROWS 64   /* query rows (tokens × the heads sharing a KV head) per task */
 #define K_TILE 64   /* keys per step */
@@ -667,7 +675,131 @@ static void attention_task(void *arg, int task, int n_tasks) {
     }
 }
 
+#define KEY_CHUNK 256 /* keys per decode task */
+
+typedef struct {
+    const sp_attention_args *a;
+    int rows, n_chunks;       /* query rows per KV head (tokens × group); key chunks */
+    float *part;              /* [kv head][chunk][row]: hd sums, then max and sum of exponentials */
+} attention_decode_job;
+
+/* The largest of x[0..n) and init. Eight running maxima: one would wait on each comparison in
+ * turn (a max has no rounding, so the order does not change the result). */
+static float max_of(const float *x, int n, float init) {
+    float mx[8] = {init, init, init, init, init, init, init, init};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int u = 0; u < 8; u++) mx[u] = x[i + u] > mx[u] ? x[i + u] : mx[u];
+    for (; i < n; i++) mx[0] = x[i] > mx[0] ? x[i] : mx[0];
+    for (int u = 1; u < 8; u++) mx[0] = mx[u] > mx[0] ? mx[u] : mx[0];
+    return mx[0];
+}
+
+/* One KV head × one key chunk for the few decode rows, row-major (the keys are what the vectors
+ * run along): per tile, K transposed, S = Q·Kᵀ, then per row an online softmax over the keys it
+ * sees and acc += P·V. Every per-row step depends only on that row and on the tile's keys it sees
+ * (a row sees the same keys of a tile whoever else is in the batch), never on the other rows or
+ * on how many keys the tile holds past the row's own. */
+static void attention_decode_task(void *arg, int task, int n_tasks) {
+    (void)n_tasks;
+    const attention_decode_job *j = arg;
+    const sp_attention_args *a = j->a;
+    const sp_isa_kernels *k = sp_kernels();
+    const int kvh = task / j->n_chunks, chunk = task % j->n_chunks;
+    const int hd = a->head_dim, group = a->n_head / a->n_head_kv, rows = j->rows;
+    const int64_t q_dim = (int64_t)a->n_head * hd, kv_dim = (int64_t)a->n_head_kv * hd;
+    const int c_begin = chunk * KEY_CHUNK;
+    float *part = j->part + ((int64_t)kvh * j->n_chunks + chunk) * rows * (hd + 2);
+
+    const size_t need = (size_t)rows * hd * 2 + (size_t)rows * K_TILE + (size_t)K_TILE * hd * 3 + (size_t)rows * 2;
+    float *buf = scratch_get(need);
+    if (!buf) { /* allocation failure: this chunk counts as unseen */
+        for (int r = 0; r < rows; r++) { part[(int64_t)r * (hd + 2) + hd] = -INFINITY; part[(int64_t)r * (hd + 2) + hd + 1] = 0; }
+        return;
+    }
+    float *Q = buf, *acc = Q + (size_t)rows * hd, *S = acc + (size_t)rows * hd;
+    float *K = S + (size_t)rows * K_TILE, *Kt = K + (size_t)K_TILE * hd, *V = Kt + (size_t)K_TILE * hd;
+    float *m = V + (size_t)K_TILE * hd, *l = m + rows;
+
+    /* row r = (token r / group, head kvh*group + r % group), pre-scaled by 1/sqrt(d) */
+    int c_end = c_begin;
+    for (int r = 0; r < rows; r++) {
+        const int t = r / group, h = kvh * group + r % group;
+        const float *src = a->q + (int64_t)t * q_dim + (int64_t)h * hd;
+        for (int d = 0; d < hd; d++) Q[(int64_t)r * hd + d] = src[d] * a->scale;
+        const int vis = a->n_visible[t] < c_begin + KEY_CHUNK ? a->n_visible[t] : c_begin + KEY_CHUNK;
+        if (vis > c_end) c_end = vis;
+        m[r] = -INFINITY;
+        l[r] = 0;
+    }
+    memset(acc, 0, (size_t)rows * hd * sizeof *acc);
+    for (int c0 = c_begin; c0 < c_end; c0 += K_TILE) {
+        const int nk = c_end - c0 < K_TILE ? c_end - c0 : K_TILE;
+        load_rows(a->k_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, K, k);
+        load_rows(a->v_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, V, k);
+        k->transpose32(K, hd, nk, hd, Kt, nk);                           /* Kt[d][c] */
+        k->gemm_nn(Q, hd, 1, Kt, nk, S, nk, rows, nk, hd, false);       /* S[r][c] = q_r · k_c */
+        for (int r = 0; r < rows; r++) {
+            float *sr = S + (int64_t)r * nk;
+            const int live = a->n_visible[r / group] - c0 < nk ? a->n_visible[r / group] - c0 : nk; /* keys of this tile the row sees */
+            if (live <= 0) { memset(sr, 0, (size_t)nk * sizeof *sr); continue; }
+            const float mx = max_of(sr, live, m[r]);
+            const float corr = m[r] == -INFINITY ? 1.0f : expf(m[r] - mx);
+            l[r] = l[r] * corr + k->exp_shifted(sr, live, mx);
+            memset(sr + live, 0, (size_t)(nk - live) * sizeof *sr);
+            m[r] = mx;
+            if (corr != 1.0f)
+                for (int d = 0; d < hd; d++) acc[(int64_t)r * hd + d] *= corr;
+        }
+        k->gemm_nn(S, nk, 1, V, hd, acc, hd, rows, hd, nk, true);       /* acc[r] += sum_c p_rc · v_c */
+    }
+    for (int r = 0; r < rows; r++) {
+        float *p = part + (int64_t)r * (hd + 2);
+        memcpy(p, acc + (int64_t)r * hd, (size_t)hd * sizeof *p);
+        p[hd] = m[r];
+        p[hd + 1] = l[r];
+    }
+}
+
+/* The decode form: partials per (KV head, key chunk, row), merged in chunk order. */
+static bool attention_decode(const sp_attention_args *a) {
+    const int group = a->n_head / a->n_head_kv, rows = a->n_q * group, hd = a->head_dim;
+    int max_visible = 0;
+    for (int t = 0; t < a->n_q; t++) if (a->n_visible[t] > max_visible) max_visible = a->n_visible[t];
+    attention_decode_job j = {a, rows, (max_visible + KEY_CHUNK - 1) / KEY_CHUNK, NULL};
+    if (j.n_chunks == 0) j.n_chunks = 1;
+    j.part = malloc((size_t)a->n_head_kv * j.n_chunks * rows * (hd + 2) * sizeof *j.part);
+    if (!j.part) return false;
+    sp_parallel_for(a->n_head_kv * j.n_chunks, attention_decode_task, &j);
+    const int64_t q_dim = (int64_t)a->n_head * hd;
+    for (int kvh = 0; kvh < a->n_head_kv; kvh++)
+        for (int r = 0; r < rows; r++) {
+            const int t = r / group, h = kvh * group + r % group;
+            const int n_chunks = (a->n_visible[t] + KEY_CHUNK - 1) / KEY_CHUNK; /* the chunks this row sees */
+            float *p0 = j.part + ((int64_t)kvh * j.n_chunks * rows + r) * (hd + 2);
+            const int64_t step = (int64_t)rows * (hd + 2);
+            float mx = -INFINITY, l = 0;
+            for (int c = 0; c < n_chunks; c++) if (p0[c * step + hd] > mx) mx = p0[c * step + hd];
+            float *dst = a->out + (int64_t)t * q_dim + (int64_t)h * hd;
+            if (mx == -INFINITY) { memset(dst, 0, (size_t)hd * sizeof *dst); continue; }
+            for (int c = 0; c < n_chunks; c++) { /* each chunk's weight exp(m_c - max) replaces its max */
+                float *pc = p0 + c * step;
+                pc[hd] = expf(pc[hd] - mx);
+                l += pc[hd + 1] * pc[hd];
+            }
+            const float inv = l > 0 ? 1.0f / l : 0;
+            for (int d = 0; d < hd; d++) {
+                float sum = 0;
+                for (int c = 0; c < n_chunks; c++) sum += p0[c * step + d] * p0[c * step + hd];
+                dst[d] = sum * inv;
+            }
+        }
+    free(j.part);
+    return true;
+}
+
 void sp_attention(const sp_attention_args *a) {
+    if (a->n_q <= DECODE_MAX_TOKENS && attention_decode(a)) return;
     const int group = a->n_head / a->n_head_kv, q_tile = Q_ROWS / group > 0 ? Q_ROWS / group : 1;
     attention_job j = {a, (a->n_q + q_tile - 1) / q_tile, q_tile};
     sp_parallel_for(a->n_head_kv * j.n_q_tiles, attention_task, &j);

@@ -56,6 +56,47 @@ static void logit_rows_and_batching(void **st) {
     sp_model_free(m);
 }
 
+/* Decoding at a long context (the decode attention splits the keys into chunks of 256 across
+ * tasks and merges them): one token at a time agrees with the prefill's logits, and a few tokens
+ * decoded together — rows on both sides of a chunk boundary — give each row bit for bit what it
+ * gets decoded alone (speculative decoding's check and a server's batch rely on it). */
+static void decode_at_long_context(void **st) {
+    (void)st;
+    sp_model *m = load_test_model("llama-f16");
+    const int V = sp_model_get_info(m)->n_vocab, n = 780;
+    sp_token *tok = malloc(sizeof *tok * (size_t)n);
+    int32_t *pos = malloc(sizeof *pos * (size_t)n), *all = malloc(sizeof *all * (size_t)n);
+    for (int i = 0; i < n; i++) { tok[i] = (i * 37 + 11) % 1000; pos[i] = i; all[i] = i; }
+    float *full = malloc(sizeof(float) * (size_t)n * V), *one = malloc(sizeof(float) * 4 * (size_t)V), *four = malloc(sizeof(float) * 4 * (size_t)V);
+    sp_context *c;
+    sp_context_params p = sp_context_default_params();
+    p.n_ctx = 1024;
+    assert_int_equal(sp_context_new(m, &p, &c), SP_OK);
+    if (sp_decode(c, tok, pos, n, all, n, full) != SP_OK) fail_msg("prefill: %s", sp_last_error());
+    const int starts[3] = {253, 510, 766}; /* each group of four crosses a multiple of 256 */
+    for (int s = 0; s < 3; s++) {
+        const int b = starts[s];
+        int32_t rows[4] = {0, 1, 2, 3};
+        sp_context_reset(c);
+        assert_int_equal(sp_decode(c, tok, pos, b, NULL, 0, NULL), SP_OK);
+        for (int i = 0; i < 4; i++) {
+            int32_t row = 0;
+            assert_int_equal(sp_decode(c, tok + b + i, pos + b + i, 1, &row, 1, one + (size_t)i * V), SP_OK);
+            const double d = max_diff(one + (size_t)i * V, full + (size_t)(b + i) * V, (size_t)V);
+            if (d > 2e-4) fail_msg("token %d decoded alone differs from the prefill by %g", b + i, d);
+        }
+        assert_int_equal(sp_context_truncate(c, b), SP_OK);
+        assert_int_equal(sp_decode(c, tok + b, pos + b, 4, rows, 4, four), SP_OK);
+        for (int i = 0; i < 4; i++)
+            if (memcmp(one + (size_t)i * V, four + (size_t)i * V, sizeof(float) * (size_t)V) != 0)
+                fail_msg("token %d: decoded among four it differs from decoded alone by %g", b + i,
+                         max_diff(one + (size_t)i * V, four + (size_t)i * V, (size_t)V));
+    }
+    sp_context_free(c);
+    free(tok); free(pos); free(all); free(full); free(one); free(four);
+    sp_model_free(m);
+}
+
 /* Truncating the cache and re-decoding gives the same logits as the first time. */
 static void truncate_and_redo(void **st) {
     (void)st;
@@ -256,7 +297,7 @@ static void sampling(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(logit_rows_and_batching), cmocka_unit_test(truncate_and_redo),
-        cmocka_unit_test(decode_sequences),
+        cmocka_unit_test(decode_sequences), cmocka_unit_test(decode_at_long_context),
         cmocka_unit_test(bad_calls_are_errors), cmocka_unit_test(sampling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -60,11 +60,13 @@ static void speed_row(speed_table *t, const char *test, stat s) {
 }
 
 /* Seconds for a full prefill of n tokens (logits of the last one). */
-static double time_prefill(sp_context *c, const sp_token *t, const int32_t *pos, int n, float *logits) {
+/* Caches t[0..depth) untimed (a context already that deep), then times n more tokens in one batch. */
+static double time_prefill(sp_context *c, const sp_token *t, const int32_t *pos, int depth, int n, float *logits) {
     sp_context_reset(c);
+    if (depth > 0 && sp_decode(c, t, pos, depth, NULL, 0, NULL) != SP_OK) return -1;
     int32_t last = n - 1;
     double t0 = now_seconds();
-    if (sp_decode(c, t, pos, n, &last, 1, logits) != SP_OK) return -1;
+    if (sp_decode(c, t + depth, pos + depth, n, &last, 1, logits) != SP_OK) return -1;
     return now_seconds() - t0;
 }
 
@@ -194,9 +196,9 @@ done:
 
 int cmd_bench(int argc, char **argv) {
     const char *model_path = NULL, *draft_path = NULL, *gemm_type = NULL;
-    int pp[MAX_LIST] = {512}, ttft[MAX_LIST] = {1024, 2048, 4096, 8192}, par[MAX_LIST], n_gen = 32, reps = 5, threads = 0;
+    int pp[MAX_LIST] = {512}, ttft[MAX_LIST] = {1024, 2048, 4096, 8192}, par[MAX_LIST], depths[MAX_LIST] = {0}, n_gen = 32, reps = 5, threads = 0;
     double keeps[MAX_LIST] = {0.1, 0.3, 0.5};
-    int n_pp = 1, n_ttft = 4, n_keeps = 3, n_par = 0, format = 0, kv_type = 0;
+    int n_pp = 1, n_ttft = 4, n_keeps = 3, n_par = 0, n_depths = 1, format = 0, kv_type = 0;
     bool self_spec = false, spec_decode = false;
     const char *spec_prompt = NULL;
     sp_specdecode_params sdp = sp_specdecode_default_params();
@@ -208,6 +210,9 @@ int cmd_bench(int argc, char **argv) {
         CLI_OPT("--parallel", NULL, CLI_INTS, par, 1, 256, "LIST",
                 "also generate for this many sequences at once, one batched step per token (rows tgNxP, total t/s)",
                 .count = &n_par, .max_count = MAX_LIST),
+        CLI_OPT("--n-depth", "-d", CLI_INTS, depths, 0, 1 << 20, "LIST",
+                "time the pp and tg rows after this many tokens already cached (rows \"@ dN\", as llama-bench); decode reads the whole cache",
+                .count = &n_depths, .max_count = MAX_LIST),
         CLI_OPT("--repetitions", "-r", CLI_INT, &reps, 1, 1000, "N", "repetitions after one warm-up"),
         CLI_THREADS_OPTION(&threads),
         CLI_KV_TYPE_OPTION(&kv_type),
@@ -240,8 +245,10 @@ int cmd_bench(int argc, char **argv) {
     if (sp_model_load(model_path, &m) != SP_OK) return fail_status("loading model");
     if (draft_path && sp_model_load(draft_path, &dm) != SP_OK) { sp_model_free(m); return fail_status("loading draft"); }
     const sp_model_info *info = sp_model_get_info(m);
-    long max_len = n_gen + 1;
-    for (int i = 0; i < n_pp; i++) if (pp[i] > max_len) max_len = pp[i];
+    int max_depth = 0;
+    for (int i = 0; i < n_depths; i++) if (depths[i] > max_depth) max_depth = depths[i];
+    long max_len = max_depth + n_gen + 1;
+    for (int i = 0; i < n_pp; i++) if (max_depth + pp[i] > max_len) max_len = max_depth + pp[i];
     if (dm || self_spec) for (int i = 0; i < n_ttft; i++) if (ttft[i] + 16 > max_len) max_len = ttft[i] + 16;
     if (spec_decode && max_len < 512) max_len = 512; /* the made-up prompt */
     sp_context_params cp = sp_context_default_params();
@@ -269,38 +276,44 @@ int cmd_bench(int argc, char **argv) {
     }
     speed_table table = {json, 0, model_name, isa, info};
     char label[128];
-    /* prompt processing */
-    for (int i = 0; i < n_pp; i++) {
-        const int n = (int)pp[i];
-        for (int r = 0; r <= reps; r++) {
-            snprintf(label, sizeof label, "pp%d: run %d of %d", n, r, reps);
-            progress(label);
-            double t = time_prefill(ctx, tok, pos, n, logits);
-            if (t < 0) { fail_status("decode"); goto done; }
-            times[r] = n / t;
-        }
-        stat s = summarize(times + 1, (int)reps); /* times[0] is the warm-up */
-        progress("");
-        snprintf(label, sizeof label, "pp%d", n);
-        speed_row(&table, label, s);
-    }
-    /* generation: one token at a time from an empty context */
-    if (n_gen > 0) {
-        for (int r = 0; r <= reps; r++) {
-            snprintf(label, sizeof label, "tg%d: run %d of %d", n_gen, r, reps);
-            progress(label);
-            sp_context_reset(ctx);
-            double t0 = now_seconds();
-            for (int k = 0; k < n_gen; k++) {
-                int32_t row = 0;
-                if (sp_decode(ctx, tok + k, pos + k, 1, &row, 1, logits) != SP_OK) { fail_status("decode"); goto done; }
+    for (int di = 0; di < n_depths; di++) {
+        const int depth = depths[di];
+        char at[32] = "";
+        if (depth > 0) snprintf(at, sizeof at, " @ d%d", depth);
+        /* prompt processing */
+        for (int i = 0; i < n_pp; i++) {
+            const int n = (int)pp[i];
+            for (int r = 0; r <= reps; r++) {
+                snprintf(label, sizeof label, "pp%d%s: run %d of %d", n, at, r, reps);
+                progress(label);
+                double t = time_prefill(ctx, tok, pos, depth, n, logits);
+                if (t < 0) { fail_status("decode"); goto done; }
+                times[r] = n / t;
             }
-            times[r] = n_gen / (now_seconds() - t0);
+            stat s = summarize(times + 1, (int)reps); /* times[0] is the warm-up */
+            progress("");
+            snprintf(label, sizeof label, "pp%d%s", n, at);
+            speed_row(&table, label, s);
         }
-        stat s = summarize(times + 1, (int)reps);
-        progress("");
-        snprintf(label, sizeof label, "tg%d", n_gen);
-        speed_row(&table, label, s);
+        /* generation: one token at a time after depth cached tokens */
+        if (n_gen > 0) {
+            for (int r = 0; r <= reps; r++) {
+                snprintf(label, sizeof label, "tg%d%s: run %d of %d", n_gen, at, r, reps);
+                progress(label);
+                sp_context_reset(ctx);
+                if (depth > 0 && sp_decode(ctx, tok, pos, depth, NULL, 0, NULL) != SP_OK) { fail_status("decode"); goto done; }
+                double t0 = now_seconds();
+                for (int k = depth; k < depth + n_gen; k++) {
+                    int32_t row = 0;
+                    if (sp_decode(ctx, tok + k, pos + k, 1, &row, 1, logits) != SP_OK) { fail_status("decode"); goto done; }
+                }
+                times[r] = n_gen / (now_seconds() - t0);
+            }
+            stat s = summarize(times + 1, (int)reps);
+            progress("");
+            snprintf(label, sizeof label, "tg%d%s", n_gen, at);
+            speed_row(&table, label, s);
+        }
     }
     /* generation for P sequences at once: one sp_decode_sequences per token (a server's slots) */
     for (int pi = 0; pi < n_par && n_gen > 0; pi++) {
@@ -364,8 +377,8 @@ int cmd_bench(int argc, char **argv) {
             for (int r = 0; r <= R; r++) {
                 snprintf(label, sizeof label, "TTFT %d: full prefill, run %d of %d", n, r, R);
                 progress(label);
-                full[r] = time_prefill(ctx, tok, pos, n, logits);
-                if (dm) draft_full[r] = time_prefill(dctx, tok, pos, n, logits);
+                full[r] = time_prefill(ctx, tok, pos, 0, n, logits);
+                if (dm) draft_full[r] = time_prefill(dctx, tok, pos, 0, n, logits);
             }
             stat fs = summarize(full + 1, R);
             double draft_cost = dm ? summarize(draft_full + 1, R).mean / fs.mean : 0;
