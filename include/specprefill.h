@@ -346,6 +346,7 @@ SP_API sp_status sp_specprefill_params_check(const sp_specprefill_params *params
 #define SP_SPECDECODE_MAX_DRAFT 3 /* proposals per step: γ+1 verification rows, each computed as a single-row decode */
 typedef struct {
     int draft_start, draft_min, draft_max; /* γ starts at start (brought within min..max) and adapts between min and max (default 2, 1, 3) */
+    bool always;    /* propose at every step, never rest the draft (to measure a draft's acceptance; slower where it does not pay) */
 } sp_specdecode_params;
 typedef struct sp_specdecoder sp_specdecoder;
 
@@ -354,6 +355,11 @@ SP_API sp_specdecode_params sp_specdecode_default_params(void);
  * (after sp_specprefill: its look-ahead is dropped) or not yet (then it reads it on the first step). */
 SP_API sp_status sp_specdecoder_new(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n_prompt,
                                     const sp_specdecode_params *params, sp_specdecoder **out);
+/* A new sequence in the same contexts (main_ctx prefilled with it, draft_ctx too or reset): the
+ * decoder keeps what it has learnt of the draft's cost and acceptance — a server's slot keeps one
+ * decoder across requests, so that a draft that does not pay stays at rest instead of being tried
+ * again on every request. params: NULL keeps the decoder's. Resets the counts of proposals. */
+SP_API sp_status sp_specdecoder_restart(sp_specdecoder *sd, const sp_token *prompt, int n_prompt, const sp_specdecode_params *params);
 /* One step: `logits` are the main model's for the next position (from the prefill, or the last
  * step, which leaves them there); the sampler picks, the draft proposes, the main model checks.
  * Writes 1 to max_out tokens into out and returns their count, or a negative sp_status. An
@@ -361,7 +367,7 @@ SP_API sp_status sp_specdecoder_new(sp_context *main_ctx, sp_context *draft_ctx,
  * the step only picks the token: to go on, the caller decodes it in main_ctx at the next position
  * (alone, or batched with other sequences) and passes the logits it gets to the next step. */
 SP_API int sp_specdecoder_step(sp_specdecoder *sd, sp_sampler *sampler, float *logits, sp_token *out, int max_out);
-/* Proposals made and accepted so far. */
+/* Proposals made and accepted in this sequence so far. */
 SP_API void sp_specdecoder_stats(const sp_specdecoder *sd, long *drafted, long *accepted);
 SP_API void sp_specdecoder_free(sp_specdecoder *sd);
 

@@ -53,11 +53,11 @@ struct sp_specdecoder {
     double gain;               /* accepted proposals per step (running mean) */
     sp_token pending;          /* the residual drawn at the last refusal: the next step's first token (-1: none) */
     float *rows, *work, *probs, *q, *dlogits; /* q: the draft's distribution at each proposal */
-    long drafted, accepted, steps;
+    long drafted, accepted;    /* this sequence's proposals, and those taken */
 };
 
 sp_specdecode_params sp_specdecode_default_params(void) {
-    sp_specdecode_params p = {2, 1, SP_SPECDECODE_MAX_DRAFT};
+    sp_specdecode_params p = {2, 1, SP_SPECDECODE_MAX_DRAFT, false};
     return p;
 }
 
@@ -85,25 +85,50 @@ void sp_specdecoder_free(sp_specdecoder *s) {
     free(s);
 }
 
+static sp_status check_params(const sp_specdecode_params *params, sp_specdecode_params *p) {
+    *p = params ? *params : sp_specdecode_default_params();
+    if (p->draft_min < 1 || p->draft_max > SP_SPECDECODE_MAX_DRAFT || p->draft_min > p->draft_max)
+        return sp_fail(SP_ERR_ARGUMENT, "speculative decoding: draft sizes must satisfy 1 <= min <= max <= %d", SP_SPECDECODE_MAX_DRAFT);
+    p->draft_start = p->draft_start < p->draft_min ? p->draft_min : p->draft_start > p->draft_max ? p->draft_max : p->draft_start;
+    return SP_OK;
+}
+
+/* A new sequence: the prompt, where each cache stands, nothing pending or counted. */
+static sp_status start(sp_specdecoder *s, const sp_token *prompt, int n_prompt) {
+    sp_status st;
+    /* the draft holds the prompt, then SpecPrefill's look-ahead: keep the prompt only */
+    if (sp_context_n_cached(s->draft) > n_prompt && (st = sp_context_truncate(s->draft, n_prompt)) != SP_OK) return st;
+    if (n_prompt + 256 > s->cap) {
+        sp_token *nt = realloc(s->tokens, (size_t)(n_prompt + 256) * sizeof *nt);
+        if (!nt) return sp_fail(SP_ERR_MEMORY, "speculative decoding: out of memory");
+        s->tokens = nt;
+        s->cap = n_prompt + 256;
+    }
+    memcpy(s->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
+    s->n_tokens = n_prompt;
+    s->draft_n = sp_context_n_cached(s->draft); /* a draft that has not read the prompt catches up on the first step */
+    s->main_pos = sp_context_last_pos(s->main) + 1;
+    if (s->main_pos < n_prompt) s->main_pos = n_prompt;
+    s->pending = -1;
+    s->drafted = s->accepted = 0;
+    return SP_OK;
+}
+
 sp_status sp_specdecoder_new(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n_prompt,
                              const sp_specdecode_params *params, sp_specdecoder **out) {
     *out = NULL;
-    sp_specdecode_params p = params ? *params : sp_specdecode_default_params();
+    sp_specdecode_params p;
     if (!main_ctx || !draft_ctx || !prompt || n_prompt <= 0)
         return sp_fail(SP_ERR_ARGUMENT, "speculative decoding: needs a main context, a draft context and the prompt");
-    if (p.draft_min < 1 || p.draft_max > SP_SPECDECODE_MAX_DRAFT || p.draft_min > p.draft_max)
-        return sp_fail(SP_ERR_ARGUMENT, "speculative decoding: draft sizes must satisfy 1 <= min <= max <= %d", SP_SPECDECODE_MAX_DRAFT);
-    p.draft_start = p.draft_start < p.draft_min ? p.draft_min : p.draft_start > p.draft_max ? p.draft_max : p.draft_start;
+    sp_status st;
+    if ((st = check_params(params, &p)) != SP_OK) return st;
     if (draft_ctx->model == main_ctx->model)
         return sp_fail(SP_ERR_UNSUPPORTED, "speculative decoding: the draft is the main model itself (self-speculation scores with its first "
                                            "layers only; their cache cannot propose tokens): use a draft model");
-    sp_status st;
     if ((st = sp_vocab_check_same(main_ctx->model, draft_ctx->model)) != SP_OK) return st;
     if (draft_ctx->model->info.n_vocab != main_ctx->model->info.n_vocab)
         return sp_fail(SP_ERR_UNSUPPORTED, "speculative decoding: the draft has %d output rows and the main model %d",
                        draft_ctx->model->info.n_vocab, main_ctx->model->info.n_vocab);
-    /* the draft holds the prompt, then SpecPrefill's look-ahead: keep the prompt only */
-    if (sp_context_n_cached(draft_ctx) > n_prompt && (st = sp_context_truncate(draft_ctx, n_prompt)) != SP_OK) return st;
     sp_specdecoder *s = calloc(1, sizeof *s);
     if (!s) return sp_fail(SP_ERR_MEMORY, "speculative decoding: out of memory");
     s->main = main_ctx;
@@ -113,25 +138,31 @@ sp_status sp_specdecoder_new(sp_context *main_ctx, sp_context *draft_ctx, const 
     s->p = p;
     s->gamma = p.draft_start;
     s->V = s->mm->info.n_vocab;
-    s->cap = n_prompt + 256;
-    s->tokens = malloc((size_t)s->cap * sizeof *s->tokens);
-    s->pending = -1;
     s->rows = malloc((size_t)(SP_SPECDECODE_MAX_DRAFT + 1) * (size_t)s->V * sizeof *s->rows);
     s->work = malloc((size_t)s->V * sizeof *s->work);
     s->probs = malloc((size_t)s->V * sizeof *s->probs);
     s->q = malloc((size_t)SP_SPECDECODE_MAX_DRAFT * (size_t)s->V * sizeof *s->q);
     s->dlogits = malloc((size_t)s->V * sizeof *s->dlogits);
-    if (!s->tokens || !s->rows || !s->work || !s->probs || !s->q || !s->dlogits) {
+    if (!s->rows || !s->work || !s->probs || !s->q || !s->dlogits) {
         sp_specdecoder_free(s);
         return sp_fail(SP_ERR_MEMORY, "speculative decoding: out of memory");
     }
-    memcpy(s->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
-    s->n_tokens = n_prompt;
-    s->draft_n = sp_context_n_cached(draft_ctx); /* a draft that has not read the prompt catches up on the first step */
-    s->main_pos = sp_context_last_pos(main_ctx) + 1;
-    if (s->main_pos < n_prompt) s->main_pos = n_prompt;
+    if ((st = start(s, prompt, n_prompt)) != SP_OK) {
+        sp_specdecoder_free(s);
+        return st;
+    }
     *out = s;
     return SP_OK;
+}
+
+sp_status sp_specdecoder_restart(sp_specdecoder *s, const sp_token *prompt, int n_prompt, const sp_specdecode_params *params) {
+    if (!s || !prompt || n_prompt <= 0) return sp_fail(SP_ERR_ARGUMENT, "speculative decoding: needs the decoder and the prompt");
+    sp_status st;
+    sp_specdecode_params p;
+    if ((st = check_params(params ? params : &s->p, &p)) != SP_OK) return st;
+    s->p = p;
+    s->gamma = s->gamma < p.draft_min ? p.draft_min : s->gamma > p.draft_max ? p.draft_max : s->gamma;
+    return start(s, prompt, n_prompt);
 }
 
 int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_token *out, int max_out) {
@@ -151,7 +182,9 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
         return 1;
     }
     /* γ: no more than the caller takes, nor the room left in either cache */
-    int gamma = s->rest > 0 ? 0 : s->gamma;
+    /* the first step decodes alone: it times the main model's own step, which every later
+     * decision weighs the draft's work against */
+    int gamma = !s->p.always && (s->rest > 0 || s->t_plain == 0) ? 0 : s->gamma;
     if (gamma > max_out - 1) gamma = max_out - 1;
     const int main_room = s->main->n_ctx - sp_context_n_cached(s->main) - 1, draft_room = s->draft->n_ctx - s->n_tokens;
     if (gamma > main_room) gamma = main_room;
@@ -159,7 +192,7 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
     if (gamma < 0) gamma = 0;
     sp_token prop[SP_SPECDECODE_MAX_DRAFT + 1];
     prop[0] = t;
-    const double t_start = seconds();
+    double t_start = seconds();
     if (gamma > 0) {
         /* the draft catches up on what it has not read (the prompt on the first step after a full
          * prefill; the last accepted tokens), ending with t; then it proposes greedily */
@@ -171,6 +204,9 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
         free(at);
         if (st != SP_OK) return st;
         s->draft_n = s->n_tokens;
+        /* a long catch-up (the prompt after a full prefill, the tokens of batched steps) is paid
+         * once, like a prefill: the proposals' cost is timed without it */
+        if (n_new > SP_SPECDECODE_MAX_DRAFT + 1) t_start = seconds();
         for (int k = 1; k <= gamma; k++) {
             float *q = s->q + (size_t)(k - 1) * s->V;
             sp_sampler_probs(smp, s->dlogits, s->work, q);
@@ -213,14 +249,13 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
     }
     memcpy(logits, s->rows + (size_t)a * s->V, (size_t)s->V * sizeof *logits);
     s->main_pos += 1 + a;
-    s->steps++;
     const double t_checked = seconds();
     if (gamma > 0) {
         s->drafted += gamma;
         s->accepted += a;
         /* running means over the last few steps: what a proposal costs, what a check costs, and
          * what the proposals bring */
-        const double w = s->drafted == gamma ? 1.0 : 0.25;
+        const double w = s->t_draft > 0 ? 0.25 : 1.0; /* the first measurement starts the means */
         s->t_draft += w * ((t_drafted - t_start) / gamma - s->t_draft);
         s->t_main += w * ((t_checked - t_drafted) - s->t_main);
         s->gain += w * (a - s->gain);
@@ -228,25 +263,20 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
         else if (a == 0 && s->gamma > s->p.draft_min) s->gamma--;
         s->misses = a == 0 ? s->misses + 1 : 0;
         /* rest when the draft is refused again and again, or when a token costs more this way
-         * (proposals and a check of several rows, for 1 + gain tokens) than alone — before a rest
-         * has timed the main model alone, a check of several rows stands in for it (then: what
-         * the accepted tokens save must exceed what the proposals cost) */
-        const double alone = s->t_plain > 0 ? s->t_plain : s->t_main;
-        const bool not_worth = s->drafted >= 4 * SP_SPECDECODE_MAX_DRAFT &&
-                               s->gamma * s->t_draft + s->t_main > (1 + s->gain) * alone;
-        if (s->misses >= REST_AFTER || not_worth) {
+         * (proposals and a check of several rows, for 1 + gain tokens) than alone */
+        const bool not_worth = s->gamma * s->t_draft + s->t_main > (1 + s->gain) * s->t_plain;
+        if (!s->p.always && (s->misses >= REST_AFTER || not_worth)) {
             s->rest = s->rest_next ? s->rest_next : REST_FIRST;
             s->rest_next = s->rest * 2 < REST_MOST ? s->rest * 2 : REST_MOST;
             s->misses = 0;
-            s->gain = s->gamma;
         } else if (a > 0) {
             s->rest_next = 0; /* it pays again: the next rest starts short */
         }
-    } else if (s->rest > 0) {
+    } else {
         const double w = s->t_plain > 0 ? 0.25 : 1.0;
         s->t_plain += w * ((t_checked - t_drafted) - s->t_plain);
         /* back from a rest on probation: one step with nothing accepted and it rests again, twice as long */
-        if (--s->rest == 0) s->misses = REST_AFTER - 1;
+        if (s->rest > 0 && --s->rest == 0) s->misses = REST_AFTER - 1;
     }
     return n_out;
 }

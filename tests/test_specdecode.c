@@ -63,9 +63,11 @@ static int plain(sp_context *ctx, sp_sampler *smp, float *logits, int n_prompt, 
 
 /* The same through the speculative decoder; *n_out tokens; returns the acceptance in percent. */
 static int speculative(const sp_model *m, sp_context *ctx, sp_context *dctx, const sp_token *prompt, int n, sp_sampler *smp, float *logits,
-                       sp_token *out, int *n_out) {
+                       bool always, sp_token *out, int *n_out) {
     sp_specdecoder *sd;
-    assert_int_equal(sp_specdecoder_new(ctx, dctx, prompt, n, NULL, &sd), SP_OK);
+    sp_specdecode_params p = sp_specdecode_default_params();
+    p.always = always;
+    assert_int_equal(sp_specdecoder_new(ctx, dctx, prompt, n, &p, &sd), SP_OK);
     int got = 0;
     while (got < N_GEN && !(got > 0 && sp_token_is_eog(m, out[got - 1]))) {
         sp_token step[SP_SPECDECODE_MAX_DRAFT + 1];
@@ -80,12 +82,14 @@ static int speculative(const sp_model *m, sp_context *ctx, sp_context *dctx, con
     long drafted, accepted;
     sp_specdecoder_stats(sd, &drafted, &accepted);
     sp_specdecoder_free(sd);
+    printf("    (%ld of %ld proposals accepted)\n", accepted, drafted);
     return drafted ? (int)(100 * accepted / drafted) : 0;
 }
 
 /* Plain and speculative greedy decoding of the same prompt give the same tokens; returns the
- * acceptance in percent and the tokens compared. */
-static int compare(const sp_model *m, const sp_model *dm, bool spec_prefill, float penalty, int *n_compared) {
+ * acceptance in percent and the tokens compared. always: the draft proposes at every step (else
+ * the decoder rests it where it does not pay, as it ships). */
+static int compare(const sp_model *m, const sp_model *dm, bool spec_prefill, float penalty, bool always, int *n_compared) {
     const char *text = "Records of the harbour office. The ship Aurora docked at pier 7 with 310 crates of tea. "
                        "The ship Boreas docked at pier 2 with 95 crates of wool. The ship Corvus docked at pier 11 "
                        "with 42 crates of salt. Question: At which pier did the Boreas dock?\nAnswer:";
@@ -102,7 +106,7 @@ static int compare(const sp_model *m, const sp_model *dm, bool spec_prefill, flo
     if (!spec_prefill) sp_context_reset(d); /* the draft reads the prompt on its first step */
     prefill(b, spec_prefill ? d : NULL, prompt, n, logits);
     int n_got;
-    const int acceptance = speculative(m, b, d, prompt, n, s2, logits, got, &n_got);
+    const int acceptance = speculative(m, b, d, prompt, n, s2, logits, always, got, &n_got);
     assert_int_equal(n_got, n_want);
     for (int i = 0; i < n_want; i++)
         if (want[i] != got[i]) fail_msg("token %d: plain %d, speculative %d (prefill %s, penalty %g)", i, want[i], got[i],
@@ -120,8 +124,10 @@ static void greedy_text_is_plain_decodings(void **st) {
     assert_int_equal(sp_model_load(MAIN, &m), SP_OK);
     assert_int_equal(sp_model_load(DRAFT, &dm), SP_OK);
     int n1, n2, n3;
-    const int a1 = compare(m, dm, true, 1.0f, &n1), a2 = compare(m, dm, false, 1.0f, &n2);
-    const int a3 = compare(m, dm, true, 1.3f, &n3); /* the sampler's history (repetition penalty) goes along */
+    const int a1 = compare(m, dm, true, 1.0f, true, &n1), a2 = compare(m, dm, false, 1.0f, true, &n2);
+    const int a3 = compare(m, dm, true, 1.3f, true, &n3); /* the sampler's history (repetition penalty) goes along */
+    int n4;
+    compare(m, dm, true, 1.0f, false, &n4); /* as it ships: the draft rests where it does not pay */
     printf("  bundled pair: %d%%, %d%%, %d%% of the draft's tokens accepted over %d, %d, %d tokens\n", a1, a2, a3, n1, n2, n3);
     sp_model_free(dm);
     sp_model_free(m);
@@ -142,7 +148,8 @@ static void long_runs_agree(void **st) {
     assert_int_equal(sp_model_load(mpath, &copy), SP_OK);
     assert_int_equal(sp_model_load(dpath, &other), SP_OK);
     int n1, n2, n3;
-    const int same = compare(m, copy, false, 1.0f, &n1), same_spec = compare(m, copy, true, 1.0f, &n2), poor = compare(m, other, false, 1.0f, &n3);
+    const int same = compare(m, copy, false, 1.0f, true, &n1), same_spec = compare(m, copy, true, 1.0f, true, &n2);
+    const int poor = compare(m, other, false, 1.0f, false, &n3); /* γ falls and the draft rests */
     printf("  the model's copy as draft: %d%% and %d%% accepted over %d and %d tokens; a random draft: %d%% over %d\n", same, same_spec, n1, n2,
            poor, n3);
     assert_true(n1 == N_GEN && n3 == N_GEN);
@@ -153,7 +160,7 @@ static void long_runs_agree(void **st) {
 
 /* ---------------------------------------------------------------- sampling: the distribution */
 
-enum { CHI_TOP_K = 6, CHI_RUNS = 12000, CHI_PROMPT = 12 };
+enum { CHI_TOP_K = 6, CHI_RUNS = 20000, CHI_PROMPT = 12 };
 #define CHI_TEMP 0.9f
 
 /* The sampling distribution over the top CHI_TOP_K tokens of a row, computed here from its
@@ -205,12 +212,16 @@ static double chi_critical(int df) {
     return df * pow(1 - a + z * sqrt(a), 3);
 }
 
-/* Many seeds, three tokens each, through the speculative decoder with a draft that agrees with
- * the main model some of the time (its first layer, copied by the same seed): the pairs (t1, t2)
- * and the third tokens must follow the main model's own distribution — the pair's cells from
- * p(t1)·p(t2 | t1), the third token's from the sum over (t1, t2) of p(t1)·p(t2 | t1)·p(t3 | t1 t2). */
+/* Many seeds, four tokens each, through the speculative decoder with a draft that agrees with
+ * the main model some of the time (a one-layer model made with the main model's seed). The
+ * decoder's first step decodes alone (it times the main model); the second proposes the third
+ * and fourth tokens, accepted with probability min(1, p/q) or replaced by a residual draw. The
+ * triples (t1, t2, t3) must follow p(t1)·p(t2 | t1)·p(t3 | t1 t2), and the fourth tokens the sum
+ * over the triples of that times p(t4 | t1 t2 t3) — the main model's own distribution, computed
+ * here from its logits. */
 static void sampled_text_has_the_main_models_distribution(void **st) {
     (void)st;
+    enum { K = CHI_TOP_K };
     char mpath[512], dpath[512];
     make_test_model("--n-vocab 300 --n-embd 64 --n-layer 2 --n-head 2 --n-head-kv 1 --n-ff 128 --seed 21", "chi-main.gguf", mpath, sizeof mpath);
     make_test_model("--n-vocab 300 --n-embd 64 --n-layer 1 --n-head 2 --n-head-kv 1 --n-ff 128 --seed 21", "chi-draft.gguf", dpath, sizeof dpath);
@@ -222,29 +233,34 @@ static void sampled_text_has_the_main_models_distribution(void **st) {
     for (int i = 0; i < CHI_PROMPT; i++) prompt[i] = 40 + 7 * i;
     sp_context *ctx = context(m, CHI_PROMPT + 8), *dctx = context(dm, CHI_PROMPT + 8);
     float *row = malloc(sizeof(float) * (size_t)V), *first = malloc(sizeof(float) * (size_t)V);
-    /* the exact distribution: t1, then t2 after each t1, then t3 after each (t1, t2) */
-    sp_token id1[CHI_TOP_K], id2[CHI_TOP_K][CHI_TOP_K], id3[CHI_TOP_K][CHI_TOP_K][CHI_TOP_K];
-    double p1[CHI_TOP_K], p2[CHI_TOP_K][CHI_TOP_K], p3[CHI_TOP_K][CHI_TOP_K][CHI_TOP_K];
-    double *third = calloc((size_t)V, sizeof *third);
+    /* the exact distribution: t1, t2 after each t1, t3 after each (t1, t2), t4 after each triple */
+    sp_token id1[K], id2[K][K], id3[K][K][K];
+    double p1[K], p2[K][K], p3[K][K][K], *fourth = calloc((size_t)V, sizeof *fourth);
     int32_t pos[CHI_PROMPT], last = CHI_PROMPT - 1;
     for (int i = 0; i < CHI_PROMPT; i++) pos[i] = i;
     assert_int_equal(sp_decode(ctx, prompt, pos, CHI_PROMPT, &last, 1, first), SP_OK);
     top_k_probs(first, V, id1, p1);
-    for (int a = 0; a < CHI_TOP_K; a++) {
+    for (int a = 0; a < K; a++) {
         main_row(ctx, CHI_PROMPT, (sp_token[]){id1[a]}, 1, row);
         top_k_probs(row, V, id2[a], p2[a]);
-        for (int b = 0; b < CHI_TOP_K; b++) {
+        for (int b = 0; b < K; b++) {
             main_row(ctx, CHI_PROMPT, (sp_token[]){id1[a], id2[a][b]}, 2, row);
             top_k_probs(row, V, id3[a][b], p3[a][b]);
-            for (int c = 0; c < CHI_TOP_K; c++) third[id3[a][b][c]] += p1[a] * p2[a][b] * p3[a][b][c];
+            for (int c = 0; c < K; c++) {
+                sp_token id4[K];
+                double p4[K];
+                main_row(ctx, CHI_PROMPT, (sp_token[]){id1[a], id2[a][b], id3[a][b][c]}, 3, row);
+                top_k_probs(row, V, id4, p4);
+                for (int d = 0; d < K; d++) fourth[id4[d]] += p1[a] * p2[a][b] * p3[a][b][c] * p4[d];
+            }
         }
     }
     /* the draft reads the prompt once; every run starts from there */
     assert_int_equal(sp_decode(dctx, prompt, pos, CHI_PROMPT, &last, 1, row), SP_OK);
-    long pair[CHI_TOP_K * CHI_TOP_K] = {0}, *count3 = calloc((size_t)V, sizeof *count3), drafted = 0, accepted = 0, stray = 0;
+    long *triple = calloc(K * K * K, sizeof *triple), *count4 = calloc((size_t)V, sizeof *count4), drafted = 0, accepted = 0, stray = 0;
     sp_sampling_params sp = sp_sampling_default_params();
     sp.temperature = CHI_TEMP;
-    sp.top_k = CHI_TOP_K;
+    sp.top_k = K;
     sp.top_p = 1;
     sp.min_p = 0;
     sp.repeat_penalty = 1;
@@ -256,11 +272,11 @@ static void sampled_text_has_the_main_models_distribution(void **st) {
         memcpy(row, first, sizeof(float) * (size_t)V);
         sp_specdecoder *sd;
         assert_int_equal(sp_specdecoder_new(ctx, dctx, prompt, CHI_PROMPT, NULL, &sd), SP_OK);
-        sp_token t[3 + SP_SPECDECODE_MAX_DRAFT];
+        sp_token t[4 + SP_SPECDECODE_MAX_DRAFT];
         int got = 0;
-        while (got < 3) {
-            const int k = sp_specdecoder_step(sd, smp, row, t + got, 3 - got);
-            assert_true(k >= 1 && got + k <= 3);
+        while (got < 4) {
+            const int k = sp_specdecoder_step(sd, smp, row, t + got, 4 - got);
+            assert_true(k >= 1 && got + k <= 4);
             got += k;
         }
         long d, a;
@@ -269,28 +285,30 @@ static void sampled_text_has_the_main_models_distribution(void **st) {
         accepted += a;
         sp_specdecoder_free(sd);
         sp_sampler_free(smp);
-        int a1 = -1, b1 = -1;
-        for (int i = 0; i < CHI_TOP_K; i++) if (id1[i] == t[0]) a1 = i;
-        for (int i = 0; a1 >= 0 && i < CHI_TOP_K; i++) if (id2[a1][i] == t[1]) b1 = i;
-        if (a1 < 0 || b1 < 0) { stray++; continue; } /* outside the main model's top k: must never happen */
-        pair[a1 * CHI_TOP_K + b1]++;
-        count3[t[2]]++;
+        int a1 = -1, b1 = -1, c1 = -1;
+        for (int i = 0; i < K; i++) if (id1[i] == t[0]) a1 = i;
+        for (int i = 0; a1 >= 0 && i < K; i++) if (id2[a1][i] == t[1]) b1 = i;
+        for (int i = 0; b1 >= 0 && i < K; i++) if (id3[a1][b1][i] == t[2]) c1 = i;
+        if (c1 < 0) { stray++; continue; } /* outside the main model's top k: must never happen */
+        triple[(a1 * K + b1) * K + c1]++;
+        count4[t[3]]++;
     }
     assert_int_equal(stray, 0);
-    double expected[CHI_TOP_K * CHI_TOP_K];
-    for (int a = 0; a < CHI_TOP_K; a++)
-        for (int b = 0; b < CHI_TOP_K; b++) expected[a * CHI_TOP_K + b] = CHI_RUNS * p1[a] * p2[a][b];
-    for (int v = 0; v < V; v++) third[v] *= CHI_RUNS;
-    int df2, df3;
-    const double chi2 = chi_square(expected, pair, CHI_TOP_K * CHI_TOP_K, &df2), chi3 = chi_square(third, count3, V, &df3);
-    printf("  %d runs: %.0f%% of %ld proposals accepted; χ² %.1f on %d df (pairs; 0.1%% critical %.1f), %.1f on %d df (third token; %.1f)\n",
-           CHI_RUNS, 100.0 * accepted / drafted, drafted, chi2, df2, chi_critical(df2), chi3, df3, chi_critical(df3));
+    double *expected = malloc(sizeof(double) * K * K * K);
+    for (int a = 0; a < K; a++)
+        for (int b = 0; b < K; b++)
+            for (int c = 0; c < K; c++) expected[(a * K + b) * K + c] = CHI_RUNS * p1[a] * p2[a][b] * p3[a][b][c];
+    for (int v = 0; v < V; v++) fourth[v] *= CHI_RUNS;
+    int df3, df4;
+    const double chi3 = chi_square(expected, triple, K * K * K, &df3), chi4 = chi_square(fourth, count4, V, &df4);
+    printf("  %d runs: %.0f%% of %ld proposals accepted; χ² %.1f on %d df (triples; 0.1%% critical %.1f), %.1f on %d df (fourth token; %.1f)\n",
+           CHI_RUNS, 100.0 * accepted / drafted, drafted, chi3, df3, chi_critical(df3), chi4, df4, chi_critical(df4));
     /* both paths of the rule ran: proposals accepted and proposals refused (the residual) */
-    assert_true(accepted > drafted / 10 && accepted < drafted - drafted / 10);
-    assert_true(df2 >= 10 && df3 >= 10);
-    assert_true(chi2 < chi_critical(df2));
+    assert_true(drafted >= CHI_RUNS && accepted > drafted / 10 && accepted < drafted - drafted / 10);
+    assert_true(df3 >= 10 && df4 >= 10);
     assert_true(chi3 < chi_critical(df3));
-    free(third); free(count3); free(row); free(first);
+    assert_true(chi4 < chi_critical(df4));
+    free(expected); free(fourth); free(triple); free(count4); free(row); free(first);
     sp_context_free(ctx); sp_context_free(dctx);
     sp_model_free(dm); sp_model_free(m);
 }

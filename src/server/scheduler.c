@@ -12,6 +12,7 @@
 typedef struct {
     int index;
     sp_context *ctx, *dctx;
+    sp_specdecoder *sd;           /* kept across requests: it remembers whether the draft pays */
     pthread_t thread;
 } slot;
 
@@ -49,7 +50,9 @@ static void run_job(slot *sl, job *j) {
     sp_specdecoder *sd = NULL;
     if (!failed && j->spec_decode) {
         if (!j->spec) sp_context_reset(sl->dctx); /* it holds an earlier request's tokens */
-        failed = sp_specdecoder_new(sl->ctx, sl->dctx, j->prompt.ids, j->prompt.n, &j->req.spec_decode, &sd) != SP_OK;
+        failed = (sl->sd ? sp_specdecoder_restart(sl->sd, j->prompt.ids, j->prompt.n, &j->req.spec_decode)
+                         : sp_specdecoder_new(sl->ctx, sl->dctx, j->prompt.ids, j->prompt.n, &j->req.spec_decode, &sl->sd)) != SP_OK;
+        sd = failed ? NULL : sl->sd;
     }
     bool first_chunk = true, member = false;
     atomic_fetch_add(&Q.generating, 1);
@@ -97,7 +100,6 @@ static void run_job(slot *sl, job *j) {
     if (member) decode_batch_leave(sp_srv.decoding);
     atomic_fetch_sub(&Q.generating, 1);
     sp_specdecoder_stats(sd, &r.drafted, &r.accepted);
-    sp_specdecoder_free(sd);
     if (!failed && spc_text_add(&text, -1) != SP_OK) failed = true; /* an unfinished character */
     double t_end = sp_srv_now();
     r.ttft = t_first - j->t_arrival;
@@ -204,6 +206,7 @@ void sp_srv_scheduler_stop(void) {
     pthread_mutex_unlock(&Q.mu);
     for (int i = 0; i < Q.started; i++) pthread_join(Q.slots[i].thread, NULL);
     for (int i = 0; Q.slots && i < sp_srv.cfg->parallel; i++) {
+        sp_specdecoder_free(Q.slots[i].sd);
         sp_context_free(Q.slots[i].ctx);
         sp_context_free(Q.slots[i].dctx);
     }
