@@ -25,6 +25,9 @@ typedef struct {
     int parallel;               /* slots */
     int queue;                  /* waiting requests beyond the slots */
     const char *api_key;        /* NULL: open */
+    int read_timeout;           /* seconds a connection may stay idle while sending its request, or between requests */
+    int conn_per_ip;            /* connections one client address may hold (0: no cap, e.g. behind a proxy) */
+    int shutdown_timeout;       /* seconds running requests get to finish after SIGTERM */
     int ctx_size;               /* per slot */
     size_t max_body;
     int threads;

@@ -64,8 +64,10 @@ for prefill in "--keep 0.1" "--no-spec"; do
 cmp -s "$T/sd.out" "$T/plain.out" && grep -q "speculative decoding: [0-9]* of [0-9]* drafted tokens accepted" "$T/sd.err" \
   && ! grep -q "speculative decoding" "$T/plain.err" && ok || bad "speculative decoding ($prefill) changes the text or says nothing: $(head -c 200 "$T/sd.out") vs $(head -c 200 "$T/plain.out")"
 done
-# sampling (temperature 0.8, the default): speculative decoding runs too, and reports acceptance
+# sampling (temperature 0.8, the default): plain decoding (a seed fixes the text), unless asked
 expect_ok "generate --draft sampling" "$SP" generate -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" -f "$ROOT/eval/demo-prompt.txt" -n 24 --seed 7
+! grep -q "speculative decoding:" "$T/err" && ok || bad "sampling decodes plainly by default"
+expect_ok "generate --draft --spec-decode sampling" "$SP" generate -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" -f "$ROOT/eval/demo-prompt.txt" -n 24 --seed 7 --spec-decode
 grep -q "speculative decoding: [0-9]* of [0-9]* drafted tokens accepted" "$T/err" && ok || bad "speculative decoding runs when sampling: $(tail -c 300 "$T/err")"
 expect_fail "--spec-draft-min above max" "exceeds --spec-draft-max" "$SP" generate "${DEMO[@]}" --draft "$ROOT/models/draft.gguf" --spec-draft-min 3 --spec-draft-max 2
 expect_fail "--explain without speculative prefill" "needs speculative prefill" "$SP" generate "${DEMO[@]}" --explain "$T/x.html"

@@ -70,6 +70,28 @@ static void accepts_what_clients_send(void **s) {
 
 static void rejects_bad_bodies(void **s) {
     (void)s;
+    {
+        sp_request r;
+        char err[256];
+        sp_request_defaults d = {sp_sampling_default_params(), sp_specprefill_default_params(), sp_specdecode_default_params()};
+        static const char nul[] = "{\"prompt\":\"a\0b\"}"; /* a raw NUL byte inside the string */
+        assert_int_equal(sp_request_parse(nul, sizeof nul - 1, false, &d, &r, err, sizeof err), 400);
+        assert_non_null(strstr(err, "NUL byte"));
+        char body[700] = "{\"prompt\":\"x\",\"stop\":[\"ok\",\"";
+        memset(body + strlen(body), 'a', SP_MAX_STOP_BYTES + 1);
+        strcat(body, "\"]}");
+        assert_int_equal(parse(body, false, &r, err), 400);
+        assert_non_null(strstr(err, "longer than 256 bytes"));
+        body[strlen(body) - 4] = 0; /* one byte shorter: exactly the limit */
+        strcat(body, "\"]}");
+        assert_int_equal(parse(body, false, &r, err), 0);
+        sp_request_free(&r);
+        assert_int_equal(parse("{\"prompt\":\"ok\"} \r\n\t", false, &r, err), 0); /* trailing whitespace is fine */
+        sp_request_free(&r);
+        assert_int_equal(parse("{\"prompt\":\"escaped \\t and \\u0001 are fine\"}", false, &r, err), 0);
+        assert_non_null(strchr(r.prompt, '\t'));
+        sp_request_free(&r);
+    }
     static const struct { const char *body; bool chat; const char *msg; } cases[] = {
         {"", false, "not valid JSON"},
         {"[1,2]", false, "JSON object"},
@@ -86,6 +108,13 @@ static void rejects_bad_bodies(void **s) {
         {"{\"prompt\":\"x\",\"speculative_prefill\":{\"keep_rate\":0}}", false, "keep rate 0 is not in (0, 1]"},
         {"{\"prompt\":\"x\",\"speculative_prefill\":\"on\"}", false, "speculative_prefill"},
         {"{\"prompt\":\"x\",\"speculative_decoding\":\"on\"}", false, "speculative_decoding"},
+        /* what a lenient reader lets through: a NUL would cut the prompt short, trailing bytes and raw
+         * control characters are not JSON */
+        {"{\"prompt\":\"a\\u0000b\"}", false, "NUL character"},
+        {"{\"prompt\":\"ok\"} {\"prompt\":\"more\"}", false, "bytes after its JSON value"},
+        {"{\"prompt\":\"ok\"}x", false, "bytes after its JSON value"},
+        {"{\"prompt\":\"tab\there\"}", false, "raw control character"},
+        {"{\"prompt\":\"line\nbreak\"}", false, "raw control character"},
         {"{\"prompt\":\"x\",\"speculative_decoding\":{\"draft_max\":4}}", false, "draft_max"},
         {"{\"prompt\":\"x\",\"speculative_decoding\":{\"draft_min\":0}}", false, "draft_min"},
         {"{\"prompt\":\"x\",\"speculative_decoding\":{\"draft_min\":3,\"draft_max\":2}}", false, "draft_min exceeds draft_max"},

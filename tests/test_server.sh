@@ -42,6 +42,7 @@ wait_metric() {
 KEY=test-key
 A="Authorization: Bearer $KEY"
 start_server "$W/server.log" -m "$W/main.gguf" --draft "$W/draft.gguf" --parallel 2 --queue 8 --api-key $KEY -c 2048 --max-body 65536 -t 2 \
+  --read-timeout 3 --shutdown-timeout 3 \
   || { echo "FAIL: the server did not start: $(tail -3 "$W/server.log")"; echo "0 passed, 1 failed"; exit 1; }
 B="http://127.0.0.1:$PORT"
 req() { # method path body → "status body"
@@ -72,6 +73,49 @@ got=$(curl -s -o /dev/null -w "%{http_code}" "$B/v1/models"); [ "$got" = 401 ] &
 got=$(curl -s -o /dev/null -w "%{http_code}" -H "Authorization: Bearer nope" "$B/v1/models"); [ "$got" = 401 ] && ok || bad "wrong key: $got"
 expect 200 metrics GET /metrics
 grep -q 'specprefill_requests_total{status="400"}' "$W/body" && grep -q "specprefill_ttft_seconds_bucket" "$W/body" && ok || bad "metrics content"
+python3 "$HERE/server/check_metrics.py" "$W/body" >"$W/lint.log" && ok || bad "metrics lint (promtool's rules): $(head -5 "$W/lint.log")"
+# a strict front door: a NUL (it would cut the prompt short), bytes after the JSON value, a raw
+# control character in a string and a stop string past 256 bytes are 400s; /health takes GET
+# only; the Bearer scheme matches in any case; error codes are OpenAI's (a string or null)
+expect 400 "\\u0000 in a string" POST /v1/completions '{"prompt":"a\u0000b"}'
+grep -q "NUL" "$W/body" && grep -q '"code":null' "$W/body" && ok || bad "NUL message and code: $(head -c 200 "$W/body")"
+expect 400 "trailing bytes" POST /v1/completions '{"prompt":"a","max_tokens":1} {"prompt":"b"}'
+expect 400 "raw control character" POST /v1/completions "$(printf '{"prompt":"a\tb","max_tokens":1}')"
+expect 400 "long stop string" POST /v1/completions "{\"prompt\":\"a\",\"stop\":\"$(head -c 300 /dev/zero | tr '\0' s)\"}"
+expect 405 "POST /health" POST /health
+got=$(curl -s -o /dev/null -w "%{http_code}" -H "Authorization: bearer $KEY" "$B/v1/models"); [ "$got" = 200 ] && ok || bad "lowercase bearer: $got"
+got=$(curl -s -o "$W/body" -w "%{http_code}" "$B/v1/models"); [ "$got" = 401 ] && grep -q '"code":"invalid_api_key"' "$W/body" && ok || bad "401 code: $(head -c 200 "$W/body")"
+# 140 half-sent requests from one address: past --conn-per-ip its connections are refused, so
+# another address still gets /health at once; --read-timeout (3 s) closes the half-sent ones
+python3 - "$PORT" 3 >"$W/halfsent.log" 2>&1 <<'PYEOF' && ok || bad "half-sent requests: $(tail -3 "$W/halfsent.log")"
+import socket, subprocess, sys, time
+port, read_timeout = int(sys.argv[1]), int(sys.argv[2])
+held = []
+for i in range(140):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=2)
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
+        held.append(s)
+    except OSError:
+        pass
+t0 = time.monotonic()
+health = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", "--interface", "127.0.0.2",
+                         f"http://127.0.0.1:{port}/health"], capture_output=True, text=True).stdout
+health_s = time.monotonic() - t0
+closed = 0
+deadline = time.monotonic() + read_timeout + 5
+for s in held:
+    s.settimeout(max(0.05, deadline - time.monotonic()))
+    try:
+        closed += s.recv(1) == b""
+    except ConnectionResetError:
+        closed += 1
+    except OSError:
+        pass
+print(f"{len(held)} half-sent connections; /health from another address: {health} in {health_s:.2f} s; closed by the server: {closed} within {time.monotonic() - t0:.1f} s")
+sys.exit(0 if health == "200" and health_s < 2 and closed == len(held) else 1)
+PYEOF
+cat "$W/halfsent.log"
 # speculative decoding (on by default with a draft of the same tokenizer): greedy text is plain
 # decoding's; usage (OpenAI's prediction-token counts) and the specprefill object report the
 # draft's proposals; two requests at once (batched steps while both generate, speculative steps
@@ -128,15 +172,22 @@ batches=$(awk '/^specprefill_decode_batches_total /{print $2}' "$W/metrics")
 rows=$(awk '/^specprefill_decode_batch_rows_total /{print $2}' "$W/metrics")
 [ -n "$batches" ] && [ -n "$rows" ] && [ "$batches" -gt 0 ] && [ "$rows" -gt "$batches" ] && ok || bad "batched decode: $batches steps, $rows rows"
 echo "decode steps: $batches, rows: $rows"
-# SIGTERM under load: the running generations end, their clients get an answer, the server exits
-for i in 1 2; do curl -s -o "$W/term$i.out" -H "$A" --data-binary '{"prompt":"x","max_tokens":1500,"ignore_eos":true,"stream":true}' "$B/v1/completions" & done
+# SIGTERM under load (drain): no new requests; the queued one is answered 503 with a JSON error;
+# the running generations get --shutdown-timeout (3 s) to finish, then end as if max_tokens were
+# reached (never a finish_reason OpenAI does not have); the server exits
+for i in 1 2; do curl -s -o "$W/term$i.out" -H "$A" --data-binary '{"prompt":"x","max_tokens":1900,"ignore_eos":true,"stream":true}' "$B/v1/completions" & done
 wait_metric specprefill_slots_busy 2 || bad "the two generations did not start"
+curl -s -o "$W/term-queued.out" -w "%{http_code}" -H "$A" --data-binary '{"prompt":"x","max_tokens":5}' "$B/v1/completions" >"$W/term-queued.code" &
+wait_metric specprefill_queue_depth 1 || bad "the third request did not queue"
 kill -TERM $PID
 for i in $(seq 100); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done
 if kill -0 $PID 2>/dev/null; then bad "no graceful shutdown within 10 s under load"; kill -9 $PID; else wait $PID && ok || bad "exit status after SIGTERM"; fi
 wait
 grep -q "shutting down" "$W/server.log" && ok || bad "shutdown logged"
-for i in 1 2; do grep -q '"finish_reason":"cancelled"\|data: \[DONE\]' "$W/term$i.out" && ok || bad "a generation cut by SIGTERM ends its stream: $(tail -c 200 "$W/term$i.out")"; done
+for i in 1 2; do tail -c 20 "$W/term$i.out" | grep -q 'data: \[DONE\]' && grep -q '"finish_reason":"length"' "$W/term$i.out" && ! grep -q cancelled "$W/term$i.out" && ok \
+  || bad "a generation running at SIGTERM ends its stream: $(tail -c 200 "$W/term$i.out")"; done
+[ "$(cat "$W/term-queued.code")" = 503 ] && grep -q "shutting down" "$W/term-queued.out" && grep -q '"error"' "$W/term-queued.out" && ok \
+  || bad "a request queued at SIGTERM: $(cat "$W/term-queued.code") $(head -c 200 "$W/term-queued.out")"
 # SpecPrefill's generation continues at the full prompt's length, in both front ends: the server's
 # greedy answer with speculative prefill at keep 10 % equals `generate`'s (the bundled pair on the
 # demo document: its answer goes wrong when decoding continues at any other position)

@@ -48,7 +48,7 @@ int cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *file = NULL, *system = NULL, *tmpl = NULL, *tmpl_file = NULL, *kwargs = NULL;
     const char *draft_path = NULL, *explain = NULL, *stops[SPC_MAX_STOPS];
     int n_stops = 0, n_predict = 128, threads = 0, n_ctx = 0, kv_type = 0;
-    bool chat = false, self_spec = false, no_spec = false, no_spec_decode = false;
+    bool chat = false, self_spec = false, no_spec = false, no_spec_decode = false, spec_decode_sampling = false;
     sp_specdecode_params sdp = sp_specdecode_default_params();
     sp_sampling_params sp = sp_sampling_default_params();
     sp_specprefill_params spp = sp_specprefill_default_params();
@@ -74,7 +74,10 @@ int cmd_generate(int argc, char **argv) {
         CLI_SPECPREFILL_SCORING_OPTIONS(&spp),
         CLI_OPT("--explain", NULL, CLI_TEXT, &explain, 0, 0, "FILE.html", "write a page showing each prompt token's importance and what was kept"),
         CLI_SECTION_ROW("speculative decoding (the draft proposes, the main model checks: greedy, the same text; sampling, the same distribution)"),
-        CLI_OPT("--no-spec-decode", NULL, CLI_FLAG, &no_spec_decode, 0, 0, NULL, "decode one token at a time even with a draft", .shown_default = "on with --draft"),
+        CLI_OPT("--no-spec-decode", NULL, CLI_FLAG, &no_spec_decode, 0, 0, NULL, "decode one token at a time even with a draft",
+                .shown_default = "on with --draft and --temp 0"),
+        CLI_OPT("--spec-decode", NULL, CLI_FLAG, &spec_decode_sampling, 0, 0, NULL,
+                "when sampling too (the same distribution, but a seed no longer fixes the text)"),
         CLI_OPT("--spec-draft-max", NULL, CLI_INT, &sdp.draft_max, 1, SP_SPECDECODE_MAX_DRAFT, "N", "most tokens the draft proposes per step"),
         CLI_OPT("--spec-draft-min", NULL, CLI_INT, &sdp.draft_min, 1, SP_SPECDECODE_MAX_DRAFT, "N", "fewest tokens the draft proposes per step"),
         CLI_OPTIONS_END,
@@ -134,7 +137,7 @@ int cmd_generate(int argc, char **argv) {
     if (dm && !spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
     const bool other_vocab = dm && spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK;
     /* speculative decoding: a draft of the same tokenizer */
-    const bool spec_decode = dm && !other_vocab && !no_spec_decode;
+    const bool spec_decode = dm && !other_vocab && !no_spec_decode && (sp.temperature == 0 || spec_decode_sampling);
     if (spec || spec_decode) {
         sp_context_params dp = sp_context_default_params();
         dp.n_ctx = spc_draft_ctx_size(other_vocab ? (int)strlen(pr.text) : pr.n, &spp, other_vocab) +

@@ -13,6 +13,9 @@ int cmd_serve(int argc, char **argv) {
     c.port = 8080;
     c.parallel = 1;
     c.queue = 16;
+    c.read_timeout = 10;
+    c.conn_per_ip = -1;
+    c.shutdown_timeout = 10;
     c.spec = sp_specprefill_default_params();
     c.sampling = sp_sampling_default_params();
     c.spec_default = true;
@@ -29,6 +32,13 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT("--api-key", NULL, CLI_TEXT, &c.api_key, 0, 0, "KEY", "require Authorization: Bearer KEY on /v1/* and /metrics", .shown_default = "none"),
         CLI_OPT("--ctx-size", "-c", CLI_INT, &c.ctx_size, 16, 1 << 24, "N", "context per slot, prompt + output", .shown_default = "min(model's, 4096)"),
         CLI_OPT("--max-body", NULL, CLI_INT, &max_body, 1024, 1 << 30, "BYTES", "request body limit"),
+        CLI_OPT("--read-timeout", NULL, CLI_INT, &c.read_timeout, 1, 3600, "SECONDS",
+                "close a connection idle this long while sending its request or between requests"),
+        CLI_OPT("--conn-per-ip", NULL, CLI_INT, &c.conn_per_ip, 0, 1 << 20, "N",
+                "connections one client address may hold; 0 = no cap (behind a proxy, where every request comes from its address)",
+                .shown_default = "parallel + queue + 8"),
+        CLI_OPT("--shutdown-timeout", NULL, CLI_INT, &c.shutdown_timeout, 0, 3600, "SECONDS",
+                "on SIGTERM/SIGINT: queued requests get 503, running ones this long to finish"),
         CLI_OPT("--model-name", NULL, CLI_TEXT, &c.model_name, 0, 0, "NAME", "the id in responses and /v1/models", .shown_default = "the file name"),
         CLI_CHAT_TEMPLATE_OPTIONS(&tmpl, &tmpl_file, &c.chat_template_kwargs),
         CLI_THREADS_OPTION(&c.threads),
@@ -54,6 +64,7 @@ int cmd_serve(int argc, char **argv) {
     if (parsed >= 0) return parsed;
     if (!c.model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
     c.max_body = (size_t)max_body;
+    if (c.conn_per_ip < 0) c.conn_per_ip = c.parallel + c.queue + 8;
     char *tmpl_owned = NULL;
     const int tc = cli_chat_template(tmpl, tmpl_file, &c.chat_template, &tmpl_owned);
     if (tc >= 0) return tc;

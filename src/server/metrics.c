@@ -2,11 +2,13 @@
 #define _GNU_SOURCE /* open_memstream */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "state.h"
 
 static const double buckets[11] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+#define RATE_WINDOW 10 /* seconds of the server-wide generation rate */
 
 static struct {
     pthread_mutex_t mu;
@@ -16,6 +18,9 @@ static struct {
     unsigned long ttft_n, latency_n;
     unsigned long prompt_tokens, kept_tokens, generated_tokens;
     unsigned long drafted_tokens, accepted_tokens, decode_steps;
+    unsigned long cancelled_queued;
+    unsigned long second_tokens[RATE_WINDOW + 1]; /* tokens generated in each of the last seconds (a ring) */
+    long second_at;                                /* the second the ring's newest slot counts */
     double prefill_seconds, decode_seconds;
 } M = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -31,6 +36,39 @@ static void observe(unsigned long *b, double *sum, unsigned long *n, double v) {
     b[i]++;
     *sum += v;
     (*n)++;
+}
+
+/* Moves the ring to the current second (under M.mu): the seconds that passed start at zero. */
+static void ring_advance(double now) {
+    const long sec = (long)now;
+    if (M.second_at == 0 || sec - M.second_at > RATE_WINDOW) {
+        memset(M.second_tokens, 0, sizeof M.second_tokens);
+        M.second_at = sec;
+    }
+    for (; M.second_at < sec; M.second_at++) M.second_tokens[(M.second_at + 1) % (RATE_WINDOW + 1)] = 0;
+}
+
+/* Tokens per second over the last RATE_WINDOW whole seconds (under M.mu). */
+static double recent_rate(double now) {
+    ring_advance(now);
+    unsigned long sum = 0;
+    for (int i = 0; i <= RATE_WINDOW; i++)
+        if (i != M.second_at % (RATE_WINDOW + 1)) sum += M.second_tokens[i]; /* the second under way is not whole */
+    return (double)sum / RATE_WINDOW;
+}
+
+void sp_srv_count_generated(int n) {
+    const double now = sp_srv_now();
+    pthread_mutex_lock(&M.mu);
+    ring_advance(now);
+    M.second_tokens[M.second_at % (RATE_WINDOW + 1)] += (unsigned long)n;
+    pthread_mutex_unlock(&M.mu);
+}
+
+void sp_srv_count_cancelled_queued(void) {
+    pthread_mutex_lock(&M.mu);
+    M.cancelled_queued++;
+    pthread_mutex_unlock(&M.mu);
 }
 
 void sp_srv_count_status(int status) {
@@ -56,6 +94,11 @@ void sp_srv_record_job(const job *j, const job_result *r, bool failed) {
     pthread_mutex_unlock(&M.mu);
 }
 
+/* A family's HELP and TYPE lines (Prometheus requires both for promtool's lint). */
+static void family(FILE *f, const char *name, const char *type, const char *help) {
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
 char *sp_srv_metrics_text(void) {
     char *buf = NULL;
     size_t len = 0;
@@ -65,49 +108,62 @@ char *sp_srv_metrics_text(void) {
     sp_srv_scheduler_load(&queued, &busy);
     unsigned long rounds, rows;
     decode_batch_counts(sp_srv.decoding, &rounds, &rows);
+    const double now = sp_srv_now();
     pthread_mutex_lock(&M.mu);
-    fprintf(f, "# HELP specprefill_requests_total Requests answered, by HTTP status.\n# TYPE specprefill_requests_total counter\n");
+    family(f, "specprefill_requests_total", "counter", "Requests answered, by HTTP status.");
     for (int s = 100; s < 600; s++)
         if (M.status_count[s]) fprintf(f, "specprefill_requests_total{status=\"%d\"} %lu\n", s, M.status_count[s]);
+    family(f, "specprefill_requests_cancelled_queued_total", "counter",
+           "Requests that ended before a slot took them (the client left, or the server stopped).");
+    fprintf(f, "specprefill_requests_cancelled_queued_total %lu\n", M.cancelled_queued);
     const char *names[2] = {"specprefill_ttft_seconds", "specprefill_request_duration_seconds"};
     const char *help[2] = {"Time from request arrival to the first token.", "Time from request arrival to the last byte."};
     unsigned long *b[2] = {M.ttft_bucket, M.latency_bucket};
     double sums[2] = {M.ttft_sum, M.latency_sum};
     unsigned long ns[2] = {M.ttft_n, M.latency_n};
     for (int h = 0; h < 2; h++) {
-        fprintf(f, "# HELP %s %s\n# TYPE %s histogram\n", names[h], help[h], names[h]);
+        family(f, names[h], "histogram", help[h]);
         unsigned long cum = 0;
         for (int i = 0; i < 11; i++) { cum += b[h][i]; fprintf(f, "%s_bucket{le=\"%g\"} %lu\n", names[h], buckets[i], cum); }
         cum += b[h][11];
         fprintf(f, "%s_bucket{le=\"+Inf\"} %lu\n%s_sum %.6f\n%s_count %lu\n", names[h], cum, names[h], sums[h], names[h], ns[h]);
     }
-    fprintf(f, "# TYPE specprefill_prompt_tokens_total counter\nspecprefill_prompt_tokens_total %lu\n", M.prompt_tokens);
-    fprintf(f, "# TYPE specprefill_kept_tokens_total counter\nspecprefill_kept_tokens_total %lu\n", M.kept_tokens);
-    fprintf(f, "# TYPE specprefill_generated_tokens_total counter\nspecprefill_generated_tokens_total %lu\n", M.generated_tokens);
-    fprintf(f, "# HELP specprefill_draft_tokens_total Tokens the draft proposed in speculative decoding.\n"
-               "# TYPE specprefill_draft_tokens_total counter\nspecprefill_draft_tokens_total %lu\n", M.drafted_tokens);
-    fprintf(f, "# HELP specprefill_draft_accepted_tokens_total Of them, those the main model accepted.\n"
-               "# TYPE specprefill_draft_accepted_tokens_total counter\nspecprefill_draft_accepted_tokens_total %lu\n", M.accepted_tokens);
-    fprintf(f, "# HELP specprefill_draft_acceptance_ratio Accepted / proposed draft tokens, over all requests.\n"
-               "# TYPE specprefill_draft_acceptance_ratio gauge\nspecprefill_draft_acceptance_ratio %.4f\n",
-            M.drafted_tokens ? (double)M.accepted_tokens / M.drafted_tokens : 0);
-    fprintf(f, "# HELP specprefill_decode_steps_total Forward passes of the main model while generating (generated / steps = tokens per pass).\n"
-               "# TYPE specprefill_decode_steps_total counter\nspecprefill_decode_steps_total %lu\n", M.decode_steps);
-    fprintf(f, "# TYPE specprefill_prefill_seconds_total counter\nspecprefill_prefill_seconds_total %.6f\n", M.prefill_seconds);
-    fprintf(f, "# TYPE specprefill_decode_seconds_total counter\nspecprefill_decode_seconds_total %.6f\n", M.decode_seconds);
-    fprintf(f, "# HELP specprefill_prefill_tokens_per_second Prompt tokens per second of prefill, over all requests.\n"
-               "# TYPE specprefill_prefill_tokens_per_second gauge\nspecprefill_prefill_tokens_per_second %.3f\n",
-            M.prefill_seconds > 0 ? M.prompt_tokens / M.prefill_seconds : 0);
-    fprintf(f, "# TYPE specprefill_decode_tokens_per_second gauge\nspecprefill_decode_tokens_per_second %.3f\n",
-            M.decode_seconds > 0 ? M.generated_tokens / M.decode_seconds : 0);
+    family(f, "specprefill_prompt_tokens_total", "counter", "Prompt tokens of finished requests.");
+    fprintf(f, "specprefill_prompt_tokens_total %lu\n", M.prompt_tokens);
+    family(f, "specprefill_kept_tokens_total", "counter", "Of them, those the main model prefilled (speculative prefill keeps a part).");
+    fprintf(f, "specprefill_kept_tokens_total %lu\n", M.kept_tokens);
+    family(f, "specprefill_generated_tokens_total", "counter", "Tokens generated, over finished requests.");
+    fprintf(f, "specprefill_generated_tokens_total %lu\n", M.generated_tokens);
+    family(f, "specprefill_draft_tokens_total", "counter", "Tokens the draft proposed in speculative decoding.");
+    fprintf(f, "specprefill_draft_tokens_total %lu\n", M.drafted_tokens);
+    family(f, "specprefill_draft_accepted_tokens_total", "counter", "Of them, those the main model accepted.");
+    fprintf(f, "specprefill_draft_accepted_tokens_total %lu\n", M.accepted_tokens);
+    family(f, "specprefill_draft_acceptance_ratio", "gauge", "Accepted / proposed draft tokens, over all requests.");
+    fprintf(f, "specprefill_draft_acceptance_ratio %.4f\n", M.drafted_tokens ? (double)M.accepted_tokens / M.drafted_tokens : 0);
+    family(f, "specprefill_decode_steps_total", "counter", "Forward passes of the main model while generating (generated / steps = tokens per pass).");
+    fprintf(f, "specprefill_decode_steps_total %lu\n", M.decode_steps);
+    family(f, "specprefill_prefill_seconds_total", "counter", "Seconds spent prefilling, summed over requests.");
+    fprintf(f, "specprefill_prefill_seconds_total %.6f\n", M.prefill_seconds);
+    family(f, "specprefill_decode_seconds_total", "counter", "Seconds spent generating, summed over requests.");
+    fprintf(f, "specprefill_decode_seconds_total %.6f\n", M.decode_seconds);
+    family(f, "specprefill_prefill_tokens_per_second", "gauge", "Prompt tokens per second of prefill, over all requests.");
+    fprintf(f, "specprefill_prefill_tokens_per_second %.3f\n", M.prefill_seconds > 0 ? M.prompt_tokens / M.prefill_seconds : 0);
+    family(f, "specprefill_decode_tokens_per_second", "gauge", "Generated tokens per second of a request's decoding, over all requests.");
+    fprintf(f, "specprefill_decode_tokens_per_second %.3f\n", M.decode_seconds > 0 ? M.generated_tokens / M.decode_seconds : 0);
+    family(f, "specprefill_generation_tokens_per_second", "gauge",
+           "Tokens the whole server generated per second over the last " SP_STRINGIFY(RATE_WINDOW) " seconds.");
+    fprintf(f, "specprefill_generation_tokens_per_second %.3f\n", recent_rate(now));
     pthread_mutex_unlock(&M.mu);
-    fprintf(f, "# HELP specprefill_decode_batches_total Batched decode steps: one forward pass for the next token of every generating slot.\n"
-               "# TYPE specprefill_decode_batches_total counter\nspecprefill_decode_batches_total %lu\n", rounds);
-    fprintf(f, "# HELP specprefill_decode_batch_rows_total Tokens decoded in those steps (rows / batches = mean batch size).\n"
-               "# TYPE specprefill_decode_batch_rows_total counter\nspecprefill_decode_batch_rows_total %lu\n", rows);
-    fprintf(f, "# TYPE specprefill_queue_depth gauge\nspecprefill_queue_depth %d\n", queued);
-    fprintf(f, "# TYPE specprefill_slots_busy gauge\nspecprefill_slots_busy %d\n", busy);
-    fprintf(f, "# TYPE specprefill_slots gauge\nspecprefill_slots %d\n", sp_srv.cfg->parallel);
+    family(f, "specprefill_decode_batches_total", "counter", "Batched decode steps: one forward pass for the next token of every generating slot.");
+    fprintf(f, "specprefill_decode_batches_total %lu\n", rounds);
+    family(f, "specprefill_decode_batch_rows_total", "counter", "Tokens decoded in those steps (rows / batches = mean batch size).");
+    fprintf(f, "specprefill_decode_batch_rows_total %lu\n", rows);
+    family(f, "specprefill_queue_depth", "gauge", "Requests waiting for a slot.");
+    fprintf(f, "specprefill_queue_depth %d\n", queued);
+    family(f, "specprefill_slots_busy", "gauge", "Slots working on a request.");
+    fprintf(f, "specprefill_slots_busy %d\n", busy);
+    family(f, "specprefill_slots", "gauge", "Slots (--parallel).");
+    fprintf(f, "specprefill_slots %d\n", sp_srv.cfg->parallel);
     if (fclose(f) != 0) { free(buf); return NULL; }
     return buf;
 }

@@ -106,7 +106,11 @@ char *sp_srv_error_body(int status, const char *type, const char *msg) {
     cJSON_AddStringToObject(e, "message", msg);
     cJSON_AddStringToObject(e, "type", type);
     cJSON_AddNullToObject(e, "param");
-    cJSON_AddNumberToObject(e, "code", status);
+    /* OpenAI's code is a string naming the error, or null */
+    const char *code = status == 401 ? "invalid_api_key" : status == 404 ? "unknown_url" : status == 413 ? "request_too_large"
+                     : status == 503 ? "server_busy" : NULL;
+    if (code) cJSON_AddStringToObject(e, "code", code);
+    else cJSON_AddNullToObject(e, "code");
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;

@@ -29,6 +29,29 @@ static int boolean(const cJSON *o, const char *field, bool *out, char *err, size
     return 0;
 }
 
+/* What cJSON lets through and a strict reader must not: a NUL (raw, or \u0000 — it would cut a C
+ * string short, silently truncating the prompt) and raw control characters inside strings
+ * (RFC 8259 requires them escaped). Trailing bytes are checked after parsing. */
+static int strict_bytes(const char *s, size_t n, char *err, size_t es) {
+    bool in_string = false;
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char c = (unsigned char)s[i];
+        if (c == 0) return bad(err, es, "the body contains a NUL byte%s", "");
+        if (!in_string) {
+            in_string = c == '"';
+            continue;
+        }
+        if (c == '"') in_string = false;
+        else if (c < 0x20) return bad(err, es, "a raw control character inside a JSON string (escape it: \\n, \\t, \\u00XX)%s", "");
+        else if (c == '\\' && i + 1 < n) {
+            if (s[i + 1] == 'u' && i + 5 < n && s[i + 2] == '0' && s[i + 3] == '0' && s[i + 4] == '0' && s[i + 5] == '0')
+                return bad(err, es, "a NUL character (\\u0000) in a string%s", "");
+            i++; /* the escaped character, whatever it is */
+        }
+    }
+    return 0;
+}
+
 void sp_request_free(sp_request *r) {
     free(r->prompt);
     free(r->messages_json);
@@ -125,11 +148,17 @@ static int parse(const cJSON *root, bool chat, sp_request *r, char *err, size_t 
         if ((rc = boolean(so, "include_usage", &r->include_usage, err, es))) return rc;
     }
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(root, "stop");
+    /* each stop string is matched against the text at every token: bounded, or one request slows every stream */
+    const cJSON *x;
+    if (cJSON_IsString(stop) && strlen(stop->valuestring) > SP_MAX_STOP_BYTES)
+        return bad(err, es, "a 'stop' string is longer than %s bytes", SP_STRINGIFY(SP_MAX_STOP_BYTES));
+    if (cJSON_IsArray(stop))
+        cJSON_ArrayForEach(x, stop) if (cJSON_IsString(x) && strlen(x->valuestring) > SP_MAX_STOP_BYTES)
+            return bad(err, es, "a 'stop' string is longer than %s bytes", SP_STRINGIFY(SP_MAX_STOP_BYTES));
     if (cJSON_IsString(stop)) {
         if (*stop->valuestring && !(r->stop[r->n_stop++] = strdup(stop->valuestring))) return bad(err, es, "out of memory%s", "");
     } else if (cJSON_IsArray(stop)) {
         if (cJSON_GetArraySize(stop) > SP_MAX_STOPS) return bad(err, es, "at most 4 '%s' strings", "stop");
-        const cJSON *x;
         cJSON_ArrayForEach(x, stop) {
             if (!cJSON_IsString(x)) return bad(err, es, "'%s' must be a string or an array of strings", "stop");
             if (*x->valuestring && !(r->stop[r->n_stop++] = strdup(x->valuestring))) return bad(err, es, "out of memory%s", "");
@@ -196,13 +225,22 @@ int sp_request_parse(const char *body, size_t len, bool chat, const sp_request_d
     out->sampling = defaults->sampling;
     out->spec = defaults->spec;
     out->spec_decode = defaults->spec_decode;
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    int rc = strict_bytes(body, len, err, err_size);
+    if (rc) return rc;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
     if (!root) {
         snprintf(err, err_size, "the body is not valid JSON");
         return 400;
     }
+    while (end < body + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+    if (end < body + len) {
+        cJSON_Delete(root);
+        snprintf(err, err_size, "the body has bytes after its JSON value (at byte %zu)", (size_t)(end - body));
+        return 400;
+    }
     out->json = root;
-    int rc = parse(root, chat, out, err, err_size);
+    rc = parse(root, chat, out, err, err_size);
     if (rc) sp_request_free(out);
     return rc;
 }

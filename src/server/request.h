@@ -9,6 +9,9 @@
 #include "specprefill.h"
 
 #define SP_MAX_STOPS 4
+#define SP_MAX_STOP_BYTES 256 /* per stop string */
+#define SP_STRINGIFY_(x) #x
+#define SP_STRINGIFY(x) SP_STRINGIFY_(x)
 #define SP_MAX_MESSAGES 256
 
 typedef struct {

@@ -22,7 +22,7 @@ static struct {
     job **queue;
     int q_head, q_len, q_cap;
     int busy;
-    bool stopping;
+    bool stopping, draining;
     atomic_int generating;        /* slots past their prefill */
     slot *slots;
     int started;
@@ -34,7 +34,7 @@ static void run_job(slot *sl, job *j) {
     float *logits = malloc((size_t)info->n_vocab * sizeof *logits);
     spc_text text;
     sp_sampler *smp = NULL;
-    const char *finish = "length";
+    const char *finish = "length", *note = "";
     bool failed = spc_text_init(&text, sp_srv.model, (const char *const *)j->req.stop, j->req.n_stop) != SP_OK || !logits ||
                   sp_sampler_new(&j->req.sampling, info->n_vocab, &smp) != SP_OK;
     double t_start = sp_srv_now(), t_first = t_start;
@@ -59,7 +59,10 @@ static void run_job(slot *sl, job *j) {
     size_t len;
     const char *piece;
     for (int n = 0; !failed && n < j->max_tokens;) {
-        if (sp_srv_job_cancelled(j) || Q.stopping) { finish = "cancelled"; break; }
+        /* cut short: the client left (nobody reads the end), or the server stops past its
+         * --shutdown-timeout (the answer ends as if max_tokens were reached) */
+        if (sp_srv_job_cancelled(j)) { note = " (the client left)"; break; }
+        if (Q.stopping) { note = " (cut by shutdown)"; break; }
         /* the next tokens. Alone, a speculating slot takes its own steps (proposals checked in one
          * pass); while other slots generate, a step per token batched with theirs serves the
          * machine better: the batch already fills the pass that speculation would fill */
@@ -80,6 +83,7 @@ static void run_job(slot *sl, job *j) {
             sp_sampler_accept(smp, toks[0]);
         }
         bool end = false;
+        const int before = r.completion_tokens;
         for (int i = 0; i < k && !end; i++) {
             if (sp_token_is_eog(sp_srv.model, toks[i]) && !j->req.ignore_eos) { finish = "stop"; end = true; break; }
             n++;
@@ -92,6 +96,7 @@ static void run_job(slot *sl, job *j) {
             }
             if (text.stopped) { finish = "stop"; end = true; }
         }
+        sp_srv_count_generated(r.completion_tokens - before);
         if (failed || end || n == j->max_tokens) break;
         if (speculate) continue; /* the step decoded what it accepted */
         r.decode_steps++;
@@ -114,9 +119,9 @@ static void run_job(slot *sl, job *j) {
     sp_srv_finish_response(j, text.text, finish, &r, first_chunk);
     sp_srv_job_finish(j);
     sp_srv_record_job(j, &r, failed);
-    fprintf(stderr, "%s %s %d prompt=%d kept=%d gen=%d drafted=%ld accepted=%ld ttft=%.0fms total=%.0fms finish=%s slot=%d\n",
+    fprintf(stderr, "%s %s %d prompt=%d kept=%d gen=%d drafted=%ld accepted=%ld ttft=%.0fms total=%.0fms finish=%s%s slot=%d\n",
             j->req.chat ? "/v1/chat/completions" : "/v1/completions", j->req.stream ? "stream" : "json", failed ? 500 : 200,
-            j->prompt.n, r.kept, r.completion_tokens, r.drafted, r.accepted, r.ttft * 1e3, r.total * 1e3, finish, sl->index);
+            j->prompt.n, r.kept, r.completion_tokens, r.drafted, r.accepted, r.ttft * 1e3, r.total * 1e3, finish, note, sl->index);
     spc_text_free(&text);
     free(logits);
     sp_sampler_free(smp);
@@ -133,8 +138,18 @@ static void *slot_main(void *arg) {
         Q.q_len--;
         Q.busy++;
         pthread_mutex_unlock(&Q.mu);
-        if (!sp_srv_job_cancelled(j)) run_job(sl, j);
-        else sp_srv_job_finish(j);
+        pthread_mutex_lock(&j->mu);
+        const bool run = !j->cancelled;
+        j->started = run;
+        pthread_cond_broadcast(&j->cv); /* its connection thread sends the status line now */
+        pthread_mutex_unlock(&j->mu);
+        if (run) {
+            run_job(sl, j);
+        } else {
+            sp_srv_job_finish(j);
+            sp_srv_count_cancelled_queued();
+            fprintf(stderr, "%s cancelled while queued (the client left)\n", j->id);
+        }
         sp_srv_job_release(j);
         pthread_mutex_lock(&Q.mu);
         Q.busy--;
@@ -146,7 +161,7 @@ static void *slot_main(void *arg) {
 bool sp_srv_scheduler_start(void) {
     const sp_server_config *cfg = sp_srv.cfg;
     Q.q_head = Q.q_len = Q.busy = Q.started = 0;
-    Q.stopping = false;
+    Q.stopping = Q.draining = false;
     Q.q_cap = cfg->queue + cfg->parallel; /* waiting + about to be taken */
     Q.queue = calloc((size_t)Q.q_cap, sizeof *Q.queue);
     Q.slots = calloc((size_t)cfg->parallel, sizeof *Q.slots);
@@ -180,7 +195,7 @@ bool sp_srv_scheduler_start(void) {
 bool sp_srv_scheduler_submit(job *j) {
     pthread_mutex_lock(&Q.mu);
     /* room: a free slot, or a place among the --queue waiting requests */
-    const bool full = Q.q_len >= sp_srv.cfg->queue + (sp_srv.cfg->parallel - Q.busy) || Q.stopping;
+    const bool full = Q.q_len >= sp_srv.cfg->queue + (sp_srv.cfg->parallel - Q.busy) || Q.stopping || Q.draining;
     if (!full) {
         j->refs++; /* the queue's, then the slot's */
         Q.queue[(Q.q_head + Q.q_len) % Q.q_cap] = j;
@@ -196,6 +211,24 @@ void sp_srv_scheduler_load(int *queued, int *busy) {
     *queued = Q.q_len;
     *busy = Q.busy;
     pthread_mutex_unlock(&Q.mu);
+}
+
+int sp_srv_scheduler_drain(void) {
+    pthread_mutex_lock(&Q.mu);
+    Q.draining = true;
+    const int n = Q.q_len;
+    for (int i = 0; i < n; i++) {
+        job *j = Q.queue[(Q.q_head + i) % Q.q_cap];
+        pthread_mutex_lock(&j->mu);
+        j->rejected = true;
+        pthread_cond_broadcast(&j->cv);
+        pthread_mutex_unlock(&j->mu);
+        sp_srv_count_cancelled_queued();
+        sp_srv_job_release(j); /* the queue's reference */
+    }
+    Q.q_len = 0;
+    pthread_mutex_unlock(&Q.mu);
+    return n;
 }
 
 void sp_srv_scheduler_stop(void) {

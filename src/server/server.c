@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -120,7 +121,8 @@ static const char *header(struct MHD_Connection *c, const char *name) {
 static bool authorized(struct MHD_Connection *c) {
     if (!sp_srv.cfg->api_key) return true;
     const char *h = header(c, "Authorization");
-    return h && strncmp(h, "Bearer ", 7) == 0 && strcmp(h + 7, sp_srv.cfg->api_key) == 0;
+    /* the scheme is case-insensitive (RFC 9110), the key is not */
+    return h && strncasecmp(h, "Bearer ", 7) == 0 && strcmp(h + 7, sp_srv.cfg->api_key) == 0;
 }
 
 static enum MHD_Result metrics(struct MHD_Connection *c) {
@@ -169,7 +171,11 @@ static enum MHD_Result completion(struct MHD_Connection *c, const char *url, con
         return send_error(c, url, 400, "invalid_request_error", "speculative prefill needs the server to run with --draft or --self-spec");
     }
     j->spec_params = j->req.spec;
-    j->spec_decode = sp_srv.can_spec_decode && (j->req.spec_decode_enabled == 1 || (j->req.spec_decode_enabled == -1 && sp_srv.cfg->spec_decode_default));
+    /* by default only greedy requests speculate: sampled ones keep the distribution but a seed
+     * would no longer fix the text (the draft draws from the same random stream, and when it
+     * rests depends on timings), so they speculate when they ask */
+    j->spec_decode = sp_srv.can_spec_decode && (j->req.spec_decode_enabled == 1 || (j->req.spec_decode_enabled == -1 &&
+                                                sp_srv.cfg->spec_decode_default && j->req.sampling.temperature == 0));
     if (j->req.spec_decode_enabled == 1 && !sp_srv.can_spec_decode) {
         sp_srv_job_release(j);
         return send_error(c, url, 400, "invalid_request_error", "speculative decoding needs the server to run with --draft (a draft of the main model's tokenizer)");
@@ -183,7 +189,31 @@ static enum MHD_Result completion(struct MHD_Connection *c, const char *url, con
 
     if (!sp_srv_scheduler_submit(j)) {
         sp_srv_job_release(j);
-        return send_error(c, url, 503, "server_busy", "the server is busy: every slot is working and the queue is full; retry later");
+        return send_error(c, url, 503, "server_busy", sp_srv.stop_signal ? "the server is shutting down; retry later"
+                                                      : "the server is busy: every slot is working and the queue is full; retry later");
+    }
+    /* The status line waits until a slot takes the job: a request still queued when the server
+     * stops gets a 503 with a JSON error instead of 200 headers and a dropped socket. Meanwhile a
+     * client that leaves cancels it. */
+    pthread_mutex_lock(&j->mu);
+    while (!j->started && !j->rejected && !j->cancelled) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        if (!j->started && !j->rejected && client_gone(j->fd)) j->cancelled = true;
+    }
+    const bool started = j->started, rejected = j->rejected;
+    pthread_mutex_unlock(&j->mu);
+    /* --read-timeout bounds how long a client may take to send its request; the answer is another
+     * matter (the wait above, and a non-streamed answer sends nothing until the generation ends):
+     * this connection now gets an hour of silence (setting it also restarts its clock) */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)3600);
+    if (!started) {
+        sp_srv_job_release(j);
+        if (rejected) return send_error(c, url, 503, "server_busy", "the server is shutting down; retry later");
+        return MHD_NO; /* the client left */
     }
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, read_job, j, free_job_reader);
     if (!r) { free_job_reader(j); return MHD_NO; }
@@ -231,10 +261,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         *upload_size = 0;
         return MHD_YES;
     }
-    if (get && strcmp(url, "/health") == 0) {
+    const bool health = strcmp(url, "/health") == 0;
+    if (health && get) {
         sp_srv_count_status(200);
         return send_text(c, 200, "application/json", "{\"status\":\"ok\"}", NULL);
     }
+    if (health) return send_error(c, url, 405, "invalid_request_error", "method not allowed on this route");
     const bool known = is_completion || is_chat || strcmp(url, "/v1/models") == 0 || strcmp(url, "/metrics") == 0;
     if (!known) return send_error(c, url, 404, "not_found_error", "unknown route");
     if (!authorized(c)) return send_error(c, url, 401, "authentication_error", "missing or invalid API key (Authorization: Bearer KEY)");
@@ -301,8 +333,9 @@ int sp_server_run(const sp_server_config *cfg) {
     signal(SIGPIPE, SIG_IGN);
     d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)cfg->port, NULL, NULL,
                          handle, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
-                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(4 * (cfg->queue + cfg->parallel) + 64), MHD_OPTION_END);
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->read_timeout,
+                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->conn_per_ip,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(4 * (cfg->queue + cfg->parallel) + 64 + cfg->conn_per_ip), MHD_OPTION_END);
     if (!d) { fprintf(stderr, "error: cannot listen on %s:%d (%s)\n", cfg->host, cfg->port, strerror(errno)); goto done; }
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
@@ -313,18 +346,29 @@ int sp_server_run(const sp_server_config *cfg) {
             sp_srv.can_spec_decode ? ", speculative prefill and decoding with a draft" : sp_srv.draft ? ", speculative prefill with a draft"
             : cfg->self_spec ? ", self-speculation" : "");
     while (!sp_srv.stop_signal) usleep(100 * 1000);
-    fprintf(stderr, "shutting down\n");
     rc = 0;
 done:
-    /* stop: no new jobs, cancel the queued and running ones, join the slots; no new connections,
-     * and the responses already under way are sent to their end (for up to 10 s: a client that
-     * does not read is not waited for) before the connections close */
-    sp_srv_scheduler_stop();
-    if (d) {
-        const MHD_socket listener = MHD_quiesce_daemon(d);
-        for (int i = 0; i < 1000 && atomic_load(&sp_srv.open_requests) > 0; i++) usleep(10 * 1000);
-        MHD_stop_daemon(d);
-        if (listener != MHD_INVALID_SOCKET) close(listener);
+    /* Drain: no new connections and no new jobs; the queued ones are answered 503; the running
+     * ones get --shutdown-timeout seconds to finish, then are cut short (their answers end as if
+     * max_tokens were reached); the slots are joined; the responses under way are sent to their
+     * end (for up to 10 s more: a client that does not read is not waited for). */
+    {
+        const MHD_socket listener = d ? MHD_quiesce_daemon(d) : MHD_INVALID_SOCKET;
+        const int rejected = sp_srv_scheduler_drain();
+        int queued, busy;
+        sp_srv_scheduler_load(&queued, &busy);
+        if (d) fprintf(stderr, "shutting down: %d queued requests answered 503; %d running get up to %d s to finish\n", rejected, busy,
+                       cfg->shutdown_timeout);
+        for (int i = 0; i < cfg->shutdown_timeout * 10 && busy > 0; i++) {
+            usleep(100 * 1000);
+            sp_srv_scheduler_load(&queued, &busy);
+        }
+        sp_srv_scheduler_stop();
+        if (d) {
+            for (int i = 0; i < 1000 && atomic_load(&sp_srv.open_requests) > 0; i++) usleep(10 * 1000);
+            MHD_stop_daemon(d);
+            if (listener != MHD_INVALID_SOCKET) close(listener);
+        }
     }
     decode_batch_free(sp_srv.decoding);
     sp_model_free(sp_srv.draft);

@@ -38,6 +38,7 @@ typedef struct job {
     char *out;                    /* response bytes produced so far */
     size_t out_len, out_cap, out_sent;
     bool done, cancelled, oom;
+    bool started, rejected;       /* a slot took it; the server stopped while it was queued (503) */
     int refs;                     /* connection + queue/slot */
 } job;
 
@@ -83,6 +84,10 @@ char *sp_srv_models_body(void);
 
 double sp_srv_now(void);
 void sp_srv_count_status(int status);
+/* Tokens just generated (the server-wide rate over the last seconds). */
+void sp_srv_count_generated(int n);
+/* A job that ended before a slot took it. */
+void sp_srv_count_cancelled_queued(void);
 /* A finished job: its status, times and tokens. */
 void sp_srv_record_job(const job *j, const job_result *r, bool failed);
 /* The Prometheus text of every metric; malloc'ed, NULL if out of memory. */
@@ -96,7 +101,10 @@ bool sp_srv_scheduler_start(void);
 bool sp_srv_scheduler_submit(job *j);
 /* Waiting jobs and busy slots, for /metrics. */
 void sp_srv_scheduler_load(int *queued, int *busy);
-/* No new jobs; queued and running ones are cancelled; the slots are joined and freed. */
+/* Shutdown, first step: no new jobs; the queued ones are rejected (their connections answer 503);
+ * the running ones go on. Returns how many were rejected. */
+int sp_srv_scheduler_drain(void);
+/* Then: the running jobs are cut short; the slots are joined and freed. */
 void sp_srv_scheduler_stop(void);
 
 /* ------------------------------------------------------------------ the shared state (server.c) */
