@@ -84,6 +84,7 @@ expect 400 "raw control character" POST /v1/completions "$(printf '{"prompt":"a\
 expect 400 "long stop string" POST /v1/completions "{\"prompt\":\"a\",\"stop\":\"$(head -c 300 /dev/zero | tr '\0' s)\"}"
 expect 405 "POST /health" POST /health
 got=$(curl -s -o /dev/null -w "%{http_code}" -H "Authorization: bearer $KEY" "$B/v1/models"); [ "$got" = 200 ] && ok || bad "lowercase bearer: $got"
+curl -sv -o /dev/null -H "$A" "$B/health" "$B/v1/models" 2>&1 | grep -q "Re-using existing connection" && ok || bad "keep-alive on GET"
 got=$(curl -s -o "$W/body" -w "%{http_code}" "$B/v1/models"); [ "$got" = 401 ] && grep -q '"code":"invalid_api_key"' "$W/body" && ok || bad "401 code: $(head -c 200 "$W/body")"
 # 140 half-sent requests from one address: past --conn-per-ip its connections are refused, so
 # another address still gets /health at once; --read-timeout (3 s) closes the half-sent ones

@@ -235,7 +235,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (cs) atomic_fetch_add(&sp_srv.open_requests, 1);
         if (!cs) return MHD_NO;
         *con_cls = cs;
-        if (post && (is_completion || is_chat)) return MHD_YES; /* wait for the body */
+        /* answer on the next call, once the request is read to its end: answering now would make
+         * libmicrohttpd close the connection instead of keeping it alive */
+        return MHD_YES;
     }
     if (*upload_size > 0) {
         if (!cs->too_large) {
