@@ -10,7 +10,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SP=${1:-$ROOT/build/specprefill}
 block() {
   echo "<!-- cli-reference: begin (scripts/cli-reference.sh --update writes this block) -->"
-  for c in generate serve eval bench info template tokenize detokenize logits quantize convert make-model; do
+  # every command the binary lists, in its order
+  for c in $("$SP" --help | awk '/^commands:/ {on = 1; next} on && /^  [a-z]/ {print $1} on && /^$/ {exit}'); do
     echo "<details><summary><code>specprefill $c</code></summary>"
     echo
     echo '```'

@@ -137,6 +137,24 @@ expect_ok "bench --ttft" "$SP" bench -m "$T/tiny.gguf" --draft "$T/draft.gguf" -
 [ "$(grep -cE '^\| full prefill \| (64|128) \| 1.0 \| (64|128) \|' "$T/out")" = 2 ] && [ "$(grep -cE '^\| specprefill \(draft\) \| (64|128) \| 0.50 \| (33|65) \|' "$T/out")" = 2 ] \
   && ok || bad "bench --ttft rows: $(cat "$T/out")"
 expect_fail "bench --parallel 0" "bad value" "$SP" bench -m "$T/tiny.gguf" --parallel 0
+# bench-serve: a server it starts itself (the bundled pair), Poisson arrivals at two rates, full
+# prefill and SpecPrefill; every request answered, the rate within the target found, the plot written
+for try in 1 2 3; do
+  port=$((20000 + RANDOM % 12000))
+  "$SP" bench-serve --serve "-m $ROOT/models/main.gguf --draft $ROOT/models/draft.gguf -c 4096 -t 2 --queue 32" --port $port \
+    --prompts "$ROOT/eval/retrieval-2k-ci.jsonl" -n 4 --rates 2,8 --max-tokens 3 --slo-ttft 60 -o json --svg "$T/bs.svg" >"$T/out" 2>"$T/err" && break
+done
+python3 -c "
+import json, sys
+r = json.load(open('$T/out'))
+assert [m['mode'] for m in r['modes']] == ['full', 'specprefill'], r
+for m in r['modes']:
+    assert [x['rate'] for x in m['rates']] == [2, 8] and all(x['done'] == 4 and x['failed'] == 0 for x in m['rates']), m
+    assert m['max_rate_within_slo'] == 8 and all(x['ttft_s'][0] <= x['ttft_s'][1] <= x['ttft_s'][2] for x in m['rates']), m
+" 2>"$T/bs.err" && grep -q "<polyline" "$T/bs.svg" && ok || bad "bench-serve: $(tail -2 "$T/bs.err") $(head -c 300 "$T/err")"
+expect_fail "bench-serve without prompts" "prompts FILE.jsonl is required" "$SP" bench-serve
+expect_fail "bench-serve, nobody listening" "no request succeeded" "$SP" bench-serve --url http://127.0.0.1:1 --prompts "$ROOT/eval/retrieval-2k-ci.jsonl" -n 1 --rates 1
+expect_fail "bench-serve, a URL it cannot use" "must be http://HOST:PORT" "$SP" bench-serve --url localhost:80 --prompts "$ROOT/eval/retrieval-2k-ci.jsonl"
 # bench --gemm: one row per token count (-p)
 expect_ok "bench --gemm" "$SP" bench --gemm F16 -t 1 -r 1 -p 5,70
 [ "$(grep -c '^| F16 | 2048 | 8192 | \(5\|70\) |' "$T/out")" = 2 ] && ok || bad "bench --gemm rows: $(cat "$T/out")"

@@ -18,6 +18,7 @@ static const struct {
     {"detokenize", cmd_detokenize, "JSON array of token ids on stdin -> text"},
     {"eval", cmd_eval, "accuracy of full vs speculative prefill vs baselines on question-answer documents"},
     {"bench", cmd_bench, "prompt-processing / generation speed and speculative-prefill TTFT, like llama-bench"},
+    {"bench-serve", cmd_bench_serve, "requests per second within a TTFT target against a server, full prefill vs SpecPrefill"},
     {"logits", cmd_logits, "run a case file (tokens + positions per batch) and print the logits as JSON"},
     {"quantize", cmd_quantize, "convert a model's matrices to another type or mix (Q8_0, Q4_K_M, ...)"},
     {"convert", cmd_convert, "build a GGUF from trained weights (safetensors) and a tokenizer (train)"},
