@@ -81,16 +81,21 @@ static bool client_gone(int fd) {
     return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
+/* Waits (j->mu held) for the job's next news, or 100 ms: the caller looks at its client meanwhile. */
+static void wait_a_moment(job *j) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 100 * 1000 * 1000;
+    if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+    pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+}
+
 static ssize_t read_job(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     job *j = cls;
     pthread_mutex_lock(&j->mu);
     while (j->out_sent == j->out_len && !j->done && !j->cancelled) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        wait_a_moment(j);
         if (j->out_sent == j->out_len && !j->done && client_gone(j->fd)) j->cancelled = true;
     }
     ssize_t n;
@@ -197,11 +202,7 @@ static enum MHD_Result completion(struct MHD_Connection *c, const char *url, con
      * client that leaves cancels it. */
     pthread_mutex_lock(&j->mu);
     while (!j->started && !j->rejected && !j->cancelled) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
-        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        wait_a_moment(j);
         if (!j->started && !j->rejected && client_gone(j->fd)) j->cancelled = true;
     }
     const bool started = j->started, rejected = j->rejected;
