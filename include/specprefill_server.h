@@ -32,6 +32,7 @@ typedef struct {
     size_t max_body;
     int threads;
     const char *model_name;     /* id reported by /v1/models */
+    const char *replica;        /* this server's name in /health and /metrics (NULL: HOST:PORT) */
 } sp_server_config;
 
 /* Runs until SIGINT/SIGTERM; returns a process exit code. */

@@ -50,6 +50,8 @@ req() { # method path body → "status body"
 }
 expect() { local want=$1 what=$2; shift 2; local got; got=$(req "$@"); if [ "$got" = "$want" ]; then ok; else bad "$what: got $got $(head -c 200 "$W/body")"; fi; }
 expect 200 health GET /health
+python3 -c "import json,sys; h=json.load(open(sys.argv[1])); assert h == {'status': 'ok', 'replica': '127.0.0.1:$PORT', 'slots': 2, 'slots_busy': 0, 'queued': 0}, h" \
+  "$W/body" && ok || bad "/health readiness: $(cat "$W/body")"
 expect 200 models GET /v1/models
 expect 200 completion POST /v1/completions '{"prompt":"Hello","max_tokens":4,"temperature":0}'
 grep -q '"usage"' "$W/body" && grep -q '"kept_tokens"' "$W/body" && ok || bad "completion body has usage and specprefill"
@@ -180,7 +182,17 @@ for i in 1 2; do curl -s -o "$W/term$i.out" -H "$A" --data-binary '{"prompt":"x"
 wait_metric specprefill_slots_busy 2 || bad "the two generations did not start"
 curl -s -o "$W/term-queued.out" -w "%{http_code}" -H "$A" --data-binary '{"prompt":"x","max_tokens":5}' "$B/v1/completions" >"$W/term-queued.code" &
 wait_metric specprefill_queue_depth 1 || bad "the third request did not queue"
-kill -TERM $PID
+# readiness turns false at once: /health on a connection already open answers 503 "draining"
+python3 - "$PORT" "$PID" >"$W/drain-health.log" 2>&1 <<'PYEOF' && ok || bad "/health while draining: $(tail -2 "$W/drain-health.log")"
+import http.client, json, os, signal, sys, time
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=5)
+c.request("GET", "/health"); r = c.getresponse(); before = (r.status, json.loads(r.read()))
+os.kill(int(sys.argv[2]), signal.SIGTERM)
+time.sleep(0.3)
+c.request("GET", "/health"); r = c.getresponse(); after = (r.status, json.loads(r.read()))
+print(before, after)
+sys.exit(0 if before[0] == 200 and before[1]["slots_busy"] == 2 and after[0] == 503 and after[1]["status"] == "draining" else 1)
+PYEOF
 for i in $(seq 100); do kill -0 $PID 2>/dev/null || break; sleep 0.1; done
 if kill -0 $PID 2>/dev/null; then bad "no graceful shutdown within 10 s under load"; kill -9 $PID; else wait $PID && ok || bad "exit status after SIGTERM"; fi
 wait

@@ -40,6 +40,8 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT("--shutdown-timeout", NULL, CLI_INT, &c.shutdown_timeout, 0, 3600, "SECONDS",
                 "on SIGTERM/SIGINT: queued requests get 503, running ones this long to finish"),
         CLI_OPT("--model-name", NULL, CLI_TEXT, &c.model_name, 0, 0, "NAME", "the id in responses and /v1/models", .shown_default = "the file name"),
+        CLI_OPT("--replica", NULL, CLI_TEXT, &c.replica, 0, 0, "NAME", "this server's name among replicas, in /health and /metrics",
+                .shown_default = "HOST:PORT"),
         CLI_CHAT_TEMPLATE_OPTIONS(&tmpl, &tmpl_file, &c.chat_template_kwargs),
         CLI_THREADS_OPTION(&c.threads),
         CLI_SECTION_ROW("sampling defaults (each request may override them)"),

@@ -94,6 +94,15 @@ void sp_srv_record_job(const job *j, const job_result *r, bool failed) {
     pthread_mutex_unlock(&M.mu);
 }
 
+/* A label's value, escaped as the text format wants (backslash, quote, newline). */
+static void label_value(FILE *f, const char *s) {
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"') fputc('\\', f);
+        if (*s == '\n') fputs("\\n", f);
+        else fputc(*s, f);
+    }
+}
+
 /* A family's HELP and TYPE lines (Prometheus requires both for promtool's lint). */
 static void family(FILE *f, const char *name, const char *type, const char *help) {
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -109,6 +118,12 @@ char *sp_srv_metrics_text(void) {
     unsigned long rounds, rows;
     decode_batch_counts(sp_srv.decoding, &rounds, &rows);
     const double now = sp_srv_now();
+    family(f, "specprefill_info", "gauge", "This server: its replica name (--replica) and model; always 1.");
+    fputs("specprefill_info{replica=\"", f);
+    label_value(f, sp_srv.replica);
+    fputs("\",model=\"", f);
+    label_value(f, sp_srv.model_id);
+    fputs("\"} 1\n", f);
     pthread_mutex_lock(&M.mu);
     family(f, "specprefill_requests_total", "counter", "Requests answered, by HTTP status.");
     for (int s = 100; s < 600; s++)

@@ -265,9 +265,22 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return MHD_YES;
     }
     const bool health = strcmp(url, "/health") == 0;
-    if (health && get) {
-        sp_srv_count_status(200);
-        return send_text(c, 200, "application/json", "{\"status\":\"ok\"}", NULL);
+    if (health && get) { /* readiness, for a balancer or an autoscaler: 503 once the server drains */
+        int queued, busy;
+        sp_srv_scheduler_load(&queued, &busy);
+        const bool ready = !sp_srv.stop_signal;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", ready ? "ok" : "draining");
+        cJSON_AddStringToObject(o, "replica", sp_srv.replica);
+        cJSON_AddNumberToObject(o, "slots", sp_srv.cfg->parallel);
+        cJSON_AddNumberToObject(o, "slots_busy", busy);
+        cJSON_AddNumberToObject(o, "queued", queued);
+        char *body = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        sp_srv_count_status(ready ? 200 : 503);
+        const enum MHD_Result r = send_text(c, ready ? 200 : 503, "application/json", body ? body : "{\"status\":\"ok\"}", NULL);
+        free(body);
+        return r;
     }
     if (health) return send_error(c, url, 405, "invalid_request_error", "method not allowed on this route");
     const bool known = is_completion || is_chat || strcmp(url, "/v1/models") == 0 || strcmp(url, "/metrics") == 0;
@@ -317,6 +330,8 @@ int sp_server_run(const sp_server_config *cfg) {
         sp_srv.can_spec_decode = sp_vocab_check_same(sp_srv.model, sp_srv.draft) == SP_OK &&
                                  sp_model_get_info(sp_srv.draft)->n_vocab == sp_model_get_info(sp_srv.model)->n_vocab;
     }
+    if (cfg->replica) snprintf(sp_srv.replica, sizeof sp_srv.replica, "%s", cfg->replica);
+    else snprintf(sp_srv.replica, sizeof sp_srv.replica, "%s:%d", cfg->host, cfg->port);
     const char *slash = strrchr(cfg->model_path, '/');
     sp_srv.model_id = cfg->model_name ? cfg->model_name : slash ? slash + 1 : cfg->model_path;
     if (cfg->chat_template_kwargs) {

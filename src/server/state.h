@@ -114,6 +114,7 @@ typedef struct {
     sp_model *model, *draft;
     bool can_spec_decode;         /* a draft of the main model's tokenizer is loaded */
     const char *model_id;
+    char replica[128];            /* this server's name among replicas (--replica, default HOST:PORT) */
     decode_batch *decoding;       /* the generating slots' steps */
     volatile sig_atomic_t stop_signal;
     atomic_int open_requests;     /* requests whose response has not been sent to the end yet */
