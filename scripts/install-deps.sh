@@ -8,4 +8,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config clang libcmocka-dev libmicrohttpd-dev libcjson-dev \
-  curl unzip ca-certificates python3 python3-venv >/dev/null
+  curl unzip ca-certificates python3 python3-venv nginx-light >/dev/null
