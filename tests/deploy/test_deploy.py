@@ -131,6 +131,32 @@ def run_all(jobs, concurrency):
     return results
 
 
+class Streams:
+    """n long streamed requests in flight at once; `flowing` is set once one of them streams from
+    the replica named `watch` (addr maps an upstream address to a replica's name)."""
+
+    def __init__(self, port, n, max_tokens, label, watch, addr):
+        self.results, self.flowing, lock = [], threading.Event(), threading.Lock()
+        body = {"max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
+
+        def first(up):
+            if addr.get(up) == watch:
+                self.flowing.set()
+
+        def job(i):
+            r = request(port, dict(body, prompt=f"{label} {i}."), stream=True, on_first=first)
+            with lock:
+                self.results.append(r)
+        self.threads = [threading.Thread(target=job, args=(i,)) for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def join(self, secs):
+        for t in self.threads:
+            t.join(secs)
+        return sum(t.is_alive() for t in self.threads)  # still open
+
+
 def main():
     base = free_base()
     lport = base
@@ -180,34 +206,15 @@ def main():
 
         # 3. SIGKILL of a replica while streams flow from it
         victim = replicas[1]
-        long = {"max_tokens": 2500, "temperature": 0, "ignore_eos": True}
-        started = threading.Event()
-        on_victim = []
-
-        def first(up):
-            if addr.get(up) == victim.name:
-                on_victim.append(up)
-                started.set()
-
-        results_k = []
-        lock = threading.Lock()
-
-        def stream_job(i):
-            r = request(lport, dict(long, prompt=f"Long {i}."), stream=True, on_first=first)
-            with lock:
-                results_k.append(r)
-        ths = [threading.Thread(target=stream_job, args=(i,)) for i in range(6)]
-        for t in ths:
-            t.start()
-        check(started.wait(20), "a stream is flowing from the replica to be killed")
+        streams = Streams(lport, 6, 2500, "Long", victim.name, addr)
+        check(streams.flowing.wait(20), "a stream is flowing from the replica to be killed")
         time.sleep(0.2)
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait()
         after = run_all([lambda i=i: request(lport, dict(short, prompt=f"After the kill {i}.")) for i in range(12)], 4)
-        for t in ths:
-            t.join(90)
-        hung = sum(t.is_alive() for t in ths)
+        hung = streams.join(90)
         check(hung == 0, f"no stream hangs after the kill ({hung} still open)")
+        results_k = streams.results
         cut = [x for x in results_k if not x[3]]
         figures["kill"] = {"streams": len(results_k), "cut": len(cut), "cut_on_victim": sum(addr.get(x[1]) == victim.name for x in cut),
                            "requests_after": len(after), "answered_after": sum(x[3] for x in after),
@@ -226,26 +233,12 @@ def main():
 
         # 4. SIGTERM of a replica under load: its running requests complete, none is dropped
         drained = replicas[0]
-        started.clear()
-        results_d = []
-        mid = {"max_tokens": 1500, "temperature": 0, "ignore_eos": True}
-
-        def first_d(up):
-            if addr.get(up) == drained.name:
-                started.set()
-
-        def drain_job(i):
-            r = request(lport, dict(mid, prompt=f"Drain {i}."), stream=True, on_first=first_d)
-            with lock:
-                results_d.append(r)
-        ths = [threading.Thread(target=drain_job, args=(i,)) for i in range(6)]
-        for t in ths:
-            t.start()
-        check(started.wait(20), "a stream is flowing from the replica to be drained")
+        streams = Streams(lport, 6, 1500, "Drain", drained.name, addr)
+        check(streams.flowing.wait(20), "a stream is flowing from the replica to be drained")
         drained.proc.send_signal(signal.SIGTERM)
         during = run_all([lambda i=i: request(lport, dict(short, prompt=f"During the drain {i}.")) for i in range(8)], 4)
-        for t in ths:
-            t.join(90)
+        check(streams.join(90) == 0, "no stream hangs during the drain")
+        results_d = streams.results
         rc = drained.proc.wait(30)
         figures["drain"] = {"streams": len(results_d), "completed": sum(x[3] for x in results_d),
                             "on_drained": sum(addr.get(x[1]) == drained.name for x in results_d),
