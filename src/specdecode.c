@@ -29,7 +29,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "error.h"
 #include "model.h"
@@ -39,7 +38,6 @@ enum { REST_AFTER = 4, REST_FIRST = 16, REST_MOST = 1024 };
 
 struct sp_specdecoder {
     sp_context *main, *draft;
-    const sp_model *mm, *dm;
     sp_specdecode_params p;
     int V, gamma;
     sp_token *tokens;          /* the prompt and every token emitted so far */
@@ -61,22 +59,21 @@ sp_specdecode_params sp_specdecode_default_params(void) {
     return p;
 }
 
-static double seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+/* Room for n tokens (and then some: a sequence grows a token at a time). */
+static sp_status reserve(sp_specdecoder *s, int n) {
+    if (n <= s->cap) return SP_OK;
+    const int cap = n > 2 * s->cap ? n + 256 : 2 * s->cap;
+    sp_token *nt = realloc(s->tokens, (size_t)cap * sizeof *nt);
+    if (!nt) return sp_fail(SP_ERR_MEMORY, "speculative decoding: out of memory");
+    s->tokens = nt;
+    s->cap = cap;
+    return SP_OK;
 }
 
 static sp_status push_token(sp_specdecoder *s, sp_token t) {
-    if (s->n_tokens == s->cap) {
-        const int cap = s->cap * 2;
-        sp_token *nt = realloc(s->tokens, (size_t)cap * sizeof *nt);
-        if (!nt) return sp_fail(SP_ERR_MEMORY, "speculative decoding: out of memory");
-        s->tokens = nt;
-        s->cap = cap;
-    }
-    s->tokens[s->n_tokens++] = t;
-    return SP_OK;
+    sp_status st = reserve(s, s->n_tokens + 1);
+    if (st == SP_OK) s->tokens[s->n_tokens++] = t;
+    return st;
 }
 
 void sp_specdecoder_free(sp_specdecoder *s) {
@@ -98,12 +95,7 @@ static sp_status start(sp_specdecoder *s, const sp_token *prompt, int n_prompt) 
     sp_status st;
     /* the draft holds the prompt, then SpecPrefill's look-ahead: keep the prompt only */
     if (sp_context_n_cached(s->draft) > n_prompt && (st = sp_context_truncate(s->draft, n_prompt)) != SP_OK) return st;
-    if (n_prompt + 256 > s->cap) {
-        sp_token *nt = realloc(s->tokens, (size_t)(n_prompt + 256) * sizeof *nt);
-        if (!nt) return sp_fail(SP_ERR_MEMORY, "speculative decoding: out of memory");
-        s->tokens = nt;
-        s->cap = n_prompt + 256;
-    }
+    if ((st = reserve(s, n_prompt)) != SP_OK) return st;
     memcpy(s->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
     s->n_tokens = n_prompt;
     s->draft_n = sp_context_n_cached(s->draft); /* a draft that has not read the prompt catches up on the first step */
@@ -133,11 +125,9 @@ sp_status sp_specdecoder_new(sp_context *main_ctx, sp_context *draft_ctx, const 
     if (!s) return sp_fail(SP_ERR_MEMORY, "speculative decoding: out of memory");
     s->main = main_ctx;
     s->draft = draft_ctx;
-    s->mm = main_ctx->model;
-    s->dm = draft_ctx->model;
     s->p = p;
     s->gamma = p.draft_start;
-    s->V = s->mm->info.n_vocab;
+    s->V = main_ctx->model->info.n_vocab;
     s->rows = malloc((size_t)(SP_SPECDECODE_MAX_DRAFT + 1) * (size_t)s->V * sizeof *s->rows);
     s->work = malloc((size_t)s->V * sizeof *s->work);
     s->probs = malloc((size_t)s->V * sizeof *s->probs);
@@ -192,7 +182,7 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
     if (gamma < 0) gamma = 0;
     sp_token prop[SP_SPECDECODE_MAX_DRAFT + 1];
     prop[0] = t;
-    double t_start = seconds();
+    double t_start = sp_seconds();
     if (gamma > 0) {
         /* the draft catches up on what it has not read (the prompt on the first step after a full
          * prefill; the last accepted tokens), ending with t; then it proposes greedily */
@@ -206,7 +196,7 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
         s->draft_n = s->n_tokens;
         /* a long catch-up (the prompt after a full prefill, the tokens of batched steps) is paid
          * once, like a prefill: the proposals' cost is timed without it */
-        if (n_new > SP_SPECDECODE_MAX_DRAFT + 1) t_start = seconds();
+        if (n_new > SP_SPECDECODE_MAX_DRAFT + 1) t_start = sp_seconds();
         for (int k = 1; k <= gamma; k++) {
             float *q = s->q + (size_t)(k - 1) * s->V;
             sp_sampler_probs(smp, s->dlogits, s->work, q);
@@ -217,7 +207,7 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
             s->draft_n++;
         }
     }
-    const double t_drafted = seconds();
+    const double t_drafted = sp_seconds();
     /* the main model reads t and the proposals; its choice after each prefix decides */
     int32_t pos[SP_SPECDECODE_MAX_DRAFT + 1], rows[SP_SPECDECODE_MAX_DRAFT + 1];
     for (int i = 0; i <= gamma; i++) { pos[i] = s->main_pos + i; rows[i] = i; }
@@ -249,7 +239,7 @@ int sp_specdecoder_step(sp_specdecoder *s, sp_sampler *smp, float *logits, sp_to
     }
     memcpy(logits, s->rows + (size_t)a * s->V, (size_t)s->V * sizeof *logits);
     s->main_pos += 1 + a;
-    const double t_checked = seconds();
+    const double t_checked = sp_seconds();
     if (gamma > 0) {
         s->drafted += gamma;
         s->accepted += a;

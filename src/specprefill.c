@@ -19,7 +19,7 @@
 #include "model.h"
 #include "selection.h"
 
-static double seconds(void) {
+double sp_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
@@ -116,9 +116,9 @@ static sp_status score_tokens(sp_context *draft, const sp_token *prompt, int n, 
     }
     for (int i = 0; i < n; i++) pos[i] = i;
     sp_context_reset(draft);
-    double t0 = seconds();
+    double t0 = sp_seconds();
     sp_status s = sp_forward(draft, prompt, pos, n - 1, NULL, 0, NULL, &o);
-    double t1 = seconds();
+    double t1 = sp_seconds();
     /* queries: the last prompt token, then each generated token */
     o.score_n_keys = n;
     o.score_pool_kernel = p->pool_kernel;
@@ -132,7 +132,7 @@ static sp_status score_tokens(sp_context *draft, const sp_token *prompt, int n, 
         t = argmax(logits, V);
         if (sp_token_is_eog(dm, t)) { q++; break; }
     }
-    double t2 = seconds();
+    double t2 = sp_seconds();
     if (s == SP_OK) {
         for (int j = 0; j < n; j++) {
             double sum = 0;
@@ -140,7 +140,7 @@ static sp_status score_tokens(sp_context *draft, const sp_token *prompt, int n, 
             importance[j] = (float)(sum / q);
         }
     }
-    double t3 = seconds();
+    double t3 = sp_seconds();
     st->draft_prefill_s = t1 - t0;
     st->lookahead_s = t2 - t1; /* includes the per-query scoring, which runs inside the pass */
     st->scoring_s = t3 - t2;
@@ -246,7 +246,7 @@ sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_t
         return sp_fail(SP_ERR_ARGUMENT, "specprefill: needs a main context, a draft context and a logits buffer");
     if (main_ctx->n_cached != 0) return sp_fail(SP_ERR_ARGUMENT, "specprefill: the main context must be empty");
     if (n > main_ctx->n_ctx) return sp_fail(SP_ERR_CONTEXT_FULL, "specprefill: prompt of %d tokens exceeds the context of %d", n, main_ctx->n_ctx);
-    const double t_start = seconds();
+    const double t_start = sp_seconds();
     float *imp = importance ? importance : malloc(((size_t)(n > 0 ? n : 1)) * sizeof *imp);
     uint8_t *keep = kept ? kept : malloc((size_t)(n > 0 ? n : 1));
     sp_status s = SP_OK;
@@ -254,15 +254,15 @@ sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_t
     if (!imp || !keep) {
         s = sp_fail(SP_ERR_MEMORY, "specprefill: out of memory");
     } else if ((s = sp_specprefill_score(draft_ctx, main_ctx->model, prompt, n, prompt_text, &p, imp, st)) == SP_OK) {
-        const double t_sel = seconds();
+        const double t_sel = sp_seconds();
         if ((s = sp_specprefill_select(main_ctx->model, prompt, n, imp, &p, keep, &n_kept)) == SP_OK) {
-            const double t_main = seconds();
+            const double t_main = sp_seconds();
             s = sp_prefill_kept(main_ctx, prompt, n, keep, logits);
             st->selection_s = t_main - t_sel;
-            st->main_prefill_s = seconds() - t_main;
+            st->main_prefill_s = sp_seconds() - t_main;
             st->n_prompt = n;
             st->n_kept = n_kept;
-            st->ttft_s = seconds() - t_start;
+            st->ttft_s = sp_seconds() - t_start;
         }
     }
     if (imp != importance) free(imp);

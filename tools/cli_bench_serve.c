@@ -42,14 +42,8 @@ typedef struct {
     char error[128];
 } request;
 
-static double mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void sleep_until(double t) {
-    const double d = t - mono();
+    const double d = t - now_seconds();
     if (d <= 0) return;
     struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
@@ -128,7 +122,7 @@ static void *run_request(void *arg) {
     size_t body_at = 0;
     double t_last = r->t_arrival;
     for (ssize_t k; !r->error[0] && buf && (k = recv(fd, buf + len, cap - len - 1, 0)) > 0;) {
-        const double now = mono();
+        const double now = now_seconds();
         t_last = now;
         len += (size_t)k;
         buf[len] = 0;
@@ -196,7 +190,7 @@ static void run_rate(const char *host, const char *port, const char *key, char *
     memset(out, 0, sizeof *out);
     out->rate = rate;
     if (!rq || !th || !a) { free(rq); free(th); free(a); out->failed = n; snprintf(out->first_error, sizeof out->first_error, "out of memory"); return; }
-    const double t0 = mono() + 0.05;
+    const double t0 = now_seconds() + 0.05;
     double t = t0;
     for (int i = 0; i < n; i++) {
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
