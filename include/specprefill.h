@@ -147,6 +147,17 @@ SP_API int sp_context_n_cached(const sp_context *ctx);
 SP_API int sp_context_last_pos(const sp_context *ctx);
 /* Drop cached tokens from index n_keep on (cache order). */
 SP_API sp_status sp_context_truncate(sp_context *ctx, int n_keep);
+/* How many of the cache's first tokens are tokens[0..n), each at its index as position: what a
+ * new prompt can keep of a cache read from the start (a full prefill's, a draft's). */
+SP_API int sp_context_common_prefix(const sp_context *ctx, const sp_token *tokens, int n);
+
+/* The cache as bytes (each cached token's position, id, K and V), to set aside and put back
+ * later — a server keeps conversations this way when their slot is needed. The bytes belong to
+ * this model and KV type (checked on load: another model's or a malformed buffer is refused
+ * and leaves the context as it was); they are not a file format. */
+SP_API size_t sp_context_state_size(const sp_context *ctx);
+SP_API sp_status sp_context_state_save(const sp_context *ctx, void *buf, size_t size);
+SP_API sp_status sp_context_state_load(sp_context *ctx, const void *buf, size_t size);
 
 /*
  * Runs the model on n tokens, each with its own position id, appending them to the KV cache.
@@ -289,6 +300,10 @@ typedef struct {
 typedef struct {
     int n_prompt, n_kept, n_lookahead;
     double draft_prefill_s, lookahead_s, scoring_s, selection_s, main_prefill_s, ttft_s;
+    /* sp_specprefill_cached: the prompt's first n_reused tokens came from the main context's cache
+     * (n_reused_kept of them as cached tokens, counted in n_kept), and n_draft_reused of the
+     * draft's tokens from its cache */
+    int n_reused, n_reused_kept, n_draft_reused;
 } sp_specprefill_stats;
 
 SP_API sp_specprefill_params sp_specprefill_default_params(void);
@@ -305,6 +320,27 @@ SP_API sp_specprefill_params sp_specprefill_default_params(void);
 SP_API sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n,
                          const char *prompt_text, const sp_specprefill_params *params, float *logits,
                          float *importance, uint8_t *kept, sp_specprefill_stats *stats);
+
+/*
+ * The next turn on the same contexts (a follow-up question on the same document): what the
+ * caches hold of an earlier prompt is read again by neither model.
+ *   main_ctx keeps its cached tokens at positions below n_reuse — the caller vouches that they
+ *     were prefilled (kept or skipped) from a text whose first n_reuse tokens are prompt's, e.g.
+ *     the earlier prompt and its answer; each cached token is checked against prompt, and the
+ *     reuse ends at the first that differs or where the cache ends;
+ *   draft_ctx keeps the longest start of its cache that is the draft's tokens of this prompt,
+ *     reads the rest, and the look-ahead queries score every token, old and new;
+ *   the tokens after the reused ones are selected as a prompt of their own (chunks counted from
+ *     the first new token, its last chunk kept, ceil(new chunks × keep_rate)) and prefilled at
+ *     their original positions, after the cached ones.
+ * kept[j] (may be NULL) is 1 for the reused cached tokens too; stats->n_reused etc. say what was
+ * reused. The main context then holds what a cold sp_prefill_kept of the same kept set gives (up
+ * to the rounding of other batch splits). With n_reuse = 0 the main context starts empty. On
+ * an error both contexts are emptied.
+ */
+SP_API sp_status sp_specprefill_cached(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n, int n_reuse,
+                                       const char *prompt_text, const sp_specprefill_params *params, float *logits,
+                                       float *importance, uint8_t *kept, sp_specprefill_stats *stats);
 
 /* Checks that two models share a tokenizer; if not, the error names the first difference. */
 SP_API sp_status sp_vocab_check_same(const sp_model *main_model, const sp_model *draft_model);

@@ -29,6 +29,7 @@ typedef struct {
     int conn_per_ip;            /* connections one client address may hold (0: no cap, e.g. behind a proxy) */
     int shutdown_timeout;       /* seconds running requests get to finish after SIGTERM */
     int ctx_size;               /* per slot */
+    int cache_ram_mib;          /* memory for conversations set aside when their slot is needed (0: none) */
     size_t max_body;
     int threads;
     const char *model_name;     /* id reported by /v1/models */

@@ -274,6 +274,7 @@ sp_status sp_context_new(const sp_model *m, const sp_context_params *params, sp_
     c->k_cache = malloc(kv_bytes ? kv_bytes : 1);
     c->v_cache = malloc(kv_bytes ? kv_bytes : 1);
     c->cell_pos = malloc((size_t)p.n_ctx * sizeof *c->cell_pos);
+    c->cell_tok = malloc((size_t)p.n_ctx * sizeof *c->cell_tok);
     c->x = malloc(nb * (size_t)i->n_embd * sizeof(float));
     c->xb = malloc(nb * (size_t)(i->n_embd > (int)q_dim ? i->n_embd : (int)q_dim) * sizeof(float));
     c->q = malloc(nb * q_dim * sizeof(float));
@@ -286,7 +287,7 @@ sp_status sp_context_new(const sp_model *m, const sp_context_params *params, sp_
     c->n_visible = malloc(nb * sizeof(int));
     c->row_seq = malloc(nb * sizeof *c->row_seq);
     c->rope_cs = malloc(nb * (size_t)(m->rope.n_rot > 0 ? m->rope.n_rot : 1) * sizeof(float));
-    if (!c->k_cache || !c->v_cache || !c->cell_pos || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->att ||
+    if (!c->k_cache || !c->v_cache || !c->cell_pos || !c->cell_tok || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->att ||
         !c->hb || !c->hb2 || !c->logit_in || !c->n_visible || !c->row_seq || !c->rope_cs) {
         sp_context_free(c);
         return sp_fail(SP_ERR_MEMORY, "context: out of memory (KV cache of %zu MiB for %d tokens)",
@@ -299,7 +300,7 @@ sp_status sp_context_new(const sp_model *m, const sp_context_params *params, sp_
 
 void sp_context_free(sp_context *c) {
     if (!c) return;
-    free(c->k_cache); free(c->v_cache); free(c->cell_pos);
+    free(c->k_cache); free(c->v_cache); free(c->cell_pos); free(c->cell_tok);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att);
     free(c->hb); free(c->hb2); free(c->logit_in); free(c->n_visible); free(c->row_seq); free(c->rope_cs);
     free(c);
@@ -313,6 +314,97 @@ sp_status sp_context_truncate(sp_context *c, int n_keep) {
     if (n_keep < 0 || n_keep > c->n_cached)
         return sp_fail(SP_ERR_ARGUMENT, "context: cannot keep %d of %d cached tokens", n_keep, c->n_cached);
     c->n_cached = n_keep;
+    return SP_OK;
+}
+
+int sp_context_common_prefix(const sp_context *c, const sp_token *tokens, int n) {
+    int i = 0;
+    if (!c || !tokens) return 0;
+    while (i < n && i < c->n_cached && c->cell_pos[i] == i && c->cell_tok[i] == tokens[i]) i++;
+    return i;
+}
+
+/* ------------------------------------------------------------------ the cache as bytes */
+
+/* A saved cache: this header, then positions[n_cells], tokens[n_cells], then for each of the
+ * kv_layers layers its K rows and its V rows (n_cells × kv_dim values of the context's type).
+ * The model is recognised by its shape and parameter count: the bytes are for the process that
+ * made them (or another on the same file), not an exchange format. */
+typedef struct {
+    char magic[4];
+    uint32_t version;
+    uint32_t n_layer, kv_layers, kv_dim, n_vocab, kv_type, n_cells;
+    uint64_t n_params;
+} state_header;
+
+static size_t state_bytes(const sp_context *c, int kv_layers, int n_cells) {
+    const size_t kv_dim = (size_t)c->model->info.n_head_kv * c->model->info.head_dim;
+    return sizeof(state_header) + (size_t)n_cells * (sizeof(int32_t) + sizeof(sp_token)) +
+           2 * (size_t)kv_layers * (size_t)n_cells * kv_dim * c->kv_elem;
+}
+
+size_t sp_context_state_size(const sp_context *c) {
+    return c ? state_bytes(c, c->n_cached ? c->kv_layers : 0, c->n_cached) : 0;
+}
+
+sp_status sp_context_state_save(const sp_context *c, void *buf, size_t size) {
+    if (!c || !buf) return sp_fail(SP_ERR_ARGUMENT, "context state: needs a context and a buffer");
+    const int n = c->n_cached, layers = n ? c->kv_layers : 0;
+    if (size < state_bytes(c, layers, n))
+        return sp_fail(SP_ERR_ARGUMENT, "context state: %zu bytes do not hold the %zu of the cache", size, state_bytes(c, layers, n));
+    const sp_model_info *i = &c->model->info;
+    const size_t row = (size_t)i->n_head_kv * i->head_dim * c->kv_elem;
+    state_header h = {{'S', 'P', 'K', 'V'}, 1, (uint32_t)i->n_layer, (uint32_t)layers, (uint32_t)(i->n_head_kv * i->head_dim),
+                      (uint32_t)i->n_vocab, (uint32_t)c->kv_type, (uint32_t)n, i->n_params};
+    uint8_t *p = buf;
+    memcpy(p, &h, sizeof h), p += sizeof h;
+    memcpy(p, c->cell_pos, (size_t)n * sizeof(int32_t)), p += (size_t)n * sizeof(int32_t);
+    memcpy(p, c->cell_tok, (size_t)n * sizeof(sp_token)), p += (size_t)n * sizeof(sp_token);
+    for (int l = 0; l < layers; l++) {
+        const size_t off = (size_t)l * c->n_ctx * row;
+        memcpy(p, c->k_cache + off, (size_t)n * row), p += (size_t)n * row;
+        memcpy(p, c->v_cache + off, (size_t)n * row), p += (size_t)n * row;
+    }
+    return SP_OK;
+}
+
+sp_status sp_context_state_load(sp_context *c, const void *buf, size_t size) {
+    if (!c || !buf) return sp_fail(SP_ERR_ARGUMENT, "context state: needs a context and the bytes");
+    const sp_model_info *i = &c->model->info;
+    state_header h;
+    if (size < sizeof h) return sp_fail(SP_ERR_FORMAT, "context state: %zu bytes are too few for a header", size);
+    memcpy(&h, buf, sizeof h);
+    if (memcmp(h.magic, "SPKV", 4) != 0 || h.version != 1) return sp_fail(SP_ERR_FORMAT, "context state: not a saved cache (or another version)");
+    if (h.n_layer != (uint32_t)i->n_layer || h.kv_dim != (uint32_t)(i->n_head_kv * i->head_dim) || h.n_vocab != (uint32_t)i->n_vocab ||
+        h.n_params != i->n_params)
+        return sp_fail(SP_ERR_ARGUMENT, "context state: saved from another model");
+    if (h.kv_type != (uint32_t)c->kv_type) return sp_fail(SP_ERR_ARGUMENT, "context state: saved with another KV type");
+    if (h.n_cells > (uint32_t)c->n_ctx) return sp_fail(SP_ERR_CONTEXT_FULL, "context state: %u tokens do not fit the context of %d", h.n_cells, c->n_ctx);
+    if (h.n_cells > 0 ? h.kv_layers < 1 || h.kv_layers > h.n_layer : h.kv_layers != 0)
+        return sp_fail(SP_ERR_FORMAT, "context state: %u layers of %u", h.kv_layers, h.n_layer);
+    const int n = (int)h.n_cells, layers = (int)h.kv_layers;
+    if (size != state_bytes(c, layers, n))
+        return sp_fail(SP_ERR_FORMAT, "context state: %zu bytes, %zu expected for %d tokens", size, state_bytes(c, layers, n), n);
+    const uint8_t *p = (const uint8_t *)buf + sizeof h;
+    const uint8_t *toks = p + (size_t)n * sizeof(int32_t);
+    for (int k = 0; k < n; k++) {
+        int32_t pos;
+        sp_token tok;
+        memcpy(&pos, p + (size_t)k * sizeof pos, sizeof pos);
+        memcpy(&tok, toks + (size_t)k * sizeof tok, sizeof tok);
+        if (pos < 0 || tok < 0 || tok >= i->n_vocab) return sp_fail(SP_ERR_FORMAT, "context state: token %d has position %d and id %d", k, pos, tok);
+    }
+    /* valid: only now is the context changed */
+    const size_t row = (size_t)h.kv_dim * c->kv_elem;
+    memcpy(c->cell_pos, p, (size_t)n * sizeof(int32_t)), p += (size_t)n * sizeof(int32_t);
+    memcpy(c->cell_tok, p, (size_t)n * sizeof(sp_token)), p += (size_t)n * sizeof(sp_token);
+    for (int l = 0; l < layers; l++) {
+        const size_t off = (size_t)l * c->n_ctx * row;
+        memcpy(c->k_cache + off, p, (size_t)n * row), p += (size_t)n * row;
+        memcpy(c->v_cache + off, p, (size_t)n * row), p += (size_t)n * row;
+    }
+    c->n_cached = n;
+    c->kv_layers = layers;
     return SP_OK;
 }
 
@@ -418,8 +510,12 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
         for (int64_t i = 0; i < (int64_t)n * d; i++) c->x[i] += c->xb[i];
     }
     for (int t = 0; t < n; t++) { /* rows in cache order: each context ends at its last row */
-        row_seq[t]->cell_pos[c->n_visible[t] - 1] = positions[t];
-        row_seq[t]->n_cached = c->n_visible[t];
+        sp_context *seq = row_seq[t];
+        const int cell = c->n_visible[t] - 1;
+        seq->cell_pos[cell] = positions[t];
+        seq->cell_tok[cell] = tokens[t];
+        seq->kv_layers = cell == 0 || n_layers < seq->kv_layers ? n_layers : seq->kv_layers;
+        seq->n_cached = cell + 1;
     }
 
     /* output head, only for the rows asked for (in chunks: rows may repeat) */

@@ -39,7 +39,9 @@ struct sp_context {
     size_t kv_elem;            /* bytes per cached value */
     uint8_t *k_cache, *v_cache; /* [n_layer][n_ctx][kv_dim] */
     int32_t *cell_pos;         /* position id of each cached token */
+    sp_token *cell_tok;        /* and its token: what a later prompt may reuse */
     int n_cached;
+    int kv_layers;             /* layers whose K/V the cells hold (self-speculation fills only its first) */
     /* scratch, sized for n_batch tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logit_in;
     float *rope_cs; /* the batch's RoPE cosines and sines, [n_batch][n_rot] */

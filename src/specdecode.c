@@ -93,8 +93,9 @@ static sp_status check_params(const sp_specdecode_params *params, sp_specdecode_
 /* A new sequence: the prompt, where each cache stands, nothing pending or counted. */
 static sp_status start(sp_specdecoder *s, const sp_token *prompt, int n_prompt) {
     sp_status st;
-    /* the draft holds the prompt, then SpecPrefill's look-ahead: keep the prompt only */
-    if (sp_context_n_cached(s->draft) > n_prompt && (st = sp_context_truncate(s->draft, n_prompt)) != SP_OK) return st;
+    /* the draft holds the prompt, then SpecPrefill's look-ahead — or, after a full prefill, an
+     * earlier text: keep what is this prompt */
+    if ((st = sp_context_truncate(s->draft, sp_context_common_prefix(s->draft, prompt, n_prompt))) != SP_OK) return st;
     if ((st = reserve(s, n_prompt)) != SP_OK) return st;
     memcpy(s->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
     s->n_tokens = n_prompt;

@@ -97,9 +97,10 @@ static void token_spans(const sp_model *m, const sp_token *t, int n, const char 
     }
 }
 
-/* Runs the draft (its first n_layers layers; 0 = all) over its own tokens and fills importance[0..n). */
+/* Runs the draft (its first n_layers layers; 0 = all) over its own tokens and fills importance[0..n).
+ * reuse: the start of the draft's cache that already is this prompt is not read again. */
 static sp_status score_tokens(sp_context *draft, const sp_token *prompt, int n, const sp_specprefill_params *p,
-                              int n_layers, float *importance, sp_specprefill_stats *st) {
+                              int n_layers, bool reuse, float *importance, sp_specprefill_stats *st) {
     const sp_model *dm = draft->model;
     const int V = dm->info.n_vocab;
     int K = p->lookahead; /* checked: 1..256 */
@@ -115,9 +116,14 @@ static sp_status score_tokens(sp_context *draft, const sp_token *prompt, int n, 
         return sp_fail(SP_ERR_MEMORY, "specprefill: out of memory for %d×%d scores", K, n);
     }
     for (int i = 0; i < n; i++) pos[i] = i;
-    sp_context_reset(draft);
+    /* the first query is the last prompt token's, so at most n-1 cached tokens stay; a cache of
+     * fewer layers (self-speculation with another self_layers) is of no use */
+    const int layers = n_layers > 0 && n_layers < dm->info.n_layer ? n_layers : dm->info.n_layer;
+    const int start = reuse && draft->kv_layers == layers ? sp_context_common_prefix(draft, prompt, n - 1) : 0;
+    sp_context_truncate(draft, start);
+    st->n_draft_reused = start;
     double t0 = sp_seconds();
-    sp_status s = sp_forward(draft, prompt, pos, n - 1, NULL, 0, NULL, &o);
+    sp_status s = sp_forward(draft, prompt + start, pos + start, n - 1 - start, NULL, 0, NULL, &o);
     double t1 = sp_seconds();
     /* queries: the last prompt token, then each generated token */
     o.score_n_keys = n;
@@ -158,11 +164,9 @@ static void forced_tokens(const sp_model *m, const sp_token *prompt, int n, cons
     if (n > 0) forced[n - 1] = 1; /* the next token's logits come from the last prompt token */
 }
 
-sp_status sp_specprefill_score(sp_context *draft_ctx, const sp_model *main_model, const sp_token *prompt, int n,
-                               const char *prompt_text, const sp_specprefill_params *params, float *importance,
-                               sp_specprefill_stats *stats) {
-    sp_specprefill_stats st_local, *st = stats ? stats : &st_local;
-    memset(st, 0, sizeof *st);
+/* sp_specprefill_score; reuse: keep what the draft's cache holds of this prompt. */
+static sp_status score(sp_context *draft_ctx, const sp_model *main_model, const sp_token *prompt, int n, const char *prompt_text,
+                       const sp_specprefill_params *params, bool reuse, float *importance, sp_specprefill_stats *st) {
     sp_status s;
     if (!draft_ctx || !importance) return sp_fail(SP_ERR_ARGUMENT, "specprefill score: needs a draft context and an importance buffer");
     if ((s = sp_specprefill_params_check(params)) != SP_OK || (s = check_prompt(main_model, prompt, n, "specprefill score")) != SP_OK)
@@ -171,9 +175,9 @@ sp_status sp_specprefill_score(sp_context *draft_ctx, const sp_model *main_model
     st->n_prompt = n;
     if (dm == main_model) { /* self-speculation: the model's first layers score */
         const int layers = params->self_layers > 0 ? params->self_layers : (dm->info.n_layer + 3) / 4;
-        return score_tokens(draft_ctx, prompt, n, params, layers < dm->info.n_layer ? layers : dm->info.n_layer, importance, st);
+        return score_tokens(draft_ctx, prompt, n, params, layers < dm->info.n_layer ? layers : dm->info.n_layer, reuse, importance, st);
     }
-    if ((s = sp_vocab_check_same(main_model, dm)) == SP_OK) return score_tokens(draft_ctx, prompt, n, params, 0, importance, st);
+    if ((s = sp_vocab_check_same(main_model, dm)) == SP_OK) return score_tokens(draft_ctx, prompt, n, params, 0, reuse, importance, st);
     if (!params->any_vocab) return s; /* the error names the first difference */
     if (!prompt_text) return sp_fail(SP_ERR_ARGUMENT, "specprefill score: a draft with another tokenizer needs the prompt text");
     /* another tokenizer: the draft scores its own tokens of the text; each main token takes the
@@ -186,7 +190,7 @@ sp_status sp_specprefill_score(sp_context *draft_ctx, const sp_model *main_model
         s = sp_fail(SP_ERR_ARGUMENT, "specprefill score: the draft tokenizes the prompt to nothing");
     } else if (!(dimp = malloc((size_t)nd * sizeof *dimp)) || !(spans = malloc(((size_t)nd + (size_t)n) * 2 * sizeof *spans))) {
         s = sp_fail(SP_ERR_MEMORY, "specprefill score: out of memory");
-    } else if ((s = score_tokens(draft_ctx, dtok, nd, params, 0, dimp, st)) == SP_OK) {
+    } else if ((s = score_tokens(draft_ctx, dtok, nd, params, 0, reuse, dimp, st)) == SP_OK) {
         int *ds = spans, *de = spans + nd, *ms = spans + 2 * nd, *me = spans + 2 * nd + n;
         token_spans(dm, dtok, nd, prompt_text, ds, de);
         token_spans(main_model, prompt, n, prompt_text, ms, me);
@@ -194,6 +198,14 @@ sp_status sp_specprefill_score(sp_context *draft_ctx, const sp_model *main_model
     }
     free(dtok); free(spans); free(dimp);
     return s;
+}
+
+sp_status sp_specprefill_score(sp_context *draft_ctx, const sp_model *main_model, const sp_token *prompt, int n,
+                               const char *prompt_text, const sp_specprefill_params *params, float *importance,
+                               sp_specprefill_stats *stats) {
+    sp_specprefill_stats st_local, *st = stats ? stats : &st_local;
+    memset(st, 0, sizeof *st);
+    return score(draft_ctx, main_model, prompt, n, prompt_text, params, false, importance, st);
 }
 
 sp_status sp_specprefill_select(const sp_model *main_model, const sp_token *prompt, int n, const float *importance,
@@ -211,12 +223,13 @@ sp_status sp_specprefill_select(const sp_model *main_model, const sp_token *prom
     return SP_OK;
 }
 
-sp_status sp_prefill_kept(sp_context *ctx, const sp_token *prompt, int n, const uint8_t *kept, float *logits) {
+/* The kept tokens of prompt[from..n) appended to ctx at their positions. */
+static sp_status prefill_kept_from(sp_context *ctx, const sp_token *prompt, int n, const uint8_t *kept, int from, float *logits) {
     sp_status s;
     if (!ctx || !kept || !logits) return sp_fail(SP_ERR_ARGUMENT, "prefill: needs a context, kept flags and a logits buffer");
     if ((s = check_prompt(ctx->model, prompt, n, "prefill")) != SP_OK) return s;
     int n_kept = 0;
-    for (int i = 0; i < n; i++) n_kept += kept[i] != 0;
+    for (int i = from; i < n; i++) n_kept += kept[i] != 0;
     if (!kept[n - 1]) return sp_fail(SP_ERR_ARGUMENT, "prefill: the last prompt token must be kept");
     if (ctx->n_cached + n_kept > ctx->n_ctx)
         return sp_fail(SP_ERR_CONTEXT_FULL, "prefill: %d kept tokens do not fit the context (%d of %d used)", n_kept, ctx->n_cached, ctx->n_ctx);
@@ -226,7 +239,7 @@ sp_status sp_prefill_kept(sp_context *ctx, const sp_token *prompt, int n, const 
         free(tok); free(pos);
         return sp_fail(SP_ERR_MEMORY, "prefill: out of memory");
     }
-    for (int i = 0, k = 0; i < n; i++)
+    for (int i = from, k = 0; i < n; i++)
         if (kept[i]) { tok[k] = prompt[i]; pos[k++] = i; }
     int32_t last = n_kept - 1;
     s = sp_decode(ctx, tok, pos, n_kept, &last, 1, logits);
@@ -235,37 +248,76 @@ sp_status sp_prefill_kept(sp_context *ctx, const sp_token *prompt, int n, const 
     return s;
 }
 
-/* The three stages in a row, the arguments checked by each; the timings of each in stats. */
-sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n,
-                         const char *prompt_text, const sp_specprefill_params *params, float *logits,
-                         float *importance, uint8_t *kept, sp_specprefill_stats *stats) {
+sp_status sp_prefill_kept(sp_context *ctx, const sp_token *prompt, int n, const uint8_t *kept, float *logits) {
+    return prefill_kept_from(ctx, prompt, n, kept, 0, logits);
+}
+
+/* The stages in a row, the arguments checked by each; the timings of each in stats. cached:
+ * main_ctx keeps its tokens below n_reuse that match the prompt and draft_ctx what it holds of it
+ * (sp_specprefill_cached); else main_ctx must be empty and the draft starts afresh. */
+static sp_status run(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n, bool cached, int n_reuse,
+                     const char *prompt_text, const sp_specprefill_params *params, float *logits, float *importance,
+                     uint8_t *kept, sp_specprefill_stats *stats) {
     const sp_specprefill_params p = params ? *params : sp_specprefill_default_params();
     sp_specprefill_stats st_local, *st = stats ? stats : &st_local;
     memset(st, 0, sizeof *st);
     if (!main_ctx || !draft_ctx || !logits)
         return sp_fail(SP_ERR_ARGUMENT, "specprefill: needs a main context, a draft context and a logits buffer");
-    if (main_ctx->n_cached != 0) return sp_fail(SP_ERR_ARGUMENT, "specprefill: the main context must be empty");
+    if (!cached && main_ctx->n_cached != 0) return sp_fail(SP_ERR_ARGUMENT, "specprefill: the main context must be empty");
     if (n > main_ctx->n_ctx) return sp_fail(SP_ERR_CONTEXT_FULL, "specprefill: prompt of %d tokens exceeds the context of %d", n, main_ctx->n_ctx);
+    sp_status s = check_prompt(main_ctx->model, prompt, n, "specprefill");
+    if (s != SP_OK) return s;
     const double t_start = sp_seconds();
-    float *imp = importance ? importance : malloc(((size_t)(n > 0 ? n : 1)) * sizeof *imp);
-    uint8_t *keep = kept ? kept : malloc((size_t)(n > 0 ? n : 1));
-    sp_status s = SP_OK;
+    /* the main cache's reusable start: cached tokens of this prompt, in order, below the limit
+     * (the last prompt token always runs again: its logits are the answer's first token's);
+     * where a cached token differs, the reuse ends after the last one that agrees */
+    int limit = n_reuse < n - 1 ? n_reuse : n - 1, r = 0;
+    if (!cached) limit = 0;
+    if (limit > sp_context_last_pos(main_ctx) + 1) limit = sp_context_last_pos(main_ctx) + 1;
+    while (r < main_ctx->n_cached && main_ctx->cell_pos[r] < limit && main_ctx->cell_tok[r] == prompt[main_ctx->cell_pos[r]] &&
+           (r == 0 || main_ctx->cell_pos[r] > main_ctx->cell_pos[r - 1]))
+        r++;
+    const int start = r < main_ctx->n_cached && main_ctx->cell_pos[r] < limit ? (r ? main_ctx->cell_pos[r - 1] + 1 : 0) : limit;
+    sp_context_truncate(main_ctx, r);
+    float *imp = importance ? importance : malloc((size_t)n * sizeof *imp);
+    uint8_t *keep = kept ? kept : malloc((size_t)n);
     int n_kept = 0;
     if (!imp || !keep) {
         s = sp_fail(SP_ERR_MEMORY, "specprefill: out of memory");
-    } else if ((s = sp_specprefill_score(draft_ctx, main_ctx->model, prompt, n, prompt_text, &p, imp, st)) == SP_OK) {
+    } else if ((s = score(draft_ctx, main_ctx->model, prompt, n, prompt_text, &p, cached, imp, st)) == SP_OK) {
         const double t_sel = sp_seconds();
-        if ((s = sp_specprefill_select(main_ctx->model, prompt, n, imp, &p, keep, &n_kept)) == SP_OK) {
+        /* the new tokens are selected as a prompt of their own; the reused ones are as cached */
+        memset(keep, 0, (size_t)start);
+        for (int i = 0; i < r; i++) keep[main_ctx->cell_pos[i]] = 1;
+        if ((s = sp_specprefill_select(main_ctx->model, prompt + start, n - start, imp + start, &p, keep + start, &n_kept)) == SP_OK) {
             const double t_main = sp_seconds();
-            s = sp_prefill_kept(main_ctx, prompt, n, keep, logits);
+            s = prefill_kept_from(main_ctx, prompt, n, keep, start, logits);
             st->selection_s = t_main - t_sel;
             st->main_prefill_s = sp_seconds() - t_main;
             st->n_prompt = n;
-            st->n_kept = n_kept;
+            st->n_kept = r + n_kept;
+            st->n_reused = start;
+            st->n_reused_kept = r;
             st->ttft_s = sp_seconds() - t_start;
         }
+    }
+    if (s != SP_OK && cached) { /* neither cache may hold half of a failed prefill */
+        sp_context_reset(main_ctx);
+        sp_context_reset(draft_ctx);
     }
     if (imp != importance) free(imp);
     if (keep != kept) free(keep);
     return s;
+}
+
+sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n,
+                         const char *prompt_text, const sp_specprefill_params *params, float *logits,
+                         float *importance, uint8_t *kept, sp_specprefill_stats *stats) {
+    return run(main_ctx, draft_ctx, prompt, n, false, 0, prompt_text, params, logits, importance, kept, stats);
+}
+
+sp_status sp_specprefill_cached(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n, int n_reuse,
+                                const char *prompt_text, const sp_specprefill_params *params, float *logits,
+                                float *importance, uint8_t *kept, sp_specprefill_stats *stats) {
+    return run(main_ctx, draft_ctx, prompt, n, true, n_reuse, prompt_text, params, logits, importance, kept, stats);
 }

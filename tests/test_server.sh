@@ -42,7 +42,7 @@ wait_metric() {
 KEY=test-key
 A="Authorization: Bearer $KEY"
 start_server "$W/server.log" -m "$W/main.gguf" --draft "$W/draft.gguf" --parallel 2 --queue 8 --api-key $KEY -c 2048 --max-body 65536 -t 2 \
-  --read-timeout 3 --shutdown-timeout 3 \
+  --read-timeout 3 --shutdown-timeout 3 --cache-ram 16 \
   || { echo "FAIL: the server did not start: $(tail -3 "$W/server.log")"; echo "0 passed, 1 failed"; exit 1; }
 B="http://127.0.0.1:$PORT"
 req() { # method path body → "status body"
@@ -249,6 +249,17 @@ sys.exit(0 if text == cli and text.strip() else 1)"; then ok
   else bad "server and generate disagree after speculative prefill: $(head -c 400 "$W/spec-server.json") vs '$(head -c 200 "$W/spec-cli.txt")'"; fi
 else
   bad "the second server did not start: $(tail -3 "$W/server-spec.log")"
+fi
+# the prompt cache on the bundled pair: follow-ups read only what is new (SpecPrefill-aware),
+# requests go to the slot holding their conversation, a conversation set aside comes back from
+# memory, a warm full prefill answers what a cold one answers, /metrics counts it
+if start_server "$W/server-cache.log" -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" -c 4096 -t 2 --parallel 2 --cache-ram 64; then
+  python3 "$HERE/server/prefix_cache.py" "http://127.0.0.1:$PORT" "$ROOT/eval/retrieval-2k-ci.jsonl" >"$W/cache.log" 2>&1 && ok \
+    || bad "prompt cache: $(grep -v '^prompt cache' "$W/cache.log" | tail -6)"
+  grep '^prompt cache' "$W/cache.log"
+  kill -TERM $PID; wait $PID 2>/dev/null
+else
+  bad "the prompt cache's server did not start: $(tail -3 "$W/server-cache.log")"
 fi
 # every template family in tests/templates answers a chat request through the server (a tiny
 # random model behind each); a template's own error is a 400 that names it

@@ -514,6 +514,196 @@ static void stages_compose_to_specprefill(void **st) {
     sp_model_free(m);
 }
 
+/* ------------------------------------------------------------------ the next turn */
+
+static float max_abs_diff(const float *a, const float *b, int n) {
+    float d = 0;
+    for (int i = 0; i < n; i++) d = fmaxf(d, fabsf(a[i] - b[i]));
+    return d;
+}
+
+static int argmax_of(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* A follow-up on the same document: the second turn's prompt is the first one, its answer and a
+ * question. sp_specprefill_cached reads neither model's cache again, selects the new tokens as a
+ * prompt of their own, and ends where a cold prefill of the same kept set ends. */
+static void cached_turn_equals_cold_with_same_keep_set(void **st) {
+    (void)st;
+    sp_model *m = load_test_model("qwen3-q8_0"), *dm = load_test_model("llama-q8_0");
+    enum { N1 = 231, G = 5, N2 = N1 + G + 70 };
+    sp_token p2[N2];
+    for (int j = 0; j < N2; j++) p2[j] = (j * 7 + 3) % 1100;
+    p2[0] = TEST_BOS;
+    p2[100] = 1113;
+    p2[N1 + G + 3] = 1114; /* chat markup in the new part */
+    sp_specprefill_params p = sp_specprefill_default_params();
+    p.keep_rate = 0.25f;
+    sp_context *a = context(m, 400, SP_KV_F16), *b = context(m, 400, SP_KV_F16);
+    sp_context *d = context(dm, 400, SP_KV_F16), *d2 = context(dm, 400, SP_KV_F16);
+    float l1[TEST_VOCAB], l2[TEST_VOCAB], lc[TEST_VOCAB], i2[N2], ic[N2];
+    uint8_t k1[N1], k2[N2];
+    sp_specprefill_stats s1, s2;
+    /* turn 1 on empty contexts, then an answer of G tokens (the last one not decoded yet) */
+    assert_int_equal(sp_specprefill_cached(a, d, p2, N1, 0, NULL, &p, l1, NULL, k1, &s1), SP_OK);
+    assert_int_equal(s1.n_reused + s1.n_reused_kept + s1.n_draft_reused, 0);
+    for (int g = 0; g < G; g++) {
+        p2[N1 + g] = argmax_of(l1, TEST_VOCAB);
+        int32_t pos = N1 + g, row = 0;
+        if (g < G - 1) assert_int_equal(sp_decode(a, &p2[N1 + g], &pos, 1, &row, 1, l1), SP_OK);
+    }
+    /* turn 2: the caller vouches for the first N1 + G tokens (its record of turn 1) */
+    assert_int_equal(sp_specprefill_cached(a, d, p2, N2, N1 + G, NULL, &p, l2, i2, k2, &s2), SP_OK);
+    const int start = N1 + G - 1; /* the last answer token never reached the cache */
+    assert_int_equal(s2.n_reused, start);
+    assert_true(s2.n_draft_reused >= N1 - 1 && s2.n_draft_reused < N2);
+    int kept1 = 0;
+    for (int j = 0; j < N1; j++) {
+        assert_int_equal(k2[j], k1[j]); /* the first turn's selection stands */
+        kept1 += k1[j];
+    }
+    for (int j = N1; j < start; j++) assert_int_equal(k2[j], 1); /* the answer is in the cache */
+    assert_int_equal(s2.n_reused_kept, kept1 + G - 1);
+    /* the new part is selected as a prompt of its own: its chunks, its budget, its last chunk */
+    uint8_t ks[N2];
+    int n_new = 0;
+    assert_int_equal(sp_specprefill_select(m, p2 + start, N2 - start, i2 + start, &p, ks, &n_new), SP_OK);
+    assert_memory_equal(k2 + start, ks, N2 - start);
+    assert_int_equal(s2.n_kept, s2.n_reused_kept + n_new);
+    assert_int_equal(sp_context_n_cached(a), s2.n_kept);
+    assert_true(k2[N1 + G + 3] && k2[N2 - 1]);
+    /* the same kept set, cold: the same logits (other batch splits round otherwise: a bound) */
+    assert_int_equal(sp_prefill_kept(b, p2, N2, k2, lc), SP_OK);
+    const float dl = max_abs_diff(l2, lc, TEST_VOCAB);
+    print_message("cached vs cold logits: max |diff| %g\n", dl);
+    assert_true(dl < 1e-4f);
+    assert_int_equal(argmax_of(l2, TEST_VOCAB), argmax_of(lc, TEST_VOCAB));
+    /* and the draft's scores of the whole prompt are a cold draft's */
+    assert_int_equal(sp_specprefill_score(d2, m, p2, N2, NULL, &p, ic, NULL), SP_OK);
+    for (int j = 0; j < N2; j++) assert_true(fabsf(i2[j] - ic[j]) <= 1e-3f * fmaxf(ic[j], 1e-3f) + 1e-6f);
+    /* the same prompt again: everything but the last token comes from the caches */
+    float l3[TEST_VOCAB];
+    uint8_t k3[N2];
+    sp_specprefill_stats s3;
+    assert_int_equal(sp_specprefill_cached(a, d, p2, N2, N2, NULL, &p, l3, NULL, k3, &s3), SP_OK);
+    assert_int_equal(s3.n_reused, N2 - 1);
+    assert_int_equal(s3.n_draft_reused, N2 - 1);
+    assert_memory_equal(k3, k2, N2);
+    assert_true(max_abs_diff(l3, l2, TEST_VOCAB) < 1e-4f);
+    /* a vouched prefix that a cached token contradicts: the reuse ends before that token */
+    int first_kept_after_bos = 1;
+    while (!k2[first_kept_after_bos]) first_kept_after_bos++;
+    p2[first_kept_after_bos] = (p2[first_kept_after_bos] + 1) % 1100;
+    assert_int_equal(sp_specprefill_cached(a, d, p2, N2, N2, NULL, &p, l3, NULL, k3, &s3), SP_OK);
+    assert_int_equal(s3.n_reused, 1);
+    assert_int_equal(s3.n_reused_kept, 1);
+    assert_int_equal(s3.n_draft_reused, first_kept_after_bos);
+    /* n_reuse 0: the main model starts afresh (the draft still keeps what is this prompt) */
+    assert_int_equal(sp_specprefill_cached(a, d, p2, N2, 0, NULL, &p, l3, NULL, k3, &s3), SP_OK);
+    assert_int_equal(s3.n_reused + s3.n_reused_kept, 0);
+    assert_int_equal(s3.n_draft_reused, N2 - 1);
+    /* an error leaves neither cache holding part of the prompt */
+    p2[N2 - 1] = 99999;
+    assert_int_equal(sp_specprefill_cached(a, d, p2, N2, N2, NULL, &p, l3, NULL, k3, &s3), SP_ERR_ARGUMENT);
+    sp_context_free(a); sp_context_free(b); sp_context_free(d); sp_context_free(d2);
+    sp_model_free(m); sp_model_free(dm);
+}
+
+/* Self-speculation fills only the first self_layers layers of its cache: another count cannot
+ * reuse it. */
+static void cached_self_speculation_by_layers(void **st) {
+    (void)st;
+    sp_model *m = load_test_model("qwen3-q8_0");
+    enum { N = 120 };
+    sp_token t[N];
+    for (int j = 0; j < N; j++) t[j] = (j * 11 + 5) % 1100;
+    sp_specprefill_params p = sp_specprefill_default_params();
+    p.self_layers = 1;
+    sp_context *a = context(m, 200, SP_KV_F16), *d = context(m, 200, SP_KV_F16);
+    float l[TEST_VOCAB];
+    sp_specprefill_stats s;
+    assert_int_equal(sp_specprefill_cached(a, d, t, N, 0, NULL, &p, l, NULL, NULL, &s), SP_OK);
+    assert_int_equal(sp_specprefill_cached(a, d, t, N, N, NULL, &p, l, NULL, NULL, &s), SP_OK);
+    assert_int_equal(s.n_draft_reused, N - 1);
+    p.self_layers = 2;
+    assert_int_equal(sp_specprefill_cached(a, d, t, N, N, NULL, &p, l, NULL, NULL, &s), SP_OK);
+    assert_int_equal(s.n_draft_reused, 0);
+    assert_int_equal(s.n_reused, N - 1);
+    sp_context_free(a); sp_context_free(d);
+    sp_model_free(m);
+}
+
+/* A cache set aside as bytes and put back continues exactly where it was; bytes of another
+ * model, another KV type, a smaller context or a damaged buffer are refused and change nothing. */
+static void cache_state_round_trip(void **st) {
+    (void)st;
+    sp_model *m = load_test_model("qwen3-q8_0"), *other = load_test_model("llama-q8_0");
+    enum { N = 150 };
+    sp_token t[N];
+    for (int j = 0; j < N; j++) t[j] = (j * 13 + 1) % 1100;
+    sp_specprefill_params p = sp_specprefill_default_params();
+    p.self_layers = 1;
+    sp_context *a = context(m, 200, SP_KV_F16), *d = context(m, 200, SP_KV_F16), *b = context(m, 200, SP_KV_F16);
+    float la[TEST_VOCAB], lb[TEST_VOCAB];
+    assert_int_equal(sp_specprefill(a, d, t, N - 20, NULL, &p, la, NULL, NULL, NULL), SP_OK);
+    const size_t size = sp_context_state_size(a);
+    uint8_t *buf = malloc(size), *bad = malloc(size + 8);
+    assert_int_equal(sp_context_state_save(a, buf, size - 1), SP_ERR_ARGUMENT);
+    assert_int_equal(sp_context_state_save(a, buf, size), SP_OK);
+    /* b holds something else; after the load it continues as a does, bit for bit */
+    int32_t pos[10];
+    for (int i = 0; i < 10; i++) pos[i] = i;
+    assert_int_equal(sp_decode(b, t + 50, pos, 10, NULL, 0, NULL), SP_OK);
+    assert_int_equal(sp_context_state_load(b, buf, size), SP_OK);
+    assert_int_equal(sp_context_n_cached(b), sp_context_n_cached(a));
+    assert_int_equal(sp_context_last_pos(b), sp_context_last_pos(a));
+    int32_t next = N - 20, row = 0;
+    assert_int_equal(sp_decode(a, &t[N - 20], &next, 1, &row, 1, la), SP_OK);
+    assert_int_equal(sp_decode(b, &t[N - 20], &next, 1, &row, 1, lb), SP_OK);
+    assert_memory_equal(la, lb, sizeof la);
+    /* refusals leave the context as it was */
+    const int before = sp_context_n_cached(b);
+    sp_context *o = context(other, 200, SP_KV_F16), *f32 = context(m, 200, SP_KV_F32), *small = context(m, 16, SP_KV_F16);
+    assert_int_equal(sp_context_state_load(o, buf, size), SP_ERR_ARGUMENT);
+    assert_int_equal(sp_context_state_load(f32, buf, size), SP_ERR_ARGUMENT);
+    assert_int_equal(sp_context_state_load(small, buf, size), SP_ERR_CONTEXT_FULL);
+    assert_int_equal(sp_context_state_load(b, buf, size - 1), SP_ERR_FORMAT);
+    memcpy(bad, buf, size);
+    bad[0] = 'X';
+    assert_int_equal(sp_context_state_load(b, bad, size), SP_ERR_FORMAT);
+    assert_int_equal(sp_context_n_cached(b), before);
+    /* damaged bytes anywhere in the header, positions or tokens: refused or loaded, never a crash
+     * (ASan watches), and a loaded cache holds only valid tokens */
+    uint64_t r = 12345;
+    const size_t checked = size < 48 + 8 * (size_t)sp_context_n_cached(a) ? size : 48 + 8 * (size_t)sp_context_n_cached(a);
+    for (int it = 0; it < 3000; it++) {
+        memcpy(bad, buf, size);
+        for (int k = 0; k < 1 + it % 4; k++) {
+            r = r * 6364136223846793005ull + 1442695040888963407ull;
+            bad[(r >> 33) % checked] ^= (uint8_t)(1u << ((r >> 20) % 8));
+        }
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        const size_t len = it % 7 == 0 ? (size_t)((r >> 33) % (size + 8)) : size;
+        if (sp_context_state_load(b, bad, len) == SP_OK) {
+            const sp_token *ids = b->cell_tok;
+            for (int i = 0; i < sp_context_n_cached(b); i++) assert_true(ids[i] >= 0 && ids[i] < TEST_VOCAB);
+        }
+    }
+    /* an empty cache round-trips too */
+    sp_context_reset(b);
+    const size_t empty = sp_context_state_size(b);
+    assert_int_equal(sp_context_state_save(b, buf, empty), SP_OK);
+    assert_int_equal(sp_context_state_load(a, buf, empty), SP_OK);
+    assert_int_equal(sp_context_n_cached(a), 0);
+    free(buf); free(bad);
+    sp_context_free(a); sp_context_free(b); sp_context_free(d); sp_context_free(o); sp_context_free(f32); sp_context_free(small);
+    sp_model_free(m); sp_model_free(other);
+}
+
 static void bad_parameters(void **st) {
     (void)st;
     sp_model *m = load_test_model("llama-q8_0");
@@ -539,7 +729,8 @@ int main(void) {
         cmocka_unit_test(importance_through_byte_spans), cmocka_unit_test(scoring_matches_float64_recomputation),
         cmocka_unit_test(keep_all_equals_full_prefill), cmocka_unit_test(sparse_prefill_matches_gapped_fixture),
         cmocka_unit_test(always_kept_tokens), cmocka_unit_test(cross_tokenizer_draft), cmocka_unit_test(stages_compose_to_specprefill),
-        cmocka_unit_test(bad_parameters),
+        cmocka_unit_test(bad_parameters), cmocka_unit_test(cached_turn_equals_cold_with_same_keep_set),
+        cmocka_unit_test(cached_self_speculation_by_layers), cmocka_unit_test(cache_state_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

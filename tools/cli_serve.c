@@ -16,6 +16,7 @@ int cmd_serve(int argc, char **argv) {
     c.read_timeout = 10;
     c.conn_per_ip = -1;
     c.shutdown_timeout = 10;
+    c.cache_ram_mib = 1024;
     c.spec = sp_specprefill_default_params();
     c.sampling = sp_sampling_default_params();
     c.spec_default = true;
@@ -31,6 +32,8 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT("--queue", NULL, CLI_INT, &c.queue, 0, 100000, "M", "requests waiting beyond the slots; more get 503"),
         CLI_OPT("--api-key", NULL, CLI_TEXT, &c.api_key, 0, 0, "KEY", "require Authorization: Bearer KEY on /v1/* and /metrics", .shown_default = "none"),
         CLI_OPT("--ctx-size", "-c", CLI_INT, &c.ctx_size, 16, 1 << 24, "N", "context per slot, prompt + output", .shown_default = "min(model's, 4096)"),
+        CLI_OPT("--cache-ram", NULL, CLI_INT, &c.cache_ram_mib, 0, 1 << 20, "MiB",
+                "memory for conversations set aside when their slot is needed (least recently used dropped first); 0 = none"),
         CLI_OPT("--max-body", NULL, CLI_INT, &max_body, 1024, 1 << 30, "BYTES", "request body limit"),
         CLI_OPT("--read-timeout", NULL, CLI_INT, &c.read_timeout, 1, 3600, "SECONDS",
                 "close a connection idle this long while sending its request or between requests"),

@@ -19,6 +19,7 @@ static struct {
     unsigned long prompt_tokens, kept_tokens, generated_tokens;
     unsigned long drafted_tokens, accepted_tokens, decode_steps;
     unsigned long cancelled_queued;
+    unsigned long cache_hits, cache_misses, cached_tokens, draft_cached_tokens;
     unsigned long second_tokens[RATE_WINDOW + 1]; /* tokens generated in each of the last seconds (a ring) */
     long second_at;                                /* the second the ring's newest slot counts */
     double prefill_seconds, decode_seconds;
@@ -84,6 +85,10 @@ void sp_srv_record_job(const job *j, const job_result *r, bool failed) {
     observe(M.ttft_bucket, &M.ttft_sum, &M.ttft_n, r->ttft);
     observe(M.latency_bucket, &M.latency_sum, &M.latency_n, r->total);
     M.prompt_tokens += (unsigned long)j->prompt.n;
+    if (r->cached >= SP_SRV_CACHE_MIN) M.cache_hits++;
+    else M.cache_misses++;
+    M.cached_tokens += (unsigned long)r->cached;
+    M.draft_cached_tokens += (unsigned long)r->draft_cached;
     M.kept_tokens += (unsigned long)r->kept;
     M.generated_tokens += (unsigned long)r->completion_tokens;
     M.drafted_tokens += (unsigned long)r->drafted;
@@ -145,6 +150,14 @@ char *sp_srv_metrics_text(void) {
     }
     family(f, "specprefill_prompt_tokens_total", "counter", "Prompt tokens of finished requests.");
     fprintf(f, "specprefill_prompt_tokens_total %lu\n", M.prompt_tokens);
+    family(f, "specprefill_prompt_cache_hits_total", "counter", "Requests with at least " SP_STRINGIFY(SP_SRV_CACHE_MIN) " prompt tokens from a cache (a slot's, or memory).");
+    fprintf(f, "specprefill_prompt_cache_hits_total %lu\n", M.cache_hits);
+    family(f, "specprefill_prompt_cache_misses_total", "counter", "Requests with fewer (those that read about all of their prompt).");
+    fprintf(f, "specprefill_prompt_cache_misses_total %lu\n", M.cache_misses);
+    family(f, "specprefill_prompt_cached_tokens_total", "counter", "Prompt tokens whose state came from a cache: not read again by the main model.");
+    fprintf(f, "specprefill_prompt_cached_tokens_total %lu\n", M.cached_tokens);
+    family(f, "specprefill_draft_cached_tokens_total", "counter", "Prompt tokens the draft did not read again.");
+    fprintf(f, "specprefill_draft_cached_tokens_total %lu\n", M.draft_cached_tokens);
     family(f, "specprefill_kept_tokens_total", "counter", "Of them, those the main model prefilled (speculative prefill keeps a part).");
     fprintf(f, "specprefill_kept_tokens_total %lu\n", M.kept_tokens);
     family(f, "specprefill_generated_tokens_total", "counter", "Tokens generated, over finished requests.");
@@ -173,6 +186,20 @@ char *sp_srv_metrics_text(void) {
     fprintf(f, "specprefill_decode_batches_total %lu\n", rounds);
     family(f, "specprefill_decode_batch_rows_total", "counter", "Tokens decoded in those steps (rows / batches = mean batch size).");
     fprintf(f, "specprefill_decode_batch_rows_total %lu\n", rows);
+    size_t cache_bytes;
+    int cache_entries;
+    unsigned long saves, restores, evictions;
+    sp_srv_cache_counts(&cache_bytes, &cache_entries, &saves, &restores, &evictions);
+    family(f, "specprefill_prompt_cache_bytes", "gauge", "Memory held by conversations set aside (at most --cache-ram).");
+    fprintf(f, "specprefill_prompt_cache_bytes %zu\n", cache_bytes);
+    family(f, "specprefill_prompt_cache_entries", "gauge", "Conversations set aside in memory.");
+    fprintf(f, "specprefill_prompt_cache_entries %d\n", cache_entries);
+    family(f, "specprefill_prompt_cache_saves_total", "counter", "Conversations set aside when their slot was needed.");
+    fprintf(f, "specprefill_prompt_cache_saves_total %lu\n", saves);
+    family(f, "specprefill_prompt_cache_restores_total", "counter", "Conversations brought back into a slot for a request that continued them.");
+    fprintf(f, "specprefill_prompt_cache_restores_total %lu\n", restores);
+    family(f, "specprefill_prompt_cache_evictions_total", "counter", "Conversations dropped to stay within --cache-ram (least recently used first).");
+    fprintf(f, "specprefill_prompt_cache_evictions_total %lu\n", evictions);
     family(f, "specprefill_queue_depth", "gauge", "Requests waiting for a slot.");
     fprintf(f, "specprefill_queue_depth %d\n", queued);
     family(f, "specprefill_slots_busy", "gauge", "Slots working on a request.");

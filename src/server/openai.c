@@ -46,6 +46,8 @@ void sp_srv_add_usage(cJSON *o, const job *j, const job_result *r) {
     cJSON_AddNumberToObject(u, "prompt_tokens", j->prompt.n);
     cJSON_AddNumberToObject(u, "completion_tokens", r->completion_tokens);
     cJSON_AddNumberToObject(u, "total_tokens", j->prompt.n + r->completion_tokens);
+    cJSON *pd = cJSON_AddObjectToObject(u, "prompt_tokens_details"); /* OpenAI's name for prompt tokens served from a cache */
+    cJSON_AddNumberToObject(pd, "cached_tokens", r->cached);
     if (j->spec_decode) { /* OpenAI's names for tokens of a prediction that the completion took or not */
         cJSON *d = cJSON_AddObjectToObject(u, "completion_tokens_details");
         cJSON_AddNumberToObject(d, "accepted_prediction_tokens", (double)r->accepted);
@@ -55,6 +57,13 @@ void sp_srv_add_usage(cJSON *o, const job *j, const job_result *r) {
     cJSON_AddBoolToObject(x, "enabled", j->spec);
     cJSON_AddNumberToObject(x, "prompt_tokens", j->prompt.n);
     cJSON_AddNumberToObject(x, "kept_tokens", r->kept);
+    /* the prompt's start whose state came from a cache: of it, the main model's cached tokens
+     * (all of them after a full prefill, the kept ones after a speculative one) and the draft's */
+    cJSON *c = cJSON_AddObjectToObject(x, "cache");
+    cJSON_AddNumberToObject(c, "cached_tokens", r->cached);
+    cJSON_AddNumberToObject(c, "cached_kept_tokens", r->cached_kept);
+    cJSON_AddNumberToObject(c, "draft_cached_tokens", r->draft_cached);
+    cJSON_AddStringToObject(c, "source", r->cached == 0 && r->draft_cached == 0 ? "none" : r->cache_restored ? "memory" : "slot");
     cJSON_AddNumberToObject(x, "ttft_ms", round(r->ttft * 1e4) / 10);
     cJSON_AddNumberToObject(x, "prefill_ms", round(r->prefill * 1e4) / 10);
     cJSON_AddNumberToObject(x, "decode_ms", round(r->decode * 1e4) / 10);

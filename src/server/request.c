@@ -142,6 +142,8 @@ static int parse(const cJSON *root, bool chat, sp_request *r, char *err, size_t 
     s->repeat_penalty = (float)v;
     if ((rc = boolean(root, "stream", &r->stream, err, es))) return rc;
     if ((rc = boolean(root, "ignore_eos", &r->ignore_eos, err, es))) return rc;
+    r->cache_prompt = true; /* llama.cpp's field: reuse what a cache holds of the prompt */
+    if ((rc = boolean(root, "cache_prompt", &r->cache_prompt, err, es))) return rc;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (so && !cJSON_IsNull(so)) {
         if (!cJSON_IsObject(so)) return bad(err, es, "'%s' must be an object", "stream_options");

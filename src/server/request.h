@@ -26,6 +26,7 @@ typedef struct {
     int n_stop;
     bool stream, include_usage;
     bool ignore_eos;                /* llama.cpp extension: generate through end-of-generation tokens */
+    bool cache_prompt;              /* llama.cpp extension (default true): reuse what the caches hold of the prompt */
     int spec_enabled;               /* speculative prefill: -1 the server's default, 0 off, 1 on */
     sp_specprefill_params spec;     /* the server's parameters with the request's fields on top, checked */
     int spec_decode_enabled;        /* speculative decoding: -1 the server's default, 0 off, 1 on */

@@ -1,19 +1,39 @@
 /* The scheduler: a bounded queue of jobs in front of N slots. Each slot owns a main context (and
- * a draft context with --draft/--self-spec) and a thread; it takes the next job, prefills its
- * prompt on its own (spc_prefill: speculative or full), then generates — its decode steps joined
- * with every other generating slot's into one batched forward pass (decode_batch.c), or, when it
- * generates alone and the request speculates, steps of its own where the draft proposes several
- * tokens and the main model checks them in one pass (sp_specdecoder). */
+ * a draft context with --draft/--self-spec) and a thread; it takes a job, prefills its prompt on
+ * its own (spc_prefill: speculative or full), then generates — its decode steps joined with every
+ * other generating slot's into one batched forward pass (decode_batch.c), or, when it generates
+ * alone and the request speculates, steps of its own where the draft proposes several tokens and
+ * the main model checks them in one pass (sp_specdecoder).
+ *
+ * A slot's contexts keep what the last request left: its prompt and answer. A new request goes to
+ * the free slot whose text shares the longest start with its prompt (the least recently used
+ * when none does), and only the rest is read — for a follow-up question on the same document,
+ * the document is not read again (a SpecPrefill-aware reuse: sp_specprefill_cached). When a slot
+ * is about to leave most of what it holds behind, that is set aside in memory (prompt_cache.c),
+ * and comes back to whichever slot a later request sharing more of it lands on. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "state.h"
+
+/* A slot sets aside what it holds when a new prompt would leave SP_SRV_CACHE_MIN of its tokens
+ * behind; a request is sent to a slot for what it holds when they share at least as many (a
+ * shorter start — BOS, a common system prompt — is not worth another conversation's place). */
 
 typedef struct {
     int index;
     sp_context *ctx, *dctx;
     sp_specdecoder *sd;           /* kept across requests: it remembers whether the draft pays */
     pthread_t thread;
+    /* under Q.mu: */
+    bool idle;                    /* no job, none assigned */
+    job *assigned;                /* given to this slot by the scheduler, not taken yet */
+    double last_used;
+    /* the text the contexts were read from (prompt and answer); changed by the slot's thread
+     * while it is not idle, read by the scheduler while it is */
+    sp_token *seq;
+    int n_seq, seq_cap;
 } slot;
 
 static struct {
@@ -28,6 +48,40 @@ static struct {
     int started;
 } Q = {.mu = PTHREAD_MUTEX_INITIALIZER, .queue_cv = PTHREAD_COND_INITIALIZER};
 
+/* Appends tokens to the slot's text; false if out of memory (the text is then forgotten). */
+static bool seq_append(slot *sl, const sp_token *t, int n) {
+    if (sl->n_seq + n > sl->seq_cap) {
+        const int cap = (sl->n_seq + n) * 2;
+        sp_token *p = realloc(sl->seq, (size_t)cap * sizeof *p);
+        if (!p) { sl->n_seq = 0; return false; }
+        sl->seq = p;
+        sl->seq_cap = cap;
+    }
+    memcpy(sl->seq + sl->n_seq, t, (size_t)n * sizeof *t);
+    sl->n_seq += n;
+    return true;
+}
+
+/* Before the prefill: what of the prompt the slot can keep, from its own contexts or from a
+ * conversation set aside; what it would leave behind is set aside first. Returns the tokens the
+ * caller may vouch for (spc_prefill's reuse); r says where they came from. */
+static int prepare_cache(slot *sl, job *j, job_result *r) {
+    const sp_token *ids = j->prompt.ids;
+    const int n = j->prompt.n;
+    int own = j->req.cache_prompt ? sp_srv_common_prefix(sl->seq, sl->n_seq, ids, n) : 0;
+    const int elsewhere = j->req.cache_prompt ? sp_srv_cache_best(ids, n) : 0;
+    const int lost = sl->n_seq - (elsewhere > own ? 0 : own);
+    if (lost >= SP_SRV_CACHE_MIN) sp_srv_cache_put(sl->seq, sl->n_seq, sl->ctx, sl->dctx);
+    if (elsewhere > own) {
+        const int k = sp_srv_cache_take(ids, n, own, sl->ctx, sl->dctx, &sl->seq, &sl->n_seq);
+        if (k > 0) sl->seq_cap = sl->n_seq; /* the entry's text, allocated to its length */
+        r->cache_restored = k > 0;
+        own = k > 0 ? k : sp_srv_common_prefix(sl->seq, sl->n_seq, ids, n);
+    }
+    sl->n_seq = 0; /* from here on the contexts change: the text is the new prompt's (below) */
+    return own;
+}
+
 static void run_job(slot *sl, job *j) {
     const sp_model_info *info = sp_model_get_info(sp_srv.model);
     job_result r = {0};
@@ -41,15 +95,19 @@ static void run_job(slot *sl, job *j) {
     if (!failed) {
         for (int i = 0; i < j->prompt.n; i++) sp_sampler_accept(smp, j->prompt.ids[i]);
         sp_specprefill_stats st;
-        failed = spc_prefill(sl->ctx, j->spec ? sl->dctx : NULL, &j->prompt, &j->spec_params, logits, NULL, NULL, &st) != SP_OK;
+        const int reuse = prepare_cache(sl, j, &r);
+        failed = spc_prefill(sl->ctx, j->spec ? sl->dctx : NULL, &j->prompt, reuse, &j->spec_params, logits, NULL, NULL, &st) != SP_OK;
+        failed = failed || !seq_append(sl, j->prompt.ids, j->prompt.n);
         r.kept = st.n_kept;
+        r.cached = st.n_reused;
+        r.cached_kept = st.n_reused_kept;
+        r.draft_cached = st.n_draft_reused;
         t_first = sp_srv_now();
     }
     /* speculative decoding: the draft (whose cache holds the prompt after a speculative prefill;
      * after a full one it reads it on the first step) proposes, the main model checks */
     sp_specdecoder *sd = NULL;
-    if (!failed && j->spec_decode) {
-        if (!j->spec) sp_context_reset(sl->dctx); /* it holds an earlier request's tokens */
+    if (!failed && j->spec_decode) { /* (a draft holding another text keeps what is this prompt) */
         failed = (sl->sd ? sp_specdecoder_restart(sl->sd, j->prompt.ids, j->prompt.n, &j->req.spec_decode)
                          : sp_specdecoder_new(sl->ctx, sl->dctx, j->prompt.ids, j->prompt.n, &j->req.spec_decode, &sl->sd)) != SP_OK;
         sd = failed ? NULL : sl->sd;
@@ -88,6 +146,7 @@ static void run_job(slot *sl, job *j) {
             if (sp_token_is_eog(sp_srv.model, toks[i]) && !j->req.ignore_eos) { finish = "stop"; end = true; break; }
             n++;
             r.completion_tokens++;
+            if (!seq_append(sl, &toks[i], 1)) { failed = true; break; }
             if (spc_text_add(&text, toks[i]) != SP_OK) { failed = true; break; }
             /* stream what can no longer become a stop string */
             if (j->req.stream && (piece = spc_text_piece(&text, false, &len), len)) {
@@ -111,7 +170,12 @@ static void run_job(slot *sl, job *j) {
     r.total = t_end - j->t_arrival;
     r.prefill = t_first - t_start;
     r.decode = t_end - t_first;
-    if (failed) finish = "error";
+    if (failed) { /* neither cache is trusted after an error */
+        finish = "error";
+        sp_context_reset(sl->ctx);
+        if (sl->dctx) sp_context_reset(sl->dctx);
+        sl->n_seq = 0;
+    }
     if (j->req.stream && (piece = spc_text_piece(&text, true, &len), len)) {
         sp_srv_stream_text(j, piece, len, first_chunk);
         first_chunk = false;
@@ -119,9 +183,9 @@ static void run_job(slot *sl, job *j) {
     sp_srv_finish_response(j, text.text, finish, &r, first_chunk);
     sp_srv_job_finish(j);
     sp_srv_record_job(j, &r, failed);
-    fprintf(stderr, "%s %s %d prompt=%d kept=%d gen=%d drafted=%ld accepted=%ld ttft=%.0fms total=%.0fms finish=%s%s slot=%d\n",
+    fprintf(stderr, "%s %s %d prompt=%d cached=%d%s kept=%d gen=%d drafted=%ld accepted=%ld ttft=%.0fms total=%.0fms finish=%s%s slot=%d\n",
             j->req.chat ? "/v1/chat/completions" : "/v1/completions", j->req.stream ? "stream" : "json", failed ? 500 : 200,
-            j->prompt.n, r.kept, r.completion_tokens, r.drafted, r.accepted, r.ttft * 1e3, r.total * 1e3, finish, note, sl->index);
+            j->prompt.n, r.cached, r.cache_restored ? "(ram)" : "", r.kept, r.completion_tokens, r.drafted, r.accepted, r.ttft * 1e3, r.total * 1e3, finish, note, sl->index);
     spc_text_free(&text);
     free(logits);
     sp_sampler_free(smp);
@@ -129,14 +193,21 @@ static void run_job(slot *sl, job *j) {
 
 static void *slot_main(void *arg) {
     slot *sl = arg;
+    pthread_mutex_lock(&Q.mu);
     for (;;) {
-        pthread_mutex_lock(&Q.mu);
-        while (Q.q_len == 0 && !Q.stopping) pthread_cond_wait(&Q.queue_cv, &Q.mu);
-        if (Q.q_len == 0 && Q.stopping) { pthread_mutex_unlock(&Q.mu); break; }
-        job *j = Q.queue[Q.q_head];
-        Q.q_head = (Q.q_head + 1) % Q.q_cap;
-        Q.q_len--;
-        Q.busy++;
+        while (!sl->assigned && Q.q_len == 0 && !Q.stopping) pthread_cond_wait(&Q.queue_cv, &Q.mu);
+        job *j = sl->assigned;
+        if (j) {
+            sl->assigned = NULL;
+        } else if (Q.q_len > 0) { /* the oldest waiting job (it found every slot busy) */
+            j = Q.queue[Q.q_head];
+            Q.q_head = (Q.q_head + 1) % Q.q_cap;
+            Q.q_len--;
+            sl->idle = false;
+            Q.busy++;
+        } else {
+            break; /* stopping, nothing left */
+        }
         pthread_mutex_unlock(&Q.mu);
         pthread_mutex_lock(&j->mu);
         const bool run = !j->cancelled;
@@ -153,16 +224,35 @@ static void *slot_main(void *arg) {
         sp_srv_job_release(j);
         pthread_mutex_lock(&Q.mu);
         Q.busy--;
-        pthread_mutex_unlock(&Q.mu);
+        sl->idle = true;
+        sl->last_used = sp_srv_now();
     }
+    pthread_mutex_unlock(&Q.mu);
     return NULL;
+}
+
+/* The free slot for a prompt (under Q.mu): the one whose text shares the longest start with it,
+ * else the one used least recently (what it holds is the least likely to be asked for); NULL if
+ * every slot is busy. */
+static slot *choose_slot(const job *j) {
+    slot *best = NULL;
+    int best_len = -1;
+    for (int i = 0; i < sp_srv.cfg->parallel; i++) {
+        slot *sl = &Q.slots[i];
+        if (!sl->idle) continue;
+        int k = j->req.cache_prompt ? sp_srv_common_prefix(sl->seq, sl->n_seq, j->prompt.ids, j->prompt.n) : 0;
+        if (k < SP_SRV_CACHE_MIN) k = 0;
+        if (k > best_len || (k == best_len && sl->last_used < best->last_used)) best = sl, best_len = k;
+    }
+    return best;
 }
 
 bool sp_srv_scheduler_start(void) {
     const sp_server_config *cfg = sp_srv.cfg;
     Q.q_head = Q.q_len = Q.busy = Q.started = 0;
     Q.stopping = Q.draining = false;
-    Q.q_cap = cfg->queue + cfg->parallel; /* waiting + about to be taken */
+    Q.q_cap = cfg->queue > 0 ? cfg->queue : 1;
+    sp_srv_cache_init((size_t)cfg->cache_ram_mib << 20);
     Q.queue = calloc((size_t)Q.q_cap, sizeof *Q.queue);
     Q.slots = calloc((size_t)cfg->parallel, sizeof *Q.slots);
     if (!Q.queue || !Q.slots) { fprintf(stderr, "error: out of memory\n"); return false; }
@@ -170,6 +260,7 @@ bool sp_srv_scheduler_start(void) {
         sp_context_params p = sp_context_default_params();
         p.n_ctx = cfg->ctx_size;
         Q.slots[i].index = i;
+        Q.slots[i].idle = true;
         if (sp_context_new(sp_srv.model, &p, &Q.slots[i].ctx) != SP_OK) { fprintf(stderr, "error: context: %s\n", sp_last_error()); return false; }
         if (sp_srv.draft || cfg->self_spec) {
             /* the largest lookahead a request may ask for; with another tokenizer, the bytes of a
@@ -194,13 +285,20 @@ bool sp_srv_scheduler_start(void) {
 
 bool sp_srv_scheduler_submit(job *j) {
     pthread_mutex_lock(&Q.mu);
-    /* room: a free slot, or a place among the --queue waiting requests */
-    const bool full = Q.q_len >= sp_srv.cfg->queue + (sp_srv.cfg->parallel - Q.busy) || Q.stopping || Q.draining;
+    /* a free slot takes it at once (the best for its prompt); else it waits among the --queue */
+    slot *sl = Q.stopping || Q.draining ? NULL : choose_slot(j);
+    const bool full = !sl && (Q.q_len >= sp_srv.cfg->queue || Q.stopping || Q.draining);
     if (!full) {
-        j->refs++; /* the queue's, then the slot's */
-        Q.queue[(Q.q_head + Q.q_len) % Q.q_cap] = j;
-        Q.q_len++;
-        pthread_cond_signal(&Q.queue_cv);
+        j->refs++; /* the queue's or the slot's */
+        if (sl) {
+            sl->assigned = j;
+            sl->idle = false;
+            Q.busy++;
+        } else {
+            Q.queue[(Q.q_head + Q.q_len) % Q.q_cap] = j;
+            Q.q_len++;
+        }
+        pthread_cond_broadcast(&Q.queue_cv); /* the slot it was given, or any that frees up */
     }
     pthread_mutex_unlock(&Q.mu);
     return !full;
@@ -242,7 +340,9 @@ void sp_srv_scheduler_stop(void) {
         sp_specdecoder_free(Q.slots[i].sd);
         sp_context_free(Q.slots[i].ctx);
         sp_context_free(Q.slots[i].dctx);
+        free(Q.slots[i].seq);
     }
+    sp_srv_cache_clear();
     free(Q.slots);
     free(Q.queue);
     Q.slots = NULL;

@@ -4,7 +4,8 @@
  *   openai.c     OpenAI's response objects: completions, chunks, usage, errors, models
  *   metrics.c    the counters and histograms behind /metrics
  *   job.c        a job's life: references, its response bytes, cancellation
- *   request.c    OpenAI request bodies → a ready-made request (request.h) */
+ *   request.c    OpenAI request bodies → a ready-made request (request.h)
+ *   prompt_cache.c  conversations set aside in memory when their slot is needed */
 #ifndef SP_SERVER_STATE_H
 #define SP_SERVER_STATE_H
 
@@ -57,6 +58,8 @@ void sp_srv_job_finish(job *j);
 /* What a finished job measured. */
 typedef struct {
     int completion_tokens, kept;
+    int cached, cached_kept, draft_cached; /* prompt tokens not read again: their state came from a cache */
+    bool cache_restored;          /* from a conversation set aside in memory (else the slot's own) */
     long drafted, accepted;       /* speculative decoding: the draft's proposals, those the main model took */
     int decode_steps;             /* the main model's forward passes while generating */
     double ttft, total, prefill, decode;
@@ -106,6 +109,29 @@ void sp_srv_scheduler_load(int *queued, int *busy);
 int sp_srv_scheduler_drain(void);
 /* Then: the running jobs are cut short; the slots are joined and freed. */
 void sp_srv_scheduler_stop(void);
+
+/* ------------------------------------------------------------------ the prompt cache (prompt_cache.c) */
+
+/* A cache's start that counts: what a request is routed for, what a slot sets aside when it
+ * would lose it, what /metrics calls a hit. */
+#define SP_SRV_CACHE_MIN 64
+/* How many of a's first tokens are b's. */
+int sp_srv_common_prefix(const sp_token *a, int na, const sp_token *b, int nb);
+/* The budget in bytes of the conversations set aside (--cache-ram; 0: none are). */
+void sp_srv_cache_init(size_t budget);
+void sp_srv_cache_clear(void);
+/* Sets aside a slot's caches (dctx may be NULL) as read from seq[0..n_seq); an entry whose text
+ * starts this one goes; the least recently used go while the budget is exceeded. Nothing is kept
+ * when it does not fit the budget or memory. */
+void sp_srv_cache_put(const sp_token *seq, int n_seq, const sp_context *ctx, const sp_context *dctx);
+/* The longest start an entry shares with prompt (0 if none). */
+int sp_srv_cache_best(const sp_token *prompt, int n);
+/* Moves the entry sharing the longest start with prompt — longer than better_than — into ctx and
+ * dctx, and its text into *seq and *n_seq (the old *seq is freed). Returns the length shared, or 0
+ * when no entry does better (ctx, dctx and *seq unchanged) or the entry could not be loaded
+ * (then ctx and dctx are emptied and *n_seq is 0). */
+int sp_srv_cache_take(const sp_token *prompt, int n, int better_than, sp_context *ctx, sp_context *dctx, sp_token **seq, int *n_seq);
+void sp_srv_cache_counts(size_t *bytes, int *entries, unsigned long *saves, unsigned long *restores, unsigned long *evictions);
 
 /* ------------------------------------------------------------------ the shared state (server.c) */
 

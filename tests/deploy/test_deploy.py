@@ -43,6 +43,13 @@ def get(port, path, timeout=2):
     return r.status, body
 
 
+def metric(port, name):
+    for line in get(port, "/metrics")[1].decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def wait_ready(port, secs=20):
     deadline = time.time() + secs
     while time.time() < deadline:
@@ -194,15 +201,24 @@ def main():
         check(all(x[3] for x in res), f"spread: all answered ({sum(x[3] for x in res)} of {len(res)})")
         check(all(v > 0 for v in per.values()), f"spread: every replica served: {per}")
 
-        # 2. sessions: each session's requests land on one replica
+        # 2. sessions: each session asks four questions about its own document; its requests land
+        # on one replica, whose prompt cache then serves the document to each follow-up
+        def hits():
+            return sum(metric(r.port, "specprefill_prompt_cache_hits_total") for r in replicas)
+
         def session_jobs(s):
-            return [request(lport, dict(short, prompt=f"Session {s} question {k}."), session=f"doc-{s}") for k in range(4)]
+            doc = " ".join(f"Parcel {s}-{i} weighs {(s * 7 + i) % 90} kilos and sits in room {i}." for i in range(12))
+            return [request(lport, dict(short, prompt=f"{doc}\nQuestion {k}: what does parcel {s}-{k} weigh?\nAnswer:"), session=f"doc-{s}")
+                    for k in range(4)]
+        hits_before = hits()
         res = run_all([lambda s=s: session_jobs(s) for s in range(12)], 6)
         homes = {s: {addr.get(x[1]) for x in rs} for s, rs in enumerate(res)}
         figures["sessions"] = {f"doc-{s}": sorted(h) for s, h in homes.items()}
         tally([x for rs in res for x in rs])
         check(all(len(h) == 1 and None not in h for h in homes.values()), f"sessions stick to one replica: {homes}")
         check(len({next(iter(h)) for h in homes.values()}) > 1, f"sessions spread over replicas: {homes}")
+        figures["session_cache_hits"] = hits() - hits_before
+        check(figures["session_cache_hits"] >= 30, f"the follow-ups (36) found their document in the replica's prompt cache: {figures['session_cache_hits']}")
 
         # 3. SIGKILL of a replica while streams flow from it
         victim = replicas[1]

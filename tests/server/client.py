@@ -63,7 +63,7 @@ sp = client.completions.create(model="x", prompt=long, max_tokens=2,
 info = sp.model_extra.get("specprefill") or {}
 check(info.get("enabled") and info.get("kept_tokens") == sp.usage.prompt_tokens, f"keep_rate 1.0 keeps every token: {info}")
 sp2 = client.completions.create(model="x", prompt=long, max_tokens=2,
-                                extra_body={"speculative_prefill": {"keep_rate": 0.1, "chunk": 8}})
+                                extra_body={"speculative_prefill": {"keep_rate": 0.1, "chunk": 8}, "cache_prompt": False})
 info2 = sp2.model_extra.get("specprefill") or {}
 check(info2.get("kept_tokens", 1 << 30) < sp2.usage.prompt_tokens / 2,
       f"keep_rate 0.1 keeps few tokens ({info2.get('kept_tokens')}/{sp2.usage.prompt_tokens})")
