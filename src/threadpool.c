@@ -3,34 +3,51 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
 
 #define MAX_THREADS 256
 
-/* A job is a generation number plus the function to run; tasks are handed out with an atomic
- * counter so uneven tasks balance. Between jobs a worker first spins on the generation for a
- * short while (a forward pass issues jobs back to back, some only microseconds long, and waking
- * a sleeping thread costs tens of microseconds), then sleeps on a condition variable. */
+/* A job is the function to run and its number of tasks; tasks are claimed one at a time from a
+ * counter, so uneven tasks balance. The counter carries the job's generation in its high half:
+ * a worker claims a task only of the job it woke for, so the caller waits for the tasks to be
+ * done — never for a worker to show up. That matters on a shared machine: a worker the kernel
+ * has descheduled (another process has its core) simply takes no task, and the caller, which
+ * works too, does them; only a task already claimed is waited for, and tasks are small.
+ * Between jobs a worker first spins on the generation for a short while (a forward pass issues
+ * jobs back to back, some only microseconds long, and waking a sleeping thread costs tens of
+ * microseconds), then sleeps on a condition variable. */
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     pthread_t threads[MAX_THREADS];
     int n_threads;     /* including the caller */
     int n_workers;     /* started threads */
-    atomic_uint generation;
-    atomic_int running; /* workers still in the current job */
+    atomic_uint generation;  /* of the newest job: what idle workers watch */
+    _Atomic uint64_t next;   /* generation << 32 | the next task to claim */
+    atomic_int n_tasks;
+    atomic_int done;         /* tasks of the current job finished */
     int sleepers;       /* workers waiting on `wake` (under lock) */
     sp_task_fn fn;
     void *ctx;
-    int n_tasks;
-    atomic_int next_task;
     atomic_int stop;
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static pthread_mutex_t submit_lock = PTHREAD_MUTEX_INITIALIZER; /* one job at a time */
+
+/* On a shared machine a worker may lose its core to another process, and a job then waits for
+ * the task it claimed until the worker runs again — about a scheduler time slice, milliseconds.
+ * A long job (a prefill's matrix product) absorbs that; a short one (a decode step's) is better
+ * done by the caller alone. So when a job waited more than four times what the caller alone
+ * would have taken for all of it, the next jobs run on the caller alone, twice as many each time
+ * it happens again; a long run of jobs without such a stall halves the stretch (all under
+ * submit_lock). */
+enum { SOLO_FIRST = 64, SOLO_MOST = 16384, CLEAN_RUN = 4096 };
+static int solo_left, solo_next = SOLO_FIRST, clean_jobs;
 
 #define SPIN_ROUNDS 4000 /* ≈ 50-100 µs of polling before a worker sleeps */
 
@@ -40,17 +57,29 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void run_tasks(void) {
-    for (;;) {
-        int t = atomic_fetch_add(&pool.next_task, 1);
-        if (t >= pool.n_tasks) break;
-        pool.fn(pool.ctx, t, pool.n_tasks);
+/* Runs tasks of job `gen` until none is left to claim. fn and ctx are read only after a claim
+ * succeeded: the job cannot end (and its fields be replaced) while one of its tasks is claimed
+ * and not done. */
+static int run_tasks(unsigned gen) {
+    for (int ran = 0;;) {
+        uint64_t v = atomic_load(&pool.next);
+        if ((unsigned)(v >> 32) != gen || (uint32_t)v >= (uint32_t)atomic_load(&pool.n_tasks)) return ran;
+        if (!atomic_compare_exchange_weak(&pool.next, &v, v + 1)) continue;
+        pool.fn(pool.ctx, (int)(uint32_t)v, atomic_load(&pool.n_tasks));
+        atomic_fetch_add(&pool.done, 1);
+        ran++;
     }
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static void *worker(void *arg) {
     (void)arg;
-    unsigned seen = 0;
+    unsigned seen = atomic_load(&pool.generation);
     for (;;) {
         for (int spin = 0; spin < SPIN_ROUNDS && atomic_load(&pool.generation) == seen && !atomic_load(&pool.stop); spin++)
             cpu_relax();
@@ -63,8 +92,7 @@ static void *worker(void *arg) {
         }
         if (atomic_load(&pool.stop)) break;
         seen = atomic_load(&pool.generation);
-        run_tasks();
-        atomic_fetch_sub(&pool.running, 1);
+        run_tasks(seen);
     }
     return NULL;
 }
@@ -77,7 +105,6 @@ static void stop_workers(void) {
     for (int i = 0; i < pool.n_workers; i++) pthread_join(pool.threads[i], NULL);
     pool.n_workers = 0;
     atomic_store(&pool.stop, 0);
-    atomic_store(&pool.generation, 0); /* new workers start from generation 0 */
 }
 
 static int default_threads(void) {
@@ -114,27 +141,43 @@ void sp_parallel_for(int n_tasks, sp_task_fn fn, void *ctx) {
     if (n_tasks <= 0) return;
     pthread_mutex_lock(&submit_lock);
     int n_threads = ensure_started();
-    if (n_threads == 1 || n_tasks == 1) {
+    if (n_threads == 1 || n_tasks == 1 || solo_left > 0) {
+        if (solo_left > 0) solo_left--;
         for (int t = 0; t < n_tasks; t++) fn(ctx, t, n_tasks);
         pthread_mutex_unlock(&submit_lock);
         return;
     }
-    /* the job's fields first, then the generation that publishes them (sequentially consistent
-     * atomics order the plain stores before it) */
+    /* the counter first moves to the new job with nothing to claim (a late worker's claim on the
+     * old one fails from here on), then the job's fields, then the counter opens the tasks
+     * (sequentially consistent atomics order the plain stores before it), then the generation
+     * wakes the workers */
+    const unsigned gen = atomic_load(&pool.generation) + 1;
+    atomic_store(&pool.next, (uint64_t)gen << 32 | UINT32_MAX);
     pool.fn = fn;
     pool.ctx = ctx;
-    pool.n_tasks = n_tasks;
-    atomic_store(&pool.next_task, 0);
-    atomic_store(&pool.running, pool.n_workers);
-    atomic_fetch_add(&pool.generation, 1);
+    atomic_store(&pool.n_tasks, n_tasks);
+    atomic_store(&pool.done, 0);
+    atomic_store(&pool.next, (uint64_t)gen << 32);
+    atomic_store(&pool.generation, gen);
     pthread_mutex_lock(&pool.lock);
     if (pool.sleepers > 0) pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
-    run_tasks();
-    /* the others finish their last task; yield if that takes long (more threads than cores) */
-    for (long spin = 0; atomic_load(&pool.running) > 0; spin++) {
+    const double t0 = now();
+    const int mine = run_tasks(gen);
+    const double t1 = now();
+    /* the tasks others claimed; yield if that takes long (a worker descheduled mid-task) */
+    for (long spin = 0; atomic_load(&pool.done) < n_tasks; spin++) {
         if (spin < SPIN_ROUNDS) cpu_relax();
         else sched_yield();
+    }
+    const double waited = now() - t1, alone = mine > 0 ? (t1 - t0) / mine * n_tasks : 0;
+    if (waited > 4 * alone + 200e-6) {
+        solo_left = solo_next;
+        solo_next = solo_next < SOLO_MOST ? 2 * solo_next : SOLO_MOST;
+        clean_jobs = 0;
+    } else if (++clean_jobs >= CLEAN_RUN && solo_next > SOLO_FIRST) {
+        solo_next /= 2;
+        clean_jobs = 0;
     }
     pthread_mutex_unlock(&submit_lock);
 }

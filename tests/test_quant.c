@@ -1,6 +1,8 @@
 /* Tensor types and kernels: quantize/dequantize accuracy, fused dot == dequantize + dot, every
  * ISA path agrees with the scalar one, matmul shapes (1 row, many rows, odd sizes). */
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 #include "kernels.h"
 #include "quant.h"
 #include "test_util.h"
+#include "threadpool.h"
 
 static float frand(uint64_t *s) {
     *s = *s * 6364136223846793005ull + 1442695040888963407ull;
@@ -519,6 +522,50 @@ static void rope_by_definition(void **st) {
     }
 }
 
+/* The pool on an oversubscribed machine — six threads and a busy competitor on this machine's
+ * cores, so workers lose their core mid-job — still runs every task of every job exactly once,
+ * and a job is finished when sp_parallel_for returns (whether the workers or the caller alone
+ * did it). */
+typedef struct {
+    atomic_int runs[64];
+} pool_job;
+
+static void count_task(void *ctx, int task, int n_tasks) {
+    (void)n_tasks;
+    pool_job *j = ctx;
+    volatile double x = 0;
+    for (int i = 0; i < (task % 5) * 200; i++) x += i; /* uneven tasks */
+    atomic_fetch_add(&j->runs[task], 1);
+}
+
+static atomic_int competitor_stop;
+static void *competitor(void *arg) {
+    (void)arg;
+    volatile unsigned long x = 0;
+    while (!atomic_load(&competitor_stop)) x++;
+    return NULL;
+}
+
+static void thread_pool_oversubscribed(void **st) {
+    (void)st;
+    const int before = sp_get_threads();
+    assert_int_equal(sp_set_threads(6), SP_OK);
+    pthread_t busy;
+    atomic_store(&competitor_stop, 0);
+    assert_int_equal(pthread_create(&busy, NULL, competitor, NULL), 0);
+    pool_job j;
+    for (int job = 0; job < 20000; job++) {
+        const int n = 1 + job % 40;
+        for (int t = 0; t < 64; t++) atomic_store(&j.runs[t], 0);
+        sp_parallel_for(n, count_task, &j);
+        for (int t = 0; t < 64; t++)
+            if (atomic_load(&j.runs[t]) != (t < n)) fail_msg("job %d: task %d ran %d times", job, t, atomic_load(&j.runs[t]));
+    }
+    atomic_store(&competitor_stop, 1);
+    pthread_join(busy, NULL);
+    assert_int_equal(sp_set_threads(before), SP_OK);
+}
+
 static void type_names(void **st) {
     (void)st;
     assert_int_equal(sp_type_from_name("q4_k"), SP_TYPE_Q4_K);
@@ -534,7 +581,7 @@ int main(void) {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
         cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels),
         cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(kernel_set_by_name),
-        cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(type_names),
+        cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(thread_pool_oversubscribed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

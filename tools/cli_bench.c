@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -194,9 +197,32 @@ done:
     return rc;
 }
 
+/* N processes that keep a core busy each (a machine shared with other work), until stopped. */
+static pid_t contenders[256];
+static int n_contenders;
+
+static void contend_start(int n) {
+    for (; n_contenders < n; n_contenders++) {
+        const pid_t p = fork();
+        if (p == 0) {
+            volatile unsigned long x = 0;
+            for (;;) x++;
+        }
+        if (p < 0) break;
+        contenders[n_contenders] = p;
+    }
+}
+
+static void contend_stop(void) {
+    for (int i = 0; i < n_contenders; i++) kill(contenders[i], SIGKILL);
+    for (int i = 0; i < n_contenders; i++) waitpid(contenders[i], NULL, 0);
+    n_contenders = 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *model_path = NULL, *draft_path = NULL, *gemm_type = NULL;
     int pp[MAX_LIST] = {512}, ttft[MAX_LIST] = {1024, 2048, 4096, 8192}, par[MAX_LIST], depths[MAX_LIST] = {0}, n_gen = 32, reps = 5, threads = 0;
+    int contend = 0;
     double keeps[MAX_LIST] = {0.1, 0.3, 0.5};
     int n_pp = 1, n_ttft = 4, n_keeps = 3, n_par = 0, n_depths = 1, format = 0, kv_type = 0;
     bool self_spec = false, spec_decode = false;
@@ -214,6 +240,8 @@ int cmd_bench(int argc, char **argv) {
                 "time the pp and tg rows after this many tokens already cached (rows \"@ dN\", as llama-bench); decode reads the whole cache",
                 .count = &n_depths, .max_count = MAX_LIST),
         CLI_OPT("--repetitions", "-r", CLI_INT, &reps, 1, 1000, "N", "repetitions after one warm-up"),
+        CLI_OPT("--contend", NULL, CLI_INT, &contend, 0, 256, "N",
+                "run N busy processes meanwhile (a machine shared with other work: how much speed survives)"),
         CLI_THREADS_OPTION(&threads),
         CLI_KV_TYPE_OPTION(&kv_type),
         CLI_OPT("--output", "-o", CLI_CHOICE, &format, 0, 0, "md|json", "output format"),
@@ -265,6 +293,7 @@ int cmd_bench(int argc, char **argv) {
     fake_prompt(m, tok, (int)max_len, 1);
     if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
     const bool json = format == 1;
+    contend_start(contend);
     char model_name[256];
     const char *slash = strrchr(model_path, '/');
     snprintf(model_name, sizeof model_name, "%s", slash ? slash + 1 : model_path);
@@ -418,6 +447,7 @@ int cmd_bench(int argc, char **argv) {
     if (json) printf("\n]}\n");
     rc = 0;
 done:
+    contend_stop();
     progress("");
     free(tok); free(pos); free(logits); free(times);
     sp_context_free(ctx);

@@ -162,6 +162,10 @@ MUTANTS = [
     dict(name="cache-route-ignores-prefix", file="src/server/scheduler.c",
          find="if (k < SP_SRV_CACHE_MIN) k = 0;", replace="k = 0;",
          why="a request goes to the least recently used slot, not the one holding its conversation", guard="test_server"),
+    dict(name="pool-returns-before-tasks-done", file="src/threadpool.c",
+         find="for (long spin = 0; atomic_load(&pool.done) < n_tasks; spin++) {",
+         replace="for (long spin = 0; 0 && atomic_load(&pool.done) < n_tasks; spin++) {",
+         why="a job returns while a worker's task still runs", guard="test_quant"),
     # ---- parsers
     dict(name="bpe-merge-order", file="src/tokenizer.c",
          find="*priority = -(double)rank;", replace="*priority = (double)rank;",
