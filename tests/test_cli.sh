@@ -137,6 +137,10 @@ expect_ok "bench --ttft" "$SP" bench -m "$T/tiny.gguf" --draft "$T/draft.gguf" -
 [ "$(grep -cE '^\| full prefill \| (64|128) \| 1.0 \| (64|128) \|' "$T/out")" = 2 ] && [ "$(grep -cE '^\| specprefill \(draft\) \| (64|128) \| 0.50 \| (33|65) \|' "$T/out")" = 2 ] \
   && ok || bad "bench --ttft rows: $(cat "$T/out")"
 expect_fail "bench --parallel 0" "bad value" "$SP" bench -m "$T/tiny.gguf" --parallel 0
+# --contend: busy processes during the measurement, gone afterwards (none of the bench's children is left)
+"$SP" bench -m "$T/tiny.gguf" -p 16 -n 4 -r 1 --contend 2 >"$T/out" 2>"$T/err" & bpid=$!
+wait $bpid && grep -q "| pp16 |" "$T/out" && [ -z "$(pgrep -P $bpid)" ] && ! pgrep -f "bench -m $T/tiny.gguf -p 16 -n 4 -r 1 --contend" >/dev/null \
+  && ok || bad "bench --contend: $(cat "$T/err")"
 # bench-serve: a server it starts itself (the bundled pair), Poisson arrivals at two rates, full
 # prefill and SpecPrefill; every request answered, the rate within the target found, the plot written
 for try in 1 2 3; do
