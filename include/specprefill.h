@@ -38,9 +38,9 @@ extern "C" {
 
 /* The library's version; CMakeLists.txt reads the project's VERSION from these three lines. */
 #define SP_VERSION_MAJOR 0
-#define SP_VERSION_MINOR 2
+#define SP_VERSION_MINOR 3
 #define SP_VERSION_PATCH 0
-SP_API const char *sp_version(void); /* "0.2.0": the library linked, which may differ from the header */
+SP_API const char *sp_version(void); /* "0.3.0": the library linked, which may differ from the header */
 
 typedef int32_t sp_token;
 
@@ -147,6 +147,11 @@ SP_API int sp_context_n_cached(const sp_context *ctx);
 SP_API int sp_context_last_pos(const sp_context *ctx);
 /* Drop cached tokens from index n_keep on (cache order). */
 SP_API sp_status sp_context_truncate(sp_context *ctx, int n_keep);
+/* pause(user) is called between the micro-batches (n_batch tokens) of one long call on this
+ * context — a prefill — never inside one and not after the last: where a server lets its other
+ * sequences take a decode step, so that their streams go on while a long prompt is read. NULL:
+ * none (the default). The hook must not use this context. */
+SP_API void sp_context_set_pause(sp_context *ctx, void (*pause)(void *user), void *user);
 /* How many of the cache's first tokens are tokens[0..n), each at its index as position: what a
  * new prompt can keep of a cache read from the start (a full prefill's, a draft's). */
 SP_API int sp_context_common_prefix(const sp_context *ctx, const sp_token *tokens, int n);

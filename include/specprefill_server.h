@@ -30,6 +30,7 @@ typedef struct {
     int shutdown_timeout;       /* seconds running requests get to finish after SIGTERM */
     int ctx_size;               /* per slot */
     int cache_ram_mib;          /* memory for conversations set aside when their slot is needed (0: none) */
+    int step_tokens;            /* a prefill reads this many tokens, then every generating slot takes a step (0: no pauses) */
     size_t max_body;
     int threads;
     const char *model_name;     /* id reported by /v1/models */

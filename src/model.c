@@ -317,6 +317,11 @@ sp_status sp_context_truncate(sp_context *c, int n_keep) {
     return SP_OK;
 }
 
+void sp_context_set_pause(sp_context *c, void (*pause)(void *user), void *user) {
+    c->pause = pause;
+    c->pause_user = user;
+}
+
 int sp_context_common_prefix(const sp_context *c, const sp_token *tokens, int n) {
     int i = 0;
     if (!c || !tokens) return 0;
@@ -569,6 +574,7 @@ sp_status sp_forward(sp_context *c, const sp_token *tokens, const int32_t *posit
             st = sp_fail(SP_ERR_MEMORY, "decode: out of memory for %d rows of logits", n_rows);
             break;
         }
+        if (b0 > 0 && c->pause) c->pause(c->pause_user); /* between micro-batches: the caller's other work */
         forward_batch(c, c->row_seq, tokens + b0, positions + b0, nb, rows, n_rows, tmp, &o);
         for (int r = 0; r < n_rows; r++)
             memcpy(logits_out + (size_t)order[r] * info->n_vocab, tmp + (size_t)r * info->n_vocab,

@@ -42,6 +42,8 @@ struct sp_context {
     sp_token *cell_tok;        /* and its token: what a later prompt may reuse */
     int n_cached;
     int kv_layers;             /* layers whose K/V the cells hold (self-speculation fills only its first) */
+    void (*pause)(void *user); /* called between the micro-batches of one call (sp_context_set_pause) */
+    void *pause_user;
     /* scratch, sized for n_batch tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logit_in;
     float *rope_cs; /* the batch's RoPE cosines and sines, [n_batch][n_rot] */

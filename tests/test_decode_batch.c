@@ -162,10 +162,82 @@ static void one_full_context_fails_alone(void **st) {
     sp_model_free(m);
 }
 
+/* A prefill in pieces and a stream take turns: while a piece is read no round runs; each pause
+ * lets exactly one round run; with nobody generating a pause returns at once. And the library
+ * calls the pause between micro-batches only, which leaves the logits as they are. */
+typedef struct {
+    decode_batch *b;
+    sp_context *ctx;
+    float *logits;
+    int steps;
+} stream_run;
+
+static void *stream_thread(void *arg) {
+    stream_run *s = arg;
+    for (int k = 0; k < s->steps; k++) decode_batch_step(s->b, s->ctx, 9, 8 + k, s->logits);
+    decode_batch_leave(s->b);
+    return NULL;
+}
+
+static int pauses;
+static void count_pause(void *user) { (void)user; pauses++; }
+
+static void prefill_and_streams_take_turns(void **st) {
+    (void)st;
+    sp_model *m = load_test_model("llama-f16");
+    const int V = sp_model_get_info(m)->n_vocab;
+    decode_batch *b;
+    assert_int_equal(decode_batch_new(2, V, &b), SP_OK);
+    sp_context *c;
+    assert_int_equal(sp_context_new(m, NULL, &c), SP_OK);
+    float *l = malloc(sizeof(float) * (size_t)V);
+    unsigned long rounds, rows;
+    /* nobody generates: a pause returns at once */
+    decode_batch_prefill(b, true);
+    decode_batch_let_round(b);
+    decode_batch_counts(b, &rounds, &rows);
+    assert_int_equal(rounds, 0);
+    /* a stream of 4 steps: a piece, then exactly one round, four times */
+    decode_batch_join(b);
+    stream_run s = {b, c, l, 4};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, stream_thread, &s), 0);
+    for (int piece = 0; piece < 4; piece++) {
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL); /* reading a piece: the stream waits */
+        decode_batch_counts(b, &rounds, &rows);
+        assert_int_equal(rounds, (unsigned long)piece);
+        decode_batch_let_round(b);
+        decode_batch_counts(b, &rounds, &rows);
+        assert_int_equal(rounds, (unsigned long)piece + 1);
+    }
+    decode_batch_prefill(b, false);
+    pthread_join(t, NULL);
+    assert_int_equal(sp_context_n_cached(c), 4);
+    /* the library's pause: between micro-batches only; the logits are those without it */
+    sp_context_params p = sp_context_default_params();
+    p.n_batch = 32;
+    sp_context *a, *z;
+    assert_int_equal(sp_context_new(m, &p, &a), SP_OK);
+    assert_int_equal(sp_context_new(m, &p, &z), SP_OK);
+    sp_context_set_pause(a, count_pause, NULL);
+    sp_token tok[100];
+    int32_t pos[100], last = 99;
+    for (int i = 0; i < 100; i++) { tok[i] = (i * 13 + 2) % 300; pos[i] = i; }
+    float *la = malloc(sizeof(float) * (size_t)V), *lz = malloc(sizeof(float) * (size_t)V);
+    assert_int_equal(sp_decode(a, tok, pos, 100, &last, 1, la), SP_OK);
+    assert_int_equal(sp_decode(z, tok, pos, 100, &last, 1, lz), SP_OK);
+    assert_int_equal(pauses, 3); /* 4 micro-batches of at most 32 */
+    assert_memory_equal(la, lz, sizeof(float) * (size_t)V);
+    free(l); free(la); free(lz);
+    sp_context_free(c); sp_context_free(a); sp_context_free(z);
+    decode_batch_free(b);
+    sp_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(steps_match_decoding_alone), cmocka_unit_test(many_slots_match_within_rounding),
-        cmocka_unit_test(one_full_context_fails_alone),
+        cmocka_unit_test(one_full_context_fails_alone), cmocka_unit_test(prefill_and_streams_take_turns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,7 @@ int cmd_serve(int argc, char **argv) {
     c.conn_per_ip = -1;
     c.shutdown_timeout = 10;
     c.cache_ram_mib = 1024;
+    c.step_tokens = 256;
     c.spec = sp_specprefill_default_params();
     c.sampling = sp_sampling_default_params();
     c.spec_default = true;
@@ -34,6 +35,8 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT("--ctx-size", "-c", CLI_INT, &c.ctx_size, 16, 1 << 24, "N", "context per slot, prompt + output", .shown_default = "min(model's, 4096)"),
         CLI_OPT("--cache-ram", NULL, CLI_INT, &c.cache_ram_mib, 0, 1 << 20, "MiB",
                 "memory for conversations set aside when their slot is needed (least recently used dropped first); 0 = none"),
+        CLI_OPT("--step-tokens", NULL, CLI_INT, &c.step_tokens, 0, 1 << 20, "N",
+                "a prefill reads N tokens of its prompt, then every generating stream takes a step; 0 = a prompt in one go"),
         CLI_OPT("--max-body", NULL, CLI_INT, &max_body, 1024, 1 << 30, "BYTES", "request body limit"),
         CLI_OPT("--read-timeout", NULL, CLI_INT, &c.read_timeout, 1, 3600, "SECONDS",
                 "close a connection idle this long while sending its request or between requests"),

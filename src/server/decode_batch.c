@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     sp_context **ctx;
@@ -19,6 +20,8 @@ struct decode_batch {
     int n_vocab;
     int n_members;              /* slots generating now */
     int n_pending;              /* of them, those that submitted to the round being collected */
+    int prefilling;             /* slots reading a prompt in pieces: a round runs only while all of them */
+    int yielded;                /* ... pause between two pieces (each pause lets one round run) */
     unsigned long collecting;   /* id of the round being collected */
     unsigned long finished;     /* rounds with an id below this have run */
     unsigned long rows;         /* steps in all rounds so far */
@@ -78,8 +81,32 @@ void decode_batch_join(decode_batch *b) {
 void decode_batch_leave(decode_batch *b) {
     pthread_mutex_lock(&b->mu);
     b->n_members--;
-    /* those waiting may now be everyone: one of them runs the round */
-    if (b->n_pending > 0 && b->n_pending == b->n_members) pthread_cond_broadcast(&b->cv);
+    /* those waiting may now be everyone: one of them runs the round (and a prefill waiting for a
+     * round may now have nobody to wait for) */
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+void decode_batch_prefill(decode_batch *b, bool begin) {
+    pthread_mutex_lock(&b->mu);
+    b->prefilling += begin ? 1 : -1;
+    if (!begin) pthread_cond_broadcast(&b->cv); /* a round held back may run now */
+    pthread_mutex_unlock(&b->mu);
+}
+
+void decode_batch_let_round(decode_batch *b) {
+    pthread_mutex_lock(&b->mu);
+    if (b->n_members > 0) {
+        const unsigned long round = b->collecting; /* the round this pause lets run */
+        b->yielded++;
+        pthread_cond_broadcast(&b->cv);
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 1; /* members that never come back must not stop a prefill for long */
+        while (b->n_members > 0 && b->finished <= round)
+            if (pthread_cond_timedwait(&b->cv, &b->mu, &deadline) != 0) break;
+        if (b->collecting == round) b->yielded--; /* no round took the turn: take it back */
+    }
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -108,8 +135,10 @@ sp_status decode_batch_step(decode_batch *b, sp_context *ctx, sp_token token, in
     b->collect.out[me] = logits;
     for (;;) {
         if (b->finished > round) break; /* another member ran it */
-        if (b->collecting == round && b->n_pending == b->n_members) { /* everyone is here: this thread runs the round */
+        /* everyone is here and every prefill pauses between two pieces: this thread runs the round */
+        if (b->collecting == round && b->n_pending == b->n_members && b->prefilling == b->yielded) {
             const int n = b->n_pending;
+            b->yielded = 0; /* the pauses are used up: the next round waits for the prefills to pause again */
             round_entries t = b->run; /* swap: the collected entries become the running ones */
             b->run = b->collect;
             b->collect = t;

@@ -8,6 +8,8 @@
 #ifndef SP_SERVER_DECODE_BATCH_H
 #define SP_SERVER_DECODE_BATCH_H
 
+#include <stdbool.h>
+
 #include "specprefill.h"
 
 typedef struct decode_batch decode_batch;
@@ -24,6 +26,14 @@ void decode_batch_leave(decode_batch *b);
  * next-token logits (n_vocab floats) into logits. Blocks until the step's batch has run. A failure of the batch falls back to decoding each
  * member alone, so one context's error (a full cache) stays its own. */
 sp_status decode_batch_step(decode_batch *b, sp_context *ctx, sp_token token, int32_t pos, float *logits);
+
+/* Turns between a long prefill and the streams. A slot that reads its prompt in pieces says so
+ * (begin, then end when its prefill is over); while a piece is read no round runs, and between
+ * two pieces it waits until the generating slots have taken one step (at most a second; at once
+ * when none generates): a piece of prompt, a step of every stream, and so on — each alone on the
+ * machine, instead of both at once fighting for its cores. */
+void decode_batch_prefill(decode_batch *b, bool begin);
+void decode_batch_let_round(decode_batch *b);
 
 /* Rounds run so far and the rows (slot steps) they held: rows / rounds is the mean batch. */
 void decode_batch_counts(decode_batch *b, unsigned long *rounds, unsigned long *rows);

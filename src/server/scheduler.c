@@ -96,7 +96,10 @@ static void run_job(slot *sl, job *j) {
         for (int i = 0; i < j->prompt.n; i++) sp_sampler_accept(smp, j->prompt.ids[i]);
         sp_specprefill_stats st;
         const int reuse = prepare_cache(sl, j, &r);
+        const bool in_pieces = sp_srv.cfg->step_tokens > 0; /* taking turns with the streams */
+        if (in_pieces) decode_batch_prefill(sp_srv.decoding, true);
         failed = spc_prefill(sl->ctx, j->spec ? sl->dctx : NULL, &j->prompt, reuse, &j->spec_params, logits, NULL, NULL, &st) != SP_OK;
+        if (in_pieces) decode_batch_prefill(sp_srv.decoding, false);
         failed = failed || !seq_append(sl, j->prompt.ids, j->prompt.n);
         r.kept = st.n_kept;
         r.cached = st.n_reused;
@@ -231,6 +234,13 @@ static void *slot_main(void *arg) {
     return NULL;
 }
 
+/* A prefill's pause between two pieces of its prompt (sp_context_set_pause): the generating
+ * slots take a step, so that their streams go on while a long prompt is read. */
+static void let_streams_step(void *user) {
+    (void)user;
+    decode_batch_let_round(sp_srv.decoding);
+}
+
 /* The free slot for a prompt (under Q.mu): the one whose text shares the longest start with it,
  * else the one used least recently (what it holds is the least likely to be asked for); NULL if
  * every slot is busy. */
@@ -259,6 +269,7 @@ bool sp_srv_scheduler_start(void) {
     for (int i = 0; i < cfg->parallel; i++) {
         sp_context_params p = sp_context_default_params();
         p.n_ctx = cfg->ctx_size;
+        p.n_batch = cfg->step_tokens; /* a prefill reads its prompt in pieces of this many tokens (0: the default) */
         Q.slots[i].index = i;
         Q.slots[i].idle = true;
         if (sp_context_new(sp_srv.model, &p, &Q.slots[i].ctx) != SP_OK) { fprintf(stderr, "error: context: %s\n", sp_last_error()); return false; }
@@ -273,6 +284,10 @@ bool sp_srv_scheduler_start(void) {
                 fprintf(stderr, "error: draft context: %s\n", sp_last_error());
                 return false;
             }
+        }
+        if (cfg->step_tokens > 0) { /* between two pieces of a prompt, every stream takes a step */
+            sp_context_set_pause(Q.slots[i].ctx, let_streams_step, NULL);
+            if (Q.slots[i].dctx) sp_context_set_pause(Q.slots[i].dctx, let_streams_step, NULL);
         }
     }
     for (; Q.started < cfg->parallel; Q.started++)
