@@ -340,8 +340,9 @@ SP_API sp_status sp_specprefill(sp_context *main_ctx, sp_context *draft_ctx, con
  *     their original positions, after the cached ones.
  * kept[j] (may be NULL) is 1 for the reused cached tokens too; stats->n_reused etc. say what was
  * reused. The main context then holds what a cold sp_prefill_kept of the same kept set gives (up
- * to the rounding of other batch splits). With n_reuse = 0 the main context starts empty. On
- * an error both contexts are emptied.
+ * to the rounding of other batch splits). With n_reuse = 0 the main context starts empty. An
+ * error once the caches changed empties both (a bad argument changes nothing): neither holds
+ * part of a failed prefill.
  */
 SP_API sp_status sp_specprefill_cached(sp_context *main_ctx, sp_context *draft_ctx, const sp_token *prompt, int n, int n_reuse,
                                        const char *prompt_text, const sp_specprefill_params *params, float *logits,

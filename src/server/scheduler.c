@@ -17,10 +17,6 @@
 
 #include "state.h"
 
-/* A slot sets aside what it holds when a new prompt would leave SP_SRV_CACHE_MIN of its tokens
- * behind; a request is sent to a slot for what it holds when they share at least as many (a
- * shorter start — BOS, a common system prompt — is not worth another conversation's place). */
-
 typedef struct {
     int index;
     sp_context *ctx, *dctx;
@@ -108,9 +104,10 @@ static void run_job(slot *sl, job *j) {
         t_first = sp_srv_now();
     }
     /* speculative decoding: the draft (whose cache holds the prompt after a speculative prefill;
-     * after a full one it reads it on the first step) proposes, the main model checks */
+     * after a full one it keeps what its cache holds of the prompt and reads the rest on the
+     * first step) proposes, the main model checks */
     sp_specdecoder *sd = NULL;
-    if (!failed && j->spec_decode) { /* (a draft holding another text keeps what is this prompt) */
+    if (!failed && j->spec_decode) {
         failed = (sl->sd ? sp_specdecoder_restart(sl->sd, j->prompt.ids, j->prompt.n, &j->req.spec_decode)
                          : sp_specdecoder_new(sl->ctx, sl->dctx, j->prompt.ids, j->prompt.n, &j->req.spec_decode, &sl->sd)) != SP_OK;
         sd = failed ? NULL : sl->sd;

@@ -112,8 +112,10 @@ void sp_srv_scheduler_stop(void);
 
 /* ------------------------------------------------------------------ the prompt cache (prompt_cache.c) */
 
-/* A cache's start that counts: what a request is routed for, what a slot sets aside when it
- * would lose it, what /metrics calls a hit. */
+/* A cache's start that counts: a request is routed to a slot for what it holds when they share
+ * at least this many tokens (a shorter start — BOS, a common system prompt — is not worth another
+ * conversation's place); a slot sets aside what it holds when a prompt would leave this many
+ * behind; /metrics calls a request with this many cached tokens a hit. */
 #define SP_SRV_CACHE_MIN 64
 /* How many of a's first tokens are b's. */
 int sp_srv_common_prefix(const sp_token *a, int na, const sp_token *b, int nb);
