@@ -42,16 +42,24 @@ void spc_prompt_free(spc_prompt *p);
  * cuts finer than one token per byte (BOS and SentencePiece's leading space aside). */
 int spc_draft_ctx_size(int n, const sp_specprefill_params *params, bool other_vocab);
 
+/* What a prefill may keep of what the contexts hold (spc_prefill). */
+typedef struct {
+    int main;   /* the caller vouches that ctx holds what an earlier prefill (and its answer) left of
+                 * a text whose first `main` tokens are this prompt's */
+    bool draft; /* a speculative prefill keeps the start of the draft's cache that is this prompt */
+} spc_reuse;
+
 /* The prefill every front end runs: speculative when draft_ctx is set (a context on the draft,
  * or on the main model for self-speculation), else full. Afterwards ctx continues at position
- * p->n. reuse = 0: both contexts start empty. reuse > 0: the caller vouches that ctx holds what
- * an earlier prefill (and its answer) left of a text whose first `reuse` tokens are this prompt's;
- * what the caches hold of the prompt is not read again (sp_specprefill_cached; a full prefill
- * keeps the start of the cache that is the prompt token for token). stats (may be NULL): for a
- * full prefill n_kept = n_prompt and main_prefill_s = ttft_s; n_reused says what was kept.
- * importance and kept (may be NULL) are filled by the speculative one. */
-sp_status spc_prefill(sp_context *ctx, sp_context *draft_ctx, const spc_prompt *p, int reuse, const sp_specprefill_params *params,
-                      float *logits, float *importance, uint8_t *kept, sp_specprefill_stats *stats);
+ * p->n. reuse NULL: both contexts start empty. Else what the caches hold of the prompt is not read
+ * again: speculative, sp_specprefill_cached (reuse->main 0 and reuse->draft: the draft's cache is
+ * kept, the main model reads its selection of the whole prompt afresh — what a cold run selects);
+ * full, the start of the cache that is the prompt token for token, up to reuse->main. stats (may
+ * be NULL): for a full prefill n_kept = n_prompt and main_prefill_s = ttft_s; n_reused says what
+ * was kept. importance and kept (may be NULL) are filled by the speculative one. */
+sp_status spc_prefill(sp_context *ctx, sp_context *draft_ctx, const spc_prompt *p, const spc_reuse *reuse,
+                      const sp_specprefill_params *params, float *logits, float *importance, uint8_t *kept,
+                      sp_specprefill_stats *stats);
 
 /* ------------------------------------------------------------------ generated text */
 

@@ -15,16 +15,18 @@ static double seconds(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-sp_status spc_prefill(sp_context *ctx, sp_context *draft_ctx, const spc_prompt *p, int reuse, const sp_specprefill_params *params,
-                      float *logits, float *importance, uint8_t *kept, sp_specprefill_stats *stats) {
+sp_status spc_prefill(sp_context *ctx, sp_context *draft_ctx, const spc_prompt *p, const spc_reuse *reuse,
+                      const sp_specprefill_params *params, float *logits, float *importance, uint8_t *kept,
+                      sp_specprefill_stats *stats) {
     sp_specprefill_stats local, *st = stats ? stats : &local;
     memset(st, 0, sizeof *st);
     if (!ctx || !p || !p->ids || p->n <= 0) return sp_fail(SP_ERR_ARGUMENT, "prefill: no prompt");
-    if (draft_ctx && reuse > 0)
-        return sp_specprefill_cached(ctx, draft_ctx, p->ids, p->n, reuse, p->text, params, logits, importance, kept, st);
+    const int vouched = reuse ? reuse->main : 0;
+    if (draft_ctx && reuse && (vouched > 0 || reuse->draft))
+        return sp_specprefill_cached(ctx, draft_ctx, p->ids, p->n, vouched, p->text, params, logits, importance, kept, st);
     /* full: every token at its position, after the start of the cache that already is this
      * prompt (at most n-1: the last token runs for its logits); the logits of the last one */
-    const int from = sp_context_common_prefix(ctx, p->ids, reuse < p->n - 1 ? reuse : p->n - 1);
+    const int from = sp_context_common_prefix(ctx, p->ids, vouched < p->n - 1 ? vouched : p->n - 1);
     sp_context_truncate(ctx, from);
     if (draft_ctx) return sp_specprefill(ctx, draft_ctx, p->ids, p->n, p->text, params, logits, importance, kept, st);
     const double t0 = seconds();

@@ -30,6 +30,8 @@ typedef struct {
     int shutdown_timeout;       /* seconds running requests get to finish after SIGTERM */
     int ctx_size;               /* per slot */
     int cache_ram_mib;          /* memory for conversations set aside when their slot is needed (0: none) */
+    bool spec_reuse_kept;       /* a follow-up's speculative prefill keeps the main model's kept tokens (true), or only the
+                                 * draft's cache, selecting the whole prompt afresh as a cold run does (false) */
     int step_tokens;            /* a prefill reads this many tokens, then every generating slot takes a step (0: no pauses) */
     size_t max_body;
     int threads;

@@ -109,13 +109,13 @@ static void one_prefill_entry(void **st) {
     int32_t *pos = malloc(sizeof *pos * (size_t)p.n), last = p.n - 1;
     for (int i = 0; i < p.n; i++) pos[i] = i;
     sp_specprefill_stats s;
-    assert_int_equal(spc_prefill(a, NULL, &p, 0, &sp, la, NULL, NULL, &s), SP_OK);
+    assert_int_equal(spc_prefill(a, NULL, &p, NULL, &sp, la, NULL, NULL, &s), SP_OK);
     assert_int_equal(sp_decode(b, p.ids, pos, p.n, &last, 1, lb), SP_OK);
     assert_memory_equal(la, lb, sizeof la);
     assert_int_equal(s.n_kept, p.n);
     assert_int_equal(sp_context_n_cached(a), p.n);
     /* speculative (self-speculation), after a full prefill in the same context: it resets it */
-    assert_int_equal(spc_prefill(a, d, &p, 0, &sp, la, NULL, NULL, &s), SP_OK);
+    assert_int_equal(spc_prefill(a, d, &p, NULL, &sp, la, NULL, NULL, &s), SP_OK);
     sp_context_reset(b);
     assert_int_equal(sp_specprefill(b, d, p.ids, p.n, p.text, &sp, lb, NULL, NULL, NULL), SP_OK);
     assert_memory_equal(la, lb, sizeof la);
@@ -124,25 +124,25 @@ static void one_prefill_entry(void **st) {
     /* full prefill reusing a full prefill's cache: the start that is this prompt stays (never
      * the last token, whose logits are needed), a sparse cache only up to its first gap, and
      * reuse 0 starts afresh; the logits are the cold ones */
-    assert_int_equal(spc_prefill(a, NULL, &p, 0, NULL, la, NULL, NULL, NULL), SP_OK);
+    assert_int_equal(spc_prefill(a, NULL, &p, NULL, NULL, la, NULL, NULL, NULL), SP_OK);
     spc_prompt q = {p.text, malloc(sizeof(sp_token) * (size_t)(p.n + 3)), p.n + 3};
     memcpy(q.ids, p.ids, sizeof(sp_token) * (size_t)p.n);
     q.ids[p.n] = 40, q.ids[p.n + 1] = 41, q.ids[p.n + 2] = 42;
     int32_t *qpos = malloc(sizeof *qpos * (size_t)q.n), qlast = q.n - 1;
     for (int i = 0; i < q.n; i++) qpos[i] = i;
-    assert_int_equal(spc_prefill(a, NULL, &q, q.n, NULL, la, NULL, NULL, &s), SP_OK);
+    assert_int_equal(spc_prefill(a, NULL, &q, &(spc_reuse){q.n, false}, NULL, la, NULL, NULL, &s), SP_OK);
     assert_int_equal(s.n_reused, p.n);
     sp_context_reset(b);
     assert_int_equal(sp_decode(b, q.ids, qpos, q.n, &qlast, 1, lb), SP_OK);
     float diff = 0;
     for (int i = 0; i < TEST_VOCAB; i++) diff = fmaxf(diff, fabsf(la[i] - lb[i]));
     assert_true(diff < 1e-4f);
-    assert_int_equal(spc_prefill(a, NULL, &q, q.n, NULL, la, NULL, NULL, &s), SP_OK);
+    assert_int_equal(spc_prefill(a, NULL, &q, &(spc_reuse){q.n, false}, NULL, la, NULL, NULL, &s), SP_OK);
     assert_int_equal(s.n_reused, q.n - 1);
-    assert_int_equal(spc_prefill(a, NULL, &q, 0, NULL, la, NULL, NULL, &s), SP_OK);
+    assert_int_equal(spc_prefill(a, NULL, &q, NULL, NULL, la, NULL, NULL, &s), SP_OK);
     assert_int_equal(s.n_reused, 0);
-    assert_int_equal(spc_prefill(a, d, &p, 0, &sp, la, NULL, NULL, &s), SP_OK); /* sparse */
-    assert_int_equal(spc_prefill(a, NULL, &q, q.n, NULL, la, NULL, NULL, &s), SP_OK);
+    assert_int_equal(spc_prefill(a, d, &p, NULL, &sp, la, NULL, NULL, &s), SP_OK); /* sparse */
+    assert_int_equal(spc_prefill(a, NULL, &q, &(spc_reuse){q.n, false}, NULL, la, NULL, NULL, &s), SP_OK);
     assert_true(s.n_reused < p.n);
     assert_int_equal(sp_context_n_cached(a), q.n);
     free(q.ids);
@@ -168,7 +168,7 @@ static void long_full_prefill(void **st) {
     assert_int_equal(sp_context_new(m, &cp, &a), SP_OK);
     assert_int_equal(sp_context_new(m, &cp, &b), SP_OK);
     float la[TEST_VOCAB], lb[TEST_VOCAB];
-    assert_int_equal(spc_prefill(a, NULL, &p, 0, NULL, la, NULL, NULL, NULL), SP_OK);
+    assert_int_equal(spc_prefill(a, NULL, &p, NULL, NULL, la, NULL, NULL, NULL), SP_OK);
     assert_int_equal(sp_decode(b, p.ids, pos, N, &last, 1, lb), SP_OK);
     float diff = 0;
     for (int i = 0; i < TEST_VOCAB; i++) diff = fmaxf(diff, fabsf(la[i] - lb[i]));

@@ -37,6 +37,16 @@ static void accepts_what_clients_send(void **s) {
     assert_int_equal(r.spec.lookahead, 4);
     assert_int_equal(r.spec.pool_kernel, sp_specprefill_default_params().pool_kernel);
     assert_int_equal(r.spec_decode_enabled, -1); /* not asked: the server decides */
+    assert_int_equal(r.spec_reuse, -1);
+    assert_true(r.cache_prompt); /* llama.cpp's default */
+    sp_request_free(&r);
+    /* the prompt cache: cache_prompt, and what a speculative follow-up keeps */
+    assert_int_equal(parse("{\"prompt\":\"x\",\"cache_prompt\":false,\"speculative_prefill\":{\"reuse\":\"draft\"}}", false, &r, err), 0);
+    assert_false(r.cache_prompt);
+    assert_int_equal(r.spec_reuse, 0);
+    sp_request_free(&r);
+    assert_int_equal(parse("{\"prompt\":\"x\",\"speculative_prefill\":{\"reuse\":\"kept\"}}", false, &r, err), 0);
+    assert_int_equal(r.spec_reuse, 1);
     sp_request_free(&r);
     /* speculative decoding: an object asks for it, its fields over the server's */
     assert_int_equal(parse("{\"prompt\":\"x\",\"speculative_decoding\":{\"draft_max\":1}}", false, &r, err), 0);
@@ -116,6 +126,8 @@ static void rejects_bad_bodies(void **s) {
         {"{\"prompt\":\"tab\there\"}", false, "raw control character"},
         {"{\"prompt\":\"line\nbreak\"}", false, "raw control character"},
         {"{\"prompt\":\"x\",\"speculative_decoding\":{\"draft_max\":4}}", false, "draft_max"},
+        {"{\"prompt\":\"x\",\"speculative_prefill\":{\"reuse\":\"all\"}}", false, "reuse must be"},
+        {"{\"prompt\":\"x\",\"cache_prompt\":1}", false, "'cache_prompt' must be true or false"},
         {"{\"prompt\":\"x\",\"speculative_decoding\":{\"draft_min\":0}}", false, "draft_min"},
         {"{\"prompt\":\"x\",\"speculative_decoding\":{\"draft_min\":3,\"draft_max\":2}}", false, "draft_min exceeds draft_max"},
         {"{\"prompt\":\"x\",\"speculative_decoding\":{\"enabled\":1}}", false, "enabled"},

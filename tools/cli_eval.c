@@ -371,7 +371,7 @@ int cmd_eval(int argc, char **argv) {
         double t_draft_score = 0; /* the draft's scoring time, which adaptive shares with spec */
         /* full prefill: the entry generate and the server use (common/prefill.c) */
         if (on[M_FULL]) {
-            if (spc_prefill(ctx, NULL, &prompt, 0, &sp, logits, NULL, NULL, &st) != SP_OK) { fail_status("prefill"); goto done; }
+            if (spc_prefill(ctx, NULL, &prompt, NULL, &sp, logits, NULL, NULL, &st) != SP_OK) { fail_status("prefill"); goto done; }
             res[M_FULL][0].ttft += st.ttft_s;
             res[M_FULL][0].kept_share += 1;
             tp[d].full = st.ttft_s;
@@ -389,7 +389,7 @@ int cmd_eval(int argc, char **argv) {
                 sp_specprefill_params q = sp;
                 q.keep_rate = (float)keeps[k];
                 float *scores = method == M_SELF ? bimp : imp;
-                if (spc_prefill(ctx, method == M_SELF ? sctx : dctx, &prompt, 0, &q, logits, scores, kept, &st) != SP_OK) {
+                if (spc_prefill(ctx, method == M_SELF ? sctx : dctx, &prompt, NULL, &q, logits, scores, kept, &st) != SP_OK) {
                     fail_status("speculative prefill");
                     goto done;
                 }

@@ -156,7 +156,7 @@ int cmd_generate(int argc, char **argv) {
 
     double t0 = now_seconds();
     sp_specprefill_stats st;
-    if (spc_prefill(ctx, spec ? dctx : NULL, &pr, 0, &spp, logits, imp, kept, &st) != SP_OK) { fail_status(spec ? "speculative prefill" : "prefill"); goto done; }
+    if (spc_prefill(ctx, spec ? dctx : NULL, &pr, NULL, &spp, logits, imp, kept, &st) != SP_OK) { fail_status(spec ? "speculative prefill" : "prefill"); goto done; }
     double t_first = now_seconds();
     if (spec) {
         fprintf(stderr, "specprefill: kept %d of %d prompt tokens (%.1f%%) | draft prefill %.1f ms, look-ahead+scoring %.1f ms (%d queries), "

@@ -18,6 +18,7 @@ int cmd_serve(int argc, char **argv) {
     c.shutdown_timeout = 10;
     c.cache_ram_mib = 1024;
     c.step_tokens = 256;
+    int spec_reuse = 0;
     c.spec = sp_specprefill_default_params();
     c.sampling = sp_sampling_default_params();
     c.spec_default = true;
@@ -57,6 +58,8 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT("--self-spec", NULL, CLI_FLAG, &c.self_spec, 0, 0, NULL, "no draft: the main model's first layers score"),
         CLI_OPT("--no-spec-default", NULL, CLI_UNFLAG, &c.spec_default, 0, 0, NULL, "only requests that ask get speculative prefill"),
         CLI_SPECPREFILL_KEEP_OPTIONS(&c.spec),
+        CLI_OPT("--spec-reuse", NULL, CLI_CHOICE, &spec_reuse, 0, 0, "kept|draft",
+                "a follow-up keeps the main model's kept tokens of the shared start, or only the draft's cache (selecting the whole prompt afresh, as cold)"),
         CLI_SPECPREFILL_SCORING_OPTIONS(&c.spec),
         CLI_SECTION_ROW("speculative decoding (defaults; a request's \"speculative_decoding\" overrides them)"),
         CLI_OPT("--no-spec-decode", NULL, CLI_UNFLAG, &c.spec_decode_default, 0, 0, NULL, "only requests that ask get speculative decoding",
@@ -72,6 +75,7 @@ int cmd_serve(int argc, char **argv) {
     if (parsed >= 0) return parsed;
     if (!c.model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
     c.max_body = (size_t)max_body;
+    c.spec_reuse_kept = spec_reuse == 0;
     if (c.conn_per_ip < 0) c.conn_per_ip = c.parallel + c.queue + 8;
     char *tmpl_owned = NULL;
     const int tc = cli_chat_template(tmpl, tmpl_file, &c.chat_template, &tmpl_owned);

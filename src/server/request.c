@@ -170,6 +170,7 @@ static int parse(const cJSON *root, bool chat, sp_request *r, char *err, size_t 
     }
     const cJSON *sp = cJSON_GetObjectItemCaseSensitive(root, "speculative_prefill");
     r->spec_enabled = -1;
+    r->spec_reuse = -1;
     if (sp && !cJSON_IsNull(sp)) {
         if (cJSON_IsBool(sp)) {
             r->spec_enabled = cJSON_IsTrue(sp);
@@ -192,6 +193,12 @@ static int parse(const cJSON *root, bool chat, sp_request *r, char *err, size_t 
             v = r->spec.lookahead;
             if ((rc = number(sp, "lookahead", 1, 256, &v, err, es))) return rc;
             r->spec.lookahead = (int)v;
+            const cJSON *ru = cJSON_GetObjectItemCaseSensitive(sp, "reuse");
+            if (ru && !cJSON_IsNull(ru)) {
+                if (!cJSON_IsString(ru) || (strcmp(ru->valuestring, "kept") != 0 && strcmp(ru->valuestring, "draft") != 0))
+                    return bad(err, es, "'speculative_prefill': reuse must be \"kept\" or \"draft\"%s", "");
+                r->spec_reuse = strcmp(ru->valuestring, "kept") == 0;
+            }
             if (sp_specprefill_params_check(&r->spec) != SP_OK) return bad(err, es, "'speculative_prefill': %s", sp_last_error());
         }
     }

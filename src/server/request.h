@@ -29,6 +29,8 @@ typedef struct {
     bool cache_prompt;              /* llama.cpp extension (default true): reuse what the caches hold of the prompt */
     int spec_enabled;               /* speculative prefill: -1 the server's default, 0 off, 1 on */
     sp_specprefill_params spec;     /* the server's parameters with the request's fields on top, checked */
+    int spec_reuse;                 /* a follow-up's speculative prefill: -1 the server's default, 1 "kept" (the
+                                     * main model keeps its kept tokens), 0 "draft" (only the draft's cache) */
     int spec_decode_enabled;        /* speculative decoding: -1 the server's default, 0 off, 1 on */
     sp_specdecode_params spec_decode; /* the server's parameters with the request's on top, checked */
     void *json;                     /* the parsed document */

@@ -94,7 +94,10 @@ static void run_job(slot *sl, job *j) {
         const int reuse = prepare_cache(sl, j, &r);
         const bool in_pieces = sp_srv.cfg->step_tokens > 0; /* taking turns with the streams */
         if (in_pieces) decode_batch_prefill(sp_srv.decoding, true);
-        failed = spc_prefill(sl->ctx, j->spec ? sl->dctx : NULL, &j->prompt, reuse, &j->spec_params, logits, NULL, NULL, &st) != SP_OK;
+        /* speculative, "draft": the main model selects the whole prompt afresh, as a cold run does */
+        const spc_reuse ru = {j->spec && !j->spec_reuse_kept ? 0 : reuse, true};
+        failed = spc_prefill(sl->ctx, j->spec ? sl->dctx : NULL, &j->prompt, j->req.cache_prompt ? &ru : NULL, &j->spec_params, logits, NULL,
+                             NULL, &st) != SP_OK;
         if (in_pieces) decode_batch_prefill(sp_srv.decoding, false);
         failed = failed || !seq_append(sl, j->prompt.ids, j->prompt.n);
         r.kept = st.n_kept;

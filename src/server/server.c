@@ -176,6 +176,7 @@ static enum MHD_Result completion(struct MHD_Connection *c, const char *url, con
         return send_error(c, url, 400, "invalid_request_error", "speculative prefill needs the server to run with --draft or --self-spec");
     }
     j->spec_params = j->req.spec;
+    j->spec_reuse_kept = j->req.spec_reuse == -1 ? sp_srv.cfg->spec_reuse_kept : j->req.spec_reuse == 1;
     /* by default only greedy requests speculate: sampled ones keep the distribution but a seed
      * would no longer fix the text (the draft draws from the same random stream, and when it
      * rests depends on timings), so they speculate when they ask */

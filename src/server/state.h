@@ -30,6 +30,7 @@ typedef struct job {
     bool spec;
     sp_specprefill_params spec_params;
     bool spec_decode;             /* the draft proposes, the main model checks */
+    bool spec_reuse_kept;         /* a follow-up's speculative prefill keeps the main model's kept tokens (else the draft's cache only) */
     char id[40];
     long created;
     double t_arrival;

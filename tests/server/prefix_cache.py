@@ -93,6 +93,15 @@ check(metric("specprefill_prompt_cache_restores_total") == 1, "one restore count
 cold = complete(a2_prompt, cache_prompt=False, **spec)
 check(cache(cold)["cached_tokens"] == 0 and cache(cold)["draft_cached_tokens"] == 0, f"cache_prompt false: {cache(cold)}")
 
+# "reuse": "draft": only the draft's cache is kept; the main model selects the whole prompt
+# afresh — the cold run's selection and answer, without the draft's prefill
+dr = complete(a2_prompt, speculative_prefill={"keep_rate": 0.1, "reuse": "draft"})
+c = cache(dr)
+check(c["cached_tokens"] == 0 and c["draft_cached_tokens"] >= a2["usage"]["prompt_tokens"] - 2, f"reuse draft: {c}")
+check(dr["specprefill"]["kept_tokens"] == cold["specprefill"]["kept_tokens"] and dr["choices"][0]["text"] == cold["choices"][0]["text"],
+      f"reuse draft answers as cold: {dr['specprefill']['kept_tokens']} {dr['choices'][0]['text']!r} vs "
+      f"{cold['specprefill']['kept_tokens']} {cold['choices'][0]['text']!r}")
+
 # a full prefill that reuses a full prefill's cache answers token for token what a cold one answers
 full = {"speculative_prefill": False, "ignore_eos": True, "max_tokens": 16}
 d = docs[3]
@@ -104,7 +113,7 @@ check(cache(warm)["cached_kept_tokens"] == cache(warm)["cached_tokens"], f"a ful
 check(warm["choices"][0]["text"] == coldf["choices"][0]["text"], f"warm {warm['choices'][0]['text']!r} vs cold {coldf['choices'][0]['text']!r}")
 
 hits, misses = metric("specprefill_prompt_cache_hits_total"), metric("specprefill_prompt_cache_misses_total")
-check(hits == 4 and misses == 6, f"/metrics: 4 hits (the follow-ups), 6 misses: {hits}, {misses}")
+check(hits == 4 and misses == 7, f"/metrics: 4 hits (the follow-ups), 7 misses: {hits}, {misses}")
 check(metric("specprefill_prompt_cached_tokens_total") > 4 * 1500, "cached tokens counted")
 check(0 < metric("specprefill_prompt_cache_bytes") <= 64 << 20, "memory within --cache-ram")
 print(f"prompt cache: A's follow-up {cache(a2)['cached_tokens']} of {a2['usage']['prompt_tokens']} tokens cached "
