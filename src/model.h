@@ -72,9 +72,6 @@ int sp_vocab_size(const sp_vocab *v);
 /* The token's text as stored (for byte-level BPE: GPT-2's byte-to-unicode form). */
 const char *sp_vocab_text(const sp_vocab *v, sp_token id, int *len);
 
-/* specprefill.c: monotonic seconds, for the stages' timings (specdecode.c's too) */
-double sp_seconds(void);
-
 /* chat.c: a template's family by its markup */
 const char *sp_chat_detect_text(const char *template_text);
 

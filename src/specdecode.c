@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "error.h"
 #include "model.h"
 #include "sampler.h"

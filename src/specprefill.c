@@ -13,17 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "error.h"
 #include "model.h"
 #include "selection.h"
-
-double sp_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 sp_specprefill_params sp_specprefill_default_params(void) {
     sp_specprefill_params p = {0.3f, 32, 8, 13, true, true, 0.0f, 0.05f, 0.9f, 0, false};

@@ -5,9 +5,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "error.h"
 
 #define MAX_THREADS 256
@@ -71,11 +71,6 @@ static int run_tasks(unsigned gen) {
     }
 }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void *worker(void *arg) {
     (void)arg;
@@ -162,15 +157,15 @@ void sp_parallel_for(int n_tasks, sp_task_fn fn, void *ctx) {
     pthread_mutex_lock(&pool.lock);
     if (pool.sleepers > 0) pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
-    const double t0 = now();
+    const double t0 = sp_seconds();
     const int mine = run_tasks(gen);
-    const double t1 = now();
+    const double t1 = sp_seconds();
     /* the tasks others claimed; yield if that takes long (a worker descheduled mid-task) */
     for (long spin = 0; atomic_load(&pool.done) < n_tasks; spin++) {
         if (spin < SPIN_ROUNDS) cpu_relax();
         else sched_yield();
     }
-    const double waited = now() - t1, alone = mine > 0 ? (t1 - t0) / mine * n_tasks : 0;
+    const double waited = sp_seconds() - t1, alone = mine > 0 ? (t1 - t0) / mine * n_tasks : 0;
     if (waited > 4 * alone + 200e-6) {
         solo_left = solo_next;
         solo_next = solo_next < SOLO_MOST ? 2 * solo_next : SOLO_MOST;
