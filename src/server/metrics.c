@@ -1,5 +1,6 @@
 /* The counters and histograms behind /metrics (Prometheus text format), under a lock of their own. */
 #define _GNU_SOURCE /* open_memstream */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +114,20 @@ static void family(FILE *f, const char *name, const char *type, const char *help
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* A family of one sample without labels: its HELP and TYPE, then the name and the value as fmt
+ * prints it (the name written once, so the two cannot disagree). */
+static void single(FILE *f, const char *name, const char *type, const char *help, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void single(FILE *f, const char *name, const char *type, const char *help, const char *fmt, ...) {
+    family(f, name, type, help);
+    fprintf(f, "%s ", name);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fputc('\n', f);
+}
+
 char *sp_srv_metrics_text(void) {
     char *buf = NULL;
     size_t len = 0;
@@ -133,9 +148,7 @@ char *sp_srv_metrics_text(void) {
     family(f, "specprefill_requests_total", "counter", "Requests answered, by HTTP status.");
     for (int s = 100; s < 600; s++)
         if (M.status_count[s]) fprintf(f, "specprefill_requests_total{status=\"%d\"} %lu\n", s, M.status_count[s]);
-    family(f, "specprefill_requests_cancelled_queued_total", "counter",
-           "Requests that ended before a slot took them (the client left, or the server stopped).");
-    fprintf(f, "specprefill_requests_cancelled_queued_total %lu\n", M.cancelled_queued);
+    single(f, "specprefill_requests_cancelled_queued_total", "counter", "Requests that ended before a slot took them (the client left, or the server stopped).", "%lu", M.cancelled_queued);
     const char *names[2] = {"specprefill_ttft_seconds", "specprefill_request_duration_seconds"};
     const char *help[2] = {"Time from request arrival to the first token.", "Time from request arrival to the last byte."};
     unsigned long *b[2] = {M.ttft_bucket, M.latency_bucket};
@@ -148,64 +161,37 @@ char *sp_srv_metrics_text(void) {
         cum += b[h][11];
         fprintf(f, "%s_bucket{le=\"+Inf\"} %lu\n%s_sum %.6f\n%s_count %lu\n", names[h], cum, names[h], sums[h], names[h], ns[h]);
     }
-    family(f, "specprefill_prompt_tokens_total", "counter", "Prompt tokens of finished requests.");
-    fprintf(f, "specprefill_prompt_tokens_total %lu\n", M.prompt_tokens);
-    family(f, "specprefill_prompt_cache_hits_total", "counter", "Requests with at least " SP_STRINGIFY(SP_SRV_CACHE_MIN) " prompt tokens from a cache (a slot's, or memory).");
-    fprintf(f, "specprefill_prompt_cache_hits_total %lu\n", M.cache_hits);
-    family(f, "specprefill_prompt_cache_misses_total", "counter", "Requests with fewer (those that read about all of their prompt).");
-    fprintf(f, "specprefill_prompt_cache_misses_total %lu\n", M.cache_misses);
-    family(f, "specprefill_prompt_cached_tokens_total", "counter", "Prompt tokens whose state came from a cache: not read again by the main model.");
-    fprintf(f, "specprefill_prompt_cached_tokens_total %lu\n", M.cached_tokens);
-    family(f, "specprefill_draft_cached_tokens_total", "counter", "Prompt tokens the draft did not read again.");
-    fprintf(f, "specprefill_draft_cached_tokens_total %lu\n", M.draft_cached_tokens);
-    family(f, "specprefill_kept_tokens_total", "counter", "Of them, those the main model prefilled (speculative prefill keeps a part).");
-    fprintf(f, "specprefill_kept_tokens_total %lu\n", M.kept_tokens);
-    family(f, "specprefill_generated_tokens_total", "counter", "Tokens generated, over finished requests.");
-    fprintf(f, "specprefill_generated_tokens_total %lu\n", M.generated_tokens);
-    family(f, "specprefill_draft_tokens_total", "counter", "Tokens the draft proposed in speculative decoding.");
-    fprintf(f, "specprefill_draft_tokens_total %lu\n", M.drafted_tokens);
-    family(f, "specprefill_draft_accepted_tokens_total", "counter", "Of them, those the main model accepted.");
-    fprintf(f, "specprefill_draft_accepted_tokens_total %lu\n", M.accepted_tokens);
-    family(f, "specprefill_draft_acceptance_ratio", "gauge", "Accepted / proposed draft tokens, over all requests.");
-    fprintf(f, "specprefill_draft_acceptance_ratio %.4f\n", M.drafted_tokens ? (double)M.accepted_tokens / M.drafted_tokens : 0);
-    family(f, "specprefill_decode_steps_total", "counter", "Forward passes of the main model while generating (generated / steps = tokens per pass).");
-    fprintf(f, "specprefill_decode_steps_total %lu\n", M.decode_steps);
-    family(f, "specprefill_prefill_seconds_total", "counter", "Seconds spent prefilling, summed over requests.");
-    fprintf(f, "specprefill_prefill_seconds_total %.6f\n", M.prefill_seconds);
-    family(f, "specprefill_decode_seconds_total", "counter", "Seconds spent generating, summed over requests.");
-    fprintf(f, "specprefill_decode_seconds_total %.6f\n", M.decode_seconds);
-    family(f, "specprefill_prefill_tokens_per_second", "gauge", "Prompt tokens per second of prefill, over all requests.");
-    fprintf(f, "specprefill_prefill_tokens_per_second %.3f\n", M.prefill_seconds > 0 ? M.prompt_tokens / M.prefill_seconds : 0);
-    family(f, "specprefill_decode_tokens_per_second", "gauge", "Generated tokens per second of a request's decoding, over all requests.");
-    fprintf(f, "specprefill_decode_tokens_per_second %.3f\n", M.decode_seconds > 0 ? M.generated_tokens / M.decode_seconds : 0);
-    family(f, "specprefill_generation_tokens_per_second", "gauge",
-           "Tokens the whole server generated per second over the last " SP_STRINGIFY(RATE_WINDOW) " seconds.");
-    fprintf(f, "specprefill_generation_tokens_per_second %.3f\n", recent_rate(now));
+    single(f, "specprefill_prompt_tokens_total", "counter", "Prompt tokens of finished requests.", "%lu", M.prompt_tokens);
+    single(f, "specprefill_prompt_cache_hits_total", "counter", "Requests with at least " SP_STRINGIFY(SP_SRV_CACHE_MIN) " prompt tokens from a cache (a slot's, or memory).", "%lu", M.cache_hits);
+    single(f, "specprefill_prompt_cache_misses_total", "counter", "Requests with fewer (those that read about all of their prompt).", "%lu", M.cache_misses);
+    single(f, "specprefill_prompt_cached_tokens_total", "counter", "Prompt tokens whose state came from a cache: not read again by the main model.", "%lu", M.cached_tokens);
+    single(f, "specprefill_draft_cached_tokens_total", "counter", "Prompt tokens the draft did not read again.", "%lu", M.draft_cached_tokens);
+    single(f, "specprefill_kept_tokens_total", "counter", "Of them, those the main model prefilled (speculative prefill keeps a part).", "%lu", M.kept_tokens);
+    single(f, "specprefill_generated_tokens_total", "counter", "Tokens generated, over finished requests.", "%lu", M.generated_tokens);
+    single(f, "specprefill_draft_tokens_total", "counter", "Tokens the draft proposed in speculative decoding.", "%lu", M.drafted_tokens);
+    single(f, "specprefill_draft_accepted_tokens_total", "counter", "Of them, those the main model accepted.", "%lu", M.accepted_tokens);
+    single(f, "specprefill_draft_acceptance_ratio", "gauge", "Accepted / proposed draft tokens, over all requests.", "%.4f", M.drafted_tokens ? (double)M.accepted_tokens / M.drafted_tokens : 0);
+    single(f, "specprefill_decode_steps_total", "counter", "Forward passes of the main model while generating (generated / steps = tokens per pass).", "%lu", M.decode_steps);
+    single(f, "specprefill_prefill_seconds_total", "counter", "Seconds spent prefilling, summed over requests.", "%.6f", M.prefill_seconds);
+    single(f, "specprefill_decode_seconds_total", "counter", "Seconds spent generating, summed over requests.", "%.6f", M.decode_seconds);
+    single(f, "specprefill_prefill_tokens_per_second", "gauge", "Prompt tokens per second of prefill, over all requests.", "%.3f", M.prefill_seconds > 0 ? M.prompt_tokens / M.prefill_seconds : 0);
+    single(f, "specprefill_decode_tokens_per_second", "gauge", "Generated tokens per second of a request's decoding, over all requests.", "%.3f", M.decode_seconds > 0 ? M.generated_tokens / M.decode_seconds : 0);
+    single(f, "specprefill_generation_tokens_per_second", "gauge", "Tokens the whole server generated per second over the last " SP_STRINGIFY(RATE_WINDOW) " seconds.", "%.3f", recent_rate(now));
     pthread_mutex_unlock(&M.mu);
-    family(f, "specprefill_decode_batches_total", "counter", "Batched decode steps: one forward pass for the next token of every generating slot.");
-    fprintf(f, "specprefill_decode_batches_total %lu\n", rounds);
-    family(f, "specprefill_decode_batch_rows_total", "counter", "Tokens decoded in those steps (rows / batches = mean batch size).");
-    fprintf(f, "specprefill_decode_batch_rows_total %lu\n", rows);
+    single(f, "specprefill_decode_batches_total", "counter", "Batched decode steps: one forward pass for the next token of every generating slot.", "%lu", rounds);
+    single(f, "specprefill_decode_batch_rows_total", "counter", "Tokens decoded in those steps (rows / batches = mean batch size).", "%lu", rows);
     size_t cache_bytes;
     int cache_entries;
     unsigned long saves, restores, evictions;
     sp_srv_cache_counts(&cache_bytes, &cache_entries, &saves, &restores, &evictions);
-    family(f, "specprefill_prompt_cache_bytes", "gauge", "Memory held by conversations set aside (at most --cache-ram).");
-    fprintf(f, "specprefill_prompt_cache_bytes %zu\n", cache_bytes);
-    family(f, "specprefill_prompt_cache_entries", "gauge", "Conversations set aside in memory.");
-    fprintf(f, "specprefill_prompt_cache_entries %d\n", cache_entries);
-    family(f, "specprefill_prompt_cache_saves_total", "counter", "Conversations set aside when their slot was needed.");
-    fprintf(f, "specprefill_prompt_cache_saves_total %lu\n", saves);
-    family(f, "specprefill_prompt_cache_restores_total", "counter", "Conversations brought back into a slot for a request that continued them.");
-    fprintf(f, "specprefill_prompt_cache_restores_total %lu\n", restores);
-    family(f, "specprefill_prompt_cache_evictions_total", "counter", "Conversations dropped to stay within --cache-ram (least recently used first).");
-    fprintf(f, "specprefill_prompt_cache_evictions_total %lu\n", evictions);
-    family(f, "specprefill_queue_depth", "gauge", "Requests waiting for a slot.");
-    fprintf(f, "specprefill_queue_depth %d\n", queued);
-    family(f, "specprefill_slots_busy", "gauge", "Slots working on a request.");
-    fprintf(f, "specprefill_slots_busy %d\n", busy);
-    family(f, "specprefill_slots", "gauge", "Slots (--parallel).");
-    fprintf(f, "specprefill_slots %d\n", sp_srv.cfg->parallel);
+    single(f, "specprefill_prompt_cache_bytes", "gauge", "Memory held by conversations set aside (at most --cache-ram).", "%zu", cache_bytes);
+    single(f, "specprefill_prompt_cache_entries", "gauge", "Conversations set aside in memory.", "%d", cache_entries);
+    single(f, "specprefill_prompt_cache_saves_total", "counter", "Conversations set aside when their slot was needed.", "%lu", saves);
+    single(f, "specprefill_prompt_cache_restores_total", "counter", "Conversations brought back into a slot for a request that continued them.", "%lu", restores);
+    single(f, "specprefill_prompt_cache_evictions_total", "counter", "Conversations dropped to stay within --cache-ram (least recently used first).", "%lu", evictions);
+    single(f, "specprefill_queue_depth", "gauge", "Requests waiting for a slot.", "%d", queued);
+    single(f, "specprefill_slots_busy", "gauge", "Slots working on a request.", "%d", busy);
+    single(f, "specprefill_slots", "gauge", "Slots (--parallel).", "%d", sp_srv.cfg->parallel);
     if (fclose(f) != 0) { free(buf); return NULL; }
     return buf;
 }
