@@ -112,20 +112,23 @@ static void many_slots_match_within_rounding(void **st) {
     run_slots(7, 1e-4); /* measured 1e-5 */
 }
 
-/* A member whose context is full fails its own step; the other one in the same round does not. */
+/* A member's thread: `steps` steps of its context (token 9 at positions 8, 9, ...), then it leaves. */
 typedef struct {
     decode_batch *b;
     sp_context *ctx;
     float *logits;
-    sp_status status;
-} one_step;
+    int steps;
+    sp_status status;          /* its last step's */
+} member_run;
 
-static void *step_thread(void *arg) {
-    one_step *o = arg;
-    o->status = decode_batch_step(o->b, o->ctx, 9, 8, o->logits);
-    decode_batch_leave(o->b);
+static void *member_thread(void *arg) {
+    member_run *m = arg;
+    for (int k = 0; k < m->steps; k++) m->status = decode_batch_step(m->b, m->ctx, 9, 8 + k, m->logits);
+    decode_batch_leave(m->b);
     return NULL;
 }
+
+/* A member whose context is full fails its own step; the other one in the same round does not. */
 
 static void one_full_context_fails_alone(void **st) {
     (void)st;
@@ -144,9 +147,9 @@ static void one_full_context_fails_alone(void **st) {
     float *l1 = malloc(sizeof(float) * (size_t)V), *l2 = malloc(sizeof(float) * (size_t)V);
     decode_batch_join(b);
     decode_batch_join(b);
-    one_step other = {b, fine, l1, SP_ERR_ARGUMENT};
+    member_run other = {b, fine, l1, 1, SP_ERR_ARGUMENT};
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, step_thread, &other), 0);
+    assert_int_equal(pthread_create(&t, NULL, member_thread, &other), 0);
     assert_int_equal(decode_batch_step(b, full, 9, 8, l2), SP_ERR_CONTEXT_FULL);
     decode_batch_leave(b);
     pthread_join(t, NULL);
@@ -165,20 +168,6 @@ static void one_full_context_fails_alone(void **st) {
 /* A prefill in pieces and a stream take turns: while a piece is read no round runs; each pause
  * lets exactly one round run; with nobody generating a pause returns at once. And the library
  * calls the pause between micro-batches only, which leaves the logits as they are. */
-typedef struct {
-    decode_batch *b;
-    sp_context *ctx;
-    float *logits;
-    int steps;
-} stream_run;
-
-static void *stream_thread(void *arg) {
-    stream_run *s = arg;
-    for (int k = 0; k < s->steps; k++) decode_batch_step(s->b, s->ctx, 9, 8 + k, s->logits);
-    decode_batch_leave(s->b);
-    return NULL;
-}
-
 static int pauses;
 static void count_pause(void *user) { (void)user; pauses++; }
 
@@ -199,9 +188,9 @@ static void prefill_and_streams_take_turns(void **st) {
     assert_int_equal(rounds, 0);
     /* a stream of 4 steps: a piece, then exactly one round, four times */
     decode_batch_join(b);
-    stream_run s = {b, c, l, 4};
+    member_run s = {b, c, l, 4, SP_OK};
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, stream_thread, &s), 0);
+    assert_int_equal(pthread_create(&t, NULL, member_thread, &s), 0);
     for (int piece = 0; piece < 4; piece++) {
         nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL); /* reading a piece: the stream waits */
         decode_batch_counts(b, &rounds, &rows);
@@ -212,6 +201,7 @@ static void prefill_and_streams_take_turns(void **st) {
     }
     decode_batch_prefill(b, false);
     pthread_join(t, NULL);
+    assert_int_equal(s.status, SP_OK);
     assert_int_equal(sp_context_n_cached(c), 4);
     /* the library's pause: between micro-batches only; the logits are those without it */
     sp_context_params p = sp_context_default_params();
