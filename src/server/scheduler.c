@@ -183,9 +183,11 @@ static void run_job(slot *sl, job *j) {
         sp_srv_stream_text(j, piece, len, first_chunk);
         first_chunk = false;
     }
+    /* counted before the answer goes out: a client that reads /metrics after its answer finds
+     * its request there */
+    sp_srv_record_job(j, &r, failed);
     sp_srv_finish_response(j, text.text, finish, &r, first_chunk);
     sp_srv_job_finish(j);
-    sp_srv_record_job(j, &r, failed);
     fprintf(stderr, "%s %s %d prompt=%d cached=%d%s kept=%d gen=%d drafted=%ld accepted=%ld ttft=%.0fms total=%.0fms finish=%s%s slot=%d\n",
             j->req.chat ? "/v1/chat/completions" : "/v1/completions", j->req.stream ? "stream" : "json", failed ? 500 : 200,
             j->prompt.n, r.cached, r.cache_restored ? "(ram)" : "", r.kept, r.completion_tokens, r.drafted, r.accepted, r.ttft * 1e3, r.total * 1e3, finish, note, sl->index);
