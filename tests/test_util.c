@@ -40,9 +40,26 @@ cJSON *load_json(const char *path) {
     return j;
 }
 
+/* Every temporary path handed out, removed when the test program ends (a run of the suite
+ * wrote dozens of models to /tmp and left them there). */
+static char *temp_files[256];
+static int n_temp_files;
+
+static void remove_temp_files(void) {
+    for (int i = 0; i < n_temp_files; i++) {
+        unlink(temp_files[i]);
+        free(temp_files[i]);
+    }
+    n_temp_files = 0;
+}
+
 const char *temp_path(const char *name, char *buf, size_t size) {
     const char *dir = getenv("TMPDIR");
     snprintf(buf, size, "%s/sp-test-%d-%s", dir && *dir ? dir : "/tmp", (int)getpid(), name);
+    for (int i = 0; i < n_temp_files; i++)
+        if (strcmp(temp_files[i], buf) == 0) return buf;
+    if (n_temp_files == 0) atexit(remove_temp_files);
+    if (n_temp_files < (int)(sizeof temp_files / sizeof *temp_files) && (temp_files[n_temp_files] = strdup(buf))) n_temp_files++;
     return buf;
 }
 
