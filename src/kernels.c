@@ -97,6 +97,29 @@ float sp_exp_shifted_scalar(float *x, int64_t n, float shift) {
     return sum;
 }
 
+static inline float cache_value(const void *cache, bool f16, int64_t i) {
+    return f16 ? sp_fp16_to_f32(((const uint16_t *)cache)[i]) : ((const float *)cache)[i];
+}
+
+void sp_attn_scores_scalar(const float *q, int n_rows, int hd, const void *k, bool f16, int64_t stride, int n_keys, float *s,
+                           int64_t lds) {
+    for (int r = 0; r < n_rows; r++)
+        for (int c = 0; c < n_keys; c++) {
+            float sum = 0;
+            for (int d = 0; d < hd; d++) sum += q[(int64_t)r * hd + d] * cache_value(k, f16, c * stride + d);
+            s[r * lds + c] = sum;
+        }
+}
+
+void sp_attn_values_scalar(const float *p, int64_t ldp, int n_rows, int hd, const void *v, bool f16, int64_t stride, int n_keys,
+                           float *acc) {
+    for (int c = 0; c < n_keys; c++)
+        for (int r = 0; r < n_rows; r++) {
+            const float w = p[r * ldp + c];
+            for (int d = 0; d < hd; d++) acc[(int64_t)r * hd + d] += w * cache_value(v, f16, c * stride + d);
+        }
+}
+
 void sp_silu_mul_scalar(float *gate, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
@@ -105,7 +128,7 @@ static const sp_isa_kernels scalar_kernels = {
     .name = "scalar", .dot_f32 = scalar_dot_f32, .f16_to_f32 = scalar_f16_to_f32, .f32_to_f16 = scalar_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = scalar_f32_to_bf16,
     .gemm_nn = scalar_gemm_nn, .transpose32 = sp_transpose32_scalar, .softmax_tile = sp_softmax_tile_scalar,
-    .exp_shifted = sp_exp_shifted_scalar,
+    .attn_scores = sp_attn_scores_scalar, .attn_values = sp_attn_values_scalar, .exp_shifted = sp_exp_shifted_scalar,
     .silu_mul = sp_silu_mul_scalar, .quantize_act = sp_quantize_activations,
 };
 
@@ -532,14 +555,15 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
         if (xb) k->f32_to_bf16(x, xb, (int64_t)n_tokens * w->n_in);
         j.x_bf16 = xb;
     }
-    int n_threads = sp_threads_count();
+    const int n_threads = sp_threads_count();
     /* Enough tasks for balance, each a whole number of tiles. */
     int64_t tiles = (w->n_out + ROWS_PER_TILE - 1) / ROWS_PER_TILE;
     int64_t n_tasks = n_threads * 4 < tiles ? n_threads * 4 : tiles;
     int64_t tiles_per_task = (tiles + n_tasks - 1) / n_tasks;
     j.rows_per_task = (int)(tiles_per_task * ROWS_PER_TILE);
     n_tasks = (w->n_out + j.rows_per_task - 1) / j.rows_per_task;
-    sp_parallel_for((int)n_tasks, matmul_task, &j);
+    /* rows are split, never sums: the result does not depend on who runs which task */
+    sp_parallel_for_sized((int)n_tasks, matmul_task, &j, (int64_t)n_tokens * w->n_in * w->n_out);
     free(xb);
     free(q8);
     free(xi_mem);
@@ -599,10 +623,11 @@ void sp_silu_mul(float *gate, const float *up, int64_t n) {
  * Decode (at most DECODE_MAX_TOKENS query tokens) is split the other way (flash-decoding): the
  * few rows leave nothing to share out but the keys, so one task = one KV head × one chunk of
  * KEY_CHUNK keys, each leaving a partial (running max, sum, unnormalised output) per row, which
- * are then merged in chunk order. The chunks are fixed (multiples of KEY_CHUNK from key 0) and a
- * row's scores are dot products of its own (not a matrix product padded to 16 rows), so a row
- * comes out bit for bit the same whether it is decoded alone or among a few (speculative
- * decoding's check, a server's batched step).
+ * are then merged in chunk order. The keys are read straight from the cache (f16 converted in
+ * registers: no copy, no transposed copy), and the chunks are fixed (multiples of KEY_CHUNK from
+ * key 0) and a row's sums are its own (attn_scores, attn_values), so a row comes out bit for
+ * bit the same whether it is decoded alone or among a few (speculative decoding's check, a
+ * server's batched step). A small job (a short context) runs on the calling thread alone.
  */
 #define Q_ROWS 64   /* query rows (tokens × the heads sharing a KV head) per task */
 #define K_TILE 64   /* keys per step */
@@ -696,10 +721,11 @@ static float max_of(const float *x, int n, float init) {
 }
 
 /* One KV head × one key chunk for the few decode rows, row-major (the keys are what the vectors
- * run along): per tile, K transposed, S = Q·Kᵀ, then per row an online softmax over the keys it
- * sees and acc += P·V. Every per-row step depends only on that row and on the tile's keys it sees
- * (a row sees the same keys of a tile whoever else is in the batch), never on the other rows or
- * on how many keys the tile holds past the row's own. */
+ * run along): per tile, S = Q·Kᵀ and acc += P·V straight from the cache (attn_scores,
+ * attn_values), between them per row an online softmax over the keys it sees. Every per-row
+ * step depends only on that row and on the tile's keys it sees (a row sees the same keys of a
+ * tile whoever else is in the batch), never on the other rows or on how many keys the tile holds
+ * past the row's own. */
 static void attention_decode_task(void *arg, int task, int n_tasks) {
     (void)n_tasks;
     const attention_decode_job *j = arg;
@@ -708,18 +734,18 @@ static void attention_decode_task(void *arg, int task, int n_tasks) {
     const int kvh = task / j->n_chunks, chunk = task % j->n_chunks;
     const int hd = a->head_dim, group = a->n_head / a->n_head_kv, rows = j->rows;
     const int64_t q_dim = (int64_t)a->n_head * hd, kv_dim = (int64_t)a->n_head_kv * hd;
+    const size_t elem = a->kv_f16 ? 2 : 4;
     const int c_begin = chunk * KEY_CHUNK;
     float *part = j->part + ((int64_t)kvh * j->n_chunks + chunk) * rows * (hd + 2);
 
-    const size_t need = (size_t)rows * hd * 2 + (size_t)rows * K_TILE + (size_t)K_TILE * hd * 3 + (size_t)rows * 2;
+    const size_t need = (size_t)rows * hd * 2 + (size_t)rows * K_TILE + (size_t)rows * 2;
     float *buf = scratch_get(need);
     if (!buf) { /* allocation failure: this chunk counts as unseen */
         for (int r = 0; r < rows; r++) { part[(int64_t)r * (hd + 2) + hd] = -INFINITY; part[(int64_t)r * (hd + 2) + hd + 1] = 0; }
         return;
     }
     float *Q = buf, *acc = Q + (size_t)rows * hd, *S = acc + (size_t)rows * hd;
-    float *K = S + (size_t)rows * K_TILE, *Kt = K + (size_t)K_TILE * hd, *V = Kt + (size_t)K_TILE * hd;
-    float *m = V + (size_t)K_TILE * hd, *l = m + rows;
+    float *m = S + (size_t)rows * K_TILE, *l = m + rows;
 
     /* row r = (token r / group, head kvh*group + r % group), pre-scaled by 1/sqrt(d) */
     int c_end = c_begin;
@@ -735,10 +761,8 @@ static void attention_decode_task(void *arg, int task, int n_tasks) {
     memset(acc, 0, (size_t)rows * hd * sizeof *acc);
     for (int c0 = c_begin; c0 < c_end; c0 += K_TILE) {
         const int nk = c_end - c0 < K_TILE ? c_end - c0 : K_TILE;
-        load_rows(a->k_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, K, k);
-        load_rows(a->v_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, V, k);
-        k->transpose32(K, hd, nk, hd, Kt, nk);                           /* Kt[d][c] */
-        k->gemm_nn(Q, hd, 1, Kt, nk, S, nk, rows, nk, hd, false);       /* S[r][c] = q_r · k_c */
+        const size_t at = ((size_t)c0 * kv_dim + (size_t)kvh * hd) * elem;
+        k->attn_scores(Q, rows, hd, (const char *)a->k_cache + at, a->kv_f16, kv_dim, nk, S, nk); /* S[r][c] = q_r · k_c */
         for (int r = 0; r < rows; r++) {
             float *sr = S + (int64_t)r * nk;
             const int live = a->n_visible[r / group] - c0 < nk ? a->n_visible[r / group] - c0 : nk; /* keys of this tile the row sees */
@@ -751,7 +775,7 @@ static void attention_decode_task(void *arg, int task, int n_tasks) {
             if (corr != 1.0f)
                 for (int d = 0; d < hd; d++) acc[(int64_t)r * hd + d] *= corr;
         }
-        k->gemm_nn(S, nk, 1, V, hd, acc, hd, rows, hd, nk, true);       /* acc[r] += sum_c p_rc · v_c */
+        k->attn_values(S, nk, rows, hd, (const char *)a->v_cache + at, a->kv_f16, kv_dim, nk, acc); /* acc[r] += sum_c p_rc · v_c */
     }
     for (int r = 0; r < rows; r++) {
         float *p = part + (int64_t)r * (hd + 2);
@@ -770,7 +794,7 @@ static bool attention_decode(const sp_attention_args *a) {
     if (j.n_chunks == 0) j.n_chunks = 1;
     j.part = malloc((size_t)a->n_head_kv * j.n_chunks * rows * (hd + 2) * sizeof *j.part);
     if (!j.part) return false;
-    sp_parallel_for(a->n_head_kv * j.n_chunks, attention_decode_task, &j);
+    sp_parallel_for_sized(a->n_head_kv * j.n_chunks, attention_decode_task, &j, (int64_t)2 * rows * a->n_head_kv * max_visible * hd);
     const int64_t q_dim = (int64_t)a->n_head * hd;
     for (int kvh = 0; kvh < a->n_head_kv; kvh++)
         for (int r = 0; r < rows; r++) {

@@ -72,6 +72,17 @@ typedef struct {
      * the running max m[r] and sum l[r], turns s into probabilities under the new max (0 where not
      * seen) and returns in corr[r] the factor that rescales what was accumulated before. */
     void (*softmax_tile)(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr);
+    /* Decode attention straight from the KV cache, for a few query rows: key or value c at
+     * cache + c·stride elements (f16, or f32 when !f16), hd values each.
+     * attn_scores: s[r*lds + c] = q_r · k_c (q_r at q + r·hd) for r < n_rows, c < n_keys;
+     * attn_values: acc[r*hd + d] += the sum over c < n_keys, in key order, of p[r*ldp + c] · v_c[d].
+     * Each result is a sum in an order of its own, never across rows or keys, so a row's
+     * results do not depend on the other rows or on n_keys: a decoded token is bit for bit the
+     * same alone or in a batch. */
+    void (*attn_scores)(const float *q, int n_rows, int hd, const void *k, bool f16, int64_t stride, int n_keys, float *s,
+                        int64_t lds);
+    void (*attn_values)(const float *p, int64_t ldp, int n_rows, int hd, const void *v, bool f16, int64_t stride, int n_keys,
+                        float *acc);
     /* x[i] = exp(x[i] - shift) for i < n; returns their sum (softmax numerators). */
     float (*exp_shifted)(float *x, int64_t n, float shift);
     /* gate[i] = silu(gate[i]) * up[i] */
@@ -97,6 +108,10 @@ typedef struct {
 void sp_softmax_tile_scalar(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr);
 void sp_transpose32_scalar(const void *src, int64_t lds, int rows, int64_t cols, void *dst, int64_t ldd);
 float sp_exp_shifted_scalar(float *x, int64_t n, float shift);
+void sp_attn_scores_scalar(const float *q, int n_rows, int hd, const void *k, bool f16, int64_t stride, int n_keys, float *s,
+                           int64_t lds);
+void sp_attn_values_scalar(const float *p, int64_t ldp, int n_rows, int hd, const void *v, bool f16, int64_t stride, int n_keys,
+                           float *acc);
 void sp_silu_mul_scalar(float *gate, const float *up, int64_t n);
 
 /* The kernels in use: the CPU's best set, or the one sp_set_kernels chose. */

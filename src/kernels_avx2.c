@@ -76,14 +76,13 @@ static void avx2_gemm_nn(const float *a, int64_t sai, int64_t sap, const float *
         }
 }
 
-/* 8 × 8 floats: rows in, columns out (unpack pairs of rows, then pairs of pairs, then exchange
- * 128-bit halves). */
-static inline void transpose8x8(const float *src, int64_t lds, float *dst, int64_t ldd) {
+/* 8 × 8 floats in registers: rows in, columns out (unpack pairs of rows, then pairs of pairs,
+ * then exchange 128-bit halves). */
+static inline __attribute__((always_inline)) void transpose8_regs(const __m256 in[8], __m256 out[8]) {
     __m256 t[8], u[8];
     for (int i = 0; i < 8; i += 2) {
-        const __m256 x = _mm256_loadu_ps(src + i * lds), y = _mm256_loadu_ps(src + (i + 1) * lds);
-        t[i] = _mm256_unpacklo_ps(x, y);
-        t[i + 1] = _mm256_unpackhi_ps(x, y);
+        t[i] = _mm256_unpacklo_ps(in[i], in[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(in[i], in[i + 1]);
     }
     for (int g = 0; g < 2; g++) { /* u[4g + c], half H: column 4H + c of rows 4g..4g+3 */
         u[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
@@ -92,9 +91,16 @@ static inline void transpose8x8(const float *src, int64_t lds, float *dst, int64
         u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
     }
     for (int c = 0; c < 4; c++) {
-        _mm256_storeu_ps(dst + c * ldd, _mm256_permute2f128_ps(u[c], u[4 + c], 0x20));
-        _mm256_storeu_ps(dst + (4 + c) * ldd, _mm256_permute2f128_ps(u[c], u[4 + c], 0x31));
+        out[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        out[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
     }
+}
+
+static inline void transpose8x8(const float *src, int64_t lds, float *dst, int64_t ldd) {
+    __m256 in[8], out[8];
+    for (int i = 0; i < 8; i++) in[i] = _mm256_loadu_ps(src + i * lds);
+    transpose8_regs(in, out);
+    for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + i * ldd, out[i]);
 }
 
 static void avx2_transpose32(const void *src_v, int64_t lds, int rows, int64_t cols, void *dst_v, int64_t ldd) {
@@ -119,6 +125,96 @@ static void avx2_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+/* ------------------------------------------------------------------ decode attention */
+
+/* 8 values of the KV cache at element i, as floats. */
+static inline __m256 cache8(const void *cache, bool f16, int64_t i) {
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)cache + i)))
+               : _mm256_loadu_ps((const float *)cache + i);
+}
+
+/* Keys 8 at a time, converted and transposed in registers (kt[d]: dimension d of the 8 keys),
+ * then per row the broadcast form: four running sums over d mod 4, added in one fixed order. */
+static void attn_scores(const float *q, int n_rows, int hd, const void *k, bool f16, int64_t stride, int n_keys, float *s,
+                        int64_t lds) {
+    if (hd % 8 || hd > 256) {
+        sp_attn_scores_scalar(q, n_rows, hd, k, f16, stride, n_keys, s, lds);
+        return;
+    }
+    __m256 kt[256];
+    for (int c0 = 0; c0 < n_keys; c0 += 8) {
+        const int n = n_keys - c0 < 8 ? n_keys - c0 : 8;
+        for (int d0 = 0; d0 < hd; d0 += 8) {
+            __m256 rows[8];
+            for (int i = 0; i < 8; i++) rows[i] = i < n ? cache8(k, f16, (c0 + i) * stride + d0) : _mm256_setzero_ps();
+            transpose8_regs(rows, kt + d0);
+        }
+        for (int r = 0; r < n_rows; r++) {
+            const float *qr = q + (int64_t)r * hd;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int d = 0; d < hd; d += 4) {
+                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(qr + d), kt[d], a0);
+                a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(qr + d + 1), kt[d + 1], a1);
+                a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(qr + d + 2), kt[d + 2], a2);
+                a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(qr + d + 3), kt[d + 3], a3);
+            }
+            float out[8];
+            _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+            for (int i = 0; i < n; i++) s[r * lds + c0 + i] = out[i];
+        }
+    }
+}
+
+/* acc (+)= P·V for R rows × V vectors of 8 dimensions in registers. R and V are constants at
+ * every call. */
+static inline __attribute__((always_inline)) void attn_values_block(const float *p, int64_t ldp, const void *v, bool f16,
+                                                                    int64_t stride, int n_keys, float *acc, int hd, const int R,
+                                                                    const int V) {
+    __m256 a[2][4];
+    UNROLL for (int r = 0; r < R; r++)
+        UNROLL for (int j = 0; j < V; j++) a[r][j] = _mm256_loadu_ps(acc + r * hd + 8 * j);
+    for (int c = 0; c < n_keys; c++) {
+        __m256 x[4];
+        UNROLL for (int j = 0; j < V; j++) x[j] = cache8(v, f16, c * stride + 8 * j);
+        UNROLL for (int r = 0; r < R; r++) {
+            const __m256 w = _mm256_broadcast_ss(p + r * ldp + c);
+            UNROLL for (int j = 0; j < V; j++) a[r][j] = _mm256_fmadd_ps(w, x[j], a[r][j]);
+        }
+    }
+    UNROLL for (int r = 0; r < R; r++)
+        UNROLL for (int j = 0; j < V; j++) _mm256_storeu_ps(acc + r * hd + 8 * j, a[r][j]);
+}
+
+static void attn_values(const float *p, int64_t ldp, int n_rows, int hd, const void *v, bool f16, int64_t stride, int n_keys,
+                        float *acc) {
+    if (hd % 8 || hd > 256) {
+        sp_attn_values_scalar(p, ldp, n_rows, hd, v, f16, stride, n_keys, acc);
+        return;
+    }
+    const int64_t esz = f16 ? 2 : 4;
+    for (int d0 = 0; d0 < hd; d0 += 32) {
+        const int V = (hd - d0) / 8 < 4 ? (hd - d0) / 8 : 4;
+        const void *vd = (const char *)v + d0 * esz;
+        for (int r = 0; r < n_rows;) {
+            const int R = n_rows - r < 2 ? n_rows - r : 2;
+            const float *pr = p + r * ldp;
+            float *ar = acc + (int64_t)r * hd + d0;
+#define ATTN_VALUES_CASE(rr, vv)                                                                                     \
+    case 4 * (rr) + (vv):                                                                                             \
+        if (f16) attn_values_block(pr, ldp, vd, true, stride, n_keys, ar, hd, rr, vv);                                \
+        else attn_values_block(pr, ldp, vd, false, stride, n_keys, ar, hd, rr, vv);                                   \
+        break;
+            switch (4 * R + V) {
+                ATTN_VALUES_CASE(1, 1) ATTN_VALUES_CASE(1, 2) ATTN_VALUES_CASE(1, 3) ATTN_VALUES_CASE(1, 4)
+                ATTN_VALUES_CASE(2, 1) ATTN_VALUES_CASE(2, 2) ATTN_VALUES_CASE(2, 3) ATTN_VALUES_CASE(2, 4)
+            default: break;
+            }
+#undef ATTN_VALUES_CASE
+            r += R;
+        }
+    }
 }
 
 static float dot_f16(const void *row, const float *x, int64_t n) {
@@ -149,7 +245,8 @@ static float dot_q8_0(const void *row, const float *x, int64_t n) {
 const sp_isa_kernels sp_avx2_kernels = {
     .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn, .transpose32 = avx2_transpose32,
-    .softmax_tile = sp_softmax_tile_scalar, .exp_shifted = sp_exp_shifted_scalar, .silu_mul = sp_silu_mul_scalar,
+    .softmax_tile = sp_softmax_tile_scalar, .attn_scores = attn_scores, .attn_values = attn_values,
+    .exp_shifted = sp_exp_shifted_scalar, .silu_mul = sp_silu_mul_scalar,
     .quantize_act = sp_quantize_activations,
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0},
 };

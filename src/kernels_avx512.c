@@ -38,14 +38,13 @@ void sp_avx512_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
     for (; i < n; i++) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
-/* 16 × 16 floats: rows r0..r15 in, columns out (unpack pairs of rows, then pairs of pairs, then
- * exchange 128-bit lanes twice). */
-static inline void transpose16x16(const float *src, int64_t lds, float *dst, int64_t ldd) {
+/* 16 × 16 floats in registers: rows in, columns out (unpack pairs of rows, then pairs of pairs,
+ * then exchange 128-bit lanes twice). */
+static inline __attribute__((always_inline)) void transpose16_regs(const __m512 in[16], __m512 out[16]) {
     __m512 t[16], u[16];
     for (int i = 0; i < 16; i += 2) {
-        const __m512 a = _mm512_loadu_ps(src + i * lds), b = _mm512_loadu_ps(src + (i + 1) * lds);
-        t[i] = _mm512_unpacklo_ps(a, b);
-        t[i + 1] = _mm512_unpackhi_ps(a, b);
+        t[i] = _mm512_unpacklo_ps(in[i], in[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(in[i], in[i + 1]);
     }
     for (int g = 0; g < 4; g++) { /* u[4g + c], lane L: column 4L + c of rows 4g..4g+3 */
         u[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
@@ -56,11 +55,18 @@ static inline void transpose16x16(const float *src, int64_t lds, float *dst, int
     for (int c = 0; c < 4; c++) {
         const __m512 lo_even = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88), hi_even = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
         const __m512 lo_odd = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD), hi_odd = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
-        _mm512_storeu_ps(dst + c * ldd, _mm512_shuffle_f32x4(lo_even, hi_even, 0x88));
-        _mm512_storeu_ps(dst + (8 + c) * ldd, _mm512_shuffle_f32x4(lo_even, hi_even, 0xDD));
-        _mm512_storeu_ps(dst + (4 + c) * ldd, _mm512_shuffle_f32x4(lo_odd, hi_odd, 0x88));
-        _mm512_storeu_ps(dst + (12 + c) * ldd, _mm512_shuffle_f32x4(lo_odd, hi_odd, 0xDD));
+        out[c] = _mm512_shuffle_f32x4(lo_even, hi_even, 0x88);
+        out[8 + c] = _mm512_shuffle_f32x4(lo_even, hi_even, 0xDD);
+        out[4 + c] = _mm512_shuffle_f32x4(lo_odd, hi_odd, 0x88);
+        out[12 + c] = _mm512_shuffle_f32x4(lo_odd, hi_odd, 0xDD);
     }
+}
+
+static inline void transpose16x16(const float *src, int64_t lds, float *dst, int64_t ldd) {
+    __m512 in[16], out[16];
+    for (int i = 0; i < 16; i++) in[i] = _mm512_loadu_ps(src + i * lds);
+    transpose16_regs(in, out);
+    for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + i * ldd, out[i]);
 }
 
 static void transpose32(const void *src_v, int64_t lds, int rows, int64_t cols, void *dst_v, int64_t ldd) {
@@ -250,6 +256,99 @@ static void gemm_nn(const float *a, int64_t sai, int64_t sap, const float *b, in
     }
 }
 
+/* ------------------------------------------------------------------ decode attention */
+
+/* 16 values of the KV cache at element i, as floats. */
+static inline __m512 cache16(const void *cache, bool f16, int64_t i) {
+    return f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)cache + i)))
+               : _mm512_loadu_ps((const float *)cache + i);
+}
+
+/* Keys 16 at a time, converted and transposed in registers (kt[d]: dimension d of the 16 keys),
+ * then per row the broadcast form: four running sums over d mod 4, added in one fixed order. */
+static void attn_scores(const float *q, int n_rows, int hd, const void *k, bool f16, int64_t stride, int n_keys, float *s,
+                        int64_t lds) {
+    if (hd % 16 || hd > 256) {
+        sp_attn_scores_scalar(q, n_rows, hd, k, f16, stride, n_keys, s, lds);
+        return;
+    }
+    __m512 kt[256];
+    for (int c0 = 0; c0 < n_keys; c0 += 16) {
+        const int n = n_keys - c0 < 16 ? n_keys - c0 : 16;
+        for (int d0 = 0; d0 < hd; d0 += 16) {
+            __m512 rows[16];
+            if (n == 16 && f16)
+                for (int i = 0; i < 16; i++) rows[i] = cache16(k, true, (c0 + i) * stride + d0);
+            else
+                for (int i = 0; i < 16; i++) rows[i] = i < n ? cache16(k, f16, (c0 + i) * stride + d0) : _mm512_setzero_ps();
+            transpose16_regs(rows, kt + d0);
+        }
+        for (int r = 0; r < n_rows; r++) {
+            const float *qr = q + (int64_t)r * hd;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int d = 0; d < hd; d += 4) {
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(qr[d]), kt[d], a0);
+                a1 = _mm512_fmadd_ps(_mm512_set1_ps(qr[d + 1]), kt[d + 1], a1);
+                a2 = _mm512_fmadd_ps(_mm512_set1_ps(qr[d + 2]), kt[d + 2], a2);
+                a3 = _mm512_fmadd_ps(_mm512_set1_ps(qr[d + 3]), kt[d + 3], a3);
+            }
+            _mm512_mask_storeu_ps(s + r * lds + c0, tail_mask(n), _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+        }
+    }
+}
+
+/* acc (+)= P·V for R rows × V vectors of 16 dimensions in registers: per key, V vectors of the
+ * value and one broadcast weight per row. R and V are constants at every call. */
+static inline __attribute__((always_inline)) void attn_values_block(const float *p, int64_t ldp, const void *v, bool f16,
+                                                                    int64_t stride, int n_keys, float *acc, int hd, const int R,
+                                                                    const int V) {
+    __m512 a[4][4];
+    UNROLL for (int r = 0; r < R; r++)
+        UNROLL for (int j = 0; j < V; j++) a[r][j] = _mm512_loadu_ps(acc + r * hd + 16 * j);
+    for (int c = 0; c < n_keys; c++) {
+        __m512 x[4];
+        UNROLL for (int j = 0; j < V; j++) x[j] = cache16(v, f16, c * stride + 16 * j);
+        UNROLL for (int r = 0; r < R; r++) {
+            const __m512 w = _mm512_set1_ps(p[r * ldp + c]);
+            UNROLL for (int j = 0; j < V; j++) a[r][j] = _mm512_fmadd_ps(w, x[j], a[r][j]);
+        }
+    }
+    UNROLL for (int r = 0; r < R; r++)
+        UNROLL for (int j = 0; j < V; j++) _mm512_storeu_ps(acc + r * hd + 16 * j, a[r][j]);
+}
+
+static void attn_values(const float *p, int64_t ldp, int n_rows, int hd, const void *v, bool f16, int64_t stride, int n_keys,
+                        float *acc) {
+    if (hd % 16 || hd > 256) {
+        sp_attn_values_scalar(p, ldp, n_rows, hd, v, f16, stride, n_keys, acc);
+        return;
+    }
+    const int64_t esz = f16 ? 2 : 4;
+    for (int d0 = 0; d0 < hd; d0 += 64) {
+        const int V = (hd - d0) / 16 < 4 ? (hd - d0) / 16 : 4;
+        const void *vd = (const char *)v + d0 * esz;
+        for (int r = 0; r < n_rows;) {
+            const int R = n_rows - r < 4 ? n_rows - r : 4;
+            const float *pr = p + r * ldp;
+            float *ar = acc + (int64_t)r * hd + d0;
+#define ATTN_VALUES_CASE(rr, vv)                                                                                     \
+    case 4 * (rr) + (vv):                                                                                             \
+        if (f16) attn_values_block(pr, ldp, vd, true, stride, n_keys, ar, hd, rr, vv);                                \
+        else attn_values_block(pr, ldp, vd, false, stride, n_keys, ar, hd, rr, vv);                                   \
+        break;
+            switch (4 * R + V) {
+                ATTN_VALUES_CASE(1, 1) ATTN_VALUES_CASE(1, 2) ATTN_VALUES_CASE(1, 3) ATTN_VALUES_CASE(1, 4)
+                ATTN_VALUES_CASE(2, 1) ATTN_VALUES_CASE(2, 2) ATTN_VALUES_CASE(2, 3) ATTN_VALUES_CASE(2, 4)
+                ATTN_VALUES_CASE(3, 1) ATTN_VALUES_CASE(3, 2) ATTN_VALUES_CASE(3, 3) ATTN_VALUES_CASE(3, 4)
+                ATTN_VALUES_CASE(4, 1) ATTN_VALUES_CASE(4, 2) ATTN_VALUES_CASE(4, 3) ATTN_VALUES_CASE(4, 4)
+            default: break;
+            }
+#undef ATTN_VALUES_CASE
+            r += R;
+        }
+    }
+}
+
 /* exp(x) for 16 floats: 2^n · p(r) with n = round(x·log2 e), r = x - n·ln 2 (two-part ln 2), p
  * the degree-6 minimax polynomial of Cephes' expf (≈1-2 ulp); scalef gives 0 below the float
  * range and +inf above it, like expf. */
@@ -327,7 +426,8 @@ static void silu_mul(float *gate, const float *up, int64_t n) {
 const sp_isa_kernels sp_avx512_kernels = {
     .name = "avx512", .dot_f32 = dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = NULL, /* bf16: kernels_avx512bf16.c */
-    .gemm_nn = gemm_nn, .transpose32 = transpose32, .softmax_tile = softmax_tile, .exp_shifted = exp_shifted, .silu_mul = silu_mul,
+    .gemm_nn = gemm_nn, .transpose32 = transpose32, .softmax_tile = softmax_tile, .attn_scores = attn_scores,
+    .attn_values = attn_values, .exp_shifted = exp_shifted, .silu_mul = silu_mul,
     .quantize_act = sp_quantize_activations, /* vectorised in kernels_avx512vnni.c */
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_BF16] = dot_bf16, [SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0,
                 [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q6_K] = dot_q6_K},

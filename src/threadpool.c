@@ -132,6 +132,16 @@ sp_status sp_set_threads(int n_threads) {
 int sp_get_threads(void) { return pool.n_threads ? pool.n_threads : default_threads(); }
 int sp_threads_count(void) { return sp_get_threads(); }
 
+#define SOLO_MACS (1 << 17) /* ≈ 5-10 µs on one core */
+
+void sp_parallel_for_sized(int n_tasks, sp_task_fn fn, void *ctx, int64_t macs) {
+    if (macs >= SOLO_MACS) {
+        sp_parallel_for(n_tasks, fn, ctx);
+        return;
+    }
+    for (int t = 0; t < n_tasks; t++) fn(ctx, t, n_tasks);
+}
+
 void sp_parallel_for(int n_tasks, sp_task_fn fn, void *ctx) {
     if (n_tasks <= 0) return;
     pthread_mutex_lock(&submit_lock);

@@ -207,6 +207,64 @@ static void isa_kernels_agree_with_scalar(void **st) {
     printf("  %d SIMD kernel sets checked against scalar\n", tested);
 }
 
+/* Decode attention read straight from the cache (f16 and f32, a head inside a wider row): each
+ * ISA agrees with the scalar definition, and a row's scores and values come out bit for bit the
+ * same whatever other rows share the call and however many keys the tile holds past its own. */
+static void decode_attention_primitives(void **st) {
+    (void)st;
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    static const int head_dims[] = {8, 12, 32, 48, 64, 128}; /* 12: no SIMD form; 48: not whole 16-vectors */
+    const sp_isa_kernels *ref = sp_kernels_by_name("scalar");
+    uint64_t s = 29;
+    for (size_t k = 0; k < 3; k++) {
+        const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
+        if (!isa) continue;
+        for (size_t hi = 0; hi < sizeof head_dims / sizeof *head_dims; hi++)
+            for (int f16 = 0; f16 < 2; f16++)
+                for (int n_keys = 1; n_keys <= 70; n_keys += 23) {
+                    const int hd = head_dims[hi], rows = 7, stride = 3 * hd; /* the head is the middle third of a row */
+                    float *q = malloc((size_t)rows * hd * sizeof *q), *kf = malloc((size_t)n_keys * stride * sizeof *kf);
+                    float *vf = malloc((size_t)n_keys * stride * sizeof *vf);
+                    uint16_t *kh = malloc((size_t)n_keys * stride * 2), *vh = malloc((size_t)n_keys * stride * 2);
+                    float *s1 = malloc((size_t)rows * n_keys * sizeof *s1), *s2 = malloc((size_t)rows * n_keys * sizeof *s2);
+                    float *one = malloc((size_t)n_keys * sizeof *one);
+                    float *a1 = malloc((size_t)rows * hd * sizeof *a1), *a2 = malloc((size_t)rows * hd * sizeof *a2);
+                    for (int i = 0; i < rows * hd; i++) q[i] = frand(&s);
+                    for (int i = 0; i < n_keys * stride; i++) kf[i] = frand(&s), vf[i] = frand(&s);
+                    ref->f32_to_f16(kf, kh, (int64_t)n_keys * stride);
+                    ref->f32_to_f16(vf, vh, (int64_t)n_keys * stride);
+                    ref->f16_to_f32(kh, kf, (int64_t)n_keys * stride); /* the same values either way */
+                    ref->f16_to_f32(vh, vf, (int64_t)n_keys * stride);
+                    const void *kc = f16 ? (const void *)(kh + hd) : (const void *)(kf + hd);
+                    const void *vc = f16 ? (const void *)(vh + hd) : (const void *)(vf + hd);
+                    isa->attn_scores(q, rows, hd, kc, f16, stride, n_keys, s1, n_keys);
+                    ref->attn_scores(q, rows, hd, kc, f16, stride, n_keys, s2, n_keys);
+                    for (int i = 0; i < rows * n_keys; i++) assert_float_equal(s1[i], s2[i], 1e-5 * hd);
+                    for (int r = 0; r < rows; r += 3) { /* row r alone, and over fewer keys */
+                        isa->attn_scores(q + r * hd, 1, hd, kc, f16, stride, n_keys, one, n_keys);
+                        assert_memory_equal(one, s1 + r * n_keys, (size_t)n_keys * sizeof *one);
+                        isa->attn_scores(q + r * hd, 1, hd, kc, f16, stride, n_keys - n_keys / 2, one, n_keys);
+                        assert_memory_equal(one, s1 + r * n_keys, (size_t)(n_keys - n_keys / 2) * sizeof *one);
+                    }
+                    for (int i = 0; i < rows * n_keys; i++) s1[i] = (float)(frand(&s) + 1) / 2; /* weights in [0, 1] */
+                    for (int i = 0; i < rows * hd; i++) a1[i] = a2[i] = frand(&s);
+                    float *a0 = malloc((size_t)rows * hd * sizeof *a0);
+                    memcpy(a0, a1, (size_t)rows * hd * sizeof *a0);
+                    isa->attn_values(s1, n_keys, rows, hd, vc, f16, stride, n_keys, a1);
+                    ref->attn_values(s1, n_keys, rows, hd, vc, f16, stride, n_keys, a2);
+                    for (int i = 0; i < rows * hd; i++) assert_float_equal(a1[i], a2[i], 1e-5 * n_keys);
+                    for (int r = 0; r < rows; r += 2) { /* row r alone gives the same bits */
+                        float *alone = malloc((size_t)hd * sizeof *alone);
+                        memcpy(alone, a0 + r * hd, (size_t)hd * sizeof *alone);
+                        isa->attn_values(s1 + r * n_keys, n_keys, 1, hd, vc, f16, stride, n_keys, alone);
+                        assert_memory_equal(alone, a1 + r * hd, (size_t)hd * sizeof *alone);
+                        free(alone);
+                    }
+                    free(q); free(kf); free(vf); free(kh); free(vh); free(s1); free(s2); free(one); free(a1); free(a2); free(a0);
+                }
+    }
+}
+
 /* sp_matmul for 1 row (decode) and many rows (prefill) equals the plain definition, for odd
  * output counts, on every ISA. */
 static void matmul_matches_definition(void **st) {
@@ -579,7 +637,7 @@ static void type_names(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
-        cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels),
+        cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels),
         cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(kernel_set_by_name),
         cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(thread_pool_oversubscribed),
     };
