@@ -97,27 +97,39 @@ float sp_exp_shifted_scalar(float *x, int64_t n, float shift) {
     return sum;
 }
 
-static inline float cache_value(const void *cache, bool f16, int64_t i) {
-    return f16 ? sp_fp16_to_f32(((const uint16_t *)cache)[i]) : ((const float *)cache)[i];
+/* One key or value of the cache as floats (head_dim ≤ 1024, the loader's limit). */
+static void cache_row(const void *cache, bool f16, int64_t at, int hd, float *dst) {
+    if (f16) scalar_f16_to_f32((const uint16_t *)cache + at, dst, hd);
+    else memcpy(dst, (const float *)cache + at, (size_t)hd * sizeof *dst);
 }
 
 void sp_attn_scores_scalar(const float *q, int n_rows, int hd, const void *k, bool f16, int64_t stride, int n_keys, float *s,
                            int64_t lds) {
-    for (int r = 0; r < n_rows; r++)
-        for (int c = 0; c < n_keys; c++) {
-            float sum = 0;
-            for (int d = 0; d < hd; d++) sum += q[(int64_t)r * hd + d] * cache_value(k, f16, c * stride + d);
-            s[r * lds + c] = sum;
+    float key[1024];
+    for (int c = 0; c < n_keys; c++) {
+        cache_row(k, f16, c * stride, hd, key);
+        for (int r = 0; r < n_rows; r++) { /* four running sums: one would wait on each add in turn */
+            const float *qr = q + (int64_t)r * hd;
+            float sum[4] = {0, 0, 0, 0};
+            int d = 0;
+            for (; d + 4 <= hd; d += 4)
+                for (int u = 0; u < 4; u++) sum[u] += qr[d + u] * key[d + u];
+            for (; d < hd; d++) sum[0] += qr[d] * key[d];
+            s[r * lds + c] = (sum[0] + sum[1]) + (sum[2] + sum[3]);
         }
+    }
 }
 
 void sp_attn_values_scalar(const float *p, int64_t ldp, int n_rows, int hd, const void *v, bool f16, int64_t stride, int n_keys,
                            float *acc) {
-    for (int c = 0; c < n_keys; c++)
+    float value[1024];
+    for (int c = 0; c < n_keys; c++) {
+        cache_row(v, f16, c * stride, hd, value);
         for (int r = 0; r < n_rows; r++) {
             const float w = p[r * ldp + c];
-            for (int d = 0; d < hd; d++) acc[(int64_t)r * hd + d] += w * cache_value(v, f16, c * stride + d);
+            for (int d = 0; d < hd; d++) acc[(int64_t)r * hd + d] += w * value[d];
         }
+    }
 }
 
 void sp_silu_mul_scalar(float *gate, const float *up, int64_t n) {
