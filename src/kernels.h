@@ -101,6 +101,10 @@ typedef struct {
     /* Decode with integer dot products: the activations quantized once per matmul (NULL: the
      * type has no such kernel here; dot_row is used). */
     float (*dot_row_q8[SP_N_TYPES])(const void *row, const struct sp_q8_act *x, int64_t n);
+    /* The same for n_tokens ≤ 4 tokens at once (x[t]; out[t*out_stride]): the row is unpacked
+     * once, and each token's result is bit for bit dot_row_q8's (NULL: one token at a time). */
+    void (*dot_rows_q8[SP_N_TYPES])(const void *row, const struct sp_q8_act *x, int n_tokens, int64_t n, float *out,
+                                    int64_t out_stride);
 } sp_isa_kernels;
 
 /* Scalar versions, for ISA files to fall back on: every set fills every field except the ones

@@ -71,19 +71,49 @@ static inline void step_q5_1(const void *row, const sp_q8_act *x, int64_t i, __m
     *off += _cvtsh_ss(b->m) * x->d[i] * act_sum(x, i);
 }
 
-#define DOT_BLOCKS(name, step)                                                          \
-    static float name(const void *row, const sp_q8_act *x, int64_t n) {                 \
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                  \
-        float off0 = 0, off1 = 0;                                                       \
-        const int64_t nb = n / 32;                                                      \
-        int64_t i = 0;                                                                  \
-        for (; i + 1 < nb; i += 2) {                                                    \
-            step(row, x, i, &acc0, &off0);                                              \
-            step(row, x, i + 1, &acc1, &off1);                                          \
-        }                                                                               \
-        if (i < nb) step(row, x, i, &acc0, &off0);                                      \
-        return hsum8(_mm256_add_ps(acc0, acc1)) + off0 + off1;                          \
+/* A kernel for T tokens at once (T = 1..4, a constant at each use): the weights' block is loaded
+ * and unpacked once and used for every token (the compiler shares the loads and the unpacking
+ * of the inlined steps), while each token's own arithmetic is exactly the one-token kernel's, in
+ * the same order, so a token's result is the same bits alone or among others (a batched decode
+ * step, speculative decoding's check). name(row, x, n) is one token; name##_rows any count. */
+#define DOT_TOKENS(name)                                                                                            \
+    static float name(const void *row, const sp_q8_act *x, int64_t n) {                                             \
+        float r;                                                                                                    \
+        name##_tokens(row, x, n, &r, 0, 1);                                                                         \
+        return r;                                                                                                   \
+    }                                                                                                               \
+    static void name##_rows(const void *row, const sp_q8_act *x, int n_tokens, int64_t n, float *out, int64_t os) {  \
+        switch (n_tokens) {                                                                                         \
+        case 1: name##_tokens(row, x, n, out, os, 1); break;                                                        \
+        case 2: name##_tokens(row, x, n, out, os, 2); break;                                                        \
+        case 3: name##_tokens(row, x, n, out, os, 3); break;                                                        \
+        default: name##_tokens(row, x, n, out, os, 4); break;                                                       \
+        }                                                                                                           \
     }
+
+#define DOT_BLOCKS(name, step)                                                                                      \
+    static inline __attribute__((always_inline)) void name##_tokens(const void *row, const sp_q8_act *x, int64_t n, \
+                                                                    float *out, int64_t os, const int T) {          \
+        __m256 acc0[4], acc1[4];                                                                                    \
+        float off0[4], off1[4];                                                                                     \
+        UNROLL for (int t = 0; t < T; t++) {                                                                        \
+            acc0[t] = acc1[t] = _mm256_setzero_ps();                                                                \
+            off0[t] = off1[t] = 0;                                                                                  \
+        }                                                                                                           \
+        const int64_t nb = n / 32;                                                                                  \
+        int64_t i = 0;                                                                                              \
+        for (; i + 1 < nb; i += 2) {                                                                                \
+            UNROLL for (int t = 0; t < T; t++) {                                                                    \
+                step(row, &x[t], i, &acc0[t], &off0[t]);                                                            \
+                step(row, &x[t], i + 1, &acc1[t], &off1[t]);                                                        \
+            }                                                                                                       \
+        }                                                                                                           \
+        if (i < nb) {                                                                                               \
+            UNROLL for (int t = 0; t < T; t++) step(row, &x[t], i, &acc0[t], &off0[t]);                            \
+        }                                                                                                           \
+        UNROLL for (int t = 0; t < T; t++) out[t * os] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + off0[t] + off1[t]; \
+    }                                                                                                               \
+    DOT_TOKENS(name)
 DOT_BLOCKS(dot_q8_0, step_q8_0)
 DOT_BLOCKS(dot_q4_0, step_q4_0)
 DOT_BLOCKS(dot_q4_1, step_q4_1)
@@ -93,7 +123,8 @@ DOT_BLOCKS(dot_q5_1, step_q5_1)
 /* Q4_K, a 256-value block per step in 512-bit registers: the 8 six-bit scales and mins are
  * unpacked with 32-bit word operations, the codes of two sub-blocks fill one register (so the
  * activations load contiguously), and each sub-block's scale reaches its 8 lanes by a permute. */
-static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
+static inline __attribute__((always_inline)) void dot_q4_K_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out,
+                                                                   int64_t os, const int T) {
     const block_q4_K *b = row;
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i pair_idx[4] = {
@@ -101,7 +132,8 @@ static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
         _mm512_set_epi32(5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4), _mm512_set_epi32(7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, 6, 6)};
     const __m512i half_idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
     const __m512i mins_idx = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 15, 14, 13, 12, 11, 10, 9, 8);
-    __m512 acc = _mm512_setzero_ps(), mins = _mm512_setzero_ps();
+    __m512 acc[4], mins[4];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = mins[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         /* scales: bytes 0..7 of u = the 8 scales, bytes 8..15 = the 8 mins */
         uint32_t u[4];
@@ -112,30 +144,37 @@ static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
         u[2] = m_lo;
         u[0] &= 0x3F3F3F3F;
         const __m512 scm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)u)));
-        const __m512 dx = _mm512_zextps256_ps512(_mm256_loadu_ps(x->d + 8 * i));
-        /* lanes 0..7: d·sc·dx per sub-block; the min of sub-block s multiplies sums 2s and 2s+1 */
-        const __m512 sc = _mm512_mul_ps(_mm512_mul_ps(scm, dx), _mm512_set1_ps(_cvtsh_ss(b[i].d)));
-        const __m512 mdx = _mm512_mul_ps(_mm512_permutexvar_ps(mins_idx, scm), dx);
-        mins = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_permutexvar_ps(half_idx, mdx), _mm512_set1_ps(_cvtsh_ss(b[i].dmin))),
-                               _mm512_cvtepi32_ps(_mm512_loadu_si512(x->sum16 + 16 * i)), mins);
-        const int8_t *q = x->q + QK_K * i;
+        __m512 sc[4];
+        UNROLL for (int t = 0; t < T; t++) {
+            const __m512 dx = _mm512_zextps256_ps512(_mm256_loadu_ps(x[t].d + 8 * i));
+            /* lanes 0..7: d·sc·dx per sub-block; the min of sub-block s multiplies sums 2s and 2s+1 */
+            sc[t] = _mm512_mul_ps(_mm512_mul_ps(scm, dx), _mm512_set1_ps(_cvtsh_ss(b[i].d)));
+            const __m512 mdx = _mm512_mul_ps(_mm512_permutexvar_ps(mins_idx, scm), dx);
+            mins[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_permutexvar_ps(half_idx, mdx), _mm512_set1_ps(_cvtsh_ss(b[i].dmin))),
+                                      _mm512_cvtepi32_ps(_mm512_loadu_si512(x[t].sum16 + 16 * i)), mins[t]);
+        }
         for (int h = 0; h < 2; h++) {
             const __m512i raw = _mm512_loadu_si512(b[i].qs + 64 * h);
             const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
             /* sub-blocks 4h, 4h+1 (first 32 bytes' low and high nibbles), then 4h+2, 4h+3 */
             const __m512i c0 = _mm512_shuffle_i64x2(lo, hi, 0x44), c1 = _mm512_shuffle_i64x2(lo, hi, 0xEE);
-            const __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c0, _mm512_loadu_si512(q + 128 * h));
-            const __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c1, _mm512_loadu_si512(q + 128 * h + 64));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), _mm512_permutexvar_ps(pair_idx[2 * h], sc), acc);
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), _mm512_permutexvar_ps(pair_idx[2 * h + 1], sc), acc);
+            UNROLL for (int t = 0; t < T; t++) {
+                const int8_t *q = x[t].q + QK_K * i;
+                const __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c0, _mm512_loadu_si512(q + 128 * h));
+                const __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c1, _mm512_loadu_si512(q + 128 * h + 64));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), _mm512_permutexvar_ps(pair_idx[2 * h], sc[t]), acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), _mm512_permutexvar_ps(pair_idx[2 * h + 1], sc[t]), acc[t]);
+            }
         }
     }
-    return _mm512_reduce_add_ps(acc) - _mm512_reduce_add_ps(mins);
+    UNROLL for (int t = 0; t < T; t++) out[t * os] = _mm512_reduce_add_ps(acc[t]) - _mm512_reduce_add_ps(mins[t]);
 }
+DOT_TOKENS(dot_q4_K)
 
 /* Q6_K likewise: 64 six-bit codes per register, a scale per 16 values (4 lanes), the codes'
  * offset of 32 subtracted through the activations' sums of 16. */
-static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
+static inline __attribute__((always_inline)) void dot_q6_K_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out,
+                                                                   int64_t os, const int T) {
     const block_q6_K *b = row;
     const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(3);
     const __m512i quad_idx[4] = {
@@ -143,14 +182,17 @@ static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
         _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8),
         _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
     const __m512i half_idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-    __m512 acc = _mm512_setzero_ps(), offset = _mm512_setzero_ps();
+    __m512 acc[4], offset[4];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = offset[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         /* one scale per 16 values: d · sc · (the activation scale of its 32) */
-        const __m512 dx = _mm512_permutexvar_ps(half_idx, _mm512_castps256_ps512(_mm256_loadu_ps(x->d + 8 * i)));
-        const __m512 sc = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales))), dx),
-                                        _mm512_set1_ps(_cvtsh_ss(b[i].d)));
-        offset = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_loadu_si512(x->sum16 + 16 * i)), offset);
-        const int8_t *q = x->q + QK_K * i;
+        const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales)));
+        __m512 sc[4];
+        UNROLL for (int t = 0; t < T; t++) {
+            const __m512 dx = _mm512_permutexvar_ps(half_idx, _mm512_castps256_ps512(_mm256_loadu_ps(x[t].d + 8 * i)));
+            sc[t] = _mm512_mul_ps(_mm512_mul_ps(scf, dx), _mm512_set1_ps(_cvtsh_ss(b[i].d)));
+            offset[t] = _mm512_fmadd_ps(sc[t], _mm512_cvtepi32_ps(_mm512_loadu_si512(x[t].sum16 + 16 * i)), offset[t]);
+        }
         for (int h = 0; h < 2; h++) {
             const __m512i l = _mm512_loadu_si512(b[i].ql + 64 * h);
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
@@ -159,14 +201,18 @@ static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
             const __m512i h23 = _mm512_srli_epi16(h01, 4);
             const __m512i c0 = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_slli_epi16(_mm512_and_si512(h01, m2), 4));
             const __m512i c1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4), _mm512_slli_epi16(_mm512_and_si512(h23, m2), 4));
-            const __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c0, _mm512_loadu_si512(q + 128 * h));
-            const __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c1, _mm512_loadu_si512(q + 128 * h + 64));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), _mm512_permutexvar_ps(quad_idx[2 * h], sc), acc);
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), _mm512_permutexvar_ps(quad_idx[2 * h + 1], sc), acc);
+            UNROLL for (int t = 0; t < T; t++) {
+                const int8_t *q = x[t].q + QK_K * i;
+                const __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c0, _mm512_loadu_si512(q + 128 * h));
+                const __m512i p1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c1, _mm512_loadu_si512(q + 128 * h + 64));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), _mm512_permutexvar_ps(quad_idx[2 * h], sc[t]), acc[t]);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), _mm512_permutexvar_ps(quad_idx[2 * h + 1], sc[t]), acc[t]);
+            }
         }
     }
-    return _mm512_reduce_add_ps(acc) - 32 * _mm512_reduce_add_ps(offset);
+    UNROLL for (int t = 0; t < T; t++) out[t * os] = _mm512_reduce_add_ps(acc[t]) - 32 * _mm512_reduce_add_ps(offset[t]);
 }
+DOT_TOKENS(dot_q6_K)
 
 /* ------------------------------------------------------------------ prefill: integer GEMM
  * A packed tile holds 16 weight rows (sp_i8_tile_pack): per block of 32 values, the codes of all
@@ -290,4 +336,11 @@ void sp_avx512vnni_fill(sp_isa_kernels *k) {
     k->dot_row_q8[SP_TYPE_Q5_1] = dot_q5_1;
     k->dot_row_q8[SP_TYPE_Q4_K] = dot_q4_K;
     k->dot_row_q8[SP_TYPE_Q6_K] = dot_q6_K;
+    k->dot_rows_q8[SP_TYPE_Q8_0] = dot_q8_0_rows;
+    k->dot_rows_q8[SP_TYPE_Q4_0] = dot_q4_0_rows;
+    k->dot_rows_q8[SP_TYPE_Q4_1] = dot_q4_1_rows;
+    k->dot_rows_q8[SP_TYPE_Q5_0] = dot_q5_0_rows;
+    k->dot_rows_q8[SP_TYPE_Q5_1] = dot_q5_1_rows;
+    k->dot_rows_q8[SP_TYPE_Q4_K] = dot_q4_K_rows;
+    k->dot_rows_q8[SP_TYPE_Q6_K] = dot_q6_K_rows;
 }

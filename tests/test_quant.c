@@ -287,8 +287,8 @@ static void matmul_matches_definition(void **st) {
             tt->dequantize(wq + r * rb, wd + r * n_in, n_in);
         }
         sp_weight w = {wq, (uint32_t)types[ti], n_in, n_out, (int64_t)rb};
-        static const int token_counts[] = {1, 3, 19}; /* a decode, a batched decode step (≤ 4: the decode form), a prefill */
-        for (size_t tc = 0; tc < 3; tc++) {
+        static const int token_counts[] = {1, 2, 3, 4, 19}; /* a decode, batched decode steps (≤ 4: the decode form), a prefill */
+        for (size_t tc = 0; tc < sizeof token_counts / sizeof *token_counts; tc++) {
             const int tokens = token_counts[tc];
             float *x = malloc((size_t)tokens * n_in * sizeof *x), *out = malloc((size_t)tokens * n_out * sizeof *out);
             for (int i = 0; i < tokens * n_in; i++) x[i] = frand(&s);
