@@ -472,7 +472,7 @@ static void matmul_task(void *arg, int task, int n_tasks) {
             for (int64_t rt = r0; rt < r1; rt += ROWS_PER_TILE) {
                 const int nr = (int)(r1 - rt < ROWS_PER_TILE ? r1 - rt : ROWS_PER_TILE);
                 sp_i8_tile_pack(w->type, base + rt * w->row_bytes, w->row_bytes, nr, K, tile);
-                k->gemm_i8(tile, group, nr, j->xi, j->n_tokens, K, j->out + rt, w->n_out);
+                k->gemm_i8(tile, group, tt->codes_max, nr, j->xi, j->n_tokens, K, j->out + rt, w->n_out);
             }
             return;
         }

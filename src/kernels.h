@@ -59,7 +59,7 @@ typedef struct {
     void (*f32_to_bf16)(const float *src, uint16_t *dst, int64_t n);
     /* Prefill with integer dot products: a packed tile (sp_i8_tile_pack) times nt tokens,
      * out[t*ldo + r] for r < nr (NULL: the CPU has no fast int8 dot product). */
-    void (*gemm_i8)(const uint8_t *tile, int group, int nr, const sp_i8_rows *x, int nt, int64_t k, float *out,
+    void (*gemm_i8)(const uint8_t *tile, int group, int codes_max, int nr, const sp_i8_rows *x, int nt, int64_t k, float *out,
                     int64_t ldo);
     /* Product for attention: c[i][j] (+)= sum_p a[i*sai + p*sap] * b[p][j], i < m, j < n, p < k
      * (accumulate: add to c, else overwrite; b and c row-major). Broadcast form: no horizontal

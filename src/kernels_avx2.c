@@ -1,5 +1,6 @@
 /* AVX2 + FMA + F16C kernels. Compiled with -mavx2 -mfma -mf16c; chosen at run time. */
 #include <immintrin.h>
+#include <string.h>
 
 #include "kernels.h"
 #include "kernels_x86.h"
@@ -242,11 +243,119 @@ static float dot_q8_0(const void *row, const float *x, int64_t n) {
     return hsum256(s);
 }
 
+/* ------------------------------------------------------------------ prefill: integer GEMM
+ * The packed tile of sp_i8_tile_pack (per 4 values, the codes of 16 rows side by side: 8 rows
+ * per register) times the int8 activations: vpmaddubsw multiplies the unsigned codes by 4
+ * activation bytes (broadcast) and adds pairs into int16; those are summed in int16 over as many
+ * groups of 4 as cannot overflow (S: 8 for 4-bit codes, 4 for 5-bit, 2 for 6-bit, 1 for 8-bit:
+ * S · 2 · max code · 127 < 32768), then vpmaddwd adds the pairs into int32. Q8_0's codes (q + 128,
+ * up to 255) are taken as the signed q (top bit flipped): its magnitude times the activations
+ * with q's sign, and 128 times the activations' sum added back — the same integer sum. Per group
+ * the sum is scaled and the min term subtracted, as in the AVX-512 kernel. */
+
+static inline __m256i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+static inline int32_t sum_bytes(const int8_t *p, int n) { /* n a multiple of 8 */
+    __m256i acc = _mm256_setzero_si256();
+    for (int i = 0; i < n; i += 8) acc = _mm256_add_epi32(acc, _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + i))));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* C tokens against one tile (C, the group, S and wide constant at each call); the integer sums
+ * of a group in registers, the float sums in memory (touched once per group). */
+static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *tile, const int group, const int S, const bool wide,
+                                                                  int nr, const sp_i8_rows *x, int64_t t0, const int C, int64_t k,
+                                                                  float *out, int64_t ldo) {
+    const int64_t nb = k / 32, ng = k / group, stride = SP_I8_TILE_BLOCK_BYTES(group);
+    const __m256i ones16 = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
+    const int8_t *q[4];
+    const float *d[4], *ds[4];
+    float sum[4][16];
+    UNROLL for (int c = 0; c < C; c++) {
+        q[c] = x->q + (t0 + c) * k;
+        d[c] = x->d + (t0 + c) * nb;
+        ds[c] = x->dsum + (t0 + c) * ng;
+        memset(sum[c], 0, sizeof sum[c]);
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = tile + b * stride;
+        const float *sm = (const float *)(blk + 512); /* per group: 16 scales, then 16 mins */
+        UNROLL for (int h = 0; h < 32 / group; h++) {
+            __m256i acc[4][2];
+            UNROLL for (int c = 0; c < C; c++) acc[c][0] = acc[c][1] = _mm256_setzero_si256();
+            UNROLL for (int g0 = h * group / 4; g0 < (h + 1) * group / 4; g0 += S) {
+                __m256i p[4][2];
+                UNROLL for (int c = 0; c < C; c++) p[c][0] = p[c][1] = _mm256_setzero_si256();
+                UNROLL for (int g = g0; g < g0 + S; g++) {
+                    __m256i w0 = _mm256_loadu_si256((const __m256i *)(blk + 64 * g));
+                    __m256i w1 = _mm256_loadu_si256((const __m256i *)(blk + 64 * g + 32));
+                    if (wide) {
+                        w0 = _mm256_xor_si256(w0, flip);
+                        w1 = _mm256_xor_si256(w1, flip);
+                    }
+                    const __m256i m0 = wide ? _mm256_abs_epi8(w0) : w0, m1 = wide ? _mm256_abs_epi8(w1) : w1;
+                    UNROLL for (int c = 0; c < C; c++) {
+                        const __m256i a = bcast4(q[c] + 32 * b + 4 * g);
+                        p[c][0] = _mm256_add_epi16(p[c][0], _mm256_maddubs_epi16(m0, wide ? _mm256_sign_epi8(a, w0) : a));
+                        p[c][1] = _mm256_add_epi16(p[c][1], _mm256_maddubs_epi16(m1, wide ? _mm256_sign_epi8(a, w1) : a));
+                    }
+                }
+                UNROLL for (int c = 0; c < C; c++) {
+                    acc[c][0] = _mm256_add_epi32(acc[c][0], _mm256_madd_epi16(p[c][0], ones16));
+                    acc[c][1] = _mm256_add_epi32(acc[c][1], _mm256_madd_epi16(p[c][1], ones16));
+                }
+            }
+            const int64_t gi = b * (32 / group) + h;
+            UNROLL for (int c = 0; c < C; c++) {
+                if (wide) { /* the codes were q + 128 */
+                    const __m256i add = _mm256_set1_epi32(128 * sum_bytes(q[c] + 32 * b + h * group, group));
+                    acc[c][0] = _mm256_add_epi32(acc[c][0], add);
+                    acc[c][1] = _mm256_add_epi32(acc[c][1], add);
+                }
+                const __m256 dd = _mm256_set1_ps(d[c][b]), dsum = _mm256_set1_ps(ds[c][gi]);
+                for (int half = 0; half < 2; half++) {
+                    const __m256 vs = _mm256_loadu_ps(sm + 32 * h + 8 * half), vm = _mm256_loadu_ps(sm + 32 * h + 16 + 8 * half);
+                    __m256 acc_f = _mm256_loadu_ps(sum[c] + 8 * half);
+                    acc_f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[c][half]), _mm256_mul_ps(vs, dd), acc_f);
+                    _mm256_storeu_ps(sum[c] + 8 * half, _mm256_fnmadd_ps(vm, dsum, acc_f));
+                }
+            }
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++) memcpy(out + (t0 + c) * ldo, sum[c], (size_t)nr * sizeof(float));
+}
+
+#define GEMM_I8_CASES(G, S, W)                                                        \
+    switch (C) {                                                                      \
+    case 4: gemm_i8_tokens(tile, G, S, W, nr, x, t, 4, k, out, ldo); break;           \
+    case 3: gemm_i8_tokens(tile, G, S, W, nr, x, t, 3, k, out, ldo); break;           \
+    case 2: gemm_i8_tokens(tile, G, S, W, nr, x, t, 2, k, out, ldo); break;           \
+    default: gemm_i8_tokens(tile, G, S, W, nr, x, t, 1, k, out, ldo); break;          \
+    }
+
+static void avx2_gemm_i8(const uint8_t *tile, int group, int codes_max, int nr, const sp_i8_rows *x, int nt, int64_t k, float *out,
+                         int64_t ldo) {
+    for (int t = 0; t < nt; t += 4) {
+        const int C = nt - t < 4 ? nt - t : 4;
+        if (codes_max > 127) { GEMM_I8_CASES(32, 1, true) }  /* Q8_0 (group 32) */
+        else if (group == 16) { GEMM_I8_CASES(16, 2, false) } /* Q6_K: codes to 63 */
+        else if (codes_max > 15) { GEMM_I8_CASES(32, 4, false) } /* five bits */
+        else { GEMM_I8_CASES(32, 8, false) }
+    }
+}
+
 const sp_isa_kernels sp_avx2_kernels = {
     .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn, .transpose32 = avx2_transpose32,
     .softmax_tile = sp_softmax_tile_scalar, .attn_scores = attn_scores, .attn_values = attn_values,
     .exp_shifted = sp_exp_shifted_scalar, .silu_mul = sp_silu_mul_scalar,
-    .quantize_act = sp_quantize_activations,
+    .quantize_act = sp_quantize_activations, .gemm_i8 = avx2_gemm_i8,
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0},
 };

@@ -276,7 +276,9 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
     default: gemm_i8_tokens(tile, G, nr, x, t, 1, k, out, ldo); break;                \
     }
 
-static void gemm_i8(const uint8_t *tile, int group, int nr, const sp_i8_rows *x, int nt, int64_t k, float *out, int64_t ldo) {
+static void gemm_i8(const uint8_t *tile, int group, int codes_max, int nr, const sp_i8_rows *x, int nt, int64_t k, float *out,
+                    int64_t ldo) {
+    (void)codes_max; /* vpdpbusd sums four u8 × s8 products into 32 bits: any code fits */
     for (int t = 0; t < nt; t += 8) {
         const int C = nt - t < 8 ? nt - t : 8;
         if (group == 16) { GEMM_I8_CASES(16) } else { GEMM_I8_CASES(32) }

@@ -61,6 +61,7 @@ typedef struct {
      * form; the integer prefill kernels are not used for this type). */
     void (*codes)(const void *block, uint8_t *q, float *scale, float *min);
     int codes_group; /* values sharing one scale and min in `codes`: 32, or 16 (Q6_K) */
+    int codes_max;   /* the largest code (15 for 4 bits ... 255 for Q8_0's q + 128) */
 } sp_type_traits;
 
 /* NULL for a type the engine does not support. */

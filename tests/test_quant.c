@@ -469,79 +469,118 @@ static void feature_overlays_apply_alone(void **st) {
  * that leave a partial token block, and the codes form itself against dequantize. */
 static void integer_prefill_gemm(void **st) {
     (void)st;
-    const sp_isa_kernels *isa = sp_kernels_by_name("avx512");
-    if (!isa || !isa->gemm_i8) { printf("  skipped: no integer prefill kernel on this CPU\n"); skip(); }
+    static const char *const isas[] = {"avx2", "avx512"};
     static const int types[] = {SP_TYPE_Q8_0, SP_TYPE_Q4_0, SP_TYPE_Q4_1, SP_TYPE_Q5_0,
                                 SP_TYPE_Q5_1, SP_TYPE_Q4_K, SP_TYPE_Q5_K, SP_TYPE_Q6_K};
     uint64_t s = 23;
-    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
-        const sp_type_traits *tt = sp_type_traits_get((uint32_t)types[ti]);
-        const int64_t k = 512;
-        const int nr = 13, nt = 11;
-        const size_t rb = sp_row_size((uint32_t)types[ti], k);
-        float *wf = malloc((size_t)k * nr * sizeof *wf), *x = malloc((size_t)k * nt * sizeof *x);
-        uint8_t *wq = malloc(rb * nr), *tile = malloc((size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
-        for (int64_t i = 0; i < k * nr; i++) wf[i] = frand(&s);
-        for (int64_t i = 0; i < k * nt; i++) x[i] = frand(&s);
-        for (int r = 0; r < nr; r++) tt->quantize(wf + r * k, wq + r * rb, k);
-        /* codes reproduce dequantize */
-        for (int r = 0; r < nr; r++) {
-            tt->dequantize(wq + r * rb, wf + r * k, k);
-            for (int64_t i = 0; i < k; i += tt->block_size) {
-                uint8_t q[QK_K];
-                float sc[QK_K / 16], mn[QK_K / 16];
-                tt->codes(wq + r * rb + i / tt->block_size * tt->type_size, q, sc, mn);
-                for (int j = 0; j < tt->block_size; j++)
-                    if (fabsf(sc[j / 16] * q[j] - mn[j / 16] - wf[r * k + i + j]) > 1e-5f)
-                        fail_msg("%s codes differ from dequantize at %d", tt->name, (int)(i + j));
-            }
-        }
-        int8_t *q = malloc((size_t)(k * nt));
-        float *d = malloc((size_t)(k / 32 * nt) * sizeof *d), *ds = malloc((size_t)(k / 16 * nt) * sizeof *ds);
-        int32_t *s16 = malloc((size_t)(k / 16 * nt) * sizeof *s16);
-        for (int t = 0; t < nt; t++) {
-            sp_quantize_activations(x + t * k, k, q + t * k, d + t * (k / 32), s16 + t * (k / 16));
-            if (isa->quantize_act) { /* the vectorised quantizer is bit-identical */
-                int8_t q2[512];
-                float d2[16];
-                int32_t s2[32];
-                isa->quantize_act(x + t * k, k, q2, d2, s2);
-                assert_memory_equal(q2, q + t * k, 512);
-                assert_memory_equal(d2, d + t * (k / 32), sizeof d2);
-                assert_memory_equal(s2, s16 + t * (k / 16), sizeof s2);
-            }
-            const int g = tt->codes_group;
-            for (int64_t j = 0; j < k / g; j++)
-                ds[t * (k / g) + j] = g == 16 ? d[t * (k / 32) + j / 2] * (float)s16[t * (k / 16) + j]
-                                              : d[t * (k / 32) + j] * (float)(s16[t * (k / 16) + 2 * j] + s16[t * (k / 16) + 2 * j + 1]);
-        }
-        { /* the packer with this ISA's transposition writes the same bytes as with byte copies */
-            const sp_isa_kernels *saved = sp_kernels();
-            sp_kernels_select(isa);
-            sp_i8_tile_pack((uint32_t)types[ti], wq, (int64_t)rb, nr, k, tile);
-            sp_kernels_select(sp_kernels_by_name("scalar"));
-            uint8_t *tile2 = malloc((size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
-            sp_i8_tile_pack((uint32_t)types[ti], wq, (int64_t)rb, nr, k, tile2);
-            sp_kernels_select(saved);
-            assert_memory_equal(tile, tile2, (size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
-            free(tile2);
-        }
-        const sp_i8_rows rows = {q, d, ds};
-        float out[11 * 16];
-        isa->gemm_i8(tile, tt->codes_group, nr, &rows, nt, k, out, 16);
-        for (int t = 0; t < nt; t++)
+    int tested = 0;
+    for (size_t ii = 0; ii < 2; ii++) {
+        const sp_isa_kernels *isa = sp_kernels_by_name(isas[ii]);
+        if (!isa || !isa->gemm_i8) continue;
+        tested++;
+        for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+            const sp_type_traits *tt = sp_type_traits_get((uint32_t)types[ti]);
+            const int64_t k = 512;
+            const int nr = 13, nt = 11;
+            const size_t rb = sp_row_size((uint32_t)types[ti], k);
+            float *wf = malloc((size_t)k * nr * sizeof *wf), *x = malloc((size_t)k * nt * sizeof *x);
+            uint8_t *wq = malloc(rb * nr), *tile = malloc((size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
+            for (int64_t i = 0; i < k * nr; i++) wf[i] = frand(&s);
+            for (int64_t i = 0; i < k * nt; i++) x[i] = frand(&s);
+            for (int r = 0; r < nr; r++) tt->quantize(wf + r * k, wq + r * rb, k);
+            /* codes reproduce dequantize */
             for (int r = 0; r < nr; r++) {
-                double ref = 0, mag = 0;
-                for (int64_t i = 0; i < k; i++) {
-                    const double xi = (double)d[t * (k / 32) + i / 32] * q[t * k + i];
-                    ref += wf[r * k + i] * xi;
-                    mag += fabs(wf[r * k + i] * xi);
+                tt->dequantize(wq + r * rb, wf + r * k, k);
+                for (int64_t i = 0; i < k; i += tt->block_size) {
+                    uint8_t q[QK_K];
+                    float sc[QK_K / 16], mn[QK_K / 16];
+                    tt->codes(wq + r * rb + i / tt->block_size * tt->type_size, q, sc, mn);
+                    for (int j = 0; j < tt->block_size; j++)
+                        if (fabsf(sc[j / 16] * q[j] - mn[j / 16] - wf[r * k + i + j]) > 1e-5f)
+                            fail_msg("%s codes differ from dequantize at %d", tt->name, (int)(i + j));
                 }
-                if (fabs(out[t * 16 + r] - ref) > 2e-5 * mag + 1e-6)
-                    fail_msg("%s token %d row %d: %.7g vs %.7g", tt->name, t, r, out[t * 16 + r], ref);
             }
-        free(wf); free(x); free(wq); free(tile); free(q); free(d); free(ds); free(s16);
+            int8_t *q = malloc((size_t)(k * nt));
+            float *d = malloc((size_t)(k / 32 * nt) * sizeof *d), *ds = malloc((size_t)(k / 16 * nt) * sizeof *ds);
+            int32_t *s16 = malloc((size_t)(k / 16 * nt) * sizeof *s16);
+            for (int t = 0; t < nt; t++) {
+                sp_quantize_activations(x + t * k, k, q + t * k, d + t * (k / 32), s16 + t * (k / 16));
+                if (isa->quantize_act) { /* the vectorised quantizer is bit-identical */
+                    int8_t q2[512];
+                    float d2[16];
+                    int32_t s2[32];
+                    isa->quantize_act(x + t * k, k, q2, d2, s2);
+                    assert_memory_equal(q2, q + t * k, 512);
+                    assert_memory_equal(d2, d + t * (k / 32), sizeof d2);
+                    assert_memory_equal(s2, s16 + t * (k / 16), sizeof s2);
+                }
+                const int g = tt->codes_group;
+                for (int64_t j = 0; j < k / g; j++)
+                    ds[t * (k / g) + j] = g == 16 ? d[t * (k / 32) + j / 2] * (float)s16[t * (k / 16) + j]
+                                                  : d[t * (k / 32) + j] * (float)(s16[t * (k / 16) + 2 * j] + s16[t * (k / 16) + 2 * j + 1]);
+            }
+            { /* the packer with this ISA's transposition writes the same bytes as with byte copies */
+                const sp_isa_kernels *saved = sp_kernels();
+                sp_kernels_select(isa);
+                sp_i8_tile_pack((uint32_t)types[ti], wq, (int64_t)rb, nr, k, tile);
+                sp_kernels_select(sp_kernels_by_name("scalar"));
+                uint8_t *tile2 = malloc((size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
+                sp_i8_tile_pack((uint32_t)types[ti], wq, (int64_t)rb, nr, k, tile2);
+                sp_kernels_select(saved);
+                assert_memory_equal(tile, tile2, (size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
+                free(tile2);
+            }
+            const sp_i8_rows rows = {q, d, ds};
+            float out[11 * 16];
+            isa->gemm_i8(tile, tt->codes_group, tt->codes_max, nr, &rows, nt, k, out, 16);
+            for (int t = 0; t < nt; t++)
+                for (int r = 0; r < nr; r++) {
+                    double ref = 0, mag = 0;
+                    for (int64_t i = 0; i < k; i++) {
+                        const double xi = (double)d[t * (k / 32) + i / 32] * q[t * k + i];
+                        ref += wf[r * k + i] * xi;
+                        mag += fabs(wf[r * k + i] * xi);
+                    }
+                    if (fabs(out[t * 16 + r] - ref) > 2e-5 * mag + 1e-6)
+                        fail_msg("%s %s token %d row %d: %.7g vs %.7g", isas[ii], tt->name, t, r, out[t * 16 + r], ref);
+                }
+            free(wf); free(x); free(wq); free(tile); free(q); free(d); free(ds); free(s16);
+        }
     }
+    /* the extremes: every code at its largest, activations at ±127 — where narrower sums would
+     * overflow (AVX2 adds pairs of products in 16 bits) */
+    static const struct { int group, codes_max; } ext[] = {{32, 15}, {32, 31}, {16, 63}, {32, 255}};
+    for (size_t ii = 0; ii < 2; ii++) {
+        const sp_isa_kernels *isa = sp_kernels_by_name(isas[ii]);
+        if (!isa || !isa->gemm_i8) continue;
+        for (size_t e = 0; e < sizeof ext / sizeof *ext; e++)
+            for (int sign = -1; sign <= 1; sign += 2) {
+                const int64_t k = 64, nb = k / 32, g = ext[e].group;
+                uint8_t *tile = calloc((size_t)nb, SP_I8_TILE_BLOCK_BYTES(g));
+                for (int64_t b = 0; b < nb; b++) {
+                    uint8_t *blk = tile + b * SP_I8_TILE_BLOCK_BYTES(g);
+                    memset(blk, ext[e].codes_max, 512);
+                    float *sm = (float *)(blk + 512);
+                    for (int h = 0; h < 32 / g; h++)
+                        for (int r = 0; r < 16; r++) sm[32 * h + r] = 1, sm[32 * h + 16 + r] = 0;
+                }
+                int8_t q[5 * 64];
+                float d[5 * 2], ds[5 * 4];
+                for (int i = 0; i < 5 * 64; i++) q[i] = (int8_t)(127 * sign);
+                for (int i = 0; i < 5 * 2; i++) d[i] = 1;
+                for (int i = 0; i < 5 * 4; i++) ds[i] = 0;
+                const sp_i8_rows rows = {q, d, ds};
+                float out[5 * 16];
+                isa->gemm_i8(tile, g, ext[e].codes_max, 16, &rows, 5, k, out, 16);
+                for (int i = 0; i < 5 * 16; i++)
+                    if (out[i] != (float)(sign * 127 * ext[e].codes_max * k))
+                        fail_msg("%s codes %d, activations %d: %.0f, not %d", isas[ii], ext[e].codes_max, sign * 127, out[i],
+                                 (int)(sign * 127 * ext[e].codes_max * k));
+                free(tile);
+            }
+    }
+    if (!tested) { printf("  skipped: no integer prefill kernel on this CPU\n"); skip(); }
+    printf("  %d integer prefill kernel sets checked\n", tested);
 }
 
 static void pooling_keeps_edges_undiluted(void **st) {
