@@ -6,12 +6,20 @@
 #include "kernels_x86.h"
 #include "quant.h"
 
-static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+/* The integer decode dots of the 32-value formats (kernels_q8_blocks.h) with vpmaddubsw: pairs
+ * of u8 × s8 products in 16 bits (codes ≤ 128, activations ≤ 127: no saturation), then vpmaddwd. */
+static inline __m256 dot_u8s8(__m256i u, __m256i s) {
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 }
+static inline __m256i bits_to_bytes(uint32_t h) {
+    /* byte e takes byte e/8 of h, then keeps bit e%8 of it */
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+
+#include "kernels_q8_blocks.h"
 
 static float avx2_dot_f32(const float *a, const float *b, int64_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
@@ -21,7 +29,7 @@ static float avx2_dot_f32(const float *a, const float *b, int64_t n) {
         s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float s = hsum256(_mm256_add_ps(s0, s1));
+    float s = hsum8(_mm256_add_ps(s0, s1));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -224,12 +232,12 @@ static float dot_f16(const void *row, const float *x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), s0);
-    float s = hsum256(s0);
+    float s = hsum8(s0);
     for (; i < n; i++) s += _cvtsh_ss(w[i]) * x[i];
     return s;
 }
 
-static float dot_q8_0(const void *row, const float *x, int64_t n) {
+static float dot_q8_0_f32(const void *row, const float *x, int64_t n) {
     const block_q8_0 *b = row;
     __m256 s = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / 32; i++, x += 32) {
@@ -240,7 +248,76 @@ static float dot_q8_0(const void *row, const float *x, int64_t n) {
         }
         s = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(b[i].d)), p, s);
     }
-    return hsum256(s);
+    return hsum8(s);
+}
+
+/* Q4_K: 256 values in 8 sub-blocks of 32, six-bit scales and mins (unpacked as in the AVX-512
+ * kernel); per sub-block the integer dot of its codes, scaled by d · scale · the activations'
+ * scale, less dmin · min · the activations' sum. */
+static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
+    const block_q4_K *b = row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint32_t u[4];
+        memcpy(u, b[i].scales, 12);
+        u[3] = ((u[2] >> 4) & 0x0F0F0F0F) | (((u[1] >> 6) & 0x03030303) << 4);
+        const uint32_t m_lo = u[1] & 0x3F3F3F3F;
+        u[1] = (u[2] & 0x0F0F0F0F) | (((u[0] >> 6) & 0x03030303) << 4);
+        u[2] = m_lo;
+        u[0] &= 0x3F3F3F3F;
+        uint8_t sm[16]; /* 8 scales, then 8 mins */
+        memcpy(sm, u, 16);
+        const float d = _cvtsh_ss(b[i].d), dmin = _cvtsh_ss(b[i].dmin);
+        const float *dx = x->d + 8 * i;
+        const int32_t *s16 = x->sum16 + 16 * i;
+        const int8_t *q = x->q + QK_K * i;
+        for (int j = 0; j < 4; j++) { /* values 64j..64j+63: low nibbles, then high */
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * j));
+            const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            acc = _mm256_fmadd_ps(dot_u8s8(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * j))), _mm256_set1_ps(d * sm[2 * j] * dx[2 * j]), acc);
+            acc = _mm256_fmadd_ps(dot_u8s8(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * j + 32))),
+                                  _mm256_set1_ps(d * sm[2 * j + 1] * dx[2 * j + 1]), acc);
+            mins += dmin * (sm[8 + 2 * j] * dx[2 * j] * (float)(s16[4 * j] + s16[4 * j + 1]) +
+                            sm[8 + 2 * j + 1] * dx[2 * j + 1] * (float)(s16[4 * j + 2] + s16[4 * j + 3]));
+        }
+    }
+    return hsum8(acc) - mins;
+}
+
+/* Q6_K: codes of six bits (four of ql, two of qh) stand for code − 32, a signed scale per 16
+ * values; 32 codes per register, their two scales on the two 128-bit halves (a lane of the dot
+ * sums 4 consecutive values). */
+static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
+    const block_q6_K *b = row;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    float offset = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = _cvtsh_ss(b[i].d);
+        const int8_t *sc = b[i].scales, *q = x->q + QK_K * i;
+        const float *dx = x->d + 8 * i;
+        const int32_t *s16 = x->sum16 + 16 * i;
+        for (int h = 0; h < 2; h++) { /* values 128h..128h+127 */
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
+            const __m256i hb = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            const __m256i codes[4] = {
+                _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4)),
+                _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4))};
+            for (int k = 0; k < 4; k++) { /* values 128h + 32k ..: scales 8h + 2k and 8h + 2k + 1 */
+                const int is = 8 * h + 2 * k;
+                const float a = d * sc[is] * dx[4 * h + k], c = d * sc[is + 1] * dx[4 * h + k];
+                acc = _mm256_fmadd_ps(dot_u8s8(codes[k], _mm256_loadu_si256((const __m256i *)(q + 128 * h + 32 * k))),
+                                      _mm256_setr_ps(a, a, a, a, c, c, c, c), acc);
+                offset += a * (float)s16[is] + c * (float)s16[is + 1];
+            }
+        }
+    }
+    return hsum8(acc) - 32 * offset;
 }
 
 /* ------------------------------------------------------------------ prefill: integer GEMM
@@ -357,5 +434,9 @@ const sp_isa_kernels sp_avx2_kernels = {
     .softmax_tile = sp_softmax_tile_scalar, .attn_scores = attn_scores, .attn_values = attn_values,
     .exp_shifted = sp_exp_shifted_scalar, .silu_mul = sp_silu_mul_scalar,
     .quantize_act = sp_quantize_activations, .gemm_i8 = avx2_gemm_i8,
-    .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0},
+    .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0_f32},
+    .dot_row_q8 = {[SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0, [SP_TYPE_Q4_1] = dot_q4_1, [SP_TYPE_Q5_0] = dot_q5_0,
+                   [SP_TYPE_Q5_1] = dot_q5_1, [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q6_K] = dot_q6_K},
+    .dot_rows_q8 = {[SP_TYPE_Q8_0] = dot_q8_0_rows, [SP_TYPE_Q4_0] = dot_q4_0_rows, [SP_TYPE_Q4_1] = dot_q4_1_rows,
+                    [SP_TYPE_Q5_0] = dot_q5_0_rows, [SP_TYPE_Q5_1] = dot_q5_1_rows},
 };

@@ -9,116 +9,12 @@
 #include "kernels_x86.h"
 #include "quant.h"
 
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 static inline __m256 dot_u8s8(__m256i u, __m256i s) {
     return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
 }
+static inline __m256i bits_to_bytes(uint32_t h) { return _mm256_movm_epi8((__mmask32)h); }
 
-/* The 32-value block formats. Each step_* adds one block's contribution: the integer dot of its
- * codes with the activations' codes, scaled, into acc; what the codes' offset or the format's
- * minimum adds (through the activations' code sums) into off. DOT_BLOCKS runs the blocks as two
- * independent chains, so the conversion and multiply-add latencies of one block overlap the
- * next's instead of queueing behind them. Scales convert with F16C (one instruction). */
-
-/* The 32 four-bit codes of a Q4_0/Q4_1/Q5_0/Q5_1 block, in element order: low nibbles are
- * elements 0..15, high nibbles 16..31; with qh (Q5), bit e of it is element e's fifth bit. */
-static inline __m256i nibble_codes(const uint8_t *qs) {
-    const __m128i raw = _mm_loadu_si128((const __m128i *)qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
-}
-static inline __m256i five_bit_codes(const uint8_t *qs, const uint8_t qh[4]) {
-    uint32_t h;
-    memcpy(&h, qh, 4);
-    return _mm256_or_si256(nibble_codes(qs), _mm256_and_si256(_mm256_movm_epi8((__mmask32)h), _mm256_set1_epi8(0x10)));
-}
-static inline __m256i act_codes(const sp_q8_act *x, int64_t i) { return _mm256_loadu_si256((const __m256i *)(x->q + 32 * i)); }
-static inline float act_sum(const sp_q8_act *x, int64_t i) { return (float)(x->sum16[2 * i] + x->sum16[2 * i + 1]); }
-
-static inline void step_q8_0(const void *row, const sp_q8_act *x, int64_t i, __m256 *acc, float *off) {
-    (void)off;
-    const block_q8_0 *b = (const block_q8_0 *)row + i;
-    const __m256i w = _mm256_loadu_si256((const __m256i *)b->qs), q = act_codes(x, i);
-    /* |w| × (q with w's sign): the u8 × s8 form of a signed product */
-    *acc = _mm256_fmadd_ps(dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w)), _mm256_set1_ps(_cvtsh_ss(b->d) * x->d[i]), *acc);
-}
-static inline void step_q4_0(const void *row, const sp_q8_act *x, int64_t i, __m256 *acc, float *off) {
-    const block_q4_0 *b = (const block_q4_0 *)row + i;
-    const float s = _cvtsh_ss(b->d) * x->d[i];
-    *acc = _mm256_fmadd_ps(dot_u8s8(nibble_codes(b->qs), act_codes(x, i)), _mm256_set1_ps(s), *acc);
-    *off -= s * 8 * act_sum(x, i); /* codes 0..15 stand for -8..7 */
-}
-/* Q4_1, Q5_1: value = d·code + m, so m times the activations' sum is added */
-static inline void step_q4_1(const void *row, const sp_q8_act *x, int64_t i, __m256 *acc, float *off) {
-    const block_q4_1 *b = (const block_q4_1 *)row + i;
-    *acc = _mm256_fmadd_ps(dot_u8s8(nibble_codes(b->qs), act_codes(x, i)), _mm256_set1_ps(_cvtsh_ss(b->d) * x->d[i]), *acc);
-    *off += _cvtsh_ss(b->m) * x->d[i] * act_sum(x, i);
-}
-static inline void step_q5_0(const void *row, const sp_q8_act *x, int64_t i, __m256 *acc, float *off) {
-    const block_q5_0 *b = (const block_q5_0 *)row + i;
-    const float s = _cvtsh_ss(b->d) * x->d[i];
-    *acc = _mm256_fmadd_ps(dot_u8s8(five_bit_codes(b->qs, b->qh), act_codes(x, i)), _mm256_set1_ps(s), *acc);
-    *off -= s * 16 * act_sum(x, i); /* codes 0..31 stand for -16..15 */
-}
-static inline void step_q5_1(const void *row, const sp_q8_act *x, int64_t i, __m256 *acc, float *off) {
-    const block_q5_1 *b = (const block_q5_1 *)row + i;
-    *acc = _mm256_fmadd_ps(dot_u8s8(five_bit_codes(b->qs, b->qh), act_codes(x, i)), _mm256_set1_ps(_cvtsh_ss(b->d) * x->d[i]), *acc);
-    *off += _cvtsh_ss(b->m) * x->d[i] * act_sum(x, i);
-}
-
-/* A kernel for T tokens at once (T = 1..4, a constant at each use): the weights' block is loaded
- * and unpacked once and used for every token (the compiler shares the loads and the unpacking
- * of the inlined steps), while each token's own arithmetic is exactly the one-token kernel's, in
- * the same order, so a token's result is the same bits alone or among others (a batched decode
- * step, speculative decoding's check). name(row, x, n) is one token; name##_rows any count. */
-#define DOT_TOKENS(name)                                                                                            \
-    static float name(const void *row, const sp_q8_act *x, int64_t n) {                                             \
-        float r;                                                                                                    \
-        name##_tokens(row, x, n, &r, 0, 1);                                                                         \
-        return r;                                                                                                   \
-    }                                                                                                               \
-    static void name##_rows(const void *row, const sp_q8_act *x, int n_tokens, int64_t n, float *out, int64_t os) {  \
-        switch (n_tokens) {                                                                                         \
-        case 1: name##_tokens(row, x, n, out, os, 1); break;                                                        \
-        case 2: name##_tokens(row, x, n, out, os, 2); break;                                                        \
-        case 3: name##_tokens(row, x, n, out, os, 3); break;                                                        \
-        default: name##_tokens(row, x, n, out, os, 4); break;                                                       \
-        }                                                                                                           \
-    }
-
-#define DOT_BLOCKS(name, step)                                                                                      \
-    static inline __attribute__((always_inline)) void name##_tokens(const void *row, const sp_q8_act *x, int64_t n, \
-                                                                    float *out, int64_t os, const int T) {          \
-        __m256 acc0[4], acc1[4];                                                                                    \
-        float off0[4], off1[4];                                                                                     \
-        UNROLL for (int t = 0; t < T; t++) {                                                                        \
-            acc0[t] = acc1[t] = _mm256_setzero_ps();                                                                \
-            off0[t] = off1[t] = 0;                                                                                  \
-        }                                                                                                           \
-        const int64_t nb = n / 32;                                                                                  \
-        int64_t i = 0;                                                                                              \
-        for (; i + 1 < nb; i += 2) {                                                                                \
-            UNROLL for (int t = 0; t < T; t++) {                                                                    \
-                step(row, &x[t], i, &acc0[t], &off0[t]);                                                            \
-                step(row, &x[t], i + 1, &acc1[t], &off1[t]);                                                        \
-            }                                                                                                       \
-        }                                                                                                           \
-        if (i < nb) {                                                                                               \
-            UNROLL for (int t = 0; t < T; t++) step(row, &x[t], i, &acc0[t], &off0[t]);                            \
-        }                                                                                                           \
-        UNROLL for (int t = 0; t < T; t++) out[t * os] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + off0[t] + off1[t]; \
-    }                                                                                                               \
-    DOT_TOKENS(name)
-DOT_BLOCKS(dot_q8_0, step_q8_0)
-DOT_BLOCKS(dot_q4_0, step_q4_0)
-DOT_BLOCKS(dot_q4_1, step_q4_1)
-DOT_BLOCKS(dot_q5_0, step_q5_0)
-DOT_BLOCKS(dot_q5_1, step_q5_1)
+#include "kernels_q8_blocks.h"
 
 /* Q4_K, a 256-value block per step in 512-bit registers: the 8 six-bit scales and mins are
  * unpacked with 32-bit word operations, the codes of two sub-blocks fill one register (so the
