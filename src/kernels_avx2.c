@@ -261,12 +261,7 @@ static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
     float mins = 0;
     for (int64_t i = 0; i < n / QK_K; i++) {
         uint32_t u[4];
-        memcpy(u, b[i].scales, 12);
-        u[3] = ((u[2] >> 4) & 0x0F0F0F0F) | (((u[1] >> 6) & 0x03030303) << 4);
-        const uint32_t m_lo = u[1] & 0x3F3F3F3F;
-        u[1] = (u[2] & 0x0F0F0F0F) | (((u[0] >> 6) & 0x03030303) << 4);
-        u[2] = m_lo;
-        u[0] &= 0x3F3F3F3F;
+        q4_K_scales_mins(b[i].scales, u);
         uint8_t sm[16]; /* 8 scales, then 8 mins */
         memcpy(sm, u, 16);
         const float d = _cvtsh_ss(b[i].d), dmin = _cvtsh_ss(b[i].dmin);

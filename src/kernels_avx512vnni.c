@@ -31,14 +31,8 @@ static inline __attribute__((always_inline)) void dot_q4_K_tokens(const void *ro
     __m512 acc[4], mins[4];
     UNROLL for (int t = 0; t < T; t++) acc[t] = mins[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
-        /* scales: bytes 0..7 of u = the 8 scales, bytes 8..15 = the 8 mins */
         uint32_t u[4];
-        memcpy(u, b[i].scales, 12);
-        u[3] = ((u[2] >> 4) & 0x0F0F0F0F) | (((u[1] >> 6) & 0x03030303) << 4);
-        const uint32_t m_lo = u[1] & 0x3F3F3F3F;
-        u[1] = (u[2] & 0x0F0F0F0F) | (((u[0] >> 6) & 0x03030303) << 4);
-        u[2] = m_lo;
-        u[0] &= 0x3F3F3F3F;
+        q4_K_scales_mins(b[i].scales, u);
         const __m512 scm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)u)));
         __m512 sc[4];
         UNROLL for (int t = 0; t < T; t++) {

@@ -6,7 +6,7 @@
  *                                          signed activations s, summed in groups of 4, as floats;
  *   __m256i bits_to_bytes(uint32_t h)      byte e = 0xFF where bit e of h is set, else 0;
  * and UNROLL (kernels_x86.h). It gets, per format, name(row, x, n) for one token and
- * name##_rows(row, x, n_tokens, n, out, stride) for up to four.
+ * name##_rows(row, x, n_tokens, n, out, stride) for up to four; and Q4_K's scale unpacking.
  */
 #ifndef SP_KERNELS_Q8_BLOCKS_H
 #define SP_KERNELS_Q8_BLOCKS_H
@@ -123,5 +123,16 @@ DOT_BLOCKS(dot_q4_0, step_q4_0)
 DOT_BLOCKS(dot_q4_1, step_q4_1)
 DOT_BLOCKS(dot_q5_0, step_q5_0)
 DOT_BLOCKS(dot_q5_1, step_q5_1)
+
+/* Q4_K's twelve bytes of six-bit scales and mins, unpacked with 32-bit word operations: bytes
+ * 0..7 of u are the 8 sub-blocks' scales, bytes 8..15 their mins. */
+static inline void q4_K_scales_mins(const uint8_t scales[12], uint32_t u[4]) {
+    memcpy(u, scales, 12);
+    u[3] = ((u[2] >> 4) & 0x0F0F0F0F) | (((u[1] >> 6) & 0x03030303) << 4);
+    const uint32_t m_lo = u[1] & 0x3F3F3F3F;
+    u[1] = (u[2] & 0x0F0F0F0F) | (((u[0] >> 6) & 0x03030303) << 4);
+    u[2] = m_lo;
+    u[0] &= 0x3F3F3F3F;
+}
 
 #endif
