@@ -1,5 +1,6 @@
 /* AVX2 + FMA + F16C kernels. Compiled with -mavx2 -mfma -mf16c; chosen at run time. */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -134,6 +135,83 @@ static void avx2_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) dst[i] = _cvtss_sh(src[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+/* ------------------------------------------------------------------ exp, softmax, SiLU */
+
+/* exp(x) for 8 floats: 2^n · p(r) with n = round(x·log2 e), r = x - n·ln 2 (two-part ln 2), p
+ * the degree-6 minimax polynomial of Cephes' expf (≈1-2 ulp), as the AVX-512 exp16; 2^n is
+ * built from exponent bits in two halves (each in the normal range), so that the product
+ * underflows to 0 and overflows to +inf as expf does. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-104.0f)), _mm256_set1_ps(89.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i ni = _mm256_cvtps_epi32(n), n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+/* The online-softmax step across 8 query rows per vector (scores key-major: s[c*ld + r]); the
+ * rows past the last 8 in scalar code. */
+static void avx2_softmax_tile(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), one = _mm256_set1_ps(1.0f);
+    int r = 0;
+    for (; r + 8 <= n_rows; r += 8) {
+        const __m256i lv = _mm256_loadu_si256((const __m256i *)(live + r));
+        const __m256 m_old = _mm256_loadu_ps(m + r);
+        __m256 mx = m_old;
+        for (int c = 0; c < n_keys; c++) {
+            const __m256 seen = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lv, _mm256_set1_epi32(c)));
+            mx = _mm256_blendv_ps(mx, _mm256_max_ps(mx, _mm256_loadu_ps(s + c * ld + r)), seen);
+        }
+        /* rows that have seen nothing yet keep max -inf: factor 1, probabilities 0 */
+        const __m256 any = _mm256_cmp_ps(mx, ninf, _CMP_NEQ_OQ);
+        const __m256 cf = _mm256_blendv_ps(one, exp8(_mm256_sub_ps(m_old, mx)), any);
+        __m256 sum = _mm256_setzero_ps();
+        for (int c = 0; c < n_keys; c++) {
+            const __m256 seen = _mm256_and_ps(any, _mm256_castsi256_ps(_mm256_cmpgt_epi32(lv, _mm256_set1_epi32(c))));
+            const __m256 p = _mm256_and_ps(seen, exp8(_mm256_sub_ps(_mm256_loadu_ps(s + c * ld + r), mx)));
+            _mm256_storeu_ps(s + c * ld + r, p);
+            sum = _mm256_add_ps(sum, p);
+        }
+        _mm256_storeu_ps(l + r, _mm256_fmadd_ps(_mm256_loadu_ps(l + r), cf, sum));
+        _mm256_storeu_ps(m + r, mx);
+        _mm256_storeu_ps(corr + r, cf);
+    }
+    if (r < n_rows) sp_softmax_tile_scalar(s + r, ld, n_keys, n_rows - r, live + r, m + r, l + r, corr + r);
+}
+
+static float avx2_exp_shifted(float *x, int64_t n, float shift) {
+    const __m256 sh = _mm256_set1_ps(shift);
+    __m256 sum = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh));
+        _mm256_storeu_ps(x + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    return hsum8(sum) + sp_exp_shifted_scalar(x + i, n - i, shift);
+}
+
+static void avx2_silu_mul(float *gate, const float *up, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256 sig = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+        _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_mul_ps(g, sig), _mm256_loadu_ps(up + i)));
+    }
+    sp_silu_mul_scalar(gate + i, up + i, n - i);
 }
 
 /* ------------------------------------------------------------------ decode attention */
@@ -426,8 +504,8 @@ static void avx2_gemm_i8(const uint8_t *tile, int group, int codes_max, int nr, 
 const sp_isa_kernels sp_avx2_kernels = {
     .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn, .transpose32 = avx2_transpose32,
-    .softmax_tile = sp_softmax_tile_scalar, .attn_scores = attn_scores, .attn_values = attn_values,
-    .exp_shifted = sp_exp_shifted_scalar, .silu_mul = sp_silu_mul_scalar,
+    .softmax_tile = avx2_softmax_tile, .attn_scores = attn_scores, .attn_values = attn_values,
+    .exp_shifted = avx2_exp_shifted, .silu_mul = avx2_silu_mul,
     .quantize_act = sp_quantize_activations, .gemm_i8 = avx2_gemm_i8,
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0_f32},
     .dot_row_q8 = {[SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0, [SP_TYPE_Q4_1] = dot_q4_1, [SP_TYPE_Q5_0] = dot_q5_0,
