@@ -354,15 +354,15 @@ static void attn_values(const float *p, int64_t ldp, int n_rows, int hd, const v
  * range and +inf above it, like expf. */
 static inline __m512 exp16(__m512 x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(SP_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(SP_EXP_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(SP_EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(SP_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SP_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SP_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SP_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SP_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SP_EXP_P5));
     p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(p, n);
 }

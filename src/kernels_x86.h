@@ -12,6 +12,19 @@
 #define UNROLL
 #endif
 
+/* exp(x) as 2^n · p(r), n = round(x · log2 e), r = x − n · ln 2 with ln 2 in two parts, p the
+ * degree-6 minimax polynomial of Cephes' expf (≈ 1-2 ulp): the constants of exp16 (AVX-512) and
+ * exp8 (AVX2). */
+#define SP_EXP_LOG2E 1.44269504088896341f
+#define SP_EXP_LN2_HI 0.693359375f
+#define SP_EXP_LN2_LO -2.12194440e-4f
+#define SP_EXP_P0 1.9875691500E-4f
+#define SP_EXP_P1 1.3981999507E-3f
+#define SP_EXP_P2 8.3334519073E-3f
+#define SP_EXP_P3 4.1665795894E-2f
+#define SP_EXP_P4 1.6666665459E-1f
+#define SP_EXP_P5 5.0000001201E-1f
+
 void sp_avx512_gemm_bf16(const uint32_t *panel, int nr, const uint16_t *x, int64_t ldx, int nt, int k, float *out, int64_t ldo,
                          bool accumulate);
 void sp_avx512_f32_to_bf16(const float *src, uint16_t *dst, int64_t n);
