@@ -549,7 +549,7 @@ static const sp_i8_rows *prepare_i8_rows(const sp_isa_kernels *k, const sp_weigh
     j.q = (int8_t *)(j.sum16 + n * (K / 16));
     int tasks = sp_threads_count();
     sp_parallel_for(tasks < n_tokens ? tasks : n_tokens, quantize_task, &j);
-    *rows = (sp_i8_rows){j.q, j.d, j.dsum};
+    *rows = (sp_i8_rows){j.q, j.d, j.dsum, j.sum16};
     *mem = f;
     return rows;
 }

@@ -28,11 +28,13 @@ void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int
 
 /* Many tokens of quantized activations for the integer prefill kernels, k values each:
  * codes q [t][k], scales d [t][k/32] and, per group of the weights' codes (32 or 16 values),
- * dsum [t][k/group] = d × (sum of the group's codes), which carries the weights' min term. */
+ * dsum [t][k/group] = d × (sum of the group's codes), which carries the weights' min term, and
+ * the integer sums of every 16 codes, sum16 [t][k/16]. */
 typedef struct {
     const int8_t *q;
     const float *d;
     const float *dsum;
+    const int32_t *sum16;
 } sp_i8_rows;
 
 /* A tile of up to 16 weight rows in integer form, 32 values (a block) at a time: 512 bytes of

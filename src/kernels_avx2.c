@@ -409,15 +409,6 @@ static inline __m256i bcast4(const int8_t *p) {
     return _mm256_set1_epi32(v);
 }
 
-static inline int32_t sum_bytes(const int8_t *p, int n) { /* n a multiple of 8 */
-    __m256i acc = _mm256_setzero_si256();
-    for (int i = 0; i < n; i += 8) acc = _mm256_add_epi32(acc, _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + i))));
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-    return _mm_cvtsi128_si32(s);
-}
-
 /* C tokens against one tile (C, the group, S and wide constant at each call); the integer sums
  * of a group in registers, the float sums in memory (touched once per group). */
 static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *tile, const int group, const int S, const bool wide,
@@ -465,7 +456,8 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
             const int64_t gi = b * (32 / group) + h;
             UNROLL for (int c = 0; c < C; c++) {
                 if (wide) { /* the codes were q + 128 */
-                    const __m256i add = _mm256_set1_epi32(128 * sum_bytes(q[c] + 32 * b + h * group, group));
+                    const int32_t *s16 = x->sum16 + (t0 + c) * (k / 16) + 2 * b; /* the group's 32 codes */
+                    const __m256i add = _mm256_set1_epi32(128 * (s16[0] + s16[1]));
                     acc[c][0] = _mm256_add_epi32(acc[c][0], add);
                     acc[c][1] = _mm256_add_epi32(acc[c][1], add);
                 }

@@ -533,7 +533,7 @@ static void integer_prefill_gemm(void **st) {
                 assert_memory_equal(tile, tile2, (size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
                 free(tile2);
             }
-            const sp_i8_rows rows = {q, d, ds};
+            const sp_i8_rows rows = {q, d, ds, s16};
             float out[11 * 16];
             isa->gemm_i8(tile, tt->codes_group, tt->codes_max, nr, &rows, nt, k, out, 16);
             for (int t = 0; t < nt; t++)
@@ -572,7 +572,9 @@ static void integer_prefill_gemm(void **st) {
                 for (int i = 0; i < 5 * 64; i++) q[i] = (int8_t)(127 * sign);
                 for (int i = 0; i < 5 * 2; i++) d[i] = 1;
                 for (int i = 0; i < 5 * 4; i++) ds[i] = 0;
-                const sp_i8_rows rows = {q, d, ds};
+                int32_t sums[5 * 4];
+                for (int i = 0; i < 5 * 4; i++) sums[i] = 16 * 127 * sign;
+                const sp_i8_rows rows = {q, d, ds, sums};
                 float out[5 * 16];
                 isa->gemm_i8(tile, g, ext[e].codes_max, 16, &rows, 5, k, out, 16);
                 for (int i = 0; i < 5 * 16; i++)
