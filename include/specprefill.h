@@ -38,9 +38,9 @@ extern "C" {
 
 /* The library's version; CMakeLists.txt reads the project's VERSION from these three lines. */
 #define SP_VERSION_MAJOR 0
-#define SP_VERSION_MINOR 3
+#define SP_VERSION_MINOR 4
 #define SP_VERSION_PATCH 0
-SP_API const char *sp_version(void); /* "0.3.0": the library linked, which may differ from the header */
+SP_API const char *sp_version(void); /* "0.4.0": the library linked, which may differ from the header */
 
 typedef int32_t sp_token;
 
@@ -147,11 +147,6 @@ SP_API int sp_context_n_cached(const sp_context *ctx);
 SP_API int sp_context_last_pos(const sp_context *ctx);
 /* Drop cached tokens from index n_keep on (cache order). */
 SP_API sp_status sp_context_truncate(sp_context *ctx, int n_keep);
-/* pause(user) is called between the micro-batches (n_batch tokens) of one long call on this
- * context — a prefill — never inside one and not after the last: where a server lets its other
- * sequences take a decode step, so that their streams go on while a long prompt is read. NULL:
- * none (the default). The hook must not use this context. */
-SP_API void sp_context_set_pause(sp_context *ctx, void (*pause)(void *user), void *user);
 /* How many of the cache's first tokens are tokens[0..n), each at its index as position: what a
  * new prompt can keep of a cache read from the start (a full prefill's, a draft's). */
 SP_API int sp_context_common_prefix(const sp_context *ctx, const sp_token *tokens, int n);
@@ -177,12 +172,44 @@ SP_API sp_status sp_decode(sp_context *ctx, const sp_token *tokens, const int32_
 /*
  * One decode step of n sequences at once: tokens[i] at positions[i] is appended to ctxs[i]
  * (n distinct contexts on one model), and logits_out[i * n_vocab ...] receives its next-token
- * logits. The weights are read once for all n rows, which is what makes parallel streams (a
- * server's slots) cheaper together than one after another; the results are sp_decode's on each
- * context, up to the rounding of a batched matrix product.
+ * logits. The weights are read once for every 4 rows, which is what makes parallel streams (a
+ * server's slots) cheaper together than one after another; each context gets sp_decode's logits
+ * of its token alone, bit for bit.
  */
 SP_API sp_status sp_decode_sequences(sp_context *const *ctxs, const sp_token *tokens, const int32_t *positions, int n,
                               float *logits_out);
+
+/*
+ * Passes, for a scheduler. Every call that runs a context's model (sp_decode, a prefill, the
+ * stages of a speculative prefill, speculative decoding) does so in passes: each micro-batch of
+ * at most n_batch tokens is one. By default a pass runs at once, on the calling thread. A server
+ * that owns several contexts gives each a runner instead: the call hands its pass to
+ * run(user, pass) and waits for it to return; the runner has it run — sp_passes_run, from any
+ * thread, now or after other work, alone or in one forward pass with other contexts' passes —
+ * and returns sp_passes_run's status. That is how one loop holds every stream's next token and a
+ * piece of a long prompt in a single forward pass (continuous batching with chunked prefill).
+ * A call that waits on its runner must not be the one to run the pass (the runner decides), and
+ * nothing else may use the context meanwhile. NULL: passes run at once (the default).
+ */
+typedef struct sp_pass sp_pass;
+SP_API void sp_context_set_runner(sp_context *ctx, sp_status (*run)(void *user, sp_pass *pass), void *user);
+SP_API sp_context *sp_pass_context(const sp_pass *pass);
+SP_API const sp_model *sp_pass_model(const sp_pass *pass);
+SP_API int sp_pass_n_tokens(const sp_pass *pass);
+/* false for a pass that needs a forward pass of its own: the scoring of a speculative prefill,
+ * a self-speculation draft's first layers */
+SP_API bool sp_pass_joins(const sp_pass *pass);
+/*
+ * Runs n passes (distinct contexts, one model; more than one only if each joins) as one forward
+ * pass: each pass's tokens join its context as its own call asked, and its logits go where that
+ * call asked — bit for bit what the pass gives alone, whatever else the forward pass holds (a
+ * sequence's tokens never depend on what it was batched with). The weights are read once for
+ * every 4 one-token passes (decode steps) and once for each longer pass. scratch: a context on the same model whose n_batch holds every pass's tokens and
+ * whose working buffers the pass uses (its cache is not touched; it may be one of the passes'
+ * contexts), or NULL for the first pass's context. On an error nothing ran (SP_ERR_ARGUMENT:
+ * mixed models, a pass that does not join among others, too many tokens; SP_ERR_MEMORY).
+ */
+SP_API sp_status sp_passes_run(sp_context *scratch, sp_pass *const *passes, int n);
 
 /* --------------------------------------------------------- tokenizer */
 

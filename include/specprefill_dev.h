@@ -43,8 +43,17 @@ typedef struct {
 } sp_weight;
 
 /* out[t][r] = sum_i x[t][i] · w[r][i] for n_tokens rows of activations: the forward pass's matmul,
- * on the kernel set in use and the worker pool. */
+ * on the kernel set in use and the worker pool. Up to SP_MATMUL_DECODE_TOKENS tokens it is a
+ * decode: each weight row is read once and dotted with every token as a lone token would be (bit
+ * for bit), which is what lets a pass hold several streams' steps without changing any of them;
+ * past it the tiled GEMM forms, faster for many tokens, round differently. */
+#define SP_MATMUL_DECODE_TOKENS 4
 void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out);
+/* The same in the decode form for any number of tokens: each token's row of out bit for bit what
+ * it gets alone (the weights still read from memory once for all of them) — the products of a
+ * step that holds several streams' next tokens, so that none depends on what it shares the step
+ * with. */
+void sp_matmul_each(const sp_weight *w, const float *x, int n_tokens, float *out);
 
 /* ---------------------------------------------------------------- quantization plans */
 

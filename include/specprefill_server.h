@@ -32,7 +32,7 @@ typedef struct {
     int cache_ram_mib;          /* memory for conversations set aside when their slot is needed (0: none) */
     bool spec_reuse_kept;       /* a follow-up's speculative prefill keeps the main model's kept tokens (true), or only the
                                  * draft's cache, selecting the whole prompt afresh as a cold run does (false) */
-    int step_tokens;            /* a prefill reads this many tokens, then every generating slot takes a step (0: no pauses) */
+    int step_tokens;            /* prompt tokens per scheduler step, beside every stream's next token (≥ 1) */
     size_t max_body;
     int threads;
     const char *model_name;     /* id reported by /v1/models */

@@ -307,11 +307,7 @@ static float *scratch_get(size_t n) {
 /* The float prefill panel: weight rows (the kernels' widest block: 4 vectors of 16) × inner values. */
 #define PANEL_ROWS 64
 #define PANEL_K 256 /* a whole number of blocks of every type */
-/* Up to this many tokens a matrix product is a decode: each weight row is read once and dotted
- * with every token as a single token would be (bit for bit the same result as one at a time:
- * a server's batched decode gives each stream what it would get alone). Past it the tiled
- * GEMM forms, which repack or convert each tile once for all the tokens, are faster. */
-#define DECODE_MAX_TOKENS 4
+#define DECODE_MAX_TOKENS SP_MATMUL_DECODE_TOKENS /* specprefill_dev.h */
 _Static_assert(DECODE_MAX_TOKENS <= 4, "dot_rows_q8 takes at most 4 tokens");
 
 void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16) {
@@ -374,6 +370,7 @@ typedef struct {
     const sp_i8_rows *xi;   /* x quantized, for the integer prefill kernel */
     const uint16_t *x_bf16; /* x in bf16 when the bf16 kernel is used */
     int n_tokens;
+    bool decode;            /* the decode form: each token's products as a lone token's */
     float *out;
     int rows_per_task;
 } matmul_job;
@@ -437,20 +434,24 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     int64_t r1 = r0 + j->rows_per_task < w->n_out ? r0 + j->rows_per_task : w->n_out;
     const uint8_t *base = w->data;
 
-    if (j->n_tokens <= DECODE_MAX_TOKENS && j->xq) {
-        /* decode, integer dot products; each weight row is read once for all the tokens */
+    if (j->decode && j->xq) {
+        /* decode, integer dot products; each weight row is read from memory once for all the
+         * tokens, and unpacked once for each group of up to 4 (the kernels' registers) */
         float (*dot)(const void *, const sp_q8_act *, int64_t) = k->dot_row_q8[w->type];
-        void (*dots)(const void *, const sp_q8_act *, int, int64_t, float *, int64_t) =
-            j->n_tokens > 1 ? k->dot_rows_q8[w->type] : NULL; /* the row unpacked once for all the tokens */
+        void (*dots)(const void *, const sp_q8_act *, int, int64_t, float *, int64_t) = k->dot_rows_q8[w->type];
         for (int64_t r = r0; r < r1; r++) {
             if (r + 1 < r1) prefetch_row(base + (r + 1) * w->row_bytes, w->row_bytes);
-            if (dots) dots(base + r * w->row_bytes, j->xq, j->n_tokens, K, j->out + r, w->n_out);
-            else
-                for (int t = 0; t < j->n_tokens; t++) j->out[(int64_t)t * w->n_out + r] = dot(base + r * w->row_bytes, &j->xq[t], K);
+            for (int t = 0; t < j->n_tokens; t += DECODE_MAX_TOKENS) {
+                const int g = j->n_tokens - t < DECODE_MAX_TOKENS ? j->n_tokens - t : DECODE_MAX_TOKENS;
+                float *out = j->out + (int64_t)t * w->n_out + r;
+                if (g > 1 && dots) dots(base + r * w->row_bytes, j->xq + t, g, K, out, w->n_out);
+                else
+                    for (int i = 0; i < g; i++) out[(int64_t)i * w->n_out] = dot(base + r * w->row_bytes, &j->xq[t + i], K);
+            }
         }
         return;
     }
-    if (j->n_tokens <= DECODE_MAX_TOKENS) {
+    if (j->decode) {
         /* decode: stream each row once, fused dequantize + dot */
         float (*dot)(const void *, const float *, int64_t) = w->type < SP_N_TYPES ? k->dot_row[w->type] : NULL;
         for (int64_t r = r0; r < r1; r++) {
@@ -554,16 +555,17 @@ static const sp_i8_rows *prepare_i8_rows(const sp_isa_kernels *k, const sp_weigh
     return rows;
 }
 
-void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
+static void matmul(const sp_weight *w, const float *x, int n_tokens, float *out, bool each) {
     const sp_isa_kernels *k = sp_kernels();
-    matmul_job j = {w, x, NULL, NULL, NULL, n_tokens, out, 0};
+    const bool decode = each || n_tokens <= DECODE_MAX_TOKENS;
+    matmul_job j = {w, x, NULL, NULL, NULL, n_tokens, decode, out, 0};
     sp_i8_rows xi;
-    void *xi_mem;
-    j.xi = prepare_i8_rows(k, w, x, n_tokens, &xi, &xi_mem);
+    void *xi_mem = NULL;
+    j.xi = decode ? NULL : prepare_i8_rows(k, w, x, n_tokens, &xi, &xi_mem);
     uint16_t *xb = NULL;
     int8_t *q8 = NULL;
-    sp_q8_act xq[DECODE_MAX_TOKENS];
-    if (n_tokens <= DECODE_MAX_TOKENS && w->type < SP_N_TYPES && k->dot_row_q8[w->type] && w->n_in % 32 == 0) {
+    sp_q8_act xq_few[DECODE_MAX_TOKENS], *xq = n_tokens <= DECODE_MAX_TOKENS ? xq_few : malloc((size_t)n_tokens * sizeof *xq);
+    if (decode && xq && w->type < SP_N_TYPES && k->dot_row_q8[w->type] && w->n_in % 32 == 0) {
         /* per token: the codes, then (n_in a multiple of 32: aligned) the scales and sums */
         const size_t per_token = ((size_t)w->n_in + (size_t)w->n_in / 32 * sizeof(float) + (size_t)w->n_in / 16 * sizeof(int32_t) + 63) & ~(size_t)63;
         q8 = malloc(per_token * (size_t)n_tokens);
@@ -578,7 +580,7 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
             j.xq = xq;
         }
     }
-    if (n_tokens > DECODE_MAX_TOKENS && !j.xi && use_bf16(k, w)) { /* fewer tokens take the decode form */
+    if (!decode && !j.xi && use_bf16(k, w)) { /* fewer tokens take the decode form */
         xb = malloc((size_t)n_tokens * (size_t)w->n_in * sizeof *xb);
         if (xb) k->f32_to_bf16(x, xb, (int64_t)n_tokens * w->n_in);
         j.x_bf16 = xb;
@@ -595,7 +597,11 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) {
     free(xb);
     free(q8);
     free(xi_mem);
+    if (xq != xq_few) free(xq);
 }
+
+void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) { matmul(w, x, n_tokens, out, false); }
+void sp_matmul_each(const sp_weight *w, const float *x, int n_tokens, float *out) { matmul(w, x, n_tokens, out, true); }
 
 /* ------------------------------------------------------------------ elementwise */
 

@@ -317,9 +317,9 @@ sp_status sp_context_truncate(sp_context *c, int n_keep) {
     return SP_OK;
 }
 
-void sp_context_set_pause(sp_context *c, void (*pause)(void *user), void *user) {
-    c->pause = pause;
-    c->pause_user = user;
+void sp_context_set_runner(sp_context *c, sp_status (*run)(void *user, sp_pass *pass), void *user) {
+    c->runner = run;
+    c->runner_user = user;
 }
 
 int sp_context_common_prefix(const sp_context *c, const sp_token *tokens, int n) {
@@ -451,15 +451,32 @@ static void rope_store_task(void *arg, int task, int n_tasks) {
     }
 }
 
+/* A pass's matrix product, each sequence's rows computed as they would be alone: the first
+ * n_step rows are decode steps of one-token sequences, in the decode form (each row bit for bit
+ * a lone token's; the weights read once for all of them); then each other sequence's run of rows
+ * as one product of its own — the tiled forms round by how many rows they hold, and a prompt
+ * piece is compute-bound: reading the weights once more costs little. */
+static void matmul(const sp_weight *w, const float *x, int n, int n_step, sp_context *const *row_seq, float *out) {
+    if (n_step > 0) sp_matmul_each(w, x, n_step, out);
+    for (int t0 = n_step, t1; t0 < n; t0 = t1) {
+        for (t1 = t0 + 1; t1 < n && row_seq[t1] == row_seq[t0];) t1++;
+        sp_matmul(w, x + (int64_t)t0 * w->n_in, t1 - t0, out + (int64_t)t0 * w->n_out);
+    }
+}
+
 /*
- * One micro-batch of n ≤ c->n_batch tokens, computed in c's scratch buffers. The rows belong to
+ * One forward pass of n ≤ c->n_batch tokens, computed in c's scratch buffers. The rows belong to
  * sequences: row t is appended to the cache of row_seq[t], after that context's cached tokens
- * and the batch's earlier rows of the same context. A prefill is n rows of one context (row_seq
- * all c); a batched decode step one row for each of several contexts on the same model, so the
- * weights are read once for all of them. Logits for batch rows rows[0..n_rows).
+ * and the pass's earlier rows of the same context (a context's rows are consecutive). A prefill
+ * is n rows of one context (row_seq all c); a batched decode step one row for each of several
+ * contexts on the same model; a scheduler's step both. The first n_step rows are one-token
+ * sequences (decode steps: matmul above). Every sequence's results are those of its rows alone.
+ * Logits for pass rows rows[0..n_rows) — the first n_step_rows among the decode steps' rows, the
+ * others each sequence's together.
  */
 static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_token *tokens, const int32_t *positions,
-                          int n, const int32_t *rows, int n_rows, float *logits, const sp_forward_opts *o) {
+                          int n, int n_step, const int32_t *rows, int n_rows, int n_step_rows, float *logits,
+                          const sp_forward_opts *o) {
     const sp_model *m = c->model;
     const sp_model_info *info = &m->info;
     const int d = info->n_embd, hd = info->head_dim, nh = info->n_head, nkv = info->n_head_kv;
@@ -479,9 +496,9 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
         const sp_layer *L = &m->layers[il];
         /* attention */
         sp_rmsnorm(c->xb, c->x, L->attn_norm, n, d, info->rms_eps);
-        sp_matmul(&L->wq, c->xb, n, c->q);
-        sp_matmul(&L->wk, c->xb, n, c->k);
-        sp_matmul(&L->wv, c->xb, n, c->v);
+        matmul(&L->wq, c->xb, n, n_step, row_seq, c->q);
+        matmul(&L->wk, c->xb, n, n_step, row_seq, c->k);
+        matmul(&L->wv, c->xb, n, n_step, row_seq, c->v);
         add_bias(c->q, L->bq, n, q_dim);
         add_bias(c->k, L->bk, n, kv_dim);
         add_bias(c->v, L->bv, n, kv_dim);
@@ -503,15 +520,15 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
         if (o && o->score_acc && o->score_n_keys > 0) /* a single-context batch (sp_forward) */
             sp_attention_probs_max(c->q, n, c->k_cache + layer_off, c->kv_type == SP_KV_F16, o->score_n_keys, nh, nkv,
                                    hd, scale, o->score_pool_kernel, o->score_acc);
-        sp_matmul(&L->wo, c->att, n, c->xb);
+        matmul(&L->wo, c->att, n, n_step, row_seq, c->xb);
         for (int64_t i = 0; i < (int64_t)n * d; i++) c->x[i] += c->xb[i];
 
         /* feed-forward (SwiGLU) */
         sp_rmsnorm(c->xb, c->x, L->ffn_norm, n, d, info->rms_eps);
-        sp_matmul(&L->gate, c->xb, n, c->hb);
-        sp_matmul(&L->up, c->xb, n, c->hb2);
+        matmul(&L->gate, c->xb, n, n_step, row_seq, c->hb);
+        matmul(&L->up, c->xb, n, n_step, row_seq, c->hb2);
         sp_silu_mul(c->hb, c->hb2, (int64_t)n * info->n_ff);
-        sp_matmul(&L->down, c->hb, n, c->xb);
+        matmul(&L->down, c->hb, n, n_step, row_seq, c->xb);
         for (int64_t i = 0; i < (int64_t)n * d; i++) c->x[i] += c->xb[i];
     }
     for (int t = 0; t < n; t++) { /* rows in cache order: each context ends at its last row */
@@ -523,13 +540,91 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
         seq->n_cached = cell + 1;
     }
 
-    /* output head, only for the rows asked for (in chunks: rows may repeat) */
-    for (int r0 = 0; r0 < n_rows; r0 += c->n_batch) {
-        const int nr = n_rows - r0 < c->n_batch ? n_rows - r0 : c->n_batch;
+    /* output head, only for the rows asked for, each sequence's as alone: the decode steps' in
+     * groups, then each other sequence's rows (consecutive in rows[]) in chunks (rows may repeat) */
+    for (int r0 = 0, r1; r0 < n_rows; r0 = r1) {
+        if (r0 < n_step_rows) {
+            r1 = n_step_rows - r0 < c->n_batch ? n_step_rows : r0 + c->n_batch;
+        } else {
+            for (r1 = r0 + 1; r1 < n_rows && r1 - r0 < c->n_batch && row_seq[rows[r1]] == row_seq[rows[r0]];) r1++;
+        }
+        const int nr = r1 - r0;
         for (int r = 0; r < nr; r++)
             sp_rmsnorm(c->logit_in + (int64_t)r * d, c->x + (int64_t)rows[r0 + r] * d, m->output_norm, 1, d, info->rms_eps);
-        sp_matmul(&m->output, c->logit_in, nr, logits + (size_t)r0 * info->n_vocab);
+        if (r0 < n_step_rows) sp_matmul_each(&m->output, c->logit_in, nr, logits + (size_t)r0 * info->n_vocab);
+        else sp_matmul(&m->output, c->logit_in, nr, logits + (size_t)r0 * info->n_vocab);
     }
+}
+
+/* A pass on its own context's buffers (its opts apply: scoring reads that context's cache). */
+static void run_alone(sp_pass *p) {
+    const int step = p->n == 1; /* one token: a decode step */
+    forward_batch(p->ctx, p->ctx->row_seq, p->tokens, p->positions, p->n, step, p->rows, p->n_rows, step ? p->n_rows : 0,
+                  p->logits, p->opts);
+    p->ran = true;
+}
+
+sp_context *sp_pass_context(const sp_pass *p) { return p ? p->ctx : NULL; }
+const sp_model *sp_pass_model(const sp_pass *p) { return p ? p->ctx->model : NULL; }
+int sp_pass_n_tokens(const sp_pass *p) { return p ? p->n : 0; }
+bool sp_pass_joins(const sp_pass *p) {
+    return p && !(p->opts && ((p->opts->score_acc && p->opts->score_n_keys > 0) || p->opts->n_layers > 0));
+}
+
+sp_status sp_passes_run(sp_context *scratch, sp_pass *const *passes, int n) {
+    if (n <= 0 || !passes) return sp_fail(SP_ERR_ARGUMENT, "passes: none to run");
+    for (int i = 0; i < n; i++) {
+        if (!passes[i] || passes[i]->ran) return sp_fail(SP_ERR_ARGUMENT, "passes: pass %d is missing or has run", i);
+        if (n > 1 && !sp_pass_joins(passes[i]))
+            return sp_fail(SP_ERR_ARGUMENT, "passes: pass %d needs a forward pass of its own", i);
+        if (passes[i]->ctx->model != passes[0]->ctx->model)
+            return sp_fail(SP_ERR_ARGUMENT, "passes: pass %d runs another model than pass 0", i);
+        for (int k = 0; k < i; k++)
+            if (passes[k]->ctx == passes[i]->ctx) return sp_fail(SP_ERR_ARGUMENT, "passes: passes %d and %d are of one context", k, i);
+    }
+    if (n == 1) { /* its own buffers hold it */
+        run_alone(passes[0]);
+        return SP_OK;
+    }
+    if (!scratch) scratch = passes[0]->ctx;
+    if (scratch->model != passes[0]->ctx->model) return sp_fail(SP_ERR_ARGUMENT, "passes: the scratch context runs another model");
+    int n_tok = 0, n_rows = 0;
+    for (int i = 0; i < n; i++) n_tok += passes[i]->n, n_rows += passes[i]->n_rows;
+    if (n_tok > scratch->n_batch)
+        return sp_fail(SP_ERR_ARGUMENT, "passes: %d tokens in one pass, the scratch context holds %d", n_tok, scratch->n_batch);
+    const int V = scratch->model->info.n_vocab;
+    sp_context **seq = malloc((size_t)n_tok * sizeof *seq);
+    sp_token *tok = malloc((size_t)n_tok * sizeof *tok);
+    int32_t *pos = malloc((size_t)n_tok * sizeof *pos);
+    int32_t *rows = malloc(((size_t)n_rows + 1) * sizeof *rows);
+    float *logits = malloc(((size_t)n_rows + 1) * (size_t)V * sizeof *logits);
+    if (!seq || !tok || !pos || !rows || !logits) {
+        free(seq); free(tok); free(pos); free(rows); free(logits);
+        return sp_fail(SP_ERR_MEMORY, "passes: out of memory for %d tokens", n_tok);
+    }
+    /* the decode steps first (their rows computed each as alone), then the rest, each pass's
+     * rows together */
+    int t = 0, r = 0, n_step = 0, n_step_rows = 0;
+    for (int step = 1; step >= 0; step--)
+        for (int i = 0; i < n; i++) {
+            const sp_pass *p = passes[i];
+            if ((p->n == 1) != step) continue;
+            for (int k = 0; k < p->n_rows; k++) rows[r++] = t + p->rows[k];
+            for (int k = 0; k < p->n; k++, t++) seq[t] = p->ctx, tok[t] = p->tokens[k], pos[t] = p->positions[k];
+            if (step) n_step = t, n_step_rows = r;
+        }
+    forward_batch(scratch, seq, tok, pos, n_tok, n_step, rows, n_rows, n_step_rows, logits, NULL);
+    r = 0;
+    for (int step = 1; step >= 0; step--)
+        for (int i = 0; i < n; i++) {
+            sp_pass *p = passes[i];
+            if ((p->n == 1) != step) continue;
+            if (p->n_rows) memcpy(p->logits, logits + (size_t)r * V, (size_t)p->n_rows * V * sizeof *logits);
+            r += p->n_rows;
+            p->ran = true;
+        }
+    free(seq); free(tok); free(pos); free(rows); free(logits);
+    return SP_OK;
 }
 
 sp_status sp_forward(sp_context *c, const sp_token *tokens, const int32_t *positions, int n,
@@ -574,8 +669,17 @@ sp_status sp_forward(sp_context *c, const sp_token *tokens, const int32_t *posit
             st = sp_fail(SP_ERR_MEMORY, "decode: out of memory for %d rows of logits", n_rows);
             break;
         }
-        if (b0 > 0 && c->pause) c->pause(c->pause_user); /* between micro-batches: the caller's other work */
-        forward_batch(c, c->row_seq, tokens + b0, positions + b0, nb, rows, n_rows, tmp, &o);
+        sp_pass pass = {c, tokens + b0, positions + b0, nb, rows, n_rows, tmp, &o, false};
+        if (c->runner) { /* a scheduler runs it, when and with what it chooses */
+            st = c->runner(c->runner_user, &pass);
+            if (st == SP_OK && !pass.ran) st = sp_fail(SP_ERR_ARGUMENT, "decode: the context's runner returned without running its pass");
+        } else {
+            run_alone(&pass);
+        }
+        if (st != SP_OK) {
+            free(tmp);
+            break;
+        }
         for (int r = 0; r < n_rows; r++)
             memcpy(logits_out + (size_t)order[r] * info->n_vocab, tmp + (size_t)r * info->n_vocab,
                    (size_t)info->n_vocab * sizeof(float));
@@ -617,7 +721,7 @@ sp_status sp_decode_sequences(sp_context *const *ctxs, const sp_token *tokens, c
     for (int r = 0; r < scratch->n_batch; r++) rows[r] = r;
     for (int b0 = 0; b0 < n; b0 += scratch->n_batch) {
         const int nb = n - b0 < scratch->n_batch ? n - b0 : scratch->n_batch;
-        forward_batch(scratch, ctxs + b0, tokens + b0, positions + b0, nb, rows, nb,
+        forward_batch(scratch, ctxs + b0, tokens + b0, positions + b0, nb, nb, rows, nb, nb,
                       logits_out + (size_t)b0 * m->info.n_vocab, NULL);
     }
     free(rows);

@@ -42,8 +42,8 @@ struct sp_context {
     sp_token *cell_tok;        /* and its token: what a later prompt may reuse */
     int n_cached;
     int kv_layers;             /* layers whose K/V the cells hold (self-speculation fills only its first) */
-    void (*pause)(void *user); /* called between the micro-batches of one call (sp_context_set_pause) */
-    void *pause_user;
+    sp_status (*runner)(void *user, sp_pass *pass); /* runs this context's passes (sp_context_set_runner) */
+    void *runner_user;
     /* scratch, sized for n_batch tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logit_in;
     float *rope_cs; /* the batch's RoPE cosines and sines, [n_batch][n_rot] */
@@ -61,6 +61,20 @@ typedef struct {
     int score_pool_kernel;
     float *score_acc;
 } sp_forward_opts;
+
+/* One context's forward pass, waiting for its runner (sp_context_set_runner); the call that
+ * made it owns it. */
+struct sp_pass {
+    sp_context *ctx;
+    const sp_token *tokens;
+    const int32_t *positions;
+    int n;
+    const int32_t *rows;      /* logits for these rows of the pass, into logits[0..n_rows) */
+    int n_rows;
+    float *logits;
+    const sp_forward_opts *opts;
+    bool ran;
+};
 
 sp_status sp_forward(sp_context *ctx, const sp_token *tokens, const int32_t *positions, int n,
                      const int32_t *logit_rows, int n_logit_rows, float *logits_out, const sp_forward_opts *opts);

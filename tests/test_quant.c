@@ -287,7 +287,8 @@ static void matmul_matches_definition(void **st) {
             tt->dequantize(wq + r * rb, wd + r * n_in, n_in);
         }
         sp_weight w = {wq, (uint32_t)types[ti], n_in, n_out, (int64_t)rb};
-        static const int token_counts[] = {1, 2, 3, 4, 19}; /* a decode, batched decode steps (≤ 4: the decode form), a prefill */
+        static const int token_counts[] = {1, 2, 3, 4, 19}; /* a decode, batched decode steps (≤ 4: the decode form), a prefill
+                                                             * (and 19 decode steps: sp_matmul_each) */
         for (size_t tc = 0; tc < sizeof token_counts / sizeof *token_counts; tc++) {
             const int tokens = token_counts[tc];
             float *x = malloc((size_t)tokens * n_in * sizeof *x), *out = malloc((size_t)tokens * n_out * sizeof *out);
@@ -311,8 +312,10 @@ static void matmul_matches_definition(void **st) {
                         if (fabs(out[t * n_out + r] - ref) > tol)
                             fail_msg("%s %s tokens=%d [%d,%d]: %.6f vs %.6f", isas[k], tt->name, tokens, t, r, out[t * n_out + r], ref);
                     }
-                if (tokens > 1 && tokens <= 4) { /* the decode form: each token's row as if it were alone, bit for bit */
+                if (tokens > 1) { /* the decode form (sp_matmul up to 4 tokens, sp_matmul_each for any
+                                   * number): each token's row as if it were alone, bit for bit */
                     float alone[64];
+                    if (tokens > 4) sp_matmul_each(&w, x, tokens, out);
                     for (int t = 0; t < tokens; t++) {
                         sp_matmul(&w, x + (size_t)t * n_in, 1, alone);
                         if (memcmp(alone, out + (size_t)t * n_out, sizeof(float) * n_out))

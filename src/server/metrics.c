@@ -135,8 +135,8 @@ char *sp_srv_metrics_text(void) {
     if (!f) return NULL;
     int queued, busy;
     sp_srv_scheduler_load(&queued, &busy);
-    unsigned long rounds, rows;
-    decode_batch_counts(sp_srv.decoding, &rounds, &rows);
+    steps_counts steps;
+    steps_get_counts(sp_srv.steps, &steps);
     const double now = sp_srv_now();
     family(f, "specprefill_info", "gauge", "This server: its replica name (--replica) and model; always 1.");
     fputs("specprefill_info{replica=\"", f);
@@ -178,8 +178,10 @@ char *sp_srv_metrics_text(void) {
     single(f, "specprefill_decode_tokens_per_second", "gauge", "Generated tokens per second of a request's decoding, over all requests.", "%.3f", M.decode_seconds > 0 ? M.generated_tokens / M.decode_seconds : 0);
     single(f, "specprefill_generation_tokens_per_second", "gauge", "Tokens the whole server generated per second over the last " SP_STRINGIFY(RATE_WINDOW) " seconds.", "%.3f", recent_rate(now));
     pthread_mutex_unlock(&M.mu);
-    single(f, "specprefill_decode_batches_total", "counter", "Batched decode steps: one forward pass for the next token of every generating slot.", "%lu", rounds);
-    single(f, "specprefill_decode_batch_rows_total", "counter", "Tokens decoded in those steps (rows / batches = mean batch size).", "%lu", rows);
+    single(f, "specprefill_steps_total", "counter", "Scheduler steps: one forward pass per model, holding every stream's next token and up to --step-tokens of prompt.", "%lu", steps.steps);
+    single(f, "specprefill_step_prompt_tokens_total", "counter", "Tokens of prompt pieces and checks in those steps.", "%lu", steps.prompt_tokens);
+    single(f, "specprefill_decode_batches_total", "counter", "Steps that held streams' next tokens.", "%lu", steps.stream_steps);
+    single(f, "specprefill_decode_batch_rows_total", "counter", "Streams' tokens in those steps (rows / batches = mean batch size).", "%lu", steps.stream_rows);
     size_t cache_bytes;
     int cache_entries;
     unsigned long saves, restores, evictions;

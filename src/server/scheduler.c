@@ -1,9 +1,11 @@
 /* The scheduler: a bounded queue of jobs in front of N slots. Each slot owns a main context (and
- * a draft context with --draft/--self-spec) and a thread; it takes a job, prefills its prompt on
- * its own (spc_prefill: speculative or full), then generates — its decode steps joined with every
- * other generating slot's into one batched forward pass (decode_batch.c), or, when it generates
- * alone and the request speculates, steps of its own where the draft proposes several tokens and
- * the main model checks them in one pass (sp_specdecoder).
+ * a draft context with --draft/--self-spec) and a thread that carries its request: it takes a
+ * job, prefills its prompt (spc_prefill: speculative or full), then generates — sampling, stop
+ * strings, streaming. The slot's forward passes do not run on their own: each is handed to the
+ * scheduler's steps (steps.c), one loop in which every step is one forward pass per model holding
+ * every generating slot's next token and a piece of a prompt being read (--step-tokens). When a
+ * slot is the only one at work and its request speculates, it takes steps of its own where the
+ * draft proposes several tokens and the main model checks them in one pass (sp_specdecoder).
  *
  * A slot's contexts keep what the last request left: its prompt and answer. A new request goes to
  * the free slot whose text shares the longest start with its prompt (the least recently used
@@ -39,7 +41,6 @@ static struct {
     int q_head, q_len, q_cap;
     int busy;
     bool stopping, draining;
-    atomic_int generating;        /* slots past their prefill */
     slot *slots;
     int started;
 } Q = {.mu = PTHREAD_MUTEX_INITIALIZER, .queue_cv = PTHREAD_COND_INITIALIZER};
@@ -88,17 +89,19 @@ static void run_job(slot *sl, job *j) {
     bool failed = spc_text_init(&text, sp_srv.model, (const char *const *)j->req.stop, j->req.n_stop) != SP_OK || !logits ||
                   sp_sampler_new(&j->req.sampling, info->n_vocab, &smp) != SP_OK;
     double t_start = sp_srv_now(), t_first = t_start;
+    bool member = false;
     if (!failed) {
         for (int i = 0; i < j->prompt.n; i++) sp_sampler_accept(smp, j->prompt.ids[i]);
         sp_specprefill_stats st;
         const int reuse = prepare_cache(sl, j, &r);
-        const bool in_pieces = sp_srv.cfg->step_tokens > 0; /* taking turns with the streams */
-        if (in_pieces) decode_batch_prefill(sp_srv.decoding, true);
+        /* from here every forward pass of the slot's contexts is a part of the scheduler's steps:
+         * a piece of the prompt per step, beside the other slots' streams */
+        steps_join(sp_srv.steps);
+        member = true;
         /* speculative, "draft": the main model selects the whole prompt afresh, as a cold run does */
         const spc_reuse ru = {j->spec && !j->spec_reuse_kept ? 0 : reuse, true};
         failed = spc_prefill(sl->ctx, j->spec ? sl->dctx : NULL, &j->prompt, j->req.cache_prompt ? &ru : NULL, &j->spec_params, logits, NULL,
                              NULL, &st) != SP_OK;
-        if (in_pieces) decode_batch_prefill(sp_srv.decoding, false);
         failed = failed || !seq_append(sl, j->prompt.ids, j->prompt.n);
         r.kept = st.n_kept;
         r.cached = st.n_reused;
@@ -115,8 +118,7 @@ static void run_job(slot *sl, job *j) {
                          : sp_specdecoder_new(sl->ctx, sl->dctx, j->prompt.ids, j->prompt.n, &j->req.spec_decode, &sl->sd)) != SP_OK;
         sd = failed ? NULL : sl->sd;
     }
-    bool first_chunk = true, member = false;
-    atomic_fetch_add(&Q.generating, 1);
+    bool first_chunk = true;
     size_t len;
     const char *piece;
     for (int n = 0; !failed && n < j->max_tokens;) {
@@ -125,14 +127,9 @@ static void run_job(slot *sl, job *j) {
         if (sp_srv_job_cancelled(j)) { note = " (the client left)"; break; }
         if (Q.stopping) { note = " (cut by shutdown)"; break; }
         /* the next tokens. Alone, a speculating slot takes its own steps (proposals checked in one
-         * pass); while other slots generate, a step per token batched with theirs serves the
-         * machine better: the batch already fills the pass that speculation would fill */
-        const bool speculate = sd && atomic_load(&Q.generating) == 1;
-        if (member == speculate) {
-            if (speculate) decode_batch_leave(sp_srv.decoding);
-            else decode_batch_join(sp_srv.decoding);
-            member = !speculate;
-        }
+         * pass); while other slots are at work, a step per token beside theirs serves the machine
+         * better: their tokens and prompt pieces already fill the pass that speculation would fill */
+        const bool speculate = sd && steps_members(sp_srv.steps) == 1;
         sp_token toks[SP_SPECDECODE_MAX_DRAFT + 1];
         int k = 1;
         if (sd) {
@@ -162,10 +159,10 @@ static void run_job(slot *sl, job *j) {
         if (failed || end || n == j->max_tokens) break;
         if (speculate) continue; /* the step decoded what it accepted */
         r.decode_steps++;
-        if (decode_batch_step(sp_srv.decoding, sl->ctx, toks[0], j->prompt.n + n - 1, logits) != SP_OK) failed = true;
+        int32_t pos = j->prompt.n + n - 1, row = 0; /* a pass of one token: a step beside the others' */
+        if (sp_decode(sl->ctx, &toks[0], &pos, 1, &row, 1, logits) != SP_OK) failed = true;
     }
-    if (member) decode_batch_leave(sp_srv.decoding);
-    atomic_fetch_sub(&Q.generating, 1);
+    if (member) steps_leave(sp_srv.steps);
     sp_specdecoder_stats(sd, &r.drafted, &r.accepted);
     if (!failed && spc_text_add(&text, -1) != SP_OK) failed = true; /* an unfinished character */
     double t_end = sp_srv_now();
@@ -236,13 +233,6 @@ static void *slot_main(void *arg) {
     return NULL;
 }
 
-/* A prefill's pause between two pieces of its prompt (sp_context_set_pause): the generating
- * slots take a step, so that their streams go on while a long prompt is read. */
-static void let_streams_step(void *user) {
-    (void)user;
-    decode_batch_let_round(sp_srv.decoding);
-}
-
 /* The free slot for a prompt (under Q.mu): the one whose text shares the longest start with it,
  * else the one used least recently (what it holds is the least likely to be asked for); NULL if
  * every slot is busy. */
@@ -271,7 +261,7 @@ bool sp_srv_scheduler_start(void) {
     for (int i = 0; i < cfg->parallel; i++) {
         sp_context_params p = sp_context_default_params();
         p.n_ctx = cfg->ctx_size;
-        p.n_batch = cfg->step_tokens; /* a prefill reads its prompt in pieces of this many tokens (0: the default) */
+        p.n_batch = cfg->step_tokens; /* a prefill reads its prompt in pieces of this many tokens */
         Q.slots[i].index = i;
         Q.slots[i].idle = true;
         if (sp_context_new(sp_srv.model, &p, &Q.slots[i].ctx) != SP_OK) { fprintf(stderr, "error: context: %s\n", sp_last_error()); return false; }
@@ -287,10 +277,9 @@ bool sp_srv_scheduler_start(void) {
                 return false;
             }
         }
-        if (cfg->step_tokens > 0) { /* between two pieces of a prompt, every stream takes a step */
-            sp_context_set_pause(Q.slots[i].ctx, let_streams_step, NULL);
-            if (Q.slots[i].dctx) sp_context_set_pause(Q.slots[i].dctx, let_streams_step, NULL);
-        }
+        /* every forward pass of the slot is one of the scheduler's steps (steps.c) */
+        sp_context_set_runner(Q.slots[i].ctx, steps_run, sp_srv.steps);
+        if (Q.slots[i].dctx) sp_context_set_runner(Q.slots[i].dctx, steps_run, sp_srv.steps);
     }
     for (; Q.started < cfg->parallel; Q.started++)
         if (pthread_create(&Q.slots[Q.started].thread, NULL, slot_main, &Q.slots[Q.started]) != 0) {

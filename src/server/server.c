@@ -321,15 +321,15 @@ int sp_server_run(const sp_server_config *cfg) {
     if (sp_model_load(cfg->model_path, &sp_srv.model) != SP_OK) { fprintf(stderr, "error: loading model: %s\n", sp_last_error()); return 1; }
     int rc = 1;
     struct MHD_Daemon *d = NULL;
-    if (decode_batch_new(cfg->parallel, sp_model_get_info(sp_srv.model)->n_vocab, &sp_srv.decoding) != SP_OK) {
-        fprintf(stderr, "error: out of memory\n");
-        goto done;
-    }
     if (cfg->draft_path) {
         if (sp_model_load(cfg->draft_path, &sp_srv.draft) != SP_OK) { fprintf(stderr, "error: loading draft: %s\n", sp_last_error()); goto done; }
         if (!cfg->spec.any_vocab && sp_vocab_check_same(sp_srv.model, sp_srv.draft) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); goto done; }
         sp_srv.can_spec_decode = sp_vocab_check_same(sp_srv.model, sp_srv.draft) == SP_OK &&
                                  sp_model_get_info(sp_srv.draft)->n_vocab == sp_model_get_info(sp_srv.model)->n_vocab;
+    }
+    if (steps_new(cfg->parallel, cfg->step_tokens, sp_srv.model, sp_srv.draft, &sp_srv.steps) != SP_OK) {
+        fprintf(stderr, "error: %s\n", sp_last_error());
+        goto done;
     }
     if (cfg->replica) snprintf(sp_srv.replica, sizeof sp_srv.replica, "%s", cfg->replica);
     else snprintf(sp_srv.replica, sizeof sp_srv.replica, "%s:%d", cfg->host, cfg->port);
@@ -389,7 +389,7 @@ done:
             if (listener != MHD_INVALID_SOCKET) close(listener);
         }
     }
-    decode_batch_free(sp_srv.decoding);
+    steps_free(sp_srv.steps);
     sp_model_free(sp_srv.draft);
     sp_model_free(sp_srv.model);
     return rc;

@@ -1,6 +1,7 @@
 /* The server's shared state and the internal interfaces between its parts (not installed):
  *   server.c     HTTP: routes, request bodies, the API key, streaming a job's bytes; start and stop
  *   scheduler.c  the queue and the slots: which job runs where, prefill and generation
+ *   steps.c      the one loop of steps that runs every forward pass of the slots
  *   openai.c     OpenAI's response objects: completions, chunks, usage, errors, models
  *   metrics.c    the counters and histograms behind /metrics
  *   job.c        a job's life: references, its response bytes, cancellation
@@ -17,9 +18,9 @@
 #include <stddef.h>
 
 #include "common.h"
-#include "decode_batch.h"
 #include "request.h"
 #include "specprefill_server.h"
+#include "steps.h"
 
 /* ------------------------------------------------------------------ jobs (job.c) */
 
@@ -144,7 +145,7 @@ typedef struct {
     bool can_spec_decode;         /* a draft of the main model's tokenizer is loaded */
     const char *model_id;
     char replica[128];            /* this server's name among replicas (--replica, default HOST:PORT) */
-    decode_batch *decoding;       /* the generating slots' steps */
+    steps *steps;                 /* every forward pass of the slots' contexts (steps.c) */
     volatile sig_atomic_t stop_signal;
     atomic_int open_requests;     /* requests whose response has not been sent to the end yet */
 } sp_server_state;
