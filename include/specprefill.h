@@ -172,9 +172,9 @@ SP_API sp_status sp_decode(sp_context *ctx, const sp_token *tokens, const int32_
 /*
  * One decode step of n sequences at once: tokens[i] at positions[i] is appended to ctxs[i]
  * (n distinct contexts on one model), and logits_out[i * n_vocab ...] receives its next-token
- * logits. The weights are read once for every 4 rows, which is what makes parallel streams (a
- * server's slots) cheaper together than one after another; each context gets sp_decode's logits
- * of its token alone, bit for bit.
+ * logits. The weights are read from memory once for all n rows, which is what makes parallel
+ * streams (a server's slots) cheaper together than one after another; each context gets
+ * sp_decode's logits of its token alone, bit for bit.
  */
 SP_API sp_status sp_decode_sequences(sp_context *const *ctxs, const sp_token *tokens, const int32_t *positions, int n,
                               float *logits_out);
@@ -203,9 +203,10 @@ SP_API bool sp_pass_joins(const sp_pass *pass);
  * Runs n passes (distinct contexts, one model; more than one only if each joins) as one forward
  * pass: each pass's tokens join its context as its own call asked, and its logits go where that
  * call asked — bit for bit what the pass gives alone, whatever else the forward pass holds (a
- * sequence's tokens never depend on what it was batched with). The weights are read once for
- * every 4 one-token passes (decode steps) and once for each longer pass. scratch: a context on the same model whose n_batch holds every pass's tokens and
- * whose working buffers the pass uses (its cache is not touched; it may be one of the passes'
+ * sequence's tokens never depend on what it was batched with). The weights are read from memory
+ * once for all the one-token passes (decode steps, each dotted as a lone token) and once for
+ * each longer pass. scratch: a context on the same model whose n_batch holds every pass's tokens
+ * and whose working buffers the pass uses (its cache is not touched; it may be one of the passes'
  * contexts), or NULL for the first pass's context. On an error nothing ran (SP_ERR_ARGUMENT:
  * mixed models, a pass that does not join among others, too many tokens; SP_ERR_MEMORY).
  */

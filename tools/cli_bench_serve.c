@@ -98,6 +98,12 @@ static void *run_request(void *arg) {
     cJSON_AddBoolToObject(b, "ignore_eos", true); /* every request decodes max_tokens */
     cJSON_AddBoolToObject(b, "stream", true);
     cJSON_AddBoolToObject(cJSON_AddObjectToObject(b, "stream_options"), "include_usage", true);
+    /* the two modes differ in the prefill only: every prompt is read cold (prompts repeat across
+     * rates and modes, and a server's prompt cache would serve them again), and the answer is
+     * decoded plainly (a draft catching up on a full prefill's prompt would lengthen one mode's
+     * requests) */
+    cJSON_AddBoolToObject(b, "cache_prompt", false);
+    cJSON_AddBoolToObject(b, "speculative_decoding", false);
     if (r->keep > 0) cJSON_AddNumberToObject(cJSON_AddObjectToObject(b, "speculative_prefill"), "keep_rate", r->keep);
     else cJSON_AddBoolToObject(b, "speculative_prefill", false);
     char *body = cJSON_PrintUnformatted(b);
