@@ -598,32 +598,31 @@ sp_status sp_passes_run(sp_context *scratch, sp_pass *const *passes, int n) {
     int32_t *pos = malloc((size_t)n_tok * sizeof *pos);
     int32_t *rows = malloc(((size_t)n_rows + 1) * sizeof *rows);
     float *logits = malloc(((size_t)n_rows + 1) * (size_t)V * sizeof *logits);
-    if (!seq || !tok || !pos || !rows || !logits) {
-        free(seq); free(tok); free(pos); free(rows); free(logits);
+    sp_pass **order = malloc((size_t)n * sizeof *order);
+    if (!seq || !tok || !pos || !rows || !logits || !order) {
+        free(seq); free(tok); free(pos); free(rows); free(logits); free(order);
         return sp_fail(SP_ERR_MEMORY, "passes: out of memory for %d tokens", n_tok);
     }
     /* the decode steps first (their rows computed each as alone), then the rest, each pass's
      * rows together */
-    int t = 0, r = 0, n_step = 0, n_step_rows = 0;
-    for (int step = 1; step >= 0; step--)
-        for (int i = 0; i < n; i++) {
-            const sp_pass *p = passes[i];
-            if ((p->n == 1) != step) continue;
-            for (int k = 0; k < p->n_rows; k++) rows[r++] = t + p->rows[k];
-            for (int k = 0; k < p->n; k++, t++) seq[t] = p->ctx, tok[t] = p->tokens[k], pos[t] = p->positions[k];
-            if (step) n_step = t, n_step_rows = r;
-        }
+    int n_step = 0, n_step_rows = 0, k = 0;
+    for (int i = 0; i < n; i++)
+        if (passes[i]->n == 1) order[k++] = passes[i], n_step++, n_step_rows += passes[i]->n_rows;
+    for (int i = 0; i < n; i++)
+        if (passes[i]->n != 1) order[k++] = passes[i];
+    for (int i = 0, t = 0, r = 0; i < n; i++) {
+        const sp_pass *p = order[i];
+        for (int j = 0; j < p->n_rows; j++) rows[r++] = t + p->rows[j];
+        for (int j = 0; j < p->n; j++, t++) seq[t] = p->ctx, tok[t] = p->tokens[j], pos[t] = p->positions[j];
+    }
     forward_batch(scratch, seq, tok, pos, n_tok, n_step, rows, n_rows, n_step_rows, logits, NULL);
-    r = 0;
-    for (int step = 1; step >= 0; step--)
-        for (int i = 0; i < n; i++) {
-            sp_pass *p = passes[i];
-            if ((p->n == 1) != step) continue;
-            if (p->n_rows) memcpy(p->logits, logits + (size_t)r * V, (size_t)p->n_rows * V * sizeof *logits);
-            r += p->n_rows;
-            p->ran = true;
-        }
-    free(seq); free(tok); free(pos); free(rows); free(logits);
+    for (int i = 0, r = 0; i < n; i++) {
+        sp_pass *p = order[i];
+        if (p->n_rows) memcpy(p->logits, logits + (size_t)r * V, (size_t)p->n_rows * V * sizeof *logits);
+        r += p->n_rows;
+        p->ran = true;
+    }
+    free(seq); free(tok); free(pos); free(rows); free(logits); free(order);
     return SP_OK;
 }
 
