@@ -136,6 +136,15 @@ for t in pp16 tg4 tg4x1 tg4x3; do grep -q "\"test\": \"$t\"" "$T/out" && ok || b
 expect_ok "bench --ttft" "$SP" bench -m "$T/tiny.gguf" --draft "$T/draft.gguf" --ttft 64,128 --keep 0.5 -p 0 -n 0 -r 1
 [ "$(grep -cE '^\| full prefill \| (64|128) \| 1.0 \| (64|128) \|' "$T/out")" = 2 ] && [ "$(grep -cE '^\| specprefill \(draft\) \| (64|128) \| 0.50 \| (33|65) \|' "$T/out")" = 2 ] \
   && ok || bad "bench --ttft rows: $(cat "$T/out")"
+expect_ok "bench --ttft json" "$SP" bench -m "$T/tiny.gguf" --draft "$T/draft.gguf" --ttft 64,128 --keep 0.5 -p 0 -n 0 -r 1 -o json
+python3 -c '
+import json, sys
+rows = [r for r in json.load(open(sys.argv[1]))["results"] if r["test"] == "ttft"]
+spec = [r for r in rows if r["method"] != "full"]
+assert len(rows) == 4 and len(spec) == 2, rows
+assert all(r["peak_rss_mib"] > 0 for r in rows), rows  # each measurement its own peak (Linux)
+assert all(0 < r["draft_share"] <= 1 and r["ideal"] > 0 for r in spec), spec
+' "$T/out" && ok || bad "bench --ttft json: draft share, ideal, peak RSS: $(cat "$T/out")"
 expect_fail "bench --parallel 0" "bad value" "$SP" bench -m "$T/tiny.gguf" --parallel 0
 # --contend: busy processes during the measurement, gone afterwards (none of the bench's children is left)
 "$SP" bench -m "$T/tiny.gguf" -p 16 -n 4 -r 1 --contend 2 >"$T/out" 2>"$T/err" & bpid=$!

@@ -192,7 +192,6 @@ done:
     sp_specdecoder_free(sd);
     sp_sampler_free(smp);
     sp_context_free(ctx);
-    sp_context_free(dctx);
     free(logits); free(pos); free(plain); free(spec); free(t_plain); free(t_spec);
     return rc;
 }
@@ -217,6 +216,128 @@ static void contend_stop(void) {
     for (int i = 0; i < n_contenders; i++) kill(contenders[i], SIGKILL);
     for (int i = 0; i < n_contenders; i++) waitpid(contenders[i], NULL, 0);
     n_contenders = 0;
+}
+
+/* Peak resident memory since the last reset_peak_rss, in MiB; -1 where the system cannot say
+ * (Linux: VmHWM, reset by writing 5 to /proc/self/clear_refs). */
+static void reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) { fputs("5", f); fclose(f); }
+}
+
+static double peak_rss_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    double kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kib = atof(line + 6);
+    fclose(f);
+    return kib < 0 ? -1 : kib / 1024;
+}
+
+/* TTFT rows: full prefill, then speculative prefill at each keep rate, of the same made-up prompt
+ * at each length. Every measurement gets contexts of its own, sized to the prompt as a user would
+ * size them, so that the peak memory of each (model pages touched + caches + scratch) is its own.
+ * One warm-up, before the first length only: a long prompt is minutes, and repeating it warms
+ * nothing more. Each row also gives the draft's share of SpecPrefill's TTFT (its prefill,
+ * look-ahead and scoring) and the ideal 1/(kept share + draft cost / main cost), both costs
+ * measured here as full prefills of the same prompt. */
+static int bench_ttft(speed_table *table, const sp_model *m, const sp_model *dm, const sp_token *tok, const int *lengths, int n_lengths,
+                      const double *keeps, int n_keeps, int reps, int kv_type) {
+    const bool json = table->json;
+    const int R = reps < 3 ? reps : 3;
+    const char *method = dm ? "specprefill (draft)" : "self-speculation";
+    float *logits = malloc((size_t)table->info->n_vocab * sizeof *logits);
+    int32_t *pos = NULL;
+    int max_n = 0, rc = 1;
+    for (int li = 0; li < n_lengths; li++) if (lengths[li] > max_n) max_n = lengths[li];
+    pos = malloc((size_t)max_n * sizeof *pos);
+    if (!logits || !pos) { fprintf(stderr, "error: out of memory\n"); goto out; }
+    for (int i = 0; i < max_n; i++) pos[i] = i;
+    if (!json) printf("\n| method | prompt | keep | kept tokens | TTFT ms | speedup | draft share | ideal 1/(keep+draft/main) | of ideal | peak RSS MiB |\n"
+                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for (int li = 0; li < n_lengths; li++) {
+        const int n = lengths[li];
+        sp_specprefill_params spp = sp_specprefill_default_params();
+        sp_context_params cp = sp_context_default_params(), dp = sp_context_default_params();
+        cp.n_ctx = n + 16;
+        cp.kv_type = dp.kv_type = kv_type == 1 ? SP_KV_F32 : SP_KV_F16;
+        dp.n_ctx = spc_draft_ctx_size(n, &spp, false);
+        double full[64], draft_full[64], draft_cost = 0;
+        char label[128];
+        const int first = li == 0 ? 0 : 1; /* the warm-up */
+        sp_context *ctx = NULL, *dctx = NULL;
+        if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto out; }
+        reset_peak_rss();
+        for (int r = first; r <= R; r++) {
+            snprintf(label, sizeof label, "TTFT %d: full prefill, run %d of %d", n, r, R);
+            progress(label);
+            full[r] = time_prefill(ctx, tok, pos, 0, n, logits);
+        }
+        const double rss_full = peak_rss_mib();
+        sp_context_free(ctx);
+        const stat fs = summarize(full + 1, R);
+        if (dm) {
+            if (sp_context_new(dm, &dp, &dctx) != SP_OK) { fail_status("draft context"); goto out; }
+            for (int r = first; r <= R; r++) {
+                snprintf(label, sizeof label, "TTFT %d: the draft's full prefill, run %d of %d", n, r, R);
+                progress(label);
+                draft_full[r] = time_prefill(dctx, tok, pos, 0, n, logits);
+            }
+            sp_context_free(dctx);
+            draft_cost = summarize(draft_full + 1, R).mean / fs.mean;
+        }
+        progress("");
+        if (json) printf("%s\n {\"test\": \"ttft\", \"method\": \"full\", \"prompt\": %d, \"ttft_ms\": %.2f, \"sd\": %.2f, \"peak_rss_mib\": %.0f}",
+                         table->n_rows++ ? "," : "", n, fs.mean * 1e3, fs.sd * 1e3, rss_full);
+        else printf("| full prefill | %d | 1.0 | %d | %.1f ± %.1f | 1.00 | | | | %.0f |\n", n, n, fs.mean * 1e3, fs.sd * 1e3, rss_full);
+        fflush(stdout);
+        for (int k = 0; k < n_keeps; k++) {
+            spp.keep_rate = (float)keeps[k];
+            double tt[64];
+            sp_specprefill_stats st = {0};
+            if (sp_context_new(m, &cp, &ctx) != SP_OK || sp_context_new(dm ? dm : m, &dp, &dctx) != SP_OK) {
+                sp_context_free(ctx);
+                fail_status("context");
+                goto out;
+            }
+            reset_peak_rss();
+            sp_status s = SP_OK;
+            for (int r = first; r <= R && s == SP_OK; r++) {
+                snprintf(label, sizeof label, "TTFT %d: %s keep %.2f, run %d of %d", n, method, keeps[k], r, R);
+                progress(label);
+                sp_context_reset(ctx);
+                const double t0 = now_seconds();
+                s = sp_specprefill(ctx, dctx, tok, n, NULL, &spp, logits, NULL, NULL, &st);
+                tt[r] = now_seconds() - t0;
+            }
+            const double rss = peak_rss_mib();
+            sp_context_free(ctx);
+            sp_context_free(dctx);
+            if (s != SP_OK) { fail_status("specprefill"); goto out; }
+            const stat ss = summarize(tt + 1, R);
+            const double keep_eff = (double)st.n_kept / n, ideal = dm ? 1.0 / (keep_eff + draft_cost) : 0;
+            const double share = st.ttft_s > 0 ? (st.draft_prefill_s + st.lookahead_s + st.scoring_s) / st.ttft_s : 0;
+            progress("");
+            if (json)
+                printf(",\n {\"test\": \"ttft\", \"method\": \"%s\", \"prompt\": %d, \"keep\": %.2f, \"kept\": %d, \"ttft_ms\": %.2f, \"sd\": %.2f, "
+                       "\"speedup\": %.3f, \"draft_share\": %.3f, \"ideal\": %.3f, \"draft_over_main\": %.4f, \"peak_rss_mib\": %.0f}",
+                       method, n, keeps[k], st.n_kept, ss.mean * 1e3, ss.sd * 1e3, fs.mean / ss.mean, share, ideal, draft_cost, rss);
+            else if (dm)
+                printf("| %s | %d | %.2f | %d | %.1f ± %.1f | %.2f | %.0f%% | %.2f | %.0f%% | %.0f |\n", method, n, keeps[k], st.n_kept, ss.mean * 1e3,
+                       ss.sd * 1e3, fs.mean / ss.mean, 100 * share, ideal, 100 * (fs.mean / ss.mean) / ideal, rss);
+            else
+                printf("| %s | %d | %.2f | %d | %.1f ± %.1f | %.2f | %.0f%% | | | %.0f |\n", method, n, keeps[k], st.n_kept, ss.mean * 1e3,
+                       ss.sd * 1e3, fs.mean / ss.mean, 100 * share, rss);
+            fflush(stdout);
+        }
+    }
+    rc = 0;
+out:
+    free(logits);
+    free(pos);
+    return rc;
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -277,12 +398,12 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < n_depths; i++) if (depths[i] > max_depth) max_depth = depths[i];
     long max_len = max_depth + n_gen + 1;
     for (int i = 0; i < n_pp; i++) if (max_depth + pp[i] > max_len) max_len = max_depth + pp[i];
-    if (dm || self_spec) for (int i = 0; i < n_ttft; i++) if (ttft[i] + 16 > max_len) max_len = ttft[i] + 16;
     if (spec_decode && max_len < 512) max_len = 512; /* the made-up prompt */
     sp_context_params cp = sp_context_default_params();
-    cp.n_ctx = (int)max_len;
+    cp.n_ctx = (int)max_len; /* the TTFT rows make contexts of their own, sized to each prompt */
+    if (dm || self_spec) for (int i = 0; i < n_ttft; i++) if (ttft[i] > max_len) max_len = ttft[i];
     cp.kv_type = kv_type == 1 ? SP_KV_F32 : SP_KV_F16;
-    sp_context *ctx = NULL, *dctx = NULL;
+    sp_context *ctx = NULL;
     int rc = 1;
     sp_token *tok = malloc((size_t)max_len * sizeof *tok);
     int32_t *pos = malloc((size_t)max_len * sizeof *pos);
@@ -391,59 +512,7 @@ int cmd_bench(int argc, char **argv) {
         free(sp_tok);
         if (src) goto done;
     }
-    if (dm || self_spec) {
-        sp_specprefill_params spp = sp_specprefill_default_params();
-        sp_context_params dp = sp_context_default_params();
-        dp.n_ctx = spc_draft_ctx_size((int)max_len, &spp, false);
-        if (sp_context_new(dm ? dm : m, &dp, &dctx) != SP_OK) { fail_status("draft context"); goto done; }
-        if (!json) printf("\n| method | prompt | keep | kept tokens | TTFT ms | speedup | ideal 1/(keep+draft/main) | of ideal |\n"
-                          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-        const char *method = dm ? "specprefill (draft)" : "self-speculation";
-        for (int li = 0; li < n_ttft; li++) {
-            const int n = (int)ttft[li];
-            double full[64], draft_full[64];
-            int R = reps < 3 ? (int)reps : 3; /* long prompts: fewer repetitions */
-            for (int r = 0; r <= R; r++) {
-                snprintf(label, sizeof label, "TTFT %d: full prefill, run %d of %d", n, r, R);
-                progress(label);
-                full[r] = time_prefill(ctx, tok, pos, 0, n, logits);
-                if (dm) draft_full[r] = time_prefill(dctx, tok, pos, 0, n, logits);
-            }
-            stat fs = summarize(full + 1, R);
-            double draft_cost = dm ? summarize(draft_full + 1, R).mean / fs.mean : 0;
-            if (json) printf("%s\n {\"test\": \"ttft\", \"method\": \"full\", \"prompt\": %d, \"ttft_ms\": %.2f, \"sd\": %.2f%s",
-                             table.n_rows++ ? "," : "", n, fs.mean * 1e3, fs.sd * 1e3, "}");
-            else printf("| full prefill | %d | 1.0 | %d | %.1f ± %.1f | 1.00 | | |\n", n, n, fs.mean * 1e3, fs.sd * 1e3);
-            for (int k = 0; k < n_keeps; k++) {
-                spp.keep_rate = (float)keeps[k];
-                double tt[64];
-                sp_specprefill_stats st = {0};
-                for (int r = 0; r <= R; r++) {
-                    snprintf(label, sizeof label, "TTFT %d: %s keep %.2f, run %d of %d", n, method, keeps[k], r, R);
-                    progress(label);
-                    sp_context_reset(ctx);
-                    double t0 = now_seconds();
-                    if (sp_specprefill(ctx, dctx, tok, n, NULL, &spp, logits, NULL, NULL, &st) != SP_OK) { fail_status("specprefill"); goto done; }
-                    tt[r] = now_seconds() - t0;
-                }
-                stat ss = summarize(tt + 1, R);
-                const double keep_eff = (double)st.n_kept / n;
-                const double ideal = dm ? 1.0 / (keep_eff + draft_cost) : 0;
-                progress("");
-                if (json)
-                    printf(",\n {\"test\": \"ttft\", \"method\": \"%s\", \"prompt\": %d, \"keep\": %.2f, \"kept\": %d, \"ttft_ms\": %.2f, \"sd\": %.2f, "
-                           "\"speedup\": %.3f, \"ideal\": %.3f, \"draft_over_main\": %.4f}",
-                           method, n, keeps[k], st.n_kept, ss.mean * 1e3, ss.sd * 1e3, fs.mean / ss.mean, ideal, draft_cost);
-                else if (dm)
-                    printf("| %s | %d | %.2f | %d | %.1f ± %.1f | %.2f | %.2f | %.0f%% |\n", method, n, keeps[k], st.n_kept, ss.mean * 1e3,
-                           ss.sd * 1e3, fs.mean / ss.mean, ideal, 100 * (fs.mean / ss.mean) / ideal);
-                else
-                    printf("| %s | %d | %.2f | %d | %.1f ± %.1f | %.2f | | |\n", method, n, keeps[k], st.n_kept, ss.mean * 1e3,
-                           ss.sd * 1e3, fs.mean / ss.mean);
-                fflush(stdout);
-            }
-        }
-    }
+    if ((dm || self_spec) && bench_ttft(&table, m, dm, tok, ttft, n_ttft, keeps, n_keeps, reps, kv_type)) goto done;
     if (json) printf("\n]}\n");
     rc = 0;
 done:
@@ -451,7 +520,6 @@ done:
     progress("");
     free(tok); free(pos); free(logits); free(times);
     sp_context_free(ctx);
-    sp_context_free(dctx);
     sp_model_free(dm);
     sp_model_free(m);
     return rc;
