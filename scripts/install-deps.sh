@@ -9,3 +9,5 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config clang libcmocka-dev libmicrohttpd-dev libcjson-dev \
   curl unzip ca-certificates python3 python3-venv nginx-light >/dev/null
+# real English prose for the RULER-style haystacks (eval/ruler.py): Debian's own documentation
+$SUDO apt-get install -y -qq --no-install-recommends debian-policy debian-faq gnu-standards >/dev/null

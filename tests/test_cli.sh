@@ -110,7 +110,7 @@ python3 -c "import json,sys; d=json.load(open('$T/out')); assert len(d['logits']
 printf '{"prompt": "The code of Ann is 123. The sky is blue. Question: What is the code of Ann?\\nAnswer:", "answer": "123"}\n%.0s' 1 2 3 >"$T/task.jsonl"
 "$SP" make-model -o "$T/draft.gguf" --n-embd 64 --n-layer 1 --n-head 2 --n-head-kv 1 --n-ff 128 --seed 9 2>/dev/null
 expect_ok "eval" "$SP" eval -m "$T/tiny.gguf" --draft "$T/draft.gguf" --task "$T/task.jsonl" --chunk 4 --keep 0.2,0.5 -o "$T/ev"
-for m in "full prefill" "SpecPrefill (draft)" "self-speculation" "adaptive" "random chunks" "recency" "uniform stride" "first + last"; do
+for m in "full prefill" "SpecPrefill (draft)" "self-speculation" "oracle (main's attention)" "adaptive" "random chunks" "recency" "uniform stride" "first + last"; do
   grep -q "| $m" "$T/out" || bad "eval reports $m"
 done
 [ -s "$T/ev.json" ] && [ -s "$T/ev-accuracy.svg" ] && [ -s "$T/ev-ttft.svg" ] && ok || bad "eval writes JSON and SVG"

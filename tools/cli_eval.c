@@ -1,9 +1,11 @@
 /*
  * `specprefill eval`: does the answer survive when most of the prompt is dropped? Runs every
  * document of one or more JSONL task files ({"prompt", "answer"}) through full prefill,
- * speculative prefill (draft, self-speculation, adaptive) and model-free baselines (random
- * chunks, recency, uniform stride, first+last) at the same keep rates, chunk size and
- * always-keep rules, then reports accuracy and TTFT as a markdown table, JSON and SVG plots.
+ * speculative prefill (draft, self-speculation, adaptive), the oracle (the main model's own
+ * attention over the whole prompt: the upper bound of attention-based selection) and model-free
+ * baselines (random chunks, recency, uniform stride, first+last) at the same keep rates, chunk
+ * size and always-keep rules, then reports accuracy and TTFT as a markdown table (and per task),
+ * JSON and SVG plots.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -20,18 +22,35 @@
 #define MAX_TASKS 32
 #define MAX_DOCS 100000
 
-enum { M_FULL, M_SPEC, M_SELF, M_ADAPTIVE, M_RANDOM, M_RECENCY, M_STRIDE, M_FIRSTLAST, M_COUNT };
-static const char *const method_names[M_COUNT] = {"full", "spec", "self", "adaptive", "random", "recency", "stride", "firstlast"};
-static const char *const method_labels[M_COUNT] = {"full prefill", "SpecPrefill (draft)", "self-speculation", "adaptive (keep-mass)",
-                                                   "random chunks", "recency (keep last)", "uniform stride", "first + last"};
+enum { M_FULL, M_SPEC, M_SELF, M_ORACLE, M_ADAPTIVE, M_RANDOM, M_RECENCY, M_STRIDE, M_FIRSTLAST, M_COUNT };
+static const char *const method_names[M_COUNT] = {"full", "spec", "self", "oracle", "adaptive", "random", "recency", "stride", "firstlast"};
+static const char *const method_labels[M_COUNT] = {"full prefill", "SpecPrefill (draft)", "self-speculation", "oracle (main's attention)",
+                                                   "adaptive (keep-mass)", "random chunks", "recency (keep last)", "uniform stride",
+                                                   "first + last"};
+/* accuracy: exact match of the first line, or RULER's string_match_all (the share of the
+ * document's references found anywhere in the answer) */
+enum { SCORE_EXACT, SCORE_CONTAINS };
 
 typedef struct {
-    int n, em, contains, first_token;
-    double ttft, kept_share;
+    int n, em, first_token;
+    double acc, contains, ttft, kept_share;
 } cell;
 
-/* group: the line's optional "family" (or "task") string, for a per-group table */
-typedef struct { char *prompt, *answer, *group; bool ok_full, ok_spec; } doc;
+#define MAX_REFS 64
+
+/* group: the line's optional "family" (or "task") string, for a per-group table; refs: the
+ * "answers" array (or the answer alone); max_tokens: the line's own answer length, 0 = the
+ * option's; score: each method's accuracy on this document at the checked keep rate */
+typedef struct {
+    char *prompt, *answer, *group, *refs[MAX_REFS];
+    int n_refs, max_tokens;
+    float score[M_COUNT];
+} doc;
+
+static void doc_free(doc *d) {
+    free(d->prompt); free(d->answer); free(d->group);
+    for (int r = 0; r < d->n_refs; r++) free(d->refs[r]);
+}
 
 static doc *load_tasks(const char *const *files, int n_files, int limit, int *n_docs) {
     doc *d = NULL;
@@ -48,19 +67,31 @@ static doc *load_tasks(const char *const *files, int n_files, int limit, int *n_
             cJSON *j = cJSON_Parse(line);
             const char *p = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "prompt"));
             const char *a = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "answer"));
-            if (!p || !a) {
-                fprintf(stderr, "error: %s:%d: each line needs string \"prompt\" and \"answer\"\n", files[f], lineno);
+            const cJSON *refs = cJSON_GetObjectItemCaseSensitive(j, "answers"), *mt = cJSON_GetObjectItemCaseSensitive(j, "max_tokens");
+            const char *why = !p || !a ? "each line needs string \"prompt\" and \"answer\"" : NULL;
+            if (!why && refs && (!cJSON_IsArray(refs) || cJSON_GetArraySize(refs) < 1 || cJSON_GetArraySize(refs) > MAX_REFS))
+                why = "\"answers\" must be an array of 1 to 64 strings";
+            for (const cJSON *r = refs ? refs->child : NULL; r && !why; r = r->next)
+                if (!cJSON_GetStringValue(r) || !*r->valuestring) why = "\"answers\" must be an array of 1 to 64 strings";
+            if (!why && mt && (!cJSON_IsNumber(mt) || mt->valuedouble < 1 || mt->valuedouble > 4096 || mt->valuedouble != (int)mt->valuedouble))
+                why = "\"max_tokens\" must be an integer from 1 to 4096";
+            if (why) {
+                fprintf(stderr, "error: %s:%d: %s\n", files[f], lineno, why);
                 cJSON_Delete(j);
                 fclose(fp);
                 free(line);
-                for (int i = 0; i < n; i++) { free(d[i].prompt); free(d[i].answer); free(d[i].group); }
+                for (int i = 0; i < n; i++) doc_free(&d[i]);
                 free(d);
                 return NULL;
             }
             if (n == cap) d = realloc(d, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *d);
             const char *g = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "family"));
             if (!g) g = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "task"));
-            d[n] = (doc){strdup(p), strdup(a), g ? strdup(g) : NULL, false, false};
+            d[n] = (doc){.prompt = strdup(p), .answer = strdup(a), .group = g ? strdup(g) : NULL, .max_tokens = mt ? mt->valueint : 0};
+            if (refs)
+                for (const cJSON *r = refs->child; r; r = r->next) d[n].refs[d[n].n_refs++] = strdup(r->valuestring);
+            else
+                d[n].refs[d[n].n_refs++] = strdup(a);
             n++;
             cJSON_Delete(j);
         }
@@ -71,10 +102,17 @@ static doc *load_tasks(const char *const *files, int n_files, int limit, int *n_
     return d;
 }
 
-/* Greedy answer after a prefill whose next-token logits are in `logits`; stops at the end of
- * the line or an end-of-generation token. Returns the text (malloc) and the first non-blank
- * token in *first. */
-static char *answer(sp_context *ctx, const sp_model *m, int pos, float *logits, int max_tokens, sp_token *first) {
+static bool all_found(const char *text, const doc *d) {
+    for (int r = 0; r < d->n_refs; r++) if (!strstr(text, d->refs[r])) return false;
+    return true;
+}
+
+/* Greedy answer after a prefill whose next-token logits are in `logits`; stops at an
+ * end-of-generation token, and at the end of the first line (exact match: only it is scored) or,
+ * scoring by contains, at the end of the line where the last reference appeared (nothing after
+ * can change the score; the exact-match column still sees a whole line). Returns the text
+ * (malloc) and the first non-blank token in *first. */
+static char *answer(sp_context *ctx, const sp_model *m, int pos, float *logits, int max_tokens, const doc *d, int score_mode, sp_token *first) {
     const int V = sp_model_get_info(m)->n_vocab;
     size_t cap = 256, len = 0;
     char *out = malloc(cap), piece[256];
@@ -89,7 +127,7 @@ static char *answer(sp_context *ctx, const sp_model *m, int pos, float *logits, 
         bool blank = true;
         for (int c = 0; c < k; c++) blank &= piece[c] == ' ' || piece[c] == '\t';
         if (*first < 0 && !blank) *first = t;
-        if (memchr(piece, '\n', (size_t)k) && len > 0) break;
+        if ((score_mode == SCORE_EXACT || all_found(out, d)) && memchr(piece, '\n', (size_t)k) && len > 0) break;
         if (len + (size_t)k + 1 > cap) out = realloc(out, cap = 2 * (len + (size_t)k + 1));
         memcpy(out + len, piece, (size_t)k);
         len += (size_t)k;
@@ -100,16 +138,23 @@ static char *answer(sp_context *ctx, const sp_model *m, int pos, float *logits, 
     return out;
 }
 
-static void score_answer(cell *c, const char *got, const char *want, sp_token first, sp_token want_first) {
+/* Scores one answer into c; returns the document's accuracy under score_mode. */
+static double score_answer(cell *c, const char *got, const doc *d, int score_mode, sp_token first, sp_token want_first) {
     /* exact match on the trimmed first line */
     const char *s = got;
     while (*s == ' ' || *s == '\t' || *s == '\n') s++;
     size_t n = strcspn(s, "\n");
     while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '.' || s[n - 1] == '\r')) n--;
+    const bool em = n == strlen(d->answer) && strncmp(s, d->answer, n) == 0;
+    int found = 0;
+    for (int r = 0; r < d->n_refs; r++) found += strstr(got, d->refs[r]) != NULL;
+    const double contains = (double)found / d->n_refs, acc = score_mode == SCORE_EXACT ? em : contains;
     c->n++;
-    c->em += n == strlen(want) && strncmp(s, want, n) == 0;
-    c->contains += strstr(got, want) != NULL;
+    c->em += em;
+    c->contains += contains;
+    c->acc += acc;
     c->first_token += first >= 0 && first == want_first;
+    return acc;
 }
 
 /* Importance patterns that make sp_select_chunks pick what a baseline would. */
@@ -130,13 +175,13 @@ static void baseline_importance(int method, int n, int chunk, double keep, unsig
     }
 }
 
-static void svg_accuracy(const char *path, cell (*r)[MAX_KEEPS], const double *keeps, int n_keeps, const bool *on) {
+static void svg_accuracy(const char *path, cell (*r)[MAX_KEEPS], const double *keeps, int n_keeps, const bool *on, const char *metric) {
     FILE *f = fopen(path, "w");
     if (!f) return;
     const int W = 640, H = 400, L = 60, R = 180, T = 30, B = 50;
-    static const char *const colors[M_COUNT] = {"#000", "#d9480f", "#1c7ed6", "#f59f00", "#868e96", "#74b816", "#ae3ec9", "#0ca678"};
+    static const char *const colors[M_COUNT] = {"#000", "#d9480f", "#1c7ed6", "#5f3dc4", "#f59f00", "#868e96", "#74b816", "#ae3ec9", "#0ca678"};
     fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d' font-family='sans-serif' font-size='12'>\n", W, H);
-    fprintf(f, "<rect width='100%%' height='100%%' fill='white'/><text x='%d' y='18' font-size='14'>Exact match vs keep rate</text>\n", L);
+    fprintf(f, "<rect width='100%%' height='100%%' fill='white'/><text x='%d' y='18' font-size='14'>%s vs keep rate</text>\n", L, metric);
     const double xmax = keeps[n_keeps - 1] > 0 ? keeps[n_keeps - 1] : 1;
 #define X(v) (L + (v) / xmax * (W - L - R))
 #define Y(v) (H - B - (v) * (H - T - B))
@@ -151,12 +196,12 @@ static void svg_accuracy(const char *path, cell (*r)[MAX_KEEPS], const double *k
     for (int m = 0; m < M_COUNT; m++) {
         if (!on[m] || r[m][0].n == 0) continue;
         if (m == M_FULL || m == M_ADAPTIVE) {
-            const double acc = (double)r[m][0].em / r[m][0].n;
+            const double acc = r[m][0].acc / r[m][0].n;
             fprintf(f, "<line x1='%d' x2='%d' y1='%.1f' y2='%.1f' stroke='%s' stroke-dasharray='%s'/>\n", L, W - R, Y(acc), Y(acc),
                     colors[m], m == M_FULL ? "6,4" : "2,3");
         } else {
             fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", colors[m]);
-            for (int k = 0; k < n_keeps; k++) fprintf(f, "%.1f,%.1f ", X(keeps[k]), Y((double)r[m][k].em / (r[m][k].n ? r[m][k].n : 1)));
+            for (int k = 0; k < n_keeps; k++) fprintf(f, "%.1f,%.1f ", X(keeps[k]), Y(r[m][k].acc / (r[m][k].n ? r[m][k].n : 1)));
             fprintf(f, "'/>\n");
         }
         fprintf(f, "<text x='%d' y='%d' fill='%s'>%s</text>\n", W - R + 10, T + 20 + 18 * legend++, colors[m], method_labels[m]);
@@ -243,31 +288,37 @@ int cmd_eval(int argc, char **argv) {
     int n_tasks = 0, limit = MAX_DOCS, threads = 0, max_tokens = 16, n_ctx = 0, n_keeps = 5;
     double keeps[MAX_KEEPS] = {0.05, 0.1, 0.2, 0.3, 0.5};
     bool on[M_COUNT], chat = false;
+    int score_mode = SCORE_EXACT;
     double min_acc = -1, min_ratio = -1, max_base = -1, check_keep = 0.1, mass = 0.9, min_spec[MAX_KEEPS];
     int n_min_spec = 0, bad_selection = 0;
     sp_specprefill_params sp = sp_specprefill_default_params();
     const cli_option options[] = {
         CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the main model (GGUF)"),
         CLI_OPT("--draft", NULL, CLI_TEXT, &draft_path, 0, 0, "FILE", "draft model: adds the methods spec and adaptive"),
-        CLI_OPT("--task", NULL, CLI_TEXTS, tasks, 0, 0, "FILE", "JSONL, one {\"prompt\": ..., \"answer\": ...} per line",
+        CLI_OPT("--draft-any-vocab", NULL, CLI_FLAG, &sp.any_vocab, 0, 0, NULL, "allow a draft with another tokenizer (scores mapped through bytes)"),
+        CLI_OPT("--task", NULL, CLI_TEXTS, tasks, 0, 0, "FILE",
+                "JSONL, one {\"prompt\", \"answer\"} per line; optional \"answers\" (all to be found), \"max_tokens\", \"task\" or \"family\"",
                 .count = &n_tasks, .max_count = MAX_TASKS),
         CLI_OPT("--n", NULL, CLI_INT, &limit, 1, MAX_DOCS, "N", "at most N documents", .shown_default = "all"),
         CLI_OPT("--keep", NULL, CLI_DOUBLES, keeps, 1e-6, 1, "LIST", "keep rates, increasing", .count = &n_keeps, .max_count = MAX_KEEPS),
-        CLI_OPT("--methods", NULL, CLI_TEXT, &methods, 0, 0, "LIST", "of full,spec,self,adaptive,random,recency,stride,firstlast",
+        CLI_OPT("--methods", NULL, CLI_TEXT, &methods, 0, 0, "LIST", "of full,spec,self,oracle,adaptive,random,recency,stride,firstlast",
                 .shown_default = "all that apply"),
+        CLI_OPT("--score", NULL, CLI_CHOICE, &score_mode, 0, 0, "exact|contains",
+                "accuracy: exact match of the first line, or the share of the answers found in the text (RULER's string_match_all)"),
         CLI_OPT("--keep-mass", NULL, CLI_DOUBLE, &mass, 1e-6, 1, "M", "the share of importance the adaptive method keeps"),
         CLI_SPECPREFILL_SCORING_OPTIONS(&sp),
         CLI_OPT("--chat", NULL, CLI_FLAG, &chat, 0, 0, NULL, "wrap each prompt as a user message in the chat template"),
         CLI_OPT("--system", NULL, CLI_TEXT, &system, 0, 0, "TEXT", "system message (with --chat)"),
         CLI_CHAT_TEMPLATE_OPTIONS(&tmpl, &tmpl_file, &kwargs),
-        CLI_OPT("--max-tokens", NULL, CLI_INT, &max_tokens, 1, 4096, "N", "answer length limit (answers stop at a newline)"),
+        CLI_OPT("--max-tokens", NULL, CLI_INT, &max_tokens, 1, 4096, "N",
+                "answer length limit where a document sets none (exact: answers stop at a newline; contains: once all are found)"),
         CLI_OPT("--ctx-size", "-c", CLI_INT, &n_ctx, 16, 1 << 24, "N", "context size", .shown_default = "longest prompt + max-tokens + 8"),
         CLI_OPT("--output", "-o", CLI_TEXT, &prefix, 0, 0, "PREFIX", "also write PREFIX.json, PREFIX-accuracy.svg, PREFIX-ttft.svg"),
         CLI_THREADS_OPTION(&threads),
         CLI_SECTION_ROW("checks (exit 1 when one fails; for CI)"),
-        CLI_OPT("--min-accuracy", NULL, CLI_DOUBLE, &min_acc, 0, 1, "X", "full prefill's exact match reaches X", .shown_default = ""),
+        CLI_OPT("--min-accuracy", NULL, CLI_DOUBLE, &min_acc, 0, 1, "X", "full prefill's accuracy reaches X", .shown_default = ""),
         CLI_OPT("--min-spec-accuracy", NULL, CLI_DOUBLES, min_spec, 0, 1, "LIST",
-                "SpecPrefill's exact match at each --keep rate reaches these (one per rate)", .count = &n_min_spec, .max_count = MAX_KEEPS),
+                "SpecPrefill's accuracy at each --keep rate reaches these (one per rate)", .count = &n_min_spec, .max_count = MAX_KEEPS),
         CLI_OPT("--min-spec-ratio", NULL, CLI_DOUBLE, &min_ratio, 0, 10, "X", "SpecPrefill at --check-keep reaches X × full's accuracy", .shown_default = ""),
         CLI_OPT("--max-baseline-ratio", NULL, CLI_DOUBLE, &max_base, 0, 10, "X", "random and recency at --check-keep stay ≤ X × full's", .shown_default = ""),
         CLI_OPT("--check-keep", NULL, CLI_DOUBLE, &check_keep, 1e-6, 1, "R", "the keep rate those checks use"),
@@ -275,7 +326,8 @@ int cmd_eval(int argc, char **argv) {
     };
     const cli_command cmd = {"eval -m MAIN.gguf [--draft DRAFT.gguf] --task FILE.jsonl [options]",
                              "accuracy of full prefill, speculative prefill and baselines on question-answer documents",
-                             options, "metrics: exact match (the trimmed first line), contains, first content token", NULL, 0, NULL};
+                             options, "metrics: exact match (the trimmed first line), contains (the share of the answers in the text), first content token",
+                             NULL, 0, NULL};
     const int parsed = cli_parse(&cmd, argc, argv);
     if (parsed >= 0) return parsed;
     chat = chat || tmpl || tmpl_file || kwargs;
@@ -319,14 +371,17 @@ int cmd_eval(int argc, char **argv) {
     sp_model *m = NULL, *dm = NULL;
     sp_context *ctx = NULL, *dctx = NULL, *sctx = NULL;
     sp_token **toks = calloc((size_t)n_docs, sizeof *toks);
-    int *ntok = calloc((size_t)n_docs, sizeof *ntok), max_len = 0;
+    char **texts = calloc((size_t)n_docs, sizeof *texts);
+    int *ntok = calloc((size_t)n_docs, sizeof *ntok), max_len = 0, max_need = 0;
+    size_t max_bytes = 0;
     cell (*res)[MAX_KEEPS] = calloc(M_COUNT, sizeof *res);
     ttft_point *tp = calloc((size_t)n_docs, sizeof *tp);
     float *logits = NULL, *imp = NULL, *bimp = NULL;
     uint8_t *kept = NULL;
     if (sp_model_load(model_path, &m) != SP_OK) { fail_status("loading model"); goto done; }
     if (draft_path && sp_model_load(draft_path, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
-    if (dm && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
+    if (dm && !sp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
+    const bool other_vocab = dm && sp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK;
     for (int d = 0; d < n_docs; d++) {
         sp_chat_message msgs[2];
         int nm = 0;
@@ -334,19 +389,26 @@ int cmd_eval(int argc, char **argv) {
         msgs[nm++] = (sp_chat_message){"user", docs[d].prompt};
         spc_prompt pr;
         if (spc_prompt_make(m, chat, tmpl_source, kwargs, msgs, nm, &pr) != SP_OK) { fprintf(stderr, "error: document %d: %s\n", d, sp_last_error()); goto done; }
-        toks[d] = pr.ids; /* the tokens stay; the text goes */
+        toks[d] = pr.ids; /* the tokens stay; the text only for a draft of another tokenizer */
         ntok[d] = pr.n;
-        free(pr.text);
+        if (other_vocab) texts[d] = pr.text;
+        else free(pr.text);
+        if (texts[d] && strlen(texts[d]) > max_bytes) max_bytes = strlen(texts[d]);
         if (ntok[d] > max_len) max_len = ntok[d];
+        const int need = ntok[d] + (docs[d].max_tokens ? docs[d].max_tokens : max_tokens);
+        if (need > max_need) max_need = need;
     }
     sp_context_params cp = sp_context_default_params();
-    cp.n_ctx = n_ctx ? n_ctx : max_len + max_tokens + 8;
-    if (max_len + max_tokens > cp.n_ctx) { fprintf(stderr, "error: the longest prompt (%d tokens) does not fit -c %d\n", max_len, cp.n_ctx); goto done; }
+    cp.n_ctx = n_ctx ? n_ctx : max_need + 8;
+    if (max_need > cp.n_ctx) { fprintf(stderr, "error: a prompt and its answer (%d tokens) do not fit -c %d\n", max_need, cp.n_ctx); goto done; }
     if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
     sp_context_params dp = cp;
     dp.n_ctx = spc_draft_ctx_size(max_len, &sp, false);
-    if (dm && sp_context_new(dm, &dp, &dctx) != SP_OK) { fail_status("draft context"); goto done; }
-    if (on[M_SELF] && sp_context_new(m, &dp, &sctx) != SP_OK) { fail_status("self-speculation context"); goto done; }
+    sp_context_params odp = dp; /* the draft's: a draft of another tokenizer reads at most a token per byte */
+    if (other_vocab) odp.n_ctx = spc_draft_ctx_size((int)max_bytes, &sp, true);
+    if (dm && sp_context_new(dm, &odp, &dctx) != SP_OK) { fail_status("draft context"); goto done; }
+    /* self-speculation and the oracle score with the main model itself (its first layers, or all) */
+    if ((on[M_SELF] || on[M_ORACLE]) && sp_context_new(m, &dp, &sctx) != SP_OK) { fail_status("scoring context"); goto done; }
     const int V = sp_model_get_info(m)->n_vocab;
     logits = malloc((size_t)V * sizeof *logits);
     imp = malloc((size_t)max_len * sizeof *imp);
@@ -366,7 +428,8 @@ int cmd_eval(int argc, char **argv) {
         free(at);
         sp_token first;
         char *got;
-        const spc_prompt prompt = {NULL, (sp_token *)p, n};
+        const spc_prompt prompt = {texts[d], (sp_token *)p, n};
+        const int doc_tokens = docs[d].max_tokens ? docs[d].max_tokens : max_tokens;
         sp_specprefill_stats st;
         double t_draft_score = 0; /* the draft's scoring time, which adaptive shares with spec */
         /* full prefill: the entry generate and the server use (common/prefill.c) */
@@ -375,10 +438,8 @@ int cmd_eval(int argc, char **argv) {
             res[M_FULL][0].ttft += st.ttft_s;
             res[M_FULL][0].kept_share += 1;
             tp[d].full = st.ttft_s;
-            got = answer(ctx, m, n, logits, max_tokens, &first);
-            const int em_before = res[M_FULL][0].em;
-            score_answer(&res[M_FULL][0], got, docs[d].answer, first, want_first);
-            docs[d].ok_full = res[M_FULL][0].em > em_before;
+            got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
+            docs[d].score[M_FULL] = (float)score_answer(&res[M_FULL][0], got, &docs[d], score_mode, first, want_first);
             free(got);
         }
         /* SpecPrefill with the draft, and self-speculation: the same entry, once per keep rate
@@ -399,17 +460,42 @@ int cmd_eval(int argc, char **argv) {
                 if (method == M_SPEC) t_draft_score = st.draft_prefill_s + st.lookahead_s + st.scoring_s;
                 if (method == M_SPEC && k == 0) tp[d].spec = st.ttft_s;
                 tp[d].n_tokens = n;
-                got = answer(ctx, m, n, logits, max_tokens, &first);
-                const int em_before = res[method][k].em;
-                score_answer(&res[method][k], got, docs[d].answer, first, want_first);
-                if (method == M_SPEC && k == check_k) docs[d].ok_spec = res[method][k].em > em_before;
+                got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
+                const double a = score_answer(&res[method][k], got, &docs[d], score_mode, first, want_first);
+                if (k == check_k) docs[d].score[method] = (float)a;
+                free(got);
+            }
+        }
+        /* the oracle: the main model's own attention over the whole prompt (all its layers, its
+         * own look-ahead), scored once; each keep rate then prefills its selection. An upper
+         * bound on what attention-based selection can keep, not a way to save time: its TTFT
+         * includes a full prefill. */
+        if (on[M_ORACLE]) {
+            sp_specprefill_params q = sp;
+            q.self_layers = sp_model_get_info(m)->n_layer;
+            const double t0 = now_seconds();
+            if (sp_specprefill_score(sctx, m, p, n, NULL, &q, bimp, &st) != SP_OK) { fail_status("oracle scoring"); goto done; }
+            const double t_score = now_seconds() - t0;
+            for (int k = 0; k < n_keeps; k++) {
+                q.keep_rate = (float)keeps[k];
+                int n_kept = 0;
+                const double t1 = now_seconds();
+                if (sp_specprefill_select(m, p, n, bimp, &q, kept, &n_kept) != SP_OK) { fail_status("selection"); goto done; }
+                if (!selection_holds(m, p, n, kept, &q, d, method_names[M_ORACLE])) bad_selection++;
+                sp_context_reset(ctx);
+                if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
+                res[M_ORACLE][k].ttft += t_score + now_seconds() - t1;
+                res[M_ORACLE][k].kept_share += (double)n_kept / n;
+                got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
+                const double a = score_answer(&res[M_ORACLE][k], got, &docs[d], score_mode, first, want_first);
+                if (k == check_k) docs[d].score[M_ORACLE] = (float)a;
                 free(got);
             }
         }
         /* adaptive: the draft's scores (spec's, or scored now), as many chunks as hold the mass */
         if (on[M_ADAPTIVE]) {
             const double t0 = now_seconds();
-            if (!on[M_SPEC] && sp_specprefill_score(dctx, m, p, n, NULL, &sp, imp, &st) != SP_OK) { fail_status("scoring"); goto done; }
+            if (!on[M_SPEC] && sp_specprefill_score(dctx, m, p, n, texts[d], &sp, imp, &st) != SP_OK) { fail_status("scoring"); goto done; }
             const double t_score = on[M_SPEC] ? t_draft_score : now_seconds() - t0;
             sp_specprefill_params q = sp;
             q.keep_mass = (float)mass;
@@ -420,8 +506,8 @@ int cmd_eval(int argc, char **argv) {
             if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
             res[M_ADAPTIVE][0].ttft += t_score + now_seconds() - t1;
             res[M_ADAPTIVE][0].kept_share += (double)n_kept / n;
-            got = answer(ctx, m, n, logits, max_tokens, &first);
-            score_answer(&res[M_ADAPTIVE][0], got, docs[d].answer, first, want_first);
+            got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
+            docs[d].score[M_ADAPTIVE] = (float)score_answer(&res[M_ADAPTIVE][0], got, &docs[d], score_mode, first, want_first);
             free(got);
         }
         /* baselines that use no model */
@@ -438,8 +524,9 @@ int cmd_eval(int argc, char **argv) {
                 if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
                 res[method][k].ttft += now_seconds() - t0;
                 res[method][k].kept_share += (double)n_kept / n;
-                got = answer(ctx, m, n, logits, max_tokens, &first);
-                score_answer(&res[method][k], got, docs[d].answer, first, want_first);
+                got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
+                const double a = score_answer(&res[method][k], got, &docs[d], score_mode, first, want_first);
+                if (k == check_k) docs[d].score[method] = (float)a;
                 free(got);
             }
         }
@@ -456,11 +543,13 @@ int cmd_eval(int argc, char **argv) {
     int min_len = max_len;
     double sum_len = 0;
     for (int d = 0; d < n_docs; d++) { sum_len += ntok[d]; if (ntok[d] < min_len) min_len = ntok[d]; }
-    printf("%d documents of %d to %d tokens (mean %.0f); chunk %d, lookahead %d, pool %d\n\n", n_docs, min_len, max_len,
-           n_docs ? sum_len / n_docs : 0.0, sp.chunk, sp.lookahead, sp.pool_kernel);
+    const char *metric = score_mode == SCORE_EXACT ? "exact match" : "contains";
+    printf("%d documents of %d to %d tokens (mean %.0f); chunk %d, lookahead %d, pool %d; accuracy: %s\n\n", n_docs, min_len, max_len,
+           n_docs ? sum_len / n_docs : 0.0, sp.chunk, sp.lookahead, sp.pool_kernel, metric);
     printf("| method | keep | kept tokens | exact match | contains | first token | mean TTFT ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
     cJSON *js = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(js, "results");
     cJSON_AddNumberToObject(js, "documents", n_docs);
+    cJSON_AddStringToObject(js, "accuracy", metric);
     cJSON_AddStringToObject(js, "model", model_path);
     if (draft_path) cJSON_AddStringToObject(js, "draft", draft_path);
     for (int method = 0; method < M_COUNT; method++) {
@@ -479,6 +568,7 @@ int cmd_eval(int argc, char **argv) {
             cJSON_AddStringToObject(row, "method", method_names[method]);
             cJSON_AddNumberToObject(row, "keep", method == M_FULL ? 1.0 : method == M_ADAPTIVE ? -1 : keeps[k]);
             cJSON_AddNumberToObject(row, "kept_share", c->kept_share / c->n);
+            cJSON_AddNumberToObject(row, "accuracy", c->acc / c->n);
             cJSON_AddNumberToObject(row, "exact_match", (double)c->em / c->n);
             cJSON_AddNumberToObject(row, "contains", (double)c->contains / c->n);
             cJSON_AddNumberToObject(row, "first_token", (double)c->first_token / c->n);
@@ -486,27 +576,40 @@ int cmd_eval(int argc, char **argv) {
             cJSON_AddItemToArray(rows, row);
         }
     }
-    /* exact match per group of documents (the task files' "family"), full vs SpecPrefill */
+    /* accuracy per group of documents (the task files' "task" or "family"), every method at the
+     * checked keep rate */
     bool grouped = false;
     for (int d = 0; d < n_docs; d++) grouped |= docs[d].group != NULL;
-    if (grouped && on[M_FULL]) {
-        printf("\n| group | documents | full prefill | SpecPrefill keep %.2f |\n|---|---:|---:|---:|\n", keeps[check_k]);
+    if (grouped) {
+        printf("\n%s per group (keep %.2f where a method has a keep rate)\n\n| group | documents |", metric, keeps[check_k]);
+        for (int method = 0; method < M_COUNT; method++) if (on[method]) printf(" %s |", method_labels[method]);
+        printf("\n|---|---:|");
+        for (int method = 0; method < M_COUNT; method++) if (on[method]) printf("---:|");
+        printf("\n");
         cJSON *groups = cJSON_AddArrayToObject(js, "by_group");
         for (int d = 0; d < n_docs; d++) {
             const char *g = docs[d].group ? docs[d].group : "(none)";
             bool seen = false;
             for (int e = 0; e < d && !seen; e++) seen = !strcmp(docs[e].group ? docs[e].group : "(none)", g);
             if (seen) continue;
-            int n = 0, full = 0, spec = 0;
+            int n = 0;
+            double sum[M_COUNT] = {0};
             for (int e = d; e < n_docs; e++)
-                if (!strcmp(docs[e].group ? docs[e].group : "(none)", g)) { n++; full += docs[e].ok_full; spec += docs[e].ok_spec; }
-            if (on[M_SPEC]) printf("| %s | %d | %.1f%% | %.1f%% |\n", g, n, 100.0 * full / n, 100.0 * spec / n);
-            else printf("| %s | %d | %.1f%% | – |\n", g, n, 100.0 * full / n);
+                if (!strcmp(docs[e].group ? docs[e].group : "(none)", g)) {
+                    n++;
+                    for (int method = 0; method < M_COUNT; method++) sum[method] += docs[e].score[method];
+                }
+            printf("| %s | %d |", g, n);
             cJSON *row = cJSON_CreateObject();
             cJSON_AddStringToObject(row, "group", g);
             cJSON_AddNumberToObject(row, "documents", n);
-            cJSON_AddNumberToObject(row, "full_exact_match", (double)full / n);
-            if (on[M_SPEC]) cJSON_AddNumberToObject(row, "spec_exact_match", (double)spec / n);
+            cJSON_AddNumberToObject(row, "keep", keeps[check_k]);
+            for (int method = 0; method < M_COUNT; method++) {
+                if (!on[method]) continue;
+                printf(" %.1f%% |", 100 * sum[method] / n);
+                cJSON_AddNumberToObject(row, method_names[method], sum[method] / n);
+            }
+            printf("\n");
             cJSON_AddItemToArray(groups, row);
         }
     }
@@ -519,7 +622,7 @@ int cmd_eval(int argc, char **argv) {
         if (f) fclose(f);
         free(s);
         snprintf(path, sizeof path, "%s-accuracy.svg", prefix);
-        svg_accuracy(path, res, keeps, n_keeps, on);
+        svg_accuracy(path, res, keeps, n_keeps, on, score_mode == SCORE_EXACT ? "Exact match" : "Contains");
         if (on[M_FULL] && on[M_SPEC]) {
             snprintf(path, sizeof path, "%s-ttft.svg", prefix);
             svg_ttft(path, tp, n_docs, keeps[0]);
@@ -529,26 +632,26 @@ int cmd_eval(int argc, char **argv) {
     cJSON_Delete(js);
     rc = 0;
     /* CI thresholds */
-    const double full = res[M_FULL][0].n ? (double)res[M_FULL][0].em / res[M_FULL][0].n : 0;
-    if (min_acc >= 0 && full < min_acc) { fprintf(stderr, "check failed: full prefill exact match %.3f < %.3f\n", full, min_acc); rc = 1; }
+    const double full = res[M_FULL][0].n ? res[M_FULL][0].acc / res[M_FULL][0].n : 0;
+    if (min_acc >= 0 && full < min_acc) { fprintf(stderr, "check failed: full prefill %s %.3f < %.3f\n", metric, full, min_acc); rc = 1; }
     if (min_ratio >= 0 && on[M_SPEC] && res[M_SPEC][check_k].n) {
-        const double s = (double)res[M_SPEC][check_k].em / res[M_SPEC][check_k].n;
+        const double s = res[M_SPEC][check_k].acc / res[M_SPEC][check_k].n;
         if (s < min_ratio * full) { fprintf(stderr, "check failed: SpecPrefill at keep %.2f: %.3f < %.2f × full (%.3f)\n", keeps[check_k], s, min_ratio, full); rc = 1; }
     }
     for (int k = 0; k < n_min_spec; k++) {
-        const double a = (double)res[M_SPEC][k].em / (res[M_SPEC][k].n ? res[M_SPEC][k].n : 1);
-        if (a < min_spec[k]) { fprintf(stderr, "check failed: SpecPrefill at keep %.2f: exact match %.3f < %.3f\n", keeps[k], a, min_spec[k]); rc = 1; }
+        const double a = res[M_SPEC][k].acc / (res[M_SPEC][k].n ? res[M_SPEC][k].n : 1);
+        if (a < min_spec[k]) { fprintf(stderr, "check failed: SpecPrefill at keep %.2f: %s %.3f < %.3f\n", keeps[k], metric, a, min_spec[k]); rc = 1; }
     }
     if (bad_selection) { fprintf(stderr, "check failed: the selection broke its contract on %d runs (above)\n", bad_selection); rc = 1; }
     if (max_base >= 0)
         for (int method = M_RANDOM; method <= M_RECENCY; method++)
             if (on[method] && res[method][check_k].n) {
-                const double b = (double)res[method][check_k].em / res[method][check_k].n;
+                const double b = res[method][check_k].acc / res[method][check_k].n;
                 if (b > max_base * full) { fprintf(stderr, "check failed: %s at keep %.2f: %.3f > %.2f × full (%.3f)\n", method_names[method], keeps[check_k], b, max_base, full); rc = 1; }
             }
 done:
-    for (int d = 0; d < n_docs; d++) { free(docs[d].prompt); free(docs[d].answer); free(docs[d].group); free(toks ? toks[d] : NULL); }
-    free(docs); free(toks); free(ntok); free(res); free(tp); free(logits); free(imp); free(bimp); free(kept); free(tmpl_owned);
+    for (int d = 0; d < n_docs; d++) { doc_free(&docs[d]); free(toks ? toks[d] : NULL); free(texts ? texts[d] : NULL); }
+    free(docs); free(toks); free(texts); free(ntok); free(res); free(tp); free(logits); free(imp); free(bimp); free(kept); free(tmpl_owned);
     sp_context_free(ctx); sp_context_free(dctx); sp_context_free(sctx);
     sp_model_free(dm); sp_model_free(m);
     return rc;
