@@ -6,6 +6,7 @@
 #   bench/run.sh engine    pp512/pp2048/tg32 for F16, Q8_0, Q4_K_M (+ F16 with SPECPREFILL_F16=bf16, pp8192)
 #   bench/run.sh single    one thread (pinned to CPU 0): pp512 and tg32, against llama.cpp's one-thread row
 #   bench/run.sh ttft      full prefill vs speculative prefill, 1k-8k tokens
+#   bench/run.sh ttft-long the same at 8k, 16k and 32k tokens (the bundled pair, then the 1B pair): about 20 min
 #   bench/run.sh parallel  generation for 1, 2, 4 and 8 sequences at once (batched decode, a server's slots)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,10 @@ single)
   for m in 1b-f16 1b-q8_0 1b-q4_k_m; do taskset -c 0 $SP bench -m models-big/$m.gguf -p 512 -n 32 -r 3 -t 1; done
   SPECPREFILL_F16=bf16 taskset -c 0 $SP bench -m models-big/1b-f16.gguf -p 512 -n 0 -r 3 -t 1
   for m in draft-f16 draft-q8_0; do taskset -c 0 $SP bench -m models-big/$m.gguf -p 512 -n 0 -r 3 -t 1; done
+  ;;
+ttft-long)
+  $SP bench -m models/main.gguf --draft models/draft.gguf -p 0 -n 0 -r 1 -t $T --ttft 8192,16384,32768 --keep 0.1
+  $SP bench -m models-big/1b-q8_0.gguf --draft models-big/draft-q8_0.gguf -p 0 -n 0 -r 1 -t $T --ttft 8192,16384,32768 --keep 0.1
   ;;
 parallel)
   for m in 1b-f16 1b-q8_0 1b-q4_k_m; do $SP bench -m models-big/$m.gguf -p 0 -n 32 -r 3 -t $T --parallel 2,4,8; done

@@ -88,6 +88,8 @@ j = json.load(open(sys.argv[1]))
 full = [r for r in j["results"] if r["method"] == "full"][0]
 # per document: 1, 1/2, 0, 1 -> 62.5 %; exact match: the answer is the first line every time -> 100 %
 assert j["accuracy"] == "contains" and abs(full["accuracy"] - 0.625) < 1e-9 and full["exact_match"] == 1.0, full
+# the prompt states the answer (not the absent reference): the same shares are in the kept (all) tokens
+assert abs(full["answers_kept"] - 0.625) < 1e-9, full
 PYEOF
 "$SP" eval -m "$MODEL" --task "$T/contains.jsonl" --methods full --min-accuracy 0.7 --score contains >/dev/null 2>"$T/err"
 [ $? -eq 1 ] && grep -q "full prefill contains 0.625 < 0.700" "$T/err" && ok || bad "eval --score contains: the checks use it ($(cat "$T/err"))"

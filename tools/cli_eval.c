@@ -33,7 +33,7 @@ enum { SCORE_EXACT, SCORE_CONTAINS };
 
 typedef struct {
     int n, em, first_token;
-    double acc, contains, ttft, kept_share;
+    double acc, contains, ttft, kept_share, answers_kept;
 } cell;
 
 #define MAX_REFS 64
@@ -136,6 +136,31 @@ static char *answer(sp_context *ctx, const sp_model *m, int pos, float *logits, 
         if (sp_decode(ctx, &t, &p, 1, &row, 1, logits) != SP_OK) break;
     }
     return out;
+}
+
+/* The share of the document's answers that the kept tokens still spell out (gaps where tokens
+ * were dropped break a match): where a selection loses an answer before the model reads it. */
+static double answers_kept(const sp_model *m, const sp_token *p, int n, const uint8_t *kept, const doc *d) {
+    size_t cap = 4096, len = 0;
+    char *text = malloc(cap), piece[256];
+    if (!text) return 0;
+    for (int i = 0; i < n; i++) {
+        int k = kept[i] ? sp_token_to_bytes(m, p[i], false, piece, sizeof piece) : 1;
+        if (k < 0) k = 0;
+        if (!kept[i]) piece[0] = '\n'; /* a gap: no answer runs across it (answers are one line) */
+        if (len + (size_t)k + 1 > cap) {
+            char *t = realloc(text, cap = 2 * (len + (size_t)k + 1));
+            if (!t) { free(text); return 0; }
+            text = t;
+        }
+        memcpy(text + len, piece, (size_t)k);
+        len += (size_t)k;
+    }
+    text[len] = 0;
+    int found = 0;
+    for (int r = 0; r < d->n_refs; r++) found += strstr(text, d->refs[r]) != NULL;
+    free(text);
+    return (double)found / d->n_refs;
 }
 
 /* Scores one answer into c; returns the document's accuracy under score_mode. */
@@ -326,7 +351,7 @@ int cmd_eval(int argc, char **argv) {
     };
     const cli_command cmd = {"eval -m MAIN.gguf [--draft DRAFT.gguf] --task FILE.jsonl [options]",
                              "accuracy of full prefill, speculative prefill and baselines on question-answer documents",
-                             options, "metrics: exact match (the trimmed first line), contains (the share of the answers in the text), first content token",
+                             options, "metrics: exact match (the trimmed first line), contains (the share of the answers in the text), first content token; answers kept: the share of the answers the kept tokens still spell out",
                              NULL, 0, NULL};
     const int parsed = cli_parse(&cmd, argc, argv);
     if (parsed >= 0) return parsed;
@@ -437,6 +462,8 @@ int cmd_eval(int argc, char **argv) {
             if (spc_prefill(ctx, NULL, &prompt, NULL, &sp, logits, NULL, NULL, &st) != SP_OK) { fail_status("prefill"); goto done; }
             res[M_FULL][0].ttft += st.ttft_s;
             res[M_FULL][0].kept_share += 1;
+            memset(kept, 1, (size_t)n);
+            res[M_FULL][0].answers_kept += answers_kept(m, p, n, kept, &docs[d]);
             tp[d].full = st.ttft_s;
             got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
             docs[d].score[M_FULL] = (float)score_answer(&res[M_FULL][0], got, &docs[d], score_mode, first, want_first);
@@ -457,6 +484,7 @@ int cmd_eval(int argc, char **argv) {
                 if (!selection_holds(m, p, n, kept, &q, d, method_names[method])) bad_selection++;
                 res[method][k].ttft += st.ttft_s;
                 res[method][k].kept_share += (double)st.n_kept / n;
+                res[method][k].answers_kept += answers_kept(m, p, n, kept, &docs[d]);
                 if (method == M_SPEC) t_draft_score = st.draft_prefill_s + st.lookahead_s + st.scoring_s;
                 if (method == M_SPEC && k == 0) tp[d].spec = st.ttft_s;
                 tp[d].n_tokens = n;
@@ -486,6 +514,7 @@ int cmd_eval(int argc, char **argv) {
                 if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
                 res[M_ORACLE][k].ttft += t_score + now_seconds() - t1;
                 res[M_ORACLE][k].kept_share += (double)n_kept / n;
+                res[M_ORACLE][k].answers_kept += answers_kept(m, p, n, kept, &docs[d]);
                 got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
                 const double a = score_answer(&res[M_ORACLE][k], got, &docs[d], score_mode, first, want_first);
                 if (k == check_k) docs[d].score[M_ORACLE] = (float)a;
@@ -506,6 +535,7 @@ int cmd_eval(int argc, char **argv) {
             if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
             res[M_ADAPTIVE][0].ttft += t_score + now_seconds() - t1;
             res[M_ADAPTIVE][0].kept_share += (double)n_kept / n;
+            res[M_ADAPTIVE][0].answers_kept += answers_kept(m, p, n, kept, &docs[d]);
             got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
             docs[d].score[M_ADAPTIVE] = (float)score_answer(&res[M_ADAPTIVE][0], got, &docs[d], score_mode, first, want_first);
             free(got);
@@ -524,6 +554,7 @@ int cmd_eval(int argc, char **argv) {
                 if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
                 res[method][k].ttft += now_seconds() - t0;
                 res[method][k].kept_share += (double)n_kept / n;
+                res[method][k].answers_kept += answers_kept(m, p, n, kept, &docs[d]);
                 got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
                 const double a = score_answer(&res[method][k], got, &docs[d], score_mode, first, want_first);
                 if (k == check_k) docs[d].score[method] = (float)a;
@@ -546,7 +577,7 @@ int cmd_eval(int argc, char **argv) {
     const char *metric = score_mode == SCORE_EXACT ? "exact match" : "contains";
     printf("%d documents of %d to %d tokens (mean %.0f); chunk %d, lookahead %d, pool %d; accuracy: %s\n\n", n_docs, min_len, max_len,
            n_docs ? sum_len / n_docs : 0.0, sp.chunk, sp.lookahead, sp.pool_kernel, metric);
-    printf("| method | keep | kept tokens | exact match | contains | first token | mean TTFT ms |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    printf("| method | keep | kept tokens | answers kept | exact match | contains | first token | mean TTFT ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
     cJSON *js = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(js, "results");
     cJSON_AddNumberToObject(js, "documents", n_docs);
     cJSON_AddStringToObject(js, "accuracy", metric);
@@ -562,13 +593,14 @@ int cmd_eval(int argc, char **argv) {
             if (method == M_FULL) snprintf(keep, sizeof keep, "1.0");
             else if (method == M_ADAPTIVE) snprintf(keep, sizeof keep, "mass %.2f", mass);
             else snprintf(keep, sizeof keep, "%.2f", keeps[k]);
-            printf("| %s | %s | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f |\n", method_labels[method], keep, 100 * c->kept_share / c->n,
-                   100.0 * c->em / c->n, 100.0 * c->contains / c->n, 100.0 * c->first_token / c->n, 1e3 * c->ttft / c->n);
+            printf("| %s | %s | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f |\n", method_labels[method], keep, 100 * c->kept_share / c->n,
+                   100 * c->answers_kept / c->n, 100.0 * c->em / c->n, 100.0 * c->contains / c->n, 100.0 * c->first_token / c->n, 1e3 * c->ttft / c->n);
             cJSON *row = cJSON_CreateObject();
             cJSON_AddStringToObject(row, "method", method_names[method]);
             cJSON_AddNumberToObject(row, "keep", method == M_FULL ? 1.0 : method == M_ADAPTIVE ? -1 : keeps[k]);
             cJSON_AddNumberToObject(row, "kept_share", c->kept_share / c->n);
             cJSON_AddNumberToObject(row, "accuracy", c->acc / c->n);
+            cJSON_AddNumberToObject(row, "answers_kept", c->answers_kept / c->n);
             cJSON_AddNumberToObject(row, "exact_match", (double)c->em / c->n);
             cJSON_AddNumberToObject(row, "contains", (double)c->contains / c->n);
             cJSON_AddNumberToObject(row, "first_token", (double)c->first_token / c->n);

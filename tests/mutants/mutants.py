@@ -192,6 +192,10 @@ MUTANTS = [
     dict(name="steps-do-not-wait-for-members", file="src/server/steps.c",
          find="if (!s->running && s->n_waiting >= s->members) {", replace="if (!s->running) {",
          why="a step runs with whoever has handed in a pass: streams are not batched together", guard="test_steps"),
+    # ---- evaluation: how an answer is scored, and what the oracle is
+    dict(name="eval-contains-any", file="tools/cli_eval.c",
+         find="const double contains = (double)found / d->n_refs,", replace="const double contains = found > 0 ? 1.0 : 0.0,",
+         why="RULER's string_match_all becomes 'any reference found'", guard="test_ruler"),
     # ---- parsers
     dict(name="bpe-merge-order", file="src/tokenizer.c",
          find="*priority = -(double)rank;", replace="*priority = (double)rank;",

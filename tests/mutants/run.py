@@ -28,7 +28,7 @@ sys.path.insert(0, HERE)
 from mutants import MUTANTS  # noqa: E402
 
 FAST = ["test_gguf", "test_quant", "test_tokenizer", "test_chat", "test_model", "test_specprefill", "test_specdecode", "test_common",
-        "test_request", "test_steps", "test_cli", "test_eval_gate", "test_server"]
+        "test_request", "test_steps", "test_cli", "test_eval_gate", "test_ruler", "test_server"]
 
 
 def sh(cmd, **kw):
