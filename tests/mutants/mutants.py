@@ -196,6 +196,9 @@ MUTANTS = [
     dict(name="eval-contains-any", file="tools/cli_eval.c",
          find="const double contains = (double)found / d->n_refs,", replace="const double contains = found > 0 ? 1.0 : 0.0,",
          why="RULER's string_match_all becomes 'any reference found'", guard="test_ruler"),
+    dict(name="eval-oracle-first-layers", file="tools/cli_eval.c",
+         find="q.self_layers = sp_model_get_info(m)->n_layer;", replace="q.self_layers = 0;",
+         why="the oracle scores with the first quarter of the layers (self-speculation) instead of all", guard="test_eval_gate"),
     # ---- parsers
     dict(name="bpe-merge-order", file="src/tokenizer.c",
          find="*priority = -(double)rank;", replace="*priority = (double)rank;",
