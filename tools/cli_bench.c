@@ -192,6 +192,7 @@ done:
     sp_specdecoder_free(sd);
     sp_sampler_free(smp);
     sp_context_free(ctx);
+    sp_context_free(dctx);
     free(logits); free(pos); free(plain); free(spec); free(t_plain); free(t_spec);
     return rc;
 }
@@ -274,6 +275,7 @@ static int bench_ttft(speed_table *table, const sp_model *m, const sp_model *dm,
             snprintf(label, sizeof label, "TTFT %d: full prefill, run %d of %d", n, r, R);
             progress(label);
             full[r] = time_prefill(ctx, tok, pos, 0, n, logits);
+            if (full[r] < 0) { sp_context_free(ctx); fail_status("prefill"); goto out; }
         }
         const double rss_full = peak_rss_mib();
         sp_context_free(ctx);
@@ -284,6 +286,7 @@ static int bench_ttft(speed_table *table, const sp_model *m, const sp_model *dm,
                 snprintf(label, sizeof label, "TTFT %d: the draft's full prefill, run %d of %d", n, r, R);
                 progress(label);
                 draft_full[r] = time_prefill(dctx, tok, pos, 0, n, logits);
+                if (draft_full[r] < 0) { sp_context_free(dctx); fail_status("draft prefill"); goto out; }
             }
             sp_context_free(dctx);
             draft_cost = summarize(draft_full + 1, R).mean / fs.mean;
