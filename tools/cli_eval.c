@@ -336,7 +336,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_OPT("--system", NULL, CLI_TEXT, &system, 0, 0, "TEXT", "system message (with --chat)"),
         CLI_CHAT_TEMPLATE_OPTIONS(&tmpl, &tmpl_file, &kwargs),
         CLI_OPT("--max-tokens", NULL, CLI_INT, &max_tokens, 1, 4096, "N",
-                "answer length limit where a document sets none (exact: answers stop at a newline; contains: once all are found)"),
+                "answer length limit where a document sets none (exact: answers stop at a newline; contains: at the end of the line where all are found)"),
         CLI_OPT("--ctx-size", "-c", CLI_INT, &n_ctx, 16, 1 << 24, "N", "context size", .shown_default = "longest prompt + max-tokens + 8"),
         CLI_OPT("--output", "-o", CLI_TEXT, &prefix, 0, 0, "PREFIX", "also write PREFIX.json, PREFIX-accuracy.svg, PREFIX-ttft.svg"),
         CLI_THREADS_OPTION(&threads),
