@@ -218,22 +218,17 @@ def fwe(r, hay, n_chars, alpha=2.0, vocab=800):
     r.shuffle(coded)
     weights = [1 / (i + 1) ** alpha for i in range(vocab)]
     n_words = max(30, n_chars // 7)
-    drawn = r.choices(coded, weights, k=n_words)
+    drawn = [w if r.random() > 0.1 else "...." for w in r.choices(coded, weights, k=n_words)]  # RULER's noise
     counts = {}
     for w in drawn:
-        counts[w] = counts.get(w, 0) + 1
-    top = sorted(counts, key=lambda w: -counts[w])
-    while len(top) > 3 and counts[top[2]] == counts[top[3]]:  # a tie at third place: one more occurrence
-        drawn.insert(r.randrange(len(drawn) + 1), top[2])
-        counts[top[2]] += 1
-        top = sorted(counts, key=lambda w: -counts[w])
-    text = " ".join(w if r.random() > 0.1 else "...." for w in drawn)
-    # the noise replaced some words: count what is written
-    counts = {}
-    for w in text.split():
         if w != "....":
             counts[w] = counts.get(w, 0) + 1
     top = sorted(counts, key=lambda w: (-counts[w], w))
+    while len(top) > 3 and counts[top[2]] == counts[top[3]]:  # a tie at third place: one more occurrence
+        drawn.insert(r.randrange(len(drawn) + 1), top[2])
+        counts[top[2]] += 1
+        top = sorted(counts, key=lambda w: (-counts[w], w))
+    text = " ".join(drawn)
     prompt = ("Read the following coded text and track the frequency of each coded word. Find the three most frequently "
               f"appeared coded words. {text}\nQuestion: Do not provide any explanation. Please ignore the dots '....'. "
               "What are the three most frequently appeared words in the above coded text?")
