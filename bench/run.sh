@@ -6,7 +6,7 @@
 #   bench/run.sh engine    pp512/pp2048/tg32 for F16, Q8_0, Q4_K_M (+ F16 with SPECPREFILL_F16=bf16, pp8192)
 #   bench/run.sh single    one thread (pinned to CPU 0): pp512 and tg32, against llama.cpp's one-thread row
 #   bench/run.sh ttft      full prefill vs speculative prefill, 1k-8k tokens
-#   bench/run.sh ttft-long the same at 8k, 16k and 32k tokens (the bundled pair, then the 1B pair): about 20 min
+#   bench/run.sh ttft-long the same at 8k, 16k and 32k tokens (the bundled pair, then the 1B pair): about 30 min
 #   bench/run.sh parallel  generation for 1, 2, 4 and 8 sequences at once (batched decode, a server's slots)
 set -euo pipefail
 cd "$(dirname "$0")/.."
