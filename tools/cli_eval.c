@@ -307,6 +307,47 @@ static bool selection_holds(const sp_model *m, const sp_token *p, int n, const u
     return !why;
 }
 
+/* One document under evaluation: what every method's prefill and answer need. */
+typedef struct {
+    sp_context *ctx;
+    const sp_model *m;
+    const doc *doc;
+    const sp_token *p;
+    int n, index, max_tokens, score_mode;
+    sp_token want_first;
+    float *logits;
+    uint8_t *kept;
+} doc_run;
+
+/* After a prefill whose next-token logits are in r->logits and whose kept tokens are marked in
+ * r->kept: counts the TTFT, the kept share and the answers kept into c, answers, and returns the
+ * document's accuracy. */
+static double answer_into(const doc_run *r, cell *c, double ttft, int n_kept) {
+    c->ttft += ttft;
+    c->kept_share += (double)n_kept / r->n;
+    c->answers_kept += answers_kept(r->m, r->p, r->n, r->kept, r->doc);
+    sp_token first;
+    char *got = answer(r->ctx, r->m, r->n, r->logits, r->max_tokens, r->doc, r->score_mode, &first);
+    const double a = score_answer(c, got, r->doc, r->score_mode, first, r->want_first);
+    free(got);
+    return a;
+}
+
+/* The methods that select outside spc_prefill (the oracle, adaptive, the baselines): selects by
+ * the importance, prefills the kept tokens, answers. t_score, the time the importance took, counts
+ * in the TTFT. checked: the method's name where the selection contract applies (NULL: adaptive's
+ * mass and the baselines pick by other rules). Returns the accuracy, or -1 after printing an error. */
+static double select_and_answer(const doc_run *r, const float *imp, const sp_specprefill_params *q, double t_score, cell *c,
+                                const char *checked, int *bad_selection) {
+    int n_kept = 0;
+    const double t0 = now_seconds();
+    if (sp_specprefill_select(r->m, r->p, r->n, imp, q, r->kept, &n_kept) != SP_OK) return fail_status("selection"), -1;
+    if (checked && !selection_holds(r->m, r->p, r->n, r->kept, q, r->index, checked)) (*bad_selection)++;
+    sp_context_reset(r->ctx);
+    if (sp_prefill_kept(r->ctx, r->p, r->n, r->kept, r->logits) != SP_OK) return fail_status("sparse prefill"), -1;
+    return answer_into(r, c, t_score + now_seconds() - t0, n_kept);
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *draft_path = NULL, *prefix = NULL, *system = NULL, *tmpl = NULL, *tmpl_file = NULL, *kwargs = NULL, *methods = NULL;
     const char *tasks[MAX_TASKS];
@@ -451,23 +492,16 @@ int cmd_eval(int argc, char **argv) {
         int nat = 0;
         if (sp_tokenize(m, docs[d].answer, strlen(docs[d].answer), false, false, &at, &nat) == SP_OK && nat > 0) want_first = at[0];
         free(at);
-        sp_token first;
-        char *got;
+        const doc_run r = {ctx, m, &docs[d], p, n, d, docs[d].max_tokens ? docs[d].max_tokens : max_tokens, score_mode, want_first, logits, kept};
         const spc_prompt prompt = {texts[d], (sp_token *)p, n};
-        const int doc_tokens = docs[d].max_tokens ? docs[d].max_tokens : max_tokens;
         sp_specprefill_stats st;
         double t_draft_score = 0; /* the draft's scoring time, which adaptive shares with spec */
         /* full prefill: the entry generate and the server use (common/prefill.c) */
         if (on[M_FULL]) {
             if (spc_prefill(ctx, NULL, &prompt, NULL, &sp, logits, NULL, NULL, &st) != SP_OK) { fail_status("prefill"); goto done; }
-            res[M_FULL][0].ttft += st.ttft_s;
-            res[M_FULL][0].kept_share += 1;
             memset(kept, 1, (size_t)n);
-            res[M_FULL][0].answers_kept += answers_kept(m, p, n, kept, &docs[d]);
             tp[d].full = st.ttft_s;
-            got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
-            docs[d].score[M_FULL] = (float)score_answer(&res[M_FULL][0], got, &docs[d], score_mode, first, want_first);
-            free(got);
+            docs[d].score[M_FULL] = (float)answer_into(&r, &res[M_FULL][0], st.ttft_s, n);
         }
         /* SpecPrefill with the draft, and self-speculation: the same entry, once per keep rate
          * (each run scores the prompt again: the TTFT is what a user waits) */
@@ -482,16 +516,11 @@ int cmd_eval(int argc, char **argv) {
                     goto done;
                 }
                 if (!selection_holds(m, p, n, kept, &q, d, method_names[method])) bad_selection++;
-                res[method][k].ttft += st.ttft_s;
-                res[method][k].kept_share += (double)st.n_kept / n;
-                res[method][k].answers_kept += answers_kept(m, p, n, kept, &docs[d]);
                 if (method == M_SPEC) t_draft_score = st.draft_prefill_s + st.lookahead_s + st.scoring_s;
                 if (method == M_SPEC && k == 0) tp[d].spec = st.ttft_s;
                 tp[d].n_tokens = n;
-                got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
-                const double a = score_answer(&res[method][k], got, &docs[d], score_mode, first, want_first);
+                const double a = answer_into(&r, &res[method][k], st.ttft_s, st.n_kept);
                 if (k == check_k) docs[d].score[method] = (float)a;
-                free(got);
             }
         }
         /* the oracle: the main model's own attention over the whole prompt (all its layers, its
@@ -506,19 +535,9 @@ int cmd_eval(int argc, char **argv) {
             const double t_score = now_seconds() - t0;
             for (int k = 0; k < n_keeps; k++) {
                 q.keep_rate = (float)keeps[k];
-                int n_kept = 0;
-                const double t1 = now_seconds();
-                if (sp_specprefill_select(m, p, n, bimp, &q, kept, &n_kept) != SP_OK) { fail_status("selection"); goto done; }
-                if (!selection_holds(m, p, n, kept, &q, d, method_names[M_ORACLE])) bad_selection++;
-                sp_context_reset(ctx);
-                if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
-                res[M_ORACLE][k].ttft += t_score + now_seconds() - t1;
-                res[M_ORACLE][k].kept_share += (double)n_kept / n;
-                res[M_ORACLE][k].answers_kept += answers_kept(m, p, n, kept, &docs[d]);
-                got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
-                const double a = score_answer(&res[M_ORACLE][k], got, &docs[d], score_mode, first, want_first);
+                const double a = select_and_answer(&r, bimp, &q, t_score, &res[M_ORACLE][k], method_names[M_ORACLE], &bad_selection);
+                if (a < 0) goto done;
                 if (k == check_k) docs[d].score[M_ORACLE] = (float)a;
-                free(got);
             }
         }
         /* adaptive: the draft's scores (spec's, or scored now), as many chunks as hold the mass */
@@ -528,17 +547,9 @@ int cmd_eval(int argc, char **argv) {
             const double t_score = on[M_SPEC] ? t_draft_score : now_seconds() - t0;
             sp_specprefill_params q = sp;
             q.keep_mass = (float)mass;
-            int n_kept = 0;
-            const double t1 = now_seconds();
-            if (sp_specprefill_select(m, p, n, imp, &q, kept, &n_kept) != SP_OK) { fail_status("selection"); goto done; }
-            sp_context_reset(ctx);
-            if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
-            res[M_ADAPTIVE][0].ttft += t_score + now_seconds() - t1;
-            res[M_ADAPTIVE][0].kept_share += (double)n_kept / n;
-            res[M_ADAPTIVE][0].answers_kept += answers_kept(m, p, n, kept, &docs[d]);
-            got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
-            docs[d].score[M_ADAPTIVE] = (float)score_answer(&res[M_ADAPTIVE][0], got, &docs[d], score_mode, first, want_first);
-            free(got);
+            const double a = select_and_answer(&r, imp, &q, t_score, &res[M_ADAPTIVE][0], NULL, &bad_selection);
+            if (a < 0) goto done;
+            docs[d].score[M_ADAPTIVE] = (float)a;
         }
         /* baselines that use no model */
         for (int method = M_RANDOM; method < M_COUNT; method++) {
@@ -547,18 +558,9 @@ int cmd_eval(int argc, char **argv) {
                 sp_specprefill_params q = sp;
                 q.keep_rate = (float)keeps[k];
                 baseline_importance(method, n, sp.chunk, keeps[k], (unsigned)d + 1, bimp);
-                double t0 = now_seconds();
-                int n_kept = 0;
-                if (sp_specprefill_select(m, p, n, bimp, &q, kept, &n_kept) != SP_OK) { fail_status("selection"); goto done; }
-                sp_context_reset(ctx);
-                if (sp_prefill_kept(ctx, p, n, kept, logits) != SP_OK) { fail_status("sparse prefill"); goto done; }
-                res[method][k].ttft += now_seconds() - t0;
-                res[method][k].kept_share += (double)n_kept / n;
-                res[method][k].answers_kept += answers_kept(m, p, n, kept, &docs[d]);
-                got = answer(ctx, m, n, logits, doc_tokens, &docs[d], score_mode, &first);
-                const double a = score_answer(&res[method][k], got, &docs[d], score_mode, first, want_first);
+                const double a = select_and_answer(&r, bimp, &q, 0, &res[method][k], NULL, &bad_selection);
+                if (a < 0) goto done;
                 if (k == check_k) docs[d].score[method] = (float)a;
-                free(got);
             }
         }
         if (tty) {
