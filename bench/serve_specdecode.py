@@ -11,8 +11,8 @@ acceptances, the main model's tokens per decode step, and whether both modes gav
 """
 import json
 import sys
-import threading
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 base, task = sys.argv[1].rstrip("/"), sys.argv[2]
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 20
@@ -22,29 +22,15 @@ prompts = [json.loads(line)["prompt"] for line in open(task)][:N]
 
 
 def run(mode):
-    results = [None] * len(prompts)
-    nxt = [0]
-    lock = threading.Lock()
+    def one(prompt):
+        body = json.dumps({"prompt": prompt, "max_tokens": MAX_TOKENS, "temperature": 0, "ignore_eos": True,
+                           "speculative_decoding": mode}).encode()
+        req = urllib.request.Request(base + "/v1/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return json.load(r)
 
-    def worker():
-        while True:
-            with lock:
-                i = nxt[0]
-                nxt[0] += 1
-            if i >= len(prompts):
-                return
-            body = json.dumps({"prompt": prompts[i], "max_tokens": MAX_TOKENS, "temperature": 0, "ignore_eos": True,
-                               "speculative_decoding": mode}).encode()
-            req = urllib.request.Request(base + "/v1/completions", body, {"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=600) as r:
-                results[i] = json.load(r)
-
-    threads = [threading.Thread(target=worker) for _ in range(C)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+    with ThreadPoolExecutor(max_workers=C) as pool:
+        return list(pool.map(one, prompts))
 
 
 def summary(name, res):

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import http.client
+from concurrent.futures import ThreadPoolExecutor
 
 SP, ROOT, W = sys.argv[1], sys.argv[2], sys.argv[3]
 passed = failed = 0
@@ -117,25 +118,8 @@ def request(port, body, session=None, stream=False, on_first=None, timeout=60):
 
 def run_all(jobs, concurrency):
     """jobs: callables; runs them on `concurrency` threads; returns their results in order."""
-    results = [None] * len(jobs)
-    nxt = [0]
-    lock = threading.Lock()
-
-    def worker():
-        while True:
-            with lock:
-                i = nxt[0]
-                nxt[0] += 1
-            if i >= len(jobs):
-                return
-            results[i] = jobs[i]()
-
-    th = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for t in th:
-        t.start()
-    for t in th:
-        t.join()
-    return results
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(lambda job: job(), jobs))
 
 
 class Streams:
