@@ -20,6 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 import bpe
 import generate
@@ -65,17 +66,18 @@ class Model(torch.nn.Module):
     def rms(x, w, eps=1e-5):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
-    def rope(self, x, pos):  # x [B, H, T, hd]; rotate adjacent pairs (2i, 2i+1)
-        ang = pos[:, None].float() * self.inv_freq[None, :]
+    def rope(self, x, pos):  # x [B, H, T, hd], pos [T] or [B, 1, T]; rotate adjacent pairs (2i, 2i+1)
+        ang = pos[..., None].float() * self.inv_freq
         cos, sin = ang.cos(), ang.sin()
         x0, x1 = x[..., 0::2], x[..., 1::2]
         return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2)
 
-    def forward(self, ids):
+    def forward(self, ids, pos=None):
+        """pos: the positions of ids' rows, [B, T] (default 0 .. T-1)."""
         B, T = ids.shape
         c = self.c
         H, KV, hd = c["heads"], c["kv_heads"], head_dim(c)
-        pos = torch.arange(T, device=ids.device)
+        pos = torch.arange(T, device=ids.device) if pos is None else pos[:, None, :]
         mask = torch.full((T, T), float("-inf"), device=ids.device).triu(1)
         x = self.emb(ids)
         for L in self.layers:
@@ -85,13 +87,29 @@ class Model(torch.nn.Module):
             v = L.wv(h).view(B, T, KV, hd).transpose(1, 2)
             k = k.repeat_interleave(H // KV, dim=1)
             v = v.repeat_interleave(H // KV, dim=1)
-            s = torch.baddbmm(mask.expand(B * H, T, T), q.reshape(B * H, T, hd), k.reshape(B * H, T, hd).transpose(1, 2),
-                              alpha=1 / math.sqrt(hd))
-            a = torch.bmm(s.softmax(-1), v.reshape(B * H, T, hd)).view(B, H, T, hd).transpose(1, 2).reshape(B, T, H * hd)
+            a = attend(q.reshape(B * H, T, hd), k.reshape(B * H, T, hd), v.reshape(B * H, T, hd), mask)
+            a = a.view(B, H, T, hd).transpose(1, 2).reshape(B, T, H * hd)
             x = x + L.wo(a)
             h = self.rms(x, L.ffn_norm)
             x = x + L.down(F.silu(L.gate(h)) * L.up(h))
         return self.out(self.rms(x, self.norm))
+
+
+def attention(q, k, v, mask):  # q [N, Tq, hd], k and v [N, Tk, hd], mask [Tq, Tk]
+    s = torch.baddbmm(mask.expand(q.shape[0], *mask.shape), q, k.transpose(1, 2), alpha=1 / math.sqrt(q.shape[-1]))
+    return torch.bmm(s.softmax(-1), v)
+
+
+def attend(q, k, v, mask, block=1024):
+    """Causal attention of [N, T, hd] rows. Long rows go by blocks of queries, each against the
+    keys up to its end, recomputed in the backward pass (checkpointing): the scores of an 8k-token
+    document would otherwise hold gigabytes per layer until the backward pass."""
+    T = q.shape[1]
+    if T <= block:
+        return attention(q, k, v, mask)
+    return torch.cat([torch.utils.checkpoint.checkpoint(attention, q[:, i:i + block], k[:, :i + block], v[:, :i + block],
+                                                        mask[i:i + block, :i + block], use_reentrant=False)
+                      for i in range(0, T, block)], 1)
 
 
 def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions, hops, chain, offices=False):
@@ -312,6 +330,11 @@ def main():
     ap.add_argument("--average-last", type=float, default=0,
                     help="also write NAME-avg: the running mean of the weights over this last share of the time "
                          "(0: off)")
+    ap.add_argument("--pose", type=int, default=0,
+                    help="positional skip-wise training (PoSE): in --pose-share of the batches the positions after a "
+                         "random cut jump by a random skip, so that they span up to this many (0: off)")
+    ap.add_argument("--pose-share", type=float, default=0.75, help="share of the batches with skipped positions")
+    ap.add_argument("--eval-docs", type=int, default=20, help="documents generated at the end of each phase (0: none)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when PyTorch sees a GPU")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
@@ -343,6 +366,8 @@ def main():
         c["stop_after"] = a.stop_after
     if a.average_last:
         c["average_last"] = a.average_last
+    if a.pose:
+        c.update(pose=a.pose, pose_share=a.pose_share)
     chain = a.hop_answer == "chain"
     model = Model(c)
     if a.init:
@@ -407,7 +432,15 @@ def main():
             else:
                 ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), n_q, a.hop_questions, chain, a.office_questions)
             ids, w = ids.to(device), w.to(device)
-            logits = model(ids[:, :-1])
+            pos, T = None, ids.shape[1] - 1
+            if a.pose > T and r.random() < a.pose_share:
+                # The relative distances of a long document, on a short one: the question and
+                # answer sit after the cut (the end), the facts anywhere before it.
+                cut, skip = r.randrange(1, T), r.randint(0, a.pose - T)
+                pos = torch.arange(T)
+                pos[cut:] += skip
+                pos = pos.expand(ids.shape[0], T).to(device)
+            logits = model(ids[:, :-1], pos)
             per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
             wt = w[:, 1:].reshape(-1)
             loss = (per_token * wt).sum() / wt.sum()
@@ -434,10 +467,11 @@ def main():
                 print(f"{a.name} step {step} phase {labels[pi]} len {lo}-{hi} loss {loss.item():.3f} "
                       f"answer {answer_loss.item():.3f} lr {lr:.2e} [{acc}] {(time.time() - t0) / 60:.1f} min",
                       file=sys.stderr, flush=True)
-        acc = accuracy(model, tok, random.Random(1000 + pi), 20, lo, hi, fams, chain)
+        acc = accuracy(model, tok, random.Random(1000 + pi), a.eval_docs, lo, hi, fams, chain) if a.eval_docs else None
         log.append({"phase": labels[pi], "tokens": [lo, hi], "step": step, "minutes": round((time.time() - t0) / 60, 1),
                     "exact_match": acc, "answer_accuracy": {f: round(solved[f], 3) for f in fams}})
-        print(f"{a.name}: phase {labels[pi]} done at step {step}: exact match {acc:.2f} on {lo}-{hi} tokens",
+        print(f"{a.name}: phase {labels[pi]} done at step {step}: exact match "
+              f"{'-' if acc is None else f'{acc:.2f}'} on {lo}-{hi} tokens",
               file=sys.stderr, flush=True)
         save(model.state_dict(), c, path, log)
         if average is not None:  # its log is the run's: the accuracies measured on the last weights
