@@ -66,24 +66,26 @@ class Model(torch.nn.Module):
     def rms(x, w, eps=1e-5):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
-    def rope(self, x, pos):  # x [B, H, T, hd], pos [T] or [B, 1, T]; rotate adjacent pairs (2i, 2i+1)
-        ang = pos[..., None].float() * self.inv_freq
-        cos, sin = ang.cos(), ang.sin()
+    @staticmethod
+    def rope(x, cos, sin):  # x [B, H, T, hd], cos and sin [T, hd/2]; rotate adjacent pairs (2i, 2i+1)
         x0, x1 = x[..., 0::2], x[..., 1::2]
         return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2)
 
     def forward(self, ids, pos=None):
-        """pos: the positions of ids' rows, [B, T] (default 0 .. T-1)."""
+        """pos: the positions of every row's tokens, [T] (default 0 .. T-1)."""
         B, T = ids.shape
         c = self.c
         H, KV, hd = c["heads"], c["kv_heads"], head_dim(c)
-        pos = torch.arange(T, device=ids.device) if pos is None else pos[:, None, :]
+        if pos is None:
+            pos = torch.arange(T, device=ids.device)
+        ang = pos[:, None].float() * self.inv_freq[None, :]  # once for every layer's q and k
+        cos, sin = ang.cos(), ang.sin()
         mask = torch.full((T, T), float("-inf"), device=ids.device).triu(1)
         x = self.emb(ids)
         for L in self.layers:
             h = self.rms(x, L.attn_norm)
-            q = self.rope(L.wq(h).view(B, T, H, hd).transpose(1, 2), pos)
-            k = self.rope(L.wk(h).view(B, T, KV, hd).transpose(1, 2), pos)
+            q = self.rope(L.wq(h).view(B, T, H, hd).transpose(1, 2), cos, sin)
+            k = self.rope(L.wk(h).view(B, T, KV, hd).transpose(1, 2), cos, sin)
             v = L.wv(h).view(B, T, KV, hd).transpose(1, 2)
             k = k.repeat_interleave(H // KV, dim=1)
             v = v.repeat_interleave(H // KV, dim=1)
@@ -439,7 +441,7 @@ def main():
                 cut, skip = r.randrange(1, T), r.randint(0, a.pose - T)
                 pos = torch.arange(T)
                 pos[cut:] += skip
-                pos = pos.expand(ids.shape[0], T).to(device)
+                pos = pos.to(device)
             logits = model(ids[:, :-1], pos)
             per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
             wt = w[:, 1:].reshape(-1)
