@@ -114,6 +114,45 @@ for m in "full prefill" "SpecPrefill (draft)" "self-speculation" "oracle (main's
   grep -q "| $m" "$T/out" || bad "eval reports $m"
 done
 [ -s "$T/ev.json" ] && [ -s "$T/ev-accuracy.svg" ] && [ -s "$T/ev-ttft.svg" ] && ok || bad "eval writes JSON and SVG"
+# --merge reads JSON from outside: damaged copies of a run's JSON (cut short, keys gone, values of
+# the wrong kind or out of range) get an error or a report, never a crash (this runs under ASan+UBSan)
+expect_ok "eval --merge" "$SP" eval --merge "$T/ev.json"
+grep -q "| adaptive (keep-mass) | mass 0.90 |" "$T/out" && ok || bad "eval --merge reports every method"
+python3 - "$T/ev.json" "$T/damaged" <<'PYEOF'
+import json, os, random, sys
+text = open(sys.argv[1]).read()
+js = json.loads(text)
+os.makedirs(sys.argv[2], exist_ok=True)
+out = [text[:n] for n in range(0, len(text), max(1, len(text) // 40))]
+r = random.Random(5)
+def walk(x, path=()):
+    yield path
+    if isinstance(x, dict):
+        for k, v in x.items(): yield from walk(v, path + (k,))
+    elif isinstance(x, list):
+        for i, v in enumerate(x): yield from walk(v, path + (i,))
+for path in list(walk(js))[1:]:
+    for bad in ("drop", "x", None, -1, 1e300, [], {}, 2**40):
+        if r.random() > 0.25: continue
+        d = json.loads(text)
+        parent = d
+        for p in path[:-1]: parent = parent[p]
+        if bad == "drop": parent.pop(path[-1]) if isinstance(parent, dict) else parent.pop(path[-1])
+        else: parent[path[-1]] = bad
+        out.append(json.dumps(d))
+for i, t in enumerate(out): open(f"{sys.argv[2]}/{i}.json", "w").write(t)
+js["skip"] = 1000  # another part of the same evaluation: the damaged copy merged after it
+open(f"{sys.argv[2]}/../ev-part2.json", "w").write(json.dumps(js))
+PYEOF
+crashed=0 n_damaged=0
+for f in "$T"/damaged/*.json; do
+  n_damaged=$((n_damaged + 1))
+  for first in "" "$T/ev-part2.json"; do
+    "$SP" eval ${first:+--merge "$first"} --merge "$f" >/dev/null 2>"$T/err"; rc=$?
+    if [ $rc -gt 1 ] || grep -q "runtime error\|Sanitizer" "$T/err"; then crashed=$((crashed + 1)); echo "  --merge $first $f: exit $rc"; head -3 "$T/err"; fi
+  done
+done
+[ $crashed -eq 0 ] && [ $n_damaged -gt 100 ] && ok || bad "eval --merge on $n_damaged damaged files: $crashed crashed"
 # documents with a "family": one row per family, counted right
 printf '{"family": "a", "prompt": "x y z. Answer:", "answer": "1"}
 {"family": "b", "prompt": "x y. Answer:", "answer": "2"}

@@ -41,5 +41,38 @@ assert o["exact_match"] >= 0.825 and o["answers_kept"] >= 0.925 and s["exact_mat
 PYEOF
   then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: the oracle on the bundled models"; cat "$T/out" "$T/err"; fi
 fi
+# a split evaluation (--n, --skip) merged (--merge) reports what one run of all its documents does:
+# the same figures to the last digit but the timings
+if [ -z "$ONLY_GATE" ]; then
+  part() { "$SP" eval -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" --task "$ROOT/eval/retrieval-2k-ci.jsonl" \
+    --methods full,spec,random,recency --keep 0.1,0.5 "$@" >/dev/null 2>>"$T/err"; }
+  : >"$T/err"
+  if part --n 7 -o "$T/whole" && part --n 4 -o "$T/a" && part --skip 4 --n 3 -o "$T/b" \
+    && "$SP" eval --merge "$T/a.json" --merge "$T/b.json" -o "$T/merged" >"$T/out" 2>>"$T/err" \
+    && python3 - "$T/whole.json" "$T/merged.json" <<'PYEOF'
+import json, sys
+whole, merged = (json.load(open(f)) for f in sys.argv[1:])
+def same(a, b, where):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            if k != "ttft_ms": same(a[k], b[k], where + "." + k)
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)): same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert abs(a - b) < 1e-9, (where, a, b)
+    else:
+        assert a == b, (where, a, b)
+same(whole, merged, "")
+assert whole["documents"] == 7 and any(r["accuracy"] > 0 for r in whole["results"]), whole["results"]
+PYEOF
+  then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: a split evaluation merged differs from one run"; cat "$T/out" "$T/err"; fi
+  echo '{"documents": 3}' >"$T/bad.json"
+  if ! "$SP" eval --merge "$T/a.json" --merge "$T/bad.json" >/dev/null 2>"$T/err" && grep -q "not the JSON of" "$T/err" \
+    && ! "$SP" eval --merge "$T/a.json" --merge "$T/oracle.json" >/dev/null 2>"$T/err" && grep -q "another model or draft" "$T/err" \
+    && ! "$SP" eval --merge "$T/b.json" --merge "$T/whole.json" >/dev/null 2>"$T/err" && grep -q "documents that another file has" "$T/err"; then
+    pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: --merge takes what does not match"; cat "$T/err"; fi
+fi
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -52,9 +52,10 @@ static void doc_free(doc *d) {
     for (int r = 0; r < d->n_refs; r++) free(d->refs[r]);
 }
 
-static doc *load_tasks(const char *const *files, int n_files, int limit, int *n_docs) {
+/* The documents of the task files in order, after the first `skip`, at most `limit` of them. */
+static doc *load_tasks(const char *const *files, int n_files, int skip, int limit, int *n_docs) {
     doc *d = NULL;
-    int n = 0, cap = 0;
+    int n = 0, cap = 0, seen = 0;
     for (int f = 0; f < n_files && n < limit; f++) {
         FILE *fp = fopen(files[f], "r");
         if (!fp) { fprintf(stderr, "error: cannot open task file %s\n", files[f]); free(d); return NULL; }
@@ -83,6 +84,10 @@ static doc *load_tasks(const char *const *files, int n_files, int limit, int *n_
                 for (int i = 0; i < n; i++) doc_free(&d[i]);
                 free(d);
                 return NULL;
+            }
+            if (seen++ < skip) {
+                cJSON_Delete(j);
+                continue;
             }
             if (n == cap) d = realloc(d, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *d);
             const char *g = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "family"));
@@ -200,7 +205,7 @@ static void baseline_importance(int method, int n, int chunk, double keep, unsig
     }
 }
 
-static void svg_accuracy(const char *path, cell (*r)[MAX_KEEPS], const double *keeps, int n_keeps, const bool *on, const char *metric) {
+static void svg_accuracy(const char *path, const cell (*r)[MAX_KEEPS], const double *keeps, int n_keeps, const bool *on, const char *metric) {
     FILE *f = fopen(path, "w");
     if (!f) return;
     const int W = 640, H = 400, L = 60, R = 180, T = 30, B = 50;
@@ -348,10 +353,278 @@ static double select_and_answer(const doc_run *r, const float *imp, const sp_spe
     return answer_into(r, c, t_score + now_seconds() - t0, n_kept);
 }
 
+/* What a report shows: every method's sums at every keep rate and each group's at the checked
+ * rate, filled by running the documents or by merging the JSON of runs over parts of a task set
+ * (an evaluation too long for one sitting or one machine, split with --n and the task file's
+ * lines). Every figure is a mean over documents, so a merge of the parts is the whole's. */
+typedef struct {
+    char *name;
+    int n;
+    double sum[M_COUNT];
+} group_sum;
+
+typedef struct {
+    char *model, *draft;
+    bool on[M_COUNT];
+    double keeps[MAX_KEEPS], mass, sum_len;
+    int n_keeps, check_k, score_mode, chunk, lookahead, pool, n_docs, min_len, max_len, n_groups;
+    int skip, n_parts, parts[MAX_TASKS][2]; /* the documents run: the task files' [first, end) of each part */
+    cell res[M_COUNT][MAX_KEEPS];
+    group_sum *groups;
+} report;
+
+static group_sum *group_find(report *r, const char *name) {
+    for (int g = 0; g < r->n_groups; g++) if (!strcmp(r->groups[g].name, name)) return &r->groups[g];
+    group_sum *grown = realloc(r->groups, (size_t)(r->n_groups + 1) * sizeof *grown);
+    if (!grown) return NULL;
+    r->groups = grown;
+    r->groups[r->n_groups] = (group_sum){.name = strdup(name)};
+    return &r->groups[r->n_groups++];
+}
+
+static void report_free(report *r) {
+    if (!r) return;
+    for (int g = 0; g < r->n_groups; g++) free(r->groups[g].name);
+    free(r->groups); free(r->model); free(r->draft); free(r);
+}
+
+static int n_cells(int method, int n_keeps) { return method == M_FULL || method == M_ADAPTIVE ? 1 : n_keeps; }
+
+static const char *metric_name(int score_mode) { return score_mode == SCORE_EXACT ? "exact match" : "contains"; }
+
+/* Prints the markdown tables; with a prefix, writes PREFIX.json (what --merge reads back),
+ * PREFIX-accuracy.svg and, given the documents' TTFT points, PREFIX-ttft.svg. */
+static void report_write(const report *r, const char *prefix, ttft_point *tp, int n_tp) {
+    const char *metric = metric_name(r->score_mode);
+    printf("%d documents of %d to %d tokens (mean %.0f); chunk %d, lookahead %d, pool %d; accuracy: %s\n\n", r->n_docs, r->min_len, r->max_len,
+           r->n_docs ? r->sum_len / r->n_docs : 0.0, r->chunk, r->lookahead, r->pool, metric);
+    printf("| method | keep | kept tokens | answers kept | exact match | contains | first token | mean TTFT ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    cJSON *js = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(js, "results");
+    cJSON_AddNumberToObject(js, "documents", r->n_docs);
+    cJSON_AddNumberToObject(js, "skip", r->skip);
+    cJSON *tokens = cJSON_AddObjectToObject(js, "tokens");
+    cJSON_AddNumberToObject(tokens, "min", r->min_len);
+    cJSON_AddNumberToObject(tokens, "max", r->max_len);
+    cJSON_AddNumberToObject(tokens, "mean", r->n_docs ? r->sum_len / r->n_docs : 0.0);
+    cJSON_AddNumberToObject(js, "chunk", r->chunk);
+    cJSON_AddNumberToObject(js, "lookahead", r->lookahead);
+    cJSON_AddNumberToObject(js, "pool", r->pool);
+    cJSON_AddNumberToObject(js, "check_keep", r->keeps[r->check_k]);
+    if (r->on[M_ADAPTIVE]) cJSON_AddNumberToObject(js, "keep_mass", r->mass);
+    cJSON_AddStringToObject(js, "accuracy", metric);
+    cJSON_AddStringToObject(js, "model", r->model);
+    if (r->draft) cJSON_AddStringToObject(js, "draft", r->draft);
+    for (int method = 0; method < M_COUNT; method++) {
+        if (!r->on[method]) continue;
+        for (int k = 0; k < n_cells(method, r->n_keeps); k++) {
+            const cell *c = &r->res[method][k];
+            if (c->n == 0) continue;
+            char keep[32];
+            if (method == M_FULL) snprintf(keep, sizeof keep, "1.0");
+            else if (method == M_ADAPTIVE) snprintf(keep, sizeof keep, "mass %.2f", r->mass);
+            else snprintf(keep, sizeof keep, "%.2f", r->keeps[k]);
+            printf("| %s | %s | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f |\n", method_labels[method], keep, 100 * c->kept_share / c->n,
+                   100 * c->answers_kept / c->n, 100.0 * c->em / c->n, 100.0 * c->contains / c->n, 100.0 * c->first_token / c->n, 1e3 * c->ttft / c->n);
+            cJSON *row = cJSON_CreateObject();
+            cJSON_AddStringToObject(row, "method", method_names[method]);
+            cJSON_AddNumberToObject(row, "keep", method == M_FULL ? 1.0 : method == M_ADAPTIVE ? -1 : r->keeps[k]);
+            cJSON_AddNumberToObject(row, "kept_share", c->kept_share / c->n);
+            cJSON_AddNumberToObject(row, "accuracy", c->acc / c->n);
+            cJSON_AddNumberToObject(row, "answers_kept", c->answers_kept / c->n);
+            cJSON_AddNumberToObject(row, "exact_match", (double)c->em / c->n);
+            cJSON_AddNumberToObject(row, "contains", (double)c->contains / c->n);
+            cJSON_AddNumberToObject(row, "first_token", (double)c->first_token / c->n);
+            cJSON_AddNumberToObject(row, "ttft_ms", 1e3 * c->ttft / c->n);
+            cJSON_AddItemToArray(rows, row);
+        }
+    }
+    /* accuracy per group of documents (the task files' "task" or "family"), every method at the
+     * checked keep rate */
+    if (r->n_groups) {
+        printf("\n%s per group (keep %.2f where a method has a keep rate)\n\n| group | documents |", metric, r->keeps[r->check_k]);
+        for (int method = 0; method < M_COUNT; method++) if (r->on[method]) printf(" %s |", method_labels[method]);
+        printf("\n|---|---:|");
+        for (int method = 0; method < M_COUNT; method++) if (r->on[method]) printf("---:|");
+        printf("\n");
+        cJSON *groups = cJSON_AddArrayToObject(js, "by_group");
+        for (int g = 0; g < r->n_groups; g++) {
+            const group_sum *gs = &r->groups[g];
+            printf("| %s | %d |", gs->name, gs->n);
+            cJSON *row = cJSON_CreateObject();
+            cJSON_AddStringToObject(row, "group", gs->name);
+            cJSON_AddNumberToObject(row, "documents", gs->n);
+            cJSON_AddNumberToObject(row, "keep", r->keeps[r->check_k]);
+            for (int method = 0; method < M_COUNT; method++) {
+                if (!r->on[method]) continue;
+                printf(" %.1f%% |", 100 * gs->sum[method] / gs->n);
+                cJSON_AddNumberToObject(row, method_names[method], gs->sum[method] / gs->n);
+            }
+            printf("\n");
+            cJSON_AddItemToArray(groups, row);
+        }
+    }
+    if (prefix) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s.json", prefix);
+        char *s = cJSON_Print(js);
+        FILE *f = fopen(path, "w");
+        if (f && s) { fputs(s, f); fputc('\n', f); }
+        if (f) fclose(f);
+        free(s);
+        snprintf(path, sizeof path, "%s-accuracy.svg", prefix);
+        svg_accuracy(path, r->res, r->keeps, r->n_keeps, r->on, r->score_mode == SCORE_EXACT ? "Exact match" : "Contains");
+        const bool ttft_plot = r->on[M_FULL] && r->on[M_SPEC] && tp;
+        if (ttft_plot) {
+            snprintf(path, sizeof path, "%s-ttft.svg", prefix);
+            svg_ttft(path, tp, n_tp, r->keeps[0]);
+        }
+        fprintf(stderr, "wrote %s.json, %s-accuracy.svg%s\n", prefix, prefix, ttft_plot ? " and -ttft.svg" : "");
+    }
+    cJSON_Delete(js);
+}
+
+static bool same_keep(double a, double b) { return fabs(a - b) < 1e-9; }
+
+static bool num_in(const cJSON *x, double lo, double hi) { return cJSON_IsNumber(x) && x->valuedouble >= lo && x->valuedouble <= hi; }
+
+/* Adds one earlier run's JSON to r: the first sets the methods, keep rates and settings, every
+ * later one must have the same (and the same model, draft and metric). Returns 0, or -1 after
+ * printing why. */
+static int report_merge(report *r, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { fprintf(stderr, "error: cannot open %s\n", path); return -1; }
+    char *text = NULL;
+    size_t len = 0, cap = 0, got;
+    char buf[65536];
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (len + got + 1 > cap) {
+            char *grown = realloc(text, cap = 2 * (len + got + 1));
+            if (!grown) { free(text); fclose(f); fprintf(stderr, "error: %s: out of memory\n", path); return -1; }
+            text = grown;
+        }
+        memcpy(text + len, buf, got);
+        len += got;
+    }
+    fclose(f);
+    cJSON *js = text ? (text[len] = 0, cJSON_Parse(text)) : NULL;
+    free(text);
+    const bool first = r->n_docs == 0 && !r->model;
+    const char *why = NULL;
+#define NUM(obj, key) cJSON_GetObjectItemCaseSensitive(obj, key)
+    const cJSON *docs = NUM(js, "documents"), *tokens = NUM(js, "tokens"), *results = NUM(js, "results"), *groups = NUM(js, "by_group");
+    const cJSON *tmin = NUM(tokens, "min"), *tmax = NUM(tokens, "max"), *tmean = NUM(tokens, "mean"), *check = NUM(js, "check_keep");
+    const cJSON *chunk = NUM(js, "chunk"), *look = NUM(js, "lookahead"), *pool = NUM(js, "pool"), *mass = NUM(js, "keep_mass");
+    const char *model = cJSON_GetStringValue(NUM(js, "model")), *draft = cJSON_GetStringValue(NUM(js, "draft"));
+    const char *metric = cJSON_GetStringValue(NUM(js, "accuracy"));
+    const cJSON *skip = NUM(js, "skip");
+    if (!js) why = "not JSON";
+    else if (!num_in(docs, 1, MAX_DOCS) || !cJSON_IsArray(results) || !model || !metric || !num_in(tmin, 1, 1 << 24) || !num_in(tmax, 1, 1 << 24) ||
+             !num_in(tmean, 1, 1 << 24) || !num_in(check, 1e-6, 1) || !num_in(chunk, 1, 1 << 24) || !num_in(look, 1, 1 << 24) ||
+             !num_in(pool, 1, 1 << 24) || (groups && !cJSON_IsArray(groups)) || (skip && !num_in(skip, 0, MAX_DOCS)) ||
+             (NUM(js, "draft") && !draft))
+        why = "not the JSON of `specprefill eval -o` (documents, tokens, chunk, lookahead, pool, check_keep, accuracy, model, results)";
+    else if (tmin->valuedouble > tmean->valuedouble || tmean->valuedouble > tmax->valuedouble) why = "tokens out of order (min, mean, max)";
+    else if (r->n_docs + docs->valueint > MAX_DOCS) why = "more documents in all than eval runs";
+    else if (strcmp(metric, "exact match") && strcmp(metric, "contains")) why = "unknown accuracy";
+    else if (!first && (strcmp(model, r->model) || !draft != !r->draft || (draft && strcmp(draft, r->draft))))
+        why = "another model or draft than the first file";
+    else if (!first && (strcmp(metric, metric_name(r->score_mode)) || chunk->valueint != r->chunk || look->valueint != r->lookahead ||
+                        pool->valueint != r->pool))
+        why = "another accuracy, chunk, lookahead or pool than the first file";
+    const int n = why ? 0 : docs->valueint, lo = skip ? skip->valueint : 0;
+    for (int p = 0; p < r->n_parts && !why; p++) /* a document counted twice would bias every figure */
+        if (lo < r->parts[p][1] && r->parts[p][0] < lo + n) why = "documents that another file has (see their skip)";
+    if (!why && r->n_parts == MAX_TASKS) why = "too many files";
+    if (!why && first) {
+        r->model = strdup(model);
+        r->draft = draft ? strdup(draft) : NULL;
+        r->score_mode = strcmp(metric, "exact match") ? SCORE_CONTAINS : SCORE_EXACT;
+        r->chunk = chunk->valueint, r->lookahead = look->valueint, r->pool = pool->valueint;
+        r->min_len = tmin->valueint, r->max_len = tmax->valueint;
+    }
+    for (const cJSON *row = why ? NULL : results->child; row && !why; row = row->next) {
+        const char *name = cJSON_GetStringValue(NUM(row, "method"));
+        const cJSON *keep = NUM(row, "keep");
+        static const char *const fields[] = {"kept_share", "accuracy", "answers_kept", "exact_match", "contains", "first_token", "ttft_ms"};
+        double v[7];
+        int method = 0;
+        while (name && method < M_COUNT && strcmp(name, method_names[method])) method++;
+        if (!name || method == M_COUNT || !cJSON_IsNumber(keep)) { why = "a result row without a known method and a keep"; break; }
+        for (int i = 0; i < 7 && !why; i++) { /* shares in [0, 1]; the TTFT in ms, under a year */
+            const cJSON *x = NUM(row, fields[i]);
+            if (!num_in(x, 0, i < 6 ? 1 : 3.2e10)) why = "a result row without every figure (shares from 0 to 1, a TTFT)";
+            else v[i] = x->valuedouble;
+        }
+        if (!why && !(method == M_FULL ? same_keep(keep->valuedouble, 1) : method == M_ADAPTIVE ? same_keep(keep->valuedouble, -1)
+                                                                                              : num_in(keep, 1e-6, 1)))
+            why = "a keep out of range (full: 1, adaptive: -1, others: from 0 to 1)";
+        int k = 0;
+        if (method == M_ADAPTIVE) {
+            if (!num_in(mass, 1e-6, 1)) why = "an adaptive row without keep_mass (from 0 to 1)";
+            else if (first && !r->on[method]) r->mass = mass->valuedouble;
+            else if (!same_keep(mass->valuedouble, r->mass)) why = "another keep_mass than the first file";
+        } else if (method != M_FULL) {
+            while (k < r->n_keeps && !same_keep(r->keeps[k], keep->valuedouble)) k++;
+            if (k == r->n_keeps) {
+                if (!first || k == MAX_KEEPS || (k > 0 && keep->valuedouble < r->keeps[k - 1])) why = "keep rates that differ from the first file's";
+                else r->keeps[r->n_keeps++] = keep->valuedouble;
+            }
+        }
+        if (why) break;
+        if (!first && !r->on[method]) { why = "methods that differ from the first file's"; break; }
+        r->on[method] = true;
+        cell *c = &r->res[method][k];
+        c->n += n;
+        c->kept_share += v[0] * n, c->acc += v[1] * n, c->answers_kept += v[2] * n;
+        c->em += (int)lround(v[3] * n), c->contains += v[4] * n, c->first_token += (int)lround(v[5] * n), c->ttft += v[6] / 1e3 * n;
+    }
+    if (!why) {
+        int k = 0;
+        while (k < r->n_keeps && !same_keep(r->keeps[k], check->valuedouble)) k++;
+        if (k == r->n_keeps && r->n_keeps) why = "a check_keep that is not one of its keep rates";
+        else if (!first && k != r->check_k) why = "another check_keep than the first file";
+        else r->check_k = k < r->n_keeps ? k : 0;
+    }
+    for (const cJSON *row = why || !groups ? NULL : groups->child; row && !why; row = row->next) {
+        const char *name = cJSON_GetStringValue(NUM(row, "group"));
+        const cJSON *gn = NUM(row, "documents"), *gkeep = NUM(row, "keep");
+        if (!name || !num_in(gn, 1, n)) { why = "a group row without a name and its documents (1 to the file's)"; break; }
+        if (!cJSON_IsNumber(gkeep) || !same_keep(gkeep->valuedouble, check->valuedouble)) { why = "a group row whose keep is not check_keep"; break; }
+        group_sum *g = group_find(r, name);
+        if (!g) { why = "out of memory"; break; }
+        g->n += gn->valueint;
+        for (int method = 0; method < M_COUNT && !why; method++) {
+            if (!r->on[method]) continue;
+            const cJSON *x = NUM(row, method_names[method]);
+            if (!num_in(x, 0, 1)) why = "a group row without every method's accuracy (from 0 to 1)";
+            else g->sum[method] += x->valuedouble * gn->valueint;
+        }
+    }
+#undef NUM
+    if (!why) {
+        r->parts[r->n_parts][0] = lo, r->parts[r->n_parts++][1] = lo + n;
+        r->skip = first || lo < r->skip ? lo : r->skip;
+        r->n_docs += n;
+        r->sum_len += tmean->valuedouble * n;
+        if (tmin->valueint < r->min_len) r->min_len = tmin->valueint;
+        if (tmax->valueint > r->max_len) r->max_len = tmax->valueint;
+        /* every method at every keep rate must have covered every document so far */
+        for (int method = 0; method < M_COUNT && !why; method++)
+            for (int k = 0; r->on[method] && k < n_cells(method, r->n_keeps) && !why; k++)
+                if (r->res[method][k].n != r->n_docs) why = "methods or keep rates that differ from the first file's";
+        int in_groups = 0;
+        for (int g = 0; g < r->n_groups; g++) in_groups += r->groups[g].n;
+        if (!why && r->n_groups && in_groups != r->n_docs) why = "documents without groups beside files with them";
+    }
+    cJSON_Delete(js);
+    if (why) fprintf(stderr, "error: --merge %s: %s\n", path, why);
+    return why ? -1 : 0;
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *draft_path = NULL, *prefix = NULL, *system = NULL, *tmpl = NULL, *tmpl_file = NULL, *kwargs = NULL, *methods = NULL;
-    const char *tasks[MAX_TASKS];
-    int n_tasks = 0, limit = MAX_DOCS, threads = 0, max_tokens = 16, n_ctx = 0, n_keeps = 5;
+    const char *tasks[MAX_TASKS], *merges[MAX_TASKS];
+    int n_merges = 0, n_tasks = 0, skip = 0, limit = MAX_DOCS, threads = 0, max_tokens = 16, n_ctx = 0, n_keeps = 5;
     double keeps[MAX_KEEPS] = {0.05, 0.1, 0.2, 0.3, 0.5};
     bool on[M_COUNT], chat = false;
     int score_mode = SCORE_EXACT;
@@ -366,6 +639,7 @@ int cmd_eval(int argc, char **argv) {
                 "JSONL, one {\"prompt\", \"answer\"} per line; optional \"answers\" (all to be found), \"max_tokens\", \"task\" or \"family\"",
                 .count = &n_tasks, .max_count = MAX_TASKS),
         CLI_OPT("--n", NULL, CLI_INT, &limit, 1, MAX_DOCS, "N", "at most N documents", .shown_default = "all"),
+        CLI_OPT("--skip", NULL, CLI_INT, &skip, 0, MAX_DOCS, "N", "start after the first N documents (a part of a split evaluation: see --merge)"),
         CLI_OPT("--keep", NULL, CLI_DOUBLES, keeps, 1e-6, 1, "LIST", "keep rates, increasing", .count = &n_keeps, .max_count = MAX_KEEPS),
         CLI_OPT("--methods", NULL, CLI_TEXT, &methods, 0, 0, "LIST", "of full,spec,self,oracle,adaptive,random,recency,stride,firstlast",
                 .shown_default = "all that apply"),
@@ -380,6 +654,9 @@ int cmd_eval(int argc, char **argv) {
                 "answer length limit where a document sets none (exact: answers stop at a newline; contains: at the end of the line where all are found)"),
         CLI_OPT("--ctx-size", "-c", CLI_INT, &n_ctx, 16, 1 << 24, "N", "context size", .shown_default = "longest prompt + max-tokens + 8"),
         CLI_OPT("--output", "-o", CLI_TEXT, &prefix, 0, 0, "PREFIX", "also write PREFIX.json, PREFIX-accuracy.svg, PREFIX-ttft.svg"),
+        CLI_OPT("--merge", NULL, CLI_TEXTS, merges, 0, 0, "FILE",
+                "run nothing: report the documents of several runs' PREFIX.json as one (a long evaluation split into parts; same methods, keep rates and models)",
+                .count = &n_merges, .max_count = MAX_TASKS),
         CLI_THREADS_OPTION(&threads),
         CLI_SECTION_ROW("checks (exit 1 when one fails; for CI)"),
         CLI_OPT("--min-accuracy", NULL, CLI_DOUBLE, &min_acc, 0, 1, "X", "full prefill's accuracy reaches X", .shown_default = ""),
@@ -412,6 +689,18 @@ int cmd_eval(int argc, char **argv) {
             on[m] = true;
         }
     }
+    if (n_merges) {
+        if (n_tasks || min_acc >= 0 || min_ratio >= 0 || max_base >= 0 || n_min_spec) {
+            fprintf(stderr, "error: --merge reports earlier runs: it takes no --task and no checks\n");
+            return 2;
+        }
+        report *merged = calloc(1, sizeof *merged);
+        int status = merged ? 0 : 1;
+        for (int f = 0; f < n_merges && !status; f++) status = report_merge(merged, merges[f]) ? 1 : 0;
+        if (!status) report_write(merged, prefix, NULL, 0);
+        report_free(merged);
+        return status;
+    }
     if (!model_path || n_tasks == 0) { fprintf(stderr, "error: -m MODEL and --task FILE are required (see --help)\n"); return 2; }
     if (!draft_path) {
         if (methods && (on[M_SPEC] || on[M_ADAPTIVE])) { fprintf(stderr, "error: methods spec and adaptive need --draft\n"); return 2; }
@@ -432,7 +721,7 @@ int cmd_eval(int argc, char **argv) {
     if (sp_set_threads(threads) != SP_OK) return fail_status("threads");
 
     int n_docs = 0, rc = 1;
-    doc *docs = load_tasks(tasks, n_tasks, limit, &n_docs);
+    doc *docs = load_tasks(tasks, n_tasks, skip, limit, &n_docs);
     if (!docs) return 1;
     sp_model *m = NULL, *dm = NULL;
     sp_context *ctx = NULL, *dctx = NULL, *sctx = NULL;
@@ -440,7 +729,8 @@ int cmd_eval(int argc, char **argv) {
     char **texts = calloc((size_t)n_docs, sizeof *texts);
     int *ntok = calloc((size_t)n_docs, sizeof *ntok), max_len = 0, max_need = 0;
     size_t max_bytes = 0;
-    cell (*res)[MAX_KEEPS] = calloc(M_COUNT, sizeof *res);
+    report *rep = calloc(1, sizeof *rep);
+    cell (*res)[MAX_KEEPS] = rep->res;
     ttft_point *tp = calloc((size_t)n_docs, sizeof *tp);
     float *logits = NULL, *imp = NULL, *bimp = NULL;
     uint8_t *kept = NULL;
@@ -492,7 +782,7 @@ int cmd_eval(int argc, char **argv) {
         int nat = 0;
         if (sp_tokenize(m, docs[d].answer, strlen(docs[d].answer), false, false, &at, &nat) == SP_OK && nat > 0) want_first = at[0];
         free(at);
-        const doc_run r = {ctx, m, &docs[d], p, n, d, docs[d].max_tokens ? docs[d].max_tokens : max_tokens, score_mode, want_first, logits, kept};
+        const doc_run r = {ctx, m, &docs[d], p, n, skip + d, docs[d].max_tokens ? docs[d].max_tokens : max_tokens, score_mode, want_first, logits, kept};
         const spc_prompt prompt = {texts[d], (sp_token *)p, n};
         sp_specprefill_stats st;
         double t_draft_score = 0; /* the draft's scoring time, which adaptive shares with spec */
@@ -515,7 +805,7 @@ int cmd_eval(int argc, char **argv) {
                     fail_status("speculative prefill");
                     goto done;
                 }
-                if (!selection_holds(m, p, n, kept, &q, d, method_names[method])) bad_selection++;
+                if (!selection_holds(m, p, n, kept, &q, skip + d, method_names[method])) bad_selection++;
                 if (method == M_SPEC) t_draft_score = st.draft_prefill_s + st.lookahead_s + st.scoring_s;
                 if (method == M_SPEC && k == 0) tp[d].spec = st.ttft_s;
                 tp[d].n_tokens = n;
@@ -557,7 +847,7 @@ int cmd_eval(int argc, char **argv) {
             for (int k = 0; k < n_keeps; k++) {
                 sp_specprefill_params q = sp;
                 q.keep_rate = (float)keeps[k];
-                baseline_importance(method, n, sp.chunk, keeps[k], (unsigned)d + 1, bimp);
+                baseline_importance(method, n, sp.chunk, keeps[k], (unsigned)(skip + d) + 1, bimp); /* as in one run of all */
                 const double a = select_and_answer(&r, bimp, &q, 0, &res[method][k], NULL, &bad_selection);
                 if (a < 0) goto done;
                 if (k == check_k) docs[d].score[method] = (float)a;
@@ -573,99 +863,27 @@ int cmd_eval(int argc, char **argv) {
     free(pos);
 
     /* report */
-    int min_len = max_len;
-    double sum_len = 0;
-    for (int d = 0; d < n_docs; d++) { sum_len += ntok[d]; if (ntok[d] < min_len) min_len = ntok[d]; }
-    const char *metric = score_mode == SCORE_EXACT ? "exact match" : "contains";
-    printf("%d documents of %d to %d tokens (mean %.0f); chunk %d, lookahead %d, pool %d; accuracy: %s\n\n", n_docs, min_len, max_len,
-           n_docs ? sum_len / n_docs : 0.0, sp.chunk, sp.lookahead, sp.pool_kernel, metric);
-    printf("| method | keep | kept tokens | answers kept | exact match | contains | first token | mean TTFT ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    cJSON *js = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(js, "results");
-    cJSON_AddNumberToObject(js, "documents", n_docs);
-    cJSON_AddStringToObject(js, "accuracy", metric);
-    cJSON_AddStringToObject(js, "model", model_path);
-    if (draft_path) cJSON_AddStringToObject(js, "draft", draft_path);
-    for (int method = 0; method < M_COUNT; method++) {
-        if (!on[method]) continue;
-        const int nk = method == M_FULL || method == M_ADAPTIVE ? 1 : n_keeps;
-        for (int k = 0; k < nk; k++) {
-            const cell *c = &res[method][k];
-            if (c->n == 0) continue;
-            char keep[32];
-            if (method == M_FULL) snprintf(keep, sizeof keep, "1.0");
-            else if (method == M_ADAPTIVE) snprintf(keep, sizeof keep, "mass %.2f", mass);
-            else snprintf(keep, sizeof keep, "%.2f", keeps[k]);
-            printf("| %s | %s | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f%% | %.1f |\n", method_labels[method], keep, 100 * c->kept_share / c->n,
-                   100 * c->answers_kept / c->n, 100.0 * c->em / c->n, 100.0 * c->contains / c->n, 100.0 * c->first_token / c->n, 1e3 * c->ttft / c->n);
-            cJSON *row = cJSON_CreateObject();
-            cJSON_AddStringToObject(row, "method", method_names[method]);
-            cJSON_AddNumberToObject(row, "keep", method == M_FULL ? 1.0 : method == M_ADAPTIVE ? -1 : keeps[k]);
-            cJSON_AddNumberToObject(row, "kept_share", c->kept_share / c->n);
-            cJSON_AddNumberToObject(row, "accuracy", c->acc / c->n);
-            cJSON_AddNumberToObject(row, "answers_kept", c->answers_kept / c->n);
-            cJSON_AddNumberToObject(row, "exact_match", (double)c->em / c->n);
-            cJSON_AddNumberToObject(row, "contains", (double)c->contains / c->n);
-            cJSON_AddNumberToObject(row, "first_token", (double)c->first_token / c->n);
-            cJSON_AddNumberToObject(row, "ttft_ms", 1e3 * c->ttft / c->n);
-            cJSON_AddItemToArray(rows, row);
-        }
-    }
-    /* accuracy per group of documents (the task files' "task" or "family"), every method at the
-     * checked keep rate */
+    rep->model = strdup(model_path);
+    rep->draft = draft_path ? strdup(draft_path) : NULL;
+    memcpy(rep->on, on, sizeof on);
+    memcpy(rep->keeps, keeps, sizeof keeps);
+    rep->n_keeps = n_keeps, rep->check_k = check_k, rep->score_mode = score_mode, rep->mass = mass;
+    rep->chunk = sp.chunk, rep->lookahead = sp.lookahead, rep->pool = sp.pool_kernel;
+    rep->n_docs = n_docs, rep->skip = skip, rep->min_len = max_len, rep->max_len = max_len;
     bool grouped = false;
     for (int d = 0; d < n_docs; d++) grouped |= docs[d].group != NULL;
-    if (grouped) {
-        printf("\n%s per group (keep %.2f where a method has a keep rate)\n\n| group | documents |", metric, keeps[check_k]);
-        for (int method = 0; method < M_COUNT; method++) if (on[method]) printf(" %s |", method_labels[method]);
-        printf("\n|---|---:|");
-        for (int method = 0; method < M_COUNT; method++) if (on[method]) printf("---:|");
-        printf("\n");
-        cJSON *groups = cJSON_AddArrayToObject(js, "by_group");
-        for (int d = 0; d < n_docs; d++) {
-            const char *g = docs[d].group ? docs[d].group : "(none)";
-            bool seen = false;
-            for (int e = 0; e < d && !seen; e++) seen = !strcmp(docs[e].group ? docs[e].group : "(none)", g);
-            if (seen) continue;
-            int n = 0;
-            double sum[M_COUNT] = {0};
-            for (int e = d; e < n_docs; e++)
-                if (!strcmp(docs[e].group ? docs[e].group : "(none)", g)) {
-                    n++;
-                    for (int method = 0; method < M_COUNT; method++) sum[method] += docs[e].score[method];
-                }
-            printf("| %s | %d |", g, n);
-            cJSON *row = cJSON_CreateObject();
-            cJSON_AddStringToObject(row, "group", g);
-            cJSON_AddNumberToObject(row, "documents", n);
-            cJSON_AddNumberToObject(row, "keep", keeps[check_k]);
-            for (int method = 0; method < M_COUNT; method++) {
-                if (!on[method]) continue;
-                printf(" %.1f%% |", 100 * sum[method] / n);
-                cJSON_AddNumberToObject(row, method_names[method], sum[method] / n);
-            }
-            printf("\n");
-            cJSON_AddItemToArray(groups, row);
-        }
+    for (int d = 0; d < n_docs; d++) {
+        rep->sum_len += ntok[d];
+        if (ntok[d] < rep->min_len) rep->min_len = ntok[d];
+        if (!grouped) continue;
+        group_sum *g = group_find(rep, docs[d].group ? docs[d].group : "(none)");
+        g->n++;
+        for (int method = 0; method < M_COUNT; method++) g->sum[method] += docs[d].score[method];
     }
-    if (prefix) {
-        char path[1024];
-        snprintf(path, sizeof path, "%s.json", prefix);
-        char *s = cJSON_Print(js);
-        FILE *f = fopen(path, "w");
-        if (f && s) { fputs(s, f); fputc('\n', f); }
-        if (f) fclose(f);
-        free(s);
-        snprintf(path, sizeof path, "%s-accuracy.svg", prefix);
-        svg_accuracy(path, res, keeps, n_keeps, on, score_mode == SCORE_EXACT ? "Exact match" : "Contains");
-        if (on[M_FULL] && on[M_SPEC]) {
-            snprintf(path, sizeof path, "%s-ttft.svg", prefix);
-            svg_ttft(path, tp, n_docs, keeps[0]);
-        }
-        fprintf(stderr, "wrote %s.json, %s-accuracy.svg%s\n", prefix, prefix, on[M_FULL] && on[M_SPEC] ? " and -ttft.svg" : "");
-    }
-    cJSON_Delete(js);
+    report_write(rep, prefix, tp, n_docs);
     rc = 0;
     /* CI thresholds */
+    const char *metric = metric_name(score_mode);
     const double full = res[M_FULL][0].n ? res[M_FULL][0].acc / res[M_FULL][0].n : 0;
     if (min_acc >= 0 && full < min_acc) { fprintf(stderr, "check failed: full prefill %s %.3f < %.3f\n", metric, full, min_acc); rc = 1; }
     if (min_ratio >= 0 && on[M_SPEC] && res[M_SPEC][check_k].n) {
@@ -685,7 +903,7 @@ int cmd_eval(int argc, char **argv) {
             }
 done:
     for (int d = 0; d < n_docs; d++) { doc_free(&docs[d]); free(toks ? toks[d] : NULL); free(texts ? texts[d] : NULL); }
-    free(docs); free(toks); free(texts); free(ntok); free(res); free(tp); free(logits); free(imp); free(bimp); free(kept); free(tmpl_owned);
+    free(docs); free(toks); free(texts); free(ntok); report_free(rep); free(tp); free(logits); free(imp); free(bimp); free(kept); free(tmpl_owned);
     sp_context_free(ctx); sp_context_free(dctx); sp_context_free(sctx);
     sp_model_free(dm); sp_model_free(m);
     return rc;

@@ -199,6 +199,12 @@ MUTANTS = [
     dict(name="eval-oracle-first-layers", file="tools/cli_eval.c",
          find="q.self_layers = sp_model_get_info(m)->n_layer;", replace="q.self_layers = 0;",
          why="the oracle scores with the first quarter of the layers (self-speculation) instead of all", guard="test_eval_gate"),
+    dict(name="eval-merge-unweighted", file="tools/cli_eval.c",
+         find="c->kept_share += v[0] * n, c->acc += v[1] * n,", replace="c->kept_share += v[0] * n, c->acc += v[1] * r->n_docs,",
+         why="a merged part's accuracy weighted by the documents so far, not by its own", guard="test_eval_gate"),
+    dict(name="eval-skip-reseeds", file="tools/cli_eval.c",
+         find="keeps[k], (unsigned)(skip + d) + 1, bimp);", replace="keeps[k], (unsigned)d + 1, bimp);",
+         why="a part of a split evaluation draws other random chunks than one run of all", guard="test_eval_gate"),
     # ---- parsers
     dict(name="bpe-merge-order", file="src/tokenizer.c",
          find="*priority = -(double)rank;", replace="*priority = (double)rank;",
