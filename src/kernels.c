@@ -473,7 +473,7 @@ static void matmul_task(void *arg, int task, int n_tasks) {
             for (int64_t rt = r0; rt < r1; rt += ROWS_PER_TILE) {
                 const int nr = (int)(r1 - rt < ROWS_PER_TILE ? r1 - rt : ROWS_PER_TILE);
                 sp_i8_tile_pack(w->type, base + rt * w->row_bytes, w->row_bytes, nr, K, tile);
-                k->gemm_i8(tile, group, tt->codes_max, nr, j->xi, j->n_tokens, K, j->out + rt, w->n_out);
+                k->gemm_i8(tile, group, tt->codes_max, tt->codes_offset, nr, j->xi, j->n_tokens, K, j->out + rt, w->n_out);
             }
             return;
         }
@@ -516,10 +516,10 @@ static void matmul_task(void *arg, int task, int n_tasks) {
 typedef struct {
     const float *x;
     int64_t k;
-    int n_tokens, group;
+    int n_tokens, group, offset;
     int8_t *q;
     float *d, *dsum;
-    int32_t *sum16;
+    int32_t *sum16, *osum;
 } quantize_job;
 
 static void quantize_task(void *arg, int task, int n_tasks) {
@@ -530,8 +530,11 @@ static void quantize_task(void *arg, int task, int n_tasks) {
         int32_t *s16 = j->sum16 + t * (k / 16);
         float *d = j->d + t * (k / 32), *ds = j->dsum + t * (k / j->group);
         kern->quantize_act(j->x + t * k, k, j->q + t * k, d, s16);
-        for (int64_t g = 0; g < k / j->group; g++)
-            ds[g] = j->group == 16 ? d[g / 2] * (float)s16[g] : d[g] * (float)(s16[2 * g] + s16[2 * g + 1]);
+        for (int64_t g = 0; g < k / j->group; g++) {
+            const int32_t sum = j->group == 16 ? s16[g] : s16[2 * g] + s16[2 * g + 1];
+            ds[g] = d[j->group == 16 ? g / 2 : g] * (float)sum;
+            j->osum[t * (k / j->group) + g] = -j->offset * sum;
+        }
     }
 }
 
@@ -543,14 +546,15 @@ static const sp_i8_rows *prepare_i8_rows(const sp_isa_kernels *k, const sp_weigh
     if (n_tokens <= DECODE_MAX_TOKENS || !k->gemm_i8 || !tt || !tt->codes || w->n_in % 32 || w->n_in % tt->block_size) return NULL;
     const int64_t K = w->n_in, n = n_tokens;
     const int group = tt->codes_group;
-    /* floats first (alignment), then the codes */
-    float *f = malloc((size_t)n * (size_t)(K / 32 + K / group + K / 16) * sizeof(float) + (size_t)(n * K));
+    /* 4-byte values first (alignment), then the codes */
+    float *f = malloc((size_t)n * (size_t)(K / 32 + 2 * (K / group) + K / 16) * sizeof(float) + (size_t)(n * K));
     if (!f) return NULL;
-    quantize_job j = {x, K, n_tokens, group, NULL, f, f + n * (K / 32), (int32_t *)(f + n * (K / 32 + K / group))};
-    j.q = (int8_t *)(j.sum16 + n * (K / 16));
+    quantize_job j = {x, K, n_tokens, group, tt->codes_offset, NULL, f, f + n * (K / 32), (int32_t *)(f + n * (K / 32 + K / group)), NULL};
+    j.osum = j.sum16 + n * (K / 16);
+    j.q = (int8_t *)(j.osum + n * (K / group));
     int tasks = sp_threads_count();
     sp_parallel_for(tasks < n_tokens ? tasks : n_tokens, quantize_task, &j);
-    *rows = (sp_i8_rows){j.q, j.d, j.dsum, j.sum16};
+    *rows = (sp_i8_rows){j.q, j.d, j.dsum, j.sum16, j.osum};
     *mem = f;
     return rows;
 }

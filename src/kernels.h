@@ -28,13 +28,16 @@ void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int
 
 /* Many tokens of quantized activations for the integer prefill kernels, k values each:
  * codes q [t][k], scales d [t][k/32] and, per group of the weights' codes (32 or 16 values),
- * dsum [t][k/group] = d × (sum of the group's codes), which carries the weights' min term, and
- * the integer sums of every 16 codes, sum16 [t][k/16]. */
+ * dsum [t][k/group] = d × (sum of the group's codes), which carries the weights' min term,
+ * the integer sums of every 16 codes, sum16 [t][k/16], and osum (below). */
 typedef struct {
     const int8_t *q;
     const float *d;
     const float *dsum;
     const int32_t *sum16;
+    /* for weights with a codes_offset: −offset × (sum of the group's codes), [t][k/group], the
+     * integer sum's start (one broadcast load per group and token) */
+    const int32_t *osum;
 } sp_i8_rows;
 
 /* A tile of up to 16 weight rows in integer form, 32 values (a block) at a time: 512 bytes of
@@ -60,9 +63,11 @@ typedef struct {
                       bool accumulate);
     void (*f32_to_bf16)(const float *src, uint16_t *dst, int64_t n);
     /* Prefill with integer dot products: a packed tile (sp_i8_tile_pack) times nt tokens,
-     * out[t*ldo + r] for r < nr (NULL: the CPU has no fast int8 dot product). */
-    void (*gemm_i8)(const uint8_t *tile, int group, int codes_max, int nr, const sp_i8_rows *x, int nt, int64_t k, float *out,
-                    int64_t ldo);
+     * out[t*ldo + r] for r < nr (NULL: the CPU has no fast int8 dot product). The type's
+     * codes_group, codes_max and codes_offset (> 0: the tile's mins are not read; x->osum starts
+     * each group's integer sum). */
+    void (*gemm_i8)(const uint8_t *tile, int group, int codes_max, int codes_offset, int nr, const sp_i8_rows *x, int nt, int64_t k,
+                    float *out, int64_t ldo);
     /* Product for attention: c[i][j] (+)= sum_p a[i*sai + p*sap] * b[p][j], i < m, j < n, p < k
      * (accumulate: add to c, else overwrite; b and c row-major). Broadcast form: no horizontal
      * sums, so it stays fast at attention's short inner dimensions (a head, a tile of keys); A's two

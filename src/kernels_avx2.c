@@ -400,8 +400,10 @@ static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
  * groups of 4 as cannot overflow (S: 8 for 4-bit codes, 4 for 5-bit, 2 for 6-bit, 1 for 8-bit:
  * S · 2 · max code · 127 < 32768), then vpmaddwd adds the pairs into int32. Q8_0's codes (q + 128,
  * up to 255) are taken as the signed q (top bit flipped): its magnitude times the activations
- * with q's sign, and 128 times the activations' sum added back — the same integer sum. Per group
- * the sum is scaled and the min term subtracted, as in the AVX-512 kernel. */
+ * with q's sign — the sum of q × activations, which is already what Q8_0's value d × q needs.
+ * Types whose mins are whole multiples of their scales (codes_offset: Q4_0, Q5_0, Q6_K) start
+ * the group's sum at −offset × (the activations' code sum); the others subtract a float min term
+ * per group, as in the AVX-512 kernel. */
 
 static inline __m256i bcast4(const int8_t *p) {
     int32_t v;
@@ -412,7 +414,7 @@ static inline __m256i bcast4(const int8_t *p) {
 /* C tokens against one tile (C, the group, S and wide constant at each call); the integer sums
  * of a group in registers, the float sums in memory (touched once per group). */
 static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *tile, const int group, const int S, const bool wide,
-                                                                  int nr, const sp_i8_rows *x, int64_t t0, const int C, int64_t k,
+                                                                  const bool folded, int nr, const sp_i8_rows *x, int64_t t0, const int C, int64_t k,
                                                                   float *out, int64_t ldo) {
     const int64_t nb = k / 32, ng = k / group, stride = SP_I8_TILE_BLOCK_BYTES(group);
     const __m256i ones16 = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
@@ -430,7 +432,11 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
         const float *sm = (const float *)(blk + 512); /* per group: 16 scales, then 16 mins */
         UNROLL for (int h = 0; h < 32 / group; h++) {
             __m256i acc[4][2];
-            UNROLL for (int c = 0; c < C; c++) acc[c][0] = acc[c][1] = _mm256_setzero_si256();
+            const int64_t gi = b * (32 / group) + h;
+            /* folded, the integer sum carries the min: −offset × the group's activation codes
+             * (Q8_0's codes are already taken as the signed q = code − 128: nothing to add) */
+            UNROLL for (int c = 0; c < C; c++)
+                acc[c][0] = acc[c][1] = folded && !wide ? _mm256_set1_epi32(x->osum[(t0 + c) * ng + gi]) : _mm256_setzero_si256();
             UNROLL for (int g0 = h * group / 4; g0 < (h + 1) * group / 4; g0 += S) {
                 __m256i p[4][2];
                 UNROLL for (int c = 0; c < C; c++) p[c][0] = p[c][1] = _mm256_setzero_si256();
@@ -453,9 +459,8 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
                     acc[c][1] = _mm256_add_epi32(acc[c][1], _mm256_madd_epi16(p[c][1], ones16));
                 }
             }
-            const int64_t gi = b * (32 / group) + h;
             UNROLL for (int c = 0; c < C; c++) {
-                if (wide) { /* the codes were q + 128 */
+                if (wide && !folded) { /* the codes were q + 128 */
                     const int32_t *s16 = x->sum16 + (t0 + c) * (k / 16) + 2 * b; /* the group's 32 codes */
                     const __m256i add = _mm256_set1_epi32(128 * (s16[0] + s16[1]));
                     acc[c][0] = _mm256_add_epi32(acc[c][0], add);
@@ -463,10 +468,11 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
                 }
                 const __m256 dd = _mm256_set1_ps(d[c][b]), dsum = _mm256_set1_ps(ds[c][gi]);
                 for (int half = 0; half < 2; half++) {
-                    const __m256 vs = _mm256_loadu_ps(sm + 32 * h + 8 * half), vm = _mm256_loadu_ps(sm + 32 * h + 16 + 8 * half);
+                    const __m256 vs = _mm256_loadu_ps(sm + 32 * h + 8 * half);
+                    const __m256 vm = folded ? vs : _mm256_loadu_ps(sm + 32 * h + 16 + 8 * half);
                     __m256 acc_f = _mm256_loadu_ps(sum[c] + 8 * half);
                     acc_f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[c][half]), _mm256_mul_ps(vs, dd), acc_f);
-                    _mm256_storeu_ps(sum[c] + 8 * half, _mm256_fnmadd_ps(vm, dsum, acc_f));
+                    _mm256_storeu_ps(sum[c] + 8 * half, folded ? acc_f : _mm256_fnmadd_ps(vm, dsum, acc_f));
                 }
             }
         }
@@ -474,22 +480,27 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
     UNROLL for (int c = 0; c < C; c++) memcpy(out + (t0 + c) * ldo, sum[c], (size_t)nr * sizeof(float));
 }
 
-#define GEMM_I8_CASES(G, S, W)                                                        \
-    switch (C) {                                                                      \
-    case 4: gemm_i8_tokens(tile, G, S, W, nr, x, t, 4, k, out, ldo); break;           \
-    case 3: gemm_i8_tokens(tile, G, S, W, nr, x, t, 3, k, out, ldo); break;           \
-    case 2: gemm_i8_tokens(tile, G, S, W, nr, x, t, 2, k, out, ldo); break;           \
-    default: gemm_i8_tokens(tile, G, S, W, nr, x, t, 1, k, out, ldo); break;          \
+#define GEMM_I8_CASES(G, S, W, F)                                                                 \
+    switch (C) {                                                                                  \
+    case 4: gemm_i8_tokens(tile, G, S, W, F, nr, x, t, 4, k, out, ldo); break;      \
+    case 3: gemm_i8_tokens(tile, G, S, W, F, nr, x, t, 3, k, out, ldo); break;      \
+    case 2: gemm_i8_tokens(tile, G, S, W, F, nr, x, t, 2, k, out, ldo); break;      \
+    default: gemm_i8_tokens(tile, G, S, W, F, nr, x, t, 1, k, out, ldo); break;     \
     }
 
-static void avx2_gemm_i8(const uint8_t *tile, int group, int codes_max, int nr, const sp_i8_rows *x, int nt, int64_t k, float *out,
-                         int64_t ldo) {
+static void avx2_gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_offset, int nr, const sp_i8_rows *x, int nt,
+                         int64_t k, float *out, int64_t ldo) {
+    const bool folded = codes_offset != 0;
     for (int t = 0; t < nt; t += 4) {
         const int C = nt - t < 4 ? nt - t : 4;
-        if (codes_max > 127) { GEMM_I8_CASES(32, 1, true) }  /* Q8_0 (group 32) */
-        else if (group == 16) { GEMM_I8_CASES(16, 2, false) } /* Q6_K: codes to 63 */
-        else if (codes_max > 15) { GEMM_I8_CASES(32, 4, false) } /* five bits */
-        else { GEMM_I8_CASES(32, 8, false) }
+        if (codes_max > 127 && folded && codes_offset == 128) { GEMM_I8_CASES(32, 1, true, true) } /* Q8_0 (group 32) */
+        else if (codes_max > 127) { GEMM_I8_CASES(32, 1, true, false) }
+        else if (group == 16 && folded) { GEMM_I8_CASES(16, 2, false, true) } /* Q6_K: codes to 63 */
+        else if (group == 16) { GEMM_I8_CASES(16, 2, false, false) }
+        else if (codes_max > 15 && folded) { GEMM_I8_CASES(32, 4, false, true) } /* five bits: Q5_0 */
+        else if (codes_max > 15) { GEMM_I8_CASES(32, 4, false, false) }         /* Q5_1, Q5_K */
+        else if (folded) { GEMM_I8_CASES(32, 8, false, true) }                  /* Q4_0 */
+        else { GEMM_I8_CASES(32, 8, false, false) }                             /* Q4_1, Q4_K */
     }
 }
 

@@ -110,7 +110,10 @@ DOT_TOKENS(dot_q6_K)
  * rows and one vpdpbusd with 4 activation bytes broadcast advances all 16 dot products.
  * Each lane of a token's accumulator is one weight row, so a token's 16 results are stored
  * contiguously without any horizontal reduction. Per block and token the integer sum is
- * scaled once (scale × activation scale) and the min term subtracted (min × activation sum). */
+ * scaled once (scale × activation scale) and the min term subtracted (min × activation sum) —
+ * or, where every min is a whole multiple of its scale (offset: Q8_0, Q4_0, Q5_0, Q6_K), the
+ * sum starts at −offset × (the activations' code sum) and there is no min term: one vector
+ * operation fewer per block and token, of the four that follow its eight vpdpbusd. */
 
 static inline __m512i bcast4(const int8_t *p) {
     int32_t v;
@@ -119,17 +122,19 @@ static inline __m512i bcast4(const int8_t *p) {
 }
 
 /* Every loop over the register block is unrolled (UNROLL) so that the accumulators live in registers. */
-static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *tile, const int group, int nr,
+static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *tile, const int group, const bool folded, int nr,
                                                                   const sp_i8_rows *x, int64_t t0, const int C, int64_t k,
                                                                   float *out, int64_t ldo) {
     const int64_t nb = k / 32, ng = k / group, stride = SP_I8_TILE_BLOCK_BYTES(group);
     const int8_t *q[8];
     const float *d[8], *ds[8];
+    const int32_t *os[8];
     __m512 sum[8];
     UNROLL for (int c = 0; c < C; c++) {
         q[c] = x->q + (t0 + c) * k;
         d[c] = x->d + (t0 + c) * nb;
         ds[c] = x->dsum + (t0 + c) * ng;
+        os[c] = x->osum + (t0 + c) * ng;
         sum[c] = _mm512_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {
@@ -137,16 +142,17 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
         const float *sm = (const float *)(blk + 512); /* per group: 16 scales, then 16 mins */
         UNROLL for (int h = 0; h < 32 / group; h++) {
             __m512i acc[8];
-            UNROLL for (int c = 0; c < C; c++) acc[c] = _mm512_setzero_si512();
+            const int64_t gi = b * (32 / group) + h;
+            UNROLL for (int c = 0; c < C; c++)
+                acc[c] = folded ? _mm512_set1_epi32(os[c][gi]) : _mm512_setzero_si512();
             UNROLL for (int g = h * group / 4; g < (h + 1) * group / 4; g++) {
                 const __m512i w = _mm512_loadu_si512(blk + 64 * g);
                 UNROLL for (int c = 0; c < C; c++) acc[c] = _mm512_dpbusd_epi32(acc[c], w, bcast4(q[c] + 32 * b + 4 * g));
             }
-            const __m512 vs = _mm512_loadu_ps(sm + 32 * h), vm = _mm512_loadu_ps(sm + 32 * h + 16);
-            const int64_t gi = b * (32 / group) + h;
+            const __m512 vs = _mm512_loadu_ps(sm + 32 * h);
             UNROLL for (int c = 0; c < C; c++) {
                 sum[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_mul_ps(vs, _mm512_set1_ps(d[c][b])), sum[c]);
-                sum[c] = _mm512_fnmadd_ps(vm, _mm512_set1_ps(ds[c][gi]), sum[c]);
+                if (!folded) sum[c] = _mm512_fnmadd_ps(_mm512_loadu_ps(sm + 32 * h + 16), _mm512_set1_ps(ds[c][gi]), sum[c]);
             }
         }
     }
@@ -154,24 +160,27 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
     UNROLL for (int c = 0; c < C; c++) _mm512_mask_storeu_ps(out + (t0 + c) * ldo, rows, sum[c]);
 }
 
-#define GEMM_I8_CASES(G)                                                              \
+#define GEMM_I8_CASES(G, F)                                                           \
     switch (C) {                                                                      \
-    case 8: gemm_i8_tokens(tile, G, nr, x, t, 8, k, out, ldo); break;                 \
-    case 7: gemm_i8_tokens(tile, G, nr, x, t, 7, k, out, ldo); break;                 \
-    case 6: gemm_i8_tokens(tile, G, nr, x, t, 6, k, out, ldo); break;                 \
-    case 5: gemm_i8_tokens(tile, G, nr, x, t, 5, k, out, ldo); break;                 \
-    case 4: gemm_i8_tokens(tile, G, nr, x, t, 4, k, out, ldo); break;                 \
-    case 3: gemm_i8_tokens(tile, G, nr, x, t, 3, k, out, ldo); break;                 \
-    case 2: gemm_i8_tokens(tile, G, nr, x, t, 2, k, out, ldo); break;                 \
-    default: gemm_i8_tokens(tile, G, nr, x, t, 1, k, out, ldo); break;                \
+    case 8: gemm_i8_tokens(tile, G, F, nr, x, t, 8, k, out, ldo); break;              \
+    case 7: gemm_i8_tokens(tile, G, F, nr, x, t, 7, k, out, ldo); break;              \
+    case 6: gemm_i8_tokens(tile, G, F, nr, x, t, 6, k, out, ldo); break;              \
+    case 5: gemm_i8_tokens(tile, G, F, nr, x, t, 5, k, out, ldo); break;              \
+    case 4: gemm_i8_tokens(tile, G, F, nr, x, t, 4, k, out, ldo); break;              \
+    case 3: gemm_i8_tokens(tile, G, F, nr, x, t, 3, k, out, ldo); break;              \
+    case 2: gemm_i8_tokens(tile, G, F, nr, x, t, 2, k, out, ldo); break;              \
+    default: gemm_i8_tokens(tile, G, F, nr, x, t, 1, k, out, ldo); break;             \
     }
 
-static void gemm_i8(const uint8_t *tile, int group, int codes_max, int nr, const sp_i8_rows *x, int nt, int64_t k, float *out,
-                    int64_t ldo) {
+static void gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_offset, int nr, const sp_i8_rows *x, int nt, int64_t k,
+                    float *out, int64_t ldo) {
     (void)codes_max; /* vpdpbusd sums four u8 × s8 products into 32 bits: any code fits */
     for (int t = 0; t < nt; t += 8) {
         const int C = nt - t < 8 ? nt - t : 8;
-        if (group == 16) { GEMM_I8_CASES(16) } else { GEMM_I8_CASES(32) }
+        if (group == 16 && codes_offset) { GEMM_I8_CASES(16, true) } /* Q6_K */
+        else if (group == 16) { GEMM_I8_CASES(16, false) }
+        else if (codes_offset) { GEMM_I8_CASES(32, true) }           /* Q8_0, Q4_0, Q5_0 */
+        else { GEMM_I8_CASES(32, false) }                            /* Q4_1, Q5_1, Q4_K, Q5_K */
     }
 }
 

@@ -62,6 +62,10 @@ typedef struct {
     void (*codes)(const void *block, uint8_t *q, float *scale, float *min);
     int codes_group; /* values sharing one scale and min in `codes`: 32, or 16 (Q6_K) */
     int codes_max;   /* the largest code (15 for 4 bits ... 255 for Q8_0's q + 128) */
+    /* > 0: every min is this integer times its scale (value = scale × (code − offset): Q8_0 128,
+     * Q4_0 8, Q5_0 16, Q6_K 32), so the kernels subtract offset × (the activations' code sum) in
+     * the integer sum instead of a float min term; 0: the mins are floats of their own */
+    int codes_offset;
 } sp_type_traits;
 
 /* NULL for a type the engine does not support. */

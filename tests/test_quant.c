@@ -508,7 +508,7 @@ static void integer_prefill_gemm(void **st) {
             }
             int8_t *q = malloc((size_t)(k * nt));
             float *d = malloc((size_t)(k / 32 * nt) * sizeof *d), *ds = malloc((size_t)(k / 16 * nt) * sizeof *ds);
-            int32_t *s16 = malloc((size_t)(k / 16 * nt) * sizeof *s16);
+            int32_t *s16 = malloc((size_t)(k / 16 * nt) * sizeof *s16), *os = malloc((size_t)(k / 16 * nt) * sizeof *os);
             for (int t = 0; t < nt; t++) {
                 sp_quantize_activations(x + t * k, k, q + t * k, d + t * (k / 32), s16 + t * (k / 16));
                 if (isa->quantize_act) { /* the vectorised quantizer is bit-identical */
@@ -521,9 +521,11 @@ static void integer_prefill_gemm(void **st) {
                     assert_memory_equal(s2, s16 + t * (k / 16), sizeof s2);
                 }
                 const int g = tt->codes_group;
-                for (int64_t j = 0; j < k / g; j++)
-                    ds[t * (k / g) + j] = g == 16 ? d[t * (k / 32) + j / 2] * (float)s16[t * (k / 16) + j]
-                                                  : d[t * (k / 32) + j] * (float)(s16[t * (k / 16) + 2 * j] + s16[t * (k / 16) + 2 * j + 1]);
+                for (int64_t j = 0; j < k / g; j++) {
+                    const int32_t sum = g == 16 ? s16[t * (k / 16) + j] : s16[t * (k / 16) + 2 * j] + s16[t * (k / 16) + 2 * j + 1];
+                    ds[t * (k / g) + j] = d[t * (k / 32) + (g == 16 ? j / 2 : j)] * (float)sum;
+                    os[t * (k / g) + j] = -tt->codes_offset * sum;
+                }
             }
             { /* the packer with this ISA's transposition writes the same bytes as with byte copies */
                 const sp_isa_kernels *saved = sp_kernels();
@@ -536,9 +538,9 @@ static void integer_prefill_gemm(void **st) {
                 assert_memory_equal(tile, tile2, (size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
                 free(tile2);
             }
-            const sp_i8_rows rows = {q, d, ds, s16};
+            const sp_i8_rows rows = {q, d, ds, s16, os};
             float out[11 * 16];
-            isa->gemm_i8(tile, tt->codes_group, tt->codes_max, nr, &rows, nt, k, out, 16);
+            isa->gemm_i8(tile, tt->codes_group, tt->codes_max, tt->codes_offset, nr, &rows, nt, k, out, 16);
             for (int t = 0; t < nt; t++)
                 for (int r = 0; r < nr; r++) {
                     double ref = 0, mag = 0;
@@ -550,12 +552,14 @@ static void integer_prefill_gemm(void **st) {
                     if (fabs(out[t * 16 + r] - ref) > 2e-5 * mag + 1e-6)
                         fail_msg("%s %s token %d row %d: %.7g vs %.7g", isas[ii], tt->name, t, r, out[t * 16 + r], ref);
                 }
-            free(wf); free(x); free(wq); free(tile); free(q); free(d); free(ds); free(s16);
+            free(wf); free(x); free(wq); free(tile); free(q); free(d); free(ds); free(s16); free(os);
         }
     }
     /* the extremes: every code at its largest, activations at ±127 — where narrower sums would
-     * overflow (AVX2 adds pairs of products in 16 bits) */
-    static const struct { int group, codes_max; } ext[] = {{32, 15}, {32, 31}, {16, 63}, {32, 255}};
+     * overflow (AVX2 adds pairs of products in 16 bits) — with float mins (offset 0) and with the
+     * offset folded into the integer sum */
+    static const struct { int group, codes_max, offset; } ext[] = {{32, 15, 0}, {32, 31, 0}, {16, 63, 0}, {32, 255, 0},
+                                                                   {32, 15, 8}, {32, 31, 16}, {16, 63, 32}, {32, 255, 128}};
     for (size_t ii = 0; ii < 2; ii++) {
         const sp_isa_kernels *isa = sp_kernels_by_name(isas[ii]);
         if (!isa || !isa->gemm_i8) continue;
@@ -575,15 +579,17 @@ static void integer_prefill_gemm(void **st) {
                 for (int i = 0; i < 5 * 64; i++) q[i] = (int8_t)(127 * sign);
                 for (int i = 0; i < 5 * 2; i++) d[i] = 1;
                 for (int i = 0; i < 5 * 4; i++) ds[i] = 0;
-                int32_t sums[5 * 4];
+                int32_t sums[5 * 4], osum[5 * 4];
                 for (int i = 0; i < 5 * 4; i++) sums[i] = 16 * 127 * sign;
-                const sp_i8_rows rows = {q, d, ds, sums};
+                for (int i = 0; i < 5 * 4; i++) osum[i] = -ext[e].offset * (g == 16 ? 1 : 2) * 16 * 127 * sign;
+                const sp_i8_rows rows = {q, d, ds, sums, osum};
                 float out[5 * 16];
-                isa->gemm_i8(tile, g, ext[e].codes_max, 16, &rows, 5, k, out, 16);
+                isa->gemm_i8(tile, g, ext[e].codes_max, ext[e].offset, 16, &rows, 5, k, out, 16);
+                const int want = (int)(sign * 127 * (ext[e].codes_max - ext[e].offset) * k);
                 for (int i = 0; i < 5 * 16; i++)
-                    if (out[i] != (float)(sign * 127 * ext[e].codes_max * k))
-                        fail_msg("%s codes %d, activations %d: %.0f, not %d", isas[ii], ext[e].codes_max, sign * 127, out[i],
-                                 (int)(sign * 127 * ext[e].codes_max * k));
+                    if (out[i] != (float)want)
+                        fail_msg("%s codes %d offset %d, activations %d: %.0f, not %d", isas[ii], ext[e].codes_max, ext[e].offset,
+                                 sign * 127, out[i], want);
                 free(tile);
             }
     }
