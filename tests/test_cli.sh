@@ -168,6 +168,7 @@ expect_fail "eval: spec accuracies per keep rate" "one value per --keep" "$SP" e
 expect_fail "eval: --check-keep not a keep rate" "not one of the --keep rates" "$SP" eval -m "$T/tiny.gguf" --draft "$T/draft.gguf" --task "$T/task.jsonl" --keep 0.2,0.5 --min-spec-ratio 0.5
 echo '{"prompt": 1}' >"$T/badtask.jsonl"
 expect_fail "bad task file" "needs string" "$SP" eval -m "$T/tiny.gguf" --task "$T/badtask.jsonl"
+expect_fail "eval: --skip past the last document" "hold no documents after the --skip" "$SP" eval -m "$T/tiny.gguf" --task "$T/task.jsonl" --skip 3
 
 # bench: llama-bench-like rows, and several sequences decoded together (--parallel)
 expect_ok "bench" "$SP" bench -m "$T/tiny.gguf" -p 16 -n 4 -r 1 --parallel 1,3 -o json

@@ -103,6 +103,7 @@ static doc *load_tasks(const char *const *files, int n_files, int skip, int limi
         free(line);
         fclose(fp);
     }
+    if (n == 0) fprintf(stderr, "error: the task files hold no documents%s\n", skip ? " after the --skip" : "");
     *n_docs = n;
     return d;
 }
@@ -355,8 +356,8 @@ static double select_and_answer(const doc_run *r, const float *imp, const sp_spe
 
 /* What a report shows: every method's sums at every keep rate and each group's at the checked
  * rate, filled by running the documents or by merging the JSON of runs over parts of a task set
- * (an evaluation too long for one sitting or one machine, split with --n and the task file's
- * lines). Every figure is a mean over documents, so a merge of the parts is the whole's. */
+ * (an evaluation too long for one sitting or one machine, split with --skip and --n). Every figure
+ * is a mean over documents, so a merge of the parts is the whole's. */
 typedef struct {
     char *name;
     int n;
@@ -877,6 +878,7 @@ int cmd_eval(int argc, char **argv) {
         if (ntok[d] < rep->min_len) rep->min_len = ntok[d];
         if (!grouped) continue;
         group_sum *g = group_find(rep, docs[d].group ? docs[d].group : "(none)");
+        if (!g) { fprintf(stderr, "error: out of memory\n"); goto done; }
         g->n++;
         for (int method = 0; method < M_COUNT; method++) g->sum[method] += docs[d].score[method];
     }
