@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Length extension of the bundled pair toward 8k-16k tokens (issue #19): the stages run so far, in
+# order, each from the one before, and the fresh evaluation documents they are measured on. Not
+# yet good enough to replace models/ (models/README.md, section "Length extension", has the
+# figures); this script is the lineage, so that the next stage starts from a reproducible model.
+# Needs what train/recipe.sh needs (Debian's python3-torch, a built specprefill). Wall-clock
+# minutes on the project's 2-core machine; stages marked "side by side" ran one per core.
+# Each stage is skipped when its output exists: run it again to go on after an interruption.
+#   train/extend.sh [OUT_DIR]      (default train/out-extend; ignored by git)
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=/usr/bin/python3
+SP=../build/specprefill
+OUT=${1:-out-extend}
+mkdir -p "$OUT"
+T="--tokenizer ../models/tokenizer.json --out $OUT --eval-docs 0"
+M="--dim 64 --layers 4 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256 --questions 6 --hop-questions"
+D="--dim 64 --layers 2 --heads 1 --kv-heads 1 --head-dim 32 --ffn 192 --questions 4"
+stage() { # NAME ARGS...: train.py unless NAME.safetensors exists, then the GGUF
+  local name=$1; shift
+  [ -f "$OUT/$name.safetensors" ] || $PY train.py --name "$name" $T "$@" >"$OUT/$name.log" 2>&1
+  [ -f "$OUT/$name.gguf" ] || $SP convert --weights "$OUT/$name.safetensors" --tokenizer ../models/tokenizer.json \
+    --config "$OUT/$name.json" --type F16 --name "specprefill $name" -o "$OUT/$name.gguf" >/dev/null
+}
+
+# the main: PoSE (short documents whose positions jump, to 10k) from the bundled main, 35 min at
+# lr 4e-4, then 40 min at 3e-4 (session 18, side by side with the drafts)
+stage mA $M --init ../models/main.gguf --start-phase 6 --pose 10000 --minutes 35 --lr 4e-4 --seed 90
+stage mA2 $M --init "$OUT/mA.safetensors" --start-phase 6 --pose 10000 --minutes 40 --lr 3e-4 --seed 93
+# then real documents to ~9 500 units mixed with phase 5 (100-1 400), PoSE to 16k, both cores,
+# bfloat16 products (session 19)
+stage mC $M --init "$OUT/mA2.safetensors" --start-phase 5 --longest 9500 --pose 16000 --minutes 45 --lr 3e-4 --bf16 --threads 2 --seed 91
+
+# the draft: PoSE to 10k (dA, 40 min), or real 2k-9 500-unit documents alone (dB, 35 min: the best
+# selection at 8k, but it forgets 2k)
+stage dA $D --init ../models/draft.gguf --start-phase 6 --pose 10000 --minutes 40 --lr 5e-4 --seed 94
+stage dB $D --init ../models/draft.gguf --start-phase 6 --shortest 2000 --longest 9500 --minutes 35 --lr 5e-4 --seed 92
+
+# fresh documents no stage trains on (make_eval.py's generator, seeds outside every training run)
+for set in "4k 3800-4200 4401 40" "8k 7800-8200 8801 24" "16k 15600-16400 16601 20"; do
+  read -r name tokens seed n <<<"$set"
+  [ -f "$OUT/eval-$name.jsonl" ] || $PY make_eval.py --tokenizer ../models/tokenizer.json --tokens "$tokens" --seed "$seed" --n "$n" \
+    >"$OUT/eval-$name.jsonl"
+done
+# exact match of full prefill and of SpecPrefill at keep 10 %, and the answers each selection keeps
+measure() { # MAIN.gguf DRAFT.gguf
+  for set in ../eval/retrieval-2k-ci.jsonl "$OUT/eval-4k.jsonl" "$OUT/eval-8k.jsonl" "$OUT/eval-16k.jsonl"; do
+    echo "== $1 + $2 on $set"
+    $SP eval -m "$1" --draft "$2" --task "$set" --methods full,spec,oracle,random,recency --keep 0.1 | grep "^| [a-zA-Z]"
+  done
+}
+measure "$OUT/mC.gguf" "$OUT/dB.gguf"
