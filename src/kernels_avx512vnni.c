@@ -3,7 +3,6 @@
  * chosen at run time. Formats whose codes carry an offset (Q4_0's 8, Q6_K's 32, Q4_K's min)
  * subtract it through the activations' code sums. */
 #include <immintrin.h>
-#include <string.h>
 
 #include "fp16.h"
 #include "kernels_x86.h"
@@ -115,10 +114,13 @@ DOT_TOKENS(dot_q6_K)
  * sum starts at −offset × (the activations' code sum) and there is no min term: one vector
  * operation fewer per block and token, of the four that follow its eight vpdpbusd. */
 
-static inline __m512i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm512_set1_epi32(v);
+/* acc += w · (the 4 bytes at p, in every lane), as one instruction with an embedded broadcast
+ * ({1to16}): GCC does not fold a separate broadcast into vpdpbusd, and the fused form is one
+ * front-end slot instead of two (measured: the prefill kernel alone 252 → 285 GMAC/s on one core
+ * of the Xeon). AT&T syntax, as GCC and Clang emit by default. */
+static inline __m512i dpbusd_bcast(__m512i acc, __m512i w, const int8_t *p) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)(const void *)p));
+    return acc;
 }
 
 /* Every loop over the register block is unrolled (UNROLL) so that the accumulators live in registers. */
@@ -147,7 +149,7 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
                 acc[c] = folded ? _mm512_set1_epi32(os[c][gi]) : _mm512_setzero_si512();
             UNROLL for (int g = h * group / 4; g < (h + 1) * group / 4; g++) {
                 const __m512i w = _mm512_loadu_si512(blk + 64 * g);
-                UNROLL for (int c = 0; c < C; c++) acc[c] = _mm512_dpbusd_epi32(acc[c], w, bcast4(q[c] + 32 * b + 4 * g));
+                UNROLL for (int c = 0; c < C; c++) acc[c] = dpbusd_bcast(acc[c], w, q[c] + 32 * b + 4 * g);
             }
             const __m512 vs = _mm512_loadu_ps(sm + 32 * h);
             UNROLL for (int c = 0; c < C; c++) {
