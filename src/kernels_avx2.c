@@ -414,8 +414,8 @@ static inline __m256i bcast4(const int8_t *p) {
 /* C tokens against one tile (C, the group, S and wide constant at each call); the integer sums
  * of a group in registers, the float sums in memory (touched once per group). */
 static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *tile, const int group, const int S, const bool wide,
-                                                                  const bool folded, int nr, const sp_i8_rows *x, int64_t t0, const int C, int64_t k,
-                                                                  float *out, int64_t ldo) {
+                                                                  const bool folded, int nr, const sp_i8_rows *x, int64_t t0, const int C,
+                                                                  int64_t k, float *out, int64_t ldo) {
     const int64_t nb = k / 32, ng = k / group, stride = SP_I8_TILE_BLOCK_BYTES(group);
     const __m256i ones16 = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
     const int8_t *q[4];
@@ -466,13 +466,13 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
                     acc[c][0] = _mm256_add_epi32(acc[c][0], add);
                     acc[c][1] = _mm256_add_epi32(acc[c][1], add);
                 }
-                const __m256 dd = _mm256_set1_ps(d[c][b]), dsum = _mm256_set1_ps(ds[c][gi]);
+                const __m256 dd = _mm256_set1_ps(d[c][b]);
                 for (int half = 0; half < 2; half++) {
                     const __m256 vs = _mm256_loadu_ps(sm + 32 * h + 8 * half);
-                    const __m256 vm = folded ? vs : _mm256_loadu_ps(sm + 32 * h + 16 + 8 * half);
                     __m256 acc_f = _mm256_loadu_ps(sum[c] + 8 * half);
                     acc_f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[c][half]), _mm256_mul_ps(vs, dd), acc_f);
-                    _mm256_storeu_ps(sum[c] + 8 * half, folded ? acc_f : _mm256_fnmadd_ps(vm, dsum, acc_f));
+                    if (!folded) acc_f = _mm256_fnmadd_ps(_mm256_loadu_ps(sm + 32 * h + 16 + 8 * half), _mm256_set1_ps(ds[c][gi]), acc_f);
+                    _mm256_storeu_ps(sum[c] + 8 * half, acc_f);
                 }
             }
         }
@@ -480,12 +480,12 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
     UNROLL for (int c = 0; c < C; c++) memcpy(out + (t0 + c) * ldo, sum[c], (size_t)nr * sizeof(float));
 }
 
-#define GEMM_I8_CASES(G, S, W, F)                                                                 \
-    switch (C) {                                                                                  \
-    case 4: gemm_i8_tokens(tile, G, S, W, F, nr, x, t, 4, k, out, ldo); break;      \
-    case 3: gemm_i8_tokens(tile, G, S, W, F, nr, x, t, 3, k, out, ldo); break;      \
-    case 2: gemm_i8_tokens(tile, G, S, W, F, nr, x, t, 2, k, out, ldo); break;      \
-    default: gemm_i8_tokens(tile, G, S, W, F, nr, x, t, 1, k, out, ldo); break;     \
+#define GEMM_I8_CASES(G, S, W, F)                                                     \
+    switch (C) {                                                                      \
+    case 4: gemm_i8_tokens(tile, G, S, W, F, nr, x, t, 4, k, out, ldo); break;        \
+    case 3: gemm_i8_tokens(tile, G, S, W, F, nr, x, t, 3, k, out, ldo); break;        \
+    case 2: gemm_i8_tokens(tile, G, S, W, F, nr, x, t, 2, k, out, ldo); break;        \
+    default: gemm_i8_tokens(tile, G, S, W, F, nr, x, t, 1, k, out, ldo); break;       \
     }
 
 static void avx2_gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_offset, int nr, const sp_i8_rows *x, int nt,
@@ -493,7 +493,7 @@ static void avx2_gemm_i8(const uint8_t *tile, int group, int codes_max, int code
     const bool folded = codes_offset != 0;
     for (int t = 0; t < nt; t += 4) {
         const int C = nt - t < 4 ? nt - t : 4;
-        if (codes_max > 127 && folded && codes_offset == 128) { GEMM_I8_CASES(32, 1, true, true) } /* Q8_0 (group 32) */
+        if (codes_max > 127 && codes_offset == 128) { GEMM_I8_CASES(32, 1, true, true) } /* Q8_0 (group 32) */
         else if (codes_max > 127) { GEMM_I8_CASES(32, 1, true, false) }
         else if (group == 16 && folded) { GEMM_I8_CASES(16, 2, false, true) } /* Q6_K: codes to 63 */
         else if (group == 16) { GEMM_I8_CASES(16, 2, false, false) }
