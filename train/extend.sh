@@ -29,7 +29,7 @@ stage mA $M --init ../models/main.gguf --start-phase 6 --pose 10000 --minutes 35
 stage mA2 $M --init "$OUT/mA.safetensors" --start-phase 6 --pose 10000 --minutes 40 --lr 3e-4 --seed 93
 # then real documents to ~9 500 units mixed with phase 5 (100-1 400), PoSE to 16k, both cores,
 # bfloat16 products (session 19)
-stage mC $M --init "$OUT/mA2.safetensors" --start-phase 5 --longest 9500 --pose 16000 --minutes 45 --lr 3e-4 --bf16 --threads 2 --seed 91
+stage mC $M --init "$OUT/mA2.safetensors" --start-phase 5 --longest 9500 --pose 16000 --minutes 40 --lr 3e-4 --bf16 --threads 2 --seed 91
 
 # the draft: PoSE to 10k (dA, 40 min), or real 2k-9 500-unit documents alone (dB, 35 min: the best
 # selection at 8k, but it forgets 2k)
