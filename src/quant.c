@@ -553,16 +553,16 @@ static void codes_q6_K(const void *src, uint8_t *q, float *scale, float *min) {
 /* ------------------------------------------------------------------ the table */
 
 static const sp_type_traits traits[SP_TYPE_COUNT] = {
-    [SP_TYPE_F32]  = {"F32", 1, 4, dequantize_f32, quantize_f32, dot_f32, NULL, 0, 0},
-    [SP_TYPE_F16]  = {"F16", 1, 2, dequantize_f16, quantize_f16, dot_f16, NULL, 0, 0},
-    [SP_TYPE_BF16] = {"BF16", 1, 2, dequantize_bf16, quantize_bf16, dot_bf16, NULL, 0, 0},
+    [SP_TYPE_F32]  = {"F32", 1, 4, dequantize_f32, quantize_f32, dot_f32, NULL, 0, 0, 0},
+    [SP_TYPE_F16]  = {"F16", 1, 2, dequantize_f16, quantize_f16, dot_f16, NULL, 0, 0, 0},
+    [SP_TYPE_BF16] = {"BF16", 1, 2, dequantize_bf16, quantize_bf16, dot_bf16, NULL, 0, 0, 0},
     [SP_TYPE_Q4_0] = {"Q4_0", 32, sizeof(block_q4_0), dequantize_q4_0, quantize_q4_0, dot_q4_0, codes_q4_0, 32, 15, 8},
     [SP_TYPE_Q4_1] = {"Q4_1", 32, sizeof(block_q4_1), dequantize_q4_1, quantize_q4_1, dot_q4_1, codes_q4_1, 32, 15, 0},
     [SP_TYPE_Q5_0] = {"Q5_0", 32, sizeof(block_q5_0), dequantize_q5_0, quantize_q5_0, dot_q5_0, codes_q5_0, 32, 31, 16},
     [SP_TYPE_Q5_1] = {"Q5_1", 32, sizeof(block_q5_1), dequantize_q5_1, quantize_q5_1, dot_q5_1, codes_q5_1, 32, 31, 0},
     [SP_TYPE_Q8_0] = {"Q8_0", 32, sizeof(block_q8_0), dequantize_q8_0, quantize_q8_0, dot_q8_0, codes_q8_0, 32, 255, 128},
-    [SP_TYPE_Q2_K] = {"Q2_K", QK_K, sizeof(block_q2_K), dequantize_q2_K, NULL, dot_q2_K, NULL, 0, 0},
-    [SP_TYPE_Q3_K] = {"Q3_K", QK_K, sizeof(block_q3_K), dequantize_q3_K, NULL, dot_q3_K, NULL, 0, 0},
+    [SP_TYPE_Q2_K] = {"Q2_K", QK_K, sizeof(block_q2_K), dequantize_q2_K, NULL, dot_q2_K, NULL, 0, 0, 0},
+    [SP_TYPE_Q3_K] = {"Q3_K", QK_K, sizeof(block_q3_K), dequantize_q3_K, NULL, dot_q3_K, NULL, 0, 0, 0},
     [SP_TYPE_Q4_K] = {"Q4_K", QK_K, sizeof(block_q4_K), dequantize_q4_K, quantize_q4_K, dot_q4_K, codes_q4_K, 32, 15, 0},
     [SP_TYPE_Q5_K] = {"Q5_K", QK_K, sizeof(block_q5_K), dequantize_q5_K, quantize_q5_K, dot_q5_K, codes_q5_K, 32, 31, 0},
     [SP_TYPE_Q6_K] = {"Q6_K", QK_K, sizeof(block_q6_K), dequantize_q6_K, quantize_q6_K, dot_q6_K, codes_q6_K, 16, 63, 32},
