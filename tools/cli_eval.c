@@ -731,10 +731,11 @@ int cmd_eval(int argc, char **argv) {
     int *ntok = calloc((size_t)n_docs, sizeof *ntok), max_len = 0, max_need = 0;
     size_t max_bytes = 0;
     report *rep = calloc(1, sizeof *rep);
-    cell (*res)[MAX_KEEPS] = rep->res;
+    cell (*res)[MAX_KEEPS] = rep ? rep->res : NULL;
     ttft_point *tp = calloc((size_t)n_docs, sizeof *tp);
     float *logits = NULL, *imp = NULL, *bimp = NULL;
     uint8_t *kept = NULL;
+    if (!rep) { fprintf(stderr, "error: out of memory\n"); goto done; }
     if (sp_model_load(model_path, &m) != SP_OK) { fail_status("loading model"); goto done; }
     if (draft_path && sp_model_load(draft_path, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
     if (dm && !sp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
