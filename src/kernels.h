@@ -36,7 +36,7 @@ typedef struct {
     const float *dsum;
     const int32_t *sum16;
     /* for weights with a codes_offset: −offset × (sum of the group's codes), [t][k/group], the
-     * integer sum's start (one broadcast load per group and token) */
+     * integer sum's start (one broadcast load per group and token); NULL for the others */
     const int32_t *osum;
 } sp_i8_rows;
 

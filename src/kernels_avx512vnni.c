@@ -136,7 +136,7 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
         q[c] = x->q + (t0 + c) * k;
         d[c] = x->d + (t0 + c) * nb;
         ds[c] = x->dsum + (t0 + c) * ng;
-        os[c] = x->osum + (t0 + c) * ng;
+        os[c] = folded ? x->osum + (t0 + c) * ng : NULL;
         sum[c] = _mm512_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {

@@ -492,22 +492,9 @@ static bool num_in(const cJSON *x, double lo, double hi) { return cJSON_IsNumber
  * later one must have the same (and the same model, draft and metric). Returns 0, or -1 after
  * printing why. */
 static int report_merge(report *r, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { fprintf(stderr, "error: cannot open %s\n", path); return -1; }
-    char *text = NULL;
-    size_t len = 0, cap = 0, got;
-    char buf[65536];
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (len + got + 1 > cap) {
-            char *grown = realloc(text, cap = 2 * (len + got + 1));
-            if (!grown) { free(text); fclose(f); fprintf(stderr, "error: %s: out of memory\n", path); return -1; }
-            text = grown;
-        }
-        memcpy(text + len, buf, got);
-        len += got;
-    }
-    fclose(f);
-    cJSON *js = text ? (text[len] = 0, cJSON_Parse(text)) : NULL;
+    char *text = read_file(path, NULL);
+    if (!text) return -1;
+    cJSON *js = cJSON_Parse(text);
     free(text);
     const bool first = r->n_docs == 0 && !r->model;
     const char *why = NULL;
