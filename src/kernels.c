@@ -146,9 +146,9 @@ static const sp_isa_kernels scalar_kernels = {
 
 /* ------------------------------------------------------------------ dispatch */
 
-/* Every kernel set's name (SPECPREFILL_ISA, sp_set_kernels); the AVX-512 ones are the last four,
- * indexed by the overlays they carry (below). */
-static const char *const set_names[] = {"scalar", "avx2", "avx512-base", "avx512-novnni", "avx512-nobf16", "avx512"};
+/* Every kernel set's name (SPECPREFILL_ISA, sp_set_kernels); the AVX-512 ones are the last five:
+ * four indexed by the overlays they carry, then the full set (below). */
+static const char *const set_names[] = {"scalar", "avx2", "avx512-base", "avx512-novnni", "avx512-nobf16", "avx512-noamx", "avx512"};
 
 #if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
 #include <cpuid.h>
@@ -163,23 +163,30 @@ static bool cpu_has(const char *isa);
 /* The AVX-512 sets: the base set (kernels_avx512.c) with an overlay per feature the CPU has —
  * bf16 dot products (kernels_avx512bf16.c) and VNNI integer dot products (kernels_avx512vnni.c) —
  * each applied on its own, so a CPU with VNNI but no bf16 (Ice Lake, Cascade Lake) still gets
- * the integer kernels. Names for tests and SPECPREFILL_ISA: "avx512" (every overlay the CPU has),
- * "avx512-nobf16" (VNNI only: Ice Lake's shape), "avx512-novnni" (bf16 only), "avx512-base"
- * (neither: Skylake-X's shape). Each is built once, on first use. */
-enum { AVX512_BF16 = 1, AVX512_VNNI = 2 };
-static sp_isa_kernels avx512_sets[4];
+ * the integer kernels; and on top of both, the AMX tile unit's integer prefill (kernels_amx.c:
+ * Sapphire Rapids and later). Names for tests and SPECPREFILL_ISA: "avx512" (every overlay the
+ * CPU has), "avx512-noamx" (bf16 and VNNI: Zen 4/5's shape), "avx512-nobf16" (VNNI only: Ice
+ * Lake's shape), "avx512-novnni" (bf16 only), "avx512-base" (neither: Skylake-X's shape). Each is
+ * built once, on first use. */
+enum { AVX512_BF16 = 1, AVX512_VNNI = 2, AVX512_ALL = 4 };
+static sp_isa_kernels avx512_sets[5];
 static const char *const *const avx512_names = set_names + 2;
 static pthread_once_t avx512_once = PTHREAD_ONCE_INIT;
 static void build_avx512_sets(void) {
-    for (int want = 0; want < 4; want++) {
+    for (int want = 0; want <= AVX512_ALL; want++) {
         sp_isa_kernels *k = &avx512_sets[want];
         *k = sp_avx512_kernels;
         k->name = avx512_names[want];
-        if ((want & AVX512_BF16) && cpu_has("avx512bf16")) {
+        if ((want & AVX512_BF16 || want == AVX512_ALL) && cpu_has("avx512bf16")) {
             k->gemm_bf16 = sp_avx512_gemm_bf16;
             k->f32_to_bf16 = sp_avx512_f32_to_bf16;
         }
-        if ((want & AVX512_VNNI) && cpu_has("avx512vnni")) sp_avx512vnni_fill(k);
+        if ((want & AVX512_VNNI || want == AVX512_ALL) && cpu_has("avx512vnni")) {
+            sp_avx512vnni_fill(k);
+#if defined(SP_HAVE_AMX)
+            if (want == AVX512_ALL && cpu_has("amx")) sp_amx_fill(k);
+#endif
+        }
     }
 }
 
@@ -202,6 +209,12 @@ static bool cpu_has(const char *isa) {
         if (!avx512 || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
         return a & (1u << 5);
     }
+#if defined(SP_HAVE_AMX)
+    if (strcmp(isa, "amx") == 0) { /* tiles and their int8 products, XCR0's tile state, the OS's leave */
+        const bool amx_tile = d & (1u << 24), amx_int8 = d & (1u << 25), os_tiles = (xlo & 0x60000) == 0x60000;
+        return avx512 && (c & (1u << 11)) && amx_tile && amx_int8 && os_tiles && sp_amx_usable();
+    }
+#endif
     return false;
 }
 #endif
@@ -210,7 +223,7 @@ const sp_isa_kernels *sp_kernels_by_name(const char *name) {
     if (strcmp(name, "scalar") == 0) return &scalar_kernels;
 #if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
     if (strcmp(name, "avx2") == 0 && cpu_has("avx2")) return &sp_avx2_kernels;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i <= AVX512_ALL; i++)
         if (strcmp(name, avx512_names[i]) == 0) {
             if (!cpu_has("avx512")) return NULL;
             pthread_once(&avx512_once, build_avx512_sets);
@@ -224,8 +237,8 @@ const sp_isa_kernels *sp_kernels_by_name(const char *name) {
 static char cpu_features[96];
 static pthread_once_t cpu_features_once = PTHREAD_ONCE_INIT;
 static void describe_cpu(void) {
-    static const char *const names[] = {"avx2", "avx512", "avx512vnni", "avx512bf16"};
-    for (int i = 0; i < 4; i++)
+    static const char *const names[] = {"avx2", "avx512", "avx512vnni", "avx512bf16", "amx"};
+    for (int i = 0; i < 5; i++)
         if (cpu_has(names[i]))
             snprintf(cpu_features + strlen(cpu_features), sizeof cpu_features - strlen(cpu_features), "%s%s",
                      cpu_features[0] ? " " : "", names[i]);

@@ -142,6 +142,7 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = tile + b * stride;
         const float *sm = (const float *)(blk + 512); /* per group: 16 scales, then 16 mins */
+        __m512 part[8]; /* groups of 16: the block's two groups scaled by the rows, before the token's scale */
         UNROLL for (int h = 0; h < 32 / group; h++) {
             __m512i acc[8];
             const int64_t gi = b * (32 / group) + h;
@@ -153,10 +154,14 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
             }
             const __m512 vs = _mm512_loadu_ps(sm + 32 * h);
             UNROLL for (int c = 0; c < C; c++) {
-                sum[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_mul_ps(vs, _mm512_set1_ps(d[c][b])), sum[c]);
+                if (group == 32) sum[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c]), _mm512_mul_ps(vs, _mm512_set1_ps(d[c][b])), sum[c]);
+                else part[c] = h == 0 ? _mm512_mul_ps(_mm512_cvtepi32_ps(acc[c]), vs) : _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[c]), vs, part[c]);
                 if (!folded) sum[c] = _mm512_fnmadd_ps(_mm512_loadu_ps(sm + 32 * h + 16), _mm512_set1_ps(ds[c][gi]), sum[c]);
             }
         }
+        /* the token's scale once per block, not once per group: one multiply fewer per block and
+         * token (Q6_K: 15 operations instead of 16 for 8 vpdpbusd) */
+        if (group == 16) UNROLL for (int c = 0; c < C; c++) sum[c] = _mm512_fmadd_ps(part[c], _mm512_set1_ps(d[c][b]), sum[c]);
     }
     const __mmask16 rows = (__mmask16)((1u << nr) - 1);
     UNROLL for (int c = 0; c < C; c++) _mm512_mask_storeu_ps(out + (t0 + c) * ldo, rows, sum[c]);
@@ -174,7 +179,7 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
     default: gemm_i8_tokens(tile, G, F, nr, x, t, 1, k, out, ldo); break;             \
     }
 
-static void gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_offset, int nr, const sp_i8_rows *x, int nt, int64_t k,
+void sp_avx512vnni_gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_offset, int nr, const sp_i8_rows *x, int nt, int64_t k,
                     float *out, int64_t ldo) {
     (void)codes_max; /* vpdpbusd sums four u8 × s8 products into 32 bits: any code fits */
     for (int t = 0; t < nt; t += 8) {
@@ -229,7 +234,7 @@ static void quantize_act(const float *x, int64_t n, int8_t *q, float *d, int32_t
 }
 
 void sp_avx512vnni_fill(sp_isa_kernels *k) {
-    k->gemm_i8 = gemm_i8;
+    k->gemm_i8 = sp_avx512vnni_gemm_i8;
     k->interleave16 = interleave16;
     k->quantize_act = quantize_act;
     k->dot_row_q8[SP_TYPE_Q8_0] = dot_q8_0;

@@ -31,5 +31,13 @@ void sp_avx512_f32_to_bf16(const float *src, uint16_t *dst, int64_t n);
 
 /* kernels_avx512vnni.c: adds the integer decode kernels to a kernel set */
 void sp_avx512vnni_fill(sp_isa_kernels *k);
+/* its integer prefill kernel (the AMX one hands it the tokens short of a full tile) */
+void sp_avx512vnni_gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_offset, int nr, const sp_i8_rows *x, int nt,
+                           int64_t k, float *out, int64_t ldo);
+
+/* kernels_amx.c: the integer prefill kernel on the AMX tile unit, over a VNNI set; usable asks
+ * the OS for the tile state (Linux) and says whether it was granted */
+bool sp_amx_usable(void);
+void sp_amx_fill(sp_isa_kernels *k);
 
 #endif

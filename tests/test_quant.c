@@ -460,14 +460,22 @@ static void feature_overlays_apply_alone(void **st) {
     assert_non_null(nobf16); assert_non_null(novnni); assert_non_null(base);
     assert_string_equal(nobf16->name, "avx512-nobf16");
     assert_null(nobf16->gemm_bf16);
-    assert_ptr_equal(nobf16->gemm_i8, best->gemm_i8);                       /* VNNI where the CPU has it */
+    assert_true(!nobf16->gemm_i8 == !best->gemm_i8);                        /* VNNI where the CPU has it */
     assert_ptr_equal(nobf16->dot_row_q8[SP_TYPE_Q8_0], best->dot_row_q8[SP_TYPE_Q8_0]);
     assert_null(novnni->gemm_i8);
     assert_null(novnni->dot_row_q8[SP_TYPE_Q8_0]);
     assert_ptr_equal(novnni->gemm_bf16, best->gemm_bf16);                   /* bf16 where the CPU has it */
     assert_null(base->gemm_i8);
     assert_null(base->gemm_bf16);
-    printf("  this CPU: VNNI %s, bf16 %s\n", best->gemm_i8 ? "yes" : "no", best->gemm_bf16 ? "yes" : "no");
+    /* AMX replaces only the integer prefill kernel, and only in the full set */
+    const sp_isa_kernels *noamx = sp_kernels_by_name("avx512-noamx");
+    assert_non_null(noamx);
+    assert_ptr_equal(noamx->gemm_i8, nobf16->gemm_i8);
+    assert_ptr_equal(noamx->gemm_bf16, best->gemm_bf16);
+    assert_ptr_equal(noamx->dot_row_q8[SP_TYPE_Q8_0], best->dot_row_q8[SP_TYPE_Q8_0]);
+    const bool amx = strstr(sp_cpu_features(), "amx") != NULL;
+    assert_true(amx ? best->gemm_i8 != noamx->gemm_i8 : best->gemm_i8 == noamx->gemm_i8);
+    printf("  this CPU: VNNI %s, bf16 %s, AMX %s\n", best->gemm_i8 ? "yes" : "no", best->gemm_bf16 ? "yes" : "no", amx ? "yes" : "no");
 }
 
 /* The integer prefill kernel against float arithmetic on the same codes and the same quantized
@@ -475,19 +483,19 @@ static void feature_overlays_apply_alone(void **st) {
  * that leave a partial token block, and the codes form itself against dequantize. */
 static void integer_prefill_gemm(void **st) {
     (void)st;
-    static const char *const isas[] = {"avx2", "avx512"};
+    static const char *const isas[] = {"avx2", "avx512-noamx", "avx512"}; /* avx512: AMX where the CPU has it */
     static const int types[] = {SP_TYPE_Q8_0, SP_TYPE_Q4_0, SP_TYPE_Q4_1, SP_TYPE_Q5_0,
                                 SP_TYPE_Q5_1, SP_TYPE_Q4_K, SP_TYPE_Q5_K, SP_TYPE_Q6_K};
     uint64_t s = 23;
     int tested = 0;
-    for (size_t ii = 0; ii < 2; ii++) {
+    for (size_t ii = 0; ii < 3; ii++) {
         const sp_isa_kernels *isa = sp_kernels_by_name(isas[ii]);
         if (!isa || !isa->gemm_i8) continue;
         tested++;
         for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
             const sp_type_traits *tt = sp_type_traits_get((uint32_t)types[ti]);
             const int64_t k = 512;
-            const int nr = 13, nt = 11;
+            const int nr = 13, nt = 37; /* AMX: two products of 16 tokens, then 5 */
             const size_t rb = sp_row_size((uint32_t)types[ti], k);
             float *wf = malloc((size_t)k * nr * sizeof *wf), *x = malloc((size_t)k * nt * sizeof *x);
             uint8_t *wq = malloc(rb * nr), *tile = malloc((size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
@@ -539,8 +547,17 @@ static void integer_prefill_gemm(void **st) {
                 free(tile2);
             }
             const sp_i8_rows rows = {q, d, ds, s16, os};
-            float out[11 * 16];
+            float out[37 * 16];
             isa->gemm_i8(tile, tt->codes_group, tt->codes_max, tt->codes_offset, nr, &rows, nt, k, out, 16);
+            if (ii == 2 && sp_kernels_by_name("avx512-noamx")->gemm_i8) {
+                /* AMX and VNNI: the same exact integer sums, scaled in the same order */
+                float out2[37 * 16];
+                sp_kernels_by_name("avx512-noamx")->gemm_i8(tile, tt->codes_group, tt->codes_max, tt->codes_offset, nr, &rows, nt, k,
+                                                            out2, 16);
+                for (int t = 0; t < nt; t++)
+                    if (memcmp(out + t * 16, out2 + t * 16, (size_t)nr * sizeof *out) != 0)
+                        fail_msg("%s: token %d differs between avx512 and avx512-noamx", tt->name, t);
+            }
             for (int t = 0; t < nt; t++)
                 for (int r = 0; r < nr; r++) {
                     double ref = 0, mag = 0;
@@ -560,7 +577,8 @@ static void integer_prefill_gemm(void **st) {
      * offset folded into the integer sum */
     static const struct { int group, codes_max, offset; } ext[] = {{32, 15, 0}, {32, 31, 0}, {16, 63, 0}, {32, 255, 0},
                                                                    {32, 15, 8}, {32, 31, 16}, {16, 63, 32}, {32, 255, 128}};
-    for (size_t ii = 0; ii < 2; ii++) {
+    enum { ET = 21 }; /* tokens: one AMX product of 16, then 5 */
+    for (size_t ii = 0; ii < 3; ii++) {
         const sp_isa_kernels *isa = sp_kernels_by_name(isas[ii]);
         if (!isa || !isa->gemm_i8) continue;
         for (size_t e = 0; e < sizeof ext / sizeof *ext; e++)
@@ -574,19 +592,19 @@ static void integer_prefill_gemm(void **st) {
                     for (int h = 0; h < 32 / g; h++)
                         for (int r = 0; r < 16; r++) sm[32 * h + r] = 1, sm[32 * h + 16 + r] = 0;
                 }
-                int8_t q[5 * 64];
-                float d[5 * 2], ds[5 * 4];
-                for (int i = 0; i < 5 * 64; i++) q[i] = (int8_t)(127 * sign);
-                for (int i = 0; i < 5 * 2; i++) d[i] = 1;
-                for (int i = 0; i < 5 * 4; i++) ds[i] = 0;
-                int32_t sums[5 * 4], osum[5 * 4];
-                for (int i = 0; i < 5 * 4; i++) sums[i] = 16 * 127 * sign;
-                for (int i = 0; i < 5 * 4; i++) osum[i] = -ext[e].offset * (g == 16 ? 1 : 2) * 16 * 127 * sign;
+                int8_t q[ET * 64];
+                float d[ET * 2], ds[ET * 4];
+                for (int i = 0; i < ET * 64; i++) q[i] = (int8_t)(127 * sign);
+                for (int i = 0; i < ET * 2; i++) d[i] = 1;
+                for (int i = 0; i < ET * 4; i++) ds[i] = 0;
+                int32_t sums[ET * 4], osum[ET * 4];
+                for (int i = 0; i < ET * 4; i++) sums[i] = 16 * 127 * sign;
+                for (int i = 0; i < ET * 4; i++) osum[i] = -ext[e].offset * (g == 16 ? 1 : 2) * 16 * 127 * sign;
                 const sp_i8_rows rows = {q, d, ds, sums, osum};
-                float out[5 * 16];
-                isa->gemm_i8(tile, g, ext[e].codes_max, ext[e].offset, 16, &rows, 5, k, out, 16);
+                float out[ET * 16];
+                isa->gemm_i8(tile, g, ext[e].codes_max, ext[e].offset, 16, &rows, ET, k, out, 16);
                 const int want = (int)(sign * 127 * (ext[e].codes_max - ext[e].offset) * k);
-                for (int i = 0; i < 5 * 16; i++)
+                for (int i = 0; i < ET * 16; i++)
                     if (out[i] != (float)want)
                         fail_msg("%s codes %d offset %d, activations %d: %.0f, not %d", isas[ii], ext[e].codes_max, ext[e].offset,
                                  sign * 127, out[i], want);

@@ -4,7 +4,8 @@ A mutant is *killed* when the fast suite (tests/mutants/run.py) fails on it. Eac
 that is meant to kill it, so that a survivor says which guard is missing. When the code changes
 under a mutant, run.py reports it as stale (the text is gone): update the mutant with the code.
 A mutant the suite cannot catch yet carries known_survivor="why"; it lowers the score but does
-not fail CI's rotating subset — every other survivor does.
+not fail CI's rotating subset — every other survivor does. One in a kernel only some CPUs run
+carries needs="<a /proc/cpuinfo flag>": elsewhere it is not planted (counted as skipped).
 """
 
 MUTANTS = [
@@ -145,6 +146,16 @@ MUTANTS = [
          replace="acc[c] = _mm512_setzero_si512();",
          why="VNNI integer prefill of Q8_0/Q4_0/Q5_0/Q6_K forgets the offset (the min) it folds into the integer sum",
          guard="test_quant, test_model"),
+    dict(name="amx-gemm-i8-offset-dropped", file="src/kernels_amx.c",
+         find="if (folded) v = _mm512_add_epi32(v, _mm512_set1_epi32(x->osum[(t0 + t) * nb + b]));",
+         replace="",
+         why="AMX integer prefill of Q8_0/Q4_0/Q5_0 forgets the offset it adds to each block's product",
+         guard="test_quant, test_model", needs="amx_int8"),
+    dict(name="amx-gemm-i8-block-in-flight", file="src/kernels_amx.c",
+         find="scale_block(buf[1], tile, folded, x, t0, nb, b + 1, sum);",
+         replace="scale_block(buf[0], tile, folded, x, t0, nb, b + 1, sum);",
+         why="AMX integer prefill scales the even block's product in place of the odd one's (the second tile in flight)",
+         guard="test_quant", needs="amx_int8"),
     dict(name="attn-scores-sum", file="src/kernels_avx512.c",
          find="_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3))",
          replace="_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a2))",

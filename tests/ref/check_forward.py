@@ -61,6 +61,8 @@ def kernel_sets():
             sets.append("avx512-base")
         if "avx512_vnni" in flags and "avx512_bf16" in flags:
             sets += ["avx512-nobf16", "avx512-novnni"]
+        if "avx512_vnni" in flags and {"amx_tile", "amx_int8"} <= flags:
+            sets.append("avx512-noamx")  # "avx512" then prefills on the AMX tile unit
         sets.append("avx512")
     return sets
 
