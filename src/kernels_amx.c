@@ -122,6 +122,74 @@ static void gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_off
     }
 }
 
+/* ------------------------------------------------------------------ bf16 panels
+ * The float path's panel (kernels.c: pairs of bf16 values, panel[k/2][row]) is tdpbf16ps's
+ * second operand as it lies: 16 pair rows of 16 weight rows' pairs, nr·4 bytes apart. The
+ * tokens' bf16 values are the first (16 tokens × 32 values, ldx apart), and the sums stay in the
+ * tile unit over the whole panel depth in f32 — no scaling between products, so here the tile
+ * unit runs at its own rate: 32 tokens × 32 weight rows in four accumulator tiles, each pair of
+ * operand tiles used twice. */
+#define BC00 0
+#define BC01 1
+#define BC10 2
+#define BC11 3
+#define BA0 4
+#define BA1 5
+#define BB0 6
+#define BB1 7
+
+static void configure_bf16(void) {
+    tile_config c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) c.rows[t] = 16, c.colsb[t] = 64;
+    _tile_loadconfig(&c);
+}
+
+/* tokens [t, t + 32) × weight rows [r, r + 32) over the panel's k values */
+static void bf16_block(const uint32_t *panel, int nr, const uint16_t *x, int64_t ldx, int k, float *out, int64_t ldo, bool accumulate) {
+    const int64_t ldx_b = ldx * 2, ldo_b = ldo * 4, ldp_b = (int64_t)nr * 4;
+    if (accumulate) {
+        _tile_loadd(BC00, out, ldo_b);
+        _tile_loadd(BC01, out + 16, ldo_b);
+        _tile_loadd(BC10, out + 16 * ldo, ldo_b);
+        _tile_loadd(BC11, out + 16 * ldo + 16, ldo_b);
+    } else {
+        _tile_zero(BC00);
+        _tile_zero(BC01);
+        _tile_zero(BC10);
+        _tile_zero(BC11);
+    }
+    for (int kk = 0; kk < k; kk += 32) {
+        _tile_loadd(BA0, x + kk, ldx_b);
+        _tile_loadd(BA1, x + 16 * ldx + kk, ldx_b);
+        _tile_loadd(BB0, panel + (int64_t)kk / 2 * nr, ldp_b);
+        _tile_loadd(BB1, panel + (int64_t)kk / 2 * nr + 16, ldp_b);
+        _tile_dpbf16ps(BC00, BA0, BB0);
+        _tile_dpbf16ps(BC01, BA0, BB1);
+        _tile_dpbf16ps(BC10, BA1, BB0);
+        _tile_dpbf16ps(BC11, BA1, BB1);
+    }
+    _tile_stored(BC00, out, ldo_b);
+    _tile_stored(BC01, out + 16, ldo_b);
+    _tile_stored(BC10, out + 16 * ldo, ldo_b);
+    _tile_stored(BC11, out + 16 * ldo + 16, ldo_b);
+}
+
+static void gemm_bf16(const uint32_t *panel, int nr, const uint16_t *x, int64_t ldx, int nt, int k, float *out, int64_t ldo,
+                      bool accumulate) {
+    /* whole blocks of 32 tokens and 32 weight rows here; the rest (the last tokens, a panel whose
+     * rows are not a multiple of 32: the vocabulary's last) with vdpbf16ps */
+    const int full = nr % 32 == 0 && k % 32 == 0 ? nt / 32 * 32 : 0;
+    if (full) {
+        configure_bf16();
+        for (int t = 0; t < full; t += 32)
+            for (int r = 0; r < nr; r += 32) bf16_block(panel + r, nr, x + t * ldx, ldx, k, out + t * ldo + r, ldo, accumulate);
+        _tile_release();
+    }
+    if (full < nt) sp_avx512_gemm_bf16(panel, nr, x + full * ldx, ldx, nt - full, k, out + full * ldo, ldo, accumulate);
+}
+
 /* Linux gives a process the tile registers' 8 KiB of state only when asked (arch_prctl); the
  * CPU's flags alone are not enough. */
 bool sp_amx_usable(void) {
@@ -133,4 +201,7 @@ bool sp_amx_usable(void) {
 #endif
 }
 
-void sp_amx_fill(sp_isa_kernels *k) { k->gemm_i8 = gemm_i8; }
+void sp_amx_fill(sp_isa_kernels *k) {
+    k->gemm_i8 = gemm_i8;
+    if (k->gemm_bf16) k->gemm_bf16 = gemm_bf16; /* the OS and CPU allow bf16 dot products too */
+}

@@ -332,16 +332,16 @@ static void matmul_matches_definition(void **st) {
 
 /* The float prefill panels at the sizes of real layers: panels of 64 weight rows (and a partial
  * one), the inner dimension in blocks of 256 with a remainder, tokens not a multiple of the
- * kernels' blocks; on every ISA (scalar and AVX2 take the f32 panel for quantized types too),
+ * kernels' blocks (AMX's 32 nor AVX-512's 6); on every ISA (scalar and AVX2 take the f32 panel for quantized types too),
  * f32 and (where the CPU has it) bf16: BF16 weights, and F16 with SPECPREFILL_F16=bf16. */
 static void matmul_panels(void **st) {
     (void)st;
     static const struct { int type; bool f16_as_bf16; } cases[] = {
         {SP_TYPE_F32, false}, {SP_TYPE_F16, false}, {SP_TYPE_Q6_K, false}, {SP_TYPE_BF16, false}, {SP_TYPE_F16, true}};
-    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    static const char *const isas[] = {"scalar", "avx2", "avx512-noamx", "avx512"}; /* avx512: AMX where the CPU has it */
     const sp_isa_kernels *saved = sp_kernels();
     uint64_t s = 13;
-    const int n_out = 1100, tokens = 23;
+    const int n_out = 1100, tokens = 71; /* AMX: two blocks of 32 tokens, then 7 */
     double worst_f32 = 0, worst_bf16 = 0;
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         const int type = cases[ci].type;
@@ -366,7 +366,7 @@ static void matmul_panels(void **st) {
             }
         const sp_weight w = {wq, (uint32_t)type, n_in, n_out, (int64_t)rb};
         sp_set_f16_as_bf16(cases[ci].f16_as_bf16);
-        for (size_t k = 0; k < 3; k++) {
+        for (size_t k = 0; k < 4; k++) {
             const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
             if (!isa) continue;
             const bool bf16 = isa->gemm_bf16 && (type == SP_TYPE_BF16 || cases[ci].f16_as_bf16);
@@ -464,17 +464,18 @@ static void feature_overlays_apply_alone(void **st) {
     assert_ptr_equal(nobf16->dot_row_q8[SP_TYPE_Q8_0], best->dot_row_q8[SP_TYPE_Q8_0]);
     assert_null(novnni->gemm_i8);
     assert_null(novnni->dot_row_q8[SP_TYPE_Q8_0]);
-    assert_ptr_equal(novnni->gemm_bf16, best->gemm_bf16);                   /* bf16 where the CPU has it */
+    assert_true(!novnni->gemm_bf16 == !best->gemm_bf16);                    /* bf16 where the CPU has it */
     assert_null(base->gemm_i8);
     assert_null(base->gemm_bf16);
-    /* AMX replaces only the integer prefill kernel, and only in the full set */
+    /* AMX replaces only the prefill products (integer and bf16), and only in the full set */
     const sp_isa_kernels *noamx = sp_kernels_by_name("avx512-noamx");
     assert_non_null(noamx);
     assert_ptr_equal(noamx->gemm_i8, nobf16->gemm_i8);
-    assert_ptr_equal(noamx->gemm_bf16, best->gemm_bf16);
+    assert_ptr_equal(noamx->gemm_bf16, novnni->gemm_bf16);
     assert_ptr_equal(noamx->dot_row_q8[SP_TYPE_Q8_0], best->dot_row_q8[SP_TYPE_Q8_0]);
     const bool amx = strstr(sp_cpu_features(), "amx") != NULL;
     assert_true(amx ? best->gemm_i8 != noamx->gemm_i8 : best->gemm_i8 == noamx->gemm_i8);
+    assert_true(amx ? best->gemm_bf16 != noamx->gemm_bf16 : best->gemm_bf16 == noamx->gemm_bf16);
     printf("  this CPU: VNNI %s, bf16 %s, AMX %s\n", best->gemm_i8 ? "yes" : "no", best->gemm_bf16 ? "yes" : "no", amx ? "yes" : "no");
 }
 
