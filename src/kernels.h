@@ -27,7 +27,7 @@ typedef struct sp_q8_act {
 void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16);
 
 /* Many tokens of quantized activations for the integer prefill kernels, k values each:
- * codes q [t][k], scales d [t][k/32] and, per group of the weights' codes (32 or 16 values),
+ * codes q [t][k] (token t at q + t·ldq), scales d [t][k/32] and, per group of the weights' codes (32 or 16 values),
  * dsum [t][k/group] = d × (sum of the group's codes), which carries the weights' min term,
  * the integer sums of every 16 codes, sum16 [t][k/16], and osum (below). */
 typedef struct {
@@ -38,6 +38,10 @@ typedef struct {
     /* for weights with a codes_offset: −offset × (sum of the group's codes), [t][k/group], the
      * integer sum's start (one broadcast load per group and token); NULL for the others */
     const int32_t *osum;
+    /* bytes from one token's codes to the next's, ≥ k: prepare_i8_rows adds a cache line, so
+     * that the rows of the tokens a kernel reads together do not share one set of the L1 cache
+     * (k is often a multiple of 4 KiB / 16) */
+    int64_t ldq;
 } sp_i8_rows;
 
 /* A tile of up to 16 weight rows in integer form, 32 values (a block) at a time: 512 bytes of

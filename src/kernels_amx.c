@@ -58,7 +58,7 @@ static void configure(void) {
 #define ISSUE(C, A, B, b)                                \
     do {                                                 \
         _tile_zero(C);                                   \
-        _tile_loadd(A, a + (b) * 32, k);                 \
+        _tile_loadd(A, a + (b) * 32, x->ldq);            \
         _tile_loadd(B, tile + (b) * BLOCK_BYTES, 64);    \
         _tile_dpbsud(C, A, B);                           \
     } while (0)
@@ -80,7 +80,7 @@ static inline __attribute__((always_inline)) void scale_block(const int32_t *c, 
 static inline __attribute__((always_inline)) void gemm16(const uint8_t *tile, const bool folded, int nr, const sp_i8_rows *x,
                                                         int64_t t0, int64_t k, float *out, int64_t ldo, int32_t (*buf)[256]) {
     const int64_t nb = k / 32;
-    const int8_t *a = x->q + t0 * k;
+    const int8_t *a = x->q + t0 * x->ldq;
     __m512 sum[16];
     UNROLL16 for (int t = 0; t < 16; t++) sum[t] = _mm512_setzero_ps();
     ISSUE(C0, A0, B0, 0);
@@ -113,7 +113,7 @@ static void gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_off
     }
     if (full < nt) { /* the last tokens (fewer than 16), and groups of 16, with vpdpbusd */
         sp_i8_rows rest = *x;
-        rest.q += full * k;
+        rest.q += full * x->ldq;
         rest.d += full * (k / 32);
         rest.dsum += full * (k / group);
         rest.sum16 += full * (k / 16);

@@ -422,7 +422,7 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
     const float *d[4], *ds[4];
     float sum[4][16];
     UNROLL for (int c = 0; c < C; c++) {
-        q[c] = x->q + (t0 + c) * k;
+        q[c] = x->q + (t0 + c) * x->ldq;
         d[c] = x->d + (t0 + c) * nb;
         ds[c] = x->dsum + (t0 + c) * ng;
         memset(sum[c], 0, sizeof sum[c]);

@@ -133,7 +133,7 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
     const int32_t *os[8];
     __m512 sum[8];
     UNROLL for (int c = 0; c < C; c++) {
-        q[c] = x->q + (t0 + c) * k;
+        q[c] = x->q + (t0 + c) * x->ldq;
         d[c] = x->d + (t0 + c) * nb;
         ds[c] = x->dsum + (t0 + c) * ng;
         os[c] = folded ? x->osum + (t0 + c) * ng : NULL;

@@ -515,17 +515,18 @@ static void integer_prefill_gemm(void **st) {
                             fail_msg("%s codes differ from dequantize at %d", tt->name, (int)(i + j));
                 }
             }
-            int8_t *q = malloc((size_t)(k * nt));
+            const int64_t ldq = k + 64; /* token rows apart by more than k, as prepare_i8_rows lays them */
+            int8_t *q = calloc((size_t)(ldq * nt), 1);
             float *d = malloc((size_t)(k / 32 * nt) * sizeof *d), *ds = malloc((size_t)(k / 16 * nt) * sizeof *ds);
             int32_t *s16 = malloc((size_t)(k / 16 * nt) * sizeof *s16), *os = malloc((size_t)(k / 16 * nt) * sizeof *os);
             for (int t = 0; t < nt; t++) {
-                sp_quantize_activations(x + t * k, k, q + t * k, d + t * (k / 32), s16 + t * (k / 16));
+                sp_quantize_activations(x + t * k, k, q + t * ldq, d + t * (k / 32), s16 + t * (k / 16));
                 if (isa->quantize_act) { /* the vectorised quantizer is bit-identical */
                     int8_t q2[512];
                     float d2[16];
                     int32_t s2[32];
                     isa->quantize_act(x + t * k, k, q2, d2, s2);
-                    assert_memory_equal(q2, q + t * k, 512);
+                    assert_memory_equal(q2, q + t * ldq, 512);
                     assert_memory_equal(d2, d + t * (k / 32), sizeof d2);
                     assert_memory_equal(s2, s16 + t * (k / 16), sizeof s2);
                 }
@@ -547,7 +548,7 @@ static void integer_prefill_gemm(void **st) {
                 assert_memory_equal(tile, tile2, (size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
                 free(tile2);
             }
-            const sp_i8_rows rows = {q, d, ds, s16, os};
+            const sp_i8_rows rows = {q, d, ds, s16, os, ldq};
             float out[37 * 16];
             isa->gemm_i8(tile, tt->codes_group, tt->codes_max, tt->codes_offset, nr, &rows, nt, k, out, 16);
             if (ii == 2 && sp_kernels_by_name("avx512-noamx")->gemm_i8) {
@@ -563,7 +564,7 @@ static void integer_prefill_gemm(void **st) {
                 for (int r = 0; r < nr; r++) {
                     double ref = 0, mag = 0;
                     for (int64_t i = 0; i < k; i++) {
-                        const double xi = (double)d[t * (k / 32) + i / 32] * q[t * k + i];
+                        const double xi = (double)d[t * (k / 32) + i / 32] * q[t * ldq + i];
                         ref += wf[r * k + i] * xi;
                         mag += fabs(wf[r * k + i] * xi);
                     }
@@ -601,7 +602,7 @@ static void integer_prefill_gemm(void **st) {
                 int32_t sums[ET * 4], osum[ET * 4];
                 for (int i = 0; i < ET * 4; i++) sums[i] = 16 * 127 * sign;
                 for (int i = 0; i < ET * 4; i++) osum[i] = -ext[e].offset * (g == 16 ? 1 : 2) * 16 * 127 * sign;
-                const sp_i8_rows rows = {q, d, ds, sums, osum};
+                const sp_i8_rows rows = {q, d, ds, sums, osum, k};
                 float out[ET * 16];
                 isa->gemm_i8(tile, g, ext[e].codes_max, ext[e].offset, 16, &rows, ET, k, out, 16);
                 const int want = (int)(sign * 127 * (ext[e].codes_max - ext[e].offset) * k);
