@@ -163,8 +163,8 @@ static bool cpu_has(const char *isa);
 /* The AVX-512 sets: the base set (kernels_avx512.c) with an overlay per feature the CPU has —
  * bf16 dot products (kernels_avx512bf16.c) and VNNI integer dot products (kernels_avx512vnni.c) —
  * each applied on its own, so a CPU with VNNI but no bf16 (Ice Lake, Cascade Lake) still gets
- * the integer kernels; and on top of both, the AMX tile unit's integer prefill (kernels_amx.c:
- * Sapphire Rapids and later). Names for tests and SPECPREFILL_ISA: "avx512" (every overlay the
+ * the integer kernels; and on top of both, the AMX tile unit's prefill products, integer and
+ * bf16 (kernels_amx.c: Sapphire Rapids and later Xeons). Names for tests and SPECPREFILL_ISA: "avx512" (every overlay the
  * CPU has), "avx512-noamx" (bf16 and VNNI: Zen 4/5's shape), "avx512-nobf16" (VNNI only: Ice
  * Lake's shape), "avx512-novnni" (bf16 only), "avx512-base" (neither: Skylake-X's shape). Each is
  * built once, on first use. */
@@ -210,7 +210,7 @@ static bool cpu_has(const char *isa) {
         return a & (1u << 5);
     }
 #if defined(SP_HAVE_AMX)
-    if (strcmp(isa, "amx") == 0) { /* tiles and their int8 products, XCR0's tile state, the OS's leave */
+    if (strcmp(isa, "amx") == 0) { /* tiles, their int8 and bf16 products, XCR0's tile state, the OS's leave */
         const bool amx_tile = d & (1u << 24), amx_int8 = d & (1u << 25), amx_bf16 = d & (1u << 22);
         const bool os_tiles = (xlo & 0x60000) == 0x60000;
         return avx512 && (c & (1u << 11)) && amx_tile && amx_int8 && amx_bf16 && os_tiles && sp_amx_usable();

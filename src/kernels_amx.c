@@ -1,17 +1,18 @@
-/* AMX integer prefill (Sapphire Rapids and later Xeons): the product of a packed weight tile
- * and the quantized activations on the tile unit. Compiled with -mamx-tile -mamx-int8; chosen at
- * run time, over the VNNI set, where the CPU and the OS allow it (sp_amx_usable).
+/* AMX prefill (Sapphire Rapids and later Xeons): the products of prefill on the tile unit —
+ * a packed integer weight tile times the quantized activations (tdpbsud), and a bf16 panel times
+ * bf16 activations (tdpbf16ps, below). Compiled with -mamx-tile -mamx-int8 -mamx-bf16; chosen
+ * at run time, over the VNNI set, where the CPU and the OS allow it (sp_amx_usable).
  *
  * One tdpbsud multiplies 16 tokens × 32 activation bytes by 32 × 16 weight codes (8 192
  * multiply-adds) where vpdpbusd does 64. The packed tile (sp_i8_tile_pack) is already the layout
  * tdpbsud takes for its second operand: per block of 32 values, [k/4][row][4] bytes — 8 rows of
  * 64 bytes. The activations' codes are the first operand as they lie (token t's 32 bytes of a
- * block at q + t·k: a stride of k). Each product lands as C[token][weight row], the order of the
+ * block at q + t·ldq). Each product lands as C[token][weight row], the order of the
  * output, so the scaling is one vector per token and nothing is transposed. The integer sums are
  * the VNNI kernel's to the bit (both exact) and so is the scaling's order: both give the same floats.
  *
- * What bounds it (measured on one core, 16 rows × 2 048 values × 512 tokens, Q8_0's form): 373
- * GMAC/s against VNNI's 292. Every block has scales of its own, so every product of 32 values
+ * What bounds it (measured on one core, 16 rows × 2 048 values × 512 tokens, Q8_0's form): 373-395
+ * GMAC/s against VNNI's 290. Every block has scales of its own, so every product of 32 values
  * must leave the tile unit (a 1 KiB store) to be scaled by the vector unit before the next block
  * is added — the tile unit alone, without that scaling, runs at 740; the scaling alone at 520.
  * Groups of 16 (Q6_K) halve the work per product and double the scaling: slower than VNNI (200
