@@ -27,9 +27,9 @@ typedef struct sp_q8_act {
 void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16);
 
 /* Many tokens of quantized activations for the integer prefill kernels, k values each:
- * codes q [t][k] (token t at q + t·ldq), scales d [t][k/32] and, per group of the weights' codes (32 or 16 values),
- * dsum [t][k/group] = d × (sum of the group's codes), which carries the weights' min term,
- * the integer sums of every 16 codes, sum16 [t][k/16], and osum (below). */
+ * codes q [t][k] (token t's at q + t·ldq), scales d [t][k/32] and, per group of the weights'
+ * codes (32 or 16 values), dsum [t][k/group] = d × (sum of the group's codes), which carries the
+ * weights' min term, the integer sums of every 16 codes, sum16 [t][k/16], and osum (below). */
 typedef struct {
     const int8_t *q;
     const float *d;
@@ -40,7 +40,7 @@ typedef struct {
     const int32_t *osum;
     /* bytes from one token's codes to the next's, ≥ k: prepare_i8_rows adds a cache line, so
      * that the rows of the tokens a kernel reads together do not share one set of the L1 cache
-     * (k is often a multiple of 4 KiB / 16) */
+     * (rows of k bytes, k a multiple of 2 KiB as in most models, would fall in one or two sets) */
     int64_t ldq;
 } sp_i8_rows;
 

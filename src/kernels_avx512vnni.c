@@ -179,8 +179,8 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
     default: gemm_i8_tokens(tile, G, F, nr, x, t, 1, k, out, ldo); break;             \
     }
 
-void sp_avx512vnni_gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_offset, int nr, const sp_i8_rows *x, int nt, int64_t k,
-                    float *out, int64_t ldo) {
+void sp_avx512vnni_gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_offset, int nr, const sp_i8_rows *x, int nt,
+                           int64_t k, float *out, int64_t ldo) {
     (void)codes_max; /* vpdpbusd sums four u8 × s8 products into 32 bits: any code fits */
     for (int t = 0; t < nt; t += 8) {
         const int C = nt - t < 8 ? nt - t : 8;
