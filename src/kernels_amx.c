@@ -101,7 +101,7 @@ static inline __attribute__((always_inline)) void gemm16(const uint8_t *tile, co
 
 static void gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_offset, int nr, const sp_i8_rows *x, int nt, int64_t k,
                     float *out, int64_t ldo) {
-    const int full = group == 32 ? nt / 16 * 16 : 0; /* groups of 16: VNNI (above) */
+    const int full = group == 32 ? nt / 16 * 16 : 0; /* groups of 16 (Q6_K): all on VNNI */
     if (full) {
         _Alignas(64) int32_t buf[2][256];
         configure();
