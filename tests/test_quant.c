@@ -332,7 +332,7 @@ static void matmul_matches_definition(void **st) {
 
 /* The float prefill panels at the sizes of real layers: panels of 64 weight rows (and a partial
  * one), the inner dimension in blocks of 256 with a remainder, tokens not a multiple of the
- * kernels' blocks (AMX's 32 nor AVX-512's 6); on every ISA (scalar and AVX2 take the f32 panel for quantized types too),
+ * kernels' blocks (neither AMX's 32 nor AVX-512's 6); on every ISA (scalar and AVX2 take the f32 panel for quantized types too),
  * f32 and (where the CPU has it) bf16: BF16 weights, and F16 with SPECPREFILL_F16=bf16. */
 static void matmul_panels(void **st) {
     (void)st;
