@@ -164,10 +164,10 @@ static bool cpu_has(const char *isa);
  * bf16 dot products (kernels_avx512bf16.c) and VNNI integer dot products (kernels_avx512vnni.c) —
  * each applied on its own, so a CPU with VNNI but no bf16 (Ice Lake, Cascade Lake) still gets
  * the integer kernels; and on top of both, the AMX tile unit's prefill products, integer and
- * bf16 (kernels_amx.c: Sapphire Rapids and later Xeons). Names for tests and SPECPREFILL_ISA: "avx512" (every overlay the
- * CPU has), "avx512-noamx" (bf16 and VNNI: Zen 4/5's shape), "avx512-nobf16" (VNNI only: Ice
- * Lake's shape), "avx512-novnni" (bf16 only), "avx512-base" (neither: Skylake-X's shape). Each is
- * built once, on first use. */
+ * bf16 (kernels_amx.c: Sapphire Rapids and later Xeons). Names for tests and SPECPREFILL_ISA:
+ * "avx512" (every overlay the CPU has), "avx512-noamx" (bf16 and VNNI: Zen 4/5's shape),
+ * "avx512-nobf16" (VNNI only: Ice Lake's shape), "avx512-novnni" (bf16 only), "avx512-base"
+ * (neither: Skylake-X's shape). Each is built once, on first use. */
 enum { AVX512_BF16 = 1, AVX512_VNNI = 2, AVX512_ALL = 4 };
 static sp_isa_kernels avx512_sets[5];
 static const char *const *const avx512_names = set_names + 2;
@@ -175,13 +175,14 @@ static pthread_once_t avx512_once = PTHREAD_ONCE_INIT;
 static void build_avx512_sets(void) {
     for (int want = 0; want <= AVX512_ALL; want++) {
         sp_isa_kernels *k = &avx512_sets[want];
+        const int overlays = want == AVX512_ALL ? AVX512_BF16 | AVX512_VNNI : want;
         *k = sp_avx512_kernels;
         k->name = avx512_names[want];
-        if ((want & AVX512_BF16 || want == AVX512_ALL) && cpu_has("avx512bf16")) {
+        if ((overlays & AVX512_BF16) && cpu_has("avx512bf16")) {
             k->gemm_bf16 = sp_avx512_gemm_bf16;
             k->f32_to_bf16 = sp_avx512_f32_to_bf16;
         }
-        if ((want & AVX512_VNNI || want == AVX512_ALL) && cpu_has("avx512vnni")) {
+        if ((overlays & AVX512_VNNI) && cpu_has("avx512vnni")) {
             sp_avx512vnni_fill(k);
 #if defined(SP_HAVE_AMX)
             if (want == AVX512_ALL && cpu_has("amx")) sp_amx_fill(k);
@@ -561,9 +562,9 @@ static const sp_i8_rows *prepare_i8_rows(const sp_isa_kernels *k, const sp_weigh
     if (n_tokens <= DECODE_MAX_TOKENS || !k->gemm_i8 || !tt || !tt->codes || w->n_in % 32 || w->n_in % tt->block_size) return NULL;
     const int64_t K = w->n_in, n = n_tokens;
     const int group = tt->codes_group;
-    /* 4-byte values first (alignment), then the codes (a cache line more than k a token: the
-     * rows' stride is then no multiple of 4 KiB — measured, 1B Q8_0 with AMX, 2 threads: pp512 384 → 400 t/s, pp2048 330 → 344);
-     * osum only where the type folds its offset */
+    /* 4-byte values first (alignment), then the codes, a cache line more than k a token (the
+     * rows' stride is then no multiple of 4 KiB — measured, 1B Q8_0 with AMX, 2 threads: pp512
+     * 384 → 400 t/s, pp2048 330 → 344); osum only where the type folds its offset */
     const int64_t n_osum = tt->codes_offset ? K / group : 0, ldq = K + 64;
     float *f = malloc((size_t)n * (size_t)(K / 32 + K / group + K / 16 + n_osum) * sizeof(float) + (size_t)(n * ldq));
     if (!f) return NULL;
