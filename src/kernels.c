@@ -148,7 +148,7 @@ static const sp_isa_kernels scalar_kernels = {
 
 /* Every kernel set's name (SPECPREFILL_ISA, sp_set_kernels); the AVX-512 ones are the last five:
  * four indexed by the overlays they carry, then the full set (below). */
-static const char *const set_names[] = {"scalar", "avx2", "avx512-base", "avx512-novnni", "avx512-nobf16", "avx512-noamx", "avx512"};
+static const char *const set_names[] = {"scalar", "avx2", "avx2-vnni", "avx512-base", "avx512-novnni", "avx512-nobf16", "avx512-noamx", "avx512"};
 
 #if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
 #include <cpuid.h>
@@ -170,7 +170,7 @@ static bool cpu_has(const char *isa);
  * (neither: Skylake-X's shape). Each is built once, on first use. */
 enum { AVX512_BF16 = 1, AVX512_VNNI = 2, AVX512_ALL = 4 };
 static sp_isa_kernels avx512_sets[5];
-static const char *const *const avx512_names = set_names + 2;
+static const char *const *const avx512_names = set_names + 3;
 static pthread_once_t avx512_once = PTHREAD_ONCE_INIT;
 static void build_avx512_sets(void) {
     for (int want = 0; want <= AVX512_ALL; want++) {
@@ -191,6 +191,17 @@ static void build_avx512_sets(void) {
     }
 }
 
+/* AVX2 with AVX-VNNI (kernels_avxvnni.c): Intel's Alder Lake and later cores without AVX-512 */
+static sp_isa_kernels avx2_vnni_set;
+static pthread_once_t avx2_vnni_once = PTHREAD_ONCE_INIT;
+static void build_avx2_vnni_set(void) {
+    avx2_vnni_set = sp_avx2_kernels;
+    avx2_vnni_set.name = "avx2-vnni";
+#if defined(SP_HAVE_AVXVNNI)
+    sp_avxvnni_fill(&avx2_vnni_set);
+#endif
+}
+
 /* CPU and OS support (the OS must save the wide registers: XCR0) for each kernel set. */
 static bool cpu_has(const char *isa) {
     unsigned a, b, c, d;
@@ -205,6 +216,13 @@ static bool cpu_has(const char *isa) {
     if (strcmp(isa, "avx2") == 0) return os_avx && avx2 && fma && f16c;
     const bool avx512 = os_avx512 && avx2 && fma && f16c && avx512f && avx512bw && avx512vl;
     if (strcmp(isa, "avx512") == 0) return avx512;
+#if defined(SP_HAVE_AVXVNNI)
+    if (strcmp(isa, "avxvnni") == 0) {
+        const bool avx2_set = os_avx && avx2 && fma && f16c;
+        if (!avx2_set || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+        return a & (1u << 4);
+    }
+#endif
     if (strcmp(isa, "avx512vnni") == 0) return avx512 && (c & (1u << 11));
     if (strcmp(isa, "avx512bf16") == 0) {
         if (!avx512 || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
@@ -225,6 +243,10 @@ const sp_isa_kernels *sp_kernels_by_name(const char *name) {
     if (strcmp(name, "scalar") == 0) return &scalar_kernels;
 #if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
     if (strcmp(name, "avx2") == 0 && cpu_has("avx2")) return &sp_avx2_kernels;
+    if (strcmp(name, "avx2-vnni") == 0 && cpu_has("avxvnni")) {
+        pthread_once(&avx2_vnni_once, build_avx2_vnni_set);
+        return &avx2_vnni_set;
+    }
     for (int i = 0; i <= AVX512_ALL; i++)
         if (strcmp(name, avx512_names[i]) == 0) {
             if (!cpu_has("avx512")) return NULL;
@@ -239,8 +261,8 @@ const sp_isa_kernels *sp_kernels_by_name(const char *name) {
 static char cpu_features[96];
 static pthread_once_t cpu_features_once = PTHREAD_ONCE_INIT;
 static void describe_cpu(void) {
-    static const char *const names[] = {"avx2", "avx512", "avx512vnni", "avx512bf16", "amx"};
-    for (int i = 0; i < 5; i++)
+    static const char *const names[] = {"avx2", "avxvnni", "avx512", "avx512vnni", "avx512bf16", "amx"};
+    for (int i = 0; i < 6; i++)
         if (cpu_has(names[i]))
             snprintf(cpu_features + strlen(cpu_features), sizeof cpu_features - strlen(cpu_features), "%s%s",
                      cpu_features[0] ? " " : "", names[i]);
@@ -262,6 +284,7 @@ static pthread_once_t active_once = PTHREAD_ONCE_INIT;
 
 static void choose_kernels(void) {
     active = sp_kernels_by_name("avx512");
+    if (!active) active = sp_kernels_by_name("avx2-vnni");
     if (!active) active = sp_kernels_by_name("avx2");
     if (!active) active = &scalar_kernels;
 }

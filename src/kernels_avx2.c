@@ -12,14 +12,6 @@
 static inline __m256 dot_u8s8(__m256i u, __m256i s) {
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 }
-static inline __m256i bits_to_bytes(uint32_t h) {
-    /* byte e takes byte e/8 of h, then keeps bit e%8 of it */
-    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                                                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-}
-
 #include "kernels_q8_blocks.h"
 
 static float avx2_dot_f32(const float *a, const float *b, int64_t n) {

@@ -11,7 +11,6 @@
 static inline __m256 dot_u8s8(__m256i u, __m256i s) {
     return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
 }
-static inline __m256i bits_to_bytes(uint32_t h) { return _mm256_movm_epi8((__mmask32)h); }
 
 #include "kernels_q8_blocks.h"
 

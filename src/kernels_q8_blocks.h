@@ -4,7 +4,6 @@
  * this defines, for its instruction set:
  *   __m256 dot_u8s8(__m256i u, __m256i s)  the 32 products of unsigned codes u (≤ 128) and
  *                                          signed activations s, summed in groups of 4, as floats;
- *   __m256i bits_to_bytes(uint32_t h)      byte e = 0xFF where bit e of h is set, else 0;
  * and UNROLL (kernels_x86.h). It gets, per format, name(row, x, n) for one token and
  * name##_rows(row, x, n_tokens, n, out, stride) for up to four; and Q4_K's scale unpacking.
  */
@@ -29,6 +28,19 @@ static inline float hsum8(__m256 v) {
  * minimum adds (through the activations' code sums) into off. DOT_BLOCKS runs the blocks as two
  * independent chains, so the conversion and multiply-add latencies of one block overlap the
  * next's instead of queueing behind them. Scales convert with F16C (one instruction). */
+
+/* Byte e = 0xFF where bit e of h is set, else 0 (Q5's fifth bits): one mask move with AVX-512;
+ * with AVX2, byte e takes byte e/8 of h, then keeps bit e%8 of it. */
+static inline __m256i bits_to_bytes(uint32_t h) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    return _mm256_movm_epi8((__mmask32)h);
+#else
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+#endif
+}
 
 /* The 32 four-bit codes of a Q4_0/Q4_1/Q5_0/Q5_1 block, in element order: low nibbles are
  * elements 0..15, high nibbles 16..31; with qh (Q5), bit e of it is element e's fifth bit. */

@@ -35,6 +35,10 @@ void sp_avx512vnni_fill(sp_isa_kernels *k);
 void sp_avx512vnni_gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_offset, int nr, const sp_i8_rows *x, int nt,
                            int64_t k, float *out, int64_t ldo);
 
+/* kernels_avxvnni.c: the integer prefill product and decode dots with 256-bit vpdpbusd, over
+ * the AVX2 set */
+void sp_avxvnni_fill(sp_isa_kernels *k);
+
 /* kernels_amx.c: the prefill products (integer, and bf16 where the set has it) on the AMX tile
  * unit, over a VNNI set; usable asks the OS for the tile state (Linux) and says whether it was
  * granted */

@@ -138,6 +138,8 @@ static void f16_weights_in_bf16(void **state) {
 
 static void fixtures_scalar(void **state) { (void)state; check_all_fixtures("scalar"); }
 static void fixtures_avx2(void **state) { (void)state; check_all_fixtures("avx2"); }
+/* AVX2 with AVX-VNNI's integer products (Alder Lake and later without AVX-512) */
+static void fixtures_avx2_vnni(void **state) { (void)state; check_all_fixtures("avx2-vnni"); }
 static void fixtures_avx512(void **state) { (void)state; check_all_fixtures("avx512"); }
 /* where "avx512" prefills with AMX, the VNNI and AVX-512 bf16 products it replaces, as a Zen 4/5 runs them */
 static void fixtures_avx512_noamx(void **state) { (void)state; check_all_fixtures("avx512-noamx"); }
@@ -249,6 +251,7 @@ int main(void) {
         cmocka_unit_test(fixtures_avx2),
         cmocka_unit_test(fixtures_avx512),
         cmocka_unit_test(fixtures_avx512_noamx),
+        cmocka_unit_test(fixtures_avx2_vnni),
         cmocka_unit_test(float64_reference),
         cmocka_unit_test(f16_weights_in_bf16),
         cmocka_unit_test(quantizer_matches_llama_cpp_quality),

@@ -338,7 +338,7 @@ static void matmul_panels(void **st) {
     (void)st;
     static const struct { int type; bool f16_as_bf16; } cases[] = {
         {SP_TYPE_F32, false}, {SP_TYPE_F16, false}, {SP_TYPE_Q6_K, false}, {SP_TYPE_BF16, false}, {SP_TYPE_F16, true}};
-    static const char *const isas[] = {"scalar", "avx2", "avx512-noamx", "avx512"}; /* avx512: AMX where the CPU has it */
+    static const char *const isas[] = {"scalar", "avx2", "avx2-vnni", "avx512-noamx", "avx512"}; /* avx512: AMX where the CPU has it */
     const sp_isa_kernels *saved = sp_kernels();
     uint64_t s = 13;
     const int n_out = 1100, tokens = 71; /* AMX: two blocks of 32 tokens, then 7 */
@@ -366,7 +366,7 @@ static void matmul_panels(void **st) {
             }
         const sp_weight w = {wq, (uint32_t)type, n_in, n_out, (int64_t)rb};
         sp_set_f16_as_bf16(cases[ci].f16_as_bf16);
-        for (size_t k = 0; k < 4; k++) {
+        for (size_t k = 0; k < sizeof isas / sizeof *isas; k++) {
             const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
             if (!isa) continue;
             const bool bf16 = isa->gemm_bf16 && (type == SP_TYPE_BF16 || cases[ci].f16_as_bf16);
@@ -395,10 +395,10 @@ static void matmul_panels(void **st) {
 static void integer_decode_dots(void **st) {
     (void)st;
     static const char *const files[] = {"llama-q8_0", "llama-q4_0", "llama-q4_1", "llama-q5_0", "llama-q5_1", "llama-q4_k", "llama-q6_k"};
-    static const char *const isas[] = {"avx2", "avx512"};
+    static const char *const isas[] = {"avx2", "avx2-vnni", "avx512"};
     int checked = 0;
     uint64_t s = 5;
-    for (size_t ii = 0; ii < 2; ii++) {
+    for (size_t ii = 0; ii < sizeof isas / sizeof *isas; ii++) {
         const sp_isa_kernels *isa = sp_kernels_by_name(isas[ii]);
         for (size_t f = 0; isa && f < sizeof files / sizeof *files; f++) {
             char path[1024];
@@ -479,17 +479,37 @@ static void feature_overlays_apply_alone(void **st) {
     printf("  this CPU: VNNI %s, bf16 %s, AMX %s\n", best->gemm_i8 ? "yes" : "no", best->gemm_bf16 ? "yes" : "no", amx ? "yes" : "no");
 }
 
+/* AVX-VNNI over AVX2 replaces the integer prefill product and the 32-value formats' decode dots,
+ * nothing else (the float kernels, Q4_K's and Q6_K's dots stay AVX2's). */
+static void avx_vnni_overlay(void **st) {
+    (void)st;
+    const sp_isa_kernels *avx2 = sp_kernels_by_name("avx2"), *vnni = sp_kernels_by_name("avx2-vnni");
+    if (!vnni) { printf("  no AVX-VNNI here (CPU: %s)\n", sp_cpu_features()); skip(); }
+    assert_non_null(avx2);
+    assert_string_equal(vnni->name, "avx2-vnni");
+    assert_true(vnni->gemm_i8 && vnni->gemm_i8 != avx2->gemm_i8);
+    for (int t = 0; t < SP_N_TYPES; t++) {
+        const bool block32 = t == SP_TYPE_Q8_0 || t == SP_TYPE_Q4_0 || t == SP_TYPE_Q4_1 || t == SP_TYPE_Q5_0 || t == SP_TYPE_Q5_1;
+        assert_true(block32 ? vnni->dot_row_q8[t] != avx2->dot_row_q8[t] : vnni->dot_row_q8[t] == avx2->dot_row_q8[t]);
+        assert_true(block32 ? vnni->dot_rows_q8[t] != avx2->dot_rows_q8[t] : vnni->dot_rows_q8[t] == avx2->dot_rows_q8[t]);
+        assert_ptr_equal(vnni->dot_row[t], avx2->dot_row[t]);
+    }
+    assert_ptr_equal(vnni->gemm_nn, avx2->gemm_nn);
+    assert_ptr_equal(vnni->quantize_act, avx2->quantize_act);
+    assert_ptr_equal(vnni->softmax_tile, avx2->softmax_tile);
+}
+
 /* The integer prefill kernel against float arithmetic on the same codes and the same quantized
  * activations, for every type with integer codes: odd row counts (partial tiles), token counts
  * that leave a partial token block, and the codes form itself against dequantize. */
 static void integer_prefill_gemm(void **st) {
     (void)st;
-    static const char *const isas[] = {"avx2", "avx512-noamx", "avx512"}; /* avx512: AMX where the CPU has it */
+    static const char *const isas[] = {"avx2", "avx2-vnni", "avx512-noamx", "avx512"}; /* avx512: AMX where the CPU has it */
     static const int types[] = {SP_TYPE_Q8_0, SP_TYPE_Q4_0, SP_TYPE_Q4_1, SP_TYPE_Q5_0,
                                 SP_TYPE_Q5_1, SP_TYPE_Q4_K, SP_TYPE_Q5_K, SP_TYPE_Q6_K};
     uint64_t s = 23;
     int tested = 0;
-    for (size_t ii = 0; ii < 3; ii++) {
+    for (size_t ii = 0; ii < sizeof isas / sizeof *isas; ii++) {
         const sp_isa_kernels *isa = sp_kernels_by_name(isas[ii]);
         if (!isa || !isa->gemm_i8) continue;
         tested++;
@@ -551,7 +571,7 @@ static void integer_prefill_gemm(void **st) {
             const sp_i8_rows rows = {q, d, ds, s16, os, ldq};
             float out[37 * 16];
             isa->gemm_i8(tile, tt->codes_group, tt->codes_max, tt->codes_offset, nr, &rows, nt, k, out, 16);
-            if (ii == 2 && sp_kernels_by_name("avx512-noamx")->gemm_i8) {
+            if (strcmp(isas[ii], "avx512") == 0 && sp_kernels_by_name("avx512-noamx")->gemm_i8) {
                 /* AMX and VNNI: the same exact integer sums, scaled in the same order */
                 float out2[37 * 16];
                 sp_kernels_by_name("avx512-noamx")->gemm_i8(tile, tt->codes_group, tt->codes_max, tt->codes_offset, nr, &rows, nt, k,
@@ -580,7 +600,7 @@ static void integer_prefill_gemm(void **st) {
     static const struct { int group, codes_max, offset; } ext[] = {{32, 15, 0}, {32, 31, 0}, {16, 63, 0}, {32, 255, 0},
                                                                    {32, 15, 8}, {32, 31, 16}, {16, 63, 32}, {32, 255, 128}};
     enum { ET = 21 }; /* tokens: one AMX product of 16, then 5 */
-    for (size_t ii = 0; ii < 3; ii++) {
+    for (size_t ii = 0; ii < sizeof isas / sizeof *isas; ii++) {
         const sp_isa_kernels *isa = sp_kernels_by_name(isas[ii]);
         if (!isa || !isa->gemm_i8) continue;
         for (size_t e = 0; e < sizeof ext / sizeof *ext; e++)
@@ -712,7 +732,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
         cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels),
-        cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(kernel_set_by_name),
+        cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
+        cmocka_unit_test(kernel_set_by_name),
         cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(thread_pool_oversubscribed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

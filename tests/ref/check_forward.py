@@ -55,6 +55,8 @@ def kernel_sets():
     sets = ["scalar"]
     if {"avx2", "fma", "f16c"} <= flags:
         sets.append("avx2")
+        if "avx_vnni" in flags:
+            sets.append("avx2-vnni")  # AVX2 with 256-bit vpdpbusd (Alder Lake and later)
     if {"avx512f", "avx512bw", "avx512vl"} <= flags:
         # the AVX-512 base set, then each feature overlay alone where the CPU has it, then all
         if "avx512_vnni" in flags or "avx512_bf16" in flags:
