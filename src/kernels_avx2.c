@@ -507,12 +507,42 @@ static void avx2_gemm_i8(const uint8_t *tile, int group, int codes_max, int code
     }
 }
 
+/* sp_quantize_activations, 32 values per step, bit-identical (the same rounding: the current
+ * mode, nearest with ties to even; the scalar loop calls fmaxf and lrintf per value, 7 % of a
+ * 1B model's AVX2 prefill). The int8 packs work within 128-bit lanes; one permute restores order. */
+static void avx2_quantize_act(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < n / 32; b++, x += 32, q += 32) {
+        __m256 v[4];
+        for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + 8 * i);
+        const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], abs_mask), _mm256_and_ps(v[1], abs_mask)),
+                                       _mm256_max_ps(_mm256_and_ps(v[2], abs_mask), _mm256_and_ps(v[3], abs_mask)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h), inv = amax > 0 ? 127 / amax : 0;
+        d[b] = amax / 127;
+        __m256i c[4];
+        for (int i = 0; i < 4; i++) c[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], _mm256_set1_ps(inv)));
+        const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+        _mm256_storeu_si256((__m256i *)q, _mm256_permutevar8x32_epi32(bytes, order));
+        for (int half = 0; half < 2; half++) {
+            const __m256i s8 = _mm256_add_epi32(c[2 * half], c[2 * half + 1]);
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+            sum16[2 * b + half] = _mm_cvtsi128_si32(s4);
+        }
+    }
+}
+
 const sp_isa_kernels sp_avx2_kernels = {
     .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn, .transpose32 = avx2_transpose32,
     .softmax_tile = avx2_softmax_tile, .attn_scores = attn_scores, .attn_values = attn_values,
     .exp_shifted = avx2_exp_shifted, .silu_mul = avx2_silu_mul,
-    .quantize_act = sp_quantize_activations, .gemm_i8 = avx2_gemm_i8,
+    .quantize_act = avx2_quantize_act, .gemm_i8 = avx2_gemm_i8,
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0_f32},
     .dot_row_q8 = {[SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0, [SP_TYPE_Q4_1] = dot_q4_1, [SP_TYPE_Q5_0] = dot_q5_0,
                    [SP_TYPE_Q5_1] = dot_q5_1, [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q6_K] = dot_q6_K},
