@@ -105,6 +105,13 @@ static inline void transpose8x8(const float *src, int64_t lds, float *dst, int64
     for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + i * ldd, out[i]);
 }
 
+/* The integer tile's transposition (sp_i8_tile_pack): 16 rows of 32 code bytes, src_stride
+ * apart (a multiple of 4), to [group of 4 bytes][row][4] — two 8 × 8 transposes of 32-bit words. */
+static void avx2_interleave16(const uint8_t *src, int64_t src_stride, uint8_t *dst) {
+    for (int half = 0; half < 2; half++)
+        transpose8x8((const float *)(const void *)(src + 8 * half * src_stride), src_stride / 4, (float *)(void *)dst + 8 * half, 16);
+}
+
 static void avx2_transpose32(const void *src_v, int64_t lds, int rows, int64_t cols, void *dst_v, int64_t ldd) {
     const float *src = src_v; /* 32-bit elements moved as floats: loads, shuffles and stores keep their bits */
     float *dst = dst_v;
@@ -480,7 +487,14 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
             }
         }
     }
-    UNROLL for (int c = 0; c < C; c++) memcpy(out + (t0 + c) * ldo, sum[c], (size_t)nr * sizeof(float));
+    UNROLL for (int c = 0; c < C; c++) {
+        if (nr == 16) { /* a full tile: two stores, not a call to memcpy per token */
+            _mm256_storeu_ps(out + (t0 + c) * ldo, _mm256_loadu_ps(sum[c]));
+            _mm256_storeu_ps(out + (t0 + c) * ldo + 8, _mm256_loadu_ps(sum[c] + 8));
+        } else {
+            memcpy(out + (t0 + c) * ldo, sum[c], (size_t)nr * sizeof(float));
+        }
+    }
 }
 
 #define GEMM_I8_CASES(G, S, W, F)                                                     \
@@ -542,7 +556,7 @@ const sp_isa_kernels sp_avx2_kernels = {
     .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn, .transpose32 = avx2_transpose32,
     .softmax_tile = avx2_softmax_tile, .attn_scores = attn_scores, .attn_values = attn_values,
     .exp_shifted = avx2_exp_shifted, .silu_mul = avx2_silu_mul,
-    .quantize_act = avx2_quantize_act, .gemm_i8 = avx2_gemm_i8,
+    .quantize_act = avx2_quantize_act, .gemm_i8 = avx2_gemm_i8, .interleave16 = avx2_interleave16,
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0_f32},
     .dot_row_q8 = {[SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0, [SP_TYPE_Q4_1] = dot_q4_1, [SP_TYPE_Q5_0] = dot_q5_0,
                    [SP_TYPE_Q5_1] = dot_q5_1, [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q6_K] = dot_q6_K},

@@ -83,10 +83,15 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
                 _mm256_fmadd_ps(part[c][half], _mm256_set1_ps(d[c][b]), sum[c][half]);
     }
     UNROLL for (int c = 0; c < C; c++) {
-        float row[16];
-        _mm256_storeu_ps(row, sum[c][0]);
-        _mm256_storeu_ps(row + 8, sum[c][1]);
-        memcpy(out + (t0 + c) * ldo, row, (size_t)nr * sizeof(float));
+        if (nr == 16) {
+            _mm256_storeu_ps(out + (t0 + c) * ldo, sum[c][0]);
+            _mm256_storeu_ps(out + (t0 + c) * ldo + 8, sum[c][1]);
+        } else { /* a partial tile: no stores past the rows the caller has */
+            float row[16];
+            _mm256_storeu_ps(row, sum[c][0]);
+            _mm256_storeu_ps(row + 8, sum[c][1]);
+            memcpy(out + (t0 + c) * ldo, row, (size_t)nr * sizeof(float));
+        }
     }
 }
 
