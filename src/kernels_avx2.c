@@ -508,8 +508,12 @@ static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *
 static void avx2_gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_offset, int nr, const sp_i8_rows *x, int nt,
                          int64_t k, float *out, int64_t ldo) {
     const bool folded = codes_offset != 0;
-    for (int t = 0; t < nt; t += 4) {
-        const int C = nt - t < 4 ? nt - t : 4;
+    /* Q8_0 and Q6_K sum several chunks per group in int32 (Q8_0: one chunk per 4 values, Q6_K:
+     * two per group of 16): with four tokens their int32 and int16 sums and the weights need
+     * more than the 16 registers; three tokens fit (one core of the Xeon: Q6_K +15 %, Q8_0 +8 %) */
+    const int block = codes_max > 127 || group == 16 ? 3 : 4;
+    for (int t = 0; t < nt; t += block) {
+        const int C = nt - t < block ? nt - t : block;
         if (codes_max > 127 && codes_offset == 128) { GEMM_I8_CASES(32, 1, true, true) } /* Q8_0 (group 32) */
         else if (codes_max > 127) { GEMM_I8_CASES(32, 1, true, false) }
         else if (group == 16 && folded) { GEMM_I8_CASES(16, 2, false, true) } /* Q6_K: codes to 63 */
