@@ -98,7 +98,7 @@ static inline __attribute__((always_inline)) void transpose8_regs(const __m256 i
     }
 }
 
-static inline void transpose8x8(const float *src, int64_t lds, float *dst, int64_t ldd) {
+static inline __attribute__((always_inline)) void transpose8x8(const float *src, int64_t lds, float *dst, int64_t ldd) {
     __m256 in[8], out[8];
     for (int i = 0; i < 8; i++) in[i] = _mm256_loadu_ps(src + i * lds);
     transpose8_regs(in, out);
@@ -417,9 +417,10 @@ static inline __m256i bcast4(const int8_t *p) {
 }
 
 /* C tokens against one tile (C, the group, S and wide constant at each call). In the inner loop
- * only the int16 sums of the current chunk of S groups of 4 live in registers (2 per token), so
- * that four tokens fit the 16 registers with the weights; the int32 sums of a group take each
- * chunk as it ends, and the float sums in memory are touched once per group. */
+ * only the int16 sums of the current chunk of S groups of 4 live in registers (2 per token), and
+ * the int32 sums of a group where they outlive a chunk (see avx2_gemm_i8 for how many tokens fit);
+ * the int32 sums take each chunk as it ends, and the float sums in memory are touched once per
+ * group. */
 static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *tile, const int group, const int S, const bool wide,
                                                                   const bool folded, int nr, const sp_i8_rows *x, int64_t t0, const int C,
                                                                   int64_t k, float *out, int64_t ldo) {

@@ -514,13 +514,20 @@ static void codes_k4(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const
         sp_k4_scale_min(j, scales, &sc, &m);
         scale[2 * j] = scale[2 * j + 1] = d * sc;
         min[2 * j] = min[2 * j + 1] = dmin * m;
-        const uint8_t *qs = qs_all + 32 * (j / 2);
-        for (int h = 0; h < 4; h++) {
-            uint64_t v = (load8(qs + 8 * h) >> (4 * (j % 2))) & LO_NIBBLES;
-            if (qh) v |= ((load8(qh + 8 * h) >> j) & LOW_BITS(1)) << 4;
-            store8(q + 32 * j + 8 * h, v);
-        }
     }
+    /* sub-blocks 2p and 2p+1 are the low and high nibbles of the same 32 bytes: each read once */
+    for (int p = 0; p < 4; p++)
+        for (int h = 0; h < 4; h++) {
+            const uint64_t v = load8(qs_all + 32 * p + 8 * h);
+            uint64_t lo = v & LO_NIBBLES, hi = (v >> 4) & LO_NIBBLES;
+            if (qh) {
+                const uint64_t b = load8(qh + 8 * h);
+                lo |= ((b >> (2 * p)) & LOW_BITS(1)) << 4;
+                hi |= ((b >> (2 * p + 1)) & LOW_BITS(1)) << 4;
+            }
+            store8(q + 64 * p + 8 * h, lo);
+            store8(q + 64 * p + 32 + 8 * h, hi);
+        }
 }
 static void codes_q4_K(const void *src, uint8_t *q, float *scale, float *min) {
     const block_q4_K *b = src;
