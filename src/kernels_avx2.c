@@ -334,28 +334,29 @@ static float dot_q8_0_f32(const void *row, const float *x, int64_t n) {
 static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
     const block_q4_K *b = row;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256 acc = _mm256_setzero_ps();
-    float mins = 0;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         uint32_t u[4];
         q4_K_scales_mins(b[i].scales, u);
-        uint8_t sm[16]; /* 8 scales, then 8 mins */
-        memcpy(sm, u, 16);
-        const float d = _cvtsh_ss(b[i].d), dmin = _cvtsh_ss(b[i].dmin);
-        const float *dx = x->d + 8 * i;
-        const int32_t *s16 = x->sum16 + 16 * i;
+        /* the 8 sub-blocks' scales and mins as vectors, times the activations' 8 scales: the
+         * scales stored and broadcast per sub-block, the min term one multiply-add on the
+         * activations' sums (a scalar product per sub-block made decode compute-bound) */
+        const __m128i sm = _mm_loadu_si128((const __m128i *)u);
+        const __m256 dx = _mm256_loadu_ps(x->d + 8 * i);
+        const __m256 sc = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), dx), _mm256_set1_ps(_cvtsh_ss(b[i].d)));
+        const __m256 mn = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))), dx);
+        mins = _mm256_fmadd_ps(_mm256_mul_ps(mn, _mm256_set1_ps(_cvtsh_ss(b[i].dmin))), block_sums8(x->sum16 + 16 * i), mins);
+        float s[8];
+        _mm256_storeu_ps(s, sc);
         const int8_t *q = x->q + QK_K * i;
         for (int j = 0; j < 4; j++) { /* values 64j..64j+63: low nibbles, then high */
             const __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * j));
             const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-            acc = _mm256_fmadd_ps(dot_u8s8(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * j))), _mm256_set1_ps(d * sm[2 * j] * dx[2 * j]), acc);
-            acc = _mm256_fmadd_ps(dot_u8s8(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * j + 32))),
-                                  _mm256_set1_ps(d * sm[2 * j + 1] * dx[2 * j + 1]), acc);
-            mins += dmin * (sm[8 + 2 * j] * dx[2 * j] * (float)(s16[4 * j] + s16[4 * j + 1]) +
-                            sm[8 + 2 * j + 1] * dx[2 * j + 1] * (float)(s16[4 * j + 2] + s16[4 * j + 3]));
+            acc0 = _mm256_fmadd_ps(dot_u8s8(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * j))), _mm256_broadcast_ss(&s[2 * j]), acc0);
+            acc1 = _mm256_fmadd_ps(dot_u8s8(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * j + 32))), _mm256_broadcast_ss(&s[2 * j + 1]), acc1);
         }
     }
-    return hsum8(acc) - mins;
+    return hsum8(_mm256_add_ps(acc0, acc1)) - hsum8(mins);
 }
 
 /* Q6_K: codes of six bits (four of ql, two of qh) stand for code − 32, a signed scale per 16
