@@ -365,13 +365,22 @@ static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
 static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
     const block_q6_K *b = row;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
-    __m256 acc = _mm256_setzero_ps();
-    float offset = 0;
+    /* scale pair k of a half (values 32k..32k+31): scales 2k and 2k+1 on the register's halves */
+    const __m256i pair[4] = {_mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
+                             _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5), _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7)};
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), offset = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
-        const float d = _cvtsh_ss(b[i].d);
-        const int8_t *sc = b[i].scales, *q = x->q + QK_K * i;
-        const float *dx = x->d + 8 * i;
-        const int32_t *s16 = x->sum16 + 16 * i;
+        /* the 16 scales (one per 16 values) times d and the activations' scale of their 32, as two
+         * vectors; the offset of 32 one multiply-add each on the activations' sums of 16 */
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *)b[i].scales);
+        const __m256 dx = _mm256_loadu_ps(x->d + 8 * i), d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
+        __m256 sc[2];
+        for (int h = 0; h < 2; h++) {
+            const __m256 dxh = _mm256_permutevar8x32_ps(dx, _mm256_setr_epi32(4 * h, 4 * h, 4 * h + 1, 4 * h + 1, 4 * h + 2, 4 * h + 2, 4 * h + 3, 4 * h + 3));
+            sc[h] = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(h ? _mm_srli_si128(sc8, 8) : sc8)), dxh), d);
+            offset = _mm256_fmadd_ps(sc[h], _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->sum16 + 16 * i + 8 * h))), offset);
+        }
+        const int8_t *q = x->q + QK_K * i;
         for (int h = 0; h < 2; h++) { /* values 128h..128h+127 */
             const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
             const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
@@ -381,16 +390,15 @@ static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
                 _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4))};
-            for (int k = 0; k < 4; k++) { /* values 128h + 32k ..: scales 8h + 2k and 8h + 2k + 1 */
-                const int is = 8 * h + 2 * k;
-                const float a = d * sc[is] * dx[4 * h + k], c = d * sc[is + 1] * dx[4 * h + k];
-                acc = _mm256_fmadd_ps(dot_u8s8(codes[k], _mm256_loadu_si256((const __m256i *)(q + 128 * h + 32 * k))),
-                                      _mm256_setr_ps(a, a, a, a, c, c, c, c), acc);
-                offset += a * (float)s16[is] + c * (float)s16[is + 1];
+            for (int k = 0; k < 4; k += 2) {
+                acc0 = _mm256_fmadd_ps(dot_u8s8(codes[k], _mm256_loadu_si256((const __m256i *)(q + 128 * h + 32 * k))),
+                                       _mm256_permutevar8x32_ps(sc[h], pair[k]), acc0);
+                acc1 = _mm256_fmadd_ps(dot_u8s8(codes[k + 1], _mm256_loadu_si256((const __m256i *)(q + 128 * h + 32 * k + 32))),
+                                       _mm256_permutevar8x32_ps(sc[h], pair[k + 1]), acc1);
             }
         }
     }
-    return hsum8(acc) - 32 * offset;
+    return hsum8(_mm256_add_ps(acc0, acc1)) - 32 * hsum8(offset);
 }
 
 /* ------------------------------------------------------------------ prefill: integer GEMM
