@@ -509,7 +509,7 @@ static void matmul_task(void *arg, int task, int n_tasks) {
             if (piece && dot) {
                 /* float rows (F16: 4 KiB for 2 048 values) by pieces of 1 KiB, the next row's
                  * matching piece asked for before each: 16 lines at a time rather than a whole
-                 * row's burst (1B F16 decode, 2 threads: 11.0 → 12.5 t/s). Each token sums the
+                 * row's burst (1B F16 decode, 2 threads: 11.0 → 12.4 t/s). Each token sums the
                  * same pieces in the same order, alone or among others. */
                 const int64_t piece_bytes = piece * (w->row_bytes / K);
                 for (int t = 0; t < j->n_tokens; t++) j->out[(int64_t)t * w->n_out + r] = 0;

@@ -23,7 +23,6 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-
 /* Byte e = 0xFF where bit e of h is set, else 0 (Q5's fifth bits): one mask move with AVX-512;
  * with AVX2, byte e takes byte e/8 of h, then keeps bit e%8 of it. */
 static inline __m256i bits_to_bytes(uint32_t h) {
@@ -91,48 +90,48 @@ static inline __m256 block_sums8(const int32_t *sum16) {
  * times the token's 8 activation scales, are stored and broadcast from memory per block (a load,
  * not a shuffle), and the offset or minimum term of all 8 blocks is one multiply-add on their
  * activation sums (a scalar scale, conversion and offset per block made decode compute-bound:
- * 1B Q4_0, 2 threads, 21.5 → 27–28.6 t/s with AVX-512, Q8_0 17.6 → 17.9–18.4). The blocks run as two chains, so that the conversion and
- * multiply-add latencies of one overlap the next's. OFFSET: the codes' offset (Q4_0 8, Q5_0 16:
+ * 1B Q4_0, 2 threads, 21.5 → 27–28.6 t/s with AVX-512, Q8_0 17.6 → 17.9–18.4). The blocks run
+ * as two chains, so that the conversion and multiply-add latencies of one overlap the next's. OFFSET: the codes' offset (Q4_0 8, Q5_0 16:
  * value = d·(code − OFFSET)); MIN: the block has a minimum, field M (value = d·code + m; for the
  * others M names any fp16 field, never read). */
-#define DOT_BLOCKS(name, BLOCK, prod, OFFSET, MIN, M)                                                                \
-    static inline __attribute__((always_inline)) void name##_tokens(const void *row, const sp_q8_act *x, int64_t n, \
-                                                                    float *out, int64_t os, const int T) {          \
-        const BLOCK *b = row;                                                                                       \
-        __m256 acc0[4], acc1[4], off[4];                                                                            \
-        float sc[4][8];                                                                                             \
-        UNROLL for (int t = 0; t < T; t++) acc0[t] = acc1[t] = off[t] = _mm256_setzero_ps();                        \
-        const int64_t nb = n / 32;                                                                                  \
-        int64_t i = 0;                                                                                              \
-        for (; i + 8 <= nb; i += 8) {                                                                               \
-            const __m256 dw = f16x8(&b[i].d, (int)sizeof(BLOCK));                                                   \
-            UNROLL for (int t = 0; t < T; t++) {                                                                    \
-                const __m256 dx = _mm256_loadu_ps(x[t].d + i), s = _mm256_mul_ps(dw, dx);                           \
-                _mm256_storeu_ps(sc[t], s);                                                                         \
-                if (MIN) off[t] = _mm256_fmadd_ps(_mm256_mul_ps(f16x8(&b[i].M, (int)sizeof(BLOCK)), dx),     \
-                                                  block_sums8(x[t].sum16 + 2 * i), off[t]);                         \
-                else if (OFFSET) off[t] = _mm256_fmadd_ps(s, block_sums8(x[t].sum16 + 2 * i), off[t]);              \
-            }                                                                                                       \
-            UNROLL for (int j = 0; j < 8; j += 2) {                                                                 \
-                UNROLL for (int t = 0; t < T; t++) {                                                                \
-                    acc0[t] = _mm256_fmadd_ps(prod(b, &x[t], i + j), _mm256_broadcast_ss(&sc[t][j]), acc0[t]);       \
-                    acc1[t] = _mm256_fmadd_ps(prod(b, &x[t], i + j + 1), _mm256_broadcast_ss(&sc[t][j + 1]), acc1[t]);\
-                }                                                                                                   \
-            }                                                                                                       \
-        }                                                                                                           \
-        float tail_off[4] = {0, 0, 0, 0};                                                                           \
-        for (; i < nb; i++) /* the last blocks short of 8, one at a time */                                         \
-            UNROLL for (int t = 0; t < T; t++) {                                                                    \
-                const float s = _cvtsh_ss(b[i].d) * x[t].d[i];                                                      \
-                acc0[t] = _mm256_fmadd_ps(prod(b, &x[t], i), _mm256_set1_ps(s), acc0[t]);                            \
-                if (MIN) tail_off[t] += _cvtsh_ss(b[i].M) * x[t].d[i] * act_sum(&x[t], i);                 \
-                else if (OFFSET) tail_off[t] += s * act_sum(&x[t], i);                                              \
-            }                                                                                                       \
-        UNROLL for (int t = 0; t < T; t++) {                                                                        \
-            const float o = hsum8(off[t]) + tail_off[t];                                                            \
-            out[t * os] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + (MIN ? o : -(float)(OFFSET) * o);                \
-        }                                                                                                           \
-    }                                                                                                               \
+#define DOT_BLOCKS(name, BLOCK, prod, OFFSET, MIN, M)                                                                   \
+    static inline __attribute__((always_inline)) void name##_tokens(const void *row, const sp_q8_act *x, int64_t n,     \
+                                                                    float *out, int64_t os, const int T) {              \
+        const BLOCK *b = row;                                                                                           \
+        __m256 acc0[4], acc1[4], off[4];                                                                                \
+        float sc[4][8];                                                                                                 \
+        UNROLL for (int t = 0; t < T; t++) acc0[t] = acc1[t] = off[t] = _mm256_setzero_ps();                            \
+        const int64_t nb = n / 32;                                                                                      \
+        int64_t i = 0;                                                                                                  \
+        for (; i + 8 <= nb; i += 8) {                                                                                   \
+            const __m256 dw = f16x8(&b[i].d, (int)sizeof(BLOCK));                                                       \
+            UNROLL for (int t = 0; t < T; t++) {                                                                        \
+                const __m256 dx = _mm256_loadu_ps(x[t].d + i), s = _mm256_mul_ps(dw, dx);                               \
+                _mm256_storeu_ps(sc[t], s);                                                                             \
+                if (MIN) off[t] = _mm256_fmadd_ps(_mm256_mul_ps(f16x8(&b[i].M, (int)sizeof(BLOCK)), dx),                \
+                                                  block_sums8(x[t].sum16 + 2 * i), off[t]);                             \
+                else if (OFFSET) off[t] = _mm256_fmadd_ps(s, block_sums8(x[t].sum16 + 2 * i), off[t]);                  \
+            }                                                                                                           \
+            UNROLL for (int j = 0; j < 8; j += 2) {                                                                     \
+                UNROLL for (int t = 0; t < T; t++) {                                                                    \
+                    acc0[t] = _mm256_fmadd_ps(prod(b, &x[t], i + j), _mm256_broadcast_ss(&sc[t][j]), acc0[t]);          \
+                    acc1[t] = _mm256_fmadd_ps(prod(b, &x[t], i + j + 1), _mm256_broadcast_ss(&sc[t][j + 1]), acc1[t]);  \
+                }                                                                                                       \
+            }                                                                                                           \
+        }                                                                                                               \
+        float tail_off[4] = {0, 0, 0, 0};                                                                               \
+        for (; i < nb; i++) /* the last blocks short of 8, one at a time */                                             \
+            UNROLL for (int t = 0; t < T; t++) {                                                                        \
+                const float s = _cvtsh_ss(b[i].d) * x[t].d[i];                                                          \
+                acc0[t] = _mm256_fmadd_ps(prod(b, &x[t], i), _mm256_set1_ps(s), acc0[t]);                               \
+                if (MIN) tail_off[t] += _cvtsh_ss(b[i].M) * x[t].d[i] * act_sum(&x[t], i);                              \
+                else if (OFFSET) tail_off[t] += s * act_sum(&x[t], i);                                                  \
+            }                                                                                                           \
+        UNROLL for (int t = 0; t < T; t++) {                                                                            \
+            const float o = hsum8(off[t]) + tail_off[t];                                                                \
+            out[t * os] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) + (MIN ? o : -(float)(OFFSET) * o);                    \
+        }                                                                                                               \
+    }                                                                                                                   \
     DOT_TOKENS(name)
 
 #define DOT_TOKENS(name)                                                                                            \
