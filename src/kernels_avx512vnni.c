@@ -236,18 +236,9 @@ void sp_avx512vnni_fill(sp_isa_kernels *k) {
     k->gemm_i8 = sp_avx512vnni_gemm_i8;
     k->interleave16 = interleave16;
     k->quantize_act = quantize_act;
-    k->dot_row_q8[SP_TYPE_Q8_0] = dot_q8_0;
-    k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0;
-    k->dot_row_q8[SP_TYPE_Q4_1] = dot_q4_1;
-    k->dot_row_q8[SP_TYPE_Q5_0] = dot_q5_0;
-    k->dot_row_q8[SP_TYPE_Q5_1] = dot_q5_1;
+    q8_blocks_fill(k);
     k->dot_row_q8[SP_TYPE_Q4_K] = dot_q4_K;
     k->dot_row_q8[SP_TYPE_Q6_K] = dot_q6_K;
-    k->dot_rows_q8[SP_TYPE_Q8_0] = dot_q8_0_rows;
-    k->dot_rows_q8[SP_TYPE_Q4_0] = dot_q4_0_rows;
-    k->dot_rows_q8[SP_TYPE_Q4_1] = dot_q4_1_rows;
-    k->dot_rows_q8[SP_TYPE_Q5_0] = dot_q5_0_rows;
-    k->dot_rows_q8[SP_TYPE_Q5_1] = dot_q5_1_rows;
     k->dot_rows_q8[SP_TYPE_Q4_K] = dot_q4_K_rows;
     k->dot_rows_q8[SP_TYPE_Q6_K] = dot_q6_K_rows;
 }

@@ -119,14 +119,5 @@ static void gemm_i8(const uint8_t *tile, int group, int codes_max, int codes_off
 
 void sp_avxvnni_fill(sp_isa_kernels *k) {
     k->gemm_i8 = gemm_i8;
-    k->dot_row_q8[SP_TYPE_Q8_0] = dot_q8_0;
-    k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0;
-    k->dot_row_q8[SP_TYPE_Q4_1] = dot_q4_1;
-    k->dot_row_q8[SP_TYPE_Q5_0] = dot_q5_0;
-    k->dot_row_q8[SP_TYPE_Q5_1] = dot_q5_1;
-    k->dot_rows_q8[SP_TYPE_Q8_0] = dot_q8_0_rows;
-    k->dot_rows_q8[SP_TYPE_Q4_0] = dot_q4_0_rows;
-    k->dot_rows_q8[SP_TYPE_Q4_1] = dot_q4_1_rows;
-    k->dot_rows_q8[SP_TYPE_Q5_0] = dot_q5_0_rows;
-    k->dot_rows_q8[SP_TYPE_Q5_1] = dot_q5_1_rows;
+    q8_blocks_fill(k);
 }

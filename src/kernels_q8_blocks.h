@@ -155,6 +155,21 @@ DOT_BLOCKS(dot_q5_0, block_q5_0, prod_q5_0, 16, 0, d)
 DOT_BLOCKS(dot_q4_1, block_q4_1, prod_q4_1, 0, 1, m)
 DOT_BLOCKS(dot_q5_1, block_q5_1, prod_q5_1, 0, 1, m)
 
+/* The five formats' decode dots into a kernel set (the overlays that bring them: AVX-512 VNNI,
+ * AVX-VNNI; the AVX2 set lists them in its table). */
+static inline void q8_blocks_fill(sp_isa_kernels *k) {
+    k->dot_row_q8[SP_TYPE_Q8_0] = dot_q8_0;
+    k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0;
+    k->dot_row_q8[SP_TYPE_Q4_1] = dot_q4_1;
+    k->dot_row_q8[SP_TYPE_Q5_0] = dot_q5_0;
+    k->dot_row_q8[SP_TYPE_Q5_1] = dot_q5_1;
+    k->dot_rows_q8[SP_TYPE_Q8_0] = dot_q8_0_rows;
+    k->dot_rows_q8[SP_TYPE_Q4_0] = dot_q4_0_rows;
+    k->dot_rows_q8[SP_TYPE_Q4_1] = dot_q4_1_rows;
+    k->dot_rows_q8[SP_TYPE_Q5_0] = dot_q5_0_rows;
+    k->dot_rows_q8[SP_TYPE_Q5_1] = dot_q5_1_rows;
+}
+
 /* Q4_K's twelve bytes of six-bit scales and mins, unpacked with 32-bit word operations: bytes
  * 0..7 of u are the 8 sub-blocks' scales, bytes 8..15 their mins. */
 static inline void q4_K_scales_mins(const uint8_t scales[12], uint32_t u[4]) {
