@@ -105,11 +105,11 @@ static inline __m256 block_sums8(const int32_t *sum16) {
         int64_t i = 0;                                                                                                  \
         for (; i + 8 <= nb; i += 8) {                                                                                   \
             const __m256 dw = f16x8(&b[i].d, (int)sizeof(BLOCK));                                                       \
+            const __m256 mw = MIN ? f16x8(&b[i].M, (int)sizeof(BLOCK)) : _mm256_setzero_ps(); /* the blocks' mins */    \
             UNROLL for (int t = 0; t < T; t++) {                                                                        \
                 const __m256 dx = _mm256_loadu_ps(x[t].d + i), s = _mm256_mul_ps(dw, dx);                               \
                 _mm256_storeu_ps(sc[t], s);                                                                             \
-                if (MIN) off[t] = _mm256_fmadd_ps(_mm256_mul_ps(f16x8(&b[i].M, (int)sizeof(BLOCK)), dx),                \
-                                                  block_sums8(x[t].sum16 + 2 * i), off[t]);                             \
+                if (MIN) off[t] = _mm256_fmadd_ps(_mm256_mul_ps(mw, dx), block_sums8(x[t].sum16 + 2 * i), off[t]);      \
                 else if (OFFSET) off[t] = _mm256_fmadd_ps(s, block_sums8(x[t].sum16 + 2 * i), off[t]);                  \
             }                                                                                                           \
             UNROLL for (int j = 0; j < 8; j += 2) {                                                                     \
