@@ -213,12 +213,12 @@ static bool cpu_has(const char *isa) {
     const bool os_avx = (xlo & 0x6) == 0x6, os_avx512 = (xlo & 0xE6) == 0xE6;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
     const bool avx2 = b & (1u << 5), avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
-    if (strcmp(isa, "avx2") == 0) return os_avx && avx2 && fma && f16c;
-    const bool avx512 = os_avx512 && avx2 && fma && f16c && avx512f && avx512bw && avx512vl;
+    const bool avx2_set = os_avx && avx2 && fma && f16c; /* what every x86 set builds on */
+    if (strcmp(isa, "avx2") == 0) return avx2_set;
+    const bool avx512 = os_avx512 && avx2_set && avx512f && avx512bw && avx512vl;
     if (strcmp(isa, "avx512") == 0) return avx512;
 #if defined(SP_HAVE_AVXVNNI)
     if (strcmp(isa, "avxvnni") == 0) {
-        const bool avx2_set = os_avx && avx2 && fma && f16c;
         if (!avx2_set || !__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
         return a & (1u << 4);
     }
