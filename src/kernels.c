@@ -464,11 +464,11 @@ static inline void prefetch_row(const uint8_t *row, int64_t bytes) {
     for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(row + o, 0, 2); /* locality 2: prefetcht1 */
 }
 
-/* Values per piece of a float row (F32, F16, BF16) in decode: 1 KiB of the row, a multiple of
- * 32 values; 0 for the other types and for rows of one piece or less. */
+/* Values per piece of a float row (F32, F16, BF16) in decode: 1 KiB of the row (256 or 512
+ * values); 0 for the other types and for rows of one piece or less. */
 static int64_t float_row_piece(const sp_weight *w) {
     if (w->type != SP_TYPE_F32 && w->type != SP_TYPE_F16 && w->type != SP_TYPE_BF16) return 0;
-    const int64_t value_bytes = w->type == SP_TYPE_F32 ? 4 : 2, piece = 1024 / value_bytes;
+    const int64_t piece = 1024 / (w->row_bytes / w->n_in);
     return w->n_in > piece ? piece : 0;
 }
 
@@ -511,12 +511,12 @@ static void matmul_task(void *arg, int task, int n_tasks) {
                  * matching piece asked for before each: 16 lines at a time rather than a whole
                  * row's burst (1B F16 decode, 2 threads: 11.0 → 12.4 t/s). Each token sums the
                  * same pieces in the same order, alone or among others. */
-                const int64_t piece_bytes = piece * (w->row_bytes / K);
+                const int64_t value_bytes = w->row_bytes / K;
                 for (int t = 0; t < j->n_tokens; t++) j->out[(int64_t)t * w->n_out + r] = 0;
                 for (int64_t p = 0; p < K; p += piece) {
                     const int64_t n = K - p < piece ? K - p : piece;
-                    if (r + 1 < r1) prefetch_row(row + w->row_bytes + p / piece * piece_bytes, n * (w->row_bytes / K));
-                    for (int t = 0; t < j->n_tokens; t++) j->out[(int64_t)t * w->n_out + r] += dot(row + p / piece * piece_bytes, j->x + (int64_t)t * K + p, n);
+                    if (r + 1 < r1) prefetch_row(row + w->row_bytes + p * value_bytes, n * value_bytes);
+                    for (int t = 0; t < j->n_tokens; t++) j->out[(int64_t)t * w->n_out + r] += dot(row + p * value_bytes, j->x + (int64_t)t * K + p, n);
                 }
                 continue;
             }
