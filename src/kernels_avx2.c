@@ -419,12 +419,6 @@ static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
  * stores and loads; with the chains kept: Q4_K 139 → 199 GOP/s on one core of the Xeon). */
 static inline __attribute__((always_inline)) void keep_in_register(__m256i *v) { __asm__("" : "+x"(*v)); }
 
-static inline __m256i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
-
 /* C tokens against one tile (C, the group, S and wide constant at each call). In the inner loop
  * only the int16 sums of the current chunk of S groups of 4 live in registers (2 per token), and
  * the int32 sums of a group where they outlive a chunk (see avx2_gemm_i8 for how many tokens fit);

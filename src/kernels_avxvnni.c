@@ -29,12 +29,6 @@ static inline __m256 dot_u8s8(__m256i u, __m256i s) { return _mm256_cvtepi32_ps(
  * sums wait in memory between groups (one core of the Xeon, against four tokens: Q8_0 259 → 272
  * GOP/s, Q4_K 235 → 254). */
 
-static inline __m256i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
-
 static inline __attribute__((always_inline)) void gemm_i8_tokens(const uint8_t *tile, const int group, const bool folded, int nr,
                                                                   const sp_i8_rows *x, int64_t t0, const int C, int64_t k,
                                                                   float *out, int64_t ldo) {

@@ -12,6 +12,18 @@
 #define UNROLL
 #endif
 
+#if defined(__AVX2__) /* the files compiled for AVX2 and above */
+#include <immintrin.h>
+#include <string.h>
+
+/* The 4 bytes at p in every 32-bit lane (the integer prefill kernels' token broadcast: a load). */
+static inline __m256i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+#endif
+
 /* exp(x) as 2^n · p(r), n = round(x · log2 e), r = x − n · ln 2 with ln 2 in two parts, p the
  * degree-6 minimax polynomial of Cephes' expf (≈ 1-2 ulp): the constants of exp16 (AVX-512) and
  * exp8 (AVX2). */
