@@ -303,13 +303,22 @@ static void attn_values(const float *p, int64_t ldp, int n_rows, int hd, const v
     }
 }
 
+/* Four chains of additions: one chain waits on each FMA's latency (4 cycles for 8 values, about
+ * 16 GB/s of F16 a core at 4 GHz), near what memory delivers in decode, so that it shows (1B F16
+ * decode, 2 threads: 11.5 → 12.4 t/s). */
 static float dot_f16(const void *row, const float *x, int64_t n) {
     const uint16_t *w = row;
-    __m256 s0 = _mm256_setzero_ps();
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8))), _mm256_loadu_ps(x + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 16))), _mm256_loadu_ps(x + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 24))), _mm256_loadu_ps(x + i + 24), s3);
+    }
     for (; i + 8 <= n; i += 8)
         s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), s0);
-    float s = hsum8(s0);
+    float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     for (; i < n; i++) s += _cvtsh_ss(w[i]) * x[i];
     return s;
 }

@@ -277,7 +277,9 @@ static void matmul_matches_definition(void **st) {
     const int n_out = 37; /* tiles of 16 rows: two full, one partial */
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         const sp_type_traits *tt = sp_type_traits_get((uint32_t)types[ti]);
-        const int n_in = tt->block_size == QK_K ? 512 : tt->block_size == 1 ? 97 : 96; /* 97: not a multiple of any SIMD width */
+        /* float rows: 609 = 2 · 256 + 97, so that decode reads them by several pieces (512 bytes)
+         * and a remainder not a multiple of any SIMD width */
+        const int n_in = tt->block_size == QK_K ? 512 : tt->block_size == 1 ? 609 : 96;
         float *wf = malloc((size_t)n_in * n_out * sizeof *wf), *wd = malloc((size_t)n_in * n_out * sizeof *wd);
         uint8_t *wq = malloc((size_t)n_in * n_out * 4);
         for (int i = 0; i < n_in * n_out; i++) wf[i] = frand(&s);
