@@ -474,7 +474,7 @@ static inline void prefetch_row(const uint8_t *row, int64_t bytes) {
  * moves it), four whole rows in flight −5 to −8 % for Q8_0, Q4_0, Q4_K_M, Q6_K. */
 typedef struct {
     int rows;      /* rows read together */
-    int64_t piece; /* values per piece: whole blocks, so that a piece is one row's bytes */
+    int64_t piece; /* values per piece (whole blocks; the whole row for quantized types) */
 } decode_order;
 
 static decode_order decode_order_of(const sp_type_traits *tt, int64_t n_in) {

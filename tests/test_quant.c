@@ -277,8 +277,8 @@ static void matmul_matches_definition(void **st) {
     const int n_out = 37; /* tiles of 16 rows: two full, one partial */
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         const sp_type_traits *tt = sp_type_traits_get((uint32_t)types[ti]);
-        /* float rows: 609 = 2 · 256 + 97, so that decode reads them by several pieces (512 bytes)
-         * and a remainder not a multiple of any SIMD width */
+        /* float rows of 609 values, so that decode reads them by several 512-byte pieces (F16 and
+         * BF16: 2 × 256 + 97; F32: 4 × 128 + 97) and a remainder not a multiple of any SIMD width */
         const int n_in = tt->block_size == QK_K ? 512 : tt->block_size == 1 ? 609 : 96;
         float *wf = malloc((size_t)n_in * n_out * sizeof *wf), *wd = malloc((size_t)n_in * n_out * sizeof *wd);
         uint8_t *wq = malloc((size_t)n_in * n_out * 4);
