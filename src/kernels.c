@@ -533,9 +533,10 @@ static void matmul_task(void *arg, int task, int n_tasks) {
             for (int t = 0; t < j->n_tokens; t++)
                 for (int i = 0; i < nr; i++) j->out[(int64_t)t * w->n_out + r + i] = 0;
             for (int64_t p = 0; p < K; p += o.piece) {
-                const int64_t n = K - p < o.piece ? K - p : o.piece, bytes = n / tt->block_size * tt->type_size;
+                const int64_t n = K - p < o.piece ? K - p : o.piece;
+                const int64_t offset = (int64_t)sp_row_size(w->type, p), bytes = (int64_t)sp_row_size(w->type, n);
                 for (int i = 0; i < nr; i++) {
-                    const uint8_t *row = base + (r + i) * w->row_bytes + p / tt->block_size * tt->type_size;
+                    const uint8_t *row = base + (r + i) * w->row_bytes + offset;
                     if (r + nr + i < r1) prefetch_row(row + nr * w->row_bytes, bytes);
                     decode_piece_dots(j, k, tt, row, p, n, r + i);
                 }

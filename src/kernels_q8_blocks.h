@@ -91,9 +91,9 @@ static inline __m256 block_sums8(const int32_t *sum16) {
  * not a shuffle), and the offset or minimum term of all 8 blocks is one multiply-add on their
  * activation sums (a scalar scale, conversion and offset per block made decode compute-bound:
  * 1B Q4_0, 2 threads, 21.5 → 27–28.6 t/s with AVX-512, Q8_0 17.6 → 17.9–18.4). The blocks run
- * as two chains, so that the conversion and multiply-add latencies of one overlap the next's. OFFSET: the codes' offset (Q4_0 8, Q5_0 16:
- * value = d·(code − OFFSET)); MIN: the block has a minimum, field M (value = d·code + m; for the
- * others M names any fp16 field, never read). */
+ * as two chains, so that the conversion and multiply-add latencies of one overlap the next's.
+ * OFFSET: the codes' offset (Q4_0 8, Q5_0 16: value = d·(code − OFFSET)); MIN: the block has a
+ * minimum, field M (value = d·code + m; for the others M names any fp16 field, never read). */
 #define DOT_BLOCKS(name, BLOCK, prod, OFFSET, MIN, M)                                                                   \
     static inline __attribute__((always_inline)) void name##_tokens(const void *row, const sp_q8_act *x, int64_t n,     \
                                                                     float *out, int64_t os, const int T) {              \

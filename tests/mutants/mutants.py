@@ -192,7 +192,7 @@ MUTANTS = [
          find="const float *x = j->x + (int64_t)t * w->n_in + p;", replace="const float *x = j->x + (int64_t)t * w->n_in + 0 * p;",
          why="decode of float rows multiplies every piece of a row by the first piece of x", guard="test_quant"),
     dict(name="decode-float-rows-group", file="src/kernels.c",
-         find="const uint8_t *row = base + (r + i) * w->row_bytes + p", replace="const uint8_t *row = base + r * w->row_bytes + p",
+         find="const uint8_t *row = base + (r + i) * w->row_bytes + offset;", replace="const uint8_t *row = base + r * w->row_bytes + offset;",
          why="decode of float rows reads the first row of each group of four for all four", guard="test_quant, test_model"),
     dict(name="avx2-q4_K-mins-as-scales", file="src/kernels_avx2.c",
          find="_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))", replace="_mm256_cvtepu8_epi32(sm)",
