@@ -453,13 +453,12 @@ static void matmul_rows_by_dots(const matmul_job *j, int64_t r0, int64_t r1) {
             j->out[(int64_t)t * w->n_out + r] = tt->dot((const uint8_t *)w->data + r * w->row_bytes, j->x + (int64_t)t * w->n_in, w->n_in);
 }
 
-/* Asks for the next weight row while this one is computed. Decode streams the weights from
- * memory once per token; the hardware prefetcher alone keeps too few lines in flight when each
- * row also costs some arithmetic (measured: 1B Q8_0, one core, 2 KiB rows from DRAM, 257 → 176 ns
- * per row for one token, 433 → 272 for four). Into L2 (prefetcht1), not L1: a row's 18–34 lines
- * asked into L1 hold the core's few L1 miss buffers that the current row's loads need (1B decode,
- * 2 threads, AVX-512: Q8_0 17.6 → 20.4–21.1 t/s, Q4_0 26.3 → 30.1, F16 10.2 → 11.0, Q4_K_M
- * 34.4 → 33.8, within its noise). */
+/* Asks for `bytes` of weights ahead of their use, into L2 (prefetcht1), not L1: lines asked into
+ * L1 hold the core's few L1 miss buffers that the current loads need. Decode streams the weights
+ * from memory once per token, and the hardware prefetcher alone keeps too few lines in flight
+ * when each row also costs some arithmetic (1B Q8_0, one core, 2 KiB rows from DRAM: 257 → 176 ns
+ * per row for one token). Float rows ask for the next group's piece (below); the integer kernels
+ * ask as they go (sp_prefetch_ahead), after this call's first SP_DECODE_AHEAD bytes. */
 static inline void prefetch_row(const uint8_t *row, int64_t bytes) {
     for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(row + o, 0, 2); /* locality 2: prefetcht1 */
 }
@@ -469,7 +468,7 @@ static inline void prefetch_row(const uint8_t *row, int64_t bytes) {
  * each. The core's misses then overlap over four pages rather than one row's burst (1B F16
  * decode, AVX-512, 2 threads: 10.9 → 12.9 t/s, AVX2 10.1 → 12.8; 1 KiB pieces 11.9, 2 KiB 9.9;
  * 2 rows 11.7, 8 rows 12.6; four rows in lockstep in one kernel, no gain). Quantized rows are
- * read whole, one at a time (the integer decode above): the same order by pieces measured from
+ * read whole, one at a time (the integer decode in matmul_task): the same order by pieces measured from
  * −4 to +9 % (Q8_0 +9 % in one build, level in the next: within how much the code's placement
  * moves it), four whole rows in flight −5 to −8 % for Q8_0, Q4_0, Q4_K_M, Q6_K. */
 typedef struct {
@@ -513,8 +512,8 @@ static void matmul_task(void *arg, int task, int n_tasks) {
          * tokens, and unpacked once for each group of up to 4 (the kernels' registers) */
         float (*dot)(const void *, const sp_q8_act *, int64_t) = k->dot_row_q8[w->type];
         void (*dots)(const void *, const sp_q8_act *, int, int64_t, float *, int64_t) = k->dot_rows_q8[w->type];
+        prefetch_row(base + r0 * w->row_bytes, SP_DECODE_AHEAD); /* the kernels ask for what follows */
         for (int64_t r = r0; r < r1; r++) {
-            if (r + 1 < r1) prefetch_row(base + (r + 1) * w->row_bytes, w->row_bytes);
             for (int t = 0; t < j->n_tokens; t += DECODE_MAX_TOKENS) {
                 const int g = j->n_tokens - t < DECODE_MAX_TOKENS ? j->n_tokens - t : DECODE_MAX_TOKENS;
                 float *out = j->out + (int64_t)t * w->n_out + r;

@@ -23,6 +23,20 @@ typedef struct sp_q8_act {
     const int32_t *sum16;
 } sp_q8_act;
 
+/* The integer decode dots read a thread's weight rows one after another, each once per token.
+ * While a block is computed they ask, into L2, for the bytes SP_DECODE_AHEAD further on (past
+ * a row's end: the next row, which the same thread reads next), a few lines per block. Asking
+ * for the whole next row at once, as before, filled the core's miss buffers in bursts (1B
+ * decode, 2 threads, AVX-512, t/s, whole next row → 3 KiB ahead: Q4_0 28.2 → 33.7, Q8_0
+ * 19.7 → 22.1, Q4_K_M 31.9 → 37.0, Q6_K 25.2 → 28.5; AVX2 likewise +11–19 %; 1 KiB ahead
+ * −6 to +4 %, 2 KiB +7–13 %, 4 KiB +10–16 %; every other line −10–15 %; into L1 or L3: −15 %
+ * and level). */
+#define SP_DECODE_AHEAD 3072
+static inline void sp_prefetch_ahead(const void *p, int64_t bytes) {
+    const char *q = (const char *)p + SP_DECODE_AHEAD;
+    for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(q + o, 0, 2); /* locality 2: prefetcht1 */
+}
+
 /* Fills a sp_q8_act's arrays (q: n, d: n/32, sum16: n/16). */
 void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16);
 

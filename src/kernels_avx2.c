@@ -345,6 +345,7 @@ static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
+        sp_prefetch_ahead(&b[i], (int64_t)sizeof b[i]);
         uint32_t u[4];
         q4_K_scales_mins(b[i].scales, u);
         /* the 8 sub-blocks' scales and mins as vectors, times the activations' 8 scales: the
@@ -379,6 +380,7 @@ static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
                              _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5), _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7)};
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), offset = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
+        sp_prefetch_ahead(&b[i], (int64_t)sizeof b[i]);
         /* the 16 scales (one per 16 values) times d and the activations' scale of their 32, as two
          * vectors; the offset of 32 one multiply-add each on the activations' sums of 16 */
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)b[i].scales);

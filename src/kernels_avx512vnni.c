@@ -29,6 +29,7 @@ static inline __attribute__((always_inline)) void dot_q4_K_tokens(const void *ro
     __m512 acc[4], mins[4];
     UNROLL for (int t = 0; t < T; t++) acc[t] = mins[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
+        sp_prefetch_ahead(&b[i], (int64_t)sizeof b[i]);
         uint32_t u[4];
         q4_K_scales_mins(b[i].scales, u);
         const __m512 scm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)u)));
@@ -73,6 +74,7 @@ static inline __attribute__((always_inline)) void dot_q6_K_tokens(const void *ro
     __m512 acc[4], offset[4];
     UNROLL for (int t = 0; t < T; t++) acc[t] = offset[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
+        sp_prefetch_ahead(&b[i], (int64_t)sizeof b[i]);
         /* one scale per 16 values: d · sc · (the activation scale of its 32) */
         const __m512 scf = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b[i].scales)));
         __m512 sc[4];

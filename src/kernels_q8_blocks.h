@@ -104,6 +104,7 @@ static inline __m256 block_sums8(const int32_t *sum16) {
         const int64_t nb = n / 32;                                                                                      \
         int64_t i = 0;                                                                                                  \
         for (; i + 8 <= nb; i += 8) {                                                                                   \
+            sp_prefetch_ahead(&b[i], 8 * (int64_t)sizeof(BLOCK));                                                       \
             const __m256 dw = f16x8(&b[i].d, (int)sizeof(BLOCK));                                                       \
             const __m256 mw = MIN ? f16x8(&b[i].M, (int)sizeof(BLOCK)) : _mm256_setzero_ps(); /* the blocks' mins */    \
             UNROLL for (int t = 0; t < T; t++) {                                                                        \
