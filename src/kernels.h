@@ -29,8 +29,8 @@ typedef struct sp_q8_act {
  * for the whole next row at once, as before, filled the core's miss buffers in bursts (1B
  * decode, 2 threads, AVX-512, t/s, whole next row → 3 KiB ahead: Q4_0 28.2 → 33.7, Q8_0
  * 19.7 → 22.1, Q4_K_M 31.9 → 37.0, Q6_K 25.2 → 28.5; AVX2 likewise +11–19 %; 1 KiB ahead
- * −6 to +4 %, 2 KiB +7–13 %, 4 KiB +10–16 %; every other line −10–15 %; into L1 or L3: −15 %
- * and level). */
+ * −6 to +5 %, 2 KiB +6–17 %, 4 KiB +7–14 %; every other line −10 to −15 %; into L1 −2 to −26 %,
+ * into L3 level). */
 #define SP_DECODE_AHEAD 3072
 static inline void sp_prefetch_ahead(const void *p, int64_t bytes) {
     const char *q = (const char *)p + SP_DECODE_AHEAD;
