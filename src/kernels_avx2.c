@@ -337,37 +337,49 @@ static float dot_q8_0_f32(const void *row, const float *x, int64_t n) {
     return hsum8(s);
 }
 
-/* Q4_K: 256 values in 8 sub-blocks of 32, six-bit scales and mins (unpacked as in the AVX-512
- * kernel); per sub-block the integer dot of its codes, scaled by d · scale · the activations'
- * scale, less dmin · min · the activations' sum. */
-static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) {
-    const block_q4_K *b = row;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
+/* Q4_K and Q5_K: 256 values in 8 sub-blocks of 32, six-bit scales and mins (unpacked as in the
+ * AVX-512 kernel); per sub-block the integer dot of its codes, scaled by d · scale · the
+ * activations' scale, less dmin · min · the activations' sum. Q5_K (five) adds each code's
+ * fifth bit from qh (bit s of byte l: value l of sub-block s). */
+static inline __attribute__((always_inline)) float dot_k4(const void *row, const sp_q8_act *x, int64_t n, const bool five) {
+    const int64_t stride = five ? (int64_t)sizeof(block_q5_K) : (int64_t)sizeof(block_q4_K);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
-        sp_prefetch_ahead(&b[i], (int64_t)sizeof b[i]);
+        /* d, dmin and scales lie alike in both formats */
+        const block_q4_K *b = (const void *)((const uint8_t *)row + i * stride);
+        const uint8_t *qs = five ? ((const block_q5_K *)(const void *)b)->qs : b->qs;
+        sp_prefetch_ahead(b, stride);
         uint32_t u[4];
-        q4_K_scales_mins(b[i].scales, u);
+        q4_K_scales_mins(b->scales, u);
         /* the 8 sub-blocks' scales and mins as vectors, times the activations' 8 scales: the
          * scales stored and broadcast per sub-block, the min term one multiply-add on the
          * activations' sums (a scalar product per sub-block made decode compute-bound) */
         const __m128i sm = _mm_loadu_si128((const __m128i *)u);
         const __m256 dx = _mm256_loadu_ps(x->d + 8 * i);
-        const __m256 sc = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), dx), _mm256_set1_ps(_cvtsh_ss(b[i].d)));
+        const __m256 sc = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), dx), _mm256_set1_ps(_cvtsh_ss(b->d)));
         const __m256 mn = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))), dx);
-        mins = _mm256_fmadd_ps(_mm256_mul_ps(mn, _mm256_set1_ps(_cvtsh_ss(b[i].dmin))), block_sums8(x->sum16 + 16 * i), mins);
+        mins = _mm256_fmadd_ps(_mm256_mul_ps(mn, _mm256_set1_ps(_cvtsh_ss(b->dmin))), block_sums8(x->sum16 + 16 * i), mins);
         float s[8];
         _mm256_storeu_ps(s, sc);
+        const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)((const block_q5_K *)(const void *)b)->qh) : _mm256_setzero_si256();
         const int8_t *q = x->q + QK_K * i;
         for (int j = 0; j < 4; j++) { /* values 64j..64j+63: low nibbles, then high */
-            const __m256i raw = _mm256_loadu_si256((const __m256i *)(b[i].qs + 32 * j));
-            const __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+            __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            if (five) { /* bits 2j and 2j + 1 of qh: 16 where set */
+                const __m256i b_lo = _mm256_set1_epi8((char)(1 << (2 * j))), b_hi = _mm256_set1_epi8((char)(2 << (2 * j)));
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b_lo), b_lo), sixteen));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b_hi), b_hi), sixteen));
+            }
             acc0 = _mm256_fmadd_ps(dot_u8s8(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * j))), _mm256_broadcast_ss(&s[2 * j]), acc0);
             acc1 = _mm256_fmadd_ps(dot_u8s8(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * j + 32))), _mm256_broadcast_ss(&s[2 * j + 1]), acc1);
         }
     }
     return hsum8(_mm256_add_ps(acc0, acc1)) - hsum8(mins);
 }
+static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) { return dot_k4(row, x, n, false); }
+static float dot_q5_K(const void *row, const sp_q8_act *x, int64_t n) { return dot_k4(row, x, n, true); }
 
 /* Q6_K: codes of six bits (four of ql, two of qh) stand for code − 32, a signed scale per 16
  * values; 32 codes per register, their two scales on the two 128-bit halves (a lane of the dot
@@ -578,7 +590,8 @@ const sp_isa_kernels sp_avx2_kernels = {
     .quantize_act = avx2_quantize_act, .gemm_i8 = avx2_gemm_i8, .interleave16 = avx2_interleave16,
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0_f32},
     .dot_row_q8 = {[SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0, [SP_TYPE_Q4_1] = dot_q4_1, [SP_TYPE_Q5_0] = dot_q5_0,
-                   [SP_TYPE_Q5_1] = dot_q5_1, [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q6_K] = dot_q6_K},
+                   [SP_TYPE_Q5_1] = dot_q5_1, [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q5_K] = dot_q5_K,
+                   [SP_TYPE_Q6_K] = dot_q6_K},
     .dot_rows_q8 = {[SP_TYPE_Q8_0] = dot_q8_0_rows, [SP_TYPE_Q4_0] = dot_q4_0_rows, [SP_TYPE_Q4_1] = dot_q4_1_rows,
                     [SP_TYPE_Q5_0] = dot_q5_0_rows, [SP_TYPE_Q5_1] = dot_q5_1_rows},
 };

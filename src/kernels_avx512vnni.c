@@ -67,13 +67,15 @@ static inline __attribute__((always_inline)) void dot_q4_0_wide_tokens(const voi
 }
 DOT_TOKENS(dot_q4_0_wide)
 
-/* Q4_K, a 256-value block per step in 512-bit registers: the 8 six-bit scales and mins are
- * unpacked with 32-bit word operations, the codes of two sub-blocks fill one register (so the
- * activations load contiguously), and each sub-block's scale reaches its 8 lanes by a permute. */
-static inline __attribute__((always_inline)) void dot_q4_K_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out,
-                                                                   int64_t os, const int T) {
-    const block_q4_K *b = row;
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
+/* Q4_K and Q5_K, a 256-value block per step in 512-bit registers: the 8 six-bit scales and mins
+ * are unpacked with 32-bit word operations, the codes of two sub-blocks fill one register (so the
+ * activations load contiguously), and each sub-block's scale reaches its 8 lanes by a permute.
+ * Q5_K (five) has the same scales and nibbles, and each code's fifth bit in qh (bit s of byte l:
+ * value l of sub-block s), added as 16 under a byte mask per pair of sub-blocks. */
+static inline __attribute__((always_inline)) void dot_k4_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out,
+                                                                int64_t os, const int T, const bool five) {
+    const int64_t stride = five ? (int64_t)sizeof(block_q5_K) : (int64_t)sizeof(block_q4_K);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(16);
     const __m512i pair_idx[4] = {
         _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2),
         _mm512_set_epi32(5, 5, 5, 5, 5, 5, 5, 5, 4, 4, 4, 4, 4, 4, 4, 4), _mm512_set_epi32(7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, 6, 6)};
@@ -82,24 +84,35 @@ static inline __attribute__((always_inline)) void dot_q4_K_tokens(const void *ro
     __m512 acc[4], mins[4];
     UNROLL for (int t = 0; t < T; t++) acc[t] = mins[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
-        sp_prefetch_ahead(&b[i], (int64_t)sizeof b[i]);
+        /* d, dmin and scales lie alike in both formats */
+        const block_q4_K *b = (const void *)((const uint8_t *)row + i * stride);
+        const uint8_t *qs = five ? ((const block_q5_K *)(const void *)b)->qs : b->qs;
+        sp_prefetch_ahead(b, stride);
         uint32_t u[4];
-        q4_K_scales_mins(b[i].scales, u);
+        q4_K_scales_mins(b->scales, u);
         const __m512 scm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)u)));
         __m512 sc[4];
         UNROLL for (int t = 0; t < T; t++) {
             const __m512 dx = _mm512_zextps256_ps512(_mm256_loadu_ps(x[t].d + 8 * i));
             /* lanes 0..7: d·sc·dx per sub-block; the min of sub-block s multiplies sums 2s and 2s+1 */
-            sc[t] = _mm512_mul_ps(_mm512_mul_ps(scm, dx), _mm512_set1_ps(_cvtsh_ss(b[i].d)));
+            sc[t] = _mm512_mul_ps(_mm512_mul_ps(scm, dx), _mm512_set1_ps(_cvtsh_ss(b->d)));
             const __m512 mdx = _mm512_mul_ps(_mm512_permutexvar_ps(mins_idx, scm), dx);
-            mins[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_permutexvar_ps(half_idx, mdx), _mm512_set1_ps(_cvtsh_ss(b[i].dmin))),
+            mins[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_permutexvar_ps(half_idx, mdx), _mm512_set1_ps(_cvtsh_ss(b->dmin))),
                                       _mm512_cvtepi32_ps(_mm512_loadu_si512(x[t].sum16 + 16 * i)), mins[t]);
         }
+        const __m512i qh = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)(const void *)b)->qh))
+                                : _mm512_setzero_si512();
         for (int h = 0; h < 2; h++) {
-            const __m512i raw = _mm512_loadu_si512(b[i].qs + 64 * h);
+            const __m512i raw = _mm512_loadu_si512(qs + 64 * h);
             const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
             /* sub-blocks 4h, 4h+1 (first 32 bytes' low and high nibbles), then 4h+2, 4h+3 */
-            const __m512i c0 = _mm512_shuffle_i64x2(lo, hi, 0x44), c1 = _mm512_shuffle_i64x2(lo, hi, 0xEE);
+            __m512i c0 = _mm512_shuffle_i64x2(lo, hi, 0x44), c1 = _mm512_shuffle_i64x2(lo, hi, 0xEE);
+            if (five) {
+                const __m512i bits0 = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * h))), _mm256_set1_epi8((char)(2 << (4 * h))), 1);
+                const __m512i bits1 = _mm512_inserti64x4(_mm512_set1_epi8((char)(4 << (4 * h))), _mm256_set1_epi8((char)(8 << (4 * h))), 1);
+                c0 = _mm512_mask_add_epi8(c0, _mm512_test_epi8_mask(qh, bits0), c0, sixteen);
+                c1 = _mm512_mask_add_epi8(c1, _mm512_test_epi8_mask(qh, bits1), c1, sixteen);
+            }
             UNROLL for (int t = 0; t < T; t++) {
                 const int8_t *q = x[t].q + QK_K * i;
                 const __m512i p0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c0, _mm512_loadu_si512(q + 128 * h));
@@ -111,7 +124,16 @@ static inline __attribute__((always_inline)) void dot_q4_K_tokens(const void *ro
     }
     UNROLL for (int t = 0; t < T; t++) out[t * os] = _mm512_reduce_add_ps(acc[t]) - _mm512_reduce_add_ps(mins[t]);
 }
+static inline __attribute__((always_inline)) void dot_q4_K_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out,
+                                                                   int64_t os, const int T) {
+    dot_k4_tokens(row, x, n, out, os, T, false);
+}
+static inline __attribute__((always_inline)) void dot_q5_K_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out,
+                                                                   int64_t os, const int T) {
+    dot_k4_tokens(row, x, n, out, os, T, true);
+}
 DOT_TOKENS(dot_q4_K)
+DOT_TOKENS(dot_q5_K)
 
 /* Q6_K likewise: 64 six-bit codes per register, a scale per 16 values (4 lanes), the codes'
  * offset of 32 subtracted through the activations' sums of 16. */
@@ -295,7 +317,9 @@ void sp_avx512vnni_fill(sp_isa_kernels *k) {
     k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0_wide;
     k->dot_rows_q8[SP_TYPE_Q4_0] = dot_q4_0_wide_rows;
     k->dot_row_q8[SP_TYPE_Q4_K] = dot_q4_K;
+    k->dot_row_q8[SP_TYPE_Q5_K] = dot_q5_K;
     k->dot_row_q8[SP_TYPE_Q6_K] = dot_q6_K;
     k->dot_rows_q8[SP_TYPE_Q4_K] = dot_q4_K_rows;
+    k->dot_rows_q8[SP_TYPE_Q5_K] = dot_q5_K_rows;
     k->dot_rows_q8[SP_TYPE_Q6_K] = dot_q6_K_rows;
 }

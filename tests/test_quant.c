@@ -396,7 +396,7 @@ static void matmul_panels(void **st) {
 /* The integer decode kernels against float arithmetic on the same quantized activations. */
 static void integer_decode_dots(void **st) {
     (void)st;
-    static const char *const files[] = {"llama-q8_0", "llama-q4_0", "llama-q4_1", "llama-q5_0", "llama-q5_1", "llama-q4_k", "llama-q6_k"};
+    static const char *const files[] = {"llama-q8_0", "llama-q4_0", "llama-q4_1", "llama-q5_0", "llama-q5_1", "llama-q4_k", "llama-q5_k", "llama-q6_k"};
     static const char *const isas[] = {"avx2", "avx2-vnni", "avx512"};
     int checked = 0;
     uint64_t s = 5;
