@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "fp16.h"
 #include "kernels.h"
 #include "kernels_x86.h"
 #include "quant.h"
@@ -323,6 +324,26 @@ static float dot_f16(const void *row, const float *x, int64_t n) {
     return s;
 }
 
+/* BF16 rows: a value's bits are the top half of its f32, widened by a shift; four chains, as F16. */
+static inline __m256 bf16x8(const uint16_t *w) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)w)), 16));
+}
+static float dot_bf16(const void *row, const float *x, int64_t n) {
+    const uint16_t *w = row;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(bf16x8(w + i), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(bf16x8(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+        s2 = _mm256_fmadd_ps(bf16x8(w + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+        s3 = _mm256_fmadd_ps(bf16x8(w + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(bf16x8(w + i), _mm256_loadu_ps(x + i), s0);
+    float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) s += sp_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
 static float dot_q8_0_f32(const void *row, const float *x, int64_t n) {
     const block_q8_0 *b = row;
     __m256 s = _mm256_setzero_ps();
@@ -588,7 +609,7 @@ const sp_isa_kernels sp_avx2_kernels = {
     .softmax_tile = avx2_softmax_tile, .attn_scores = attn_scores, .attn_values = attn_values,
     .exp_shifted = avx2_exp_shifted, .silu_mul = avx2_silu_mul,
     .quantize_act = avx2_quantize_act, .gemm_i8 = avx2_gemm_i8, .interleave16 = avx2_interleave16,
-    .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_Q8_0] = dot_q8_0_f32},
+    .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_BF16] = dot_bf16, [SP_TYPE_Q8_0] = dot_q8_0_f32},
     .dot_row_q8 = {[SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0, [SP_TYPE_Q4_1] = dot_q4_1, [SP_TYPE_Q5_0] = dot_q5_0,
                    [SP_TYPE_Q5_1] = dot_q5_1, [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q5_K] = dot_q5_K,
                    [SP_TYPE_Q6_K] = dot_q6_K},
