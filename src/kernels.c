@@ -472,9 +472,9 @@ static inline void prefetch_row(const uint8_t *row, int64_t bytes) {
  * each. The core's misses then overlap over four pages rather than one row's burst (1B F16
  * decode, AVX-512, 2 threads: 10.9 → 12.9 t/s, AVX2 10.1 → 12.8; 1 KiB pieces 11.9, 2 KiB 9.9;
  * 2 rows 11.7, 8 rows 12.6; four rows in lockstep in one kernel, no gain). Quantized rows are
- * read whole, one at a time (the integer decode in matmul_task): the same order by pieces measured from
- * −4 to +9 % (Q8_0 +9 % in one build, level in the next: within how much the code's placement
- * moves it), four whole rows in flight −5 to −8 % for Q8_0, Q4_0, Q4_K_M, Q6_K. */
+ * read whole, one at a time (the integer decode in matmul_task): the same order by pieces
+ * measured from −4 to +9 % (Q8_0 +9 % in one build, level in the next: within how much the
+ * code's placement moves it), four whole rows in flight −5 to −8 % for Q8_0, Q4_0, Q4_K_M, Q6_K. */
 typedef struct {
     int rows;      /* rows read together */
     int64_t piece; /* values per piece (whole blocks; the whole row for quantized types) */

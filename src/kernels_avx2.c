@@ -304,45 +304,33 @@ static void attn_values(const float *p, int64_t ldp, int n_rows, int hd, const v
     }
 }
 
-/* Four chains of additions: one chain waits on each FMA's latency (4 cycles for 8 values, about
- * 16 GB/s of F16 a core at 4 GHz), near what memory delivers in decode, so that it shows (1B F16
- * decode, 2 threads: 11.5 → 12.4 t/s). */
-static float dot_f16(const void *row, const float *x, int64_t n) {
-    const uint16_t *w = row;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8))), _mm256_loadu_ps(x + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 16))), _mm256_loadu_ps(x + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 24))), _mm256_loadu_ps(x + i + 24), s3);
-    }
-    for (; i + 8 <= n; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), s0);
-    float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += _cvtsh_ss(w[i]) * x[i];
-    return s;
+/* 8 values of a 16-bit float row as f32: F16 by conversion, BF16 (its bits the top half of an
+ * f32's) by a shift. */
+static inline __m256 half8(const uint16_t *w, const bool bf16) {
+    const __m128i h = _mm_loadu_si128((const __m128i *)w);
+    return bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) : _mm256_cvtph_ps(h);
 }
 
-/* BF16 rows: a value's bits are the top half of its f32, widened by a shift; four chains, as F16. */
-static inline __m256 bf16x8(const uint16_t *w) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)w)), 16));
-}
-static float dot_bf16(const void *row, const float *x, int64_t n) {
+/* F16 and BF16 rows. Four chains of additions: one chain waits on each FMA's latency (4 cycles
+ * for 8 values, about 16 GB/s of F16 a core at 4 GHz), near what memory delivers in decode, so
+ * that it shows (1B F16 decode, 2 threads: 11.5 → 12.4 t/s). */
+static inline __attribute__((always_inline)) float dot_half(const void *row, const float *x, int64_t n, const bool bf16) {
     const uint16_t *w = row;
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(bf16x8(w + i), _mm256_loadu_ps(x + i), s0);
-        s1 = _mm256_fmadd_ps(bf16x8(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);
-        s2 = _mm256_fmadd_ps(bf16x8(w + i + 16), _mm256_loadu_ps(x + i + 16), s2);
-        s3 = _mm256_fmadd_ps(bf16x8(w + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+        s0 = _mm256_fmadd_ps(half8(w + i, bf16), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(half8(w + i + 8, bf16), _mm256_loadu_ps(x + i + 8), s1);
+        s2 = _mm256_fmadd_ps(half8(w + i + 16, bf16), _mm256_loadu_ps(x + i + 16), s2);
+        s3 = _mm256_fmadd_ps(half8(w + i + 24, bf16), _mm256_loadu_ps(x + i + 24), s3);
     }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(bf16x8(w + i), _mm256_loadu_ps(x + i), s0);
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(half8(w + i, bf16), _mm256_loadu_ps(x + i), s0);
     float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += sp_bf16_to_f32(w[i]) * x[i];
+    for (; i < n; i++) s += (bf16 ? sp_bf16_to_f32(w[i]) : _cvtsh_ss(w[i])) * x[i];
     return s;
 }
+static float dot_f16(const void *row, const float *x, int64_t n) { return dot_half(row, x, n, false); }
+static float dot_bf16(const void *row, const float *x, int64_t n) { return dot_half(row, x, n, true); }
 
 static float dot_q8_0_f32(const void *row, const float *x, int64_t n) {
     const block_q8_0 *b = row;
