@@ -457,16 +457,6 @@ static void matmul_rows_by_dots(const matmul_job *j, int64_t r0, int64_t r1) {
             j->out[(int64_t)t * w->n_out + r] = tt->dot((const uint8_t *)w->data + r * w->row_bytes, j->x + (int64_t)t * w->n_in, w->n_in);
 }
 
-/* Asks for `bytes` of weights ahead of their use, into L2 (prefetcht1), not L1: lines asked into
- * L1 hold the core's few L1 miss buffers that the current loads need. Decode streams the weights
- * from memory once per token, and the hardware prefetcher alone keeps too few lines in flight
- * when each row also costs some arithmetic (1B Q8_0, one core, 2 KiB rows from DRAM: 257 → 176 ns
- * per row for one token). Float rows ask for the next group's piece (below); the integer kernels
- * ask as they go (sp_prefetch_ahead), after this call's first SP_DECODE_AHEAD bytes. */
-static inline void prefetch_row(const uint8_t *row, int64_t bytes) {
-    for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(row + o, 0, 2); /* locality 2: prefetcht1 */
-}
-
 /* Decode with x in f32 reads float rows (F32, F16, BF16) four at a time, by pieces of 512 bytes:
  * piece p of the four rows, then piece p + 1, with the next four rows' piece p asked for before
  * each. The core's misses then overlap over four pages rather than one row's burst (1B F16
@@ -516,7 +506,7 @@ static void matmul_task(void *arg, int task, int n_tasks) {
          * tokens, and unpacked once for each group of up to 4 (the kernels' registers) */
         float (*dot)(const void *, const sp_q8_act *, int64_t) = k->dot_row_q8[w->type];
         void (*dots)(const void *, const sp_q8_act *, int, int64_t, float *, int64_t) = k->dot_rows_q8[w->type];
-        prefetch_row(base + r0 * w->row_bytes, SP_DECODE_AHEAD); /* the kernels ask for what follows */
+        sp_prefetch(base + r0 * w->row_bytes, SP_DECODE_AHEAD); /* the kernels ask for what follows (sp_prefetch_ahead) */
         for (int64_t r = r0; r < r1; r++) {
             for (int t = 0; t < j->n_tokens; t += DECODE_MAX_TOKENS) {
                 const int g = j->n_tokens - t < DECODE_MAX_TOKENS ? j->n_tokens - t : DECODE_MAX_TOKENS;
@@ -540,7 +530,7 @@ static void matmul_task(void *arg, int task, int n_tasks) {
                 const int64_t offset = (int64_t)sp_row_size(w->type, p), bytes = (int64_t)sp_row_size(w->type, n);
                 for (int i = 0; i < nr; i++) {
                     const uint8_t *row = base + (r + i) * w->row_bytes + offset;
-                    if (r + nr + i < r1) prefetch_row(row + nr * w->row_bytes, bytes);
+                    if (r + nr + i < r1) sp_prefetch(row + nr * w->row_bytes, bytes);
                     decode_piece_dots(j, k, tt, row, p, n, r + i);
                 }
             }

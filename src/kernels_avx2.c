@@ -351,14 +351,12 @@ static float dot_q8_0_f32(const void *row, const float *x, int64_t n) {
  * activations' scale, less dmin · min · the activations' sum. Q5_K (five) adds each code's
  * fifth bit from qh (bit s of byte l: value l of sub-block s). */
 static inline __attribute__((always_inline)) float dot_k4(const void *row, const sp_q8_act *x, int64_t n, const bool five) {
-    const int64_t stride = five ? (int64_t)sizeof(block_q5_K) : (int64_t)sizeof(block_q4_K);
     const __m256i m4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
-        /* d, dmin and scales lie alike in both formats */
-        const block_q4_K *b = (const void *)((const uint8_t *)row + i * stride);
-        const uint8_t *qs = five ? ((const block_q5_K *)(const void *)b)->qs : b->qs;
-        sp_prefetch_ahead(b, stride);
+        const uint8_t *qs, *bits;
+        const block_q4_K *b = k4_block(row, i, five, &qs, &bits);
+        sp_prefetch_ahead(b, k4_bytes(five));
         uint32_t u[4];
         q4_K_scales_mins(b->scales, u);
         /* the 8 sub-blocks' scales and mins as vectors, times the activations' 8 scales: the
@@ -371,7 +369,7 @@ static inline __attribute__((always_inline)) float dot_k4(const void *row, const
         mins = _mm256_fmadd_ps(_mm256_mul_ps(mn, _mm256_set1_ps(_cvtsh_ss(b->dmin))), block_sums8(x->sum16 + 16 * i), mins);
         float s[8];
         _mm256_storeu_ps(s, sc);
-        const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)((const block_q5_K *)(const void *)b)->qh) : _mm256_setzero_si256();
+        const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)bits) : _mm256_setzero_si256();
         const int8_t *q = x->q + QK_K * i;
         for (int j = 0; j < 4; j++) { /* values 64j..64j+63: low nibbles, then high */
             const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));

@@ -75,7 +75,6 @@ DOT_TOKENS(dot_q4_0_wide)
  * value l of sub-block s), added as 16 under a byte mask per pair of sub-blocks. */
 static inline __attribute__((always_inline)) void dot_k4_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out,
                                                                 int64_t os, const int T, const bool five) {
-    const int64_t stride = five ? (int64_t)sizeof(block_q5_K) : (int64_t)sizeof(block_q4_K);
     const __m512i m4 = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(16);
     const __m512i pair_idx[4] = {
         _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2),
@@ -85,10 +84,9 @@ static inline __attribute__((always_inline)) void dot_k4_tokens(const void *row,
     __m512 acc[4], mins[4];
     UNROLL for (int t = 0; t < T; t++) acc[t] = mins[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
-        /* d, dmin and scales lie alike in both formats */
-        const block_q4_K *b = (const void *)((const uint8_t *)row + i * stride);
-        const uint8_t *qs = five ? ((const block_q5_K *)(const void *)b)->qs : b->qs;
-        sp_prefetch_ahead(b, stride);
+        const uint8_t *qs, *bits;
+        const block_q4_K *b = k4_block(row, i, five, &qs, &bits);
+        sp_prefetch_ahead(b, k4_bytes(five));
         uint32_t u[4];
         q4_K_scales_mins(b->scales, u);
         const __m512 scm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)u)));
@@ -101,8 +99,7 @@ static inline __attribute__((always_inline)) void dot_k4_tokens(const void *row,
             mins[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_permutexvar_ps(half_idx, mdx), _mm512_set1_ps(_cvtsh_ss(b->dmin))),
                                       _mm512_cvtepi32_ps(_mm512_loadu_si512(x[t].sum16 + 16 * i)), mins[t]);
         }
-        const __m512i qh = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const block_q5_K *)(const void *)b)->qh))
-                                : _mm512_setzero_si512();
+        const __m512i qh = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)bits)) : _mm512_setzero_si512();
         for (int h = 0; h < 2; h++) {
             const __m512i raw = _mm512_loadu_si512(qs + 64 * h);
             const __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);

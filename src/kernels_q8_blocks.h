@@ -182,4 +182,18 @@ static inline void q4_K_scales_mins(const uint8_t scales[12], uint32_t u[4]) {
     u[0] &= 0x3F3F3F3F;
 }
 
+/* The bytes of a Q4_K block, or with five of a Q5_K block. */
+static inline int64_t k4_bytes(bool five) { return five ? (int64_t)sizeof(block_q5_K) : (int64_t)sizeof(block_q4_K); }
+
+/* Block i of a Q4_K row, or with five of a Q5_K row: d, dmin and scales lie alike in both, so
+ * the block is read as Q4_K's; qs gets its nibbles, qh Q5_K's fifth bits (NULL for Q4_K). */
+static inline const block_q4_K *k4_block(const void *row, int64_t i, bool five, const uint8_t **qs, const uint8_t **qh) {
+    const void *p = (const uint8_t *)row + i * k4_bytes(five);
+    const block_q5_K *b5 = p;
+    const block_q4_K *b4 = p;
+    *qs = five ? b5->qs : b4->qs;
+    *qh = five ? b5->qh : NULL;
+    return b4;
+}
+
 #endif
