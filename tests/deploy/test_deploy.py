@@ -211,7 +211,9 @@ def main():
         time.sleep(0.2)
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait()
-        after = run_all([lambda i=i: request(lport, dict(short, prompt=f"After the kill {i}.")) for i in range(12)], 4)
+        # they queue behind the survivors' long streams: on a slow build (the sanitizers' -O0 on a
+        # Zen 3 VM) that took more than a minute, so they wait as long as the streams may take
+        after = run_all([lambda i=i: request(lport, dict(short, prompt=f"After the kill {i}."), timeout=180) for i in range(12)], 4)
         hung = streams.join(90)
         check(hung == 0, f"no stream hangs after the kill ({hung} still open)")
         results_k = streams.results
