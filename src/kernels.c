@@ -442,10 +442,10 @@ static bool use_bf16(const sp_isa_kernels *k, const sp_weight *w) {
 /* Values [p, p + n) of row r of w in f32 (p and n whole blocks of its type). */
 static void dequantize_part(const sp_isa_kernels *k, const sp_type_traits *tt, const sp_weight *w, int64_t r, int64_t p, int n,
                             float *dst) {
-    const uint8_t *row = (const uint8_t *)w->data + r * w->row_bytes;
-    if (w->type == SP_TYPE_F32) memcpy(dst, (const float *)row + p, (size_t)n * sizeof *dst);
-    else if (w->type == SP_TYPE_F16) k->f16_to_f32((const uint16_t *)row + p, dst, n);
-    else tt->dequantize(row + p / tt->block_size * tt->type_size, dst, n);
+    const uint8_t *part = (const uint8_t *)w->data + r * w->row_bytes + sp_row_size(w->type, p);
+    if (w->type == SP_TYPE_F32) memcpy(dst, part, (size_t)n * sizeof *dst);
+    else if (w->type == SP_TYPE_F16) k->f16_to_f32((const uint16_t *)part, dst, n);
+    else tt->dequantize(part, dst, n);
 }
 
 /* Rows [r0, r1) one dot product at a time: the fallback when a tile cannot be allocated. */

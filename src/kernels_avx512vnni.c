@@ -12,6 +12,7 @@ static inline __m256 dot_u8s8(__m256i u, __m256i s) {
     return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
 }
 
+#define SP_OWN_Q4_0_DOT /* dot_q4_0_wide below */
 #include "kernels_q8_blocks.h"
 
 /* Q4_0 in 512-bit registers: two blocks per register (each block's 16 code bytes broadcast to
@@ -312,7 +313,7 @@ void sp_avx512vnni_fill(sp_isa_kernels *k) {
     k->interleave16 = interleave16;
     k->quantize_act = quantize_act;
     q8_blocks_fill(k);
-    k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0_wide; /* in place of the 256-bit one */
+    k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0_wide;
     k->dot_rows_q8[SP_TYPE_Q4_0] = dot_q4_0_wide_rows;
     k->dot_row_q8[SP_TYPE_Q4_K] = dot_q4_K;
     k->dot_row_q8[SP_TYPE_Q5_K] = dot_q5_K;

@@ -6,6 +6,8 @@
  *                                          signed activations s, summed in groups of 4, as floats;
  * and UNROLL (kernels_x86.h). It gets, per format, name(row, x, n) for one token and
  * name##_rows(row, x, n_tokens, n, out, stride) for up to four; and Q4_K's scale unpacking.
+ * A set with a Q4_0 dot of its own (AVX-512 VNNI: two blocks per register) defines
+ * SP_OWN_Q4_0_DOT first: this one is then neither compiled nor listed.
  */
 #ifndef SP_KERNELS_Q8_BLOCKS_H
 #define SP_KERNELS_Q8_BLOCKS_H
@@ -151,7 +153,9 @@ static inline __m256 block_sums8(const int32_t *sum16) {
     }
 
 DOT_BLOCKS(dot_q8_0, block_q8_0, prod_q8_0, 0, 0, d)
+#ifndef SP_OWN_Q4_0_DOT
 DOT_BLOCKS(dot_q4_0, block_q4_0, prod_q4_0, 8, 0, d)
+#endif
 DOT_BLOCKS(dot_q5_0, block_q5_0, prod_q5_0, 16, 0, d)
 DOT_BLOCKS(dot_q4_1, block_q4_1, prod_q4_1, 0, 1, m)
 DOT_BLOCKS(dot_q5_1, block_q5_1, prod_q5_1, 0, 1, m)
@@ -160,15 +164,17 @@ DOT_BLOCKS(dot_q5_1, block_q5_1, prod_q5_1, 0, 1, m)
  * AVX-VNNI; the AVX2 set lists them in its table). */
 static inline void q8_blocks_fill(sp_isa_kernels *k) {
     k->dot_row_q8[SP_TYPE_Q8_0] = dot_q8_0;
-    k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0;
     k->dot_row_q8[SP_TYPE_Q4_1] = dot_q4_1;
     k->dot_row_q8[SP_TYPE_Q5_0] = dot_q5_0;
     k->dot_row_q8[SP_TYPE_Q5_1] = dot_q5_1;
     k->dot_rows_q8[SP_TYPE_Q8_0] = dot_q8_0_rows;
-    k->dot_rows_q8[SP_TYPE_Q4_0] = dot_q4_0_rows;
     k->dot_rows_q8[SP_TYPE_Q4_1] = dot_q4_1_rows;
     k->dot_rows_q8[SP_TYPE_Q5_0] = dot_q5_0_rows;
     k->dot_rows_q8[SP_TYPE_Q5_1] = dot_q5_1_rows;
+#ifndef SP_OWN_Q4_0_DOT
+    k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0;
+    k->dot_rows_q8[SP_TYPE_Q4_0] = dot_q4_0_rows;
+#endif
 }
 
 /* Q4_K's twelve bytes of six-bit scales and mins, unpacked with 32-bit word operations: bytes
