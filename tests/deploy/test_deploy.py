@@ -211,7 +211,7 @@ def main():
         time.sleep(0.2)
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait()
-        # they queue behind the survivors' long streams: on a slow build (the sanitizers' -O0 on a
+        # they queue behind the survivors' long streams: on a slow build (the sanitizers at -O0 on a
         # Zen 3 VM) that took more than a minute, so they wait as long as the streams may take
         after = run_all([lambda i=i: request(lport, dict(short, prompt=f"After the kill {i}."), timeout=180) for i in range(12)], 4)
         hung = streams.join(90)
