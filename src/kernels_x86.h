@@ -6,8 +6,8 @@
 
 /* Loops over register blocks whose sizes are constants at every call: unrolled, so that the
  * accumulators stay in registers. */
-/* Left out where GCC warns that it ignores the hint: unoptimised builds, and the sanitizers' -O1
- * (it removes some loops of one pass before it reads their hints) */
+/* Left out where GCC warns "ignoring loop annotation" (an error with -Werror): unoptimised
+ * builds, and the sanitizers' -O1 build (GCC 12) */
 #if defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__)
 #define UNROLL _Pragma("GCC unroll 8")
 #else
