@@ -28,6 +28,7 @@ sp_status spc_prefill(sp_context *ctx, sp_context *draft_ctx, const spc_prompt *
      * prompt (at most n-1: the last token runs for its logits); the logits of the last one */
     const int from = sp_context_common_prefix(ctx, p->ids, vouched < p->n - 1 ? vouched : p->n - 1);
     sp_context_truncate(ctx, from);
+    sp_context_fit_rope(ctx, p->n); /* where the context starts empty: YaRN past the training context */
     if (draft_ctx) return sp_specprefill(ctx, draft_ctx, p->ids, p->n, p->text, params, logits, importance, kept, st);
     const double t0 = seconds();
     sp_status s = SP_OK;

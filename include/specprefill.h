@@ -70,6 +70,15 @@ typedef struct sp_model sp_model;
 
 #define SP_N_TENSOR_TYPES 40 /* GGUF tensor type ids are below this */
 
+/* How positions are scaled past the length a model was trained on. */
+typedef enum {
+    SP_ROPE_SCALING_AUTO = 0, /* contexts: the model's own; where it has none, YaRN for each sequence longer
+                               * than its training context (sp_context_fit_rope) */
+    SP_ROPE_SCALING_NONE,     /* positions as they are (Llama 3's frequency factors stay: they are weights) */
+    SP_ROPE_SCALING_LINEAR,   /* positions divided by the factor (position interpolation) */
+    SP_ROPE_SCALING_YARN      /* YaRN: slow pairs interpolated, fast ones kept, attention sharpened */
+} sp_rope_scaling;
+
 typedef struct {
     char arch[32];         /* "llama", "qwen2", "qwen3" */
     int n_vocab;
@@ -92,6 +101,9 @@ typedef struct {
     bool rope_freq_factors;  /* Llama 3 frequency factors */
     bool has_chat_template;  /* tokenizer.chat_template present */
     int n_tensors_of_type[SP_N_TENSOR_TYPES]; /* tensors of each GGUF tensor type id */
+    sp_rope_scaling rope_scaling; /* the file's: NONE, LINEAR or YARN */
+    float rope_scale;             /* its factor (1 = none) */
+    int rope_orig_ctx;            /* YaRN's original context (else n_ctx_train) */
 } sp_model_info;
 
 /* The name of a GGUF tensor type id ("Q4_K", "F16", ...; "?" if unknown). */
@@ -134,11 +146,24 @@ typedef struct {
     int n_ctx;           /* KV-cache capacity in tokens (0 = min(model's training context, 4096)) */
     int n_batch;         /* tokens per forward micro-batch (0 = 512) */
     sp_kv_type kv_type;  /* storage of K and V (default F16) */
+    sp_rope_scaling rope_scaling; /* default AUTO: per sequence (sp_context_fit_rope) */
+    float rope_scale;    /* LINEAR / YARN factor (0 = n_ctx / yarn_orig_ctx, at least 1) */
+    int yarn_orig_ctx;   /* the length the model was trained on (0 = the file's: YaRN's original context,
+                          * else its training context) */
 } sp_context_params;
 
 SP_API sp_context_params sp_context_default_params(void);
 SP_API sp_status sp_context_new(const sp_model *model, const sp_context_params *params, sp_context **out);
 SP_API void sp_context_free(sp_context *ctx);
+/* The position scaling the context runs with now: the kind, and its factor (1 = none). */
+SP_API sp_rope_scaling sp_context_rope_scaling(const sp_context *ctx, float *factor);
+/* AUTO contexts of a model with no scaling of its own: sets the scaling for a sequence of n_tokens
+ * — YaRN by n_tokens / the training context where it is longer, else positions as trained. Only
+ * while the context is empty (cached keys keep the scaling they were rotated with); otherwise,
+ * and for contexts of another mode, nothing changes. Speculative prefill and speculative
+ * decoding call it for the contexts they fill; a caller that runs sp_decode over a long prompt
+ * itself calls it first. */
+SP_API sp_status sp_context_fit_rope(sp_context *ctx, int n_tokens);
 /* Forget every cached token. */
 SP_API void sp_context_reset(sp_context *ctx);
 /* Number of tokens in the KV cache. */

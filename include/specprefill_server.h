@@ -29,6 +29,9 @@ typedef struct {
     int conn_per_ip;            /* connections one client address may hold (0: no cap, e.g. behind a proxy) */
     int shutdown_timeout;       /* seconds running requests get to finish after SIGTERM */
     int ctx_size;               /* per slot */
+    sp_rope_scaling rope_scaling; /* position scaling of every context (main and draft; AUTO: per model) */
+    float rope_scale;           /* its factor (0 = ctx_size / training context) */
+    int yarn_orig_ctx;          /* YaRN's original context (0 = the model's) */
     int cache_ram_mib;          /* memory for conversations set aside when their slot is needed (0: none) */
     bool spec_reuse_kept;       /* a follow-up's speculative prefill keeps the main model's kept tokens (true), or only the
                                  * draft's cache, selecting the whole prompt afresh as a cold run does (false) */

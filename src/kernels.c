@@ -701,18 +701,49 @@ void sp_rmsnorm(float *out, const float *x, const float *weight, int n_rows, int
     }
 }
 
+/* The pair whose wavelength fits `turns` times into ctx tokens (a fraction: the ramp's ends). */
+static double yarn_pair(int n_rot, int ctx, double turns, double base) {
+    const double pi = 3.14159265358979323846;
+    return n_rot * log(ctx / (turns * 2 * pi)) / (2 * log(base));
+}
+
+void sp_rope_set_yarn(sp_rope_params *p, float factor, int orig_ctx, float beta_fast, float beta_slow, float attn_factor,
+                      bool by_turns) {
+    p->yarn = true;
+    p->yarn_by_turns = by_turns;
+    p->yarn_orig = (float)orig_ctx;
+    p->yarn_beta_fast = beta_fast;
+    p->yarn_beta_slow = beta_slow;
+    p->freq_scale = 1.0f / factor;
+    /* whole pairs at the ends, as llama.cpp rounds them, so that a GGUF reads the same in both */
+    const double lo = floor(yarn_pair(p->n_rot, orig_ctx, beta_fast, p->base));
+    const double hi = ceil(yarn_pair(p->n_rot, orig_ctx, beta_slow, p->base));
+    p->yarn_lo = (float)(lo > 0 ? lo : 0);
+    p->yarn_hi = (float)(hi < p->n_rot - 1 ? hi : p->n_rot - 1);
+    p->yarn_mscale = attn_factor * (1.0f + 0.1f * logf(factor));
+}
+
 void sp_rope_table(const sp_rope_params *p, const int32_t *pos, int n, float *cs) {
     const int half = p->n_rot / 2;
-    double freq[512];
+    double freq[512], mix[512]; /* mix: the share of the pair's own frequency (1 = not interpolated) */
     for (int i = 0; i < half && i < 512; i++) {
-        freq[i] = p->freq_scale * pow((double)p->base, -2.0 * i / p->n_rot);
+        freq[i] = pow((double)p->base, -2.0 * i / p->n_rot);
         if (p->freq_factors) freq[i] /= p->freq_factors[i];
+        mix[i] = 0;
+        if (p->yarn && p->yarn_by_turns) {
+            const double turns = p->yarn_orig * freq[i] / (2 * 3.14159265358979323846);
+            mix[i] = fmin(1, fmax(0, (turns - p->yarn_beta_slow) / fmax(1e-3, p->yarn_beta_fast - p->yarn_beta_slow)));
+        } else if (p->yarn) {
+            const double y = (i - p->yarn_lo) / fmax(0.001, p->yarn_hi - p->yarn_lo);
+            mix[i] = 1 - fmin(1, fmax(0, y));
+        }
     }
+    const double mscale = p->yarn ? p->yarn_mscale : 1.0;
     for (int t = 0; t < n; t++)
         for (int i = 0; i < half; i++) {
-            const double theta = (double)pos[t] * freq[i];
-            cs[(int64_t)t * p->n_rot + 2 * i] = (float)cos(theta);
-            cs[(int64_t)t * p->n_rot + 2 * i + 1] = (float)sin(theta);
+            const double own = (double)pos[t] * freq[i], theta = own * (p->freq_scale * (1 - mix[i]) + mix[i]);
+            cs[(int64_t)t * p->n_rot + 2 * i] = (float)(cos(theta) * mscale);
+            cs[(int64_t)t * p->n_rot + 2 * i + 1] = (float)(sin(theta) * mscale);
         }
 }
 

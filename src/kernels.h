@@ -167,10 +167,24 @@ void sp_rmsnorm(float *out, const float *x, const float *weight, int n_rows, int
 typedef struct {
     int n_rot;
     float base;
-    float freq_scale; /* linear scaling: position multiplier (1 = none) */
+    float freq_scale; /* position multiplier of linear and YaRN scaling: 1 / factor (1 = none) */
     bool neox;
     const float *freq_factors;
+    /* YaRN (Peng et al. 2023), where yarn is set: pairs that turn at least beta_fast times within
+     * the training context keep their frequency, those that turn at most beta_slow times are
+     * interpolated by freq_scale, a linear ramp between — in the number of turns (by_turns: the
+     * paper's definition), or in the pair's index from yarn_lo to yarn_hi (llama.cpp's, for
+     * files that declare YaRN). cos and sin are multiplied by yarn_mscale, so every q·k by its
+     * square (the attention temperature). */
+    bool yarn, yarn_by_turns;
+    float yarn_lo, yarn_hi, yarn_mscale;
+    float yarn_orig, yarn_beta_fast, yarn_beta_slow;
 } sp_rope_params;
+/* Turns YaRN on in p (base and n_rot set): positions scaled by 1/factor for a model trained on
+ * orig_ctx tokens; beta_fast and beta_slow (32 and 1 as published) are the turns within orig_ctx
+ * where the ramp starts and ends; attn_factor multiplies the temperature's 1 + 0.1 ln(factor). */
+void sp_rope_set_yarn(sp_rope_params *p, float factor, int orig_ctx, float beta_fast, float beta_slow, float attn_factor,
+                      bool by_turns);
 /* In two steps, for a batch: the cosines and sines of n positions once (cs: n × n_rot floats,
  * cos and sin of each pair), then any number of rotations (q, k; every layer) with one row. */
 void sp_rope_table(const sp_rope_params *p, const int32_t *pos, int n, float *cs);

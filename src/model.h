@@ -46,6 +46,11 @@ struct sp_context {
     void *runner_user;
     /* scratch, sized for n_batch tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logit_in;
+    sp_rope_params rope;       /* the model's, with this context's scaling (sp_context_params) */
+    sp_rope_scaling rope_scaling;
+    float rope_factor;
+    bool rope_auto;            /* sp_context_fit_rope sets the scaling of each sequence */
+    int rope_orig_ctx;         /* the length the model was trained on */
     float *rope_cs; /* the batch's RoPE cosines and sines, [n_batch][n_rot] */
     int *n_visible;            /* per batch row: cache cells it attends to (its own cell + 1) */
     sp_context **row_seq;      /* n_batch pointers to this context: sp_decode's rows' sequence */

@@ -97,6 +97,7 @@ static sp_status start(sp_specdecoder *s, const sp_token *prompt, int n_prompt) 
     /* the draft holds the prompt, then SpecPrefill's look-ahead — or, after a full prefill, an
      * earlier text: keep what is this prompt */
     if ((st = sp_context_truncate(s->draft, sp_context_common_prefix(s->draft, prompt, n_prompt))) != SP_OK) return st;
+    sp_context_fit_rope(s->draft, n_prompt); /* a draft that reads the prompt afresh reads it as the main did */
     if ((st = reserve(s, n_prompt)) != SP_OK) return st;
     memcpy(s->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
     s->n_tokens = n_prompt;

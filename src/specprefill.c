@@ -115,6 +115,7 @@ static sp_status score_tokens(sp_context *draft, const sp_token *prompt, int n, 
     const int layers = n_layers > 0 && n_layers < dm->info.n_layer ? n_layers : dm->info.n_layer;
     const int start = reuse && draft->kv_layers == layers ? sp_context_common_prefix(draft, prompt, n - 1) : 0;
     sp_context_truncate(draft, start);
+    sp_context_fit_rope(draft, n); /* where the draft starts empty */
     st->n_draft_reused = start;
     double t0 = sp_seconds();
     sp_status s = sp_forward(draft, prompt + start, pos + start, n - 1 - start, NULL, 0, NULL, &o);
@@ -273,6 +274,7 @@ static sp_status run(sp_context *main_ctx, sp_context *draft_ctx, const sp_token
         r++;
     const int start = r < main_ctx->n_cached && main_ctx->cell_pos[r] < limit ? (r ? main_ctx->cell_pos[r - 1] + 1 : 0) : limit;
     sp_context_truncate(main_ctx, r);
+    sp_context_fit_rope(main_ctx, n); /* where the main context starts empty */
     float *imp = importance ? importance : malloc((size_t)n * sizeof *imp);
     uint8_t *keep = kept ? kept : malloc((size_t)n);
     int n_kept = 0;

@@ -17,7 +17,7 @@ check() {  # name, command...
 gen() { $PY make_eval.py --tokenizer "$root/models/tokenizer.json" "$@"; }
 
 gen --bundled "$work"
-for set in retrieval-2k retrieval-2k-ci retrieval-8k; do
+for set in retrieval-2k retrieval-2k-ci retrieval-8k retrieval-16k; do
     check "eval/$set.jsonl reproduces" cmp -s "$work/$set.jsonl" "$root/eval/$set.jsonl"
 done
 

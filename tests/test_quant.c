@@ -660,7 +660,7 @@ static void rope_by_definition(void **st) {
     enum { D = 8 };
     const int32_t pos = 3;
     for (int neox = 0; neox <= 1; neox++) {
-        sp_rope_params p = {D, 10000.0f, 1.0f, neox != 0, NULL};
+        sp_rope_params p = {.n_rot = D, .base = 10000.0f, .freq_scale = 1.0f, .neox = neox != 0};
         float cs[D], x[D];
         sp_rope_table(&p, &pos, 1, cs);
         for (int i = 0; i < D; i++) x[i] = (float)(i + 1);
@@ -673,6 +673,46 @@ static void rope_by_definition(void **st) {
             assert_float_equal(x[b], xa * sin(th) + xb * cos(th), 1e-5);
         }
     }
+}
+
+/* YaRN by the paper's definition (Peng et al. 2023, "NTK-by-parts" and the temperature), in
+ * double: pair i turns r = L / λ_i times within the training context L (λ_i = 2π base^(2i/d));
+ * pairs with r ≥ β_fast keep their angle, pairs with r ≤ β_slow are divided by the factor s, the
+ * pairs between mix the two linearly in i (ends rounded outward to whole pairs, as llama.cpp
+ * does); every cos and sin is multiplied by 1 + 0.1 ln s. */
+static void yarn_by_definition(void **st) {
+    (void)st;
+    enum { D = 32 };
+    const double base = 10000, L = 2048, s = 4, fast = 32, slow = 1, pi = 3.14159265358979323846;
+    sp_rope_params p = {.n_rot = D, .base = (float)base, .freq_scale = 1.0f};
+    sp_rope_set_yarn(&p, (float)s, (int)L, (float)fast, (float)slow, 1.0f, false);
+    /* the pair index where r = β: base^(2i/d) = L / (2π β) */
+    const double lo = floor(D / 2.0 * log(L / (2 * pi * fast)) / log(base));
+    const double hi = ceil(D / 2.0 * log(L / (2 * pi * slow)) / log(base));
+    assert_true(lo >= 1 && hi < D / 2 && lo < hi); /* the ramp lies inside: every kind of pair is checked */
+    const int32_t pos[3] = {0, 777, 8000};
+    float cs[3 * D];
+    sp_rope_table(&p, pos, 3, cs);
+    const double m = 1 + 0.1 * log(s);
+    for (int t = 0; t < 3; t++)
+        for (int i = 0; i < D / 2; i++) {
+            const double own = pos[t] * pow(base, -2.0 * i / D);
+            const double keep = i <= lo ? 1 : i >= hi ? 0 : 1 - (i - lo) / (hi - lo);
+            const double th = own * keep + own / s * (1 - keep);
+            assert_float_equal(cs[t * D + 2 * i], m * cos(th), 2e-5);
+            assert_float_equal(cs[t * D + 2 * i + 1], m * sin(th), 2e-5);
+        }
+    /* the paper's ramp (γ(r) = (r - β_slow) / (β_fast - β_slow), clamped): linear in the turns */
+    sp_rope_set_yarn(&p, (float)s, (int)L, (float)fast, (float)slow, 1.0f, true);
+    sp_rope_table(&p, pos, 3, cs);
+    for (int t = 0; t < 3; t++)
+        for (int i = 0; i < D / 2; i++) {
+            const double own = pos[t] * pow(base, -2.0 * i / D), r = L / (2 * pi / pow(base, -2.0 * i / D));
+            const double keep = r >= fast ? 1 : r <= slow ? 0 : (r - slow) / (fast - slow);
+            const double th = own * keep + own / s * (1 - keep);
+            assert_float_equal(cs[t * D + 2 * i], m * cos(th), 2e-5);
+            assert_float_equal(cs[t * D + 2 * i + 1], m * sin(th), 2e-5);
+        }
 }
 
 /* The pool on an oversubscribed machine — six threads and a busy competitor on this machine's
@@ -736,7 +776,7 @@ int main(void) {
         cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels),
         cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
         cmocka_unit_test(kernel_set_by_name),
-        cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(thread_pool_oversubscribed),
+        cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(yarn_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(thread_pool_oversubscribed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

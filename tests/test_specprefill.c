@@ -637,6 +637,73 @@ static void cached_self_speculation_by_layers(void **st) {
     sp_model_free(m);
 }
 
+/* Positions past the training context (a model of 64): an AUTO context reads a sequence within it
+ * exactly as trained, whatever the context's size; a longer one with YaRN by its length; the
+ * scaling is the sequence's (a context that holds tokens keeps its own); a saved cache carries it
+ * into an AUTO context and is refused by a context told to scale otherwise. */
+static void rope_scaling_per_sequence(void **st) {
+    (void)st;
+    char path[1024];
+    make_test_model("--arch qwen2 --n-vocab 300 --n-embd 64 --n-layer 2 --n-head 2 --n-head-kv 1 --n-ff 128 --ctx 64 --seed 5",
+                    "rope-ctx64.gguf", path, sizeof path);
+    sp_model *m;
+    assert_int_equal(sp_model_load(path, &m), SP_OK);
+    enum { N = 160, V = 300 };
+    sp_token t[N];
+    int32_t pos[N];
+    for (int j = 0; j < N; j++) t[j] = (j * 37 + 5) % V, pos[j] = j;
+    sp_context *small = context(m, 64, SP_KV_F32), *big = context(m, 256, SP_KV_F32), *none;
+    sp_context_params np = sp_context_default_params();
+    np.n_ctx = 256;
+    np.kv_type = SP_KV_F32;
+    np.rope_scaling = SP_ROPE_SCALING_NONE;
+    assert_int_equal(sp_context_new(m, &np, &none), SP_OK);
+    float a[V], b[V], factor = 0;
+    int32_t last = 39;
+    /* within the training context: as trained, in a context of 64 or of 256 */
+    assert_int_equal(sp_context_fit_rope(small, 40), SP_OK);
+    assert_int_equal(sp_context_fit_rope(big, 40), SP_OK);
+    assert_int_equal(sp_context_rope_scaling(big, &factor), SP_ROPE_SCALING_NONE);
+    assert_true(factor == 1.0f);
+    assert_int_equal(sp_decode(small, t, pos, 40, &last, 1, a), SP_OK);
+    assert_int_equal(sp_decode(big, t, pos, 40, &last, 1, b), SP_OK);
+    assert_memory_equal(a, b, sizeof a);
+    /* longer: YaRN by 128 / 64; a context told NONE reads the positions as they are */
+    sp_context_reset(big);
+    assert_int_equal(sp_context_fit_rope(big, 128), SP_OK);
+    assert_int_equal(sp_context_rope_scaling(big, &factor), SP_ROPE_SCALING_YARN);
+    assert_true(factor == 2.0f);
+    assert_int_equal(sp_context_fit_rope(none, 128), SP_OK);
+    assert_int_equal(sp_context_rope_scaling(none, &factor), SP_ROPE_SCALING_NONE);
+    last = 127;
+    assert_int_equal(sp_decode(big, t, pos, 128, &last, 1, a), SP_OK);
+    assert_int_equal(sp_decode(none, t, pos, 128, &last, 1, b), SP_OK);
+    assert_memory_not_equal(a, b, sizeof a);
+    /* a context holding tokens keeps its scaling */
+    assert_int_equal(sp_context_fit_rope(big, 40), SP_OK);
+    assert_int_equal(sp_context_rope_scaling(big, &factor), SP_ROPE_SCALING_YARN);
+    assert_true(factor == 2.0f);
+    /* the saved cache carries it: an AUTO context (now as trained) takes it and continues bit for
+     * bit; the NONE context refuses it */
+    const size_t size = sp_context_state_size(big);
+    uint8_t *buf = malloc(size);
+    assert_non_null(buf);
+    assert_int_equal(sp_context_state_save(big, buf, size), SP_OK);
+    sp_context *other = context(m, 256, SP_KV_F32);
+    assert_int_equal(sp_context_rope_scaling(other, &factor), SP_ROPE_SCALING_NONE);
+    assert_int_equal(sp_context_state_load(other, buf, size), SP_OK);
+    assert_int_equal(sp_context_rope_scaling(other, &factor), SP_ROPE_SCALING_YARN);
+    assert_true(factor == 2.0f);
+    assert_int_equal(sp_context_state_load(none, buf, size), SP_ERR_ARGUMENT);
+    int32_t row = 0, next = 128;
+    assert_int_equal(sp_decode(big, &t[128], &next, 1, &row, 1, a), SP_OK);
+    assert_int_equal(sp_decode(other, &t[128], &next, 1, &row, 1, b), SP_OK);
+    assert_memory_equal(a, b, sizeof a);
+    free(buf);
+    sp_context_free(small); sp_context_free(big); sp_context_free(none); sp_context_free(other);
+    sp_model_free(m);
+}
+
 /* A cache set aside as bytes and put back continues exactly where it was; bytes of another
  * model, another KV type, a smaller context or a damaged buffer are refused and change nothing. */
 static void cache_state_round_trip(void **st) {
@@ -730,7 +797,7 @@ int main(void) {
         cmocka_unit_test(keep_all_equals_full_prefill), cmocka_unit_test(sparse_prefill_matches_gapped_fixture),
         cmocka_unit_test(always_kept_tokens), cmocka_unit_test(cross_tokenizer_draft), cmocka_unit_test(stages_compose_to_specprefill),
         cmocka_unit_test(bad_parameters), cmocka_unit_test(cached_turn_equals_cold_with_same_keep_set),
-        cmocka_unit_test(cached_self_speculation_by_layers), cmocka_unit_test(cache_state_round_trip),
+        cmocka_unit_test(cached_self_speculation_by_layers), cmocka_unit_test(cache_state_round_trip), cmocka_unit_test(rope_scaling_per_sequence),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

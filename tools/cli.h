@@ -23,6 +23,10 @@ int cmd_convert(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 
 /* Options: options.h. */
+#include "options.h"
+
+/* The --rope-scaling, --rope-scale and --yarn-orig-ctx options into a context's parameters. */
+void cli_rope_apply(const cli_rope *r, sp_context_params *p);
 
 /* The chat template the options ask for: a built-in by --chat-template NAME, a file by
  * --chat-template-file, else NULL (the model's own). *owned is what to free. Returns -1 to go on,

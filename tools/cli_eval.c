@@ -350,6 +350,7 @@ static double select_and_answer(const doc_run *r, const float *imp, const sp_spe
     if (sp_specprefill_select(r->m, r->p, r->n, imp, q, r->kept, &n_kept) != SP_OK) return fail_status("selection"), -1;
     if (checked && !selection_holds(r->m, r->p, r->n, r->kept, q, r->index, checked)) (*bad_selection)++;
     sp_context_reset(r->ctx);
+    sp_context_fit_rope(r->ctx, r->n);
     if (sp_prefill_kept(r->ctx, r->p, r->n, r->kept, r->logits) != SP_OK) return fail_status("sparse prefill"), -1;
     return answer_into(r, c, t_score + now_seconds() - t0, n_kept);
 }
@@ -613,6 +614,7 @@ int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *draft_path = NULL, *prefix = NULL, *system = NULL, *tmpl = NULL, *tmpl_file = NULL, *kwargs = NULL, *methods = NULL;
     const char *tasks[MAX_TASKS], *merges[MAX_TASKS];
     int n_merges = 0, n_tasks = 0, skip = 0, limit = MAX_DOCS, threads = 0, max_tokens = 16, n_ctx = 0, n_keeps = 5;
+    cli_rope rope = {0, 0, 0};
     double keeps[MAX_KEEPS] = {0.05, 0.1, 0.2, 0.3, 0.5};
     bool on[M_COUNT], chat = false;
     int score_mode = SCORE_EXACT;
@@ -646,6 +648,7 @@ int cmd_eval(int argc, char **argv) {
                 "run nothing: report the documents of several runs' PREFIX.json as one (a long evaluation split into parts; same methods, keep rates and models)",
                 .count = &n_merges, .max_count = MAX_TASKS),
         CLI_THREADS_OPTION(&threads),
+        CLI_ROPE_OPTIONS(&rope),
         CLI_SECTION_ROW("checks (exit 1 when one fails; for CI)"),
         CLI_OPT("--min-accuracy", NULL, CLI_DOUBLE, &min_acc, 0, 1, "X", "full prefill's accuracy reaches X", .shown_default = ""),
         CLI_OPT("--min-spec-accuracy", NULL, CLI_DOUBLES, min_spec, 0, 1, "LIST",
@@ -745,6 +748,7 @@ int cmd_eval(int argc, char **argv) {
     }
     sp_context_params cp = sp_context_default_params();
     cp.n_ctx = n_ctx ? n_ctx : max_need + 8;
+    cli_rope_apply(&rope, &cp); /* every context of the run; auto resolves per model and size */
     if (max_need > cp.n_ctx) { fprintf(stderr, "error: a prompt and its answer (%d tokens) do not fit -c %d\n", max_need, cp.n_ctx); goto done; }
     if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
     sp_context_params dp = cp;

@@ -48,6 +48,7 @@ int cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *file = NULL, *system = NULL, *tmpl = NULL, *tmpl_file = NULL, *kwargs = NULL;
     const char *draft_path = NULL, *explain = NULL, *stops[SPC_MAX_STOPS];
     int n_stops = 0, n_predict = 128, threads = 0, n_ctx = 0, kv_type = 0;
+    cli_rope rope = {0, 0, 0};
     bool chat = false, self_spec = false, no_spec = false, no_spec_decode = false, spec_decode_sampling = false;
     sp_specdecode_params sdp = sp_specdecode_default_params();
     sp_sampling_params sp = sp_sampling_default_params();
@@ -66,6 +67,7 @@ int cmd_generate(int argc, char **argv) {
         CLI_OPT("--ctx-size", "-c", CLI_INT, &n_ctx, 0, 1 << 24, "N", "KV-cache capacity", .shown_default = "prompt + n-predict"),
         CLI_THREADS_OPTION(&threads),
         CLI_KV_TYPE_OPTION(&kv_type),
+        CLI_ROPE_OPTIONS(&rope),
         CLI_SECTION_ROW("speculative prefill (prefill only the prompt tokens a draft model finds important)"),
         CLI_OPT("--draft", NULL, CLI_TEXT, &draft_path, 0, 0, "FILE", "draft model with the same tokenizer (turns speculative prefill on)"),
         CLI_OPT("--self-spec", NULL, CLI_FLAG, &self_spec, 0, 0, NULL, "no draft: score with the main model's first layers"),
@@ -128,6 +130,7 @@ int cmd_generate(int argc, char **argv) {
     sp_context_params cp = sp_context_default_params();
     cp.n_ctx = n_ctx ? n_ctx : pr.n + n_predict;
     cp.kv_type = kv_type == 1 ? SP_KV_F32 : SP_KV_F16;
+    cli_rope_apply(&rope, &cp);
     if (pr.n + n_predict > cp.n_ctx) {
         fprintf(stderr, "error: prompt (%d tokens) + %d to generate exceed the context of %d\n", pr.n, n_predict, cp.n_ctx);
         goto done;
@@ -139,7 +142,7 @@ int cmd_generate(int argc, char **argv) {
     /* speculative decoding: a draft of the same tokenizer */
     const bool spec_decode = dm && !other_vocab && !no_spec_decode && (sp.temperature == 0 || spec_decode_sampling);
     if (spec || spec_decode) {
-        sp_context_params dp = sp_context_default_params();
+        sp_context_params dp = cp; /* the same scaling; auto resolves it per model */
         dp.n_ctx = spc_draft_ctx_size(other_vocab ? (int)strlen(pr.text) : pr.n, &spp, other_vocab) +
                    (spec_decode ? n_predict + SP_SPECDECODE_MAX_DRAFT : 0);
         if (sp_context_new(dm ? dm : m, &dp, &dctx) != SP_OK) { fail_status("draft context"); goto done; }

@@ -25,8 +25,13 @@ int cmd_info(int argc, char **argv) {
         printf("embedding     %d\n", i->n_embd);
         printf("heads         %d (KV heads %d, head dim %d)\n", i->n_head, i->n_head_kv, i->head_dim);
         printf("feed-forward  %d\n", i->n_ff);
-        printf("rope          base %g, %d dims, %s%s\n", i->rope_base, i->n_rot, i->rope_neox ? "neox" : "normal",
+        printf("rope          base %g, %d dims, %s%s", i->rope_base, i->n_rot, i->rope_neox ? "neox" : "normal",
                i->rope_freq_factors ? ", llama3 frequency factors" : "");
+        if (i->rope_scaling == SP_ROPE_SCALING_LINEAR) printf(", linear scaling x%g", i->rope_scale);
+        if (i->rope_scaling == SP_ROPE_SCALING_YARN) printf(", YaRN x%g from %d", i->rope_scale, i->rope_orig_ctx);
+        if (i->rope_scaling == SP_ROPE_SCALING_NONE && !i->rope_freq_factors && i->n_ctx_train > 0)
+            printf(" (YaRN past %d tokens unless --rope-scaling none)", i->n_ctx_train);
+        printf("\n");
         printf("rms eps       %g\n", i->rms_eps);
         printf("output        %s\n", i->tied_output ? "tied to token embedding" : "separate");
         printf("tensor types ");

@@ -25,11 +25,13 @@ static int *int_array(const cJSON *a, int *n, int max) {
 int cmd_logits(int argc, char **argv) {
     const char *model_path = NULL, *case_path = NULL;
     int threads = 0, kv_type = 0;
+    cli_rope rope = {0, 0, 0};
     const cli_option options[] = {
         CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the model (GGUF)"),
         CLI_OPT("--case", NULL, CLI_TEXT, &case_path, 0, 0, "CASE.json", "the batches to decode"),
         CLI_KV_TYPE_OPTION(&kv_type),
         CLI_THREADS_OPTION(&threads),
+        CLI_ROPE_OPTIONS(&rope),
         CLI_OPTIONS_END,
     };
     const cli_command cmd = {"logits -m MODEL.gguf --case CASE.json [options]",
@@ -71,6 +73,7 @@ int cmd_logits(int argc, char **argv) {
     for (int b = 0; b < n_batches; b++) total += cJSON_GetArraySize(cJSON_GetArrayItem(tokens, b));
     sp_context_params cp = sp_context_default_params();
     cp.kv_type = kv_type == 1 ? SP_KV_F32 : SP_KV_F16;
+    cli_rope_apply(&rope, &cp);
     cp.n_ctx = total > 0 ? total : 1;
     sp_context *ctx = NULL;
     int rc = 0;

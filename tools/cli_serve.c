@@ -25,6 +25,7 @@ int cmd_serve(int argc, char **argv) {
     c.spec_decode_default = true;
     c.spec_decode = sp_specdecode_default_params();
     int max_body = 8 << 20;
+    cli_rope rope = {0, 0, 0};
     const char *tmpl = NULL, *tmpl_file = NULL;
     const cli_option options[] = {
         CLI_OPT("--model", "-m", CLI_TEXT, &c.model_path, 0, 0, "FILE", "the model (GGUF)"),
@@ -34,6 +35,7 @@ int cmd_serve(int argc, char **argv) {
         CLI_OPT("--queue", NULL, CLI_INT, &c.queue, 0, 100000, "M", "requests waiting beyond the slots; more get 503"),
         CLI_OPT("--api-key", NULL, CLI_TEXT, &c.api_key, 0, 0, "KEY", "require Authorization: Bearer KEY on /v1/* and /metrics", .shown_default = "none"),
         CLI_OPT("--ctx-size", "-c", CLI_INT, &c.ctx_size, 16, 1 << 24, "N", "context per slot, prompt + output", .shown_default = "min(model's, 4096)"),
+        CLI_ROPE_OPTIONS(&rope),
         CLI_OPT("--cache-ram", NULL, CLI_INT, &c.cache_ram_mib, 0, 1 << 20, "MiB",
                 "memory for conversations set aside when their slot is needed (least recently used dropped first); 0 = none"),
         CLI_OPT("--step-tokens", NULL, CLI_INT, &c.step_tokens, 16, 1 << 16, "N",
@@ -75,6 +77,9 @@ int cmd_serve(int argc, char **argv) {
     if (parsed >= 0) return parsed;
     if (!c.model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
     c.max_body = (size_t)max_body;
+    c.rope_scaling = (sp_rope_scaling)rope.kind;
+    c.rope_scale = rope.scale;
+    c.yarn_orig_ctx = rope.orig_ctx;
     c.spec_reuse_kept = spec_reuse == 0;
     if (c.conn_per_ip < 0) c.conn_per_ip = c.parallel + c.queue + 8;
     char *tmpl_owned = NULL;

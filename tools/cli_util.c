@@ -56,3 +56,9 @@ int cli_chat_template(const char *name, const char *file, const char **source, c
     if (file && !(*source = *owned = read_file(file, NULL))) return 1;
     return -1;
 }
+
+void cli_rope_apply(const cli_rope *r, sp_context_params *p) {
+    p->rope_scaling = (sp_rope_scaling)r->kind;
+    p->rope_scale = r->scale;
+    p->yarn_orig_ctx = r->orig_ctx;
+}

@@ -65,6 +65,18 @@ int cli_parse(const cli_command *cmd, int argc, char **argv);
     CLI_OPT("--threads", "-t", CLI_INT, (threads), 0, 256, "N", "worker threads", .shown_default = "all cores")
 #define CLI_KV_TYPE_OPTION(kv_index) \
     CLI_OPT("--kv-type", NULL, CLI_CHOICE, (kv_index), 0, 0, "f16|f32", "KV-cache storage")
+/* How positions are scaled past the model's training context (generate, serve, eval, logits):
+ * the choice's index is sp_rope_scaling's value. */
+typedef struct {
+    int kind;      /* auto, none, linear, yarn */
+    float scale;   /* 0 = the context's size / the training context */
+    int orig_ctx;  /* 0 = the model's */
+} cli_rope;
+#define CLI_ROPE_OPTIONS(r) \
+    CLI_OPT("--rope-scaling", NULL, CLI_CHOICE, &(r)->kind, 0, 0, "auto|none|linear|yarn", \
+            "positions past the training context: auto = the model's own scaling, or where it has none YaRN for each prompt longer than its training context (by their ratio); linear/yarn: fixed for every prompt"), \
+    CLI_OPT("--rope-scale", NULL, CLI_FLOAT, &(r)->scale, 1, 1e5, "F", "the factor of --rope-scaling linear/yarn", .shown_default = "-c / training context"), \
+    CLI_OPT("--yarn-orig-ctx", NULL, CLI_INT, &(r)->orig_ctx, 1, 1 << 24, "N", "the context the model was trained on", .shown_default = "the model's")
 #define CLI_SAMPLING_OPTIONS(s) \
     CLI_OPT("--temp", NULL, CLI_FLOAT, &(s)->temperature, 0, 100, "T", "temperature, 0 = greedy"), \
     CLI_OPT("--top-k", NULL, CLI_INT, &(s)->top_k, 0, 1 << 24, "K", "sample among the K most likely tokens, 0 = all"), \

@@ -302,6 +302,8 @@ def main():
     ap.add_argument("--head-dim", type=int, default=0, help="default dim / heads")
     ap.add_argument("--ffn", type=int, default=768)
     ap.add_argument("--rope-base", type=float, default=10000)
+    ap.add_argument("--context-length", type=int, default=2400,
+                    help="the training context the GGUF states: past it the engine reads with YaRN by default (the curriculum's longest documents are ~2 300 tokens)")
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps")
@@ -353,7 +355,7 @@ def main():
     spec = json.load(open(a.tokenizer))
     tok = bpe.Tokenizer(spec)
     c = {"dim": a.dim, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn, "vocab": len(spec["tokens"]),
-         "rope_base": a.rope_base, "seed": a.seed, "minutes": a.minutes}
+         "rope_base": a.rope_base, "seed": a.seed, "minutes": a.minutes, "context_length": a.context_length}
     if a.head_dim:
         c["head_dim"] = a.head_dim
     if a.init:

@@ -261,6 +261,9 @@ bool sp_srv_scheduler_start(void) {
     for (int i = 0; i < cfg->parallel; i++) {
         sp_context_params p = sp_context_default_params();
         p.n_ctx = cfg->ctx_size;
+        p.rope_scaling = cfg->rope_scaling;
+        p.rope_scale = cfg->rope_scale;
+        p.yarn_orig_ctx = cfg->yarn_orig_ctx;
         p.n_batch = cfg->step_tokens; /* a prefill reads its prompt in pieces of this many tokens */
         Q.slots[i].index = i;
         Q.slots[i].idle = true;
