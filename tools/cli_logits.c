@@ -78,6 +78,7 @@ int cmd_logits(int argc, char **argv) {
     sp_context *ctx = NULL;
     int rc = 0;
     if (sp_context_new(m, &cp, &ctx) != SP_OK) { rc = fail_status("context"); goto done; }
+    sp_context_fit_rope(ctx, total); /* the case is one sequence: scaled as generate would scale it */
     for (int b = 0; b < n_batches && rc == 0; b++) {
         int n, np;
         int *tok = int_array(cJSON_GetArrayItem(tokens, b), &n, n_vocab - 1);

@@ -69,14 +69,14 @@ def kernel_sets():
     return sets
 
 
-def engine_logits(sp, model, case, work, isa=None, kv="f16"):
+def engine_logits(sp, model, case, work, isa=None, kv="f16", extra=()):
     path = os.path.join(work, "case.json")
     with open(path, "w") as f:
         json.dump(case, f)
     env = dict(os.environ)
     if isa:
         env["SPECPREFILL_ISA"] = isa
-    r = subprocess.run([sp, "logits", "-m", model, "--case", path, "--kv-type", kv], capture_output=True, env=env)
+    r = subprocess.run([sp, "logits", "-m", model, "--case", path, "--kv-type", kv, *extra], capture_output=True, env=env)
     if r.returncode:
         raise RuntimeError(f"specprefill logits failed: {r.stderr.decode()[-500:]}")
     return np.array(json.loads(r.stdout)["logits"])
@@ -192,6 +192,65 @@ def check_real(sp, path, isas):
     return ok, lines
 
 
+def with_yarn_keys(src, dst, factor, orig):
+    """A copy of the GGUF src that declares YaRN (llama.cpp's keys), written with gguf-py."""
+    import gguf
+    r = gguf.GGUFReader(src)
+    arch = r.fields["general.architecture"].contents()
+    w = gguf.GGUFWriter(dst, arch=arch)
+    for name, f in r.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        if f.types[0] == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(name, f.contents(), f.types[0], sub_type=f.types[-1])
+        else:
+            w.add_key_value(name, f.contents(), f.types[0])
+    w.add_string(f"{arch}.rope.scaling.type", "yarn")
+    w.add_float32(f"{arch}.rope.scaling.factor", factor)
+    w.add_uint32(f"{arch}.rope.scaling.original_context_length", orig)
+    for t in r.tensors:
+        w.add_tensor(t.name, np.array(t.data), raw_shape=[int(x) for x in reversed(t.shape)], raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def check_yarn(sp, work, isa):
+    """Past the training context (a model trained on 32 tokens, cases of 40-48): the default,
+    YaRN by the sequence's length over 32 with the paper's ramp; --rope-scaling yarn with a fixed
+    factor, llama.cpp's ramp; and a file that declares YaRN (gguf-py writes the keys), read as
+    llama.cpp reads it — each against the reference's own YaRN, with an f32 KV cache (only f32
+    arithmetic left: 5e-5). And the scaling must matter: positions as they are differ."""
+    path = os.path.join(work, "qwen2-F32-ctx32.gguf")
+    subprocess.run([sp, "make-model", "--arch", "qwen2", "--type", "F32", "--vocab-from", os.path.join(ROOT, "models", "main.gguf"),
+                    "--seed", "5", "--ctx", "32", "--rope-base", "10000", "-o", path], check=True, capture_output=True)
+    declared = os.path.join(work, "qwen2-F32-ctx32-yarn3.gguf")
+    with_yarn_keys(path, declared, 3.0, 32)
+    m, md = F.Model(path), F.Model(declared)
+    if md.yarn != (3.0, 32, False):
+        return False, [f"  FAIL the reference does not read the declared YaRN: {md.yarn}"]
+    ok, lines = True, []
+    for name, case in random_cases(m.n_vocab).items():
+        auto = F.run_case(m, case)
+        m.yarn = (3.0, 32, False)
+        fixed = F.run_case(m, case)
+        m.yarn = None
+        runs = (("auto", path, auto, ()), ("yarn x3", path, fixed, ("--rope-scaling", "yarn", "--rope-scale", "3")),
+                ("file x3", declared, F.run_case(md, case), ()))
+        for label, model, want, extra in runs:
+            dev = float(np.abs(engine_logits(sp, model, case, work, isa, kv="f32", extra=extra) - want).max())
+            lines.append(f"  qwen2-F32-ctx32 {name:12s} {label:8s} [{isa}]: max dev {dev:.2g} (tolerance 5e-5)")
+            if dev > 5e-5:
+                ok = False
+                lines.append(f"  FAIL YaRN {label} on {name}: max dev {dev:.3g} > 5e-5")
+        plain = engine_logits(sp, path, case, work, isa, kv="f32", extra=("--rope-scaling", "none"))
+        if float(np.abs(plain - auto).max()) < 1e-2:
+            ok = False
+            lines.append(f"  FAIL YaRN on {name}: the logits do not move with it (a check that cannot fail)")
+    return ok, lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("sp")
@@ -223,6 +282,9 @@ def main():
             lines.append(f"  FAIL {arch}-{typ}: general.file_type reads as {got} in llama.cpp's numbering, not {want}")
         print("\n".join(lines), flush=True)
         passed, failed = passed + ok, failed + (not ok)
+    ok, lines = check_yarn(a.sp, a.work, isas[-1])
+    print("\n".join(lines), flush=True)
+    passed, failed = passed + ok, failed + (not ok)
     if a.real and os.path.exists(a.real):
         ok, lines = check_real(a.sp, a.real, isas)
         print("\n".join(lines))

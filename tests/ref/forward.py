@@ -57,6 +57,17 @@ class Model:
         self.tied = "output.weight" not in self.tensors
         self.n_vocab = int(self.tensors["token_embd.weight"].shape[1])
         self.rope_freqs = self.w("rope_freqs.weight") if "rope_freqs.weight" in self.tensors else None
+        self.n_ctx_train = f(f"{a}.context_length", 0)
+        # position scaling: None, or (factor, original context, by_turns) for YaRN
+        self.yarn = None
+        if f(f"{a}.rope.scaling.type") == "yarn":
+            self.yarn = (f(f"{a}.rope.scaling.factor"), f(f"{a}.rope.scaling.original_context_length", self.n_ctx_train), False)
+
+    def fit_sequence(self, n):
+        """The engine's default for a model with no scaling of its own: YaRN (the paper's ramp, in
+        turns) by n / the training context for a sequence longer than it."""
+        if self.yarn is None and self.rope_freqs is None and 0 < self.n_ctx_train < n:
+            self.yarn = (n / self.n_ctx_train, self.n_ctx_train, True)
 
     def type(self, name):
         return self.tensors[name].tensor_type
@@ -93,8 +104,24 @@ def _rope(m, x, pos):
     inv = m.rope_base ** (-2.0 * np.arange(half) / m.n_rot)
     if m.rope_freqs is not None:
         inv = inv / m.rope_freqs[:half]
+    mscale = 1.0
+    if m.yarn is not None:
+        # YaRN (Peng et al. 2023): a pair that turns r times within the original context keeps its
+        # frequency where r >= 32, is interpolated by the factor where r <= 1, and mixes the two
+        # between — linearly in r (the paper), or linearly in the pair's index between the pairs
+        # where r = 32 and r = 1, rounded outward (llama.cpp's reading of a file's YaRN)
+        factor, orig, by_turns = m.yarn
+        turns = orig * inv / (2 * np.pi)
+        if by_turns:
+            keep = np.clip((turns - 1) / 31, 0, 1)
+        else:
+            pair_at = lambda r: m.n_rot * np.log(orig / (2 * np.pi * r)) / (2 * np.log(m.rope_base))
+            lo, hi = max(0.0, np.floor(pair_at(32))), min(m.n_rot - 1.0, np.ceil(pair_at(1)))
+            keep = 1 - np.clip((np.arange(half) - lo) / max(1e-3, hi - lo), 0, 1)
+        inv = inv * keep + inv / factor * (1 - keep)
+        mscale = 1 + 0.1 * np.log(factor)
     ang = pos[:, None].astype(np.float64) * inv[None, :]
-    cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    cos, sin = mscale * np.cos(ang)[:, None, :], mscale * np.sin(ang)[:, None, :]
     out = x.copy()
     if m.neox:
         a, b = x[..., :half], x[..., half:2 * half]
@@ -152,11 +179,14 @@ def forward(m, cache, tokens, positions, emulate=False):
 def run_case(m, case, emulate=False):
     """A case as `specprefill logits` takes it: batches decoded in order into one sequence; the
     logits of batch logits_batch."""
+    saved = m.yarn
+    m.fit_sequence(sum(len(t) for t in case["tokens"]))
     cache, out = Cache(m), None
     for b, (toks, poss) in enumerate(zip(case["tokens"], case["positions"])):
         logits = forward(m, cache, toks, poss, emulate)
         if b == case.get("logits_batch", len(case["tokens"]) - 1):
             out = logits
+    m.yarn = saved
     return out
 
 
