@@ -22,7 +22,7 @@ BUNDLED = {
     "retrieval-2k.jsonl": (200, (2000, 2400), 100),
     "retrieval-2k-ci.jsonl": (40, (2000, 2200), 200),
     "retrieval-8k.jsonl": (40, (7800, 8200), 300),
-    "retrieval-16k.jsonl": (20, (15600, 16400), 400),
+    "retrieval-16k.jsonl": (20, (15600, 16400), 1600),
 }
 
 
