@@ -38,7 +38,7 @@ extern "C" {
 
 /* The library's version; CMakeLists.txt reads the project's VERSION from these three lines. */
 #define SP_VERSION_MAJOR 0
-#define SP_VERSION_MINOR 4
+#define SP_VERSION_MINOR 5
 #define SP_VERSION_PATCH 0
 SP_API const char *sp_version(void); /* "0.4.0": the library linked, which may differ from the header */
 
