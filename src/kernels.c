@@ -701,10 +701,11 @@ void sp_rmsnorm(float *out, const float *x, const float *weight, int n_rows, int
     }
 }
 
+#define TWO_PI 6.28318530717958647692 /* one turn of a RoPE pair, in radians */
+
 /* The pair whose wavelength fits `turns` times into ctx tokens (a fraction: the ramp's ends). */
 static double yarn_pair(int n_rot, int ctx, double turns, double base) {
-    const double pi = 3.14159265358979323846;
-    return n_rot * log(ctx / (turns * 2 * pi)) / (2 * log(base));
+    return n_rot * log(ctx / (turns * TWO_PI)) / (2 * log(base));
 }
 
 void sp_rope_set_yarn(sp_rope_params *p, float factor, int orig_ctx, float beta_fast, float beta_slow, float attn_factor,
@@ -731,7 +732,7 @@ void sp_rope_table(const sp_rope_params *p, const int32_t *pos, int n, float *cs
         if (p->freq_factors) freq[i] /= p->freq_factors[i];
         mix[i] = 0;
         if (p->yarn && p->yarn_by_turns) {
-            const double turns = p->yarn_orig * freq[i] / (2 * 3.14159265358979323846);
+            const double turns = p->yarn_orig * freq[i] / TWO_PI;
             mix[i] = fmin(1, fmax(0, (turns - p->yarn_beta_slow) / fmax(1e-3, p->yarn_beta_fast - p->yarn_beta_slow)));
         } else if (p->yarn) {
             const double y = (i - p->yarn_lo) / fmax(0.001, p->yarn_hi - p->yarn_lo);
