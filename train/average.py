@@ -7,8 +7,8 @@ main is the mean of its sixth stage and two seventh-stage runs grown from it (mo
 
     average.py --out out/main out/main-g.safetensors out/s5/main-gA.safetensors ...
 
-Writes OUT.safetensors (F32, GGUF tensor names, as train.py) and OUT.json: the model's shape
-(from the first input's JSON, what `specprefill convert --config` reads), with "average_of"
+Writes OUT.safetensors (F32, GGUF tensor names, as train.py) and OUT.json: the model's shape and
+training context (from the first input's JSON, what `specprefill convert --config` reads), with "average_of"
 naming the inputs.
 """
 import argparse
@@ -34,8 +34,8 @@ def main():
     with open(os.path.splitext(a.inputs[0])[0] + ".json") as f:
         first = json.load(f)
     with open(a.out + ".json", "w") as f:
-        shape = {k: v for k, v in first["config"].items() if k in train.SHAPE}
-        json.dump({"config": dict(shape, average_of=[os.path.basename(p) for p in a.inputs]), "log": []}, f, indent=1)
+        model = {k: v for k, v in first["config"].items() if k in train.MODEL_KEYS}
+        json.dump({"config": dict(model, average_of=[os.path.basename(p) for p in a.inputs]), "log": []}, f, indent=1)
     print(f"{a.out}.safetensors: mean of {len(models)} models", file=sys.stderr)
 
 

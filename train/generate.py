@@ -134,6 +134,8 @@ def distract(r, n_chars, n_q=1):
 def table(r, n_chars, n_q=1):
     rows, seen, size = [], set(), 0
     while size < n_chars:
+        if len(seen) == len(FIRST) * len(LAST):  # ~2 500 rows, a table of ~32k tokens
+            raise ValueError(f"table: {n_chars} characters need more rows than there are names ({len(seen)})")
         p = name(r)
         if p in seen:
             continue

@@ -26,9 +26,9 @@ import bpe
 import generate
 
 
-# The config keys that fix the model's tensors (what `specprefill convert --config` reads); the
-# others in a config record how it was trained.
-SHAPE = ("dim", "layers", "heads", "kv_heads", "head_dim", "ffn", "vocab", "rope_base")
+# The config keys that describe the model itself: its tensors and the context it was trained on
+# (what `specprefill convert --config` reads); the others in a config record how it was trained.
+MODEL_KEYS = ("dim", "layers", "heads", "kv_heads", "head_dim", "ffn", "vocab", "rope_base", "context_length")
 
 
 def head_dim(c):
@@ -78,8 +78,17 @@ class Model(torch.nn.Module):
         H, KV, hd = c["heads"], c["kv_heads"], head_dim(c)
         if pos is None:
             pos = torch.arange(T, device=ids.device)
-        ang = pos[:, None].float() * self.inv_freq[None, :]  # once for every layer's q and k
-        cos, sin = ang.cos(), ang.sin()
+        inv, mscale = self.inv_freq, 1.0
+        n, orig = int(pos.max()) + 1, c.get("context_length", 0)
+        if c.get("yarn") and n > orig:
+            # As the engine reads a sequence longer than the model's context by default (YaRN by
+            # its length over the context, the paper's ramp between 1 and 32 turns, temperature
+            # 1 + 0.1 ln s on cos and sin): training under it teaches the positions it makes.
+            s = n / orig
+            mix = ((orig * inv / (2 * math.pi) - 1) / 31).clamp(0, 1)
+            inv, mscale = inv * (mix + (1 - mix) / s), 1 + 0.1 * math.log(s)
+        ang = pos[:, None].float() * inv[None, :]  # once for every layer's q and k
+        cos, sin = ang.cos() * mscale, ang.sin() * mscale
         mask = torch.full((T, T), float("-inf"), device=ids.device).triu(1)
         x = self.emb(ids)
         for L in self.layers:
@@ -179,6 +188,21 @@ GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7
 def read_gguf(path):
     """The F32/F16 tensors of a GGUF file (what `specprefill convert` writes for these models), as
     {name: float32 tensor} with the torch shape (GGUF lists dimensions innermost first)."""
+    return read_gguf_whole(path)[1]
+
+
+def config_of_gguf(path):
+    """The model config (as train.py writes it) of a GGUF that `specprefill convert` wrote."""
+    meta = read_gguf_whole(path)[0]
+    a = meta["general.architecture"]
+    return {"dim": meta[f"{a}.embedding_length"], "layers": meta[f"{a}.block_count"], "heads": meta[f"{a}.attention.head_count"],
+            "kv_heads": meta[f"{a}.attention.head_count_kv"], "head_dim": meta[f"{a}.rope.dimension_count"],
+            "ffn": meta[f"{a}.feed_forward_length"], "vocab": len(meta["tokenizer.ggml.tokens"]),
+            "rope_base": meta[f"{a}.rope.freq_base"], "context_length": meta[f"{a}.context_length"]}
+
+
+def read_gguf_whole(path):
+    """(metadata, tensors) of a GGUF file; see read_gguf."""
     with open(path, "rb") as f:
         data = f.read()
     off = 0
@@ -227,7 +251,7 @@ def read_gguf(path):
         dtype = torch.float32 if t == 0 else torch.float16
         raw = bytearray(data[base + o:base + o + n * (4 if t == 0 else 2)])
         out[name] = torch.frombuffer(raw, dtype=dtype).float().view(list(reversed(dims)))
-    return out
+    return meta, out
 
 
 def read_safetensors(path):
@@ -304,6 +328,8 @@ def main():
     ap.add_argument("--rope-base", type=float, default=10000)
     ap.add_argument("--context-length", type=int, default=2400,
                     help="the training context the GGUF states: past it the engine reads with YaRN by default (the curriculum's longest documents are ~2 300 tokens)")
+    ap.add_argument("--yarn", action="store_true",
+                    help="read a batch longer than --context-length as the engine does by default (YaRN by its length)")
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps")
@@ -375,6 +401,8 @@ def main():
         c["average_last"] = a.average_last
     if a.pose:
         c.update(pose=a.pose, pose_share=a.pose_share)
+    if a.yarn:
+        c["yarn"] = True
     if a.bf16:
         c["bf16"] = True
     chain = a.hop_answer == "chain"
