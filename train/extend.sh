@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Length extension of the bundled pair toward 8k-16k tokens (issue #19): the stages run so far, in
-# order, each from the one before, and the fresh evaluation documents they are measured on. Not
-# yet good enough to replace models/ (models/README.md, section "Length extension", has the
-# figures); this script is the lineage, so that the next stage starts from a reproducible model.
+# order, and the fresh evaluation documents they are measured on (models/README.md, section
+# "Length extension", has the figures). One of them (yB's running mean) became the bundled main's
+# last stage (recipe.sh, stage 9); this script is the lineage of the rest, so that the next stage
+# starts from a reproducible model.
 # Needs what train/recipe.sh needs (Debian's python3-torch, a built specprefill). Wall-clock
 # minutes on the project's 2-core machine; stages marked "side by side" ran one per core.
 # Each stage is skipped when its output exists: run it again to go on after an interruption.
@@ -23,13 +24,21 @@ stage() { # NAME ARGS...: train.py unless NAME.safetensors exists, then the GGUF
     --config "$OUT/$name.json" --type F16 --name "specprefill $name" -o "$OUT/$name.gguf" >/dev/null
 }
 
+# The main they start from: the bundled main before its length stage (recipe.sh's out/main-i.gguf;
+# models/main.gguf until session 27, which made the length stage part of the recipe).
+MAIN0=${MAIN0:-out/main-i.gguf}
 # the main: PoSE (short documents whose positions jump, to 10k) from the bundled main, 35 min at
 # lr 4e-4, then 40 min at 3e-4 (session 18, side by side with the drafts)
-stage mA $M --init ../models/main.gguf --start-phase 6 --pose 10000 --minutes 35 --lr 4e-4 --seed 90
+stage mA $M --init "$MAIN0" --start-phase 6 --pose 10000 --minutes 35 --lr 4e-4 --seed 90
 stage mA2 $M --init "$OUT/mA.safetensors" --start-phase 6 --pose 10000 --minutes 40 --lr 3e-4 --seed 93
 # then real documents to ~9 500 units mixed with phase 5 (100-1 400), PoSE to 16k, both cores,
 # bfloat16 products (session 19)
 stage mC $M --init "$OUT/mA2.safetensors" --start-phase 5 --longest 9500 --pose 16000 --minutes 40 --lr 3e-4 --bf16 --threads 2 --seed 91
+# under the engine's default YaRN (session 27, side by side, 38 min each, the running mean of the
+# last quarter): PoSE to 16k on phase-6 documents (yA), or documents to 6 000 units and PoSE to 16k
+# in half the batches (yB: recipe.sh's stage 9, the bundled main since), and the mean of the two
+stage yA $M --init "$MAIN0" --start-phase 6 --pose 16000 --pose-share 0.6 --yarn --minutes 38 --lr 3e-4 --average-last 0.25 --seed 95
+stage yB $M --init "$MAIN0" --start-phase 6 --longest 6000 --pose 16000 --pose-share 0.5 --yarn --minutes 38 --lr 3e-4 --average-last 0.25 --seed 96
 
 # the draft: PoSE to 10k (dA, 40 min), or real 2k-9 500-unit documents alone (dB, 35 min: the best
 # selection at 8k, but it forgets 2k)
