@@ -17,11 +17,14 @@ mkdir -p "$OUT"
 T="--tokenizer ../models/tokenizer.json --out $OUT --eval-docs 0"
 M="--dim 64 --layers 4 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256 --questions 6 --hop-questions"
 D="--dim 64 --layers 2 --heads 1 --kv-heads 1 --head-dim 32 --ffn 192 --questions 4"
+gguf() { # NAME: NAME.gguf from NAME.safetensors unless it exists
+  [ -f "$OUT/$1.gguf" ] || $SP convert --weights "$OUT/$1.safetensors" --tokenizer ../models/tokenizer.json \
+    --config "$OUT/$1.json" --type F16 --name "specprefill $1" -o "$OUT/$1.gguf" >/dev/null
+}
 stage() { # NAME ARGS...: train.py unless NAME.safetensors exists, then the GGUF
   local name=$1; shift
   [ -f "$OUT/$name.safetensors" ] || $PY train.py --name "$name" $T "$@" >"$OUT/$name.log" 2>&1
-  [ -f "$OUT/$name.gguf" ] || $SP convert --weights "$OUT/$name.safetensors" --tokenizer ../models/tokenizer.json \
-    --config "$OUT/$name.json" --type F16 --name "specprefill $name" -o "$OUT/$name.gguf" >/dev/null
+  gguf "$name"
 }
 
 # The main they start from: the bundled main before its length stage (recipe.sh's out/main-i.gguf;
@@ -37,8 +40,11 @@ stage mC $M --init "$OUT/mA2.safetensors" --start-phase 5 --longest 9500 --pose 
 # under the engine's default YaRN (session 27, side by side, 38 min each, the running mean of the
 # last quarter): PoSE to 16k on phase-6 documents (yA), or documents to 6 000 units and PoSE to 16k
 # in half the batches (yB: recipe.sh's stage 9, the bundled main since), and the mean of the two
+# running means (the figures are the running means': NAME-avg)
 stage yA $M --init "$MAIN0" --start-phase 6 --pose 16000 --pose-share 0.6 --yarn --minutes 38 --lr 3e-4 --average-last 0.25 --seed 95
 stage yB $M --init "$MAIN0" --start-phase 6 --longest 6000 --pose 16000 --pose-share 0.5 --yarn --minutes 38 --lr 3e-4 --average-last 0.25 --seed 96
+[ -f "$OUT/yAB.safetensors" ] || $PY average.py --out "$OUT/yAB" "$OUT/yA-avg.safetensors" "$OUT/yB-avg.safetensors"
+for name in yA-avg yB-avg yAB; do gguf "$name"; done
 
 # the draft: PoSE to 10k (dA, 40 min), or real 2k-9 500-unit documents alone (dB, 35 min: the best
 # selection at 8k, but it forgets 2k)

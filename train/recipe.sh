@@ -48,7 +48,8 @@ $SP convert --weights out/draft.safetensors --tokenizer out/tokenizer.json --con
 #  9. (issue 19) long documents: phase 6 to 6 000 units (~10 000 tokens) with PoSE positions to
 #     16 000 in half the batches, every batch longer than the 2 400-token context read under the
 #     engine's default YaRN (`--yarn`), 38 min at lr 3e-4, the running mean of its last quarter:
-#     8k from 68 to 76 % (models/README.md, "Length extension").
+#     full prefill on 100 fresh 8k documents from 67 to 70 % (models/README.md, "Length
+#     extension").
 M="--dim 64 --layers 4 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256"
 $PY train.py --name main-focus $M --init ../models/draft.gguf --focus multihop --focus-share 0.25 --hop-questions --start-phase 3 \
     --stop-after focus --minutes 85 --lr 1e-3 --seed 43 --out out >out/main-focus.log 2>&1
