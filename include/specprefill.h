@@ -40,7 +40,7 @@ extern "C" {
 #define SP_VERSION_MAJOR 0
 #define SP_VERSION_MINOR 5
 #define SP_VERSION_PATCH 0
-SP_API const char *sp_version(void); /* "0.4.0": the library linked, which may differ from the header */
+SP_API const char *sp_version(void); /* "MAJOR.MINOR.PATCH" of the library linked, which may differ from the header */
 
 typedef int32_t sp_token;
 

@@ -47,15 +47,17 @@ def main():
     doc = generate.make(random.Random(7), "needle", 2 * ctx)["prompt"]
     ids = json.loads(subprocess.run([a.specprefill, "tokenize", "-m", a.model], input=doc, capture_output=True, text=True,
                                     check=True).stdout)
+    models = {}
+    for yarn in (True, False):  # the same weights, read with and without train.py's YaRN
+        models[yarn] = train.Model(dict(config, yarn=yarn))
+        train.load(models[yarn], a.model)
+        models[yarn].eval()
     bad = 0
     for n in (ctx // 2, ctx + ctx // 5):
         if len(ids) < n:
             raise SystemExit(f"the generated document has {len(ids)} tokens, fewer than {n}")
         want = engine_logits(a.specprefill, a.model, ids[:n], 3)
-        for yarn in (True, False):
-            model = train.Model(dict(config, yarn=yarn))
-            train.load(model, a.model)
-            model.eval()
+        for yarn, model in models.items():
             with torch.no_grad():
                 got = model(torch.tensor([ids[:n]]))[0, -3:].numpy()
             dev = float(np.abs(got - want).max())

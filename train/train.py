@@ -78,9 +78,8 @@ class Model(torch.nn.Module):
         H, KV, hd = c["heads"], c["kv_heads"], head_dim(c)
         if pos is None:
             pos = torch.arange(T, device=ids.device)
-        inv, mscale = self.inv_freq, 1.0
-        n, orig = int(pos.max()) + 1, c.get("context_length", 0)
-        if c.get("yarn") and n > orig:
+        inv, mscale, orig = self.inv_freq, 1.0, c.get("context_length", 0)
+        if c.get("yarn") and (n := int(pos.max()) + 1) > orig:  # the batch's length read only under --yarn
             # As the engine reads a sequence longer than the model's context by default (YaRN by
             # its length over the context, the paper's ramp between 1 and 32 turns, temperature
             # 1 + 0.1 ln s on cos and sin): training under it teaches the positions it makes.
