@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces models/: tokenizer, main and draft models, GGUF conversion, evaluation sets.
-# CPU only, one thread: about 11 h (the draft's 115 minutes, then the main's 543, grown from it;
-# stage 7's two runs are independent and run side by side: about 9 h 40 on two cores).
+# CPU only, one thread: about 13 h (the draft's 115 minutes, then the main's 672, grown from it;
+# stage 7's two runs are independent and run side by side: about 11 h 45 on two cores).
 # Needs Debian's python3-torch, python3-numpy and libopenblas0-openmp, a built specprefill, and
 # the git history (the draft's first stage used the first version of train.py).
 # Time budgets are wall-clock minutes on the project's 2-core machine: on another machine the
@@ -78,6 +78,11 @@ $PY average.py --out out/main-i out/main-h.safetensors out/main-o-avg.safetensor
 $SP convert --weights out/main-i.safetensors --tokenizer out/tokenizer.json --config out/main-i.json --type F16 --name "specprefill main" -o out/main-i.gguf
 $PY train.py --name main-y $M --init out/main-i.gguf --start-phase 6 --questions 6 --hop-questions --longest 6000 --pose 16000 \
     --pose-share 0.5 --yarn --average-last 0.25 --minutes ${MAIN9_MINUTES:-38} --lr 3e-4 --seed 96 --out out >out/main-y.log 2>&1
-$SP convert --weights out/main-y-avg.safetensors --tokenizer out/tokenizer.json --config out/main-y-avg.json --type F16 --name "specprefill main" -o ../models/main.gguf
+# stage 10 (session 28): 65 more minutes of real documents to 9 500 units (~16k tokens) and PoSE to
+# 20k in 30 % of the batches, lr 2e-4: 434 steps; its last step (the running mean of its last 30 %
+# tied or trailed it by one document on the tuning sets). 16k full prefill 53 -> 65 % on fresh documents.
+$PY train.py --name main-z $M --init out/main-y-avg.safetensors --start-phase 6 --questions 6 --hop-questions --longest 9500 \
+    --pose 20000 --pose-share 0.3 --yarn --average-last 0.3 --minutes ${MAIN10_MINUTES:-65} --lr 2e-4 --seed 98 --out out >out/main-z.log 2>&1
+$SP convert --weights out/main-z.safetensors --tokenizer out/tokenizer.json --config out/main-z.json --type F16 --name "specprefill main" -o ../models/main.gguf
 $PY check_engine.py ../models/main.gguf   # the engine reads it as train.py computes it, YaRN included
 $PY make_eval.py --bundled ../eval
