@@ -47,7 +47,8 @@ stage yB $M --init "$MAIN0" --start-phase 6 --longest 6000 --pose 16000 --pose-s
 for name in yA-avg yB-avg yAB; do gguf "$name"; done
 # from yB's running mean (the bundled main of session 27), 65 min more each at lr 2e-4, side by side
 # (session 28): the same documents (zA), or real documents to 9 500 units (~16k tokens) with PoSE to
-# 20k in 30 % of the batches (zB); the running mean of the last 30 %
+# 20k in 30 % of the batches (zB: its last step is recipe.sh's stage 10, the bundled main since); and
+# the running means of their last 30 %
 stage zA $M --init "$OUT/yB-avg.safetensors" --start-phase 6 --longest 6000 --pose 16000 --pose-share 0.5 --yarn --minutes 65 --lr 2e-4 --average-last 0.3 --seed 97
 stage zB $M --init "$OUT/yB-avg.safetensors" --start-phase 6 --longest 9500 --pose 20000 --pose-share 0.3 --yarn --minutes 65 --lr 2e-4 --average-last 0.3 --seed 98
 for name in zA-avg zB-avg; do gguf "$name"; done
