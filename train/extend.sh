@@ -52,6 +52,13 @@ for name in yA-avg yB-avg yAB; do gguf "$name"; done
 stage zA $M --init "$OUT/yB-avg.safetensors" --start-phase 6 --longest 6000 --pose 16000 --pose-share 0.5 --yarn --minutes 65 --lr 2e-4 --average-last 0.3 --seed 97
 stage zB $M --init "$OUT/yB-avg.safetensors" --start-phase 6 --longest 9500 --pose 20000 --pose-share 0.3 --yarn --minutes 65 --lr 2e-4 --average-last 0.3 --seed 98
 for name in zA-avg zB-avg; do gguf "$name"; done
+# from zB (the bundled main of session 28), 60 min more each at lr 1.5e-4, side by side (session
+# 29): half the batches read sparsely, as SpecPrefill shows the main a prompt (sA), or the same
+# stage without them (sB); and the running means of their last 30 %
+Z="--init $OUT/zB.safetensors --start-phase 6 --longest 9500 --pose 20000 --pose-share 0.3 --yarn --minutes 60 --lr 1.5e-4 --average-last 0.3"
+stage sA $M $Z --sparse 0.5 --seed 99
+stage sB $M $Z --seed 100
+for name in sA-avg sB-avg; do gguf "$name"; done
 
 # the draft: PoSE to 10k (dA, 40 min), or real 2k-9 500-unit documents alone (dB, 35 min: the best
 # selection at 8k, but it forgets 2k)

@@ -10,10 +10,12 @@ GGUF `llama` layout (adjacent pairs), so the weights export without permutation.
 Writes OUT/NAME.safetensors (GGUF tensor names) and OUT/NAME.json (hyper-parameters, log).
 """
 import argparse
+import bisect
 import json
 import math
 import os
 import random
+import re
 import struct
 import sys
 import time
@@ -72,7 +74,7 @@ class Model(torch.nn.Module):
         return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2)
 
     def forward(self, ids, pos=None):
-        """pos: the positions of every row's tokens, [T] (default 0 .. T-1)."""
+        """pos: the positions of the tokens, [T] for every row alike (default 0 .. T-1) or [B, T]."""
         B, T = ids.shape
         c = self.c
         H, KV, hd = c["heads"], c["kv_heads"], head_dim(c)
@@ -86,8 +88,10 @@ class Model(torch.nn.Module):
             s = n / orig
             mix = ((orig * inv / (2 * math.pi) - 1) / 31).clamp(0, 1)
             inv, mscale = inv * (mix + (1 - mix) / s), 1 + 0.1 * math.log(s)
-        ang = pos[:, None].float() * inv[None, :]  # once for every layer's q and k
+        ang = pos[..., None].float() * inv  # once for every layer's q and k
         cos, sin = ang.cos() * mscale, ang.sin() * mscale
+        if ang.dim() == 3:  # positions per row: broadcast over the heads
+            cos, sin = cos[:, None], sin[:, None]
         mask = torch.full((T, T), float("-inf"), device=ids.device).triu(1)
         x = self.emb(ids)
         for L in self.layers:
@@ -150,6 +154,91 @@ def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions, hops, chain, off
         ids[i, :len(s)] = torch.tensor(s)
         w[i, :len(s)] = torch.tensor(ww)
     return ids, w, fams
+
+
+# SpecPrefill shows the main a sparse prompt: the chunks the draft kept, each token at its original
+# position, gaps between them, which a main trained on whole documents never saw (stage 10's main at
+# 16k: the oracle's own 10 % answered 55 % where full prefill answered 65 % on one fresh set, though
+# as well as full on another). A sparse batch is what it will be shown: chunks of 32 tokens kept as
+# a good selection keeps them (those holding the evidence of every question, most of the look-alike
+# facts, random others to the keep rate), the questions and answers whole after them.
+CHUNK = 32
+FACT = re.compile(r"The [a-z ]+ of [A-Z][a-z]+ [A-Z][a-z]+ is \d+\."
+                  r"|[A-Z][a-z]+ [A-Z][a-z]+'s (?:manager is [A-Z][a-z]+ [A-Z][a-z]+|office is room \d+)\.")
+NAME = re.compile(r"[A-Z][a-z]+ [A-Z][a-z]+")
+
+
+def encode_with_starts(tok, text):
+    """tok.encode(text) and the first character of each token's word (BOS: 0)."""
+    ids, starts = [tok.bos], [0]
+    for m in bpe.SPLIT.finditer(text):
+        t = tok.word("".join(bpe.BYTE2CH[b] for b in m.group().encode()))
+        ids += t
+        starts += [m.start()] * len(t)
+    return ids, starts
+
+
+def sentence_around(doc, i, j):
+    """The sentence or table row holding doc[i:j]."""
+    start = max(doc.rfind(". ", 0, i) + 2, doc.rfind("\n", 0, i) + 1)
+    ends = [e for e in (doc.find(". ", j), doc.find("\n", j)) if e >= 0]
+    return start, (min(ends) + 1 if ends else len(doc))
+
+
+def sparse_rows(tok, r, doc, qas, keep, fact_share=0.7):
+    """One document read sparsely: (ids, weights, positions)."""
+    ids, starts = encode_with_starts(tok, doc)
+    spans = []
+    for q, a in qas:  # the evidence: sentences holding an answer or a name the question asks about
+        for key in [a] + NAME.findall(q):
+            for m in re.finditer(r"(?<![\w])" + re.escape(key) + r"(?![\w])", doc):
+                spans.append(sentence_around(doc, m.start(), m.end()))
+    spans += [m.span() for m in FACT.finditer(doc) if r.random() < fact_share]
+    n_chunks = (len(ids) + CHUNK - 1) // CHUNK
+    kept = {n_chunks - 1}
+    for s, e in spans:
+        first = max(0, bisect.bisect_right(starts, s) - 1)
+        last = max(first, bisect.bisect_left(starts, e) - 1)
+        kept.update(range(first // CHUNK, last // CHUNK + 1))
+    others = [c for c in range(n_chunks) if c not in kept]
+    r.shuffle(others)
+    kept.update(others[:max(0, math.ceil(keep * n_chunks) - len(kept))])
+    pos = [0] + [p for c in sorted(kept) for p in range(c * CHUNK, min(len(ids), (c + 1) * CHUNK)) if p > 0]
+    out = [ids[p] for p in pos]
+    w = [0.0] + [1.0 if p - 1 == q else 0.0 for q, p in zip(pos, pos[1:])]  # no loss across a gap
+    n = len(ids)
+    for q, a in qas:
+        p = tok.encode(f"\nQuestion: {q}\nAnswer:", bos=False)
+        t = tok.encode(" " + a, bos=False)
+        out += p + t
+        w += [1.0] * len(p) + [10.0] * len(t)
+        pos += list(range(n, n + len(p) + len(t)))
+        n += len(p) + len(t)
+    out.append(tok.eos)
+    w.append(10.0)
+    pos.append(n)
+    return out, w, pos
+
+
+def sparse_batch(tok, r, n_tokens, lo, hi, keep_lo, keep_hi, pick_family, max_questions, hops, chain, offices=False):
+    """About n_tokens of kept tokens of documents of one length bucket (as batch()), each row with
+    its own positions."""
+    L, n_q, keep = r.randint(lo, hi), r.randint(1, max_questions), r.uniform(keep_lo, keep_hi)
+    rows, fams = [], []
+    while sum(len(x[0]) for x in rows) < n_tokens:
+        fams.append(pick_family())
+        doc, qas = generate.make_multi(r, fams[-1], r.randint(max(lo, int(0.8 * L)), L), n_q, hops, chain, offices)
+        rows.append(sparse_rows(tok, r, doc, qas, keep))
+    T = max(len(x[0]) for x in rows)
+    ids = torch.full((len(rows), T), tok.eos, dtype=torch.long)
+    w = torch.zeros(len(rows), T)
+    pos = torch.zeros(len(rows), T, dtype=torch.long)
+    for i, (s, ww, pp) in enumerate(rows):
+        ids[i, :len(s)] = torch.tensor(s)
+        w[i, :len(s)] = torch.tensor(ww)
+        pos[i, :len(s)] = torch.tensor(pp)
+        pos[i, len(s):] = pp[-1]  # padding: after every real token, no loss
+    return ids, w, fams, pos
 
 
 @torch.no_grad()
@@ -363,6 +452,12 @@ def main():
                     help="positional skip-wise training (PoSE): in --pose-share of the batches the positions after a "
                          "random cut jump by a random skip, so that they span up to this many (0: off)")
     ap.add_argument("--pose-share", type=float, default=0.75, help="share of the batches with skipped positions")
+    ap.add_argument("--sparse", type=float, default=0,
+                    help="share of the batches read sparsely, as SpecPrefill shows the main a prompt: chunks of 32 "
+                         "tokens at their original positions, those with the evidence kept (0: off)")
+    ap.add_argument("--sparse-tokens", default="4000-18000",
+                    help="document lengths of the sparse batches, LO-HI in the generator's units")
+    ap.add_argument("--sparse-keep", default="0.05-0.3", help="share of a sparse batch's chunks kept, LO-HI")
     ap.add_argument("--eval-docs", type=int, default=20, help="documents generated at the end of each phase (0: none)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when PyTorch sees a GPU")
     ap.add_argument("--bf16", action="store_true",
@@ -400,6 +495,8 @@ def main():
         c["average_last"] = a.average_last
     if a.pose:
         c.update(pose=a.pose, pose_share=a.pose_share)
+    if a.sparse:
+        c.update(sparse=a.sparse, sparse_tokens=a.sparse_tokens, sparse_keep=a.sparse_keep)
     if a.yarn:
         c["yarn"] = True
     if a.bf16:
@@ -444,6 +541,8 @@ def main():
     # The weights at the end of a run are one noisy sample (batches of ~1 500 tokens hold only a
     # few answers): the mean of the weights over the run's last stretch (stochastic weight
     # averaging) is a better model than any one of them, as the mean of separate runs was.
+    sparse_lo, sparse_hi = (int(x) for x in a.sparse_tokens.split("-"))
+    keep_lo, keep_hi = (float(x) for x in a.sparse_keep.split("-"))
     average, n_average = None, 0
     t0, step, log = time.time(), 0, []
     budget = a.minutes * 60
@@ -462,14 +561,20 @@ def main():
             for g in opt.param_groups:
                 g["lr"] = lr
             # mix: a quarter of the batches come from the earlier, shorter phases
-            if pi > 0 and r.random() < 0.25:
+            pos = None
+            if a.sparse and r.random() < a.sparse:
+                ids, w, doc_fams, pos = sparse_batch(tok, r, a.batch_tokens, sparse_lo, sparse_hi, keep_lo, keep_hi,
+                                                     pick_from(fams), n_q, a.hop_questions, chain, a.office_questions)
+            elif pi > 0 and r.random() < 0.25:
                 _, lo2, hi2, f2, q2 = phases[r.randrange(pi)]
                 ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), q2, a.hop_questions, chain, a.office_questions)
             else:
                 ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), n_q, a.hop_questions, chain, a.office_questions)
             ids, w = ids.to(device), w.to(device)
-            pos, T = None, ids.shape[1] - 1
-            if a.pose > T and r.random() < a.pose_share:
+            T = ids.shape[1] - 1
+            if pos is not None:
+                pos = pos[:, :-1].to(device)
+            elif a.pose > T and r.random() < a.pose_share:
                 # The relative distances of a long document, on a short one: the question and
                 # answer sit after the cut (the end), the facts anywhere before it.
                 cut, skip = r.randrange(1, T), r.randint(0, a.pose - T)
