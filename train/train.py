@@ -560,12 +560,11 @@ def main():
             lr = a.lr * min(1, (step + 1) / a.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1))))
             for g in opt.param_groups:
                 g["lr"] = lr
-            # mix: a quarter of the batches come from the earlier, shorter phases
-            pos = None
+            pos = None  # positions per row: sparse batches only
             if a.sparse and r.random() < a.sparse:
                 ids, w, doc_fams, pos = sparse_batch(tok, r, a.batch_tokens, sparse_lo, sparse_hi, keep_lo, keep_hi,
                                                      pick_from(fams), n_q, a.hop_questions, chain, a.office_questions)
-            elif pi > 0 and r.random() < 0.25:
+            elif pi > 0 and r.random() < 0.25:  # mix: a quarter of the batches from the earlier, shorter phases
                 _, lo2, hi2, f2, q2 = phases[r.randrange(pi)]
                 ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), q2, a.hop_questions, chain, a.office_questions)
             else:
