@@ -38,8 +38,13 @@ def byte_alphabet():
 BYTE2CH, BYTE_TOKENS = byte_alphabet()
 
 
+def word_spans(text):
+    """The pre-tokenizer's words, in the byte alphabet, each with its first character in text."""
+    return [(m.start(), "".join(BYTE2CH[b] for b in m.group().encode())) for m in SPLIT.finditer(text)]
+
+
 def words(text):
-    return ["".join(BYTE2CH[b] for b in w.encode()) for w in SPLIT.findall(text)]
+    return [w for _, w in word_spans(text)]
 
 
 def train(vocab_size, n_docs=4000, seed=11):

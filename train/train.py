@@ -137,23 +137,39 @@ def batch(tok, r, n_tokens, lo, hi, pick_family, max_questions, hops, chain, off
         fams.append(pick_family())
         doc, qas = generate.make_multi(r, fams[-1], r.randint(max(lo, int(0.8 * L)), L), n_q, hops, chain, offices)
         ids = tok.encode(doc)
-        w = [1.0] * len(ids)
-        for q, a in qas:
-            p = tok.encode(f"\nQuestion: {q}\nAnswer:", bos=False)
-            t = tok.encode(" " + a, bos=False)
-            ids += p + t
-            w += [1.0] * len(p) + [10.0] * len(t)
-        ids.append(tok.eos)
-        w.append(10.0)
-        seqs.append(ids)
-        weights.append(w)
-    T, n_docs = max(len(s) for s in seqs), len(seqs)
-    ids = torch.full((n_docs, T), tok.eos, dtype=torch.long)
-    w = torch.zeros(n_docs, T)
+        tail, tail_w = questions_and_answers(tok, qas)
+        seqs.append(ids + tail)
+        weights.append([1.0] * len(ids) + tail_w)
+    ids, w, _ = pad(tok, seqs, weights)
+    return ids, w, fams
+
+
+def questions_and_answers(tok, qas):
+    """What follows a document: each question and its answer, then EOS; with their loss weights
+    (the answers and EOS x10)."""
+    ids, w = [], []
+    for q, a in qas:
+        p = tok.encode(f"\nQuestion: {q}\nAnswer:", bos=False)
+        t = tok.encode(" " + a, bos=False)
+        ids += p + t
+        w += [1.0] * len(p) + [10.0] * len(t)
+    return ids + [tok.eos], w + [10.0]
+
+
+def pad(tok, seqs, weights, positions=None):
+    """Rows of token ids and weights as tensors, padded with EOS at weight 0; positions (per row,
+    optional) padded with the row's last, so the padding comes after every real token."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), tok.eos, dtype=torch.long)
+    w = torch.zeros(len(seqs), T)
+    pos = torch.zeros(len(seqs), T, dtype=torch.long) if positions else None
     for i, (s, ww) in enumerate(zip(seqs, weights)):
         ids[i, :len(s)] = torch.tensor(s)
         w[i, :len(s)] = torch.tensor(ww)
-    return ids, w, fams
+        if positions:
+            pos[i, :len(s)] = torch.tensor(positions[i])
+            pos[i, len(s):] = positions[i][-1]
+    return ids, w, pos
 
 
 # SpecPrefill shows the main a sparse prompt: the chunks the draft kept, each token at its original
@@ -171,10 +187,10 @@ NAME = re.compile(r"[A-Z][a-z]+ [A-Z][a-z]+")
 def encode_with_starts(tok, text):
     """tok.encode(text) and the first character of each token's word (BOS: 0)."""
     ids, starts = [tok.bos], [0]
-    for m in bpe.SPLIT.finditer(text):
-        t = tok.word("".join(bpe.BYTE2CH[b] for b in m.group().encode()))
+    for start, word in bpe.word_spans(text):
+        t = tok.word(word)
         ids += t
-        starts += [m.start()] * len(t)
+        starts += [start] * len(t)
     return ids, starts
 
 
@@ -206,18 +222,8 @@ def sparse_rows(tok, r, doc, qas, keep, fact_share=0.7):
     pos = [0] + [p for c in sorted(kept) for p in range(c * CHUNK, min(len(ids), (c + 1) * CHUNK)) if p > 0]
     out = [ids[p] for p in pos]
     w = [0.0] + [1.0 if p - 1 == q else 0.0 for q, p in zip(pos, pos[1:])]  # no loss across a gap
-    n = len(ids)
-    for q, a in qas:
-        p = tok.encode(f"\nQuestion: {q}\nAnswer:", bos=False)
-        t = tok.encode(" " + a, bos=False)
-        out += p + t
-        w += [1.0] * len(p) + [10.0] * len(t)
-        pos += list(range(n, n + len(p) + len(t)))
-        n += len(p) + len(t)
-    out.append(tok.eos)
-    w.append(10.0)
-    pos.append(n)
-    return out, w, pos
+    tail, tail_w = questions_and_answers(tok, qas)
+    return out + tail, w + tail_w, pos + list(range(len(ids), len(ids) + len(tail)))
 
 
 def sparse_batch(tok, r, n_tokens, lo, hi, keep_lo, keep_hi, pick_family, max_questions, hops, chain, offices=False):
@@ -229,15 +235,7 @@ def sparse_batch(tok, r, n_tokens, lo, hi, keep_lo, keep_hi, pick_family, max_qu
         fams.append(pick_family())
         doc, qas = generate.make_multi(r, fams[-1], r.randint(max(lo, int(0.8 * L)), L), n_q, hops, chain, offices)
         rows.append(sparse_rows(tok, r, doc, qas, keep))
-    T = max(len(x[0]) for x in rows)
-    ids = torch.full((len(rows), T), tok.eos, dtype=torch.long)
-    w = torch.zeros(len(rows), T)
-    pos = torch.zeros(len(rows), T, dtype=torch.long)
-    for i, (s, ww, pp) in enumerate(rows):
-        ids[i, :len(s)] = torch.tensor(s)
-        w[i, :len(s)] = torch.tensor(ww)
-        pos[i, :len(s)] = torch.tensor(pp)
-        pos[i, len(s):] = pp[-1]  # padding: after every real token, no loss
+    ids, w, pos = pad(tok, *zip(*rows))
     return ids, w, fams, pos
 
 
