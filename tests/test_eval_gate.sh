@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The accuracy gate on the bundled models (40 held-out documents of ~2k tokens): full prefill must
-# answer, SpecPrefill at keep 5 % and 10 % must hold absolute accuracies (the measured 82.5 % and
+# answer, SpecPrefill at keep 5 % and 10 % must hold absolute accuracies (the measured 80.0 % and
 # 82.5 %, less one document: models/README.md), every run's selection must keep its contract (exact
 # chunk counts, forced tokens), and random / recency selection must not answer. The gate runs with
 # the library's default parameters, so a changed default is caught too. Then the gate must FAIL
@@ -15,7 +15,7 @@ pass=0 fail=0
 gate() {
   "$SP" eval -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" --task "$ROOT/eval/retrieval-2k-ci.jsonl" \
     --methods full,spec,random,recency --keep 0.05,0.1 --check-keep 0.1 \
-    --min-accuracy 0.725 --min-spec-accuracy 0.8,0.8 --max-baseline-ratio 0.5 "$@"
+    --min-accuracy 0.725 --min-spec-accuracy 0.775,0.8 --max-baseline-ratio 0.5 "$@"
 }
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT

@@ -30,6 +30,9 @@ stage() { # NAME ARGS...: train.py unless NAME.safetensors exists, then the GGUF
 # The main they start from: the bundled main before its length stage (recipe.sh's out/main-i.gguf;
 # models/main.gguf until session 27, which made the length stage part of the recipe).
 MAIN0=${MAIN0:-out/main-i.gguf}
+# The draft they start from: the three-stage draft (recipe.sh's out/draft.gguf; models/draft.gguf
+# until session 30, which made the draft's length stage part of the recipe).
+DRAFT0=${DRAFT0:-out/draft.gguf}
 # the main: PoSE (short documents whose positions jump, to 10k) from the bundled main, 35 min at
 # lr 4e-4, then 40 min at 3e-4 (session 18, side by side with the drafts)
 stage mA $M --init "$MAIN0" --start-phase 6 --pose 10000 --minutes 35 --lr 4e-4 --seed 90
@@ -62,8 +65,14 @@ for name in sA-avg sB-avg; do gguf "$name"; done
 
 # the draft: PoSE to 10k (dA, 40 min), or real 2k-9 500-unit documents alone (dB, 35 min: the best
 # selection at 8k, but it forgets 2k)
-stage dA $D --init ../models/draft.gguf --start-phase 6 --pose 10000 --minutes 40 --lr 5e-4 --seed 94
-stage dB $D --init ../models/draft.gguf --start-phase 6 --shortest 2000 --longest 9500 --minutes 35 --lr 5e-4 --seed 92
+stage dA $D --init "$DRAFT0" --start-phase 6 --pose 10000 --minutes 40 --lr 5e-4 --seed 94
+stage dB $D --init "$DRAFT0" --start-phase 6 --shortest 2000 --longest 9500 --minutes 35 --lr 5e-4 --seed 92
+# the draft under the engine's YaRN (session 30), 50 min each side by side, on documents from 200
+# units up (the short ones keep 2k): to 9 500 units with PoSE to 20k in 30 % of the batches at lr
+# 3e-4 (dY), or to 11 000 units at lr 5e-4 (dZ, whose running mean became recipe.sh's draft stage 4)
+stage dY $D --init "$DRAFT0" --start-phase 6 --longest 9500 --pose 20000 --pose-share 0.3 --yarn --average-last 0.3 --minutes 50 --lr 3e-4 --seed 101
+stage dZ $D --init "$DRAFT0" --start-phase 6 --longest 11000 --yarn --average-last 0.3 --minutes 50 --lr 5e-4 --seed 102
+for name in dY-avg dZ-avg; do gguf "$name"; done
 
 # fresh documents no stage trains on (make_eval.py's generator, seeds outside every training run)
 for set in "4k 3800-4200 4401 40" "8k 7800-8200 8801 24" "16k 15600-16400 16601 20"; do
