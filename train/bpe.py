@@ -113,10 +113,16 @@ class Tokenizer:
         return out
 
     def encode(self, text, bos=True):
-        ids = [self.bos] if bos else []
-        for w in words(text):
-            ids.extend(self.word(w))
-        return ids
+        return self.encode_with_starts(text, bos)[0]
+
+    def encode_with_starts(self, text, bos=True):
+        """encode(text) and, for each token, the first character of its word in text (BOS: 0)."""
+        ids, starts = ([self.bos], [0]) if bos else ([], [])
+        for start, w in word_spans(text):
+            t = self.word(w)
+            ids += t
+            starts += [start] * len(t)
+        return ids, starts
 
     def decode(self, ids):
         inv = {c: b for b, c in BYTE2CH.items()}

@@ -33,6 +33,12 @@ PLACES = "market harbor library station bridge garden museum bakery school tower
 VERBS = "visited painted repaired described carried noticed measured cleaned borrowed photographed admired opened".split()
 TIMES = "in the morning,at noon,in the evening,last winter,every Sunday,after the storm,before dawn,during the festival".split(",")
 FIELDS = ("access code", "locker number", "badge number", "room number", "account number", "parcel number")
+# A person's name, and the fact sentences the families below write ("The FIELD of NAME is N.",
+# "NAME's manager is NAME.", "NAME's office is room N."): what a reader of the documents (train.py's
+# sparse batches) finds them by. Kept beside the templates that write them.
+NAME = re.compile(r"[A-Z][a-z]+ [A-Z][a-z]+")
+FACT = re.compile(r"The [a-z ]+ of [A-Z][a-z]+ [A-Z][a-z]+ is \d+\."
+                  r"|[A-Z][a-z]+ [A-Z][a-z]+'s (?:manager is [A-Z][a-z]+ [A-Z][a-z]+|office is room \d+)\.")
 
 
 def name(r):

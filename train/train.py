@@ -179,19 +179,6 @@ def pad(tok, seqs, weights, positions=None):
 # a good selection keeps them (those holding the evidence of every question, most of the look-alike
 # facts, random others to the keep rate), the questions and answers whole after them.
 CHUNK = 32
-FACT = re.compile(r"The [a-z ]+ of [A-Z][a-z]+ [A-Z][a-z]+ is \d+\."
-                  r"|[A-Z][a-z]+ [A-Z][a-z]+'s (?:manager is [A-Z][a-z]+ [A-Z][a-z]+|office is room \d+)\.")
-NAME = re.compile(r"[A-Z][a-z]+ [A-Z][a-z]+")
-
-
-def encode_with_starts(tok, text):
-    """tok.encode(text) and the first character of each token's word (BOS: 0)."""
-    ids, starts = [tok.bos], [0]
-    for start, word in bpe.word_spans(text):
-        t = tok.word(word)
-        ids += t
-        starts += [start] * len(t)
-    return ids, starts
 
 
 def sentence_around(doc, i, j):
@@ -203,13 +190,13 @@ def sentence_around(doc, i, j):
 
 def sparse_rows(tok, r, doc, qas, keep, fact_share=0.7):
     """One document read sparsely: (ids, weights, positions)."""
-    ids, starts = encode_with_starts(tok, doc)
+    ids, starts = tok.encode_with_starts(doc)
     spans = []
     for q, a in qas:  # the evidence: sentences holding an answer or a name the question asks about
-        for key in [a] + NAME.findall(q):
+        for key in [a] + generate.NAME.findall(q):
             for m in re.finditer(r"(?<![\w])" + re.escape(key) + r"(?![\w])", doc):
                 spans.append(sentence_around(doc, m.start(), m.end()))
-    spans += [m.span() for m in FACT.finditer(doc) if r.random() < fact_share]
+    spans += [m.span() for m in generate.FACT.finditer(doc) if r.random() < fact_share]
     n_chunks = (len(ids) + CHUNK - 1) // CHUNK
     kept = {n_chunks - 1}
     for s, e in spans:
