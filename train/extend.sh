@@ -62,6 +62,18 @@ Z="--init $OUT/zB.safetensors --start-phase 6 --longest 9500 --pose 20000 --pose
 stage sA $M $Z --sparse 0.5 --seed 99
 stage sB $M $Z --seed 100
 for name in sA-avg sB-avg; do gguf "$name"; done
+# from stage 11 (the bundled main since session 29), 55 min each side by side at lr 1.5e-4, aimed at
+# the record tables (where full prefill loses most at 8k-16k: the row found, a digit miscopied):
+# tables drawn 3x as often as their error alone would, up to 10 questions per document (tA, 296
+# steps), and the same with the document text at a quarter of its loss weight, so that a long
+# table's unpredictable names and digits weigh less against its answers (tB, 315 steps); the
+# running means of their last 30 % (session 31: models/README.md, "Length extension")
+[ -f "$OUT/sAB.safetensors" ] || $PY average.py --out "$OUT/sAB" "$OUT/sA-avg.safetensors" "$OUT/sB-avg.safetensors"
+MT="--dim 64 --layers 4 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256 --questions 10 --hop-questions"
+S="--init $OUT/sAB.safetensors --start-phase 6 --longest 9500 --pose 20000 --pose-share 0.3 --yarn --minutes 55 --lr 1.5e-4 --average-last 0.3 --family-weights table=3"
+stage tA $MT $S --seed 103
+stage tB $MT $S --doc-weight 0.25 --seed 104
+for name in tA-avg tB-avg; do gguf "$name"; done
 
 # the draft: PoSE to 10k (dA, 40 min), or real 2k-9 500-unit documents alone (dB, 35 min: the best
 # selection at 8k, but it forgets 2k)

@@ -443,6 +443,12 @@ def main():
     ap.add_argument("--sparse-tokens", default="4000-18000",
                     help="document lengths of the sparse batches, LO-HI in the generator's units")
     ap.add_argument("--sparse-keep", default="0.05-0.3", help="share of a sparse batch's chunks kept, LO-HI")
+    ap.add_argument("--family-weights", default="",
+                    help="FAMILY=W,...: draw these families W times as often as their error alone would "
+                         "(e.g. table=3; default: by error alone)")
+    ap.add_argument("--doc-weight", type=float, default=1.0,
+                    help="loss weight of the document and question tokens (the answers stay x10): below 1, a long "
+                         "document's unpredictable text (random names and digits) weighs less against its answers")
     ap.add_argument("--eval-docs", type=int, default=20, help="documents generated at the end of each phase (0: none)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when PyTorch sees a GPU")
     ap.add_argument("--bf16", action="store_true",
@@ -482,6 +488,16 @@ def main():
         c.update(pose=a.pose, pose_share=a.pose_share)
     if a.sparse:
         c.update(sparse=a.sparse, sparse_tokens=a.sparse_tokens, sparse_keep=a.sparse_keep)
+    family_weight = {f: 1.0 for f in generate.FAMILIES}
+    for item in filter(None, a.family_weights.split(",")):
+        f, _, wt = item.partition("=")
+        if f not in family_weight:
+            ap.error(f"--family-weights: no family {f!r} (needle, distract, table, multihop)")
+        family_weight[f] = float(wt)
+    if a.family_weights:
+        c["family_weights"] = a.family_weights
+    if a.doc_weight != 1.0:
+        c["doc_weight"] = a.doc_weight
     if a.yarn:
         c["yarn"] = True
     if a.bf16:
@@ -520,7 +536,7 @@ def main():
     r = random.Random(a.seed)
 
     def pick_from(fams):
-        wts = [max(0.15, 1.0 - solved[f]) for f in fams]
+        wts = [max(0.15, 1.0 - solved[f]) * family_weight[f] for f in fams]
         return lambda: r.choices(fams, wts)[0]
 
     # The weights at the end of a run are one noisy sample (batches of ~1 500 tokens hold only a
@@ -554,6 +570,8 @@ def main():
                 ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo2, hi2, pick_from(f2), q2, a.hop_questions, chain, a.office_questions)
             else:
                 ids, w, doc_fams = batch(tok, r, a.batch_tokens, lo, hi, pick_from(fams), n_q, a.hop_questions, chain, a.office_questions)
+            if a.doc_weight != 1.0:  # weight 1 marks the document and question text (answers 10, padding 0)
+                w = torch.where(w == 1.0, a.doc_weight, w)
             ids, w = ids.to(device), w.to(device)
             T = ids.shape[1] - 1
             if pos is not None:
