@@ -63,7 +63,8 @@ stage sA $M $Z --sparse 0.5 --seed 99
 stage sB $M $Z --seed 100
 for name in sA-avg sB-avg; do gguf "$name"; done
 # from stage 11 (the bundled main since session 29), 55 min each side by side at lr 1.5e-4, aimed at
-# the record tables (where full prefill loses most at 8k-16k: the row found, a digit miscopied):
+# the record tables (where full prefill loses most at 8k-16k: about half the wrong answers find the
+# row and miscopy a digit, the other half are another row's number):
 # tables drawn 3x as often as their error alone would, up to 10 questions per document (tA, 296
 # steps), and the same with the document text at a quarter of its loss weight, so that a long
 # table's unpredictable names and digits weigh less against its answers (tB, 315 steps); the

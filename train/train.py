@@ -493,7 +493,12 @@ def main():
         f, _, wt = item.partition("=")
         if f not in family_weight:
             ap.error(f"--family-weights: no family {f!r} (needle, distract, table, multihop)")
-        family_weight[f] = float(wt)
+        try:
+            family_weight[f] = float(wt)
+        except ValueError:
+            family_weight[f] = -1.0
+        if not family_weight[f] >= 0:
+            ap.error(f"--family-weights: {item!r} is not FAMILY=W with W a number >= 0")
     if a.family_weights:
         c["family_weights"] = a.family_weights
     if a.doc_weight != 1.0:
