@@ -70,10 +70,9 @@ for name in sA-avg sB-avg; do gguf "$name"; done
 # table's unpredictable names and digits weigh less against its answers (tB, 315 steps); the
 # running means of their last 30 % (session 31: models/README.md, "Length extension")
 [ -f "$OUT/sAB.safetensors" ] || $PY average.py --out "$OUT/sAB" "$OUT/sA-avg.safetensors" "$OUT/sB-avg.safetensors"
-MT="--dim 64 --layers 4 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256 --questions 10 --hop-questions"
-S="--init $OUT/sAB.safetensors --start-phase 6 --longest 9500 --pose 20000 --pose-share 0.3 --yarn --minutes 55 --lr 1.5e-4 --average-last 0.3 --family-weights table=3"
-stage tA $MT $S --seed 103
-stage tB $MT $S --doc-weight 0.25 --seed 104
+S="--init $OUT/sAB.safetensors --start-phase 6 --longest 9500 --pose 20000 --pose-share 0.3 --yarn --minutes 55 --lr 1.5e-4 --average-last 0.3 --family-weights table=3 --questions 10"
+stage tA $M $S --seed 103
+stage tB $M $S --doc-weight 0.25 --seed 104
 for name in tA-avg tB-avg; do gguf "$name"; done
 
 # the draft: PoSE to 10k (dA, 40 min), or real 2k-9 500-unit documents alone (dB, 35 min: the best

@@ -388,6 +388,22 @@ def save(state, c, path, log):
         json.dump({"config": c, "log": log}, f, indent=1)
 
 
+def family_weights(text):
+    """--family-weights FAMILY=W,... as {family: W}; argparse turns the errors into usage errors."""
+    weights = {}
+    for item in filter(None, text.split(",")):
+        f, _, wt = item.partition("=")
+        if f not in generate.FAMILIES:
+            raise argparse.ArgumentTypeError(f"no family {f!r} ({', '.join(generate.FAMILIES)})")
+        try:
+            weights[f] = float(wt)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not FAMILY=W") from None
+        if not weights[f] >= 0:
+            raise argparse.ArgumentTypeError(f"{item!r}: the weight must be a number >= 0")
+    return weights
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", required=True)
@@ -443,7 +459,7 @@ def main():
     ap.add_argument("--sparse-tokens", default="4000-18000",
                     help="document lengths of the sparse batches, LO-HI in the generator's units")
     ap.add_argument("--sparse-keep", default="0.05-0.3", help="share of a sparse batch's chunks kept, LO-HI")
-    ap.add_argument("--family-weights", default="",
+    ap.add_argument("--family-weights", type=family_weights, default={},
                     help="FAMILY=W,...: draw these families W times as often as their error alone would "
                          "(e.g. table=3; default: by error alone)")
     ap.add_argument("--doc-weight", type=float, default=1.0,
@@ -488,17 +504,7 @@ def main():
         c.update(pose=a.pose, pose_share=a.pose_share)
     if a.sparse:
         c.update(sparse=a.sparse, sparse_tokens=a.sparse_tokens, sparse_keep=a.sparse_keep)
-    family_weight = {f: 1.0 for f in generate.FAMILIES}
-    for item in filter(None, a.family_weights.split(",")):
-        f, _, wt = item.partition("=")
-        if f not in family_weight:
-            ap.error(f"--family-weights: no family {f!r} (needle, distract, table, multihop)")
-        try:
-            family_weight[f] = float(wt)
-        except ValueError:
-            family_weight[f] = -1.0
-        if not family_weight[f] >= 0:
-            ap.error(f"--family-weights: {item!r} is not FAMILY=W with W a number >= 0")
+    family_weight = {f: a.family_weights.get(f, 1.0) for f in generate.FAMILIES}
     if a.family_weights:
         c["family_weights"] = a.family_weights
     if a.doc_weight != 1.0:
