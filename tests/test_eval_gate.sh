@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The accuracy gate on the bundled models (40 held-out documents of ~2k tokens): full prefill must
-# answer, SpecPrefill at keep 5 % and 10 % must hold absolute accuracies (the measured 80.0 % and
-# 82.5 %, less one document: models/README.md), every run's selection must keep its contract (exact
+# answer, SpecPrefill at keep 5 % and 10 % must hold absolute accuracies (the measured 82.5 % and
+# 85.0 %, less one document: models/README.md), every run's selection must keep its contract (exact
 # chunk counts, forced tokens), and random / recency selection must not answer. The gate runs with
 # the library's default parameters, so a changed default is caught too. Then the gate must FAIL
 # when SpecPrefill is broken on purpose (pooling off, chunks too coarse, one query): a gate that
@@ -15,7 +15,7 @@ pass=0 fail=0
 gate() {
   "$SP" eval -m "$ROOT/models/main.gguf" --draft "$ROOT/models/draft.gguf" --task "$ROOT/eval/retrieval-2k-ci.jsonl" \
     --methods full,spec,random,recency --keep 0.05,0.1 --check-keep 0.1 \
-    --min-accuracy 0.725 --min-spec-accuracy 0.775,0.8 --max-baseline-ratio 0.5 "$@"
+    --min-accuracy 0.75 --min-spec-accuracy 0.8,0.825 --max-baseline-ratio 0.5 "$@"
 }
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -28,9 +28,9 @@ for broken in $([ -z "$ONLY_GATE" ] && echo "pool1 chunk128 lookahead1"); do
   else fail=$((fail + 1)); echo "FAIL: the gate passes (exit $rc) with SpecPrefill broken by $broken"; fi
 done
 # the oracle (the main model's own attention, every layer) on the same documents: its selection
-# keeps the answers and the model still gives them (measured 80.0 % at keep 10 %, answers kept 92.5 %;
-# the thresholds are stage 10's 77.5 % and 90 % less one document), far above self-speculation's
-# first layer (0.0 %; stage 10's main 2.5 %).
+# keeps the answers and the model still gives them (measured 80.0 % at keep 10 %, answers kept 92.5 %,
+# after stages 11 and 12; the thresholds are stage 10's 77.5 % and 90 % less one document), far
+# above self-speculation's first layer (0.0 %; stage 10's main 2.5 %).
 # Not in the sanitizer build (gate-only): its code runs there in test_cli's eval of every method.
 if [ -z "$ONLY_GATE" ]; then
   if "$SP" eval -m "$ROOT/models/main.gguf" --task "$ROOT/eval/retrieval-2k-ci.jsonl" --methods self,oracle --keep 0.1 -o "$T/oracle" >"$T/out" 2>"$T/err" \
