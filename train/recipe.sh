@@ -111,7 +111,7 @@ $SP convert --weights out/main-s.safetensors --tokenizer out/tokenizer.json --co
 # up to 10 questions per document, the document text at a quarter of its loss weight (a long
 # table's random names and digits weigh less against its answers): 399 steps; the running mean of
 # its last 30 %. On the tuning sets (260 fresh documents) full prefill 68.5 -> 73.0 % at 8k, 61.7 %
-# at 16k (tables alone, extend.sh tB: 73.0 / 56.7 %).
+# at 16k (tables alone, extend.sh tB2: 73.0 / 56.7 %).
 $PY train.py --name main-t $M --init out/main-s.gguf --start-phase 6 --questions 10 --hop-questions --longest 9500 --pose 20000 \
     --pose-share 0.3 --yarn --average-last 0.3 --family-weights table=3,multihop=3 --doc-weight 0.25 \
     --minutes ${MAIN12_MINUTES:-55} --lr 1.5e-4 --seed 105 --out out >out/main-t.log 2>&1
