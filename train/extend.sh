@@ -70,15 +70,15 @@ for name in sA-avg sB-avg; do gguf "$name"; done
 # table's unpredictable names and digits weigh less against its answers (tB, 315 steps); the
 # running means of their last 30 % (session 31: models/README.md, "Length extension")
 [ -f "$OUT/sAB.safetensors" ] || $PY average.py --out "$OUT/sAB" "$OUT/sA-avg.safetensors" "$OUT/sB-avg.safetensors"
-S="--init $OUT/sAB.safetensors --start-phase 6 --longest 9500 --pose 20000 --pose-share 0.3 --yarn --minutes 55 --lr 1.5e-4 --average-last 0.3 --family-weights table=3 --questions 10"
+T12="--start-phase 6 --longest 9500 --pose 20000 --pose-share 0.3 --yarn --minutes 55 --lr 1.5e-4 --average-last 0.3 --questions 10"
+S="--init $OUT/sAB.safetensors $T12 --family-weights table=3"
 stage tA $M $S --seed 103
 stage tB $M $S --doc-weight 0.25 --seed 104
 for name in tA-avg tB-avg; do gguf "$name"; done
 # session 32 (tB's files lost with the machine): tB again from stage 11 as the engine reads it (F16,
 # out/main-s.gguf: 359 steps), beside the same with the two-hop documents drawn 3x too (399 steps),
 # which became the bundled main's stage 12 (recipe.sh main-t) and is not repeated here
-S2="--init ${MAIN11:-out/main-s.gguf} --start-phase 6 --longest 9500 --pose 20000 --pose-share 0.3 --yarn --minutes 55 --lr 1.5e-4 --average-last 0.3 --questions 10 --doc-weight 0.25"
-stage tB2 $M $S2 --family-weights table=3 --seed 104
+stage tB2 $M --init "${MAIN11:-out/main-s.gguf}" $T12 --family-weights table=3 --doc-weight 0.25 --seed 104
 gguf tB2-avg
 
 # the draft: PoSE to 10k (dA, 40 min), or real 2k-9 500-unit documents alone (dB, 35 min: the best
