@@ -80,6 +80,16 @@ for name in tA-avg tB-avg; do gguf "$name"; done
 # which became the bundled main's stage 12 (recipe.sh main-t) and is not repeated here
 stage tB2 $M --init "${MAIN11:-out/main-s.gguf}" $T12 --family-weights table=3 --doc-weight 0.25 --seed 104
 gguf tB2-avg
+# from stage 12 (session 33), 55 min each side by side at lr 1e-4, stage 12's documents and weights:
+# on documents from 200 units up (uA, 400 steps), or from 2 500 (~4 000 tokens) with PoSE in 15 % of
+# the batches (uB, 298 steps); their running means, their mean (uAB) and the mean of the two with
+# stage 12 (uT3; stage 12's weights as recipe.sh leaves them, which were extend.sh's tC-avg)
+U="--init ${MAIN12:-../models/main.gguf} $T12 --family-weights table=3,multihop=3 --doc-weight 0.25 --lr 1e-4"
+stage uA $M $U --seed 106
+stage uB $M $U --shortest 2500 --pose-share 0.15 --seed 107
+[ -f "$OUT/uAB.safetensors" ] || $PY average.py --out "$OUT/uAB" "$OUT/uA-avg.safetensors" "$OUT/uB-avg.safetensors"
+[ -f "$OUT/uT3.safetensors" ] || $PY average.py --out "$OUT/uT3" "${MAIN12_F32:-out/main-t-avg.safetensors}" "$OUT/uA-avg.safetensors" "$OUT/uB-avg.safetensors"
+for name in uA-avg uB-avg uAB uT3; do gguf "$name"; done
 
 # the draft: PoSE to 10k (dA, 40 min), or real 2k-9 500-unit documents alone (dB, 35 min: the best
 # selection at 8k, but it forgets 2k)
