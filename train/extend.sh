@@ -83,7 +83,7 @@ gguf tB2-avg
 # from stage 12 (session 33), 55 min each side by side at lr 1e-4, stage 12's documents and weights:
 # on documents from 200 units up (uA, 400 steps), or from 2 500 (~4 000 tokens) with PoSE in 15 % of
 # the batches (uB, 298 steps); their running means, their mean (uAB) and the mean of the two with
-# stage 12 (uT3; stage 12's weights as recipe.sh leaves them, which were extend.sh's tC-avg)
+# stage 12's weights as recipe.sh leaves them (uT3; T12's --lr is overridden by the later one)
 U="--init ${MAIN12:-../models/main.gguf} $T12 --family-weights table=3,multihop=3 --doc-weight 0.25 --lr 1e-4"
 stage uA $M $U --seed 106
 stage uB $M $U --shortest 2500 --pose-share 0.15 --seed 107
