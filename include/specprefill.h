@@ -109,7 +109,20 @@ typedef struct {
 /* The name of a GGUF tensor type id ("Q4_K", "F16", ...; "?" if unknown). */
 SP_API const char *sp_tensor_type_name(int type);
 
-/* Maps a GGUF file and validates it. The file stays mapped until sp_model_free. */
+/* How a model's file is brought into memory. */
+typedef struct {
+    bool no_mmap; /* false (the default): the file is mapped, its pages shared with every process
+                   * that maps it and read on first use; true: read whole at load into the
+                   * process's own memory, in huge pages where the OS gives them (decode reads
+                   * every weight once a token: fewer TLB misses, faster on most systems; the
+                   * process then holds its own copy of the file) */
+} sp_model_params;
+
+SP_API sp_model_params sp_model_default_params(void);
+/* Maps (or reads, with no_mmap) a GGUF file and validates it; params NULL = the defaults. The
+ * file's bytes stay in memory until sp_model_free. */
+SP_API sp_status sp_model_load_with(const char *path, const sp_model_params *params, sp_model **out);
+/* sp_model_load_with with the defaults. */
 SP_API sp_status sp_model_load(const char *path, sp_model **out);
 SP_API void sp_model_free(sp_model *model);
 SP_API const sp_model_info *sp_model_get_info(const sp_model *model);

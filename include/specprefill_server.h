@@ -12,6 +12,7 @@
 typedef struct {
     const char *model_path;
     const char *draft_path;     /* NULL: no draft */
+    sp_model_params model_params; /* how both files are loaded (no_mmap) */
     bool self_spec;             /* speculative prefill with the main model's first layers */
     bool spec_default;          /* speculative prefill for requests that do not say */
     sp_specprefill_params spec; /* server defaults, per-request overrides on top */

@@ -47,7 +47,7 @@ typedef struct {
 typedef struct {
     const uint8_t *base;  /* the file's bytes */
     size_t size;
-    bool mapped;          /* base is an mmap we own */
+    bool mapped;          /* base is an mmap we own (of the file, or of anonymous memory with its copy) */
     uint32_t version;
     uint64_t n_kv;
     sp_gguf_kv *kv;
@@ -57,8 +57,8 @@ typedef struct {
     uint64_t data_offset;
 } sp_gguf_file;
 
-/* Maps and validates a file. */
-sp_status sp_gguf_open(const char *path, sp_gguf_file **out);
+/* Maps and validates a file; copy: reads it into anonymous memory instead (sp_model_params). */
+sp_status sp_gguf_open(const char *path, bool copy, sp_gguf_file **out);
 /* Validates a buffer the caller keeps alive (used by the fuzzer and tests). */
 sp_status sp_gguf_parse(const void *buf, size_t size, sp_gguf_file **out);
 void sp_gguf_close(sp_gguf_file *f);

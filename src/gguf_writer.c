@@ -109,7 +109,7 @@ void sp_gguf_writer_copy_kv(sp_gguf_writer *w, const sp_gguf_kv *kv) {
 
 sp_status sp_gguf_writer_copy_keys(sp_gguf_writer *w, const char *path, const char *prefix) {
     sp_gguf_file *f;
-    sp_status st = sp_gguf_open(path, &f);
+    sp_status st = sp_gguf_open(path, false, &f);
     if (st != SP_OK) return st;
     const size_t n = strlen(prefix);
     for (uint64_t i = 0; i < f->n_kv; i++)

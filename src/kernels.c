@@ -282,7 +282,21 @@ const char *sp_cpu_features(void) {
 static const sp_isa_kernels *active;
 static pthread_once_t active_once = PTHREAD_ONCE_INIT;
 
+int sp_decode_ahead = 3072; /* kernels.h */
+
+/* AMD's x86 cores (and Hygon's, the same design): sp_decode_ahead's comment. */
+static bool cpu_is_amd(void) {
+#if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
+    unsigned a, vendor[3];
+    if (!__get_cpuid(0, &a, &vendor[0], &vendor[2], &vendor[1])) return false;
+    return memcmp(vendor, "AuthenticAMD", 12) == 0 || memcmp(vendor, "HygonGenuine", 12) == 0;
+#else
+    return false;
+#endif
+}
+
 static void choose_kernels(void) {
+    if (cpu_is_amd()) sp_decode_ahead = 6144;
     active = sp_kernels_by_name("avx512");
     if (!active) active = sp_kernels_by_name("avx2-vnni");
     if (!active) active = sp_kernels_by_name("avx2");
@@ -506,7 +520,7 @@ static void matmul_task(void *arg, int task, int n_tasks) {
          * tokens, and unpacked once for each group of up to 4 (the kernels' registers) */
         float (*dot)(const void *, const sp_q8_act *, int64_t) = k->dot_row_q8[w->type];
         void (*dots)(const void *, const sp_q8_act *, int, int64_t, float *, int64_t) = k->dot_rows_q8[w->type];
-        sp_prefetch(base + r0 * w->row_bytes, SP_DECODE_AHEAD); /* the kernels ask for what follows (sp_prefetch_ahead) */
+        sp_prefetch(base + r0 * w->row_bytes, sp_decode_ahead); /* the kernels ask for what follows (sp_prefetch_ahead) */
         for (int64_t r = r0; r < r1; r++) {
             for (int t = 0; t < j->n_tokens; t += DECODE_MAX_TOKENS) {
                 const int g = j->n_tokens - t < DECODE_MAX_TOKENS ? j->n_tokens - t : DECODE_MAX_TOKENS;

@@ -24,14 +24,17 @@ typedef struct sp_q8_act {
 } sp_q8_act;
 
 /* The integer decode dots read a thread's weight rows one after another, each once per token.
- * While a block is computed they ask, into L2, for the bytes SP_DECODE_AHEAD further on (past
+ * While a block is computed they ask, into L2, for the bytes sp_decode_ahead further on (past
  * a row's end: the next row, which the same thread reads next), a few lines per block. Asking
  * for the whole next row at once, as before, filled the core's miss buffers in bursts (1B
- * decode, 2 threads, AVX-512, t/s, whole next row → 3 KiB ahead: Q4_0 28.2 → 33.7, Q8_0
- * 19.7 → 22.1, Q4_K_M 31.9 → 37.0, Q6_K 25.2 → 28.5; AVX2 likewise +11–19 %; 1 KiB ahead
+ * decode, Intel Xeon, 2 threads, AVX-512, t/s, whole next row → 3 KiB ahead: Q4_0 28.2 → 33.7,
+ * Q8_0 19.7 → 22.1, Q4_K_M 31.9 → 37.0, Q6_K 25.2 → 28.5; AVX2 likewise +11–19 %; 1 KiB ahead
  * −6 to +5 %, 2 KiB +6–17 %, 4 KiB +7–14 %; every other line −10 to −15 %; into L1 −2 to −26 %,
- * into L3 level). */
-#define SP_DECODE_AHEAD 3072
+ * into L3 level). How far is the CPU's: an AMD Zen 3 (a VM's 2 cores) needs more bytes in
+ * flight — against 3 KiB, medians of four alternating rounds (1B, 2 threads, `--no-mmap`): 6 KiB
+ * Q8_0 +24 %, Q4_K_M +7 %; 12 KiB +22 % / +5 %; 24 KiB +7 % / +4 %. So 6 KiB on AMD's cores, 3
+ * KiB elsewhere; set with the kernels (sp_kernels), read-only after. */
+extern int sp_decode_ahead;
 
 /* Asks for `bytes` of weights from p on, into L2 (prefetcht1), not L1: lines asked into L1 hold
  * the core's few L1 miss buffers that the current loads need. Decode streams the weights from
@@ -41,7 +44,7 @@ typedef struct sp_q8_act {
 static inline void sp_prefetch(const void *p, int64_t bytes) {
     for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch((const char *)p + o, 0, 2); /* locality 2: prefetcht1 */
 }
-static inline void sp_prefetch_ahead(const void *p, int64_t bytes) { sp_prefetch((const char *)p + SP_DECODE_AHEAD, bytes); }
+static inline void sp_prefetch_ahead(const void *p, int64_t bytes) { sp_prefetch((const char *)p + sp_decode_ahead, bytes); }
 
 /* Fills a sp_q8_act's arrays (q: n, d: n/32, sum16: n/16). */
 void sp_quantize_activations(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum16);

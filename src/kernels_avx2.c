@@ -10,9 +10,7 @@
 
 /* The integer decode dots of the 32-value formats (kernels_q8_blocks.h) with vpmaddubsw: pairs
  * of u8 × s8 products in 16 bits (codes ≤ 128, activations ≤ 127: no saturation), then vpmaddwd. */
-static inline __m256 dot_u8s8(__m256i u, __m256i s) {
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-}
+static inline __m256i dot_u8s8(__m256i u, __m256i s) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)); }
 #include "kernels_q8_blocks.h"
 
 static float avx2_dot_f32(const float *a, const float *b, int64_t n) {
@@ -379,8 +377,8 @@ static inline __attribute__((always_inline)) float dot_k4(const void *row, const
                 lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b_lo), b_lo), sixteen));
                 hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b_hi), b_hi), sixteen));
             }
-            acc0 = _mm256_fmadd_ps(dot_u8s8(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * j))), _mm256_broadcast_ss(&s[2 * j]), acc0);
-            acc1 = _mm256_fmadd_ps(dot_u8s8(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * j + 32))), _mm256_broadcast_ss(&s[2 * j + 1]), acc1);
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * j)))), _mm256_broadcast_ss(&s[2 * j]), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * j + 32)))), _mm256_broadcast_ss(&s[2 * j + 1]), acc1);
         }
     }
     return hsum8(_mm256_add_ps(acc0, acc1)) - hsum8(mins);
@@ -421,9 +419,9 @@ static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4))};
             for (int k = 0; k < 4; k += 2) {
-                acc0 = _mm256_fmadd_ps(dot_u8s8(codes[k], _mm256_loadu_si256((const __m256i *)(q + 128 * h + 32 * k))),
+                acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(codes[k], _mm256_loadu_si256((const __m256i *)(q + 128 * h + 32 * k)))),
                                        _mm256_permutevar8x32_ps(sc[h], pair[k]), acc0);
-                acc1 = _mm256_fmadd_ps(dot_u8s8(codes[k + 1], _mm256_loadu_si256((const __m256i *)(q + 128 * h + 32 * k + 32))),
+                acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(codes[k + 1], _mm256_loadu_si256((const __m256i *)(q + 128 * h + 32 * k + 32)))),
                                        _mm256_permutevar8x32_ps(sc[h], pair[k + 1]), acc1);
             }
         }

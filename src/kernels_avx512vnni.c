@@ -8,9 +8,7 @@
 #include "kernels_x86.h"
 #include "quant.h"
 
-static inline __m256 dot_u8s8(__m256i u, __m256i s) {
-    return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
-}
+static inline __m256i dot_u8s8(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
 
 #define SP_OWN_Q4_0_DOT /* dot_q4_0_wide below */
 #include "kernels_q8_blocks.h"
@@ -61,7 +59,7 @@ static inline __attribute__((always_inline)) void dot_q4_0_wide_tokens(const voi
     for (; i < nb; i++) /* the last blocks short of 8, one at a time */
         UNROLL for (int t = 0; t < T; t++) {
             const float s = _cvtsh_ss(b[i].d) * x[t].d[i];
-            tail[t] = _mm256_fmadd_ps(prod_q4_0(b, &x[t], i), _mm256_set1_ps(s), tail[t]);
+            tail[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod_q4_0(b, &x[t], i)), _mm256_set1_ps(s), tail[t]);
             tail_off[t] += s * act_sum(&x[t], i);
         }
     UNROLL for (int t = 0; t < T; t++)

@@ -13,7 +13,7 @@
 #include "kernels_x86.h"
 #include "quant.h"
 
-static inline __m256 dot_u8s8(__m256i u, __m256i s) { return _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)); }
+static inline __m256i dot_u8s8(__m256i u, __m256i s) { return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s); }
 
 #include "kernels_q8_blocks.h"
 

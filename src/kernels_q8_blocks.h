@@ -2,8 +2,8 @@
  * The 32-value block formats' integer decode dots (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: the weights'
  * codes × int8 activations), written once for every x86 set that has them. The file including
  * this defines, for its instruction set:
- *   __m256 dot_u8s8(__m256i u, __m256i s)  the 32 products of unsigned codes u (≤ 128) and
- *                                          signed activations s, summed in groups of 4, as floats;
+ *   __m256i dot_u8s8(__m256i u, __m256i s) the 32 products of unsigned codes u (≤ 128) and
+ *                                          signed activations s, summed in groups of 4 (int32);
  * and UNROLL (kernels_x86.h). It gets, per format, name(row, x, n) for one token and
  * name##_rows(row, x, n_tokens, n, out, stride) for up to four; and Q4_K's scale unpacking.
  * A set with a Q4_0 dot of its own (AVX-512 VNNI: two blocks per register) defines
@@ -53,19 +53,19 @@ static inline __m256i act_codes(const sp_q8_act *x, int64_t i) { return _mm256_l
 static inline float act_sum(const sp_q8_act *x, int64_t i) { return (float)(x->sum16[2 * i] + x->sum16[2 * i + 1]); }
 
 /* Each format's block product: the integer dot of its 32 codes with the activations' codes, as 8
- * floats (summed later). The scale (d × the activations' d) and what the codes' offset or the
+ * int32 sums of 4 (summed later). The scale (d × the activations' d) and what the codes' offset or the
  * format's minimum adds (through the activations' code sums) are the kernel's, below. */
-static inline __m256 prod_q8_0(const block_q8_0 *b, const sp_q8_act *x, int64_t i) {
+static inline __m256i prod_q8_0(const block_q8_0 *b, const sp_q8_act *x, int64_t i) {
     const __m256i w = _mm256_loadu_si256((const __m256i *)b[i].qs), q = act_codes(x, i);
     /* |w| × (q with w's sign): the u8 × s8 form of a signed product */
     return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
 }
-static inline __m256 prod_q4_0(const block_q4_0 *b, const sp_q8_act *x, int64_t i) { return dot_u8s8(nibble_codes(b[i].qs), act_codes(x, i)); }
-static inline __m256 prod_q4_1(const block_q4_1 *b, const sp_q8_act *x, int64_t i) { return dot_u8s8(nibble_codes(b[i].qs), act_codes(x, i)); }
-static inline __m256 prod_q5_0(const block_q5_0 *b, const sp_q8_act *x, int64_t i) {
+static inline __m256i prod_q4_0(const block_q4_0 *b, const sp_q8_act *x, int64_t i) { return dot_u8s8(nibble_codes(b[i].qs), act_codes(x, i)); }
+static inline __m256i prod_q4_1(const block_q4_1 *b, const sp_q8_act *x, int64_t i) { return dot_u8s8(nibble_codes(b[i].qs), act_codes(x, i)); }
+static inline __m256i prod_q5_0(const block_q5_0 *b, const sp_q8_act *x, int64_t i) {
     return dot_u8s8(five_bit_codes(b[i].qs, b[i].qh), act_codes(x, i));
 }
-static inline __m256 prod_q5_1(const block_q5_1 *b, const sp_q8_act *x, int64_t i) {
+static inline __m256i prod_q5_1(const block_q5_1 *b, const sp_q8_act *x, int64_t i) {
     return dot_u8s8(five_bit_codes(b[i].qs, b[i].qh), act_codes(x, i));
 }
 
@@ -76,6 +76,15 @@ static inline __m256 f16x8(const void *p, int stride) {
     for (int j = 0; j < 8; j++) memcpy(&h[j], (const uint8_t *)p + j * stride, 2);
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
 }
+/* Four blocks' int32 dots (8 lanes each) in one vector: lane j sums block j's lanes 0..3, lane
+ * j + 4 its lanes 4..7 (two unpacks and an add a level, as ik_llama.cpp's Sum4 does): one
+ * conversion and one multiply-add for four blocks, by the scales [s0 s1 s2 s3 s0 s1 s2 s3]. */
+static inline __m256i sum4_blocks(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+    const __m256i p01 = _mm256_add_epi32(_mm256_unpacklo_epi32(p0, p1), _mm256_unpackhi_epi32(p0, p1)); /* 0 1 0 1 | 0 1 0 1 */
+    const __m256i p23 = _mm256_add_epi32(_mm256_unpacklo_epi32(p2, p3), _mm256_unpackhi_epi32(p2, p3)); /* 2 3 2 3 | 2 3 2 3 */
+    return _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));         /* 0 1 2 3 | 0 1 2 3 */
+}
+
 /* The activations' code sums of 8 blocks (sum16 pairs), as floats in block order. */
 static inline __m256 block_sums8(const int32_t *sum16) {
     const __m256i h = _mm256_hadd_epi32(_mm256_loadu_si256((const __m256i *)sum16), _mm256_loadu_si256((const __m256i *)(sum16 + 8)));
@@ -88,12 +97,16 @@ static inline __m256 block_sums8(const int32_t *sum16) {
  * in the same order, so a token's result is the same bits alone or among others (a batched
  * decode step, speculative decoding's check). name(row, x, n) is one token; name##_rows any count.
  *
- * Eight blocks at a time, the per-block scalars are vectors: the 8 weight scales (f16x8),
- * times the token's 8 activation scales, are stored and broadcast from memory per block (a load,
- * not a shuffle), and the offset or minimum term of all 8 blocks is one multiply-add on their
- * activation sums (a scalar scale, conversion and offset per block made decode compute-bound:
- * 1B Q4_0, 2 threads, 21.5 → 27–28.6 t/s with AVX-512, Q8_0 17.6 → 17.9–18.4). The blocks run
- * as two chains, so that the conversion and multiply-add latencies of one overlap the next's.
+ * Eight blocks at a time, the per-block scalars are vectors: the 8 weight scales (f16x8) times
+ * the token's 8 activation scales, and the offset or minimum term of all 8 blocks is one
+ * multiply-add on their activation sums (a scalar scale, conversion and offset per block made
+ * decode compute-bound: 1B Q4_0, 2 threads, 21.5 → 27–28.6 t/s with AVX-512). The blocks' int32
+ * dots go four at a time into one vector (sum4_blocks), converted and multiplied once by the
+ * four scales: with AVX2 each block's vpsignb, vpmaddubsw and vpmaddwd share the core's two
+ * vector-multiply pipes with the conversion and the multiply-add, and a conversion and
+ * multiply-add per block (as before) made Q8_0 decode 1.4× slower than ik_llama.cpp's (1B, AMD
+ * Zen 3, 2 threads: 25 against 36 t/s). The two halves of 8 run as two chains, so that the
+ * conversion and multiply-add latencies of one overlap the other's.
  * OFFSET: the codes' offset (Q4_0 8, Q5_0 16: value = d·(code − OFFSET)); MIN: the block has a
  * minimum, field M (value = d·code + m; for the others M names any fp16 field, never read). */
 #define DOT_BLOCKS(name, BLOCK, prod, OFFSET, MIN, M)                                                                   \
@@ -101,7 +114,6 @@ static inline __m256 block_sums8(const int32_t *sum16) {
                                                                     float *out, int64_t os, const int T) {              \
         const BLOCK *b = row;                                                                                           \
         __m256 acc0[4], acc1[4], off[4];                                                                                \
-        float sc[4][8];                                                                                                 \
         UNROLL for (int t = 0; t < T; t++) acc0[t] = acc1[t] = off[t] = _mm256_setzero_ps();                            \
         const int64_t nb = n / 32;                                                                                      \
         int64_t i = 0;                                                                                                  \
@@ -111,22 +123,21 @@ static inline __m256 block_sums8(const int32_t *sum16) {
             const __m256 mw = MIN ? f16x8(&b[i].M, (int)sizeof(BLOCK)) : _mm256_setzero_ps(); /* the blocks' mins */    \
             UNROLL for (int t = 0; t < T; t++) {                                                                        \
                 const __m256 dx = _mm256_loadu_ps(x[t].d + i), s = _mm256_mul_ps(dw, dx);                               \
-                _mm256_storeu_ps(sc[t], s);                                                                             \
                 if (MIN) off[t] = _mm256_fmadd_ps(_mm256_mul_ps(mw, dx), block_sums8(x[t].sum16 + 2 * i), off[t]);      \
                 else if (OFFSET) off[t] = _mm256_fmadd_ps(s, block_sums8(x[t].sum16 + 2 * i), off[t]);                  \
-            }                                                                                                           \
-            UNROLL for (int j = 0; j < 8; j += 2) {                                                                     \
-                UNROLL for (int t = 0; t < T; t++) {                                                                    \
-                    acc0[t] = _mm256_fmadd_ps(prod(b, &x[t], i + j), _mm256_broadcast_ss(&sc[t][j]), acc0[t]);          \
-                    acc1[t] = _mm256_fmadd_ps(prod(b, &x[t], i + j + 1), _mm256_broadcast_ss(&sc[t][j + 1]), acc1[t]);  \
-                }                                                                                                       \
+                const __m256i lo = sum4_blocks(prod(b, &x[t], i), prod(b, &x[t], i + 1), prod(b, &x[t], i + 2),         \
+                                               prod(b, &x[t], i + 3));                                                  \
+                const __m256i hi = sum4_blocks(prod(b, &x[t], i + 4), prod(b, &x[t], i + 5), prod(b, &x[t], i + 6),     \
+                                               prod(b, &x[t], i + 7));                                                  \
+                acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_permute2f128_ps(s, s, 0x00), acc0[t]);         \
+                acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_permute2f128_ps(s, s, 0x11), acc1[t]);         \
             }                                                                                                           \
         }                                                                                                               \
         float tail_off[4] = {0, 0, 0, 0};                                                                               \
         for (; i < nb; i++) /* the last blocks short of 8, one at a time */                                             \
             UNROLL for (int t = 0; t < T; t++) {                                                                        \
                 const float s = _cvtsh_ss(b[i].d) * x[t].d[i];                                                          \
-                acc0[t] = _mm256_fmadd_ps(prod(b, &x[t], i), _mm256_set1_ps(s), acc0[t]);                               \
+                acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod(b, &x[t], i)), _mm256_set1_ps(s), acc0[t]);           \
                 if (MIN) tail_off[t] += _cvtsh_ss(b[i].M) * x[t].d[i] * act_sum(&x[t], i);                              \
                 else if (OFFSET) tail_off[t] += s * act_sum(&x[t], i);                                                  \
             }                                                                                                           \

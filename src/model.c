@@ -210,11 +210,16 @@ static sp_status load_weights(sp_model *m) {
     return SP_OK;
 }
 
-sp_status sp_model_load(const char *path, sp_model **out) {
+sp_model_params sp_model_default_params(void) { return (sp_model_params){.no_mmap = false}; }
+
+sp_status sp_model_load(const char *path, sp_model **out) { return sp_model_load_with(path, NULL, out); }
+
+sp_status sp_model_load_with(const char *path, const sp_model_params *params, sp_model **out) {
     *out = NULL;
+    const sp_model_params p = params ? *params : sp_model_default_params();
     sp_model *m = calloc(1, sizeof *m);
     if (!m) return sp_fail(SP_ERR_MEMORY, "model: out of memory");
-    sp_status st = sp_gguf_open(path, &m->gguf);
+    sp_status st = sp_gguf_open(path, p.no_mmap, &m->gguf);
     if (st == SP_OK) {
         /* a file without tensors is a vocabulary: only the tokenizer is needed */
         m->has_weights = m->gguf->n_tensors > 0;

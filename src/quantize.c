@@ -102,7 +102,7 @@ static sp_status convert(void *arg, int index, void *dst, uint64_t n_bytes) {
 
 sp_status sp_quantize_file(const char *in_path, const char *out_path, const sp_quant_plan *plan) {
     sp_gguf_file *in;
-    sp_status st = sp_gguf_open(in_path, &in);
+    sp_status st = sp_gguf_open(in_path, false, &in);
     if (st != SP_OK) return st;
     sp_gguf_string arch = {"", 0};
     sp_gguf_get_string_opt(in, "general.architecture", &arch);

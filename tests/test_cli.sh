@@ -105,6 +105,12 @@ cmp -s "$T/text" "$T/back" && ok || bad "detokenize gives the text back"
 python3 -c "import json; print(json.dumps({'tokens': [list(range(40, 72)), list(range(72, 88))], 'positions': [list(range(32)), list(range(32, 48))], 'logits_batch': 1}))" >"$T/two.json"
 expect_ok "logits" "$SP" logits -m "$T/llama-Q8_0.gguf" --case "$T/two.json"
 python3 -c "import json,sys; d=json.load(open('$T/out')); assert len(d['logits'])==16 and len(d['logits'][0])==1115" && ok || bad "logits JSON shape"
+cp "$T/out" "$T/logits-mapped"
+expect_ok "logits --no-mmap" "$SP" logits -m "$T/llama-Q8_0.gguf" --case "$T/two.json" --no-mmap
+cmp -s "$T/out" "$T/logits-mapped" && ok || bad "the model read into memory (--no-mmap) gives the mapped file's logits"
+# and speculative prefill with both files read: the demo's answer
+expect_ok "generate --draft --no-mmap" "$SP" generate "${DEMO[@]}" --draft "$ROOT/models/draft.gguf" --keep 0.1 --no-mmap
+[ "$(cat "$T/out")" = " 24818" ] && ok || bad "generate --draft --no-mmap: '$(cat "$T/out")'"
 
 # eval on two random models: every method runs and reports
 printf '{"prompt": "The code of Ann is 123. The sky is blue. Question: What is the code of Ann?\\nAnswer:", "answer": "123"}\n%.0s' 1 2 3 >"$T/task.jsonl"

@@ -148,7 +148,7 @@ static void model_loader_errors_name_the_problem(void **s) {
     remove(path);
     /* a model with a tensor missing: copy everything but blk.1.ffn_up.weight */
     sp_gguf_file *src;
-    assert_int_equal(sp_gguf_open(test_model_path("llama-q8_0", path, sizeof path), &src), SP_OK);
+    assert_int_equal(sp_gguf_open(test_model_path("llama-q8_0", path, sizeof path), false, &src), SP_OK);
     w = sp_gguf_writer_new();
     for (uint64_t i = 0; i < src->n_kv; i++) sp_gguf_writer_copy_kv(w, &src->kv[i]);
     for (uint64_t i = 0; i < src->n_tensors; i++) {
@@ -172,7 +172,7 @@ static void writer_round_trip(void **s) {
     (void)s;
     sp_gguf_file *src;
     char src_path[512];
-    assert_int_equal(sp_gguf_open(test_model_path("qwen3-q8_0", src_path, sizeof src_path), &src), SP_OK);
+    assert_int_equal(sp_gguf_open(test_model_path("qwen3-q8_0", src_path, sizeof src_path), false, &src), SP_OK);
     sp_gguf_writer *w = sp_gguf_writer_new();
     for (uint64_t i = 0; i < src->n_kv; i++) sp_gguf_writer_copy_kv(w, &src->kv[i]);
     for (uint64_t i = 0; i < src->n_tensors; i++) {
@@ -186,7 +186,7 @@ static void writer_round_trip(void **s) {
     assert_int_equal(sp_gguf_writer_write(w, path), SP_OK);
     sp_gguf_writer_free(w);
     sp_gguf_file *back;
-    assert_int_equal(sp_gguf_open(path, &back), SP_OK);
+    assert_int_equal(sp_gguf_open(path, false, &back), SP_OK);
     assert_int_equal(back->n_kv, src->n_kv);
     assert_int_equal(back->n_tensors, src->n_tensors);
     for (uint64_t i = 0; i < src->n_tensors; i++) {

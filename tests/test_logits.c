@@ -225,8 +225,8 @@ static void quantizer_matches_llama_cpp_quality(void **state) {
         if (ours_rms > 1.2 * their_rms) fail_msg("%s quantizer error %.4f is more than 1.2x llama.cpp's %.4f", types[i], ours_rms, their_rms);
         if (strcmp(types[i], "Q4_K_M") == 0) {
             sp_gguf_file *a, *b;
-            assert_int_equal(sp_gguf_open(out, &a), SP_OK);
-            assert_int_equal(sp_gguf_open(SHARED("fixtures/models/llama-q4_k_m.gguf"), &b), SP_OK);
+            assert_int_equal(sp_gguf_open(out, false, &a), SP_OK);
+            assert_int_equal(sp_gguf_open(SHARED("fixtures/models/llama-q4_k_m.gguf"), false, &b), SP_OK);
             for (uint64_t t = 0; t < b->n_tensors; t++) {
                 const sp_gguf_tensor *x = &b->tensors[t];
                 char name[128];

@@ -204,7 +204,7 @@ static void bad_calls_are_errors(void **st) {
     sp_model_free(m);
     /* a vocabulary-only file (the bundled model's metadata, no tensors) tokenizes but cannot run */
     sp_gguf_file *src;
-    assert_int_equal(sp_gguf_open(SP_SOURCE_DIR "/models/main.gguf", &src), SP_OK);
+    assert_int_equal(sp_gguf_open(SP_SOURCE_DIR "/models/main.gguf", false, &src), SP_OK);
     sp_gguf_writer *w = sp_gguf_writer_new();
     for (uint64_t i = 0; i < src->n_kv; i++) sp_gguf_writer_copy_kv(w, &src->kv[i]);
     char path[512];
@@ -294,11 +294,63 @@ static void sampling(void **st) {
     assert_int_equal(sp_sampler_new(&p, V, &s), SP_ERR_ARGUMENT);
 }
 
+/* A model read into memory (no_mmap) is the same model as the mapped file: its logits bit for bit,
+ * in prefill and in decode; and the errors of a file that is not a model are the same. */
+static void loaded_without_mmap(void **st) {
+    (void)st;
+    char path[512];
+    test_model_path("llama-q8_0", path, sizeof path);
+    sp_model_params mp = sp_model_default_params();
+    assert_false(mp.no_mmap);
+    mp.no_mmap = true;
+    sp_model *mapped, *read;
+    assert_int_equal(sp_model_load_with(path, NULL, &mapped), SP_OK);
+    assert_int_equal(sp_model_load_with(path, &mp, &read), SP_OK);
+    assert_memory_equal(sp_model_get_info(mapped), sp_model_get_info(read), sizeof(sp_model_info));
+    const int V = sp_model_get_info(mapped)->n_vocab, n = 24;
+    sp_token tok[25];
+    int32_t pos[25], all[24];
+    for (int i = 0; i < 25; i++) { tok[i] = (i * 53 + 7) % 1000; pos[i] = i; }
+    for (int i = 0; i < n; i++) all[i] = i;
+    float *out[2];
+    sp_model *models[2] = {mapped, read};
+    for (int k = 0; k < 2; k++) {
+        out[k] = malloc(sizeof(float) * (size_t)(n + 1) * V);
+        sp_context *c;
+        assert_int_equal(sp_context_new(models[k], NULL, &c), SP_OK);
+        assert_int_equal(sp_decode(c, tok, pos, n, all, n, out[k]), SP_OK); /* prefill */
+        int32_t row = 0;
+        assert_int_equal(sp_decode(c, tok + n, pos + n, 1, &row, 1, out[k] + (size_t)n * V), SP_OK); /* decode */
+        sp_context_free(c);
+    }
+    assert_memory_equal(out[0], out[1], sizeof(float) * (size_t)(n + 1) * V);
+    free(out[0]); free(out[1]);
+    sp_model_free(mapped);
+    sp_model_free(read);
+    /* not a model: the same errors, nothing left behind */
+    sp_model *m = (sp_model *)&mp;
+    assert_int_equal(sp_model_load_with(SP_SOURCE_DIR "/no/such/file.gguf", &mp, &m), SP_ERR_IO);
+    assert_null(m);
+    assert_int_equal(sp_model_load_with(SP_SOURCE_DIR "/models", &mp, &m), SP_ERR_IO);
+    temp_path("not-a-model.gguf", path, sizeof path);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    for (int i = 0; i < 100; i++) fputs("GGUF but not really ", f);
+    fclose(f);
+    for (int k = 0; k < 2; k++) {
+        mp.no_mmap = k == 1;
+        assert_int_equal(sp_model_load_with(path, &mp, &m), SP_ERR_FORMAT);
+        assert_null(m);
+    }
+    remove(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(logit_rows_and_batching), cmocka_unit_test(truncate_and_redo),
         cmocka_unit_test(decode_sequences), cmocka_unit_test(decode_at_long_context),
         cmocka_unit_test(bad_calls_are_errors), cmocka_unit_test(sampling),
+        cmocka_unit_test(loaded_without_mmap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

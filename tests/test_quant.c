@@ -68,7 +68,7 @@ static void fused_dot_matches_dequantize(void **st) {
         char path[1024];
         if (!quantized_model(files[f], path, sizeof path)) continue;
         sp_gguf_file *g;
-        assert_int_equal(sp_gguf_open(path, &g), SP_OK);
+        assert_int_equal(sp_gguf_open(path, false, &g), SP_OK);
         const sp_gguf_tensor *t = sp_gguf_find_tensor(g, "blk.0.ffn_down.weight"); /* [768, 256] */
         assert_non_null(t);
         const sp_type_traits *tt = sp_type_traits_get(t->type);
@@ -406,7 +406,7 @@ static void integer_decode_dots(void **st) {
             char path[1024];
             if (!quantized_model(files[f], path, sizeof path)) continue;
             sp_gguf_file *g;
-            assert_int_equal(sp_gguf_open(path, &g), SP_OK);
+            assert_int_equal(sp_gguf_open(path, false, &g), SP_OK);
             const sp_gguf_tensor *t = sp_gguf_find_tensor(g, "blk.0.ffn_down.weight");
             if (!isa->dot_row_q8[t->type]) { sp_gguf_close(g); continue; }
             const int64_t n = t->ne[0];

@@ -50,7 +50,7 @@ static void bos_kept_by_id(void **st) {
     for (int i = 0; i < V; i++) types[i] = (int32_t)sp_token_get_type(orig, i);
     types[bos] = SP_TOKEN_NORMAL;
     sp_gguf_file *src;
-    assert_int_equal(sp_gguf_open(SP_SOURCE_DIR "/models/main.gguf", &src), SP_OK);
+    assert_int_equal(sp_gguf_open(SP_SOURCE_DIR "/models/main.gguf", false, &src), SP_OK);
     sp_gguf_writer *w = sp_gguf_writer_new();
     for (uint64_t i = 0; i < src->n_kv; i++)
         if (!sp_gguf_string_eq(src->kv[i].key, "tokenizer.ggml.token_type")) sp_gguf_writer_copy_kv(w, &src->kv[i]);

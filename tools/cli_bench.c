@@ -352,6 +352,7 @@ int cmd_bench(int argc, char **argv) {
     bool self_spec = false, spec_decode = false;
     const char *spec_prompt = NULL;
     sp_specdecode_params sdp = sp_specdecode_default_params();
+    sp_model_params load = sp_model_default_params();
     const cli_option options[] = {
         CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the model (GGUF)"),
         CLI_OPT("--n-prompt", "-p", CLI_INTS, pp, 0, 1 << 20, "LIST", "prompt lengths to time (pp rows), 0 = none",
@@ -367,6 +368,7 @@ int cmd_bench(int argc, char **argv) {
         CLI_OPT("--contend", NULL, CLI_INT, &contend, 0, 256, "N",
                 "run N busy processes meanwhile (a machine shared with other work: how much speed survives)"),
         CLI_THREADS_OPTION(&threads),
+        CLI_NO_MMAP_OPTION(&load.no_mmap),
         CLI_KV_TYPE_OPTION(&kv_type),
         CLI_OPT("--output", "-o", CLI_CHOICE, &format, 0, 0, "md|json", "output format"),
         CLI_SECTION_ROW("time to first token: full prefill vs speculative prefill, in the same run"),
@@ -394,8 +396,8 @@ int cmd_bench(int argc, char **argv) {
     if (!model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
     progress_tty = isatty(2);
     sp_model *m = NULL, *dm = NULL;
-    if (sp_model_load(model_path, &m) != SP_OK) return fail_status("loading model");
-    if (draft_path && sp_model_load(draft_path, &dm) != SP_OK) { sp_model_free(m); return fail_status("loading draft"); }
+    if (sp_model_load_with(model_path, &load, &m) != SP_OK) return fail_status("loading model");
+    if (draft_path && sp_model_load_with(draft_path, &load, &dm) != SP_OK) { sp_model_free(m); return fail_status("loading draft"); }
     const sp_model_info *info = sp_model_get_info(m);
     int max_depth = 0;
     for (int i = 0; i < n_depths; i++) if (depths[i] > max_depth) max_depth = depths[i];

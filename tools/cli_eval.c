@@ -621,6 +621,7 @@ int cmd_eval(int argc, char **argv) {
     double min_acc = -1, min_ratio = -1, max_base = -1, check_keep = 0.1, mass = 0.9, min_spec[MAX_KEEPS];
     int n_min_spec = 0, bad_selection = 0;
     sp_specprefill_params sp = sp_specprefill_default_params();
+    sp_model_params load = sp_model_default_params();
     const cli_option options[] = {
         CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the main model (GGUF)"),
         CLI_OPT("--draft", NULL, CLI_TEXT, &draft_path, 0, 0, "FILE", "draft model: adds the methods spec and adaptive"),
@@ -648,6 +649,7 @@ int cmd_eval(int argc, char **argv) {
                 "run nothing: report the documents of several runs' PREFIX.json as one (a long evaluation split into parts; same methods, keep rates and models)",
                 .count = &n_merges, .max_count = MAX_TASKS),
         CLI_THREADS_OPTION(&threads),
+        CLI_NO_MMAP_OPTION(&load.no_mmap),
         CLI_ROPE_OPTIONS(&rope),
         CLI_SECTION_ROW("checks (exit 1 when one fails; for CI)"),
         CLI_OPT("--min-accuracy", NULL, CLI_DOUBLE, &min_acc, 0, 1, "X", "full prefill's accuracy reaches X", .shown_default = ""),
@@ -726,8 +728,8 @@ int cmd_eval(int argc, char **argv) {
     float *logits = NULL, *imp = NULL, *bimp = NULL;
     uint8_t *kept = NULL;
     if (!rep) { fprintf(stderr, "error: out of memory\n"); goto done; }
-    if (sp_model_load(model_path, &m) != SP_OK) { fail_status("loading model"); goto done; }
-    if (draft_path && sp_model_load(draft_path, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
+    if (sp_model_load_with(model_path, &load, &m) != SP_OK) { fail_status("loading model"); goto done; }
+    if (draft_path && sp_model_load_with(draft_path, &load, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
     if (dm && !sp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
     const bool other_vocab = dm && sp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK;
     for (int d = 0; d < n_docs; d++) {

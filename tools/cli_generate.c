@@ -53,6 +53,7 @@ int cmd_generate(int argc, char **argv) {
     sp_specdecode_params sdp = sp_specdecode_default_params();
     sp_sampling_params sp = sp_sampling_default_params();
     sp_specprefill_params spp = sp_specprefill_default_params();
+    sp_model_params load = sp_model_default_params();
     const cli_option options[] = {
         CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the model (GGUF)"),
         CLI_OPT("--prompt", "-p", CLI_TEXT, &prompt, 0, 0, "TEXT", "the prompt"),
@@ -66,6 +67,7 @@ int cmd_generate(int argc, char **argv) {
          .count = &n_stops, .max_count = SPC_MAX_STOPS),
         CLI_OPT("--ctx-size", "-c", CLI_INT, &n_ctx, 0, 1 << 24, "N", "KV-cache capacity", .shown_default = "prompt + n-predict"),
         CLI_THREADS_OPTION(&threads),
+        CLI_NO_MMAP_OPTION(&load.no_mmap),
         CLI_KV_TYPE_OPTION(&kv_type),
         CLI_ROPE_OPTIONS(&rope),
         CLI_SECTION_ROW("speculative prefill (prefill only the prompt tokens a draft model finds important)"),
@@ -120,7 +122,7 @@ int cmd_generate(int argc, char **argv) {
     float *logits = NULL;
     int rc = 1;
     if (strlen(prompt) != prompt_len) { fprintf(stderr, "error: the prompt contains a NUL byte\n"); goto done; }
-    if (sp_model_load(model_path, &m) != SP_OK) { fail_status("loading model"); goto done; }
+    if (sp_model_load_with(model_path, &load, &m) != SP_OK) { fail_status("loading model"); goto done; }
     const sp_model_info *info = sp_model_get_info(m);
     sp_chat_message msgs[2];
     int n_msgs = 0;
@@ -136,7 +138,7 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (sp_context_new(m, &cp, &ctx) != SP_OK) { fail_status("context"); goto done; }
-    if (draft_path && !self_spec && sp_model_load(draft_path, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
+    if (draft_path && !self_spec && sp_model_load_with(draft_path, &load, &dm) != SP_OK) { fail_status("loading draft"); goto done; }
     if (dm && !spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK) { fail_status("draft"); goto done; }
     const bool other_vocab = dm && spp.any_vocab && sp_vocab_check_same(m, dm) != SP_OK;
     /* speculative decoding: a draft of the same tokenizer */

@@ -26,11 +26,13 @@ int cmd_logits(int argc, char **argv) {
     const char *model_path = NULL, *case_path = NULL;
     int threads = 0, kv_type = 0;
     cli_rope rope = {0, 0, 0};
+    sp_model_params load = sp_model_default_params();
     const cli_option options[] = {
         CLI_OPT("--model", "-m", CLI_TEXT, &model_path, 0, 0, "FILE", "the model (GGUF)"),
         CLI_OPT("--case", NULL, CLI_TEXT, &case_path, 0, 0, "CASE.json", "the batches to decode"),
         CLI_KV_TYPE_OPTION(&kv_type),
         CLI_THREADS_OPTION(&threads),
+        CLI_NO_MMAP_OPTION(&load.no_mmap),
         CLI_ROPE_OPTIONS(&rope),
         CLI_OPTIONS_END,
     };
@@ -67,7 +69,7 @@ int cmd_logits(int argc, char **argv) {
         logits_batch = (int)d;
     }
     sp_model *m;
-    if (sp_model_load(model_path, &m) != SP_OK) { cJSON_Delete(c); return fail_status("loading model"); }
+    if (sp_model_load_with(model_path, &load, &m) != SP_OK) { cJSON_Delete(c); return fail_status("loading model"); }
     const int n_vocab = sp_model_get_info(m)->n_vocab;
     int total = 0;
     for (int b = 0; b < n_batches; b++) total += cJSON_GetArraySize(cJSON_GetArrayItem(tokens, b));

@@ -21,6 +21,7 @@ int cmd_serve(int argc, char **argv) {
     int spec_reuse = 0;
     c.spec = sp_specprefill_default_params();
     c.sampling = sp_sampling_default_params();
+    c.model_params = sp_model_default_params();
     c.spec_default = true;
     c.spec_decode_default = true;
     c.spec_decode = sp_specdecode_default_params();
@@ -53,6 +54,7 @@ int cmd_serve(int argc, char **argv) {
                 .shown_default = "HOST:PORT"),
         CLI_CHAT_TEMPLATE_OPTIONS(&tmpl, &tmpl_file, &c.chat_template_kwargs),
         CLI_THREADS_OPTION(&c.threads),
+        CLI_NO_MMAP_OPTION(&c.model_params.no_mmap),
         CLI_SECTION_ROW("sampling defaults (each request may override them)"),
         CLI_SAMPLING_OPTIONS(&c.sampling),
         CLI_SECTION_ROW("speculative prefill (defaults; a request's \"speculative_prefill\" object overrides them)"),

@@ -63,6 +63,11 @@ int cli_parse(const cli_command *cmd, int argc, char **argv);
 /* Options more than one command takes, each a list of table rows (one place for their ranges and help). */
 #define CLI_THREADS_OPTION(threads) \
     CLI_OPT("--threads", "-t", CLI_INT, (threads), 0, 256, "N", "worker threads", .shown_default = "all cores")
+/* bool *: sp_model_params.no_mmap */
+#define CLI_NO_MMAP_OPTION(no_mmap) \
+    CLI_OPT("--no-mmap", NULL, CLI_FLAG, (no_mmap), 0, 0, NULL, \
+            "read the model(s) into this process's memory (huge pages where the OS gives them) instead of mapping the file: faster decode on most systems, a private copy of each file", \
+            .shown_default = "")
 #define CLI_KV_TYPE_OPTION(kv_index) \
     CLI_OPT("--kv-type", NULL, CLI_CHOICE, (kv_index), 0, 0, "f16|f32", "KV-cache storage")
 /* How positions are scaled past the model's training context (generate, serve, eval, logits):

@@ -318,11 +318,11 @@ int sp_server_run(const sp_server_config *cfg) {
     memset(&sp_srv, 0, sizeof sp_srv);
     sp_srv.cfg = cfg;
     if (sp_set_threads(cfg->threads) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); return 1; }
-    if (sp_model_load(cfg->model_path, &sp_srv.model) != SP_OK) { fprintf(stderr, "error: loading model: %s\n", sp_last_error()); return 1; }
+    if (sp_model_load_with(cfg->model_path, &cfg->model_params, &sp_srv.model) != SP_OK) { fprintf(stderr, "error: loading model: %s\n", sp_last_error()); return 1; }
     int rc = 1;
     struct MHD_Daemon *d = NULL;
     if (cfg->draft_path) {
-        if (sp_model_load(cfg->draft_path, &sp_srv.draft) != SP_OK) { fprintf(stderr, "error: loading draft: %s\n", sp_last_error()); goto done; }
+        if (sp_model_load_with(cfg->draft_path, &cfg->model_params, &sp_srv.draft) != SP_OK) { fprintf(stderr, "error: loading draft: %s\n", sp_last_error()); goto done; }
         if (!cfg->spec.any_vocab && sp_vocab_check_same(sp_srv.model, sp_srv.draft) != SP_OK) { fprintf(stderr, "error: %s\n", sp_last_error()); goto done; }
         sp_srv.can_spec_decode = sp_vocab_check_same(sp_srv.model, sp_srv.draft) == SP_OK &&
                                  sp_model_get_info(sp_srv.draft)->n_vocab == sp_model_get_info(sp_srv.model)->n_vocab;
