@@ -114,8 +114,8 @@ typedef struct {
     bool no_mmap; /* false (the default): the file is mapped, its pages shared with every process
                    * that maps it and read on first use; true: read whole at load into the
                    * process's own memory, in huge pages where the OS gives them (decode reads
-                   * every weight once a token: fewer TLB misses, faster on most systems; the
-                   * process then holds its own copy of the file) */
+                   * every weight once a token: fewer TLB misses, often faster — README, Memory;
+                   * the process then holds its own copy of the file) */
 } sp_model_params;
 
 SP_API sp_model_params sp_model_default_params(void);

@@ -102,11 +102,11 @@ static inline __m256 block_sums8(const int32_t *sum16) {
  * multiply-add on their activation sums (a scalar scale, conversion and offset per block made
  * decode compute-bound: 1B Q4_0, 2 threads, 21.5 → 27–28.6 t/s with AVX-512). The blocks' int32
  * dots go four at a time into one vector (sum4_blocks), converted and multiplied once by the
- * four scales: with AVX2 each block's vpsignb, vpmaddubsw and vpmaddwd share the core's two
- * vector-multiply pipes with the conversion and the multiply-add, and a conversion and
- * multiply-add per block (as before) made Q8_0 decode 1.4× slower than ik_llama.cpp's (1B, AMD
- * Zen 3, 2 threads: 25 against 36 t/s). The two halves of 8 run as two chains, so that the
- * conversion and multiply-add latencies of one overlap the other's.
+ * four scales: on AMD Zen 3 a block's vpsignb, vpmaddubsw and vpmaddwd share the two
+ * vector-multiply pipes with the conversion and the multiply-add (1B decode, 2 threads, against
+ * a conversion and multiply-add per block: Q8_0 +11 %, Q4_0 +5 %, medians of alternating rounds;
+ * the K-quants' sub-blocks taken likewise were slower, docs/benchmarks.md). The two halves of 8
+ * run as two chains, so that the conversion and multiply-add latencies of one overlap the other's.
  * OFFSET: the codes' offset (Q4_0 8, Q5_0 16: value = d·(code − OFFSET)); MIN: the block has a
  * minimum, field M (value = d·code + m; for the others M names any fp16 field, never read). */
 #define DOT_BLOCKS(name, BLOCK, prod, OFFSET, MIN, M)                                                                   \
