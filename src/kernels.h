@@ -32,8 +32,8 @@ typedef struct sp_q8_act {
  * −6 to +5 %, 2 KiB +6–17 %, 4 KiB +7–14 %; every other line −10 to −15 %; into L1 −2 to −26 %,
  * into L3 level). How far is the CPU's: an AMD Zen 3 (a VM's 2 cores) needs more bytes in
  * flight — against 3 KiB, medians of four alternating rounds (1B, 2 threads, `--no-mmap`): 6 KiB
- * Q8_0 +24 %, Q4_K_M +7 %; 12 KiB +22 % / +5 %; 24 KiB +7 % / +4 %. So 6 KiB on AMD's cores (Zen 4/5 not measured), 3
- * KiB elsewhere; set with the kernels (sp_kernels), read-only after. */
+ * Q8_0 +24 %, Q4_K_M +7 %; 12 KiB +22 % / +5 %; 24 KiB +7 % / +4 %. So 6 KiB on AMD's cores
+ * (Zen 4/5 not measured), 3 KiB elsewhere; set with the kernels (sp_kernels), read-only after. */
 extern int sp_decode_ahead;
 
 /* Asks for `bytes` of weights from p on, into L2 (prefetcht1), not L1: lines asked into L1 hold
