@@ -101,6 +101,8 @@ typedef struct {
     bool rope_freq_factors;  /* Llama 3 frequency factors */
     bool has_chat_template;  /* tokenizer.chat_template present */
     int n_tensors_of_type[SP_N_TENSOR_TYPES]; /* tensors of each GGUF tensor type id */
+    int n_repacked;          /* matrices rewritten at load (sp_model_params.repack), 0 otherwise */
+    uint64_t repacked_bytes; /* their bytes, held in the process's own memory */
     sp_rope_scaling rope_scaling; /* the file's: NONE, LINEAR or YARN */
     float rope_scale;             /* its factor (1 = none) */
     int rope_orig_ctx;            /* YaRN's original context (else n_ctx_train) */
@@ -116,6 +118,11 @@ typedef struct {
                    * process's own memory, in huge pages where the OS gives them (decode reads
                    * every weight once a token: fewer TLB misses, often faster — README, Memory;
                    * the process then holds its own copy of the file) */
+    bool repack;  /* true: the matrices of a type the kernels in use have an interleaved form for
+                   * (Q4_0 on x86 with AVX2) are rewritten at load into the process's own memory,
+                   * eight rows block by block, for a faster decode (README, Memory); their file
+                   * pages are given back. Results differ from the file's layout in float rounding
+                   * only. false (the default): the weights are used as the file has them */
 } sp_model_params;
 
 SP_API sp_model_params sp_model_default_params(void);

@@ -40,6 +40,7 @@ typedef struct {
     uint32_t type;
     int64_t n_in, n_out;
     int64_t row_bytes;
+    bool interleaved; /* rows in groups of 8, block by block (sp_model_params.repack); else one after another */
 } sp_weight;
 
 /* out[t][r] = sum_i x[t][i] · w[r][i] for n_tokens rows of activations: the forward pass's matmul,

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "pages.h"
 #include "quant.h"
 
 #define GGUF_MAGIC 0x46554747u /* "GGUF" little-endian */
@@ -249,33 +250,27 @@ sp_status sp_gguf_parse(const void *buf, size_t size, sp_gguf_file **out) {
     return parse_into(f, out);
 }
 
-/* The file's bytes in anonymous memory, asked for in huge pages where the OS gives them. A model
- * mapped from the page cache is read through 4 KiB pages on most systems; in decode, which streams
- * every weight once a token, their TLB misses cost (1B F16 decode, AMD Zen 3, 2 threads: the copy
- * 9–27 % faster in three alternating rounds). The price: the process's own copy (not shared with
- * other processes that load the same file, not given back to the page cache under pressure) and
+/* The file's bytes in memory of the process's own (pages.h). The price: a copy not shared with
+ * other processes that load the same file, not given back to the page cache under pressure, and
  * a read of the whole file at load. */
 static void *read_whole(int fd, const char *path, size_t size, sp_status *st) {
-    void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) {
+    void *mem = sp_pages_alloc(size);
+    if (!mem) {
         *st = sp_fail(SP_ERR_MEMORY, "cannot allocate %zu bytes to read '%s' into: %s", size, path, strerror(errno));
         return NULL;
     }
-#ifdef MADV_HUGEPAGE
-    (void)madvise(mem, size, MADV_HUGEPAGE); /* a hint: without it, the copy still works */
-#endif
     for (size_t got = 0; got < size;) {
         const ssize_t n = pread(fd, (char *)mem + got, size - got, (off_t)got);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             *st = n < 0 ? sp_fail(SP_ERR_IO, "cannot read '%s': %s", path, strerror(errno))
                         : sp_fail(SP_ERR_IO, "'%s' ended after %zu of its %zu bytes while being read", path, got, size);
-            munmap(mem, size);
+            sp_pages_free(mem, size);
             return NULL;
         }
         got += (size_t)n;
     }
-    (void)mprotect(mem, size, PROT_READ); /* read-only like a mapping: a stray write faults */
+    sp_pages_seal(mem, size);
     return mem;
 }
 

@@ -9,6 +9,7 @@
 #include "error.h"
 #include "fp16.h"
 #include "quant.h"
+#include "repack.h"
 #include "threadpool.h"
 
 /* ------------------------------------------------------------------ scalar ISA */
@@ -383,7 +384,7 @@ static void interleave16_bytes(const uint8_t *src, int64_t src_stride, uint8_t *
         for (int g = 0; g < 8; g++) memcpy(dst + 64 * g + 4 * r, src + r * src_stride + 4 * g, 4);
 }
 
-void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, int nr, int64_t k, uint8_t *tile) {
+void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, bool interleaved, int nr, int64_t k, uint8_t *tile) {
     const sp_type_traits *tt = sp_type_traits_get(type);
     const sp_isa_kernels *kern = sp_kernels();
     void (*interleave)(const uint8_t *, int64_t, uint8_t *) = kern->interleave16 ? kern->interleave16 : interleave16_bytes;
@@ -391,6 +392,7 @@ void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, int 
     const int64_t stride = SP_I8_TILE_BLOCK_BYTES(group);
     uint8_t q[ROWS_PER_TILE][QK_K]; /* one block of each row's codes, then transposed into the tile */
     float scale[ROWS_PER_TILE][QK_K / 16], min[ROWS_PER_TILE][QK_K / 16];
+    uint8_t block[sizeof(block_q6_K)]; /* an interleaved row's block, as it was (the largest block) */
     for (int r = nr; r < ROWS_PER_TILE; r++) { /* rows the tile lacks: zero */
         memset(q[r], 0, sizeof q[r]);
         memset(scale[r], 0, sizeof scale[r]);
@@ -399,7 +401,10 @@ void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, int 
     for (int64_t i = 0; i < k; i += bs) {
         for (int r = 0; r < nr; r++) {
             const uint8_t *src = rows + r * row_bytes + i / bs * (int64_t)tt->type_size;
-            __builtin_prefetch(src + 512); /* 16 rows read side by side: help the hardware prefetcher */
+            if (interleaved) {
+                src = block;
+                sp_rows8_unpack(type, rows + (r & ~(SP_ROWS8 - 1)) * row_bytes, r % SP_ROWS8, i / bs, 1, block);
+            } else __builtin_prefetch(src + 512); /* 16 rows read side by side: help the hardware prefetcher */
             tt->codes(src, q[r], scale[r], min[r]);
         }
         for (int j = 0; j < bs; j += 32) {
@@ -454,21 +459,41 @@ static bool use_bf16(const sp_isa_kernels *k, const sp_weight *w) {
 }
 
 /* Values [p, p + n) of row r of w in f32 (p and n whole blocks of its type). */
+/* Blocks [b0, b0 + nb) of row r of w in its type's layout: where they lie, or, from interleaved
+ * rows, rebuilt in buf. */
+static const uint8_t *row_blocks(const sp_weight *w, const sp_type_traits *tt, int64_t r, int64_t b0, int64_t nb, uint8_t *buf) {
+    if (!w->interleaved) return (const uint8_t *)w->data + r * w->row_bytes + b0 * (int64_t)tt->type_size;
+    sp_rows8_unpack(w->type, (const uint8_t *)w->data + (r & ~(int64_t)(SP_ROWS8 - 1)) * w->row_bytes, (int)(r % SP_ROWS8), b0, nb, buf);
+    return buf;
+}
+/* The bytes of PIECE values of any type (whole blocks; the largest: F32's). */
+#define PIECE QK_K
+#define PIECE_BYTES (PIECE * sizeof(float))
+
 static void dequantize_part(const sp_isa_kernels *k, const sp_type_traits *tt, const sp_weight *w, int64_t r, int64_t p, int n,
                             float *dst) {
-    const uint8_t *part = (const uint8_t *)w->data + r * w->row_bytes + sp_row_size(w->type, p);
+    uint8_t buf[PIECE_BYTES];
+    const uint8_t *part = row_blocks(w, tt, r, p / tt->block_size, n / tt->block_size, buf); /* n ≤ PANEL_K = PIECE */
     if (w->type == SP_TYPE_F32) memcpy(dst, part, (size_t)n * sizeof *dst);
     else if (w->type == SP_TYPE_F16) k->f16_to_f32((const uint16_t *)part, dst, n);
     else tt->dequantize(part, dst, n);
 }
 
-/* Rows [r0, r1) one dot product at a time: the fallback when a tile cannot be allocated. */
+/* Rows [r0, r1) one dot product at a time: the fallback when a tile cannot be allocated (by
+ * pieces of PIECE values, which interleaved rows are rebuilt into). */
 static void matmul_rows_by_dots(const matmul_job *j, int64_t r0, int64_t r1) {
     const sp_weight *w = j->w;
     const sp_type_traits *tt = sp_type_traits_get(w->type);
+    uint8_t buf[PIECE_BYTES];
     for (int t = 0; t < j->n_tokens; t++)
-        for (int64_t r = r0; r < r1; r++)
-            j->out[(int64_t)t * w->n_out + r] = tt->dot((const uint8_t *)w->data + r * w->row_bytes, j->x + (int64_t)t * w->n_in, w->n_in);
+        for (int64_t r = r0; r < r1; r++) {
+            float s = 0;
+            for (int64_t p = 0; p < w->n_in; p += PIECE) {
+                const int64_t n = w->n_in - p < PIECE ? w->n_in - p : PIECE;
+                s += tt->dot(row_blocks(w, tt, r, p / tt->block_size, n / tt->block_size, buf), j->x + (int64_t)t * w->n_in + p, n);
+            }
+            j->out[(int64_t)t * w->n_out + r] = s;
+        }
 }
 
 /* Decode with x in f32 reads float rows (F32, F16, BF16) four at a time, by pieces of 512 bytes:
@@ -484,8 +509,9 @@ typedef struct {
     int64_t piece; /* values per piece (whole blocks; the whole row for quantized types) */
 } decode_order;
 
-static decode_order decode_order_of(const sp_type_traits *tt, int64_t n_in) {
-    if (tt->block_size > 1) return (decode_order){1, n_in};
+static decode_order decode_order_of(const sp_type_traits *tt, const sp_weight *w) {
+    if (w->interleaved) return (decode_order){1, PIECE}; /* a piece at a time rebuilt (kernels without the interleaved dot) */
+    if (tt->block_size > 1) return (decode_order){1, w->n_in};
     return (decode_order){4, 512 / tt->type_size};
 }
 
@@ -521,6 +547,14 @@ static void matmul_task(void *arg, int task, int n_tasks) {
         float (*dot)(const void *, const sp_q8_act *, int64_t) = k->dot_row_q8[w->type];
         void (*dots)(const void *, const sp_q8_act *, int, int64_t, float *, int64_t) = k->dot_rows_q8[w->type];
         sp_prefetch(base + r0 * w->row_bytes, sp_decode_ahead); /* the kernels ask for what follows (sp_prefetch_ahead) */
+        if (w->interleaved) { /* eight rows a call (matmul takes this path only where the set has the kernel) */
+            for (int64_t r = r0; r < r1; r += SP_ROWS8)
+                for (int t = 0; t < j->n_tokens; t += DECODE_MAX_TOKENS) {
+                    const int g = j->n_tokens - t < DECODE_MAX_TOKENS ? j->n_tokens - t : DECODE_MAX_TOKENS;
+                    k->dot8_rows_q8[w->type](base + r * w->row_bytes, j->xq + t, g, K, j->out + (int64_t)t * w->n_out + r, w->n_out);
+                }
+            return;
+        }
         for (int64_t r = r0; r < r1; r++) {
             for (int t = 0; t < j->n_tokens; t += DECODE_MAX_TOKENS) {
                 const int g = j->n_tokens - t < DECODE_MAX_TOKENS ? j->n_tokens - t : DECODE_MAX_TOKENS;
@@ -534,7 +568,8 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     }
     if (j->decode) {
         /* decode, dot products with x in f32 */
-        const decode_order o = decode_order_of(tt, K);
+        const decode_order o = decode_order_of(tt, w);
+        uint8_t buf[PIECE_BYTES];
         for (int64_t r = r0; r < r1; r += o.rows) {
             const int nr = r1 - r < o.rows ? (int)(r1 - r) : o.rows;
             for (int t = 0; t < j->n_tokens; t++)
@@ -544,7 +579,8 @@ static void matmul_task(void *arg, int task, int n_tasks) {
                 const int64_t offset = (int64_t)sp_row_size(w->type, p), bytes = (int64_t)sp_row_size(w->type, n);
                 for (int i = 0; i < nr; i++) {
                     const uint8_t *row = base + (r + i) * w->row_bytes + offset;
-                    if (r + nr + i < r1) sp_prefetch(row + nr * w->row_bytes, bytes);
+                    if (w->interleaved) row = row_blocks(w, tt, r + i, p / tt->block_size, n / tt->block_size, buf);
+                    else if (r + nr + i < r1) sp_prefetch(row + nr * w->row_bytes, bytes);
                     decode_piece_dots(j, k, tt, row, p, n, r + i);
                 }
             }
@@ -557,7 +593,7 @@ static void matmul_task(void *arg, int task, int n_tasks) {
         if (tile) {
             for (int64_t rt = r0; rt < r1; rt += ROWS_PER_TILE) {
                 const int nr = (int)(r1 - rt < ROWS_PER_TILE ? r1 - rt : ROWS_PER_TILE);
-                sp_i8_tile_pack(w->type, base + rt * w->row_bytes, w->row_bytes, nr, K, tile);
+                sp_i8_tile_pack(w->type, base + rt * w->row_bytes, w->row_bytes, w->interleaved, nr, K, tile);
                 k->gemm_i8(tile, group, tt->codes_max, tt->codes_offset, nr, j->xi, j->n_tokens, K, j->out + rt, w->n_out);
             }
             return;
@@ -658,7 +694,8 @@ static void matmul(const sp_weight *w, const float *x, int n_tokens, float *out,
     uint16_t *xb = NULL;
     int8_t *q8 = NULL;
     sp_q8_act xq_few[DECODE_MAX_TOKENS], *xq = n_tokens <= DECODE_MAX_TOKENS ? xq_few : malloc((size_t)n_tokens * sizeof *xq);
-    if (decode && xq && w->type < SP_N_TYPES && k->dot_row_q8[w->type] && w->n_in % 32 == 0) {
+    if (decode && xq && w->type < SP_N_TYPES && (w->interleaved ? k->dot8_rows_q8[w->type] != NULL : k->dot_row_q8[w->type] != NULL) &&
+        w->n_in % 32 == 0) {
         /* per token: the codes, then (n_in a multiple of 32: aligned) the scales and sums */
         const size_t per_token = ((size_t)w->n_in + (size_t)w->n_in / 32 * sizeof(float) + (size_t)w->n_in / 16 * sizeof(int32_t) + 63) & ~(size_t)63;
         q8 = malloc(per_token * (size_t)n_tokens);

@@ -71,9 +71,10 @@ typedef struct {
  * unsigned codes interleaved [k/4][row][4], then per group of `group` values 16 scales and 16
  * mins as floats (row r, value i: scale[r]*code - min[r], the type's `codes` form). */
 #define SP_I8_TILE_BLOCK_BYTES(group) (512 + (32 / (group)) * 128)
-/* Packs rows [0, nr) (nr ≤ 16, each `row_bytes` apart) of a type with integer codes; rows
- * nr..15 are zero. tile holds k/32 × SP_I8_TILE_BLOCK_BYTES(group) bytes. */
-void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, int nr, int64_t k, uint8_t *tile);
+/* Packs rows [0, nr) (nr ≤ 16, each `row_bytes` apart; interleaved: in groups of 8, repack.h) of a
+ * type with integer codes; rows nr..15 are zero. tile holds k/32 × SP_I8_TILE_BLOCK_BYTES(group)
+ * bytes. */
+void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, bool interleaved, int nr, int64_t k, uint8_t *tile);
 /* The per-ISA primitives. Every implementation must agree with the scalar one within float
  * rounding; tests compare them. */
 typedef struct {
@@ -139,6 +140,10 @@ typedef struct {
      * once, and each token's result is bit for bit dot_row_q8's (NULL: one token at a time). */
     void (*dot_rows_q8[SP_N_TYPES])(const void *row, const struct sp_q8_act *x, int n_tokens, int64_t n, float *out,
                                     int64_t out_stride);
+    /* The same for a group of eight interleaved rows (repack.h): out[t*out_stride + r] for row
+     * r < 8 of the group (NULL: the type is not repacked for this set). */
+    void (*dot8_rows_q8[SP_N_TYPES])(const void *group, const struct sp_q8_act *x, int n_tokens, int64_t n, float *out,
+                                     int64_t out_stride);
 } sp_isa_kernels;
 
 /* Scalar versions, for ISA files to fall back on: every set fills every field except the ones

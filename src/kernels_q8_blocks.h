@@ -171,6 +171,53 @@ DOT_BLOCKS(dot_q5_0, block_q5_0, prod_q5_0, 16, 0, d)
 DOT_BLOCKS(dot_q4_1, block_q4_1, prod_q4_1, 0, 1, m)
 DOT_BLOCKS(dot_q5_1, block_q5_1, prod_q5_1, 0, 1, m)
 
+/* Q4_0 in groups of eight interleaved rows (repack.h), for T tokens (1..4): per block, chunk j's
+ * codes masked and shifted are values 4j … 4j+3 and 16+4j … of the eight rows, each multiplied
+ * with those four activation codes broadcast (vpmaddubsw); a row's int16 sums stay in the lanes
+ * of its own four bytes, and eight of them cannot overflow (codes ≤ 15, |activations| ≤ 127:
+ * 8 × 2 × 15 × 127 = 30480), so one vpmaddwd ends the block with row r's dot in int32 lane r.
+ * The offset 8 comes off in the integer sum, and one conversion and multiply-add by the eight
+ * rows' scales finish the block for all eight: no horizontal sums. Each token's arithmetic is
+ * its own, in the same order whatever T: a token's eight results are the same bits alone or
+ * among others. */
+static inline __attribute__((always_inline)) void dot8_q4_0_tokens(const void *group, const sp_q8_act *x, int64_t n, float *out,
+                                                                   int64_t os, const int T) {
+    enum { GROUP_BLOCK = 8 * sizeof(block_q4_0) };
+    const uint8_t *g = group;
+    const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 acc[4];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, g += GROUP_BLOCK) {
+        sp_prefetch_ahead(g, GROUP_BLOCK);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+        __m256i c[8];
+        UNROLL for (int j = 0; j < 4; j++) {
+            const __m256i w = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * j));
+            c[j] = _mm256_and_si256(w, low);                             /* values 4j … 4j+3 */
+            c[j + 4] = _mm256_and_si256(_mm256_srli_epi16(w, 4), low);   /* values 16+4j … */
+        }
+        UNROLL for (int t = 0; t < T; t++) {
+            const int8_t *a = x[t].q + 32 * i;
+            int32_t a4[8];
+            memcpy(a4, a, 32);
+            __m256i s = _mm256_maddubs_epi16(c[0], _mm256_set1_epi32(a4[0]));
+            UNROLL for (int j = 1; j < 8; j++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c[j], _mm256_set1_epi32(a4[j])));
+            const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(s, ones),
+                                                 _mm256_set1_epi32(8 * (x[t].sum16[2 * i] + x[t].sum16[2 * i + 1])));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[i])), acc[t]);
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * os, acc[t]);
+}
+static void dot8_q4_0_rows(const void *group, const sp_q8_act *x, int n_tokens, int64_t n, float *out, int64_t os) {
+    switch (n_tokens) {
+    case 1: dot8_q4_0_tokens(group, x, n, out, os, 1); break;
+    case 2: dot8_q4_0_tokens(group, x, n, out, os, 2); break;
+    case 3: dot8_q4_0_tokens(group, x, n, out, os, 3); break;
+    default: dot8_q4_0_tokens(group, x, n, out, os, 4); break;
+    }
+}
+
 /* The five formats' decode dots into a kernel set (the overlays that bring them: AVX-512 VNNI,
  * AVX-VNNI; the AVX2 set lists them in its table). */
 static inline void q8_blocks_fill(sp_isa_kernels *k) {
@@ -182,6 +229,7 @@ static inline void q8_blocks_fill(sp_isa_kernels *k) {
     k->dot_rows_q8[SP_TYPE_Q4_1] = dot_q4_1_rows;
     k->dot_rows_q8[SP_TYPE_Q5_0] = dot_q5_0_rows;
     k->dot_rows_q8[SP_TYPE_Q5_1] = dot_q5_1_rows;
+    k->dot8_rows_q8[SP_TYPE_Q4_0] = dot8_q4_0_rows;
 #ifndef SP_OWN_Q4_0_DOT
     k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0;
     k->dot_rows_q8[SP_TYPE_Q4_0] = dot_q4_0_rows;

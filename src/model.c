@@ -11,7 +11,9 @@
 #include <string.h>
 
 #include "error.h"
+#include "pages.h"
 #include "quant.h"
+#include "repack.h"
 #include "threadpool.h"
 
 /* ------------------------------------------------------------------ loading */
@@ -210,7 +212,76 @@ static sp_status load_weights(sp_model *m) {
     return SP_OK;
 }
 
-sp_model_params sp_model_default_params(void) { return (sp_model_params){.no_mmap = false}; }
+/* ------------------------------------------------------------------ repacking (repack.h) */
+
+/* Whether w is rewritten: its type has an interleaved layout with a kernel in the set in use,
+ * and its rows come in whole groups. */
+static bool repackable(const sp_weight *w) {
+    const sp_isa_kernels *k = sp_kernels();
+    return w->type < SP_N_TYPES && sp_rows8_has_layout(w->type) && k->dot8_rows_q8[w->type] && w->n_out % SP_ROWS8 == 0 &&
+           w->n_in % 32 == 0;
+}
+
+typedef struct {
+    const sp_weight *from;
+    uint8_t *to;
+} repack_job;
+
+static void repack_task(void *arg, int task, int n_tasks) {
+    const repack_job *j = arg;
+    const int64_t groups = j->from->n_out / SP_ROWS8, group_bytes = SP_ROWS8 * j->from->row_bytes;
+    const int64_t n_blocks = j->from->n_in / sp_type_traits_get(j->from->type)->block_size;
+    for (int64_t g = groups * task / n_tasks; g < groups * (task + 1) / n_tasks; g++)
+        sp_rows8_pack(j->from->type, (const uint8_t *)j->from->data + g * group_bytes, j->from->row_bytes, n_blocks,
+                      j->to + g * group_bytes);
+}
+
+/* The layers' matrices and an output head of its own (a tied one is also the embedding table,
+ * read a row at a time) that are repackable, rewritten into one anonymous mapping in huge pages
+ * where the OS gives them; the file's pages they came from are given back. */
+static sp_status repack_weights(sp_model *m) {
+    enum { N_PER_LAYER = 7 };
+    const int n = m->info.n_layer * N_PER_LAYER + 1;
+    sp_weight **ws = malloc((size_t)n * sizeof *ws);
+    if (!ws) return sp_fail(SP_ERR_MEMORY, "model: out of memory");
+    int count = 0;
+    for (int il = 0; il < m->info.n_layer; il++) {
+        sp_layer *L = &m->layers[il];
+        sp_weight *layer[N_PER_LAYER] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down};
+        for (int i = 0; i < N_PER_LAYER; i++)
+            if (repackable(layer[i])) ws[count++] = layer[i];
+    }
+    if (!m->info.tied_output && repackable(&m->output)) ws[count++] = &m->output;
+    size_t total = 0;
+    for (int i = 0; i < count; i++) total += ((size_t)(ws[i]->n_out * ws[i]->row_bytes) + 63) & ~(size_t)63;
+    if (total == 0) {
+        free(ws);
+        return SP_OK;
+    }
+    uint8_t *mem = sp_pages_alloc(total);
+    if (!mem) {
+        free(ws);
+        return sp_fail(SP_ERR_MEMORY, "model: cannot allocate %zu bytes for the repacked weights", total);
+    }
+    m->repacked = mem;
+    m->repacked_size = total;
+    for (int i = 0; i < count; i++) {
+        repack_job j = {ws[i], mem};
+        const int64_t groups = ws[i]->n_out / SP_ROWS8;
+        sp_parallel_for(groups < sp_threads_count() ? (int)groups : sp_threads_count(), repack_task, &j);
+        sp_pages_release(ws[i]->data, (size_t)(ws[i]->n_out * ws[i]->row_bytes)); /* the file's, read no more */
+        ws[i]->data = mem;
+        ws[i]->interleaved = true;
+        m->info.n_repacked++;
+        m->info.repacked_bytes += (uint64_t)(ws[i]->n_out * ws[i]->row_bytes);
+        mem += ((size_t)(ws[i]->n_out * ws[i]->row_bytes) + 63) & ~(size_t)63;
+    }
+    sp_pages_seal(m->repacked, total);
+    free(ws);
+    return SP_OK;
+}
+
+sp_model_params sp_model_default_params(void) { return (sp_model_params){.no_mmap = false, .repack = false}; }
 
 sp_status sp_model_load(const char *path, sp_model **out) { return sp_model_load_with(path, NULL, out); }
 
@@ -237,6 +308,7 @@ sp_status sp_model_load_with(const char *path, const sp_model_params *params, sp
         for (uint64_t t = 0; t < m->gguf->n_tensors; t++)
             if (m->gguf->tensors[t].type < SP_N_TENSOR_TYPES) m->info.n_tensors_of_type[m->gguf->tensors[t].type]++;
         if (m->has_weights) st = load_weights(m);
+        if (st == SP_OK && m->has_weights && p.repack) st = repack_weights(m);
         m->info.rope_neox = m->rope.neox;
         m->info.rope_freq_factors = m->rope.freq_factors != NULL;
     }
@@ -264,6 +336,7 @@ void sp_model_free(sp_model *m) {
     if (!m) return;
     sp_vocab_free(m->vocab);
     sp_gguf_close(m->gguf);
+    sp_pages_free(m->repacked, m->repacked_size);
     free(m->layers);
     free(m->owned);
     free(m->chat_template);

@@ -28,6 +28,8 @@ struct sp_model {
     sp_rope_params rope;
     sp_layer *layers;
     float *owned;              /* 1-D tensors converted to F32 at load */
+    void *repacked;            /* the matrices rewritten at load (sp_model_params.repack), an anonymous mapping */
+    size_t repacked_size;
     sp_vocab *vocab;
     char *chat_template;       /* tokenizer.chat_template, NUL-terminated, or NULL */
 };

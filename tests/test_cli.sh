@@ -76,6 +76,14 @@ expect_fail "--explain without speculative prefill" "needs speculative prefill" 
 expect_ok "quantize" "$SP" quantize "$T/llama-Q8_0.gguf" "$T/q4.gguf" Q4_0
 "$SP" info "$T/q4.gguf" | grep -E "^tensor types" | grep -q "Q4_0×" && ok || bad "quantize writes Q4_0 matrices"
 expect_ok "generate on the quantized model" "$SP" generate -m "$T/q4.gguf" -p "abc" -n 2
+# --repack: the Q4_0 matrices rewritten at load where the kernels have the interleaved form (info
+# says how many), and the same text greedily
+expect_ok "info --repack" "$SP" info "$T/q4.gguf" --repack
+grep -qE "^repacked +(14 matrices|0 matrices .* for the (scalar|neon))" "$T/out" && ok || bad "info --repack: $(grep repacked "$T/out")"
+expect_ok "generate --repack" "$SP" generate -m "$T/q4.gguf" -p "abc" -n 8 --temp 0
+cp "$T/out" "$T/gen-file-layout"
+expect_ok "generate --repack" "$SP" generate -m "$T/q4.gguf" -p "abc" -n 8 --temp 0 --repack --no-mmap
+cmp -s "$T/out" "$T/gen-file-layout" && ok || bad "generate --repack: '$(cat "$T/out")' against the file's layout's '$(cat "$T/gen-file-layout")'"
 expect_fail "quantize to an unknown type" "cannot quantize to 'Q3_X'" "$SP" quantize "$T/llama-Q8_0.gguf" "$T/q.gguf" Q3_X
 
 # template: a conversation rendered by the model's template, a built-in, or a file; errors name the line

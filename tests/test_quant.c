@@ -10,6 +10,7 @@
 #include "gguf.h"
 #include "kernels.h"
 #include "quant.h"
+#include "repack.h"
 #include "test_util.h"
 #include "threadpool.h"
 
@@ -288,7 +289,7 @@ static void matmul_matches_definition(void **st) {
             tt->quantize(wf + r * n_in, wq + r * rb, n_in);
             tt->dequantize(wq + r * rb, wd + r * n_in, n_in);
         }
-        sp_weight w = {wq, (uint32_t)types[ti], n_in, n_out, (int64_t)rb};
+        sp_weight w = {.data = wq, .type = (uint32_t)types[ti], .n_in = n_in, .n_out = n_out, .row_bytes = (int64_t)rb};
         static const int token_counts[] = {1, 2, 3, 4, 19}; /* a decode, batched decode steps (≤ 4: the decode form), a prefill
                                                              * (and 19 decode steps: sp_matmul_each) */
         for (size_t tc = 0; tc < sizeof token_counts / sizeof *token_counts; tc++) {
@@ -332,6 +333,73 @@ static void matmul_matches_definition(void **st) {
     sp_kernels_select(saved);
 }
 
+/* Weights in groups of eight interleaved rows (repack.h) give what the same rows as the file has
+ * them give, on every kernel set: the prefill forms bit for bit (the rows are rebuilt before
+ * the same kernels), decode within float rounding (the eight-row kernel sums in another order;
+ * kernel sets without it read the rows rebuilt, piece by piece), each token of a decode step bit
+ * for bit what it gets alone; and the layout packs and unpacks to the same bytes. */
+static void matmul_interleaved_rows(void **st) {
+    (void)st;
+    static const char *const isas[] = {"scalar", "avx2", "avx2-vnni", "avx512-base", "avx512"};
+    const sp_isa_kernels *saved = sp_kernels();
+    uint64_t s = 17;
+    int checked = 0;
+    for (int type = 0; type < SP_N_TYPES; type++) {
+        if (!sp_rows8_has_layout((uint32_t)type)) continue;
+        const sp_type_traits *tt = sp_type_traits_get((uint32_t)type);
+        const int n_in = 352, n_out = 40; /* 11 blocks; two tiles of 16 rows and a half one (one group) */
+        const size_t rb = sp_row_size((uint32_t)type, n_in);
+        float *wf = malloc(sizeof(float) * n_in * n_out);
+        uint8_t *plain = malloc(rb * n_out), *inter = malloc(rb * n_out), *back = malloc(rb * n_out);
+        for (int i = 0; i < n_in * n_out; i++) wf[i] = frand(&s);
+        for (int r = 0; r < n_out; r++) tt->quantize(wf + (size_t)r * n_in, plain + r * rb, n_in);
+        const int64_t nb = n_in / tt->block_size;
+        for (int g = 0; g < n_out / SP_ROWS8; g++) {
+            sp_rows8_pack((uint32_t)type, plain + (size_t)g * SP_ROWS8 * rb, (int64_t)rb, nb, inter + (size_t)g * SP_ROWS8 * rb);
+            for (int r = 0; r < SP_ROWS8; r++) /* back in two pieces: the rest of the row after block 3 */
+                for (int64_t b0 = 0; b0 < nb; b0 += b0 ? nb - 3 : 3)
+                    sp_rows8_unpack((uint32_t)type, inter + (size_t)g * SP_ROWS8 * rb, r, b0, b0 ? nb - 3 : 3,
+                                    back + ((size_t)g * SP_ROWS8 + r) * rb + b0 * tt->type_size);
+        }
+        assert_memory_equal(back, plain, rb * n_out);
+        assert_memory_not_equal(inter, plain, rb * n_out);
+        const sp_weight wp = {.data = plain, .type = (uint32_t)type, .n_in = n_in, .n_out = n_out, .row_bytes = (int64_t)rb},
+                        wi = {.data = inter, .type = (uint32_t)type, .n_in = n_in, .n_out = n_out, .row_bytes = (int64_t)rb,
+                              .interleaved = true};
+        const int max_tokens = 19;
+        float *x = malloc(sizeof(float) * max_tokens * n_in), *op = malloc(sizeof(float) * max_tokens * n_out),
+              *oi = malloc(sizeof(float) * max_tokens * n_out), alone[64];
+        for (int i = 0; i < max_tokens * n_in; i++) x[i] = frand(&s);
+        for (size_t k = 0; k < sizeof isas / sizeof *isas; k++) {
+            const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
+            if (!isa) continue;
+            sp_kernels_select(isa);
+            static const int token_counts[] = {1, 2, 4, 19};
+            for (size_t tc = 0; tc < sizeof token_counts / sizeof *token_counts; tc++) {
+                const int tokens = token_counts[tc];
+                sp_matmul(&wp, x, tokens, op);
+                sp_matmul(&wi, x, tokens, oi);
+                if (tokens > 4) assert_memory_equal(op, oi, sizeof(float) * tokens * n_out); /* prefill: the same tiles or panels */
+                else
+                    for (int i = 0; i < tokens * n_out; i++)
+                        if (fabsf(op[i] - oi[i]) > 1e-5f * (1 + fabsf(op[i])))
+                            fail_msg("%s %s interleaved, %d tokens, [%d]: %.7g vs %.7g", isas[k], tt->name, tokens, i, oi[i], op[i]);
+                if (tokens > 4) sp_matmul_each(&wi, x, tokens, oi);
+                if (tokens > 1)
+                    for (int t = 0; t < tokens; t++) {
+                        sp_matmul(&wi, x + (size_t)t * n_in, 1, alone);
+                        if (memcmp(alone, oi + (size_t)t * n_out, sizeof(float) * n_out))
+                            fail_msg("%s %s interleaved: token %d of %d differs from the same token alone", isas[k], tt->name, t, tokens);
+                    }
+            }
+            checked++;
+        }
+        free(wf); free(plain); free(inter); free(back); free(x); free(op); free(oi);
+    }
+    sp_kernels_select(saved);
+    printf("  interleaved rows checked on %d kernel sets\n", checked);
+}
+
 /* The float prefill panels at the sizes of real layers: panels of 64 weight rows (and a partial
  * one), the inner dimension in blocks of 256 with a remainder, tokens not a multiple of the
  * kernels' blocks (neither AMX's 32 nor AVX-512's 6); on every ISA (scalar and AVX2 take the f32 panel for quantized types too),
@@ -366,7 +434,7 @@ static void matmul_panels(void **st) {
                 for (int i = 0; i < n_in; i++) sum += (double)wd[(size_t)r * n_in + i] * x[t * n_in + i];
                 ref[t * n_out + r] = sum;
             }
-        const sp_weight w = {wq, (uint32_t)type, n_in, n_out, (int64_t)rb};
+        const sp_weight w = {.data = wq, .type = (uint32_t)type, .n_in = n_in, .n_out = n_out, .row_bytes = (int64_t)rb};
         sp_set_f16_as_bf16(cases[ci].f16_as_bf16);
         for (size_t k = 0; k < sizeof isas / sizeof *isas; k++) {
             const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
@@ -562,10 +630,10 @@ static void integer_prefill_gemm(void **st) {
             { /* the packer with this ISA's transposition writes the same bytes as with byte copies */
                 const sp_isa_kernels *saved = sp_kernels();
                 sp_kernels_select(isa);
-                sp_i8_tile_pack((uint32_t)types[ti], wq, (int64_t)rb, nr, k, tile);
+                sp_i8_tile_pack((uint32_t)types[ti], wq, (int64_t)rb, false, nr, k, tile);
                 sp_kernels_select(sp_kernels_by_name("scalar"));
                 uint8_t *tile2 = malloc((size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
-                sp_i8_tile_pack((uint32_t)types[ti], wq, (int64_t)rb, nr, k, tile2);
+                sp_i8_tile_pack((uint32_t)types[ti], wq, (int64_t)rb, false, nr, k, tile2);
                 sp_kernels_select(saved);
                 assert_memory_equal(tile, tile2, (size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(tt->codes_group));
                 free(tile2);
@@ -773,7 +841,7 @@ static void type_names(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
-        cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels),
+        cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels), cmocka_unit_test(matmul_interleaved_rows),
         cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
         cmocka_unit_test(kernel_set_by_name),
         cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(yarn_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(thread_pool_oversubscribed),

@@ -105,7 +105,7 @@ static int bench_gemm(const char *type_name, long k, long n, const int *tokens, 
         sp_quantize_rows((uint32_t)type, row, w + (size_t)r * rb, 1, k);
     }
     for (long i = 0; i < max_tokens * k; i++) x[i] = uniform(&s);
-    const sp_weight W = {w, (uint32_t)type, k, n, (int64_t)rb};
+    const sp_weight W = {.data = w, .type = (uint32_t)type, .n_in = k, .n_out = n, .row_bytes = (int64_t)rb};
     printf("| type | k | n | tokens | isa | threads | GOP/s |\n| --- | ---: | ---: | ---: | --- | ---: | ---: |\n");
     for (int c = 0; c < n_tokens; c++) {
         const int nt = (int)tokens[c];
@@ -368,7 +368,7 @@ int cmd_bench(int argc, char **argv) {
         CLI_OPT("--contend", NULL, CLI_INT, &contend, 0, 256, "N",
                 "run N busy processes meanwhile (a machine shared with other work: how much speed survives)"),
         CLI_THREADS_OPTION(&threads),
-        CLI_NO_MMAP_OPTION(&load.no_mmap),
+        CLI_LOAD_OPTIONS(&load),
         CLI_KV_TYPE_OPTION(&kv_type),
         CLI_OPT("--output", "-o", CLI_CHOICE, &format, 0, 0, "md|json", "output format"),
         CLI_SECTION_ROW("time to first token: full prefill vs speculative prefill, in the same run"),

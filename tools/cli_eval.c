@@ -649,7 +649,7 @@ int cmd_eval(int argc, char **argv) {
                 "run nothing: report the documents of several runs' PREFIX.json as one (a long evaluation split into parts; same methods, keep rates and models)",
                 .count = &n_merges, .max_count = MAX_TASKS),
         CLI_THREADS_OPTION(&threads),
-        CLI_NO_MMAP_OPTION(&load.no_mmap),
+        CLI_LOAD_OPTIONS(&load),
         CLI_ROPE_OPTIONS(&rope),
         CLI_SECTION_ROW("checks (exit 1 when one fails; for CI)"),
         CLI_OPT("--min-accuracy", NULL, CLI_DOUBLE, &min_acc, 0, 1, "X", "full prefill's accuracy reaches X", .shown_default = ""),

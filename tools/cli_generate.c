@@ -67,7 +67,7 @@ int cmd_generate(int argc, char **argv) {
          .count = &n_stops, .max_count = SPC_MAX_STOPS),
         CLI_OPT("--ctx-size", "-c", CLI_INT, &n_ctx, 0, 1 << 24, "N", "KV-cache capacity", .shown_default = "prompt + n-predict"),
         CLI_THREADS_OPTION(&threads),
-        CLI_NO_MMAP_OPTION(&load.no_mmap),
+        CLI_LOAD_OPTIONS(&load),
         CLI_KV_TYPE_OPTION(&kv_type),
         CLI_ROPE_OPTIONS(&rope),
         CLI_SECTION_ROW("speculative prefill (prefill only the prompt tokens a draft model finds important)"),

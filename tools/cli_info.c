@@ -7,7 +7,8 @@
 int cmd_info(int argc, char **argv) {
     const char *path = NULL;
     int n_paths = 0;
-    const cli_option options[] = {CLI_OPTIONS_END};
+    sp_model_params load = sp_model_default_params();
+    const cli_option options[] = {CLI_LOAD_OPTIONS(&load), CLI_OPTIONS_END};
     const cli_command cmd = {"info MODEL.gguf",
                              "prints a model's architecture, shapes, tensor types, vocabulary and chat template, and this CPU's kernels",
                              options, NULL, &path, 1, &n_paths};
@@ -15,7 +16,7 @@ int cmd_info(int argc, char **argv) {
     if (parsed >= 0) return parsed;
     if (n_paths != 1) { fprintf(stderr, "error: which model? (usage: specprefill info MODEL.gguf)\n"); return 2; }
     sp_model *m;
-    if (sp_model_load(path, &m) != SP_OK) return fail_status("loading model");
+    if (sp_model_load_with(path, &load, &m) != SP_OK) return fail_status("loading model");
     const sp_model_info *i = sp_model_get_info(m);
     printf("file          %s (%.1f MiB, GGUF v%u)\n", path, i->file_size / 1048576.0, (unsigned)i->gguf_version);
     printf("architecture  %s\n", i->arch);
@@ -38,6 +39,9 @@ int cmd_info(int argc, char **argv) {
         for (int t = 0; t < SP_N_TENSOR_TYPES; t++)
             if (i->n_tensors_of_type[t]) printf(" %s×%d", sp_tensor_type_name(t), i->n_tensors_of_type[t]);
         printf("\n");
+        if (load.repack)
+            printf("repacked      %d matrices (%.1f MiB) for the %s kernels\n", i->n_repacked, i->repacked_bytes / 1048576.0,
+                   sp_kernels_name());
     } else {
         printf("weights       none (vocabulary-only file)\n");
     }

@@ -32,7 +32,7 @@ int cmd_logits(int argc, char **argv) {
         CLI_OPT("--case", NULL, CLI_TEXT, &case_path, 0, 0, "CASE.json", "the batches to decode"),
         CLI_KV_TYPE_OPTION(&kv_type),
         CLI_THREADS_OPTION(&threads),
-        CLI_NO_MMAP_OPTION(&load.no_mmap),
+        CLI_LOAD_OPTIONS(&load),
         CLI_ROPE_OPTIONS(&rope),
         CLI_OPTIONS_END,
     };

@@ -54,7 +54,7 @@ int cmd_serve(int argc, char **argv) {
                 .shown_default = "HOST:PORT"),
         CLI_CHAT_TEMPLATE_OPTIONS(&tmpl, &tmpl_file, &c.chat_template_kwargs),
         CLI_THREADS_OPTION(&c.threads),
-        CLI_NO_MMAP_OPTION(&c.model_params.no_mmap),
+        CLI_LOAD_OPTIONS(&c.model_params),
         CLI_SECTION_ROW("sampling defaults (each request may override them)"),
         CLI_SAMPLING_OPTIONS(&c.sampling),
         CLI_SECTION_ROW("speculative prefill (defaults; a request's \"speculative_prefill\" object overrides them)"),

@@ -63,10 +63,13 @@ int cli_parse(const cli_command *cmd, int argc, char **argv);
 /* Options more than one command takes, each a list of table rows (one place for their ranges and help). */
 #define CLI_THREADS_OPTION(threads) \
     CLI_OPT("--threads", "-t", CLI_INT, (threads), 0, 256, "N", "worker threads", .shown_default = "all cores")
-/* bool *: sp_model_params.no_mmap */
-#define CLI_NO_MMAP_OPTION(no_mmap) \
-    CLI_OPT("--no-mmap", NULL, CLI_FLAG, (no_mmap), 0, 0, NULL, \
+/* sp_model_params *: how the model files are loaded (no_mmap, repack) */
+#define CLI_LOAD_OPTIONS(params) \
+    CLI_OPT("--no-mmap", NULL, CLI_FLAG, &(params)->no_mmap, 0, 0, NULL, \
             "read the model(s) into this process's memory (huge pages where the OS gives them) instead of mapping the file: decode often faster (fewer TLB misses), a private copy of each file", \
+            .shown_default = ""), \
+    CLI_OPT("--repack", NULL, CLI_FLAG, &(params)->repack, 0, 0, NULL, \
+            "rewrite the weights the kernels have an interleaved form for (Q4_0 on x86) into this process's memory, eight rows block by block: faster decode; float rounding differs from the file's layout", \
             .shown_default = "")
 #define CLI_KV_TYPE_OPTION(kv_index) \
     CLI_OPT("--kv-type", NULL, CLI_CHOICE, (kv_index), 0, 0, "f16|f32", "KV-cache storage")

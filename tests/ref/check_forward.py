@@ -3,7 +3,7 @@
 
 Models: random-weight models this script writes with `specprefill make-model` (llama with
 every tensor type the engine writes, qwen2 with QKV bias and qwen3 with QK-norm; the bundled
-models' vocabulary), on every kernel set this CPU has (SPECPREFILL_ISA); and, with --real, a
+models' vocabulary), on every kernel set this CPU has (SPECPREFILL_ISA; Q4_0 also with --repack); and, with --real, a
 real model (SmolLM2-135M-Instruct: plain prompt, chat prompt, a SpecPrefill-like gapped case,
 greedy generation).
 
@@ -112,14 +112,17 @@ def file_type_name(path):
 FILE_TYPE = {"F32": "ALL_F32", "Q4_K": "MOSTLY_Q4_K_S", "Q5_K": "MOSTLY_Q5_K_S"}
 
 
-def check_model(sp, label, path, cases, isas, f32_kv_check):
+def check_model(sp, label, path, cases, isas, f32_kv_check, repack=False):
+    """repack: each kernel set also with the weights repacked at load (--repack)."""
     m = F.Model(path)
     ok, lines = True, []
+    runs = [(isa, ()) for isa in isas] + ([(isa + "+repack", ("--repack",)) for isa in isas] if repack else [])
     for name, case in cases.items():
         exact, emul = F.run_case(m, case), F.run_case(m, case, emulate=True)
         devs, tols, ties = [], "", 0
-        for isa in isas:
-            good, dev, rms, tols, wrong, ties = compare(engine_logits(sp, path, case, os.path.dirname(path), isa), exact, emul)
+        for isa, extra in runs:
+            good, dev, rms, tols, wrong, ties = compare(
+                engine_logits(sp, path, case, os.path.dirname(path), isa.removesuffix("+repack"), extra=extra), exact, emul)
             devs.append(f"{isa} {dev:.2g}/{rms:.2g}")
             if not good:
                 ok = False
@@ -275,7 +278,7 @@ def main():
             subprocess.run(args, check=True, capture_output=True)
             os.replace(path + ".tmp", path)
         ok, lines = check_model(a.sp, f"{arch}-{typ}", path, random_cases(F.Model(path).n_vocab), isas,
-                                typ in ("F32", "F16"))
+                                typ in ("F32", "F16"), repack=typ == "Q4_0")
         want, got = FILE_TYPE.get(typ, "MOSTLY_" + typ), file_type_name(path)
         if got != want:  # what llama.cpp would call the file
             ok = False

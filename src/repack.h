@@ -1,0 +1,27 @@
+/*
+ * Weights rewritten at load for decode (sp_model_params.repack): a matrix's rows in groups of 8,
+ * stored block by block — block i of rows 8g … 8g+7 side by side — so that one vector holds the
+ * same values of eight rows and a decode kernel computes eight rows' dots in eight lanes: no
+ * horizontal sums, and one scale conversion and multiply-add for eight rows where the row-by-row
+ * kernel pays one per row or four blocks (ik_llama.cpp's _R8 layouts, llamafile's repacking).
+ * A group takes exactly the bytes its eight rows took: row_bytes and the matrix's size are
+ * unchanged, and group g starts where row 8g did.
+ */
+#ifndef SP_REPACK_H
+#define SP_REPACK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define SP_ROWS8 8
+
+/* Whether `type` has an interleaved layout (Q4_0). */
+bool sp_rows8_has_layout(uint32_t type);
+/* Rows 0..7 (row_bytes apart, n_blocks blocks each) into one interleaved group at dst (which
+ * must not overlap them). */
+void sp_rows8_pack(uint32_t type, const void *rows, int64_t row_bytes, int64_t n_blocks, void *dst);
+/* Blocks [b0, b0 + nb) of row `row` (0..7) of a group, back in the type's own layout at dst: for
+ * the paths that read a row as it was (prefill, the kernel sets without an interleaved kernel). */
+void sp_rows8_unpack(uint32_t type, const void *group, int row, int64_t b0, int64_t nb, void *dst);
+
+#endif
