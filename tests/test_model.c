@@ -294,6 +294,22 @@ static void sampling(void **st) {
     assert_int_equal(sp_sampler_new(&p, V, &s), SP_ERR_ARGUMENT);
 }
 
+/* Logits of a 24-token prefill and one decode step (n_vocab × 25 floats, caller frees). */
+static float *prefill_and_step(sp_model *m) {
+    const int V = sp_model_get_info(m)->n_vocab, n = 24;
+    sp_token tok[25];
+    int32_t pos[25], all[24], row = 0;
+    for (int i = 0; i < 25; i++) { tok[i] = (i * 53 + 7) % 1000; pos[i] = i; }
+    for (int i = 0; i < n; i++) all[i] = i;
+    float *out = malloc(sizeof(float) * (size_t)(n + 1) * V);
+    sp_context *c;
+    assert_int_equal(sp_context_new(m, NULL, &c), SP_OK);
+    assert_int_equal(sp_decode(c, tok, pos, n, all, n, out), SP_OK);
+    assert_int_equal(sp_decode(c, tok + n, pos + n, 1, &row, 1, out + (size_t)n * V), SP_OK);
+    sp_context_free(c);
+    return out;
+}
+
 /* A model read into memory (no_mmap) is the same model as the mapped file: its logits bit for bit,
  * in prefill and in decode; and the errors of a file that is not a model are the same. */
 static void loaded_without_mmap(void **st) {
@@ -308,21 +324,7 @@ static void loaded_without_mmap(void **st) {
     assert_int_equal(sp_model_load_with(path, &mp, &read), SP_OK);
     assert_memory_equal(sp_model_get_info(mapped), sp_model_get_info(read), sizeof(sp_model_info));
     const int V = sp_model_get_info(mapped)->n_vocab, n = 24;
-    sp_token tok[25];
-    int32_t pos[25], all[24];
-    for (int i = 0; i < 25; i++) { tok[i] = (i * 53 + 7) % 1000; pos[i] = i; }
-    for (int i = 0; i < n; i++) all[i] = i;
-    float *out[2];
-    sp_model *models[2] = {mapped, read};
-    for (int k = 0; k < 2; k++) {
-        out[k] = malloc(sizeof(float) * (size_t)(n + 1) * V);
-        sp_context *c;
-        assert_int_equal(sp_context_new(models[k], NULL, &c), SP_OK);
-        assert_int_equal(sp_decode(c, tok, pos, n, all, n, out[k]), SP_OK); /* prefill */
-        int32_t row = 0;
-        assert_int_equal(sp_decode(c, tok + n, pos + n, 1, &row, 1, out[k] + (size_t)n * V), SP_OK); /* decode */
-        sp_context_free(c);
-    }
+    float *out[2] = {prefill_and_step(mapped), prefill_and_step(read)};
     assert_memory_equal(out[0], out[1], sizeof(float) * (size_t)(n + 1) * V);
     free(out[0]); free(out[1]);
     sp_model_free(mapped);
@@ -343,22 +345,6 @@ static void loaded_without_mmap(void **st) {
         assert_null(m);
     }
     remove(path);
-}
-
-/* Logits of a 24-token prefill and one decode step (n_vocab × 25 floats, caller frees). */
-static float *prefill_and_step(sp_model *m) {
-    const int V = sp_model_get_info(m)->n_vocab, n = 24;
-    sp_token tok[25];
-    int32_t pos[25], all[24], row = 0;
-    for (int i = 0; i < 25; i++) { tok[i] = (i * 53 + 7) % 1000; pos[i] = i; }
-    for (int i = 0; i < n; i++) all[i] = i;
-    float *out = malloc(sizeof(float) * (size_t)(n + 1) * V);
-    sp_context *c;
-    assert_int_equal(sp_context_new(m, NULL, &c), SP_OK);
-    assert_int_equal(sp_decode(c, tok, pos, n, all, n, out), SP_OK);
-    assert_int_equal(sp_decode(c, tok + n, pos + n, 1, &row, 1, out + (size_t)n * V), SP_OK);
-    sp_context_free(c);
-    return out;
 }
 
 /* --repack: a Q4_0 model's matrices rewritten at load (the layers' 14; not the output head, whose
