@@ -458,7 +458,6 @@ static bool use_bf16(const sp_isa_kernels *k, const sp_weight *w) {
     return k->gemm_bf16 && w->n_in % 32 == 0 && w->type != SP_TYPE_F32 && (w->type != SP_TYPE_F16 || f16_as_bf16);
 }
 
-/* Values [p, p + n) of row r of w in f32 (p and n whole blocks of its type). */
 /* Blocks [b0, b0 + nb) of row r of w in its type's layout: where they lie, or, from interleaved
  * rows, rebuilt in buf. */
 static const uint8_t *row_blocks(const sp_weight *w, const sp_type_traits *tt, int64_t r, int64_t b0, int64_t nb, uint8_t *buf) {
@@ -470,6 +469,7 @@ static const uint8_t *row_blocks(const sp_weight *w, const sp_type_traits *tt, i
 #define PIECE QK_K
 #define PIECE_BYTES (PIECE * sizeof(float))
 
+/* Values [p, p + n) of row r of w in f32 (p and n whole blocks of its type). */
 static void dequantize_part(const sp_isa_kernels *k, const sp_type_traits *tt, const sp_weight *w, int64_t r, int64_t p, int n,
                             float *dst) {
     uint8_t buf[PIECE_BYTES];
