@@ -102,6 +102,11 @@ typedef struct {
      * strides let it read a transposed matrix as it is. */
     void (*gemm_nn)(const float *a, int64_t sai, int64_t sap, const float *b, int64_t ldb, float *c, int64_t ldc, int m, int n,
                     int k, bool accumulate);
+    /* The columns gemm_nn takes at a time where b has many (AVX2 16, AVX-512 64; 0: any): the
+     * f32 prefill panel is laid out in strips this wide, each contiguous — a strip of 16 columns
+     * of a 64-column panel reads 64 bytes every 256, 16 lines to an L1 set, more than its ways
+     * (1B F16 pp512, AVX2, Zen 3: +5–7 %). */
+    int panel_strip;
     /* One step of the online softmax over a tile of keys, for n_rows query rows at once: s is
      * [n_keys][ld] (scores of key c for row r at s[c*ld + r]); row r sees keys c < live[r]. Updates
      * the running max m[r] and sum l[r], turns s into probabilities under the new max (0 where not

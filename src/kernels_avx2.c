@@ -589,7 +589,7 @@ static void avx2_quantize_act(const float *x, int64_t n, int8_t *q, float *d, in
 
 const sp_isa_kernels sp_avx2_kernels = {
     .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
-    .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn, .transpose32 = avx2_transpose32,
+    .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn, .panel_strip = 16, .transpose32 = avx2_transpose32,
     .softmax_tile = avx2_softmax_tile, .attn_scores = attn_scores, .attn_values = attn_values,
     .exp_shifted = avx2_exp_shifted, .silu_mul = avx2_silu_mul,
     .quantize_act = avx2_quantize_act, .gemm_i8 = avx2_gemm_i8, .interleave16 = avx2_interleave16,
@@ -599,5 +599,5 @@ const sp_isa_kernels sp_avx2_kernels = {
                    [SP_TYPE_Q6_K] = dot_q6_K},
     .dot_rows_q8 = {[SP_TYPE_Q8_0] = dot_q8_0_rows, [SP_TYPE_Q4_0] = dot_q4_0_rows, [SP_TYPE_Q4_1] = dot_q4_1_rows,
                     [SP_TYPE_Q5_0] = dot_q5_0_rows, [SP_TYPE_Q5_1] = dot_q5_1_rows},
-    .dot8_rows_q8 = {[SP_TYPE_Q4_0] = dot8_q4_0_rows},
+    .dot8_rows_q8 = {[SP_TYPE_Q4_0] = dot8_q4_0_rows, [SP_TYPE_Q4_K] = dot8_q4_K_rows},
 };

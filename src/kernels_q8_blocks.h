@@ -218,6 +218,59 @@ static void dot8_q4_0_rows(const void *group, const sp_q8_act *x, int n_tokens, 
     }
 }
 
+/* Q4_K in groups of eight interleaved rows (repack.h), for T tokens (1..4): per sub-block of 32
+ * values, its eight chunks' codes against the activations' codes broadcast four at a time, as
+ * in Q4_0's; the int16 sums then meet the eight rows' six-bit scales in vpmaddwd (each scale in
+ * both int16 lanes of its row), so lane r holds scale × dot, converted and multiplied by the
+ * activations' scale of the sub-block; the mins' term is the rows' mins times the activations'
+ * scaled code sum. Per 256 values both sums are scaled by the rows' d and dmin. A token's
+ * arithmetic is its own whatever T. */
+static inline __attribute__((always_inline)) void dot8_q4_K_tokens(const void *group, const sp_q8_act *x, int64_t n, float *out,
+                                                                   int64_t os, const int T) {
+    enum { GROUP_BLOCK = 8 * sizeof(block_q4_K) + 32 };
+    const uint8_t *g = group;
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    __m256 acc[4];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++, g += GROUP_BLOCK) {
+        sp_prefetch_ahead(g, GROUP_BLOCK);
+        __m256 sum_d[4], sum_m[4];
+        UNROLL for (int t = 0; t < T; t++) sum_d[t] = sum_m[t] = _mm256_setzero_ps();
+        for (int j = 0; j < 8; j++) { /* sub-block j: chunks of c = j / 2, low nibbles if j is even */
+            const __m128i sc8 = _mm_loadl_epi64((const __m128i *)(g + 32 + 8 * j));
+            const __m256i sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sc8, sc8)); /* row r's scale in int16 lanes 2r, 2r+1 */
+            const __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(g + 96 + 8 * j))));
+            const uint8_t *chunks = g + 160 + 256 * (j / 2);
+            __m256i c[8];
+            UNROLL for (int q = 0; q < 8; q++) {
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(chunks + 32 * q));
+                c[q] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(w, 4) : w, low);
+            }
+            UNROLL for (int t = 0; t < T; t++) {
+                const int64_t b = 8 * i + j; /* the activations' block */
+                int32_t a4[8];
+                memcpy(a4, x[t].q + 32 * b, 32);
+                __m256i s = _mm256_maddubs_epi16(c[0], _mm256_set1_epi32(a4[0]));
+                UNROLL for (int q = 1; q < 8; q++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c[q], _mm256_set1_epi32(a4[q])));
+                const float dx = x[t].d[b];
+                sum_d[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s, sc)), _mm256_set1_ps(dx), sum_d[t]);
+                sum_m[t] = _mm256_fmadd_ps(mn, _mm256_set1_ps(dx * (float)(x[t].sum16[2 * b] + x[t].sum16[2 * b + 1])), sum_m[t]);
+            }
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g)), dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + 16)));
+        UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_fnmadd_ps(sum_m[t], dmin, _mm256_fmadd_ps(sum_d[t], d, acc[t]));
+    }
+    UNROLL for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * os, acc[t]);
+}
+static void dot8_q4_K_rows(const void *group, const sp_q8_act *x, int n_tokens, int64_t n, float *out, int64_t os) {
+    switch (n_tokens) {
+    case 1: dot8_q4_K_tokens(group, x, n, out, os, 1); break;
+    case 2: dot8_q4_K_tokens(group, x, n, out, os, 2); break;
+    case 3: dot8_q4_K_tokens(group, x, n, out, os, 3); break;
+    default: dot8_q4_K_tokens(group, x, n, out, os, 4); break;
+    }
+}
+
 /* The five formats' decode dots into a kernel set (the overlays that bring them: AVX-512 VNNI,
  * AVX-VNNI; the AVX2 set lists them in its table). */
 static inline void q8_blocks_fill(sp_isa_kernels *k) {
@@ -230,6 +283,7 @@ static inline void q8_blocks_fill(sp_isa_kernels *k) {
     k->dot_rows_q8[SP_TYPE_Q5_0] = dot_q5_0_rows;
     k->dot_rows_q8[SP_TYPE_Q5_1] = dot_q5_1_rows;
     k->dot8_rows_q8[SP_TYPE_Q4_0] = dot8_q4_0_rows;
+    k->dot8_rows_q8[SP_TYPE_Q4_K] = dot8_q4_K_rows;
 #ifndef SP_OWN_Q4_0_DOT
     k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0;
     k->dot_rows_q8[SP_TYPE_Q4_0] = dot_q4_0_rows;

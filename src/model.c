@@ -222,6 +222,12 @@ static bool repackable(const sp_weight *w) {
            w->n_in % 32 == 0;
 }
 
+static int64_t n_blocks_of(const sp_weight *w) { return w->n_in / sp_type_traits_get(w->type)->block_size; }
+/* The bytes w takes interleaved, rounded up to a cache line. */
+static size_t repacked_size(const sp_weight *w) {
+    return ((size_t)(w->n_out * sp_rows8_row_bytes(w->type, n_blocks_of(w))) + 63) & ~(size_t)63;
+}
+
 typedef struct {
     const sp_weight *from;
     uint8_t *to;
@@ -229,10 +235,10 @@ typedef struct {
 
 static void repack_task(void *arg, int task, int n_tasks) {
     const repack_job *j = arg;
-    const int64_t groups = j->from->n_out / SP_ROWS8, group_bytes = SP_ROWS8 * j->from->row_bytes;
-    const int64_t n_blocks = j->from->n_in / sp_type_traits_get(j->from->type)->block_size;
+    const int64_t groups = j->from->n_out / SP_ROWS8, n_blocks = n_blocks_of(j->from);
+    const int64_t group_bytes = SP_ROWS8 * sp_rows8_row_bytes(j->from->type, n_blocks);
     for (int64_t g = groups * task / n_tasks; g < groups * (task + 1) / n_tasks; g++)
-        sp_rows8_pack(j->from->type, (const uint8_t *)j->from->data + g * group_bytes, j->from->row_bytes, n_blocks,
+        sp_rows8_pack(j->from->type, (const uint8_t *)j->from->data + g * SP_ROWS8 * j->from->row_bytes, j->from->row_bytes, n_blocks,
                       j->to + g * group_bytes);
 }
 
@@ -253,7 +259,7 @@ static sp_status repack_weights(sp_model *m) {
     }
     if (!m->info.tied_output && repackable(&m->output)) ws[count++] = &m->output;
     size_t total = 0;
-    for (int i = 0; i < count; i++) total += ((size_t)(ws[i]->n_out * ws[i]->row_bytes) + 63) & ~(size_t)63;
+    for (int i = 0; i < count; i++) total += repacked_size(ws[i]);
     if (total == 0) {
         free(ws);
         return SP_OK;
@@ -271,10 +277,11 @@ static sp_status repack_weights(sp_model *m) {
         sp_parallel_for(groups < sp_threads_count() ? (int)groups : sp_threads_count(), repack_task, &j);
         sp_pages_release(ws[i]->data, (size_t)(ws[i]->n_out * ws[i]->row_bytes)); /* the file's, read no more */
         ws[i]->data = mem;
+        ws[i]->row_bytes = sp_rows8_row_bytes(ws[i]->type, n_blocks_of(ws[i]));
         ws[i]->interleaved = true;
         m->info.n_repacked++;
         m->info.repacked_bytes += (uint64_t)(ws[i]->n_out * ws[i]->row_bytes);
-        mem += ((size_t)(ws[i]->n_out * ws[i]->row_bytes) + 63) & ~(size_t)63;
+        mem += repacked_size(ws[i]);
     }
     sp_pages_seal(m->repacked, total);
     free(ws);

@@ -1,10 +1,19 @@
 /*
- * The interleaved layouts (repack.h). Q4_0, per block index i, 144 bytes:
+ * The interleaved layouts (repack.h), one row of a table per type: the bytes of one block of
+ * eight rows, and how eight blocks go in and one comes back out. A byte of 4-bit codes holds
+ * value k of its 32 (or 64) in the low nibble and value k + 16 (k + 32) in the high one; the
+ * layouts keep that, and put four bytes of each row side by side — chunk bytes 4r … 4r+3 are
+ * row r's — so that a chunk masked holds four values of every row and shifted four others,
+ * each against the same four activation codes broadcast (kernels_q8_blocks.h).
+ *
+ * Q4_0, 144 bytes a block (8 × 18):
  *   8 fp16 scales, row 0's to row 7's;
- *   4 chunks of 32 bytes, chunk j's bytes 4r … 4r+3 being row r's qs[4j … 4j+3]
- * — a byte's low nibble is value 4j+b of the block, its high nibble value 16+4j+b, so chunk j
- * masked is values 4j … 4j+3 of every row and shifted values 16+4j …: each against the same four
- * activation codes, broadcast (kernels_q8_blocks.h).
+ *   4 chunks of 32 bytes, chunk q's bytes 4r … 4r+3 being row r's qs[4q … 4q+3].
+ * Q4_K, 1184 bytes a block (8 × 148: 32 more than 8 × 144, for scales a kernel loads as they are):
+ *   8 fp16 d, then 8 fp16 dmin;
+ *   the six-bit scales as bytes, [sub-block j][row r] (64), then the mins likewise (64);
+ *   for each 64 values c = 0..3, 8 chunks of 32 bytes: chunk (c, q)'s bytes 4r … 4r+3 are row r's
+ *   qs[32c + 4q …] — low nibbles values 32c·2 + 4q … of sub-block 2c, high nibbles sub-block 2c+1.
  */
 #include "repack.h"
 
@@ -12,26 +21,91 @@
 
 #include "quant.h"
 
-bool sp_rows8_has_layout(uint32_t type) { return type == SP_TYPE_Q4_0; }
+/* Four bytes of each of 8 rows' code bytes src[r] + at into chunk (r-th four bytes). */
+static void chunk_in(uint8_t *chunk, const uint8_t *const src[SP_ROWS8], int at) {
+    for (int r = 0; r < SP_ROWS8; r++) memcpy(chunk + 4 * r, src[r] + at, 4);
+}
+
+static void q4_0_pack(const void *const blocks[SP_ROWS8], uint8_t *out) {
+    const uint8_t *qs[SP_ROWS8];
+    for (int r = 0; r < SP_ROWS8; r++) {
+        const block_q4_0 *b = blocks[r];
+        memcpy(out + 2 * r, &b->d, 2);
+        qs[r] = b->qs;
+    }
+    for (int q = 0; q < 4; q++) chunk_in(out + 16 + 32 * q, qs, 4 * q);
+}
+static void q4_0_unpack(const uint8_t *in, int r, void *dst) {
+    block_q4_0 *b = dst;
+    memcpy(&b->d, in + 2 * r, 2);
+    for (int q = 0; q < 4; q++) memcpy(b->qs + 4 * q, in + 16 + 32 * q + 4 * r, 4);
+}
+
+static void q4_K_pack(const void *const blocks[SP_ROWS8], uint8_t *out) {
+    const uint8_t *qs[SP_ROWS8];
+    for (int r = 0; r < SP_ROWS8; r++) {
+        const block_q4_K *b = blocks[r];
+        memcpy(out + 2 * r, &b->d, 2);
+        memcpy(out + 16 + 2 * r, &b->dmin, 2);
+        for (int j = 0; j < 8; j++) sp_k4_scale_min(j, b->scales, &out[32 + 8 * j + r], &out[96 + 8 * j + r]);
+        qs[r] = b->qs;
+    }
+    for (int c = 0; c < 4; c++)
+        for (int q = 0; q < 8; q++) chunk_in(out + 160 + 256 * c + 32 * q, qs, 32 * c + 4 * q);
+}
+static void q4_K_unpack(const uint8_t *in, int r, void *dst) {
+    block_q4_K *b = dst;
+    memcpy(&b->d, in + 2 * r, 2);
+    memcpy(&b->dmin, in + 16 + 2 * r, 2);
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; j++) {
+        sc[j] = in[32 + 8 * j + r];
+        mn[j] = in[96 + 8 * j + r];
+    }
+    for (int j = 0; j < 4; j++) { /* sp_k4_scale_min's packing, inverted: the 96 bits hold the 16 values exactly */
+        b->scales[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+        b->scales[j + 4] = (uint8_t)((mn[j] & 63) | ((mn[j + 4] >> 4) << 6));
+        b->scales[j + 8] = (uint8_t)((sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4));
+    }
+    for (int c = 0; c < 4; c++)
+        for (int q = 0; q < 8; q++) memcpy(b->qs + 32 * c + 4 * q, in + 160 + 256 * c + 32 * q + 4 * r, 4);
+}
+
+typedef struct {
+    uint32_t type;
+    size_t bytes;      /* one block of the eight rows */
+    size_t block_size; /* the type's own bytes of a block */
+    void (*pack)(const void *const blocks[SP_ROWS8], uint8_t *out);
+    void (*unpack)(const uint8_t *in, int r, void *dst);
+} layout;
+
+static const layout layouts[] = {
+    {SP_TYPE_Q4_0, 8 * sizeof(block_q4_0), sizeof(block_q4_0), q4_0_pack, q4_0_unpack},
+    {SP_TYPE_Q4_K, 8 * sizeof(block_q4_K) + 32, sizeof(block_q4_K), q4_K_pack, q4_K_unpack},
+};
+
+static const layout *layout_of(uint32_t type) {
+    for (size_t i = 0; i < sizeof layouts / sizeof *layouts; i++)
+        if (layouts[i].type == type) return &layouts[i];
+    return NULL;
+}
+
+bool sp_rows8_has_layout(uint32_t type) { return layout_of(type) != NULL; }
+
+int64_t sp_rows8_row_bytes(uint32_t type, int64_t n_blocks) { return n_blocks * (int64_t)(layout_of(type)->bytes / SP_ROWS8); }
 
 void sp_rows8_pack(uint32_t type, const void *rows, int64_t row_bytes, int64_t n_blocks, void *dst) {
-    (void)type; /* Q4_0, the one layout */
+    const layout *l = layout_of(type);
     uint8_t *out = dst;
-    for (int64_t i = 0; i < n_blocks; i++, out += SP_ROWS8 * sizeof(block_q4_0)) {
-        for (int r = 0; r < SP_ROWS8; r++) {
-            const block_q4_0 *b = (const block_q4_0 *)((const uint8_t *)rows + r * row_bytes) + i;
-            memcpy(out + 2 * r, &b->d, 2);
-            for (int j = 0; j < 4; j++) memcpy(out + 16 + 32 * j + 4 * r, b->qs + 4 * j, 4);
-        }
+    for (int64_t i = 0; i < n_blocks; i++, out += l->bytes) {
+        const void *blocks[SP_ROWS8];
+        for (int r = 0; r < SP_ROWS8; r++) blocks[r] = (const uint8_t *)rows + r * row_bytes + i * (int64_t)l->block_size;
+        l->pack(blocks, out);
     }
 }
 
 void sp_rows8_unpack(uint32_t type, const void *group, int row, int64_t b0, int64_t nb, void *dst) {
-    (void)type;
-    const uint8_t *in = (const uint8_t *)group + b0 * SP_ROWS8 * sizeof(block_q4_0);
-    block_q4_0 *b = dst;
-    for (int64_t i = 0; i < nb; i++, in += SP_ROWS8 * sizeof(block_q4_0)) {
-        memcpy(&b[i].d, in + 2 * row, 2);
-        for (int j = 0; j < 4; j++) memcpy(b[i].qs + 4 * j, in + 16 + 32 * j + 4 * row, 4);
-    }
+    const layout *l = layout_of(type);
+    const uint8_t *in = (const uint8_t *)group + b0 * (int64_t)l->bytes;
+    for (int64_t i = 0; i < nb; i++, in += l->bytes) l->unpack(in, row, (uint8_t *)dst + i * (int64_t)l->block_size);
 }

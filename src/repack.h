@@ -4,8 +4,9 @@
  * same values of eight rows and a decode kernel computes eight rows' dots in eight lanes: no
  * horizontal sums, and one scale conversion and multiply-add for eight rows where the row-by-row
  * kernel pays one per row or four blocks (ik_llama.cpp's _R8 layouts, llamafile's repacking).
- * A group takes exactly the bytes its eight rows took: row_bytes and the matrix's size are
- * unchanged, and group g starts where row 8g did.
+ * A group of rows of n blocks takes 8 × sp_rows8_row_bytes(type, n) bytes (Q4_0 exactly what its
+ * eight rows took; Q4_K 32 bytes more a block, its scales unpacked), so with that as the matrix's
+ * row_bytes, group g starts at row 8g's place.
  */
 #ifndef SP_REPACK_H
 #define SP_REPACK_H
@@ -15,8 +16,10 @@
 
 #define SP_ROWS8 8
 
-/* Whether `type` has an interleaved layout (Q4_0). */
+/* Whether `type` has an interleaved layout (Q4_0, Q4_K). */
 bool sp_rows8_has_layout(uint32_t type);
+/* The bytes a row of n_blocks blocks takes in it: an eighth of its group's. */
+int64_t sp_rows8_row_bytes(uint32_t type, int64_t n_blocks);
 /* Rows 0..7 (row_bytes apart, n_blocks blocks each) into one interleaved group at dst (which
  * must not overlap them). */
 void sp_rows8_pack(uint32_t type, const void *rows, int64_t row_bytes, int64_t n_blocks, void *dst);

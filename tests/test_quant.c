@@ -347,25 +347,25 @@ static void matmul_interleaved_rows(void **st) {
     for (int type = 0; type < SP_N_TYPES; type++) {
         if (!sp_rows8_has_layout((uint32_t)type)) continue;
         const sp_type_traits *tt = sp_type_traits_get((uint32_t)type);
-        const int n_in = 352, n_out = 40; /* 11 blocks; two tiles of 16 rows and a half one (one group) */
+        /* 11 blocks of 32 or 3 of 256; two tiles of 16 rows and a half one (one group) */
+        const int n_in = tt->block_size == QK_K ? 768 : 352, n_out = 40;
         const size_t rb = sp_row_size((uint32_t)type, n_in);
+        const int64_t nb = n_in / tt->block_size, ib = sp_rows8_row_bytes((uint32_t)type, nb); /* a row's bytes interleaved */
         float *wf = malloc(sizeof(float) * n_in * n_out);
-        uint8_t *plain = malloc(rb * n_out), *inter = malloc(rb * n_out), *back = malloc(rb * n_out);
+        uint8_t *plain = malloc(rb * n_out), *inter = malloc((size_t)ib * n_out), *back = malloc(rb * n_out);
         for (int i = 0; i < n_in * n_out; i++) wf[i] = frand(&s);
         for (int r = 0; r < n_out; r++) tt->quantize(wf + (size_t)r * n_in, plain + r * rb, n_in);
-        const int64_t nb = n_in / tt->block_size;
         for (int g = 0; g < n_out / SP_ROWS8; g++) {
-            sp_rows8_pack((uint32_t)type, plain + (size_t)g * SP_ROWS8 * rb, (int64_t)rb, nb, inter + (size_t)g * SP_ROWS8 * rb);
-            for (int r = 0; r < SP_ROWS8; r++) /* back in two pieces: the rest of the row after block 3 */
-                for (int64_t b0 = 0; b0 < nb; b0 += b0 ? nb - 3 : 3)
-                    sp_rows8_unpack((uint32_t)type, inter + (size_t)g * SP_ROWS8 * rb, r, b0, b0 ? nb - 3 : 3,
-                                    back + ((size_t)g * SP_ROWS8 + r) * rb + b0 * tt->type_size);
+            uint8_t *group = inter + (size_t)g * SP_ROWS8 * ib;
+            sp_rows8_pack((uint32_t)type, plain + (size_t)g * SP_ROWS8 * rb, (int64_t)rb, nb, group);
+            for (int r = 0; r < SP_ROWS8; r++) /* back in two pieces: block 0, then the rest */
+                for (int64_t b0 = 0; b0 < nb; b0 += b0 ? nb - 1 : 1)
+                    sp_rows8_unpack((uint32_t)type, group, r, b0, b0 ? nb - 1 : 1, back + ((size_t)g * SP_ROWS8 + r) * rb + b0 * tt->type_size);
         }
         assert_memory_equal(back, plain, rb * n_out);
         assert_memory_not_equal(inter, plain, rb * n_out);
         const sp_weight wp = {.data = plain, .type = (uint32_t)type, .n_in = n_in, .n_out = n_out, .row_bytes = (int64_t)rb},
-                        wi = {.data = inter, .type = (uint32_t)type, .n_in = n_in, .n_out = n_out, .row_bytes = (int64_t)rb,
-                              .interleaved = true};
+                        wi = {.data = inter, .type = (uint32_t)type, .n_in = n_in, .n_out = n_out, .row_bytes = ib, .interleaved = true};
         const int max_tokens = 19;
         float *x = malloc(sizeof(float) * max_tokens * n_in), *op = malloc(sizeof(float) * max_tokens * n_out),
               *oi = malloc(sizeof(float) * max_tokens * n_out), alone[64];
