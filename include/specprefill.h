@@ -118,11 +118,12 @@ typedef struct {
                    * process's own memory, in huge pages where the OS gives them (decode reads
                    * every weight once a token: fewer TLB misses, often faster — README, Memory;
                    * the process then holds its own copy of the file) */
-    bool repack;  /* true: the matrices of a type the kernels in use have an interleaved form for
-                   * (Q4_0, with the AVX2, AVX-VNNI and AVX-512 VNNI kernels) are rewritten at load into the process's own memory,
-                   * eight rows block by block, for a faster decode (README, Memory); their file
-                   * pages are given back. Results differ from the file's layout in float rounding
-                   * only. false (the default): the weights are used as the file has them */
+    bool repack;  /* true: the matrices of a type the kernels in use have an interleaved form
+                   * for (Q4_0 and Q4_K, with the AVX2, AVX-VNNI and AVX-512 VNNI kernels) are
+                   * rewritten at load into the process's own memory, eight rows block by block,
+                   * for a faster decode (README, Memory); their file pages are given back.
+                   * Results differ from the file's layout in float rounding only. false (the
+                   * default): the weights are used as the file has them */
 } sp_model_params;
 
 SP_API sp_model_params sp_model_default_params(void);
