@@ -148,12 +148,8 @@ static inline __m256 block_sums8(const int32_t *sum16) {
     }                                                                                                                   \
     DOT_TOKENS(name)
 
-#define DOT_TOKENS(name)                                                                                            \
-    static float name(const void *row, const sp_q8_act *x, int64_t n) {                                             \
-        float r;                                                                                                    \
-        name##_tokens(row, x, n, &r, 0, 1);                                                                         \
-        return r;                                                                                                   \
-    }                                                                                                               \
+/* name##_rows(row, x, n_tokens, n, out, os): name##_tokens with T a constant for each count. */
+#define DOT_ROWS(name)                                                                                              \
     static void name##_rows(const void *row, const sp_q8_act *x, int n_tokens, int64_t n, float *out, int64_t os) {  \
         switch (n_tokens) {                                                                                         \
         case 1: name##_tokens(row, x, n, out, os, 1); break;                                                        \
@@ -162,6 +158,13 @@ static inline __m256 block_sums8(const int32_t *sum16) {
         default: name##_tokens(row, x, n, out, os, 4); break;                                                       \
         }                                                                                                           \
     }
+#define DOT_TOKENS(name)                                                                                            \
+    static float name(const void *row, const sp_q8_act *x, int64_t n) {                                             \
+        float r;                                                                                                    \
+        name##_tokens(row, x, n, &r, 0, 1);                                                                         \
+        return r;                                                                                                   \
+    }                                                                                                               \
+    DOT_ROWS(name)
 
 DOT_BLOCKS(dot_q8_0, block_q8_0, prod_q8_0, 0, 0, d)
 #ifndef SP_OWN_Q4_0_DOT
@@ -209,14 +212,7 @@ static inline __attribute__((always_inline)) void dot8_q4_0_tokens(const void *g
     }
     UNROLL for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * os, acc[t]);
 }
-static void dot8_q4_0_rows(const void *group, const sp_q8_act *x, int n_tokens, int64_t n, float *out, int64_t os) {
-    switch (n_tokens) {
-    case 1: dot8_q4_0_tokens(group, x, n, out, os, 1); break;
-    case 2: dot8_q4_0_tokens(group, x, n, out, os, 2); break;
-    case 3: dot8_q4_0_tokens(group, x, n, out, os, 3); break;
-    default: dot8_q4_0_tokens(group, x, n, out, os, 4); break;
-    }
-}
+DOT_ROWS(dot8_q4_0)
 
 /* Q4_K in groups of eight interleaved rows (repack.h), for T tokens (1..4): per sub-block of 32
  * values, its eight chunks' codes against the activations' codes broadcast four at a time, as
@@ -262,14 +258,7 @@ static inline __attribute__((always_inline)) void dot8_q4_K_tokens(const void *g
     }
     UNROLL for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * os, acc[t]);
 }
-static void dot8_q4_K_rows(const void *group, const sp_q8_act *x, int n_tokens, int64_t n, float *out, int64_t os) {
-    switch (n_tokens) {
-    case 1: dot8_q4_K_tokens(group, x, n, out, os, 1); break;
-    case 2: dot8_q4_K_tokens(group, x, n, out, os, 2); break;
-    case 3: dot8_q4_K_tokens(group, x, n, out, os, 3); break;
-    default: dot8_q4_K_tokens(group, x, n, out, os, 4); break;
-    }
-}
+DOT_ROWS(dot8_q4_K)
 
 /* The five formats' decode dots into a kernel set (the overlays that bring them: AVX-512 VNNI,
  * AVX-VNNI; the AVX2 set lists them in its table). */
