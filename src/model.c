@@ -228,6 +228,18 @@ static size_t repacked_size(const sp_weight *w) {
     return ((size_t)(w->n_out * sp_rows8_row_bytes(w->type, n_blocks_of(w))) + 63) & ~(size_t)63;
 }
 
+/* Whether another tensor of the file has bytes in [p, p + size): a file may place two tensors on
+ * the same bytes, and then those pages are still read after one of them is repacked. */
+static bool shares_bytes(const sp_gguf_file *f, const void *p, size_t size) {
+    const uint8_t *a = p;
+    int holders = 0;
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const uint8_t *b = f->tensors[i].data;
+        if (b < a + size && a < b + f->tensors[i].n_bytes) holders++;
+    }
+    return holders > 1;
+}
+
 typedef struct {
     const sp_weight *from;
     uint8_t *to;
@@ -275,7 +287,8 @@ static sp_status repack_weights(sp_model *m) {
         repack_job j = {ws[i], mem};
         const int64_t groups = ws[i]->n_out / SP_ROWS8;
         sp_parallel_for(groups < sp_threads_count() ? (int)groups : sp_threads_count(), repack_task, &j);
-        sp_pages_release(ws[i]->data, (size_t)(ws[i]->n_out * ws[i]->row_bytes)); /* the file's, read no more */
+        const size_t file_bytes = (size_t)(ws[i]->n_out * ws[i]->row_bytes);
+        if (!shares_bytes(m->gguf, ws[i]->data, file_bytes)) sp_pages_release(ws[i]->data, file_bytes); /* the file's, read no more */
         ws[i]->data = mem;
         ws[i]->row_bytes = sp_rows8_row_bytes(ws[i]->type, n_blocks_of(ws[i]));
         ws[i]->interleaved = true;
