@@ -480,6 +480,15 @@ static void dequantize_part(const sp_isa_kernels *k, const sp_type_traits *tt, c
     else tt->dequantize(part, dst, n);
 }
 
+void sp_weight_row(const sp_weight *w, int64_t r, float *dst) {
+    const sp_isa_kernels *k = sp_kernels();
+    const sp_type_traits *tt = sp_type_traits_get(w->type);
+    for (int64_t p = 0; p < w->n_in; p += PIECE) {
+        const int n = (int)(w->n_in - p < PIECE ? w->n_in - p : PIECE);
+        dequantize_part(k, tt, w, r, p, n, dst + p);
+    }
+}
+
 /* Rows [r0, r1) one dot product at a time: the fallback when a tile cannot be allocated (by
  * pieces of PIECE values, which interleaved rows are rebuilt into). */
 static void matmul_rows_by_dots(const matmul_job *j, int64_t r0, int64_t r1) {

@@ -172,6 +172,9 @@ const sp_isa_kernels *sp_kernels_by_name(const char *name);
 void sp_kernels_select(const sp_isa_kernels *k);
 
 
+/* Row r of w in f32 (n_in values), in any layout: the embedding lookup. */
+void sp_weight_row(const sp_weight *w, int64_t r, float *dst);
+
 /* Rows of length n: out = x / rms(x) * weight (weight may be NULL) */
 void sp_rmsnorm(float *out, const float *x, const float *weight, int n_rows, int n, float eps);
 

@@ -254,9 +254,10 @@ static void repack_task(void *arg, int task, int n_tasks) {
                       j->to + g * group_bytes);
 }
 
-/* The layers' matrices and an output head of its own (a tied one is also the embedding table,
- * read a row at a time) that are repackable, rewritten into one anonymous mapping in huge pages
- * where the OS gives them; the file's pages they came from are given back. */
+/* The layers' matrices and the output head that are repackable, rewritten into one anonymous
+ * mapping in huge pages where the OS gives them; the file's pages they came from are given back.
+ * A tied head is also the embedding table: the lookup then reads its rows rebuilt
+ * (sp_weight_row), a row a token, and the model holds one copy. */
 static sp_status repack_weights(sp_model *m) {
     enum { N_PER_LAYER = 7 };
     const int n = m->info.n_layer * N_PER_LAYER + 1;
@@ -269,7 +270,7 @@ static sp_status repack_weights(sp_model *m) {
         for (int i = 0; i < N_PER_LAYER; i++)
             if (repackable(layer[i])) ws[count++] = layer[i];
     }
-    if (!m->info.tied_output && repackable(&m->output)) ws[count++] = &m->output;
+    if (repackable(&m->output)) ws[count++] = &m->output;
     size_t total = 0;
     for (int i = 0; i < count; i++) total += repacked_size(ws[i]);
     if (total == 0) {
@@ -296,6 +297,7 @@ static sp_status repack_weights(sp_model *m) {
         m->info.repacked_bytes += (uint64_t)(ws[i]->n_out * ws[i]->row_bytes);
         mem += repacked_size(ws[i]);
     }
+    if (m->info.tied_output) m->tok_embd = m->output;
     sp_pages_seal(m->repacked, total);
     free(ws);
     return SP_OK;
@@ -670,12 +672,10 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
     const int d = info->n_embd, hd = info->head_dim, nh = info->n_head, nkv = info->n_head_kv;
     const int q_dim = nh * hd, kv_dim = nkv * hd;
     const int n_layers = o && o->n_layers > 0 && o->n_layers < info->n_layer ? o->n_layers : info->n_layer;
-    const sp_type_traits *et = sp_type_traits_get(m->tok_embd.type);
     const float scale = 1.0f / sqrtf((float)hd);
 
     /* embed; each row's cache cell (the contexts' n_cached move only at the end) */
-    for (int t = 0; t < n; t++)
-        et->dequantize((const uint8_t *)m->tok_embd.data + (int64_t)tokens[t] * m->tok_embd.row_bytes, c->x + (int64_t)t * d, d);
+    for (int t = 0; t < n; t++) sp_weight_row(&m->tok_embd, tokens[t], c->x + (int64_t)t * d);
     for (int t = 0; t < n; t++) /* a context's rows are consecutive */
         c->n_visible[t] = t > 0 && row_seq[t - 1] == row_seq[t] ? c->n_visible[t - 1] + 1 : row_seq[t]->n_cached + 1;
     /* once for every layer; each run of rows with its own context's scaling (sequences batched

@@ -299,7 +299,7 @@ static float *prefill_and_step(sp_model *m) {
     const int V = sp_model_get_info(m)->n_vocab, n = 24;
     sp_token tok[25];
     int32_t pos[25], all[24], row = 0;
-    for (int i = 0; i < 25; i++) { tok[i] = (i * 53 + 7) % 1000; pos[i] = i; }
+    for (int i = 0; i < 25; i++) { tok[i] = (i * 53 + 7) % (V < 1000 ? V : 1000); pos[i] = i; }
     for (int i = 0; i < n; i++) all[i] = i;
     float *out = malloc(sizeof(float) * (size_t)(n + 1) * V);
     sp_context *c;
@@ -348,53 +348,61 @@ static void loaded_without_mmap(void **st) {
 }
 
 /* --repack: a Q4_0 model's matrices rewritten at load (the layers' 14; not the output head, whose
- * 1115 rows are no whole number of groups) where the kernels have the interleaved dot, mapped or read; the logits those of the file's
- * layout within float rounding — prefill's bit for bit — also on a kernel set switched to
- * afterwards that lacks the kernel. */
+ * 1115 rows are no whole number of groups), and a tied Q4_K model's 15 (its head, which is also
+ * the embedding table, looked up row by row from the interleaved groups), where the kernels have
+ * the interleaved dot, mapped or read; the logits those of the file's layout within float
+ * rounding — prefill's bit for bit — also on a kernel set switched to afterwards that lacks the
+ * kernel. */
 static void loaded_repacked(void **st) {
     (void)st;
-    char path[512];
-    test_model_path("llama-q4_0", path, sizeof path);
-    sp_model_params mp = sp_model_default_params();
-    assert_false(mp.repack);
-    sp_model *plain, *packed[2];
-    assert_int_equal(sp_model_load_with(path, NULL, &plain), SP_OK);
-    const sp_model_info *pi = sp_model_get_info(plain);
-    assert_int_equal(pi->n_repacked, 0);
-    const int V = pi->n_vocab, n = 24;
-    float *want = prefill_and_step(plain);
-    for (int k = 0; k < 2; k++) {
-        mp.repack = true;
-        mp.no_mmap = k == 1;
-        assert_int_equal(sp_model_load_with(path, &mp, &packed[k]), SP_OK);
-        const sp_model_info *ri = sp_model_get_info(packed[k]);
-        if (ri->n_repacked == 0) { /* no interleaved kernel in this set: the file's layout, the same logits */
-            printf("  no interleaved Q4_0 kernel in the %s kernels: nothing repacked\n", sp_kernels_name());
-            float *got = prefill_and_step(packed[k]);
-            assert_memory_equal(got, want, sizeof(float) * (size_t)(n + 1) * V);
-            free(got);
-            continue;
-        }
-        assert_int_equal(ri->n_repacked, 2 * 7);
-        assert_true(ri->repacked_bytes > pi->file_size / 2 && ri->repacked_bytes < pi->file_size);
-        const char *kernels[] = {NULL, "scalar"}; /* the best set, then one without the kernel */
-        for (int ks = 0; ks < 2; ks++) {
-            assert_int_equal(sp_set_kernels(kernels[ks]), SP_OK);
-            float *ref = ks ? prefill_and_step(plain) : want, *got = prefill_and_step(packed[k]);
-            if (memcmp(got, ref, sizeof(float) * (size_t)n * V))
-                fail_msg("repacked (%s) prefill logits differ from the file's layout", kernels[ks] ? kernels[ks] : "best kernels");
-            for (int i = 0; i < V; i++) {
-                const float a = got[(size_t)n * V + i], b = ref[(size_t)n * V + i];
-                if (fabsf(a - b) > 1e-4f * (1 + fabsf(b))) fail_msg("repacked decode logit %d: %.7g vs %.7g", i, a, b);
+    char paths[2][512];
+    test_model_path("llama-q4_0", paths[0], sizeof paths[0]);
+    make_test_model("--tied --type Q4_K --seed 3", "tied-q4_k.gguf", paths[1], sizeof paths[1]);
+    const int want_repacked[2] = {2 * 7, 2 * 7 + 1};
+    for (int f = 0; f < 2; f++) {
+        sp_model_params mp = sp_model_default_params();
+        assert_false(mp.repack);
+        sp_model *plain, *packed;
+        assert_int_equal(sp_model_load_with(paths[f], NULL, &plain), SP_OK);
+        const sp_model_info *pi = sp_model_get_info(plain);
+        assert_int_equal(pi->n_repacked, 0);
+        const int V = pi->n_vocab, n = 24;
+        float *want = prefill_and_step(plain);
+        for (int k = 0; k < 2; k++) {
+            mp.repack = true;
+            mp.no_mmap = k == 1;
+            assert_int_equal(sp_model_load_with(paths[f], &mp, &packed), SP_OK);
+            const sp_model_info *ri = sp_model_get_info(packed);
+            if (ri->n_repacked == 0) { /* no interleaved kernel in this set: the file's layout, the same logits */
+                printf("  no interleaved kernel in the %s kernels: nothing repacked\n", sp_kernels_name());
+                float *got = prefill_and_step(packed);
+                assert_memory_equal(got, want, sizeof(float) * (size_t)(n + 1) * V);
+                free(got);
+                sp_model_free(packed);
+                continue;
             }
-            if (ks) free(ref);
-            free(got);
+            assert_int_equal(ri->n_repacked, want_repacked[f]);
+            /* most of the file, and Q4_K's groups 1184 bytes for 1152 */
+            assert_true(ri->repacked_bytes > pi->file_size / 2 && ri->repacked_bytes < pi->file_size / 32 * 33);
+            const char *kernels[] = {NULL, "scalar"}; /* the best set, then one without the kernel */
+            for (int ks = 0; ks < 2; ks++) {
+                assert_int_equal(sp_set_kernels(kernels[ks]), SP_OK);
+                float *ref = ks ? prefill_and_step(plain) : want, *got = prefill_and_step(packed);
+                if (memcmp(got, ref, sizeof(float) * (size_t)n * V))
+                    fail_msg("%s repacked (%s): prefill logits differ from the file's layout", paths[f], kernels[ks] ? kernels[ks] : "best kernels");
+                for (int i = 0; i < V; i++) {
+                    const float a = got[(size_t)n * V + i], b = ref[(size_t)n * V + i];
+                    if (fabsf(a - b) > 1e-4f * (1 + fabsf(b))) fail_msg("%s repacked: decode logit %d: %.7g vs %.7g", paths[f], i, a, b);
+                }
+                if (ks) free(ref);
+                free(got);
+            }
+            assert_int_equal(sp_set_kernels(NULL), SP_OK);
+            sp_model_free(packed);
         }
-        assert_int_equal(sp_set_kernels(NULL), SP_OK);
-        sp_model_free(packed[k]);
+        free(want);
+        sp_model_free(plain);
     }
-    free(want);
-    sp_model_free(plain);
 }
 
 int main(void) {
