@@ -243,15 +243,27 @@ static bool shares_bytes(const sp_gguf_file *f, const void *p, size_t size) {
 typedef struct {
     const sp_weight *from;
     uint8_t *to;
+    bool release; /* give the file's pages back as they are packed */
 } repack_job;
+
+/* Groups of rows per release: the file's pages go back a few hundred KiB at a time, so that a
+ * large matrix (a 128k-row output head) is not held twice at once. */
+#define RELEASE_GROUPS 64
 
 static void repack_task(void *arg, int task, int n_tasks) {
     const repack_job *j = arg;
     const int64_t groups = j->from->n_out / SP_ROWS8, n_blocks = n_blocks_of(j->from);
-    const int64_t group_bytes = SP_ROWS8 * sp_rows8_row_bytes(j->from->type, n_blocks);
-    for (int64_t g = groups * task / n_tasks; g < groups * (task + 1) / n_tasks; g++)
-        sp_rows8_pack(j->from->type, (const uint8_t *)j->from->data + g * SP_ROWS8 * j->from->row_bytes, j->from->row_bytes, n_blocks,
-                      j->to + g * group_bytes);
+    const int64_t group_bytes = SP_ROWS8 * sp_rows8_row_bytes(j->from->type, n_blocks), src_bytes = SP_ROWS8 * j->from->row_bytes;
+    const uint8_t *src = j->from->data;
+    const int64_t g0 = groups * task / n_tasks, g1 = groups * (task + 1) / n_tasks;
+    int64_t kept = g0; /* the first group whose file pages are still held */
+    for (int64_t g = g0; g < g1; g++) {
+        sp_rows8_pack(j->from->type, src + g * src_bytes, j->from->row_bytes, n_blocks, j->to + g * group_bytes);
+        if (j->release && (g + 1 - kept == RELEASE_GROUPS || g + 1 == g1)) {
+            sp_pages_release(src + kept * src_bytes, (size_t)((g + 1 - kept) * src_bytes)); /* the whole pages within */
+            kept = g + 1;
+        }
+    }
 }
 
 /* The layers' matrices and the output head that are repackable, rewritten into one anonymous
@@ -285,11 +297,11 @@ static sp_status repack_weights(sp_model *m) {
     m->repacked = mem;
     m->repacked_size = total;
     for (int i = 0; i < count; i++) {
-        repack_job j = {ws[i], mem};
+        const size_t file_bytes = (size_t)(ws[i]->n_out * ws[i]->row_bytes);
+        repack_job j = {ws[i], mem, !shares_bytes(m->gguf, ws[i]->data, file_bytes)};
         const int64_t groups = ws[i]->n_out / SP_ROWS8;
         sp_parallel_for(groups < sp_threads_count() ? (int)groups : sp_threads_count(), repack_task, &j);
-        const size_t file_bytes = (size_t)(ws[i]->n_out * ws[i]->row_bytes);
-        if (!shares_bytes(m->gguf, ws[i]->data, file_bytes)) sp_pages_release(ws[i]->data, file_bytes); /* the file's, read no more */
+        if (j.release) sp_pages_release(ws[i]->data, file_bytes); /* the pages the tasks' pieces shared at their ends */
         ws[i]->data = mem;
         ws[i]->row_bytes = sp_rows8_row_bytes(ws[i]->type, n_blocks_of(ws[i]));
         ws[i]->interleaved = true;
