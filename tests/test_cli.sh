@@ -80,7 +80,7 @@ expect_ok "generate on the quantized model" "$SP" generate -m "$T/q4.gguf" -p "a
 # says how many), and the same text greedily
 expect_ok "info --repack" "$SP" info "$T/q4.gguf" --repack
 grep -qE "^repacked +(14 matrices|0 matrices .* for the (scalar|neon))" "$T/out" && ok || bad "info --repack: $(grep repacked "$T/out")"
-expect_ok "generate --repack" "$SP" generate -m "$T/q4.gguf" -p "abc" -n 8 --temp 0
+expect_ok "generate (the file's layout)" "$SP" generate -m "$T/q4.gguf" -p "abc" -n 8 --temp 0
 cp "$T/out" "$T/gen-file-layout"
 expect_ok "generate --repack" "$SP" generate -m "$T/q4.gguf" -p "abc" -n 8 --temp 0 --repack --no-mmap
 cmp -s "$T/out" "$T/gen-file-layout" && ok || bad "generate --repack: '$(cat "$T/out")' against the file's layout's '$(cat "$T/gen-file-layout")'"
