@@ -105,7 +105,7 @@ typedef struct {
     /* The columns gemm_nn takes at a time where b has many (AVX2 16, AVX-512 64; 0: any): the
      * f32 prefill panel is laid out in strips this wide, each contiguous — a strip of 16 columns
      * of a 64-column panel reads 64 bytes every 256, 16 lines to an L1 set, more than its ways
-     * (1B F16 pp512, AVX2, Zen 3: +5–7 %). */
+     * (1B F16 pp512, AVX2, Zen 3: +4–7 %). */
     int panel_strip;
     /* One step of the online softmax over a tile of keys, for n_rows query rows at once: s is
      * [n_keys][ld] (scores of key c for row r at s[c*ld + r]); row r sees keys c < live[r]. Updates
