@@ -397,7 +397,7 @@ static void matmul_interleaved_rows(void **st) {
         free(wf); free(plain); free(inter); free(back); free(x); free(op); free(oi);
     }
     sp_kernels_select(saved);
-    printf("  interleaved rows checked on %d kernel sets\n", checked);
+    printf("  interleaved rows checked for %d (type, kernel set) pairs\n", checked);
 }
 
 /* The float prefill panels at the sizes of real layers: panels of 64 weight rows (and a partial
