@@ -403,7 +403,7 @@ void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, bool
             const uint8_t *src = rows + r * row_bytes + i / bs * (int64_t)tt->type_size;
             if (interleaved) {
                 src = block;
-                sp_rows8_unpack(type, rows + (r & ~(SP_ROWS8 - 1)) * row_bytes, r % SP_ROWS8, i / bs, 1, block);
+                sp_rows8_unpack(type, rows, row_bytes, r, i / bs, 1, block);
             } else __builtin_prefetch(src + 512); /* 16 rows read side by side: help the hardware prefetcher */
             tt->codes(src, q[r], scale[r], min[r]);
         }
@@ -463,7 +463,7 @@ static bool use_bf16(const sp_isa_kernels *k, const sp_weight *w) {
  * rows, rebuilt in buf. */
 static const uint8_t *row_blocks(const sp_weight *w, const sp_type_traits *tt, int64_t r, int64_t b0, int64_t nb, uint8_t *buf) {
     if (!w->interleaved) return (const uint8_t *)w->data + r * w->row_bytes + b0 * (int64_t)tt->type_size;
-    sp_rows8_unpack(w->type, (const uint8_t *)w->data + (r & ~(int64_t)(SP_ROWS8 - 1)) * w->row_bytes, (int)(r % SP_ROWS8), b0, nb, buf);
+    sp_rows8_unpack(w->type, w->data, w->row_bytes, r, b0, nb, buf);
     return buf;
 }
 /* The bytes of PIECE values of any type (whole blocks; the largest: F32's). */

@@ -104,8 +104,8 @@ void sp_rows8_pack(uint32_t type, const void *rows, int64_t row_bytes, int64_t n
     }
 }
 
-void sp_rows8_unpack(uint32_t type, const void *group, int row, int64_t b0, int64_t nb, void *dst) {
+void sp_rows8_unpack(uint32_t type, const void *rows, int64_t row_bytes, int64_t r, int64_t b0, int64_t nb, void *dst) {
     const layout *l = layout_of(type);
-    const uint8_t *in = (const uint8_t *)group + b0 * (int64_t)l->bytes;
-    for (int64_t i = 0; i < nb; i++, in += l->bytes) l->unpack(in, row, (uint8_t *)dst + i * (int64_t)l->block_size);
+    const uint8_t *in = (const uint8_t *)rows + (r - r % SP_ROWS8) * row_bytes + b0 * (int64_t)l->bytes; /* r's group, block b0 */
+    for (int64_t i = 0; i < nb; i++, in += l->bytes) l->unpack(in, (int)(r % SP_ROWS8), (uint8_t *)dst + i * (int64_t)l->block_size);
 }

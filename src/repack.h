@@ -23,8 +23,9 @@ int64_t sp_rows8_row_bytes(uint32_t type, int64_t n_blocks);
 /* Rows 0..7 (row_bytes apart, n_blocks blocks each) into one interleaved group at dst (which
  * must not overlap them). */
 void sp_rows8_pack(uint32_t type, const void *rows, int64_t row_bytes, int64_t n_blocks, void *dst);
-/* Blocks [b0, b0 + nb) of row `row` (0..7) of a group, back in the type's own layout at dst: for
- * the paths that read a row as it was (prefill, the kernel sets without an interleaved kernel). */
-void sp_rows8_unpack(uint32_t type, const void *group, int row, int64_t b0, int64_t nb, void *dst);
+/* Blocks [b0, b0 + nb) of row r of an interleaved matrix (rows: its start, row_bytes: a row's
+ * interleaved bytes), back in the type's own layout at dst: for the paths that read a row as it
+ * was (prefill, the embedding lookup, the kernel sets without an interleaved kernel). */
+void sp_rows8_unpack(uint32_t type, const void *rows, int64_t row_bytes, int64_t r, int64_t b0, int64_t nb, void *dst);
 
 #endif

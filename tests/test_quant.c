@@ -360,7 +360,8 @@ static void matmul_interleaved_rows(void **st) {
             sp_rows8_pack((uint32_t)type, plain + (size_t)g * SP_ROWS8 * rb, (int64_t)rb, nb, group);
             for (int r = 0; r < SP_ROWS8; r++) /* back in two pieces: block 0, then the rest */
                 for (int64_t b0 = 0; b0 < nb; b0 += b0 ? nb - 1 : 1)
-                    sp_rows8_unpack((uint32_t)type, group, r, b0, b0 ? nb - 1 : 1, back + ((size_t)g * SP_ROWS8 + r) * rb + b0 * tt->type_size);
+                    sp_rows8_unpack((uint32_t)type, inter, ib, g * SP_ROWS8 + r, b0, b0 ? nb - 1 : 1,
+                                    back + ((size_t)g * SP_ROWS8 + r) * rb + b0 * tt->type_size);
         }
         assert_memory_equal(back, plain, rb * n_out);
         assert_memory_not_equal(inter, plain, rb * n_out);
