@@ -17,6 +17,7 @@
 
 #include "kernels.h"
 #include "quant.h"
+#include "repack.h"
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -174,38 +175,42 @@ DOT_BLOCKS(dot_q5_0, block_q5_0, prod_q5_0, 16, 0, d)
 DOT_BLOCKS(dot_q4_1, block_q4_1, prod_q4_1, 0, 1, m)
 DOT_BLOCKS(dot_q5_1, block_q5_1, prod_q5_1, 0, 1, m)
 
+/* Eight interleaved rows' products with 32 activation codes a (repack.h): c[q] holds four 4-bit
+ * codes of each row, values 4q … 4q+3 of the 32, multiplied with those four activation codes
+ * broadcast (vpmaddubsw). A row's int16 sums stay in the lanes of its own four bytes, and eight
+ * of them cannot overflow (codes ≤ 15, |activations| ≤ 127: 8 × 2 × 15 × 127 = 30480), so one
+ * vpmaddwd of the result leaves row r's dot in int32 lane r. */
+static inline __m256i rows8_sums(const __m256i c[8], const int8_t *a) {
+    int32_t a4[8];
+    memcpy(a4, a, 32);
+    __m256i s = _mm256_maddubs_epi16(c[0], _mm256_set1_epi32(a4[0]));
+    UNROLL for (int q = 1; q < 8; q++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c[q], _mm256_set1_epi32(a4[q])));
+    return s;
+}
+
 /* Q4_0 in groups of eight interleaved rows (repack.h), for T tokens (1..4): per block, chunk j's
- * codes masked and shifted are values 4j … 4j+3 and 16+4j … of the eight rows, each multiplied
- * with those four activation codes broadcast (vpmaddubsw); a row's int16 sums stay in the lanes
- * of its own four bytes, and eight of them cannot overflow (codes ≤ 15, |activations| ≤ 127:
- * 8 × 2 × 15 × 127 = 30480), so one vpmaddwd ends the block with row r's dot in int32 lane r.
+ * codes masked and shifted are values 4j … 4j+3 and 16+4j … of the eight rows (rows8_sums).
  * The offset 8 comes off in the integer sum, and one conversion and multiply-add by the eight
  * rows' scales finish the block for all eight: no horizontal sums. Each token's arithmetic is
  * its own, in the same order whatever T: a token's eight results are the same bits alone or
  * among others. */
 static inline __attribute__((always_inline)) void dot8_q4_0_tokens(const void *group, const sp_q8_act *x, int64_t n, float *out,
                                                                    int64_t os, const int T) {
-    enum { GROUP_BLOCK = 8 * sizeof(block_q4_0) };
     const uint8_t *g = group;
     const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     __m256 acc[4];
     UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++, g += GROUP_BLOCK) {
-        sp_prefetch_ahead(g, GROUP_BLOCK);
+    for (int64_t i = 0; i < n / 32; i++, g += SP_ROWS8_Q4_0_BYTES) {
+        sp_prefetch_ahead(g, SP_ROWS8_Q4_0_BYTES);
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
         __m256i c[8];
         UNROLL for (int j = 0; j < 4; j++) {
-            const __m256i w = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * j));
+            const __m256i w = _mm256_loadu_si256((const __m256i *)(g + SP_ROWS8_Q4_0_QS + 32 * j));
             c[j] = _mm256_and_si256(w, low);                             /* values 4j … 4j+3 */
             c[j + 4] = _mm256_and_si256(_mm256_srli_epi16(w, 4), low);   /* values 16+4j … */
         }
         UNROLL for (int t = 0; t < T; t++) {
-            const int8_t *a = x[t].q + 32 * i;
-            int32_t a4[8];
-            memcpy(a4, a, 32);
-            __m256i s = _mm256_maddubs_epi16(c[0], _mm256_set1_epi32(a4[0]));
-            UNROLL for (int j = 1; j < 8; j++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c[j], _mm256_set1_epi32(a4[j])));
-            const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(s, ones),
+            const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(rows8_sums(c, x[t].q + 32 * i), ones),
                                                  _mm256_set1_epi32(8 * (x[t].sum16[2 * i] + x[t].sum16[2 * i + 1])));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[i])), acc[t]);
         }
@@ -223,20 +228,19 @@ DOT_ROWS(dot8_q4_0)
  * arithmetic is its own whatever T. */
 static inline __attribute__((always_inline)) void dot8_q4_K_tokens(const void *group, const sp_q8_act *x, int64_t n, float *out,
                                                                    int64_t os, const int T) {
-    enum { GROUP_BLOCK = 8 * sizeof(block_q4_K) + 32 };
     const uint8_t *g = group;
     const __m256i low = _mm256_set1_epi8(0x0F);
     __m256 acc[4];
     UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++, g += GROUP_BLOCK) {
-        sp_prefetch_ahead(g, GROUP_BLOCK);
+    for (int64_t i = 0; i < n / QK_K; i++, g += SP_ROWS8_Q4_K_BYTES) {
+        sp_prefetch_ahead(g, SP_ROWS8_Q4_K_BYTES);
         __m256 sum_d[4], sum_m[4];
         UNROLL for (int t = 0; t < T; t++) sum_d[t] = sum_m[t] = _mm256_setzero_ps();
         for (int j = 0; j < 8; j++) { /* sub-block j: chunks of c = j / 2, low nibbles if j is even */
-            const __m128i sc8 = _mm_loadl_epi64((const __m128i *)(g + 32 + 8 * j));
+            const __m128i sc8 = _mm_loadl_epi64((const __m128i *)(g + SP_ROWS8_Q4_K_SCALES + 8 * j));
             const __m256i sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sc8, sc8)); /* row r's scale in int16 lanes 2r, 2r+1 */
-            const __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(g + 96 + 8 * j))));
-            const uint8_t *chunks = g + 160 + 256 * (j / 2);
+            const __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(g + SP_ROWS8_Q4_K_MINS + 8 * j))));
+            const uint8_t *chunks = g + SP_ROWS8_Q4_K_QS + 256 * (j / 2);
             __m256i c[8];
             UNROLL for (int q = 0; q < 8; q++) {
                 const __m256i w = _mm256_loadu_si256((const __m256i *)(chunks + 32 * q));
@@ -244,16 +248,12 @@ static inline __attribute__((always_inline)) void dot8_q4_K_tokens(const void *g
             }
             UNROLL for (int t = 0; t < T; t++) {
                 const int64_t b = 8 * i + j; /* the activations' block */
-                int32_t a4[8];
-                memcpy(a4, x[t].q + 32 * b, 32);
-                __m256i s = _mm256_maddubs_epi16(c[0], _mm256_set1_epi32(a4[0]));
-                UNROLL for (int q = 1; q < 8; q++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c[q], _mm256_set1_epi32(a4[q])));
                 const float dx = x[t].d[b];
-                sum_d[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s, sc)), _mm256_set1_ps(dx), sum_d[t]);
+                sum_d[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(rows8_sums(c, x[t].q + 32 * b), sc)), _mm256_set1_ps(dx), sum_d[t]);
                 sum_m[t] = _mm256_fmadd_ps(mn, _mm256_set1_ps(dx * (float)(x[t].sum16[2 * b] + x[t].sum16[2 * b + 1])), sum_m[t]);
             }
         }
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g)), dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + 16)));
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g)), dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + SP_ROWS8_Q4_K_DMIN)));
         UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_fnmadd_ps(sum_m[t], dmin, _mm256_fmadd_ps(sum_d[t], d, acc[t]));
     }
     UNROLL for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * os, acc[t]);

@@ -21,6 +21,10 @@
 
 #include "quant.h"
 
+_Static_assert(SP_ROWS8_Q4_0_BYTES == SP_ROWS8 * sizeof(block_q4_0) && SP_ROWS8_Q4_0_QS + 4 * 32 == SP_ROWS8_Q4_0_BYTES, "Q4_0 group block");
+_Static_assert(SP_ROWS8_Q4_K_BYTES == SP_ROWS8 * sizeof(block_q4_K) + 32 && SP_ROWS8_Q4_K_QS + 32 * 32 == SP_ROWS8_Q4_K_BYTES,
+               "Q4_K group block");
+
 /* Four bytes of each of 8 rows' code bytes src[r] + at into chunk (r-th four bytes). */
 static void chunk_in(uint8_t *chunk, const uint8_t *const src[SP_ROWS8], int at) {
     for (int r = 0; r < SP_ROWS8; r++) memcpy(chunk + 4 * r, src[r] + at, 4);
@@ -33,12 +37,12 @@ static void q4_0_pack(const void *const blocks[SP_ROWS8], uint8_t *out) {
         memcpy(out + 2 * r, &b->d, 2);
         qs[r] = b->qs;
     }
-    for (int q = 0; q < 4; q++) chunk_in(out + 16 + 32 * q, qs, 4 * q);
+    for (int q = 0; q < 4; q++) chunk_in(out + SP_ROWS8_Q4_0_QS + 32 * q, qs, 4 * q);
 }
 static void q4_0_unpack(const uint8_t *in, int r, void *dst) {
     block_q4_0 *b = dst;
     memcpy(&b->d, in + 2 * r, 2);
-    for (int q = 0; q < 4; q++) memcpy(b->qs + 4 * q, in + 16 + 32 * q + 4 * r, 4);
+    for (int q = 0; q < 4; q++) memcpy(b->qs + 4 * q, in + SP_ROWS8_Q4_0_QS + 32 * q + 4 * r, 4);
 }
 
 static void q4_K_pack(const void *const blocks[SP_ROWS8], uint8_t *out) {
@@ -46,21 +50,22 @@ static void q4_K_pack(const void *const blocks[SP_ROWS8], uint8_t *out) {
     for (int r = 0; r < SP_ROWS8; r++) {
         const block_q4_K *b = blocks[r];
         memcpy(out + 2 * r, &b->d, 2);
-        memcpy(out + 16 + 2 * r, &b->dmin, 2);
-        for (int j = 0; j < 8; j++) sp_k4_scale_min(j, b->scales, &out[32 + 8 * j + r], &out[96 + 8 * j + r]);
+        memcpy(out + SP_ROWS8_Q4_K_DMIN + 2 * r, &b->dmin, 2);
+        for (int j = 0; j < 8; j++)
+            sp_k4_scale_min(j, b->scales, &out[SP_ROWS8_Q4_K_SCALES + 8 * j + r], &out[SP_ROWS8_Q4_K_MINS + 8 * j + r]);
         qs[r] = b->qs;
     }
     for (int c = 0; c < 4; c++)
-        for (int q = 0; q < 8; q++) chunk_in(out + 160 + 256 * c + 32 * q, qs, 32 * c + 4 * q);
+        for (int q = 0; q < 8; q++) chunk_in(out + SP_ROWS8_Q4_K_QS + 256 * c + 32 * q, qs, 32 * c + 4 * q);
 }
 static void q4_K_unpack(const uint8_t *in, int r, void *dst) {
     block_q4_K *b = dst;
     memcpy(&b->d, in + 2 * r, 2);
-    memcpy(&b->dmin, in + 16 + 2 * r, 2);
+    memcpy(&b->dmin, in + SP_ROWS8_Q4_K_DMIN + 2 * r, 2);
     uint8_t sc[8], mn[8];
     for (int j = 0; j < 8; j++) {
-        sc[j] = in[32 + 8 * j + r];
-        mn[j] = in[96 + 8 * j + r];
+        sc[j] = in[SP_ROWS8_Q4_K_SCALES + 8 * j + r];
+        mn[j] = in[SP_ROWS8_Q4_K_MINS + 8 * j + r];
     }
     for (int j = 0; j < 4; j++) { /* sp_k4_scale_min's packing, inverted: the 96 bits hold the 16 values exactly */
         b->scales[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
@@ -68,7 +73,7 @@ static void q4_K_unpack(const uint8_t *in, int r, void *dst) {
         b->scales[j + 8] = (uint8_t)((sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4));
     }
     for (int c = 0; c < 4; c++)
-        for (int q = 0; q < 8; q++) memcpy(b->qs + 32 * c + 4 * q, in + 160 + 256 * c + 32 * q + 4 * r, 4);
+        for (int q = 0; q < 8; q++) memcpy(b->qs + 32 * c + 4 * q, in + SP_ROWS8_Q4_K_QS + 256 * c + 32 * q + 4 * r, 4);
 }
 
 typedef struct {
@@ -80,8 +85,8 @@ typedef struct {
 } layout;
 
 static const layout layouts[] = {
-    {SP_TYPE_Q4_0, 8 * sizeof(block_q4_0), sizeof(block_q4_0), q4_0_pack, q4_0_unpack},
-    {SP_TYPE_Q4_K, 8 * sizeof(block_q4_K) + 32, sizeof(block_q4_K), q4_K_pack, q4_K_unpack},
+    {SP_TYPE_Q4_0, SP_ROWS8_Q4_0_BYTES, sizeof(block_q4_0), q4_0_pack, q4_0_unpack},
+    {SP_TYPE_Q4_K, SP_ROWS8_Q4_K_BYTES, sizeof(block_q4_K), q4_K_pack, q4_K_unpack},
 };
 
 static const layout *layout_of(uint32_t type) {

@@ -16,6 +16,18 @@
 
 #define SP_ROWS8 8
 
+/* Where things lie in a block of a group (repack.c says what each holds), for the packer and
+ * the kernels alike. */
+enum {
+    SP_ROWS8_Q4_0_QS = 16,    /* after 8 fp16 scales: 4 chunks of 32 bytes */
+    SP_ROWS8_Q4_0_BYTES = 144,
+    SP_ROWS8_Q4_K_DMIN = 16,  /* after 8 fp16 d */
+    SP_ROWS8_Q4_K_SCALES = 32, /* [sub-block][row] bytes */
+    SP_ROWS8_Q4_K_MINS = 96,
+    SP_ROWS8_Q4_K_QS = 160,   /* 4 × 8 chunks of 32 bytes */
+    SP_ROWS8_Q4_K_BYTES = 1184,
+};
+
 /* Whether `type` has an interleaved layout (Q4_0, Q4_K). */
 bool sp_rows8_has_layout(uint32_t type);
 /* The bytes a row of n_blocks blocks takes in it: an eighth of its group's. */
