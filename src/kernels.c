@@ -707,7 +707,6 @@ static void matmul(const sp_weight *w, const float *x, int n_tokens, float *out,
     sp_i8_rows xi;
     void *xi_mem = NULL;
     j.xi = decode ? NULL : prepare_i8_rows(k, w, x, n_tokens, &xi, &xi_mem);
-    uint16_t *xb = NULL;
     int8_t *q8 = NULL;
     sp_q8_act xq_few[DECODE_MAX_TOKENS], *xq = n_tokens <= DECODE_MAX_TOKENS ? xq_few : malloc((size_t)n_tokens * sizeof *xq);
     if (decode && xq && w->type < SP_N_TYPES && (w->interleaved ? k->dot8_rows_q8[w->type] != NULL : k->dot_row_q8[w->type] != NULL) &&
@@ -726,28 +725,28 @@ static void matmul(const sp_weight *w, const float *x, int n_tokens, float *out,
             j.xq = xq;
         }
     }
-    if (!decode && !j.xi && use_bf16(k, w)) { /* fewer tokens take the decode form */
-        /* by slices of the panels' depth (so x_sliced too): values [p, p + kb) of every token together, at
-         * p · n_tokens (kb apart). A product then reads its tokens' values from one run of memory:
-         * token rows n_in apart (4 KiB and more) all fall in one set of the L1 cache (measured:
-         * the AMX product of a panel with 512 tokens 282 → 582 GMAC/s) */
-        xb = malloc((size_t)n_tokens * (size_t)w->n_in * sizeof *xb);
-        if (xb)
+    void *sliced = NULL;
+    if (!decode && !j.xi) { /* the panels' products (fewer tokens take the decode form) */
+        /* x by slices of the panels' depth, in bf16 where the bf16 kernel is used, else f32: values
+         * [p, p + kb) of every token together, at p · n_tokens (kb apart). A product then reads its
+         * tokens' values from one run of memory: token rows n_in apart (4 KiB and more) all fall in
+         * one set of the L1 cache (measured: the AMX product of a panel with 512 tokens 282 → 582
+         * GMAC/s; 1B F16 pp512 with AVX2 on Zen 3, f32: +3–4 %) */
+        const bool bf16 = use_bf16(k, w);
+        sliced = malloc((size_t)n_tokens * (size_t)w->n_in * (bf16 ? sizeof(uint16_t) : sizeof(float)));
+        if (sliced) {
             for (int64_t p = 0; p < w->n_in; p += PANEL_K) {
                 const int64_t kb = w->n_in - p < PANEL_K ? w->n_in - p : PANEL_K;
-                for (int t = 0; t < n_tokens; t++) k->f32_to_bf16(x + (int64_t)t * w->n_in + p, xb + p * n_tokens + t * kb, kb);
+                for (int t = 0; t < n_tokens; t++) {
+                    const float *src = x + (int64_t)t * w->n_in + p;
+                    const int64_t at = p * n_tokens + t * kb;
+                    if (bf16) k->f32_to_bf16(src, (uint16_t *)sliced + at, kb);
+                    else memcpy((float *)sliced + at, src, (size_t)kb * sizeof(float));
+                }
             }
-        j.x_bf16 = xb;
-    }
-    float *xs = NULL;
-    if (!decode && !j.xi && !j.x_bf16) { /* the f32 panels: x by slices too (1B F16 pp512, AVX2, Zen 3: +3–4 %) */
-        xs = malloc((size_t)n_tokens * (size_t)w->n_in * sizeof *xs);
-        if (xs)
-            for (int64_t p = 0; p < w->n_in; p += PANEL_K) {
-                const int64_t kb = w->n_in - p < PANEL_K ? w->n_in - p : PANEL_K;
-                for (int t = 0; t < n_tokens; t++) memcpy(xs + p * n_tokens + t * kb, x + (int64_t)t * w->n_in + p, (size_t)kb * sizeof *xs);
-            }
-        j.x_sliced = xs;
+            if (bf16) j.x_bf16 = sliced;
+            else j.x_sliced = sliced;
+        }
     }
     const int n_threads = sp_threads_count();
     /* Enough tasks for balance, each a whole number of tiles. */
@@ -758,8 +757,7 @@ static void matmul(const sp_weight *w, const float *x, int n_tokens, float *out,
     n_tasks = (w->n_out + j.rows_per_task - 1) / j.rows_per_task;
     /* rows are split, never sums: the result does not depend on who runs which task */
     sp_parallel_for_sized((int)n_tasks, matmul_task, &j, (int64_t)n_tokens * w->n_in * w->n_out);
-    free(xb);
-    free(xs);
+    free(sliced);
     free(q8);
     free(xi_mem);
     if (xq != xq_few) free(xq);
