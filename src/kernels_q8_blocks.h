@@ -260,6 +260,62 @@ static inline __attribute__((always_inline)) void dot8_q4_K_tokens(const void *g
 }
 DOT_ROWS(dot8_q4_K)
 
+/* Q6_K in groups of eight interleaved rows (repack.h), for T tokens (1..4): per 32 values (a pair
+ * of scales), eight chunks of codes rebuilt from the ql nibbles and the qh bit pairs (0..63, the
+ * value being code − 32), each against four activation codes broadcast. Six-bit codes let only
+ * two products of vpmaddubsw be summed in int16 (2 × 2 × 63 × 127 = 32004), so the four chunks of
+ * a scale's 16 values are two sums, each meeting that scale (both int16 lanes of its row) in
+ * vpmaddwd; the offset of 32 is one more vpmaddwd, of the rows' two scales (× 32) by the
+ * activations' sums of the two 16s. Lane r then holds row r's dot, converted and multiplied by
+ * the activations' scale; per 256 values by the rows' d. A token's arithmetic is its own
+ * whatever T. */
+static inline __attribute__((always_inline)) void dot8_q6_K_tokens(const void *group, const sp_q8_act *x, int64_t n, float *out,
+                                                                   int64_t os, const int T) {
+    const uint8_t *g = group;
+    const __m256i low = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi8(0x30);
+    /* of each row's pair of 16-bit scales (a, b), in its 32 bits: (a, a) and (b, b) */
+    const __m256i first = _mm256_add_epi8(_mm256_set1_epi32(0x01000100), _mm256_setr_epi32(0, 0x04040404, 0x08080808, 0x0C0C0C0C, 0, 0x04040404, 0x08080808, 0x0C0C0C0C)),
+                  second = _mm256_add_epi8(first, _mm256_set1_epi8(2));
+    __m256 acc[4];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++, g += SP_ROWS8_Q6_K_BYTES) {
+        sp_prefetch_ahead(g, SP_ROWS8_Q6_K_BYTES);
+        __m256 sum[4];
+        UNROLL for (int t = 0; t < T; t++) sum[t] = _mm256_setzero_ps();
+        for (int h = 0; h < 2; h++) UNROLL for (int k = 0; k < 4; k++) { /* values 32p … 32p+31: half h, quarter k of it */
+            const int p = 4 * h + k;
+            const __m256i pair = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(g + SP_ROWS8_Q6_K_SCALES + 16 * p)));
+            const __m256i sa = _mm256_shuffle_epi8(pair, first), sb = _mm256_shuffle_epi8(pair, second);
+            const __m256i pair32 = _mm256_slli_epi16(pair, 5); /* the offset's: 32 × each scale */
+            const uint8_t *ql = g + SP_ROWS8_Q6_K_QL + 512 * h + 32 * 8 * (k % 2), *qh = g + SP_ROWS8_Q6_K_QH + 256 * h;
+            __m256i c[8];
+            UNROLL for (int q = 0; q < 8; q++) {
+                const __m256i l = _mm256_loadu_si256((const __m256i *)(ql + 32 * q)), b = _mm256_loadu_si256((const __m256i *)(qh + 32 * q));
+                const __m256i hi = k == 0 ? _mm256_slli_epi16(b, 4) : k == 1 ? _mm256_slli_epi16(b, 2) : k == 2 ? b : _mm256_srli_epi16(b, 2);
+                c[q] = _mm256_or_si256(_mm256_and_si256(k < 2 ? l : _mm256_srli_epi16(l, 4), low), _mm256_and_si256(hi, top));
+            }
+            UNROLL for (int t = 0; t < T; t++) {
+                const int64_t b = 8 * i + p; /* the activations' block */
+                int32_t a4[8];
+                memcpy(a4, x[t].q + 32 * b, 32);
+                __m256i s[4];
+                UNROLL for (int j = 0; j < 4; j++)
+                    s[j] = _mm256_add_epi16(_mm256_maddubs_epi16(c[2 * j], _mm256_set1_epi32(a4[2 * j])),
+                                            _mm256_maddubs_epi16(c[2 * j + 1], _mm256_set1_epi32(a4[2 * j + 1])));
+                const int32_t sums = (int32_t)(((uint32_t)x[t].sum16[2 * b + 1] << 16) | ((uint32_t)x[t].sum16[2 * b] & 0xFFFF));
+                const __m256i dot = _mm256_sub_epi32(_mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(s[0], sa), _mm256_madd_epi16(s[1], sa)),
+                                                                      _mm256_add_epi32(_mm256_madd_epi16(s[2], sb), _mm256_madd_epi16(s[3], sb))),
+                                                     _mm256_madd_epi16(pair32, _mm256_set1_epi32(sums)));
+                sum[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(x[t].d[b]), sum[t]);
+            }
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+        UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_fmadd_ps(sum[t], d, acc[t]);
+    }
+    UNROLL for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * os, acc[t]);
+}
+DOT_ROWS(dot8_q6_K)
+
 /* The five formats' decode dots into a kernel set (the overlays that bring them: AVX-512 VNNI,
  * AVX-VNNI; the AVX2 set lists them in its table). */
 static inline void q8_blocks_fill(sp_isa_kernels *k) {
@@ -273,6 +329,7 @@ static inline void q8_blocks_fill(sp_isa_kernels *k) {
     k->dot_rows_q8[SP_TYPE_Q5_1] = dot_q5_1_rows;
     k->dot8_rows_q8[SP_TYPE_Q4_0] = dot8_q4_0_rows;
     k->dot8_rows_q8[SP_TYPE_Q4_K] = dot8_q4_K_rows;
+    k->dot8_rows_q8[SP_TYPE_Q6_K] = dot8_q6_K_rows;
 #ifndef SP_OWN_Q4_0_DOT
     k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0;
     k->dot_rows_q8[SP_TYPE_Q4_0] = dot_q4_0_rows;
