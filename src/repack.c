@@ -18,11 +18,10 @@
  *   8 fp16 d;
  *   the signed scales (one per 16 values) by pairs p = 0..7 — scales 2p and 2p+1, the two halves
  *   of values 32p … 32p+31 — bytes 2r, 2r+1 of pair p being row r's (128 bytes);
- *   for each half h of 128 values, 16 chunks of ql: chunk (h, q)'s bytes 4r … 4r+3 are row r's
- *   ql[64h + 4q …] (low nibbles values 128h + 4q … for q < 8, 128h + 32 + 4(q−8) … after; high
- *   nibbles 64 values on);
- *   for each half, 8 chunks of qh: chunk (h, q)'s bytes 4r … are row r's qh[32h + 4q …], whose bit
- *   pairs 0, 2, 4, 6 are the top bits of values 128h + 4q …, + 32, + 64, + 96.
+ *   for each half h of 128 values, its quarters k = 0, 1, 2 (values 128h + 32k …) in 8 chunks each:
+ *   chunk (h, k, q)'s bytes 4r … 4r+3 hold row r's six-bit codes of values 128h + 32k + 4q …, and
+ *   in their top two bits, bits 2k and 2k+1 of the codes of quarter 3 (values 128h + 96 + 4q …):
+ *   three quarters' codes come out with one mask, the fourth's with three shifts.
  */
 #include "repack.h"
 
@@ -33,8 +32,8 @@
 _Static_assert(SP_ROWS8_Q4_0_BYTES == SP_ROWS8 * sizeof(block_q4_0) && SP_ROWS8_Q4_0_QS + 4 * 32 == SP_ROWS8_Q4_0_BYTES, "Q4_0 group block");
 _Static_assert(SP_ROWS8_Q4_K_BYTES == SP_ROWS8 * sizeof(block_q4_K) + 32 && SP_ROWS8_Q4_K_QS + 32 * 32 == SP_ROWS8_Q4_K_BYTES,
                "Q4_K group block");
-_Static_assert(SP_ROWS8_Q6_K_BYTES == SP_ROWS8 * sizeof(block_q6_K) && SP_ROWS8_Q6_K_QL == SP_ROWS8_Q6_K_SCALES + 8 * 16 &&
-                   SP_ROWS8_Q6_K_QH == SP_ROWS8_Q6_K_QL + 32 * 32 && SP_ROWS8_Q6_K_QH + 16 * 32 == SP_ROWS8_Q6_K_BYTES,
+_Static_assert(SP_ROWS8_Q6_K_BYTES == SP_ROWS8 * sizeof(block_q6_K) && SP_ROWS8_Q6_K_QS == SP_ROWS8_Q6_K_SCALES + 8 * 16 &&
+                   SP_ROWS8_Q6_K_QS + 2 * 3 * 8 * 32 == SP_ROWS8_Q6_K_BYTES,
                "Q6_K group block");
 
 /* Four bytes of each of 8 rows' code bytes src[r] + at into chunk (r-th four bytes). */
@@ -88,28 +87,55 @@ static void q4_K_unpack(const uint8_t *in, int r, void *dst) {
         for (int q = 0; q < 8; q++) memcpy(b->qs + 32 * c + 4 * q, in + SP_ROWS8_Q4_K_QS + 256 * c + 32 * q + 4 * r, 4);
 }
 
+/* Q6_K's codes four values at a time, as 32-bit words (bytes: values l … l+3 of a half's
+ * quarters): ql's two words hold quarters 0 and 2, 1 and 3 in their nibbles, qh's word the top
+ * bits of all four; a group's three words hold quarters 0, 1, 2 whole and quarter 3's bits two
+ * by two in their top bits. */
+#define BYTES(x) (0x01010101u * (x))
+static void q6_K_words_in(const uint8_t *ql, const uint8_t *qh, uint32_t w[3]) {
+    uint32_t l0, l1, h;
+    memcpy(&l0, ql, 4);
+    memcpy(&l1, ql + 32, 4);
+    memcpy(&h, qh, 4);
+    const uint32_t k0 = (l0 & BYTES(15)) | (h & BYTES(3)) << 4, k1 = (l1 & BYTES(15)) | (h >> 2 & BYTES(3)) << 4;
+    const uint32_t k2 = (l0 >> 4 & BYTES(15)) | (h >> 4 & BYTES(3)) << 4, k3 = (l1 >> 4 & BYTES(15)) | (h >> 6 & BYTES(3)) << 4;
+    w[0] = k0 | (k3 & BYTES(3)) << 6;
+    w[1] = k1 | (k3 >> 2 & BYTES(3)) << 6;
+    w[2] = k2 | (k3 >> 4 & BYTES(3)) << 6;
+}
+static void q6_K_words_out(const uint32_t w[3], uint8_t *ql, uint8_t *qh) {
+    const uint32_t k0 = w[0] & BYTES(63), k1 = w[1] & BYTES(63), k2 = w[2] & BYTES(63);
+    const uint32_t k3 = (w[0] >> 6 & BYTES(3)) | (w[1] >> 4 & BYTES(12)) | (w[2] >> 2 & BYTES(48));
+    const uint32_t l0 = (k0 & BYTES(15)) | (k2 & BYTES(15)) << 4, l1 = (k1 & BYTES(15)) | (k3 & BYTES(15)) << 4;
+    const uint32_t h = (k0 >> 4 & BYTES(3)) | (k1 >> 4 & BYTES(3)) << 2 | (k2 >> 4 & BYTES(3)) << 4 | (k3 >> 4 & BYTES(3)) << 6;
+    memcpy(ql, &l0, 4);
+    memcpy(ql + 32, &l1, 4);
+    memcpy(qh, &h, 4);
+}
+
 static void q6_K_pack(const void *const blocks[SP_ROWS8], uint8_t *out) {
-    const uint8_t *ql[SP_ROWS8], *qh[SP_ROWS8];
     for (int r = 0; r < SP_ROWS8; r++) {
         const block_q6_K *b = blocks[r];
         memcpy(out + 2 * r, &b->d, 2);
         for (int p = 0; p < 8; p++) memcpy(out + SP_ROWS8_Q6_K_SCALES + 16 * p + 2 * r, &b->scales[2 * p], 2);
-        ql[r] = b->ql;
-        qh[r] = b->qh;
-    }
-    for (int h = 0; h < 2; h++) {
-        for (int q = 0; q < 16; q++) chunk_in(out + SP_ROWS8_Q6_K_QL + 512 * h + 32 * q, ql, 64 * h + 4 * q);
-        for (int q = 0; q < 8; q++) chunk_in(out + SP_ROWS8_Q6_K_QH + 256 * h + 32 * q, qh, 32 * h + 4 * q);
+        for (int h = 0; h < 2; h++)
+            for (int q = 0; q < 8; q++) {
+                uint32_t w[3];
+                q6_K_words_in(b->ql + 64 * h + 4 * q, b->qh + 32 * h + 4 * q, w);
+                for (int k = 0; k < 3; k++) memcpy(out + SP_ROWS8_Q6_K_QS + 768 * h + 256 * k + 32 * q + 4 * r, &w[k], 4);
+            }
     }
 }
 static void q6_K_unpack(const uint8_t *in, int r, void *dst) {
     block_q6_K *b = dst;
     memcpy(&b->d, in + 2 * r, 2);
     for (int p = 0; p < 8; p++) memcpy(&b->scales[2 * p], in + SP_ROWS8_Q6_K_SCALES + 16 * p + 2 * r, 2);
-    for (int h = 0; h < 2; h++) {
-        for (int q = 0; q < 16; q++) memcpy(b->ql + 64 * h + 4 * q, in + SP_ROWS8_Q6_K_QL + 512 * h + 32 * q + 4 * r, 4);
-        for (int q = 0; q < 8; q++) memcpy(b->qh + 32 * h + 4 * q, in + SP_ROWS8_Q6_K_QH + 256 * h + 32 * q + 4 * r, 4);
-    }
+    for (int h = 0; h < 2; h++)
+        for (int q = 0; q < 8; q++) {
+            uint32_t w[3];
+            for (int k = 0; k < 3; k++) memcpy(&w[k], in + SP_ROWS8_Q6_K_QS + 768 * h + 256 * k + 32 * q + 4 * r, 4);
+            q6_K_words_out(w, b->ql + 64 * h + 4 * q, b->qh + 32 * h + 4 * q);
+        }
 }
 
 typedef struct {

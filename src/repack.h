@@ -27,8 +27,7 @@ enum {
     SP_ROWS8_Q4_K_QS = 160,   /* 4 × 8 chunks of 32 bytes */
     SP_ROWS8_Q4_K_BYTES = 1184,
     SP_ROWS8_Q6_K_SCALES = 16, /* after 8 fp16 d: [pair][row][2] */
-    SP_ROWS8_Q6_K_QL = 144,    /* 2 × 16 chunks of 32 bytes */
-    SP_ROWS8_Q6_K_QH = 1168,   /* 2 × 8 chunks of 32 bytes */
+    SP_ROWS8_Q6_K_QS = 144,    /* 2 × 3 × 8 chunks of 32 bytes */
     SP_ROWS8_Q6_K_BYTES = 1680,
 };
 
