@@ -263,7 +263,7 @@ DOT_ROWS(dot8_q4_K)
 /* Q6_K in groups of eight interleaved rows (repack.h), for T tokens (1..4): per 32 values (a pair
  * of scales), eight chunks of six-bit codes (the value being code − 32) — quarters 0..2 of a half
  * masked from their bytes, quarter 3 gathered from those bytes' top bits (a layout with ql and qh
- * as the file has them took 1.5× the operations to rebuild the codes: in-cache decode 3–8 %
+ * as the file has them took 1.5× the operations to rebuild the codes: in-cache decode 2–8 %
  * slower, the 1B 3–15 %) — each against four activation codes broadcast. Six-bit codes let only
  * two products of vpmaddubsw be summed in int16 (2 × 2 × 63 × 127 = 32004), so the four chunks of
  * a scale's 16 values are two sums, each meeting that scale (both int16 lanes of its row) in
