@@ -347,10 +347,14 @@ static float dot_q8_0_f32(const void *row, const float *x, int64_t n) {
 /* Q4_K and Q5_K: 256 values in 8 sub-blocks of 32, six-bit scales and mins (unpacked as in the
  * AVX-512 kernel); per sub-block the integer dot of its codes, scaled by d · scale · the
  * activations' scale, less dmin · min · the activations' sum. Q5_K (five) adds each code's
- * fifth bit from qh (bit s of byte l: value l of sub-block s). */
-static inline __attribute__((always_inline)) float dot_k4(const void *row, const sp_q8_act *x, int64_t n, const bool five) {
+ * fifth bit from qh (bit s of byte l: value l of sub-block s). For T tokens (1..4) at once
+ * (DOT_BLOCKS): a block's scales and codes unpacked once for all, each token's arithmetic its
+ * own, in the same order whatever T. */
+static inline __attribute__((always_inline)) void dot_k4_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out, int64_t os,
+                                                                const int T, const bool five) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
+    __m256 acc0[4], acc1[4], mins[4];
+    UNROLL for (int t = 0; t < T; t++) acc0[t] = acc1[t] = mins[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         const uint8_t *qs, *bits;
         const block_q4_K *b = k4_block(row, i, five, &qs, &bits);
@@ -361,14 +365,15 @@ static inline __attribute__((always_inline)) float dot_k4(const void *row, const
          * scales stored and broadcast per sub-block, the min term one multiply-add on the
          * activations' sums (a scalar product per sub-block made decode compute-bound) */
         const __m128i sm = _mm_loadu_si128((const __m128i *)u);
-        const __m256 dx = _mm256_loadu_ps(x->d + 8 * i);
-        const __m256 sc = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), dx), _mm256_set1_ps(_cvtsh_ss(b->d)));
-        const __m256 mn = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))), dx);
-        mins = _mm256_fmadd_ps(_mm256_mul_ps(mn, _mm256_set1_ps(_cvtsh_ss(b->dmin))), block_sums8(x->sum16 + 16 * i), mins);
-        float s[8];
-        _mm256_storeu_ps(s, sc);
+        const __m256 scw = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), mnw = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(b->d)), dmin = _mm256_set1_ps(_cvtsh_ss(b->dmin));
+        float s[4][8];
+        UNROLL for (int t = 0; t < T; t++) {
+            const __m256 dx = _mm256_loadu_ps(x[t].d + 8 * i);
+            _mm256_storeu_ps(s[t], _mm256_mul_ps(_mm256_mul_ps(scw, dx), d));
+            mins[t] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(mnw, dx), dmin), block_sums8(x[t].sum16 + 16 * i), mins[t]);
+        }
         const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)bits) : _mm256_setzero_si256();
-        const int8_t *q = x->q + QK_K * i;
         for (int j = 0; j < 4; j++) { /* values 64j..64j+63: low nibbles, then high */
             const __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
             __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
@@ -377,38 +382,54 @@ static inline __attribute__((always_inline)) float dot_k4(const void *row, const
                 lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b_lo), b_lo), sixteen));
                 hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b_hi), b_hi), sixteen));
             }
-            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * j)))), _mm256_broadcast_ss(&s[2 * j]), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * j + 32)))), _mm256_broadcast_ss(&s[2 * j + 1]), acc1);
+            UNROLL for (int t = 0; t < T; t++) {
+                const int8_t *q = x[t].q + QK_K * i + 64 * j;
+                acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(lo, _mm256_loadu_si256((const __m256i *)q))), _mm256_broadcast_ss(&s[t][2 * j]), acc0[t]);
+                acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(hi, _mm256_loadu_si256((const __m256i *)(q + 32)))), _mm256_broadcast_ss(&s[t][2 * j + 1]), acc1[t]);
+            }
         }
     }
-    return hsum8(_mm256_add_ps(acc0, acc1)) - hsum8(mins);
+    UNROLL for (int t = 0; t < T; t++) out[t * os] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) - hsum8(mins[t]);
 }
-static float dot_q4_K(const void *row, const sp_q8_act *x, int64_t n) { return dot_k4(row, x, n, false); }
-static float dot_q5_K(const void *row, const sp_q8_act *x, int64_t n) { return dot_k4(row, x, n, true); }
+static inline __attribute__((always_inline)) void dot_q4_K_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out, int64_t os,
+                                                                  const int T) {
+    dot_k4_tokens(row, x, n, out, os, T, false);
+}
+static inline __attribute__((always_inline)) void dot_q5_K_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out, int64_t os,
+                                                                  const int T) {
+    dot_k4_tokens(row, x, n, out, os, T, true);
+}
+DOT_TOKENS(dot_q4_K)
+DOT_TOKENS(dot_q5_K)
 
 /* Q6_K: codes of six bits (four of ql, two of qh) stand for code − 32, a signed scale per 16
  * values; 32 codes per register, their two scales on the two 128-bit halves (a lane of the dot
- * sums 4 consecutive values). */
-static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
+ * sums 4 consecutive values). For T tokens (1..4) at once, as dot_k4_tokens. */
+static inline __attribute__((always_inline)) void dot_q6_K_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out, int64_t os,
+                                                                  const int T) {
     const block_q6_K *b = row;
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
     /* scale pair k of a half (values 32k..32k+31): scales 2k and 2k+1 on the register's halves */
     const __m256i pair[4] = {_mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
                              _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5), _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7)};
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), offset = _mm256_setzero_ps();
+    __m256 acc0[4], acc1[4], offset[4];
+    UNROLL for (int t = 0; t < T; t++) acc0[t] = acc1[t] = offset[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         sp_prefetch_ahead(&b[i], (int64_t)sizeof b[i]);
         /* the 16 scales (one per 16 values) times d and the activations' scale of their 32, as two
          * vectors; the offset of 32 one multiply-add each on the activations' sums of 16 */
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)b[i].scales);
-        const __m256 dx = _mm256_loadu_ps(x->d + 8 * i), d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
-        __m256 sc[2];
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
+        __m256 sc[4][2];
         for (int h = 0; h < 2; h++) {
-            const __m256 dxh = _mm256_permutevar8x32_ps(dx, _mm256_setr_epi32(4 * h, 4 * h, 4 * h + 1, 4 * h + 1, 4 * h + 2, 4 * h + 2, 4 * h + 3, 4 * h + 3));
-            sc[h] = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(h ? _mm_srli_si128(sc8, 8) : sc8)), dxh), d);
-            offset = _mm256_fmadd_ps(sc[h], _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x->sum16 + 16 * i + 8 * h))), offset);
+            const __m256 scw = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(h ? _mm_srli_si128(sc8, 8) : sc8));
+            const __m256i spread = _mm256_setr_epi32(4 * h, 4 * h, 4 * h + 1, 4 * h + 1, 4 * h + 2, 4 * h + 2, 4 * h + 3, 4 * h + 3);
+            UNROLL for (int t = 0; t < T; t++) {
+                const __m256 dxh = _mm256_permutevar8x32_ps(_mm256_loadu_ps(x[t].d + 8 * i), spread);
+                sc[t][h] = _mm256_mul_ps(_mm256_mul_ps(scw, dxh), d);
+                offset[t] = _mm256_fmadd_ps(sc[t][h], _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(x[t].sum16 + 16 * i + 8 * h))), offset[t]);
+            }
         }
-        const int8_t *q = x->q + QK_K * i;
         for (int h = 0; h < 2; h++) { /* values 128h..128h+127 */
             const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
             const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
@@ -418,16 +439,20 @@ static float dot_q6_K(const void *row, const sp_q8_act *x, int64_t n) {
                 _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4)),
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4)),
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4))};
-            for (int k = 0; k < 4; k += 2) {
-                acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(codes[k], _mm256_loadu_si256((const __m256i *)(q + 128 * h + 32 * k)))),
-                                       _mm256_permutevar8x32_ps(sc[h], pair[k]), acc0);
-                acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(codes[k + 1], _mm256_loadu_si256((const __m256i *)(q + 128 * h + 32 * k + 32)))),
-                                       _mm256_permutevar8x32_ps(sc[h], pair[k + 1]), acc1);
+            UNROLL for (int t = 0; t < T; t++) {
+                const int8_t *q = x[t].q + QK_K * i + 128 * h;
+                for (int k = 0; k < 4; k += 2) {
+                    acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(codes[k], _mm256_loadu_si256((const __m256i *)(q + 32 * k)))),
+                                              _mm256_permutevar8x32_ps(sc[t][h], pair[k]), acc0[t]);
+                    acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_u8s8(codes[k + 1], _mm256_loadu_si256((const __m256i *)(q + 32 * k + 32)))),
+                                              _mm256_permutevar8x32_ps(sc[t][h], pair[k + 1]), acc1[t]);
+                }
             }
         }
     }
-    return hsum8(_mm256_add_ps(acc0, acc1)) - 32 * hsum8(offset);
+    UNROLL for (int t = 0; t < T; t++) out[t * os] = hsum8(_mm256_add_ps(acc0[t], acc1[t])) - 32 * hsum8(offset[t]);
 }
+DOT_TOKENS(dot_q6_K)
 
 /* ------------------------------------------------------------------ prefill: integer GEMM
  * The packed tile of sp_i8_tile_pack (per 4 values, the codes of 16 rows side by side: 8 rows
@@ -598,6 +623,7 @@ const sp_isa_kernels sp_avx2_kernels = {
                    [SP_TYPE_Q5_1] = dot_q5_1, [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q5_K] = dot_q5_K,
                    [SP_TYPE_Q6_K] = dot_q6_K},
     .dot_rows_q8 = {[SP_TYPE_Q8_0] = dot_q8_0_rows, [SP_TYPE_Q4_0] = dot_q4_0_rows, [SP_TYPE_Q4_1] = dot_q4_1_rows,
-                    [SP_TYPE_Q5_0] = dot_q5_0_rows, [SP_TYPE_Q5_1] = dot_q5_1_rows},
+                    [SP_TYPE_Q5_0] = dot_q5_0_rows, [SP_TYPE_Q5_1] = dot_q5_1_rows, [SP_TYPE_Q4_K] = dot_q4_K_rows,
+                    [SP_TYPE_Q5_K] = dot_q5_K_rows, [SP_TYPE_Q6_K] = dot_q6_K_rows},
     .dot8_rows_q8 = {[SP_TYPE_Q4_0] = dot8_q4_0_rows, [SP_TYPE_Q4_K] = dot8_q4_K_rows, [SP_TYPE_Q6_K] = dot8_q6_K_rows},
 };
