@@ -15,7 +15,8 @@ SP=../build/specprefill
 OUT=${1:-out-extend}
 mkdir -p "$OUT"
 T="--tokenizer ../models/tokenizer.json --out $OUT --eval-docs 0"
-M="--dim 64 --layers 4 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256 --questions 6 --hop-questions"
+M_SHAPE="--dim 64 --layers 4 --heads 4 --kv-heads 2 --head-dim 32 --ffn 256 --hop-questions"
+M="$M_SHAPE --questions 6"
 D="--dim 64 --layers 2 --heads 1 --kv-heads 1 --head-dim 32 --ffn 192 --questions 4"
 gguf() { # NAME: NAME.gguf from NAME.safetensors unless it exists
   [ -f "$OUT/$1.gguf" ] || $SP convert --weights "$OUT/$1.safetensors" --tokenizer ../models/tokenizer.json \
@@ -70,23 +71,24 @@ for name in sA-avg sB-avg; do gguf "$name"; done
 # table's unpredictable names and digits weigh less against its answers (tB, 315 steps); the
 # running means of their last 30 % (session 31: models/README.md, "Length extension")
 [ -f "$OUT/sAB.safetensors" ] || $PY average.py --out "$OUT/sAB" "$OUT/sA-avg.safetensors" "$OUT/sB-avg.safetensors"
+# stage 12 on: up to 10 questions a document (so these stages take the main's shape without M's 6)
 T12="--start-phase 6 --longest 9500 --pose 20000 --yarn --minutes 55 --average-last 0.3 --questions 10"
 S="--init $OUT/sAB.safetensors $T12 --pose-share 0.3 --lr 1.5e-4 --family-weights table=3"
-stage tA $M $S --seed 103
-stage tB $M $S --doc-weight 0.25 --seed 104
+stage tA $M_SHAPE $S --seed 103
+stage tB $M_SHAPE $S --doc-weight 0.25 --seed 104
 for name in tA-avg tB-avg; do gguf "$name"; done
 # session 32 (tB's files lost with the machine): tB again from stage 11 as the engine reads it (F16,
 # out/main-s.gguf: 359 steps), beside the same with the two-hop documents drawn 3x too (399 steps),
 # which became the bundled main's stage 12 (recipe.sh main-t) and is not repeated here
-stage tB2 $M --init "${MAIN11:-out/main-s.gguf}" $T12 --pose-share 0.3 --lr 1.5e-4 --family-weights table=3 --doc-weight 0.25 --seed 104
+stage tB2 $M_SHAPE --init "${MAIN11:-out/main-s.gguf}" $T12 --pose-share 0.3 --lr 1.5e-4 --family-weights table=3 --doc-weight 0.25 --seed 104
 gguf tB2-avg
 # from stage 12 (session 33), 55 min each side by side at lr 1e-4, stage 12's documents and weights:
 # on documents from 200 units up (uA, 400 steps), or from 2 500 (~4 000 tokens) with PoSE in 15 % of
 # the batches (uB, 298 steps); their running means, their mean (uAB) and the mean of the two with
 # stage 12's weights as recipe.sh leaves them (uT3)
 U="--init ${MAIN12:-../models/main.gguf} $T12 --family-weights table=3,multihop=3 --doc-weight 0.25 --lr 1e-4"
-stage uA $M $U --pose-share 0.3 --seed 106
-stage uB $M $U --pose-share 0.15 --shortest 2500 --seed 107
+stage uA $M_SHAPE $U --pose-share 0.3 --seed 106
+stage uB $M_SHAPE $U --pose-share 0.15 --shortest 2500 --seed 107
 [ -f "$OUT/uAB.safetensors" ] || $PY average.py --out "$OUT/uAB" "$OUT/uA-avg.safetensors" "$OUT/uB-avg.safetensors"
 [ -f "$OUT/uT3.safetensors" ] || $PY average.py --out "$OUT/uT3" "${MAIN12_F32:-out/main-t-avg.safetensors}" "$OUT/uA-avg.safetensors" "$OUT/uB-avg.safetensors"
 for name in uA-avg uB-avg uAB uT3; do gguf "$name"; done
