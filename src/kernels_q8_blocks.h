@@ -175,18 +175,20 @@ DOT_BLOCKS(dot_q5_0, block_q5_0, prod_q5_0, 16, 0, d)
 DOT_BLOCKS(dot_q4_1, block_q4_1, prod_q4_1, 0, 1, m)
 DOT_BLOCKS(dot_q5_1, block_q5_1, prod_q5_1, 0, 1, m)
 
-/* Eight interleaved rows' products with 32 activation codes a (repack.h): c[q] holds four 4-bit
- * codes of each row, values 4q … 4q+3 of the 32, multiplied with those four activation codes
- * broadcast (vpmaddubsw). A row's int16 sums stay in the lanes of its own four bytes, and eight
- * of them cannot overflow (codes ≤ 15, |activations| ≤ 127: 8 × 2 × 15 × 127 = 30480), so one
- * vpmaddwd of the result leaves row r's dot in int32 lane r. */
-static inline __m256i rows8_sums(const __m256i c[8], const int8_t *a) {
-    int32_t a4[8];
-    memcpy(a4, a, 32);
+/* Four chunks of eight interleaved rows (repack.h) against 16 activation codes a: c[q] holds four
+ * codes of each row, values 4q … 4q+3, multiplied with those four activation codes broadcast
+ * (vpmaddubsw). A row's int16 sums stay in the lanes of its own four bytes, so one vpmaddwd of
+ * the result leaves row r's dot in int32 lane r. Codes up to 31 (Q5_K) allow four such products
+ * a 16-bit sum (4 × 2 × 31 × 127 = 31496), 4-bit codes eight (two of these added). */
+static inline __m256i rows8_sums4(const __m256i c[4], const int8_t *a) {
+    int32_t a4[4];
+    memcpy(a4, a, 16);
     __m256i s = _mm256_maddubs_epi16(c[0], _mm256_set1_epi32(a4[0]));
-    UNROLL for (int q = 1; q < 8; q++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c[q], _mm256_set1_epi32(a4[q])));
+    UNROLL for (int q = 1; q < 4; q++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(c[q], _mm256_set1_epi32(a4[q])));
     return s;
 }
+/* The same for 32 values of 4-bit codes: 8 × 2 × 15 × 127 = 30480, still within int16. */
+static inline __m256i rows8_sums(const __m256i c[8], const int8_t *a) { return _mm256_add_epi16(rows8_sums4(c, a), rows8_sums4(c + 4, a + 16)); }
 
 /* Q4_0 in groups of eight interleaved rows (repack.h), for T tokens (1..4): per block, chunk j's
  * codes masked and shifted are values 4j … 4j+3 and 16+4j … of the eight rows (rows8_sums).
@@ -219,21 +221,23 @@ static inline __attribute__((always_inline)) void dot8_q4_0_tokens(const void *g
 }
 DOT_ROWS(dot8_q4_0)
 
-/* Q4_K in groups of eight interleaved rows (repack.h), for T tokens (1..4): per sub-block of 32
- * values, its eight chunks' codes against the activations' codes broadcast four at a time, as
- * in Q4_0's; the int16 sums then meet the eight rows' six-bit scales in vpmaddwd (each scale in
- * both int16 lanes of its row), so lane r holds scale × dot, converted and multiplied by the
- * activations' scale of the sub-block; the mins' term is the rows' mins times the activations'
- * scaled code sum. Per 256 values both sums are scaled by the rows' d and dmin. A token's
- * arithmetic is its own whatever T. */
-static inline __attribute__((always_inline)) void dot8_q4_K_tokens(const void *group, const sp_q8_act *x, int64_t n, float *out,
-                                                                   int64_t os, const int T) {
+/* Q4_K, and with five Q5_K, in groups of eight interleaved rows (repack.h), for T tokens (1..4):
+ * per sub-block of 32 values, its eight chunks' codes (Q5_K: with the fifth bits of its qh
+ * chunks) against the activations' codes broadcast four at a time, as in Q4_0's; the int16 sums
+ * then meet the eight rows' six-bit scales in vpmaddwd (each scale in both int16 lanes of its
+ * row; Q5_K's five-bit codes in two sums of four chunks, two vpmaddwd), so lane r holds scale ×
+ * dot, converted and multiplied by the activations' scale of the sub-block; the mins' term is
+ * the rows' mins times the activations' scaled code sum. Per 256 values both sums are scaled by
+ * the rows' d and dmin. A token's arithmetic is its own whatever T. */
+static inline __attribute__((always_inline)) void dot8_k4_tokens(const void *group, const sp_q8_act *x, int64_t n, float *out,
+                                                                 int64_t os, const int T, const bool five) {
     const uint8_t *g = group;
-    const __m256i low = _mm256_set1_epi8(0x0F);
+    const __m256i low = _mm256_set1_epi8(0x0F), bit4 = _mm256_set1_epi8(0x10);
     __m256 acc[4];
     UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++, g += SP_ROWS8_Q4_K_BYTES) {
-        sp_prefetch_ahead(g, SP_ROWS8_Q4_K_BYTES);
+    const int64_t bytes = five ? SP_ROWS8_Q5_K_BYTES : SP_ROWS8_Q4_K_BYTES;
+    for (int64_t i = 0; i < n / QK_K; i++, g += bytes) {
+        sp_prefetch_ahead(g, bytes);
         __m256 sum_d[4], sum_m[4];
         UNROLL for (int t = 0; t < T; t++) sum_d[t] = sum_m[t] = _mm256_setzero_ps();
         for (int j = 0; j < 8; j++) { /* sub-block j: chunks of c = j / 2, low nibbles if j is even */
@@ -245,11 +249,18 @@ static inline __attribute__((always_inline)) void dot8_q4_K_tokens(const void *g
             UNROLL for (int q = 0; q < 8; q++) {
                 const __m256i w = _mm256_loadu_si256((const __m256i *)(chunks + 32 * q));
                 c[q] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(w, 4) : w, low);
+                if (five) { /* bit j of each qh byte to bit 4: down by j, up by 4 (in 16 bits, none crosses into the other byte's bit 4) */
+                    const __m256i h = _mm256_loadu_si256((const __m256i *)(g + SP_ROWS8_Q5_K_QH + 32 * q));
+                    c[q] = _mm256_or_si256(c[q], _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j)), 4), bit4));
+                }
             }
             UNROLL for (int t = 0; t < T; t++) {
                 const int64_t b = 8 * i + j; /* the activations' block */
                 const float dx = x[t].d[b];
-                sum_d[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(rows8_sums(c, x[t].q + 32 * b), sc)), _mm256_set1_ps(dx), sum_d[t]);
+                const int8_t *a = x[t].q + 32 * b;
+                const __m256i dot = five ? _mm256_add_epi32(_mm256_madd_epi16(rows8_sums4(c, a), sc), _mm256_madd_epi16(rows8_sums4(c + 4, a + 16), sc))
+                                         : _mm256_madd_epi16(rows8_sums(c, a), sc);
+                sum_d[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dx), sum_d[t]);
                 sum_m[t] = _mm256_fmadd_ps(mn, _mm256_set1_ps(dx * (float)(x[t].sum16[2 * b] + x[t].sum16[2 * b + 1])), sum_m[t]);
             }
         }
@@ -258,7 +269,16 @@ static inline __attribute__((always_inline)) void dot8_q4_K_tokens(const void *g
     }
     UNROLL for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * os, acc[t]);
 }
+static inline __attribute__((always_inline)) void dot8_q4_K_tokens(const void *group, const sp_q8_act *x, int64_t n, float *out,
+                                                                   int64_t os, const int T) {
+    dot8_k4_tokens(group, x, n, out, os, T, false);
+}
+static inline __attribute__((always_inline)) void dot8_q5_K_tokens(const void *group, const sp_q8_act *x, int64_t n, float *out,
+                                                                   int64_t os, const int T) {
+    dot8_k4_tokens(group, x, n, out, os, T, true);
+}
 DOT_ROWS(dot8_q4_K)
+DOT_ROWS(dot8_q5_K)
 
 /* Q6_K in groups of eight interleaved rows (repack.h), for T tokens (1..4): per 32 values (a pair
  * of scales), eight chunks of six-bit codes (the value being code − 32) — quarters 0..2 of a half
@@ -336,6 +356,7 @@ static inline void q8_blocks_fill(sp_isa_kernels *k) {
     k->dot_rows_q8[SP_TYPE_Q5_1] = dot_q5_1_rows;
     k->dot8_rows_q8[SP_TYPE_Q4_0] = dot8_q4_0_rows;
     k->dot8_rows_q8[SP_TYPE_Q4_K] = dot8_q4_K_rows;
+    k->dot8_rows_q8[SP_TYPE_Q5_K] = dot8_q5_K_rows;
     k->dot8_rows_q8[SP_TYPE_Q6_K] = dot8_q6_K_rows;
 #ifndef SP_OWN_Q4_0_DOT
     k->dot_row_q8[SP_TYPE_Q4_0] = dot_q4_0;

@@ -14,6 +14,10 @@
  *   the six-bit scales as bytes, [sub-block j][row r] (64), then the mins likewise (64);
  *   for each 64 values c = 0..3, 8 chunks of 32 bytes: chunk (c, q)'s bytes 4r … 4r+3 are row r's
  *   qs[32c + 4q …] — low nibbles values 32c·2 + 4q … of sub-block 2c, high nibbles sub-block 2c+1.
+ * Q5_K, 1440 bytes a block (8 × 180: 32 more than 8 × 176):
+ *   Q4_K's group block of the same d, dmin, scales and nibbles (1184 bytes);
+ *   8 chunks of qh: chunk q's bytes 4r … 4r+3 are row r's qh[4q …], whose bit j is the fifth bit
+ *   of value 4q … of sub-block j.
  * Q6_K, 1680 bytes a block (8 × 210, the same bytes):
  *   8 fp16 d;
  *   the signed scales (one per 16 values) by pairs p = 0..7 — scales 2p and 2p+1, the two halves
@@ -32,6 +36,9 @@
 _Static_assert(SP_ROWS8_Q4_0_BYTES == SP_ROWS8 * sizeof(block_q4_0) && SP_ROWS8_Q4_0_QS + 4 * 32 == SP_ROWS8_Q4_0_BYTES, "Q4_0 group block");
 _Static_assert(SP_ROWS8_Q4_K_BYTES == SP_ROWS8 * sizeof(block_q4_K) + 32 && SP_ROWS8_Q4_K_QS + 32 * 32 == SP_ROWS8_Q4_K_BYTES,
                "Q4_K group block");
+_Static_assert(SP_ROWS8_Q5_K_BYTES == SP_ROWS8 * sizeof(block_q5_K) + 32 && SP_ROWS8_Q5_K_QH == SP_ROWS8_Q4_K_BYTES &&
+                   SP_ROWS8_Q5_K_QH + 8 * 32 == SP_ROWS8_Q5_K_BYTES,
+               "Q5_K group block");
 _Static_assert(SP_ROWS8_Q6_K_BYTES == SP_ROWS8 * sizeof(block_q6_K) && SP_ROWS8_Q6_K_QS == SP_ROWS8_Q6_K_SCALES + 8 * 16 &&
                    SP_ROWS8_Q6_K_QS + 2 * 3 * 8 * 32 == SP_ROWS8_Q6_K_BYTES,
                "Q6_K group block");
@@ -85,6 +92,34 @@ static void q4_K_unpack(const uint8_t *in, int r, void *dst) {
     }
     for (int c = 0; c < 4; c++)
         for (int q = 0; q < 8; q++) memcpy(b->qs + 32 * c + 4 * q, in + SP_ROWS8_Q4_K_QS + 256 * c + 32 * q + 4 * r, 4);
+}
+
+/* Q5_K: its d, dmin, scales and nibbles as Q4_K's group, then its fifth bits. */
+static void q5_K_pack(const void *const blocks[SP_ROWS8], uint8_t *out) {
+    block_q4_K k4[SP_ROWS8];
+    const void *as_k4[SP_ROWS8];
+    const uint8_t *qh[SP_ROWS8];
+    for (int r = 0; r < SP_ROWS8; r++) {
+        const block_q5_K *b = blocks[r];
+        k4[r].d = b->d;
+        k4[r].dmin = b->dmin;
+        memcpy(k4[r].scales, b->scales, sizeof b->scales);
+        memcpy(k4[r].qs, b->qs, sizeof b->qs);
+        as_k4[r] = &k4[r];
+        qh[r] = b->qh;
+    }
+    q4_K_pack(as_k4, out);
+    for (int q = 0; q < 8; q++) chunk_in(out + SP_ROWS8_Q5_K_QH + 32 * q, qh, 4 * q);
+}
+static void q5_K_unpack(const uint8_t *in, int r, void *dst) {
+    block_q5_K *b = dst;
+    block_q4_K k4;
+    q4_K_unpack(in, r, &k4);
+    b->d = k4.d;
+    b->dmin = k4.dmin;
+    memcpy(b->scales, k4.scales, sizeof b->scales);
+    memcpy(b->qs, k4.qs, sizeof b->qs);
+    for (int q = 0; q < 8; q++) memcpy(b->qh + 4 * q, in + SP_ROWS8_Q5_K_QH + 32 * q + 4 * r, 4);
 }
 
 /* Q6_K's codes four values at a time, as 32-bit words (bytes: values l … l+3 of a half's
@@ -149,6 +184,7 @@ typedef struct {
 static const layout layouts[] = {
     {SP_TYPE_Q4_0, SP_ROWS8_Q4_0_BYTES, sizeof(block_q4_0), q4_0_pack, q4_0_unpack},
     {SP_TYPE_Q4_K, SP_ROWS8_Q4_K_BYTES, sizeof(block_q4_K), q4_K_pack, q4_K_unpack},
+    {SP_TYPE_Q5_K, SP_ROWS8_Q5_K_BYTES, sizeof(block_q5_K), q5_K_pack, q5_K_unpack},
     {SP_TYPE_Q6_K, SP_ROWS8_Q6_K_BYTES, sizeof(block_q6_K), q6_K_pack, q6_K_unpack},
 };
 

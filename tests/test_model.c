@@ -348,19 +348,20 @@ static void loaded_without_mmap(void **st) {
 }
 
 /* --repack: a Q4_0 model's matrices rewritten at load (the layers' 14; not the output head, whose
- * 1115 rows are no whole number of groups), and tied Q4_K and Q6_K models' 15 (their head, which
+ * 1115 rows are no whole number of groups), and tied Q4_K, Q5_K and Q6_K models' 15 (their head, which
  * is also the embedding table, looked up row by row from the interleaved groups), where the kernels have
  * the interleaved dot, mapped or read; the logits those of the file's layout within float
  * rounding — prefill's bit for bit — also on a kernel set switched to afterwards that lacks the
  * kernel. */
 static void loaded_repacked(void **st) {
     (void)st;
-    char paths[3][512];
+    char paths[4][512];
     test_model_path("llama-q4_0", paths[0], sizeof paths[0]);
     make_test_model("--tied --type Q4_K --seed 3", "tied-q4_k.gguf", paths[1], sizeof paths[1]);
     make_test_model("--tied --type Q6_K --seed 4", "tied-q6_k.gguf", paths[2], sizeof paths[2]);
-    const int want_repacked[3] = {2 * 7, 2 * 7 + 1, 2 * 7 + 1};
-    for (int f = 0; f < 3; f++) {
+    make_test_model("--tied --type Q5_K --seed 5", "tied-q5_k.gguf", paths[3], sizeof paths[3]);
+    const int want_repacked[4] = {2 * 7, 2 * 7 + 1, 2 * 7 + 1, 2 * 7 + 1};
+    for (int f = 0; f < 4; f++) {
         sp_model_params mp = sp_model_default_params();
         assert_false(mp.repack);
         sp_model *plain, *packed;
@@ -383,7 +384,7 @@ static void loaded_repacked(void **st) {
                 continue;
             }
             assert_int_equal(ri->n_repacked, want_repacked[f]);
-            /* most of the file, and Q4_K's groups 1184 bytes for 1152 */
+            /* most of the file, and Q4_K's and Q5_K's groups 32 bytes more than their rows' */
             assert_true(ri->repacked_bytes > pi->file_size / 2 && ri->repacked_bytes < pi->file_size / 32 * 33);
             const char *kernels[] = {NULL, "scalar"}; /* the best set, then one without the kernel */
             for (int ks = 0; ks < 2; ks++) {

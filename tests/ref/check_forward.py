@@ -3,7 +3,7 @@
 
 Models: random-weight models this script writes with `specprefill make-model` (llama with
 every tensor type the engine writes, qwen2 with QKV bias and qwen3 with QK-norm; the bundled
-models' vocabulary), on every kernel set this CPU has (SPECPREFILL_ISA; Q4_0, Q4_K, Q4_K_M and Q6_K also with --repack); and, with --real, a
+models' vocabulary), on every kernel set this CPU has (SPECPREFILL_ISA; Q4_0 and the K-quants also with --repack); and, with --real, a
 real model (SmolLM2-135M-Instruct: plain prompt, chat prompt, a SpecPrefill-like gapped case,
 greedy generation).
 
@@ -278,7 +278,7 @@ def main():
             subprocess.run(args, check=True, capture_output=True)
             os.replace(path + ".tmp", path)
         ok, lines = check_model(a.sp, f"{arch}-{typ}", path, random_cases(F.Model(path).n_vocab), isas,
-                                typ in ("F32", "F16"), repack=typ in ("Q4_0", "Q4_K", "Q4_K_M", "Q6_K"))
+                                typ in ("F32", "F16"), repack=typ in ("Q4_0", "Q4_K", "Q4_K_M", "Q5_K", "Q5_K_M", "Q6_K"))
         want, got = FILE_TYPE.get(typ, "MOSTLY_" + typ), file_type_name(path)
         if got != want:  # what llama.cpp would call the file
             ok = False
