@@ -347,9 +347,10 @@ static float dot_q8_0_f32(const void *row, const float *x, int64_t n) {
 /* Q4_K and Q5_K: 256 values in 8 sub-blocks of 32, six-bit scales and mins (unpacked as in the
  * AVX-512 kernel); per sub-block the integer dot of its codes, scaled by d · scale · the
  * activations' scale, less dmin · min · the activations' sum. Q5_K (five) adds each code's
- * fifth bit from qh (bit s of byte l: value l of sub-block s). For T tokens (1..4) at once
- * (DOT_BLOCKS): a block's scales and codes unpacked once for all, each token's arithmetic its
- * own, in the same order whatever T. */
+ * fifth bit from qh (bit s of byte l: value l of sub-block s). For T tokens (1..4) at once, as
+ * the 32-value formats' kernels (kernels_q8_blocks.h): a block's scales and codes unpacked once
+ * for all, each token's arithmetic its own, in the same order whatever T (a batched decode
+ * step, a speculative check). */
 static inline __attribute__((always_inline)) void dot_k4_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out, int64_t os,
                                                                 const int T, const bool five) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
