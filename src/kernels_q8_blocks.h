@@ -245,22 +245,31 @@ static inline __attribute__((always_inline)) void dot8_k4_tokens(const void *gro
             const __m256i sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sc8, sc8)); /* row r's scale in int16 lanes 2r, 2r+1 */
             const __m256 mn = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(g + SP_ROWS8_Q4_K_MINS + 8 * j))));
             const uint8_t *chunks = g + SP_ROWS8_Q4_K_QS + 256 * (j / 2);
-            __m256i c[8];
-            UNROLL for (int q = 0; q < 8; q++) {
-                const __m256i w = _mm256_loadu_si256((const __m256i *)(chunks + 32 * q));
-                c[q] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(w, 4) : w, low);
-                if (five) { /* bit j of each qh byte to bit 4: down by j, up by 4 (in 16 bits, none crosses into the other byte's bit 4) */
-                    const __m256i h = _mm256_loadu_si256((const __m256i *)(g + SP_ROWS8_Q5_K_QH + 32 * q));
-                    c[q] = _mm256_or_si256(c[q], _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j)), 4), bit4));
+            /* the chunks four at a time, each four used for every token before the next are built:
+             * eight codes live at once, with Q5_K's bits, spilled the sub-block sums to the stack
+             * (perf; in cache level, the 1B Q5_K_M 21.1–30.2 → 29.3–31.6 t/s in three rounds) */
+            __m256i part[4];
+            UNROLL for (int half = 0; half < 2; half++) {
+                __m256i c[4];
+                UNROLL for (int q = 0; q < 4; q++) {
+                    const __m256i w = _mm256_loadu_si256((const __m256i *)(chunks + 32 * (4 * half + q)));
+                    c[q] = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(w, 4) : w, low);
+                    if (five) { /* bit j of each qh byte to bit 4: down by j, up by 4 (in 16 bits, none crosses into the other byte's bit 4) */
+                        const __m256i h = _mm256_loadu_si256((const __m256i *)(g + SP_ROWS8_Q5_K_QH + 32 * (4 * half + q)));
+                        c[q] = _mm256_or_si256(c[q], _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j)), 4), bit4));
+                    }
+                }
+                UNROLL for (int t = 0; t < T; t++) {
+                    const __m256i s = rows8_sums4(c, x[t].q + 32 * (8 * i + j) + 16 * half);
+                    /* 4-bit codes: eight chunks in one int16 sum; five-bit: each four through vpmaddwd */
+                    if (five) part[t] = half ? _mm256_add_epi32(part[t], _mm256_madd_epi16(s, sc)) : _mm256_madd_epi16(s, sc);
+                    else part[t] = half ? _mm256_madd_epi16(_mm256_add_epi16(part[t], s), sc) : s;
                 }
             }
             UNROLL for (int t = 0; t < T; t++) {
                 const int64_t b = 8 * i + j; /* the activations' block */
                 const float dx = x[t].d[b];
-                const int8_t *a = x[t].q + 32 * b;
-                const __m256i dot = five ? _mm256_add_epi32(_mm256_madd_epi16(rows8_sums4(c, a), sc), _mm256_madd_epi16(rows8_sums4(c + 4, a + 16), sc))
-                                         : _mm256_madd_epi16(rows8_sums(c, a), sc);
-                sum_d[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dx), sum_d[t]);
+                sum_d[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(part[t]), _mm256_set1_ps(dx), sum_d[t]);
                 sum_m[t] = _mm256_fmadd_ps(mn, _mm256_set1_ps(dx * (float)(x[t].sum16[2 * b] + x[t].sum16[2 * b + 1])), sum_m[t]);
             }
         }
