@@ -11,6 +11,7 @@
 /* The integer decode dots of the 32-value formats (kernels_q8_blocks.h) with vpmaddubsw: pairs
  * of u8 × s8 products in 16 bits (codes ≤ 128, activations ≤ 127: no saturation), then vpmaddwd. */
 static inline __m256i dot_u8s8(__m256i u, __m256i s) { return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)); }
+#define SP_PAIRS16 /* small codes' pair sums of four blocks added before vpmaddwd (fold4_pairs) */
 #include "kernels_q8_blocks.h"
 
 static float avx2_dot_f32(const float *a, const float *b, int64_t n) {
@@ -357,7 +358,7 @@ static float dot_q8_0_f32(const void *row, const float *x, int64_t n) {
  * step, a speculative check). */
 static inline __attribute__((always_inline)) void dot_k4_tokens(const void *row, const sp_q8_act *x, int64_t n, float *out, int64_t os,
                                                                 const int T, const bool five) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m16 = _mm256_set1_epi8(16), ones = _mm256_set1_epi16(1);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m16 = _mm256_set1_epi8(16);
     __m256 acc[4], mins[4];
     UNROLL for (int t = 0; t < T; t++) acc[t] = mins[t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
@@ -392,16 +393,13 @@ static inline __attribute__((always_inline)) void dot_k4_tokens(const void *row,
                 }
             UNROLL for (int t = 0; t < T; t++) {
                 /* the four sub-blocks' 16-bit pair sums folded so that 32-bit lane k of each half
-                 * holds sub-block k's (four pairs a 16-bit sum: at most 4 · 2 · 31 · 127 < 2^15),
-                 * then one vpmaddwd, one conversion and one multiply-add for the 128 values, by
-                 * the four scales repeated on both halves */
+                 * holds sub-block k's (fold4_pairs, as the 32-value formats' four blocks), then
+                 * one conversion and one multiply-add for the 128 values, by the four scales
+                 * repeated on both halves */
                 const int8_t *q = x[t].q + QK_K * i + 128 * h;
                 __m256i p[4];
                 UNROLL for (int k = 0; k < 4; k++) p[k] = _mm256_maddubs_epi16(c[k], _mm256_loadu_si256((const __m256i *)(q + 32 * k)));
-                const __m256i p01 = _mm256_add_epi16(_mm256_unpacklo_epi32(p[0], p[1]), _mm256_unpackhi_epi32(p[0], p[1]));
-                const __m256i p23 = _mm256_add_epi16(_mm256_unpacklo_epi32(p[2], p[3]), _mm256_unpackhi_epi32(p[2], p[3]));
-                const __m256i sums = _mm256_madd_epi16(_mm256_add_epi16(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23)), ones);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_permute2f128_ps(sc[t], sc[t], h ? 0x11 : 0x00), acc[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold4_pairs(p[0], p[1], p[2], p[3])), _mm256_permute2f128_ps(sc[t], sc[t], h ? 0x11 : 0x00), acc[t]);
             }
         }
     }

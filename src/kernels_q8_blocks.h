@@ -56,19 +56,19 @@ static inline float act_sum(const sp_q8_act *x, int64_t i) { return (float)(x->s
 /* Each format's block product: the integer dot of its 32 codes with the activations' codes, as 8
  * int32 sums of 4 (summed later). The scale (d × the activations' d) and what the codes' offset or the
  * format's minimum adds (through the activations' code sums) are the kernel's, below. */
+static inline __m256i codes_q4_0(const block_q4_0 *b, int64_t i) { return nibble_codes(b[i].qs); }
+static inline __m256i codes_q4_1(const block_q4_1 *b, int64_t i) { return nibble_codes(b[i].qs); }
+static inline __m256i codes_q5_0(const block_q5_0 *b, int64_t i) { return five_bit_codes(b[i].qs, b[i].qh); }
+static inline __m256i codes_q5_1(const block_q5_1 *b, int64_t i) { return five_bit_codes(b[i].qs, b[i].qh); }
 static inline __m256i prod_q8_0(const block_q8_0 *b, const sp_q8_act *x, int64_t i) {
     const __m256i w = _mm256_loadu_si256((const __m256i *)b[i].qs), q = act_codes(x, i);
     /* |w| × (q with w's sign): the u8 × s8 form of a signed product */
     return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
 }
-static inline __m256i prod_q4_0(const block_q4_0 *b, const sp_q8_act *x, int64_t i) { return dot_u8s8(nibble_codes(b[i].qs), act_codes(x, i)); }
-static inline __m256i prod_q4_1(const block_q4_1 *b, const sp_q8_act *x, int64_t i) { return dot_u8s8(nibble_codes(b[i].qs), act_codes(x, i)); }
-static inline __m256i prod_q5_0(const block_q5_0 *b, const sp_q8_act *x, int64_t i) {
-    return dot_u8s8(five_bit_codes(b[i].qs, b[i].qh), act_codes(x, i));
-}
-static inline __m256i prod_q5_1(const block_q5_1 *b, const sp_q8_act *x, int64_t i) {
-    return dot_u8s8(five_bit_codes(b[i].qs, b[i].qh), act_codes(x, i));
-}
+static inline __m256i prod_q4_0(const block_q4_0 *b, const sp_q8_act *x, int64_t i) { return dot_u8s8(codes_q4_0(b, i), act_codes(x, i)); }
+static inline __m256i prod_q4_1(const block_q4_1 *b, const sp_q8_act *x, int64_t i) { return dot_u8s8(codes_q4_1(b, i), act_codes(x, i)); }
+static inline __m256i prod_q5_0(const block_q5_0 *b, const sp_q8_act *x, int64_t i) { return dot_u8s8(codes_q5_0(b, i), act_codes(x, i)); }
+static inline __m256i prod_q5_1(const block_q5_1 *b, const sp_q8_act *x, int64_t i) { return dot_u8s8(codes_q5_1(b, i), act_codes(x, i)); }
 
 /* Eight fp16 values `stride` bytes apart (a field of 8 consecutive blocks) as floats: eight
  * 16-bit loads and one conversion (a vpgatherdd of the 32-bit words was slower: Q8_0 decode 4 %). */
@@ -86,6 +86,37 @@ static inline __m256i sum4_blocks(__m256i p0, __m256i p1, __m256i p2, __m256i p3
     return _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));         /* 0 1 2 3 | 0 1 2 3 */
 }
 
+/* Four blocks' products in one vector, as sum4_blocks leaves them (four_<format>). Where the
+ * products are vpmaddubsw's 16-bit pair sums widened by vpmaddwd (SP_PAIRS16, the AVX2 set), the
+ * formats whose codes are below 32 add four blocks' pair sums in 16 bits first (a lane then sums
+ * four pairs: at most 4 · 2 · 31 · 128 < 2^15) and widen once: one vpmaddwd for four blocks, not
+ * four, on the two multiply pipes that vpmaddubsw, the conversion and the multiply-add also take
+ * (1B Q4_0 decode, AMD Zen 3, one thread 18.5 → 19.4 t/s, two 34.5–35.1 → 36.7–36.8). Q8_0's
+ * products (|w| up to 128) fill a 16-bit lane alone. */
+#define FOUR_BY_PRODUCTS(fmt, BLOCK)                                                                                  \
+    static inline __m256i four_##fmt(const BLOCK *b, const sp_q8_act *x, int64_t i) {                                \
+        return sum4_blocks(prod_##fmt(b, x, i), prod_##fmt(b, x, i + 1), prod_##fmt(b, x, i + 2), prod_##fmt(b, x, i + 3)); \
+    }
+#ifdef SP_PAIRS16
+static inline __m256i fold4_pairs(__m256i p0, __m256i p1, __m256i p2, __m256i p3) {
+    const __m256i p01 = _mm256_add_epi16(_mm256_unpacklo_epi32(p0, p1), _mm256_unpackhi_epi32(p0, p1));
+    const __m256i p23 = _mm256_add_epi16(_mm256_unpacklo_epi32(p2, p3), _mm256_unpackhi_epi32(p2, p3));
+    return _mm256_madd_epi16(_mm256_add_epi16(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23)), _mm256_set1_epi16(1));
+}
+#define PAIRS(fmt, b, x, i) _mm256_maddubs_epi16(codes_##fmt(b, i), act_codes(x, i))
+#define FOUR_BY_PAIRS(fmt, BLOCK)                                                                                     \
+    static inline __m256i four_##fmt(const BLOCK *b, const sp_q8_act *x, int64_t i) {                                \
+        return fold4_pairs(PAIRS(fmt, b, x, i), PAIRS(fmt, b, x, i + 1), PAIRS(fmt, b, x, i + 2), PAIRS(fmt, b, x, i + 3)); \
+    }
+#else
+#define FOUR_BY_PAIRS FOUR_BY_PRODUCTS
+#endif
+FOUR_BY_PRODUCTS(q8_0, block_q8_0)
+FOUR_BY_PAIRS(q4_0, block_q4_0)
+FOUR_BY_PAIRS(q4_1, block_q4_1)
+FOUR_BY_PAIRS(q5_0, block_q5_0)
+FOUR_BY_PAIRS(q5_1, block_q5_1)
+
 /* The activations' code sums of 8 blocks (sum16 pairs), as floats in block order. */
 static inline __m256 block_sums8(const int32_t *sum16) {
     const __m256i h = _mm256_hadd_epi32(_mm256_loadu_si256((const __m256i *)sum16), _mm256_loadu_si256((const __m256i *)(sum16 + 8)));
@@ -102,15 +133,17 @@ static inline __m256 block_sums8(const int32_t *sum16) {
  * the token's 8 activation scales, and the offset or minimum term of all 8 blocks is one
  * multiply-add on their activation sums (a scalar scale, conversion and offset per block made
  * decode compute-bound: 1B Q4_0, 2 threads, 21.5 → 27–28.6 t/s with AVX-512). The blocks' int32
- * dots go four at a time into one vector (sum4_blocks), converted and multiplied once by the
- * four scales: on AMD Zen 3 a block's vpsignb, vpmaddubsw and vpmaddwd share the two
- * vector-multiply pipes with the conversion and the multiply-add (1B decode, 2 threads, against
- * a conversion and multiply-add per block: Q8_0 +11 %, Q4_0 +5 %, medians of alternating rounds;
- * the K-quants' sub-blocks taken likewise were slower, docs/benchmarks.md). The two halves of 8
- * run as two chains, so that the conversion and multiply-add latencies of one overlap the other's.
- * OFFSET: the codes' offset (Q4_0 8, Q5_0 16: value = d·(code − OFFSET)); MIN: the block has a
- * minimum, field M (value = d·code + m; for the others M names any fp16 field, never read). */
-#define DOT_BLOCKS(name, BLOCK, prod, OFFSET, MIN, M)                                                                   \
+ * dots go four at a time into one vector (four_<fmt>: sum4_blocks, or fold4_pairs before the
+ * widening where that is vpmaddwd), converted and multiplied once by the four scales: on AMD
+ * Zen 3 a block's vpsignb, vpmaddubsw and vpmaddwd share the two vector-multiply pipes with the
+ * conversion and the multiply-add (1B decode, 2 threads, against a conversion and multiply-add
+ * per block: Q8_0 +11 %, Q4_0 +5 %, medians of alternating rounds; the K-quants' sub-blocks
+ * folded likewise, in 16 bits, since: kernels_avx2.c). The two halves of 8 run as two chains,
+ * so that the conversion and multiply-add latencies of one overlap the other's. fmt: the format
+ * (prod_<fmt>, four_<fmt>). OFFSET: the codes' offset (Q4_0 8, Q5_0 16: value = d·(code −
+ * OFFSET)); MIN: the block has a minimum, field M (value = d·code + m; for the others M names any
+ * fp16 field, never read). */
+#define DOT_BLOCKS(name, BLOCK, fmt, OFFSET, MIN, M)                                                                    \
     static inline __attribute__((always_inline)) void name##_tokens(const void *row, const sp_q8_act *x, int64_t n,     \
                                                                     float *out, int64_t os, const int T) {              \
         const BLOCK *b = row;                                                                                           \
@@ -126,10 +159,7 @@ static inline __m256 block_sums8(const int32_t *sum16) {
                 const __m256 dx = _mm256_loadu_ps(x[t].d + i), s = _mm256_mul_ps(dw, dx);                               \
                 if (MIN) off[t] = _mm256_fmadd_ps(_mm256_mul_ps(mw, dx), block_sums8(x[t].sum16 + 2 * i), off[t]);      \
                 else if (OFFSET) off[t] = _mm256_fmadd_ps(s, block_sums8(x[t].sum16 + 2 * i), off[t]);                  \
-                const __m256i lo = sum4_blocks(prod(b, &x[t], i), prod(b, &x[t], i + 1), prod(b, &x[t], i + 2),         \
-                                               prod(b, &x[t], i + 3));                                                  \
-                const __m256i hi = sum4_blocks(prod(b, &x[t], i + 4), prod(b, &x[t], i + 5), prod(b, &x[t], i + 6),     \
-                                               prod(b, &x[t], i + 7));                                                  \
+                const __m256i lo = four_##fmt(b, &x[t], i), hi = four_##fmt(b, &x[t], i + 4);                           \
                 acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_permute2f128_ps(s, s, 0x00), acc0[t]);         \
                 acc1[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_permute2f128_ps(s, s, 0x11), acc1[t]);         \
             }                                                                                                           \
@@ -138,7 +168,7 @@ static inline __m256 block_sums8(const int32_t *sum16) {
         for (; i < nb; i++) /* the last blocks short of 8, one at a time */                                             \
             UNROLL for (int t = 0; t < T; t++) {                                                                        \
                 const float s = _cvtsh_ss(b[i].d) * x[t].d[i];                                                          \
-                acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod(b, &x[t], i)), _mm256_set1_ps(s), acc0[t]);           \
+                acc0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod_##fmt(b, &x[t], i)), _mm256_set1_ps(s), acc0[t]);        \
                 if (MIN) tail_off[t] += _cvtsh_ss(b[i].M) * x[t].d[i] * act_sum(&x[t], i);                              \
                 else if (OFFSET) tail_off[t] += s * act_sum(&x[t], i);                                                  \
             }                                                                                                           \
@@ -167,13 +197,13 @@ static inline __m256 block_sums8(const int32_t *sum16) {
     }                                                                                                               \
     DOT_ROWS(name)
 
-DOT_BLOCKS(dot_q8_0, block_q8_0, prod_q8_0, 0, 0, d)
+DOT_BLOCKS(dot_q8_0, block_q8_0, q8_0, 0, 0, d)
 #ifndef SP_OWN_Q4_0_DOT
-DOT_BLOCKS(dot_q4_0, block_q4_0, prod_q4_0, 8, 0, d)
+DOT_BLOCKS(dot_q4_0, block_q4_0, q4_0, 8, 0, d)
 #endif
-DOT_BLOCKS(dot_q5_0, block_q5_0, prod_q5_0, 16, 0, d)
-DOT_BLOCKS(dot_q4_1, block_q4_1, prod_q4_1, 0, 1, m)
-DOT_BLOCKS(dot_q5_1, block_q5_1, prod_q5_1, 0, 1, m)
+DOT_BLOCKS(dot_q5_0, block_q5_0, q5_0, 16, 0, d)
+DOT_BLOCKS(dot_q4_1, block_q4_1, q4_1, 0, 1, m)
+DOT_BLOCKS(dot_q5_1, block_q5_1, q5_1, 0, 1, m)
 
 /* Four chunks of eight interleaved rows (repack.h) against 16 activation codes a: c[q] holds four
  * codes of each row, values 4q … 4q+3, multiplied with those four activation codes broadcast

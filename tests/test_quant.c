@@ -506,6 +506,83 @@ static void integer_decode_dots(void **st) {
     if (!checked) { printf("  skipped: no integer decode kernel on this CPU\n"); skip(); }
 }
 
+/* Rows of one type with every code at its largest and scales of 1 (Q8_0: −128, the one code
+ * whose magnitude is 128; Q6_K: scales 127), as bytes: n_out rows of n values. */
+static void extreme_rows(uint32_t type, uint8_t *w, int64_t n_out, int64_t n) {
+    const sp_type_traits *tt = sp_type_traits_get(type);
+    const int64_t nb = n_out * (n / tt->block_size);
+    const uint16_t one = 0x3C00;
+    memset(w, 0xFF, (size_t)nb * tt->type_size);
+    for (int64_t i = 0; i < nb; i++) {
+        void *b = w + i * (int64_t)tt->type_size;
+        switch (type) {
+        case SP_TYPE_Q8_0: ((block_q8_0 *)b)->d = one; memset(((block_q8_0 *)b)->qs, 0x80, 32); break;
+        case SP_TYPE_Q4_0: ((block_q4_0 *)b)->d = one; break;
+        case SP_TYPE_Q4_1: ((block_q4_1 *)b)->d = ((block_q4_1 *)b)->m = one; break;
+        case SP_TYPE_Q5_0: ((block_q5_0 *)b)->d = one; break;
+        case SP_TYPE_Q5_1: ((block_q5_1 *)b)->d = ((block_q5_1 *)b)->m = one; break;
+        case SP_TYPE_Q4_K: ((block_q4_K *)b)->d = ((block_q4_K *)b)->dmin = one; break;
+        case SP_TYPE_Q5_K: ((block_q5_K *)b)->d = ((block_q5_K *)b)->dmin = one; break;
+        case SP_TYPE_Q6_K: ((block_q6_K *)b)->d = one; memset(((block_q6_K *)b)->scales, 127, 16); break;
+        default: fail_msg("no extreme rows for %s", tt->name);
+        }
+    }
+}
+
+/* The decode dots at the extremes: every code at its largest, activations all +127 or all
+ * −127 — where the 16-bit pair sums that AVX2 adds before widening (four blocks' or four
+ * sub-blocks' at once) would overflow if they took one pair too many — for every kernel set,
+ * the file's layout and the interleaved one, 1 to 4 tokens. */
+static void integer_decode_dots_at_extremes(void **st) {
+    (void)st;
+    static const uint32_t types[] = {SP_TYPE_Q8_0, SP_TYPE_Q4_0, SP_TYPE_Q4_1, SP_TYPE_Q5_0,
+                                     SP_TYPE_Q5_1, SP_TYPE_Q4_K, SP_TYPE_Q5_K, SP_TYPE_Q6_K};
+    static const char *const isas[] = {"scalar", "avx2", "avx2-vnni", "avx512-base", "avx512"};
+    enum { N = 512, ROWS = SP_ROWS8, TOKENS = 4 };
+    const sp_isa_kernels *saved = sp_kernels();
+    int checked = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const uint32_t type = types[ti];
+        const sp_type_traits *tt = sp_type_traits_get(type);
+        const int64_t nb = N / tt->block_size, rb = (int64_t)sp_row_size(type, N);
+        uint8_t *plain = malloc((size_t)(rb * ROWS));
+        extreme_rows(type, plain, ROWS, N);
+        float *row = malloc(sizeof(float) * N), x[TOKENS * N], out[TOKENS * ROWS];
+        double want[ROWS], mag[ROWS];
+        for (int r = 0; r < ROWS; r++) {
+            tt->dequantize(plain + r * rb, row, N);
+            want[r] = mag[r] = 0;
+            for (int i = 0; i < N; i++) want[r] += row[i], mag[r] += fabs(row[i]);
+        }
+        const bool has_rows8 = sp_rows8_has_layout(type);
+        const int64_t ib = has_rows8 ? sp_rows8_row_bytes(type, nb) : 0;
+        uint8_t *inter = has_rows8 ? malloc((size_t)(ib * ROWS)) : NULL;
+        if (has_rows8) sp_rows8_pack(type, plain, rb, nb, inter);
+        const sp_weight wp = {.data = plain, .type = type, .n_in = N, .n_out = ROWS, .row_bytes = rb},
+                        wi = {.data = inter, .type = type, .n_in = N, .n_out = ROWS, .row_bytes = ib, .interleaved = true};
+        for (size_t k = 0; k < sizeof isas / sizeof *isas; k++) {
+            const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
+            if (!isa) continue;
+            sp_kernels_select(isa);
+            for (int layout = 0; layout < (has_rows8 ? 2 : 1); layout++)
+                for (int sign = -1; sign <= 1; sign += 2)
+                    for (int tokens = 1; tokens <= TOKENS; tokens++) {
+                        for (int i = 0; i < tokens * N; i++) x[i] = (float)sign;
+                        sp_matmul(layout ? &wi : &wp, x, tokens, out);
+                        for (int t = 0; t < tokens; t++)
+                            for (int r = 0; r < ROWS; r++)
+                                if (fabs(out[t * ROWS + r] - sign * want[r]) > 1e-5 * mag[r])
+                                    fail_msg("%s %s%s, activations %d, %d tokens: row %d %.7g, not %.7g", isas[k], tt->name,
+                                             layout ? " interleaved" : "", 127 * sign, tokens, r, out[t * ROWS + r], sign * want[r]);
+                    }
+            checked++;
+        }
+        free(plain); free(row); free(inter);
+    }
+    sp_kernels_select(saved);
+    printf("  extremes checked for %d (type, kernel set) pairs\n", checked);
+}
+
 /* The kernel set chosen by name (the public setting): a set the CPU lacks is refused, naming those
  * it has; NULL returns to the best. */
 static void kernel_set_by_name(void **st) {
@@ -843,7 +920,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
         cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels), cmocka_unit_test(matmul_interleaved_rows),
-        cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
+        cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_decode_dots_at_extremes), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
         cmocka_unit_test(kernel_set_by_name),
         cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(yarn_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(thread_pool_oversubscribed),
     };
