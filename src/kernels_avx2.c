@@ -399,7 +399,10 @@ static inline __attribute__((always_inline)) void dot_k4_tokens(const void *row,
                 const int8_t *q = x[t].q + QK_K * i + 128 * h;
                 __m256i p[4];
                 UNROLL for (int k = 0; k < 4; k++) p[k] = _mm256_maddubs_epi16(c[k], _mm256_loadu_si256((const __m256i *)(q + 32 * k)));
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold4_pairs(p[0], p[1], p[2], p[3])), _mm256_permute2f128_ps(sc[t], sc[t], h ? 0x11 : 0x00), acc[t]);
+                /* the scales of sub-blocks 4h..4h+3 on both halves (each immediate written out: h is a
+                 * constant only where the loop is unrolled, not at -O1) */
+                const __m256 scales = h ? _mm256_permute2f128_ps(sc[t], sc[t], 0x11) : _mm256_permute2f128_ps(sc[t], sc[t], 0x00);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold4_pairs(p[0], p[1], p[2], p[3])), scales, acc[t]);
             }
         }
     }
