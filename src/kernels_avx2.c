@@ -352,7 +352,7 @@ static float dot_q8_0_f32(const void *row, const float *x, int64_t n) {
  * folded into one register before vpmaddwd, so that the widening, the conversion and the
  * multiply-add by the scales come once per 128 values, not per 32 (as ik_llama.cpp's AVX2
  * kernels do): those share Zen 3's two multiply pipes with vpmaddubsw (1B Q5_K_M decode, one
- * thread, 13.6 → 16.2 t/s; Q4_K_M 16.0 → 18.5). For T tokens (1..4) at once, as
+ * thread, 13.6–13.8 → 16.2 t/s; Q4_K_M 16.0–16.4 → 17.0–18.5). For T tokens (1..4) at once, as
  * the 32-value formats' kernels (kernels_q8_blocks.h): a block's scales and codes unpacked once
  * for all, each token's arithmetic its own, in the same order whatever T (a batched decode
  * step, a speculative check). */
