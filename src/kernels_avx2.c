@@ -142,8 +142,8 @@ static void avx2_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
  * the degree-6 minimax polynomial of Cephes' expf (≈1-2 ulp), as the AVX-512 exp16; 2^n is
  * built from exponent bits in two halves (each in the normal range), so that the product
  * underflows to 0 and overflows to +inf as expf does. */
-static inline __m256 exp8(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-104.0f)), _mm256_set1_ps(89.0f));
+static inline __m256 exp8_below(__m256 x) { /* x ≤ 89 */
+    x = _mm256_max_ps(x, _mm256_set1_ps(-104.0f));
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(SP_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SP_EXP_LN2_HI), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SP_EXP_LN2_LO), r);
@@ -161,29 +161,73 @@ static inline __m256 exp8(__m256 x) {
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
 }
 
+/* exp(x) for a softmax's x ≤ 0: as exp8_below down to -87 (where 2^n leaves the normal range),
+ * below that the value at -87 (1.6e-38) instead of a subnormal or 0: beside the row's max, whose
+ * term is 1, that changes no sum; 2^n in one multiply. */
+static inline __m256 exp8_softmax(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(SP_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SP_EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SP_EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(SP_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P5));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline __m256 exp8(__m256 x) { return exp8_below(_mm256_min_ps(x, _mm256_set1_ps(89.0f))); }
+
 /* The online-softmax step across 8 query rows per vector (scores key-major: s[c*ld + r]); the
- * rows past the last 8 in scalar code. */
+ * rows past the last 8 in scalar code. A group whose rows all see the whole tile (every tile of
+ * a long prompt but the diagonal's) takes a form without the masks, its max in four chains: the
+ * same values, in two thirds of the instructions (a score minus its row's max is ≤ 0, so exp
+ * needs no clamp from above). */
 static void avx2_softmax_tile(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr) {
     const __m256 ninf = _mm256_set1_ps(-INFINITY), one = _mm256_set1_ps(1.0f);
     int r = 0;
     for (; r + 8 <= n_rows; r += 8) {
         const __m256i lv = _mm256_loadu_si256((const __m256i *)(live + r));
+        const bool whole = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n_keys), lv))) == 0;
         const __m256 m_old = _mm256_loadu_ps(m + r);
         __m256 mx = m_old;
-        for (int c = 0; c < n_keys; c++) {
-            const __m256 seen = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lv, _mm256_set1_epi32(c)));
-            mx = _mm256_blendv_ps(mx, _mm256_max_ps(mx, _mm256_loadu_ps(s + c * ld + r)), seen);
-        }
+        if (whole) {
+            __m256 m1 = m_old, m2 = m_old, m3 = m_old;
+            int c = 0;
+            for (; c + 4 <= n_keys; c += 4) {
+                mx = _mm256_max_ps(mx, _mm256_loadu_ps(s + c * ld + r));
+                m1 = _mm256_max_ps(m1, _mm256_loadu_ps(s + (c + 1) * ld + r));
+                m2 = _mm256_max_ps(m2, _mm256_loadu_ps(s + (c + 2) * ld + r));
+                m3 = _mm256_max_ps(m3, _mm256_loadu_ps(s + (c + 3) * ld + r));
+            }
+            for (; c < n_keys; c++) mx = _mm256_max_ps(mx, _mm256_loadu_ps(s + c * ld + r));
+            mx = _mm256_max_ps(_mm256_max_ps(mx, m1), _mm256_max_ps(m2, m3));
+        } else
+            for (int c = 0; c < n_keys; c++) {
+                const __m256 seen = _mm256_castsi256_ps(_mm256_cmpgt_epi32(lv, _mm256_set1_epi32(c)));
+                mx = _mm256_blendv_ps(mx, _mm256_max_ps(mx, _mm256_loadu_ps(s + c * ld + r)), seen);
+            }
         /* rows that have seen nothing yet keep max -inf: factor 1, probabilities 0 */
         const __m256 any = _mm256_cmp_ps(mx, ninf, _CMP_NEQ_OQ);
-        const __m256 cf = _mm256_blendv_ps(one, exp8(_mm256_sub_ps(m_old, mx)), any);
+        const __m256 cf = _mm256_blendv_ps(one, exp8_below(_mm256_sub_ps(m_old, mx)), any);
         __m256 sum = _mm256_setzero_ps();
-        for (int c = 0; c < n_keys; c++) {
-            const __m256 seen = _mm256_and_ps(any, _mm256_castsi256_ps(_mm256_cmpgt_epi32(lv, _mm256_set1_epi32(c))));
-            const __m256 p = _mm256_and_ps(seen, exp8(_mm256_sub_ps(_mm256_loadu_ps(s + c * ld + r), mx)));
-            _mm256_storeu_ps(s + c * ld + r, p);
-            sum = _mm256_add_ps(sum, p);
-        }
+        if (whole)
+            for (int c = 0; c < n_keys; c++) {
+                const __m256 p = _mm256_and_ps(any, exp8_softmax(_mm256_sub_ps(_mm256_loadu_ps(s + c * ld + r), mx)));
+                _mm256_storeu_ps(s + c * ld + r, p);
+                sum = _mm256_add_ps(sum, p);
+            }
+        else
+            for (int c = 0; c < n_keys; c++) {
+                const __m256 seen = _mm256_and_ps(any, _mm256_castsi256_ps(_mm256_cmpgt_epi32(lv, _mm256_set1_epi32(c))));
+                const __m256 p = _mm256_and_ps(seen, exp8_softmax(_mm256_sub_ps(_mm256_loadu_ps(s + c * ld + r), mx)));
+                _mm256_storeu_ps(s + c * ld + r, p);
+                sum = _mm256_add_ps(sum, p);
+            }
         _mm256_storeu_ps(l + r, _mm256_fmadd_ps(_mm256_loadu_ps(l + r), cf, sum));
         _mm256_storeu_ps(m + r, mx);
         _mm256_storeu_ps(corr + r, cf);
