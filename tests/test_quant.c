@@ -269,6 +269,68 @@ static void decode_attention_primitives(void **st) {
     }
 }
 
+/* Prefill attention (sp_attention past the decode form's few rows): every kernel set agrees with a
+ * double-precision definition, at a short context and at one whose keys and values outgrow a
+ * last-level cache (longer query tiles there), and a query's output is the same bits whatever
+ * batch it comes in (the same queries, fewer of them before it, so at other places in the tiles;
+ * six heads on two KV heads, so that a tile holds rows that are not whole vectors). */
+static void prefill_attention(void **st) {
+    (void)st;
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    const sp_isa_kernels *saved = sp_kernels();
+    const int hd = 32, n_head = 6, n_head_kv = 2, n_q = 45, late = 22, kv_dim = n_head_kv * hd, q_dim = n_head * hd;
+    static const int contexts[] = {300, 70000}; /* 70000 × 2 × 64 values × 2 bytes: 17.9 MB of keys and values */
+    uint64_t s = 31;
+    float *q = malloc((size_t)n_q * q_dim * sizeof *q), *full = malloc((size_t)n_q * q_dim * sizeof *full);
+    float *part = malloc((size_t)late * q_dim * sizeof *part);
+    for (int i = 0; i < n_q * q_dim; i++) q[i] = 2 * frand(&s);
+    for (size_t ci = 0; ci < 2; ci++) {
+        const int n_keys = contexts[ci];
+        float *kf = malloc((size_t)n_keys * kv_dim * sizeof *kf), *vf = malloc((size_t)n_keys * kv_dim * sizeof *vf);
+        uint16_t *kh = malloc((size_t)n_keys * kv_dim * 2), *vh = malloc((size_t)n_keys * kv_dim * 2);
+        int vis[45];
+        for (int i = 0; i < n_keys * kv_dim; i++) kf[i] = frand(&s), vf[i] = frand(&s);
+        sp_kernels_by_name("scalar")->f32_to_f16(kf, kh, (int64_t)n_keys * kv_dim);
+        sp_kernels_by_name("scalar")->f32_to_f16(vf, vh, (int64_t)n_keys * kv_dim);
+        sp_kernels_by_name("scalar")->f16_to_f32(kh, kf, (int64_t)n_keys * kv_dim); /* what the cache holds */
+        sp_kernels_by_name("scalar")->f16_to_f32(vh, vf, (int64_t)n_keys * kv_dim);
+        for (int i = 0; i < n_q; i++) vis[i] = n_keys - n_q + 1 + i;
+        for (size_t k = 0; k < 3; k++) {
+            const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
+            if (!isa) continue;
+            sp_kernels_select(isa);
+            sp_attention_args a = {q, full, n_q, kh, vh, true, vis, n_head, n_head_kv, hd, 0.17677669f};
+            sp_attention(&a);
+            a = (sp_attention_args){q + (n_q - late) * q_dim, part, late, kh, vh, true, vis + n_q - late, n_head, n_head_kv, hd, 0.17677669f};
+            sp_attention(&a);
+            assert_memory_equal(part, full + (n_q - late) * q_dim, (size_t)late * q_dim * sizeof *part);
+            for (int t = 0; t < n_q; t += 11)
+                for (int h = 0; h < n_head; h++) { /* the definition, in double */
+                    const float *qr = q + t * q_dim + h * hd;
+                    const int kvh = h / (n_head / n_head_kv);
+                    double mx = -INFINITY, sum = 0, out[32] = {0};
+                    double *sc = malloc((size_t)vis[t] * sizeof *sc);
+                    for (int c = 0; c < vis[t]; c++) {
+                        double d = 0;
+                        for (int i = 0; i < hd; i++) d += (double)qr[i] * kf[(int64_t)c * kv_dim + kvh * hd + i];
+                        sc[c] = d * 0.17677669f;
+                        mx = sc[c] > mx ? sc[c] : mx;
+                    }
+                    for (int c = 0; c < vis[t]; c++) {
+                        const double p = exp(sc[c] - mx);
+                        sum += p;
+                        for (int i = 0; i < hd; i++) out[i] += p * vf[(int64_t)c * kv_dim + kvh * hd + i];
+                    }
+                    for (int i = 0; i < hd; i++) assert_float_equal(full[t * q_dim + h * hd + i], out[i] / sum, 2e-5);
+                    free(sc);
+                }
+        }
+        free(kf); free(vf); free(kh); free(vh);
+    }
+    sp_kernels_select(saved);
+    free(q); free(full); free(part);
+}
+
 /* sp_matmul for 1 row (decode) and many rows (prefill) equals the plain definition, for odd
  * output counts, on every ISA. */
 static void matmul_matches_definition(void **st) {
@@ -922,7 +984,7 @@ static void type_names(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
-        cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels), cmocka_unit_test(matmul_interleaved_rows),
+        cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(prefill_attention), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels), cmocka_unit_test(matmul_interleaved_rows),
         cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_decode_dots_at_extremes), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
         cmocka_unit_test(kernel_set_by_name),
         cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(yarn_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(thread_pool_oversubscribed),
