@@ -1,9 +1,9 @@
 /*
  * The developer interface: what the project's developer commands (make-model, convert, quantize,
- * bench --gemm) use beyond the public API — tensor types, quantization, the matrix product, the
- * GGUF writer. Unstable: no compatibility promise between versions, not installed, not exported
- * from the shared library. The library declares these here once; its internal headers include
- * this one.
+ * bench --gemm and --attention) use beyond the public API — tensor types, quantization, the matrix
+ * product, attention, the GGUF writer. Unstable: no compatibility promise between versions, not
+ * installed, not exported from the shared library. The library declares these here once; its
+ * internal headers include this one.
  */
 #ifndef SPECPREFILL_DEV_H
 #define SPECPREFILL_DEV_H
@@ -55,6 +55,26 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out);
  * step that holds several streams' next tokens, so that none depends on what it shares the step
  * with. */
 void sp_matmul_each(const sp_weight *w, const float *x, int n_tokens, float *out);
+
+/* ---------------------------------------------------------------- attention */
+
+/*
+ * Causal attention for a batch of n_q queries against a KV cache (the forward pass's, past the
+ * decode form's SP_MATMUL_DECODE_TOKENS rows; bench --attention times it alone).
+ * q: [n_q][n_head*head_dim]; out: same shape. K and V caches: [n_cells][n_head_kv*head_dim] in
+ * F16 (kv_f16) or F32. Query i sees cells [0, n_visible[i]) — its causal limit.
+ */
+typedef struct {
+    const float *q;
+    float *out;
+    int n_q;
+    const void *k_cache, *v_cache;
+    bool kv_f16;
+    const int *n_visible; /* per query: how many cache cells it sees */
+    int n_head, n_head_kv, head_dim;
+    float scale;
+} sp_attention_args;
+void sp_attention(const sp_attention_args *a);
 
 /* ---------------------------------------------------------------- quantization plans */
 

@@ -208,22 +208,7 @@ void sp_rope_apply(float *x, int n_heads, int head_dim, const float *cs_row, con
 
 void sp_silu_mul(float *gate, const float *up, int64_t n);
 
-/*
- * Causal attention for a batch of n_q queries against a KV cache.
- * q: [n_q][n_head*head_dim]; out: same shape. K and V caches: [n_cells][n_head_kv*head_dim] in
- * F16 (kv_f16) or F32. Query i sees cells [0, first_visible[i]) — its causal limit.
- */
-typedef struct {
-    const float *q;
-    float *out;
-    int n_q;
-    const void *k_cache, *v_cache;
-    bool kv_f16;
-    const int *n_visible; /* per query: how many cache cells it sees */
-    int n_head, n_head_kv, head_dim;
-    float scale;
-} sp_attention_args;
-void sp_attention(const sp_attention_args *a);
+/* sp_attention, the causal attention of a batch of queries: specprefill_dev.h */
 
 /*
  * Attention probabilities of a few query rows against cache cells [0, n_keys): for each head,

@@ -227,6 +227,14 @@ expect_ok "bench --gemm" "$SP" bench --gemm F16 -t 1 -r 1 -p 5,70
 [ "$(grep -c '^| F16 | 2048 | 8192 | \(5\|70\) |' "$T/out")" = 2 ] && ok || bad "bench --gemm rows: $(cat "$T/out")"
 expect_fail "bench --gemm -p 0" "token count" "$SP" bench --gemm F16 -p 0
 expect_fail "bench --gemm bad type" "cannot make" "$SP" bench --gemm NOPE
+# bench --attention: one row per depth and token count, F16 and F32 caches; shapes it cannot take refused
+expect_ok "bench --attention" "$SP" bench --attention 6/2/32 -d 0,100 -p 9,40 -t 1 -r 1
+[ "$(grep -c '^| 6 | 2 | 32 | \(0\|100\) | \(9\|40\) | [a-z0-9-]* | 1 | [0-9.]* ± [0-9.]* |$' "$T/out")" = 4 ] && ok || bad "bench --attention rows: $(cat "$T/out")"
+expect_ok "bench --attention, f32 cache" "$SP" bench --attention 4/4 -p 20 --kv-type f32 -r 1
+[ "$(grep -c '^| 4 | 4 | 64 | 0 | 20 |' "$T/out")" = 1 ] && ok || bad "bench --attention f32: $(cat "$T/out")"
+expect_fail "bench --attention 32/7" "multiple of the KV heads" "$SP" bench --attention 32/7 -p 8
+expect_fail "bench --attention 8/2/x" "HEADS/KV_HEADS" "$SP" bench --attention 8/2/x -p 8
+expect_fail "bench --attention -p 0" "token count" "$SP" bench --attention 8/2 -p 0
 
 # errors: clear message, non-zero exit, no crash
 expect_fail "missing model" "cannot open" "$SP" info "$T/nope.gguf"

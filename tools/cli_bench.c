@@ -125,6 +125,70 @@ done:
     return rc;
 }
 
+/* --attention H/KV[/D]: prefill attention alone — the last `tokens` queries of a prompt of depth +
+ * tokens, H heads of D values on KV key/value heads, against a cache of random keys and values —
+ * to compare it with the CPU's arithmetic peak. A query that sees c keys costs 4·c·D·H flops
+ * (its scores and its weighted values). */
+static int bench_attention(const char *shape, const int *depths, int n_depths, const int *tokens, int n_tokens, int reps,
+                           bool kv_f16) {
+    int h = 0, kv = 0, d = 64, used = 0;
+    const int got = sscanf(shape, "%d/%d%n/%d%n", &h, &kv, &used, &d, &used);
+    if (got < 2 || shape[used] != '\0' || h < 1 || h > 256 || kv < 1 || h % kv || d < 1 || d > 256) {
+        fprintf(stderr, "error: --attention: expected HEADS/KV_HEADS[/HEAD_DIM], heads a multiple of the KV heads, "
+                        "up to 256 of each and head dim 1-256 (as 32/8 or 32/8/64), got '%s'\n", shape);
+        return 2;
+    }
+    if (n_tokens < 1) { fprintf(stderr, "error: --attention needs a token count (-p)\n"); return 2; }
+    long max_keys = 0, max_q = 0;
+    for (int i = 0; i < n_depths; i++)
+        for (int j = 0; j < n_tokens; j++) {
+            if (depths[i] + (long)tokens[j] > max_keys) max_keys = depths[i] + (long)tokens[j];
+            if (tokens[j] > max_q) max_q = tokens[j];
+        }
+    const size_t cells = (size_t)max_keys * (size_t)(kv * d), es = kv_f16 ? 2 : 4;
+    uint8_t *k_cache = malloc(cells * es), *v_cache = malloc(cells * es);
+    float *q = malloc((size_t)max_q * h * d * sizeof *q), *out = malloc((size_t)max_q * h * d * sizeof *out);
+    int *visible = malloc((size_t)max_q * sizeof *visible);
+    double *t = malloc((size_t)reps * sizeof *t);
+    int rc = 1;
+    if (!k_cache || !v_cache || !q || !out || !visible || !t) { fprintf(stderr, "error: out of memory\n"); goto done; }
+    uint64_t s = 11;
+    for (size_t i = 0; i < cells; i++) { /* f16 of magnitude 1/4 to 1 (no conversion needed), or floats in [-1, 1) */
+        uint16_t kh = 0, vh = 0;
+        float kf = uniform(&s), vf = uniform(&s);
+        kh = (uint16_t)((kf < 0 ? 0x8000u : 0) | (13u + (uint16_t)(fabsf(kf) * 2)) << 10 | ((uint32_t)(fabsf(kf) * 65536) & 0x3ff));
+        vh = (uint16_t)((vf < 0 ? 0x8000u : 0) | (13u + (uint16_t)(fabsf(vf) * 2)) << 10 | ((uint32_t)(fabsf(vf) * 65536) & 0x3ff));
+        if (kv_f16) { memcpy(k_cache + 2 * i, &kh, 2); memcpy(v_cache + 2 * i, &vh, 2); }
+        else { memcpy(k_cache + 4 * i, &kf, 4); memcpy(v_cache + 4 * i, &vf, 4); }
+    }
+    for (long i = 0; i < max_q * h * d; i++) q[i] = 2 * uniform(&s);
+    printf("| heads | kv heads | head dim | depth | tokens | isa | threads | GFLOP/s |\n"
+           "| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n");
+    for (int di = 0; di < n_depths; di++)
+        for (int c = 0; c < n_tokens; c++) {
+            const int nt = tokens[c];
+            double flops = 0;
+            for (int i = 0; i < nt; i++) {
+                visible[i] = depths[di] + i + 1;
+                flops += 4.0 * visible[i] * d * h;
+            }
+            const sp_attention_args a = {q, out, nt, k_cache, v_cache, kv_f16, visible, h, kv, d, 1.0f / sqrtf((float)d)};
+            sp_attention(&a); /* warm-up */
+            for (int r = 0; r < reps; r++) {
+                const double t0 = now_seconds();
+                sp_attention(&a);
+                t[r] = flops / (now_seconds() - t0) / 1e9;
+            }
+            const stat st = summarize(t, reps);
+            printf("| %d | %d | %d | %d | %d | %s | %d | %.1f ± %.1f |\n", h, kv, d, depths[di], nt, sp_kernels_name(), sp_get_threads(),
+                   st.mean, st.sd);
+        }
+    rc = 0;
+done:
+    free(k_cache); free(v_cache); free(q); free(out); free(visible); free(t);
+    return rc;
+}
+
 /* --spec-decode: greedy generation of n_gen tokens after the prompt (full prefill, the draft has
  * read it too), one token at a time and then with the draft proposing: tokens/s of each, the
  * acceptance, and whether the texts agree (they must: the same greedy choices). */
@@ -344,7 +408,7 @@ out:
 }
 
 int cmd_bench(int argc, char **argv) {
-    const char *model_path = NULL, *draft_path = NULL, *gemm_type = NULL;
+    const char *model_path = NULL, *draft_path = NULL, *gemm_type = NULL, *attention_shape = NULL;
     int pp[MAX_LIST] = {512}, ttft[MAX_LIST] = {1024, 2048, 4096, 8192}, par[MAX_LIST], depths[MAX_LIST] = {0}, n_gen = 32, reps = 5, threads = 0;
     int contend = 0;
     double keeps[MAX_LIST] = {0.1, 0.3, 0.5};
@@ -380,9 +444,11 @@ int cmd_bench(int argc, char **argv) {
         CLI_OPT("--spec-decode", NULL, CLI_FLAG, &spec_decode, 0, 0, NULL, "time -n greedy tokens after a prompt, plain and speculative"),
         CLI_OPT("--spec-prompt", NULL, CLI_TEXT, &spec_prompt, 0, 0, "FILE", "the prompt for them (text)", .shown_default = "512 made-up tokens"),
         CLI_OPT("--spec-draft-max", NULL, CLI_INT, &sdp.draft_max, 1, SP_SPECDECODE_MAX_DRAFT, "N", "most tokens the draft proposes per step"),
-        CLI_SECTION_ROW("one matrix product, no model"),
+        CLI_SECTION_ROW("one kernel alone, no model"),
         CLI_OPT("--gemm", NULL, CLI_TEXT, &gemm_type, 0, 0, "TYPE",
                 "time 2048 × 8192 weights in TYPE times each -p count of tokens (GOP/s, to compare with the CPU's peak)"),
+        CLI_OPT("--attention", NULL, CLI_TEXT, &attention_shape, 0, 0, "H/KV[/D]",
+                "time prefill attention of H heads (D values each, default 64) on KV key/value heads: the last -p tokens of a prompt of -d + -p (GFLOP/s)"),
         CLI_OPTIONS_END,
     };
     const cli_command cmd = {"bench -m MODEL.gguf [options]",
@@ -393,6 +459,7 @@ int cmd_bench(int argc, char **argv) {
     if (n_pp == 1 && pp[0] == 0) n_pp = 0;
     if (sp_set_threads(threads) != SP_OK) return fail_status("threads");
     if (gemm_type) return bench_gemm(gemm_type, 2048, 8192, pp, n_pp, reps);
+    if (attention_shape) return bench_attention(attention_shape, depths, n_depths, pp, n_pp, reps, kv_type != 1);
     if (!model_path) { fprintf(stderr, "error: -m MODEL is required\n"); return 2; }
     progress_tty = isatty(2);
     sp_model *m = NULL, *dm = NULL;
