@@ -139,11 +139,9 @@ static void avx2_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
 /* ------------------------------------------------------------------ exp, softmax, SiLU */
 
 /* exp(x) for 8 floats: 2^n · p(r) with n = round(x·log2 e), r = x - n·ln 2 (two-part ln 2), p
- * the degree-6 minimax polynomial of Cephes' expf (≈1-2 ulp), as the AVX-512 exp16; 2^n is
- * built from exponent bits in two halves (each in the normal range), so that the product
- * underflows to 0 and overflows to +inf as expf does. */
-static inline __m256 exp8_below(__m256 x) { /* x ≤ 89 */
-    x = _mm256_max_ps(x, _mm256_set1_ps(-104.0f));
+ * the degree-6 minimax polynomial of Cephes' expf (≈1-2 ulp), as the AVX-512 exp16. This part
+ * returns p(r) and n as integers, for x already within the caller's range. */
+static inline __m256 exp8_poly(__m256 x, __m256i *n_out) {
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(SP_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SP_EXP_LN2_HI), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SP_EXP_LN2_LO), r);
@@ -153,9 +151,16 @@ static inline __m256 exp8_below(__m256 x) { /* x ≤ 89 */
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P3));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P4));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P5));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i ni = _mm256_cvtps_epi32(n), n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
-    const __m256i bias = _mm256_set1_epi32(127);
+    *n_out = _mm256_cvtps_epi32(n);
+    return _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+}
+
+/* exp(x) for x ≤ 89: 2^n built from exponent bits in two halves (each in the normal range), so
+ * that the product underflows to 0 as expf does. */
+static inline __m256 exp8_below(__m256 x) {
+    __m256i n;
+    const __m256 p = exp8_poly(_mm256_max_ps(x, _mm256_set1_ps(-104.0f)), &n);
+    const __m256i n1 = _mm256_srai_epi32(n, 1), n2 = _mm256_sub_epi32(n, n1), bias = _mm256_set1_epi32(127);
     const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
     const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
@@ -165,21 +170,12 @@ static inline __m256 exp8_below(__m256 x) { /* x ≤ 89 */
  * below that the value at -87 (1.6e-38) instead of a subnormal or 0: beside the row's max, whose
  * term is 1, that changes no sum; 2^n in one multiply. */
 static inline __m256 exp8_softmax(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(SP_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SP_EXP_LN2_HI), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(SP_EXP_LN2_LO), r);
-    __m256 p = _mm256_set1_ps(SP_EXP_P0);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SP_EXP_P5));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    __m256i n;
+    const __m256 p = exp8_poly(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), &n);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23)));
 }
 
+/* exp(x) for any x: overflows to +inf as expf does */
 static inline __m256 exp8(__m256 x) { return exp8_below(_mm256_min_ps(x, _mm256_set1_ps(89.0f))); }
 
 /* The online-softmax step across 8 query rows per vector (scores key-major: s[c*ld + r]); the

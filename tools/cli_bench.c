@@ -153,13 +153,12 @@ static int bench_attention(const char *shape, const int *depths, int n_depths, c
     int rc = 1;
     if (!k_cache || !v_cache || !q || !out || !visible || !t) { fprintf(stderr, "error: out of memory\n"); goto done; }
     uint64_t s = 11;
-    for (size_t i = 0; i < cells; i++) { /* f16 of magnitude 1/4 to 1 (no conversion needed), or floats in [-1, 1) */
-        uint16_t kh = 0, vh = 0;
-        float kf = uniform(&s), vf = uniform(&s);
-        kh = (uint16_t)((kf < 0 ? 0x8000u : 0) | (13u + (uint16_t)(fabsf(kf) * 2)) << 10 | ((uint32_t)(fabsf(kf) * 65536) & 0x3ff));
-        vh = (uint16_t)((vf < 0 ? 0x8000u : 0) | (13u + (uint16_t)(fabsf(vf) * 2)) << 10 | ((uint32_t)(fabsf(vf) * 65536) & 0x3ff));
-        if (kv_f16) { memcpy(k_cache + 2 * i, &kh, 2); memcpy(v_cache + 2 * i, &vh, 2); }
-        else { memcpy(k_cache + 4 * i, &kf, 4); memcpy(v_cache + 4 * i, &vf, 4); }
+    for (size_t i = 0; i < 2 * cells; i++) { /* floats in [-1, 1), or f16 of magnitude 1/4 to 1 made from them */
+        uint8_t *dst = i < cells ? k_cache + i * es : v_cache + (i - cells) * es;
+        const float f = uniform(&s), a = fabsf(f);
+        const uint16_t h = (uint16_t)((f < 0 ? 0x8000u : 0u) | (13u + (a >= 0.5f)) << 10 | ((uint32_t)(a * 65536) & 0x3ffu));
+        if (kv_f16) memcpy(dst, &h, 2);
+        else memcpy(dst, &f, 4);
     }
     for (long i = 0; i < max_q * h * d; i++) q[i] = 2 * uniform(&s);
     printf("| heads | kv heads | head dim | depth | tokens | isa | threads | GFLOP/s |\n"
