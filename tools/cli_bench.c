@@ -153,10 +153,10 @@ static int bench_attention(const char *shape, const int *depths, int n_depths, c
     int rc = 1;
     if (!k_cache || !v_cache || !q || !out || !visible || !t) { fprintf(stderr, "error: out of memory\n"); goto done; }
     uint64_t s = 11;
-    for (size_t i = 0; i < 2 * cells; i++) { /* floats in [-1, 1), or f16 of magnitude 1/4 to 1 made from them */
+    for (size_t i = 0; i < 2 * cells; i++) { /* floats in [-0.5, 0.5), or f16 of magnitude [1/4, 1/2) made from them */
         uint8_t *dst = i < cells ? k_cache + i * es : v_cache + (i - cells) * es;
-        const float f = uniform(&s), a = fabsf(f);
-        const uint16_t h = (uint16_t)((f < 0 ? 0x8000u : 0u) | (13u + (a >= 0.5f)) << 10 | ((uint32_t)(a * 65536) & 0x3ffu));
+        const float f = uniform(&s);
+        const uint16_t h = (uint16_t)((f < 0 ? 0x8000u : 0u) | 13u << 10 | ((uint32_t)(fabsf(f) * 65536) & 0x3ffu));
         if (kv_f16) memcpy(dst, &h, 2);
         else memcpy(dst, &f, 4);
     }
