@@ -277,7 +277,7 @@ static void decode_attention_primitives(void **st) {
 static void prefill_attention(void **st) {
     (void)st;
     static const char *const isas[] = {"scalar", "avx2", "avx512"};
-    const sp_isa_kernels *saved = sp_kernels();
+    const sp_isa_kernels *saved = sp_kernels(), *scalar = sp_kernels_by_name("scalar");
     const int hd = 32, n_head = 6, n_head_kv = 2, n_q = 45, late = 22, kv_dim = n_head_kv * hd, q_dim = n_head * hd;
     static const int contexts[] = {300, 70000}; /* 70000 × 2 × 64 values × 2 bytes: 17.9 MB of keys and values */
     uint64_t s = 31;
@@ -290,10 +290,10 @@ static void prefill_attention(void **st) {
         uint16_t *kh = malloc((size_t)n_keys * kv_dim * 2), *vh = malloc((size_t)n_keys * kv_dim * 2);
         int vis[45];
         for (int i = 0; i < n_keys * kv_dim; i++) kf[i] = frand(&s), vf[i] = frand(&s);
-        sp_kernels_by_name("scalar")->f32_to_f16(kf, kh, (int64_t)n_keys * kv_dim);
-        sp_kernels_by_name("scalar")->f32_to_f16(vf, vh, (int64_t)n_keys * kv_dim);
-        sp_kernels_by_name("scalar")->f16_to_f32(kh, kf, (int64_t)n_keys * kv_dim); /* what the cache holds */
-        sp_kernels_by_name("scalar")->f16_to_f32(vh, vf, (int64_t)n_keys * kv_dim);
+        scalar->f32_to_f16(kf, kh, (int64_t)n_keys * kv_dim);
+        scalar->f32_to_f16(vf, vh, (int64_t)n_keys * kv_dim);
+        scalar->f16_to_f32(kh, kf, (int64_t)n_keys * kv_dim); /* what the cache holds */
+        scalar->f16_to_f32(vh, vf, (int64_t)n_keys * kv_dim);
         for (int i = 0; i < n_q; i++) vis[i] = n_keys - n_q + 1 + i;
         for (size_t k = 0; k < 3; k++) {
             const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
