@@ -506,14 +506,16 @@ static void matmul_rows_by_dots(const matmul_job *j, int64_t r0, int64_t r1) {
         }
 }
 
-/* Decode with x in f32 reads float rows (F32, F16, BF16) four at a time, by pieces of 512 bytes:
- * piece p of the four rows, then piece p + 1, with the next four rows' piece p asked for before
- * each. The core's misses then overlap over four pages rather than one row's burst (1B F16
- * decode, AVX-512, 2 threads: 10.9 → 12.9 t/s, AVX2 10.1 → 12.8; 1 KiB pieces 11.9, 2 KiB 9.9;
- * 2 rows 11.7, 8 rows 12.6; four rows in lockstep in one kernel, no gain). Quantized rows are
- * read whole, one at a time (the integer decode in matmul_task): the same order by pieces
- * measured from −4 to +9 % (Q8_0 +9 % in one build, level in the next: within how much the
- * code's placement moves it), four whole rows in flight −5 to −8 % for Q8_0, Q4_0, Q4_K_M, Q6_K. */
+/* Decode with x in f32 reads float rows four at a time, by pieces of 512 bytes: piece p of the
+ * four rows, then piece p + 1, with the next four rows' piece p asked for before each. The
+ * core's misses then overlap over four pages rather than one row's burst (1B F16 decode, Intel
+ * Xeon, AVX-512, 2 threads: 10.9 → 12.9 t/s, AVX2 10.1 → 12.8; 1 KiB pieces 11.9, 2 KiB 9.9;
+ * 2 rows 11.7, 8 rows 12.6; four rows in lockstep in one kernel, no gain there). On AMD Zen 3
+ * the lockstep kernel without a software prefetch is ahead (dot_rows_f: one thread +9-15 %),
+ * so F16 and BF16 take it where the set has it, and this form is F32's and the other sets'. Quantized rows are read whole, one at a time (the integer decode in matmul_task): the
+ * same order by pieces measured from −4 to +9 % (Q8_0 +9 % in one build, level in the next:
+ * within how much the code's placement moves it), four whole rows in flight −5 to −8 % for
+ * Q8_0, Q4_0, Q4_K_M, Q6_K. */
 typedef struct {
     int rows;      /* rows read together */
     int64_t piece; /* values per piece (whole blocks; the whole row for quantized types) */
@@ -573,6 +575,16 @@ static void matmul_task(void *arg, int task, int n_tasks) {
                 else
                     for (int i = 0; i < g; i++) out[(int64_t)i * w->n_out] = dot(base + r * w->row_bytes, &j->xq[t + i], K);
             }
+        }
+        return;
+    }
+    if (j->decode && w->type < SP_N_TYPES && !w->interleaved && k->dot_rows_f[w->type]) {
+        /* decode of 16-bit float rows, four in lockstep for up to two tokens (dot_rows_f) */
+        for (int64_t r = r0; r < r1; r += 4) {
+            const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+            for (int t = 0; t < j->n_tokens; t += 2)
+                k->dot_rows_f[w->type](base + r * w->row_bytes, w->row_bytes, nr, j->x + (int64_t)t * K, K, j->n_tokens - t < 2 ? 1 : 2,
+                                       K, j->out + (int64_t)t * w->n_out + r, w->n_out);
         }
         return;
     }
@@ -894,13 +906,13 @@ static void attention_task(void *arg, int task, int n_tasks) {
     const int ld = (rows + 15) & ~15; /* row count padded to whole vectors */
     const int64_t q_dim = (int64_t)a->n_head * hd, kv_dim = (int64_t)a->n_head_kv * hd;
 
-    const size_t need = (size_t)ld * hd * 2 + (size_t)K_TILE * ld + (size_t)K_TILE * hd * 2 + (size_t)ld * 4;
+    const size_t need = (size_t)ld * hd * 2 + (size_t)K_TILE * ld + (size_t)K_TILE * hd * 2 + (size_t)ld * 5;
     float *buf = scratch_get(need);
     if (!buf) return; /* leaves out untouched; only on allocation failure */
     float *Qt = buf, *acc = Qt + (size_t)ld * hd, *St = acc + (size_t)ld * hd;
     float *K = St + (size_t)K_TILE * ld, *V = K + (size_t)K_TILE * hd;
     float *m = V + (size_t)K_TILE * hd, *l = m + ld, *corr = l + ld;
-    int *live = (int *)(corr + ld); /* as many ints as floats */
+    int *live = (int *)(corr + ld), *seen = live + ld; /* as many ints as floats */
 
     /* row r = (token t0 + r / group, head kvh*group + r % group), pre-scaled by 1/sqrt(d);
      * Qt[d][r] holds it transposed, padding rows zero */
@@ -912,14 +924,18 @@ static void attention_task(void *arg, int task, int n_tasks) {
         for (int d = 0; d < hd; d++) Qt[(int64_t)d * ld + r] = src[d] * a->scale;
         if (a->n_visible[t] > max_visible) max_visible = a->n_visible[t];
     }
-    for (int r = 0; r < ld; r++) { m[r] = -INFINITY; l[r] = 0; }
+    for (int r = 0; r < ld; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0;
+        seen[r] = r < rows ? a->n_visible[t0 + r / group] : 0; /* keys row r sees (padding rows: none) */
+    }
     memset(acc, 0, (size_t)ld * hd * sizeof *acc);
 
     for (int c0 = 0; c0 < max_visible; c0 += K_TILE) {
         const int nk = max_visible - c0 < K_TILE ? max_visible - c0 : K_TILE;
         load_rows(a->k_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, K, k);
         load_rows(a->v_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, V, k);
-        for (int r = 0; r < ld; r++) live[r] = r < rows ? a->n_visible[t0 + r / group] - c0 : 0; /* keys of this tile the row sees */
+        for (int r = 0; r < ld; r++) live[r] = seen[r] - c0; /* keys of this tile the row sees (≤ 0: none) */
         k->gemm_nn(K, hd, 1, Qt, ld, St, ld, nk, ld, hd, false); /* St[c][r] = k_c · q_r */
         /* the padding rows too (they see nothing): every row takes the vector form, whatever the tiling */
         k->softmax_tile(St, ld, nk, ld, live, m, l, corr);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fp16.h"
 #include "gguf.h"
 #include "kernels.h"
 #include "quant.h"
@@ -571,6 +572,51 @@ static void integer_decode_dots(void **st) {
     if (!checked) { printf("  skipped: no integer decode kernel on this CPU\n"); skip(); }
 }
 
+/* The lockstep decode of 16-bit float rows (dot_rows_f): every (row, token) sum against a
+ * double-precision dot, and the same bits whether the row comes alone, with three others, with
+ * one token or two. n = 300 leaves a tail past the last 8 values. */
+static void float_rows_in_lockstep(void **st) {
+    (void)st;
+    static const char *const isas[] = {"scalar", "avx2", "avx2-vnni", "avx512"};
+    static const uint32_t types[] = {SP_TYPE_F16, SP_TYPE_BF16};
+    enum { N = 300, ROWS = 4, TOKENS = 2 };
+    uint16_t w[ROWS * N];
+    float x[TOKENS * N];
+    uint64_t s = 11;
+    for (int i = 0; i < TOKENS * N; i++) x[i] = frand(&s);
+    int checked = 0;
+    for (size_t ii = 0; ii < sizeof isas / sizeof *isas; ii++) {
+        const sp_isa_kernels *isa = sp_kernels_by_name(isas[ii]);
+        for (size_t ti = 0; isa && ti < sizeof types / sizeof *types; ti++) {
+            const uint32_t type = types[ti];
+            if (!isa->dot_rows_f[type]) continue;
+            for (int i = 0; i < ROWS * N; i++) w[i] = type == SP_TYPE_F16 ? sp_f32_to_fp16(frand(&s)) : sp_f32_to_bf16(frand(&s));
+            float all[TOKENS * ROWS], one[TOKENS * ROWS], four[TOKENS * ROWS];
+            isa->dot_rows_f[type](w, N * 2, ROWS, x, N, TOKENS, N, all, ROWS);
+            for (int t = 0; t < TOKENS; t++) {
+                isa->dot_rows_f[type](w, N * 2, ROWS, x + t * N, N, 1, N, four + t * ROWS, ROWS);
+                for (int r = 0; r < ROWS; r++) isa->dot_rows_f[type](w + r * N, N * 2, 1, x + t * N, N, 1, N, one + t * ROWS + r, ROWS);
+            }
+            for (int t = 0; t < TOKENS; t++)
+                for (int r = 0; r < ROWS; r++) {
+                    double ref = 0, mag = 0;
+                    for (int i = 0; i < N; i++) {
+                        const double v = type == SP_TYPE_F16 ? sp_fp16_to_f32(w[r * N + i]) : sp_bf16_to_f32(w[r * N + i]);
+                        ref += v * x[t * N + i];
+                        mag += fabs(v * x[t * N + i]);
+                    }
+                    const float got = all[t * ROWS + r];
+                    if (fabs(got - ref) > 1e-6 * mag) fail_msg("%s type %u row %d token %d: %.7g vs %.7g", isas[ii], type, r, t, got, ref);
+                    assert_memory_equal(&got, &one[t * ROWS + r], sizeof got);
+                    assert_memory_equal(&got, &four[t * ROWS + r], sizeof got);
+                }
+            checked++;
+        }
+    }
+    printf("  %d lockstep float-row kernels checked\n", checked);
+    if (!checked) { printf("  skipped: no such kernel on this CPU\n"); skip(); }
+}
+
 /* Rows of one type with every code at its largest and scales of 1 (Q8_0: −128, the one code
  * whose magnitude is 128; Q6_K: scales 127), as bytes: n_out rows of n values. */
 static void extreme_rows(uint32_t type, uint8_t *w, int64_t n_out, int64_t n) {
@@ -985,7 +1031,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
         cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(prefill_attention), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels), cmocka_unit_test(matmul_interleaved_rows),
-        cmocka_unit_test(integer_decode_dots), cmocka_unit_test(integer_decode_dots_at_extremes), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
+        cmocka_unit_test(integer_decode_dots), cmocka_unit_test(float_rows_in_lockstep), cmocka_unit_test(integer_decode_dots_at_extremes), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
         cmocka_unit_test(kernel_set_by_name),
         cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(yarn_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(thread_pool_oversubscribed),
     };
