@@ -378,7 +378,7 @@ static float dot_bf16(const void *row, const float *x, int64_t n) { return dot_h
  * chains, by pieces of 512 bytes with a software prefetch: matmul_task) kept one: on AMD Zen 3
  * the misses, not the arithmetic, set decode's pace, and its hardware prefetcher follows four
  * streams better than the software prefetch led one (1B F16 decode, three rounds: one thread
- * +9-15 %, 6.3-6.4 → 7.0-7.3 t/s; two threads +7-30 %; ik_llama.cpp's AVX2 F16 kernel also takes
+ * +8-15 %, 6.3-6.4 → 7.0-7.3 t/s; two threads +7-30 %; ik_llama.cpp's AVX2 F16 kernel also takes
  * four rows). */
 static inline __attribute__((always_inline)) void half_rows(const uint8_t *rows, int64_t row_bytes, const int R, const float *x,
                                                             int64_t ldx, const int T, int64_t n, float *out, int64_t ldo,
