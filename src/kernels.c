@@ -511,8 +511,9 @@ static void matmul_rows_by_dots(const matmul_job *j, int64_t r0, int64_t r1) {
  * core's misses then overlap over four pages rather than one row's burst (1B F16 decode, Intel
  * Xeon, AVX-512, 2 threads: 10.9 → 12.9 t/s, AVX2 10.1 → 12.8; 1 KiB pieces 11.9, 2 KiB 9.9;
  * 2 rows 11.7, 8 rows 12.6; four rows in lockstep in one kernel, no gain there). On AMD Zen 3
- * the lockstep kernel without a software prefetch is ahead (dot_rows_f: one thread +8-15 %),
- * so F16 and BF16 take it where the set has it, and this form is F32's and the other sets'.
+ * four rows in lockstep over the whole row, each asking eight rows ahead, are ahead (dot_rows_f:
+ * one thread +25-30 %), so F16 and BF16 take that where the set has it, and this form is F32's
+ * and the other sets'.
  * Quantized rows are read whole, one at a time (the integer decode in matmul_task): the same
  * order by pieces measured from −4 to +9 % (Q8_0 +9 % in one build, level in the next: within
  * how much the code's placement moves it), four whole rows in flight −5 to −8 % for Q8_0, Q4_0,
