@@ -512,7 +512,7 @@ static void matmul_rows_by_dots(const matmul_job *j, int64_t r0, int64_t r1) {
  * Xeon, AVX-512, 2 threads: 10.9 → 12.9 t/s, AVX2 10.1 → 12.8; 1 KiB pieces 11.9, 2 KiB 9.9;
  * 2 rows 11.7, 8 rows 12.6; four rows in lockstep in one kernel, no gain there). On AMD Zen 3
  * four rows in lockstep over the whole row, each asking eight rows ahead, are ahead (dot_rows_f:
- * one thread +25-30 %), so F16 and BF16 take that where the set has it, and this form is F32's
+ * one thread +20-33 %), so F16 and BF16 take that where the set has it, and this form is F32's
  * and the other sets'.
  * Quantized rows are read whole, one at a time (the integer decode in matmul_task): the same
  * order by pieces measured from −4 to +9 % (Q8_0 +9 % in one build, level in the next: within
