@@ -349,6 +349,8 @@ static inline __m256 half8(const uint16_t *w, const bool bf16) {
     const __m128i h = _mm_loadu_si128((const __m128i *)w);
     return bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) : _mm256_cvtph_ps(h);
 }
+/* One such value (a row's tail past its last 8). */
+static inline float half1(uint16_t w, const bool bf16) { return bf16 ? sp_bf16_to_f32(w) : _cvtsh_ss(w); }
 
 /* F16 and BF16 rows. Four chains of additions: one chain waits on each FMA's latency (4 cycles
  * for 8 values, about 16 GB/s of F16 a core at 4 GHz), near what memory delivers in decode, so
@@ -365,7 +367,7 @@ static inline __attribute__((always_inline)) float dot_half(const void *row, con
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(half8(w + i, bf16), _mm256_loadu_ps(x + i), s0);
     float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += (bf16 ? sp_bf16_to_f32(w[i]) : _cvtsh_ss(w[i])) * x[i];
+    for (; i < n; i++) s += half1(w[i], bf16) * x[i];
     return s;
 }
 static float dot_f16(const void *row, const float *x, int64_t n) { return dot_half(row, x, n, false); }
@@ -400,7 +402,7 @@ static inline __attribute__((always_inline)) void half_rows(const uint8_t *rows,
     }
     UNROLL for (int t = 0; t < T; t++) UNROLL for (int r = 0; r < R; r++) {
         float s = hsum8(acc[t][r]);
-        for (int64_t j = i; j < n; j++) s += (bf16 ? sp_bf16_to_f32(w[r][j]) : _cvtsh_ss(w[r][j])) * x[t * ldx + j];
+        for (int64_t j = i; j < n; j++) s += half1(w[r][j], bf16) * x[t * ldx + j];
         out[t * ldo + r] = s;
     }
 }
