@@ -470,9 +470,12 @@ sp_status sp_context_new(const sp_model *m, const sp_context_params *params, sp_
     c->logit_in = malloc(nb * (size_t)i->n_embd * sizeof(float));
     c->n_visible = malloc(nb * sizeof(int));
     c->row_seq = malloc(nb * sizeof *c->row_seq);
+    c->out_row = malloc(nb * sizeof *c->out_row);
+    c->out_seq = malloc(nb * sizeof *c->out_seq);
     c->rope_cs = malloc(nb * (size_t)(m->rope.n_rot > 0 ? m->rope.n_rot : 1) * sizeof(float));
     if (!c->k_cache || !c->v_cache || !c->cell_pos || !c->cell_tok || !c->x || !c->xb || !c->q || !c->k || !c->v || !c->att ||
-        !c->hb || !c->hb2 || !c->logit_in || !c->n_visible || !c->row_seq || !c->rope_cs) {
+        !c->hb || !c->hb2 || !c->logit_in || !c->n_visible || !c->row_seq || !c->out_row ||
+        !c->out_seq || !c->rope_cs) {
         sp_context_free(c);
         return sp_fail(SP_ERR_MEMORY, "context: out of memory (KV cache of %zu MiB for %d tokens)",
                        2 * kv_bytes >> 20, p.n_ctx);
@@ -486,7 +489,8 @@ void sp_context_free(sp_context *c) {
     if (!c) return;
     free(c->k_cache); free(c->v_cache); free(c->cell_pos); free(c->cell_tok);
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v); free(c->att);
-    free(c->hb); free(c->hb2); free(c->logit_in); free(c->n_visible); free(c->row_seq); free(c->rope_cs);
+    free(c->hb); free(c->hb2); free(c->logit_in); free(c->n_visible); free(c->row_seq); free(c->out_row);
+    free(c->out_seq); free(c->rope_cs);
     free(c);
 }
 
@@ -667,6 +671,38 @@ static void matmul(const sp_weight *w, const float *x, int n, int n_step, sp_con
 }
 
 /*
+ * The last layer's rows past their K and V. Only the rows whose logits are asked for go on
+ * through attention, its output projection and the feed-forward: the others' hidden states
+ * would be read by nothing (their keys and values, all the later passes need of them, are in the
+ * cache by then). Those rows' q, x and n_visible move to the front in batch order, so each
+ * context's rows stay consecutive and the decode steps first; c->out_seq gets their sequences
+ * and c->out_row a batch row's new place. Returns how many rows go on; *n_step_kept, how many of
+ * them are decode steps. A prompt piece without logits then costs its last layer's K and V alone,
+ * the final piece its last row's attention and feed-forward (a draft of 8 layers: an eighth of
+ * its prefill).
+ */
+static int keep_output_rows(sp_context *c, sp_context *const *row_seq, const int32_t *rows, int n_rows, int n, int n_step,
+                            int *n_step_kept) {
+    const int64_t d = c->model->info.n_embd, q_dim = (int64_t)c->model->info.n_head * c->model->info.head_dim;
+    int *at = c->out_row, kept = 0;
+    for (int t = 0; t < n; t++) at[t] = -1;
+    for (int r = 0; r < n_rows; r++) at[rows[r]] = 0; /* rows may repeat */
+    *n_step_kept = 0;
+    for (int t = 0; t < n; t++) {
+        if (at[t] < 0) continue;
+        if (kept != t) { /* kept < t: the rows do not overlap */
+            memcpy(c->x + kept * d, c->x + t * d, (size_t)d * sizeof *c->x);
+            memcpy(c->q + kept * q_dim, c->q + t * q_dim, (size_t)q_dim * sizeof *c->q);
+            c->n_visible[kept] = c->n_visible[t];
+        }
+        c->out_seq[kept] = row_seq[t];
+        *n_step_kept += t < n_step;
+        at[t] = kept++;
+    }
+    return kept;
+}
+
+/*
  * One forward pass of n ≤ c->n_batch tokens, computed in c's scratch buffers. The rows belong to
  * sequences: row t is appended to the cache of row_seq[t], after that context's cached tokens
  * and the pass's earlier rows of the same context (a context's rows are consecutive). A prefill
@@ -674,7 +710,8 @@ static void matmul(const sp_weight *w, const float *x, int n, int n_step, sp_con
  * contexts on the same model; a scheduler's step both. The first n_step rows are one-token
  * sequences (decode steps: matmul above). Every sequence's results are those of its rows alone.
  * Logits for pass rows rows[0..n_rows) — the first n_step_rows among the decode steps' rows, the
- * others each sequence's together.
+ * others each sequence's together; only those rows go through the last layer past its K and V
+ * (keep_output_rows), unless the pass scores the prompt (every row's q in every layer).
  */
 static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_token *tokens, const int32_t *positions,
                           int n, int n_step, const int32_t *rows, int n_rows, int n_step_rows, float *logits,
@@ -686,10 +723,19 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
     const int n_layers = o && o->n_layers > 0 && o->n_layers < info->n_layer ? o->n_layers : info->n_layer;
     const float scale = 1.0f / sqrtf((float)hd);
 
-    /* embed; each row's cache cell (the contexts' n_cached move only at the end) */
+    /* embed; each row's cache cell, recorded in its context now (the layers read the cells'
+     * counts from n_visible only) */
     for (int t = 0; t < n; t++) sp_weight_row(&m->tok_embd, tokens[t], c->x + (int64_t)t * d);
     for (int t = 0; t < n; t++) /* a context's rows are consecutive */
         c->n_visible[t] = t > 0 && row_seq[t - 1] == row_seq[t] ? c->n_visible[t - 1] + 1 : row_seq[t]->n_cached + 1;
+    for (int t = 0; t < n; t++) { /* rows in cache order: each context ends at its last row */
+        sp_context *seq = row_seq[t];
+        const int cell = c->n_visible[t] - 1;
+        seq->cell_pos[cell] = positions[t];
+        seq->cell_tok[cell] = tokens[t];
+        seq->kv_layers = cell == 0 || n_layers < seq->kv_layers ? n_layers : seq->kv_layers;
+        seq->n_cached = cell + 1;
+    }
     /* once for every layer; each run of rows with its own context's scaling (sequences batched
      * together may read at different lengths) */
     for (int t0 = 0, t1; t0 < n; t0 = t1) {
@@ -697,6 +743,11 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
         sp_rope_table(&row_seq[t0]->rope, positions + t0, t1 - t0, c->rope_cs + (int64_t)t0 * c->rope.n_rot);
     }
 
+    /* scoring reads every row's q in every layer; otherwise the last layer's rows past their K/V
+     * are those asked for (keep_output_rows), and x_row says where each went */
+    const bool scoring = o && o->score_acc && o->score_n_keys > 0;
+    sp_context *const *const pass_seq = row_seq;
+    const int *x_row = NULL;
     for (int il = 0; il < n_layers; il++) {
         const sp_layer *L = &m->layers[il];
         /* attention */
@@ -711,6 +762,12 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
         if (L->k_norm) sp_rmsnorm(c->k, c->k, L->k_norm, n * nkv, hd, info->rms_eps);
         rope_store_job rj = {c, row_seq, il, n};
         sp_parallel_for(n < 64 ? 1 : sp_threads_count(), rope_store_task, &rj);
+        if (il == n_layers - 1 && !scoring) { /* from here n, n_step and row_seq count the kept rows */
+            n = keep_output_rows(c, row_seq, rows, n_rows, n, n_step, &n_step);
+            row_seq = c->out_seq;
+            x_row = c->out_row;
+            if (n == 0) break;
+        }
         const size_t layer_off = (size_t)il * c->n_ctx * kv_dim * c->kv_elem;
         for (int t0 = 0, t1; t0 < n; t0 = t1) { /* each run of rows of one context against its cache */
             for (t1 = t0 + 1; t1 < n && row_seq[t1] == row_seq[t0];) t1++;
@@ -722,7 +779,7 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
             };
             sp_attention(&args);
         }
-        if (o && o->score_acc && o->score_n_keys > 0) /* a single-context batch (sp_forward) */
+        if (scoring) /* a single-context batch (sp_forward) */
             sp_attention_probs_max(c->q, n, c->k_cache + layer_off, c->kv_type == SP_KV_F16, o->score_n_keys, nh, nkv,
                                    hd, scale, o->score_pool_kernel, o->score_acc);
         matmul(&L->wo, c->att, n, n_step, row_seq, c->xb);
@@ -736,14 +793,6 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
         matmul(&L->down, c->hb, n, n_step, row_seq, c->xb);
         for (int64_t i = 0; i < (int64_t)n * d; i++) c->x[i] += c->xb[i];
     }
-    for (int t = 0; t < n; t++) { /* rows in cache order: each context ends at its last row */
-        sp_context *seq = row_seq[t];
-        const int cell = c->n_visible[t] - 1;
-        seq->cell_pos[cell] = positions[t];
-        seq->cell_tok[cell] = tokens[t];
-        seq->kv_layers = cell == 0 || n_layers < seq->kv_layers ? n_layers : seq->kv_layers;
-        seq->n_cached = cell + 1;
-    }
 
     /* output head, only for the rows asked for, each sequence's as alone: the decode steps' in
      * groups, then each other sequence's rows (consecutive in rows[]) in chunks (rows may repeat) */
@@ -751,11 +800,13 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
         if (r0 < n_step_rows) {
             r1 = n_step_rows - r0 < c->n_batch ? n_step_rows : r0 + c->n_batch;
         } else {
-            for (r1 = r0 + 1; r1 < n_rows && r1 - r0 < c->n_batch && row_seq[rows[r1]] == row_seq[rows[r0]];) r1++;
+            for (r1 = r0 + 1; r1 < n_rows && r1 - r0 < c->n_batch && pass_seq[rows[r1]] == pass_seq[rows[r0]];) r1++;
         }
         const int nr = r1 - r0;
-        for (int r = 0; r < nr; r++)
-            sp_rmsnorm(c->logit_in + (int64_t)r * d, c->x + (int64_t)rows[r0 + r] * d, m->output_norm, 1, d, info->rms_eps);
+        for (int r = 0; r < nr; r++) {
+            const int at = x_row ? x_row[rows[r0 + r]] : rows[r0 + r];
+            sp_rmsnorm(c->logit_in + (int64_t)r * d, c->x + (int64_t)at * d, m->output_norm, 1, d, info->rms_eps);
+        }
         if (r0 < n_step_rows) sp_matmul_each(&m->output, c->logit_in, nr, logits + (size_t)r0 * info->n_vocab);
         else sp_matmul(&m->output, c->logit_in, nr, logits + (size_t)r0 * info->n_vocab);
     }

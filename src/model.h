@@ -56,6 +56,10 @@ struct sp_context {
     float *rope_cs; /* the batch's RoPE cosines and sines, [n_batch][n_rot] */
     int *n_visible;            /* per batch row: cache cells it attends to (its own cell + 1) */
     sp_context **row_seq;      /* n_batch pointers to this context: sp_decode's rows' sequence */
+    /* the last layer's rows that go on past their K and V (those whose logits are asked for):
+     * a batch row's place among them (-1: none), and their sequences in that order */
+    int *out_row;
+    sp_context **out_seq;
 };
 
 /* Optional extras of a forward pass. */
