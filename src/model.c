@@ -677,7 +677,7 @@ static void matmul(const sp_weight *w, const float *x, int n, int n_step, sp_con
  * cache by then). Those rows' q, x and n_visible move to the front in batch order, so each
  * context's rows stay consecutive and the decode steps first; c->out_seq gets their sequences
  * and c->out_row a batch row's new place. Returns how many rows go on; *n_step_kept, how many of
- * them are decode steps. A prompt piece without logits then costs its last layer's K and V alone,
+ * them are decode steps. A prompt piece without logits then costs its last layer's q, k and v projections alone,
  * the final piece its last row's attention and feed-forward (a draft of 8 layers: an eighth of
  * its prefill).
  */
