@@ -677,9 +677,9 @@ static void matmul(const sp_weight *w, const float *x, int n, int n_step, sp_con
  * cache by then). Those rows' q, x and n_visible move to the front in batch order, so each
  * context's rows stay consecutive and the decode steps first; c->out_seq gets their sequences
  * and c->out_row a batch row's new place. Returns how many rows go on; *n_step_kept, how many of
- * them are decode steps. A prompt piece without logits then costs its last layer's q, k and v projections alone,
- * the final piece its last row's attention and feed-forward (a draft of 8 layers: an eighth of
- * its prefill).
+ * them are decode steps. A prompt piece without logits then costs its last layer's q, k and v
+ * projections alone, the final piece its last row's attention and feed-forward (a draft of 8
+ * layers: an eighth of its prefill).
  */
 static int keep_output_rows(sp_context *c, sp_context *const *row_seq, const int32_t *rows, int n_rows, int n, int n_step,
                             int *n_step_kept) {
