@@ -367,28 +367,50 @@ static inline __m512 exp16(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-/* The online-softmax step across 16 query rows per vector (scores key-major: s[c*ld + r]). */
+/* The online-softmax step across 16 query rows per vector (scores key-major: s[c*ld + r]). A
+ * group of 16 rows that all see the whole tile (every tile of a long prompt but the diagonal's)
+ * takes a form without the masks, its max in four chains: the same values (as the AVX2 set's). */
 static void softmax_tile(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     for (int r = 0; r < n_rows; r += 16) {
         const __mmask16 valid = n_rows - r >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n_rows - r)) - 1);
         const __m512i lv = _mm512_maskz_loadu_epi32(valid, live + r);
+        const bool whole = valid == 0xFFFF && _mm512_cmplt_epi32_mask(lv, _mm512_set1_epi32(n_keys)) == 0;
         const __m512 m_old = _mm512_mask_loadu_ps(ninf, valid, m + r);
         __m512 mx = m_old;
-        for (int c = 0; c < n_keys; c++) {
-            const __mmask16 seen = _mm512_mask_cmpgt_epi32_mask(valid, lv, _mm512_set1_epi32(c));
-            mx = _mm512_mask_max_ps(mx, seen, mx, _mm512_maskz_loadu_ps(seen, s + c * ld + r));
-        }
+        if (whole) {
+            __m512 m1 = m_old, m2 = m_old, m3 = m_old;
+            int c = 0;
+            for (; c + 4 <= n_keys; c += 4) {
+                mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + c * ld + r));
+                m1 = _mm512_max_ps(m1, _mm512_loadu_ps(s + (c + 1) * ld + r));
+                m2 = _mm512_max_ps(m2, _mm512_loadu_ps(s + (c + 2) * ld + r));
+                m3 = _mm512_max_ps(m3, _mm512_loadu_ps(s + (c + 3) * ld + r));
+            }
+            for (; c < n_keys; c++) mx = _mm512_max_ps(mx, _mm512_loadu_ps(s + c * ld + r));
+            mx = _mm512_max_ps(_mm512_max_ps(mx, m1), _mm512_max_ps(m2, m3));
+        } else
+            for (int c = 0; c < n_keys; c++) {
+                const __mmask16 seen = _mm512_mask_cmpgt_epi32_mask(valid, lv, _mm512_set1_epi32(c));
+                mx = _mm512_mask_max_ps(mx, seen, mx, _mm512_maskz_loadu_ps(seen, s + c * ld + r));
+            }
         /* rows that have seen nothing yet keep max -inf: factor 1, probabilities 0 */
         const __mmask16 any = _mm512_cmp_ps_mask(mx, ninf, _CMP_NEQ_OQ);
         const __m512 cf = _mm512_mask_blend_ps(any, _mm512_set1_ps(1.0f), exp16(_mm512_sub_ps(m_old, mx)));
         __m512 sum = _mm512_setzero_ps();
-        for (int c = 0; c < n_keys; c++) {
-            const __mmask16 seen = _mm512_mask_cmpgt_epi32_mask(any, lv, _mm512_set1_epi32(c));
-            const __m512 p = _mm512_maskz_mov_ps(seen, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(seen, s + c * ld + r), mx)));
-            _mm512_mask_storeu_ps(s + c * ld + r, valid, p);
-            sum = _mm512_add_ps(sum, p);
-        }
+        if (whole)
+            for (int c = 0; c < n_keys; c++) {
+                const __m512 p = _mm512_maskz_mov_ps(any, exp16(_mm512_sub_ps(_mm512_loadu_ps(s + c * ld + r), mx)));
+                _mm512_storeu_ps(s + c * ld + r, p);
+                sum = _mm512_add_ps(sum, p);
+            }
+        else
+            for (int c = 0; c < n_keys; c++) {
+                const __mmask16 seen = _mm512_mask_cmpgt_epi32_mask(any, lv, _mm512_set1_epi32(c));
+                const __m512 p = _mm512_maskz_mov_ps(seen, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(seen, s + c * ld + r), mx)));
+                _mm512_mask_storeu_ps(s + c * ld + r, valid, p);
+                sum = _mm512_add_ps(sum, p);
+            }
         _mm512_mask_storeu_ps(l + r, valid, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(valid, l + r), cf, sum));
         _mm512_mask_storeu_ps(m + r, valid, mx);
         _mm512_mask_storeu_ps(corr + r, valid, cf);
