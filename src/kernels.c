@@ -153,6 +153,20 @@ static const char *const set_names[] = {"scalar", "avx2", "avx2-vnni", "avx512-b
 
 #if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
 #include <cpuid.h>
+#endif
+
+/* AMD's x86 cores (and Hygon's, the same design): sp_decode_ahead's comment. */
+static bool cpu_is_amd(void) {
+#if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
+    unsigned a, vendor[3];
+    if (!__get_cpuid(0, &a, &vendor[0], &vendor[2], &vendor[1])) return false;
+    return memcmp(vendor, "AuthenticAMD", 12) == 0 || memcmp(vendor, "HygonGenuine", 12) == 0;
+#else
+    return false;
+#endif
+}
+
+#if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
 
 #include "kernels_x86.h"
 
@@ -166,20 +180,35 @@ static bool cpu_has(const char *isa);
  * each applied on its own, so a CPU with VNNI but no bf16 (Ice Lake, Cascade Lake) still gets
  * the integer kernels; and on top of both, the AMX tile unit's prefill products, integer and
  * bf16 (kernels_amx.c: Sapphire Rapids and later Xeons). Names for tests and SPECPREFILL_ISA:
- * "avx512" (every overlay the CPU has), "avx512-noamx" (bf16 and VNNI: Zen 4/5's shape),
+ * "avx512" (every overlay the CPU has; bf16 only where it outruns f32: bf16_beats_f32),
+ * "avx512-noamx" (bf16 and VNNI: Zen 4/5's shape),
  * "avx512-nobf16" (VNNI only: Ice Lake's shape), "avx512-novnni" (bf16 only), "avx512-base"
  * (neither: Skylake-X's shape). Each is built once, on first use. */
 enum { AVX512_BF16 = 1, AVX512_VNNI = 2, AVX512_ALL = 4 };
 static sp_isa_kernels avx512_sets[5];
 static const char *const *const avx512_names = set_names + 3;
 static pthread_once_t avx512_once = PTHREAD_ONCE_INIT;
+/* Whether the full set ("avx512") takes bf16 products at all: only where they outrun f32 ones —
+ * AMD's Zen 4/5 (`vdpbf16ps` at twice the f32 FMA rate: 227 against 115 GFLOP/s a Zen 4 core)
+ * and the AMX tile unit. Intel's AVX-512 cores alone run `vdpbf16ps` at half the FMA rate (a
+ * Xeon, family 6 model 207, one core: 82 against 170 GFLOP/s), so there BF16 weights (which
+ * convert to f32 exactly) and the types without integer kernels are faster through the f32
+ * panels (1B BF16 prefill, 2 threads: 73–81 → 106–112 t/s), and F16 keeps its exact path even
+ * with SPECPREFILL_F16=bf16. The named sets keep the overlay wherever the CPU has it: the shapes
+ * of other CPUs, and the bf16 kernel's tests. */
+static bool bf16_beats_f32(void) {
+#if defined(SP_HAVE_AMX)
+    if (cpu_has("amx")) return true;
+#endif
+    return cpu_is_amd();
+}
 static void build_avx512_sets(void) {
     for (int want = 0; want <= AVX512_ALL; want++) {
         sp_isa_kernels *k = &avx512_sets[want];
         const int overlays = want == AVX512_ALL ? AVX512_BF16 | AVX512_VNNI : want;
         *k = sp_avx512_kernels;
         k->name = avx512_names[want];
-        if ((overlays & AVX512_BF16) && cpu_has("avx512bf16")) {
+        if ((overlays & AVX512_BF16) && cpu_has("avx512bf16") && (want != AVX512_ALL || bf16_beats_f32())) {
             k->gemm_bf16 = sp_avx512_gemm_bf16;
             k->f32_to_bf16 = sp_avx512_f32_to_bf16;
         }
@@ -284,17 +313,6 @@ static const sp_isa_kernels *active;
 static pthread_once_t active_once = PTHREAD_ONCE_INIT;
 
 int sp_decode_ahead = 3072; /* kernels.h */
-
-/* AMD's x86 cores (and Hygon's, the same design): sp_decode_ahead's comment. */
-static bool cpu_is_amd(void) {
-#if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
-    unsigned a, vendor[3];
-    if (!__get_cpuid(0, &a, &vendor[0], &vendor[2], &vendor[1])) return false;
-    return memcmp(vendor, "AuthenticAMD", 12) == 0 || memcmp(vendor, "HygonGenuine", 12) == 0;
-#else
-    return false;
-#endif
-}
 
 static void choose_kernels(void) {
     if (cpu_is_amd()) sp_decode_ahead = 6144;
