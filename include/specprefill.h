@@ -153,8 +153,9 @@ SP_API sp_status sp_set_kernels(const char *name);
 SP_API const char *sp_kernels_name(void);
 /* The instruction-set features the kernels can use that this CPU has ("avx2 avx512 avx512vnni ..."). */
 SP_API const char *sp_cpu_features(void);
-/* F16 weights in prefill: exact f32 products (false, the default), or bf16 operands where the CPU
- * has bf16 dot products (faster on some CPUs; logits move by about 1e-2). */
+/* F16 weights in prefill: exact f32 products (false, the default), or bf16 operands where the
+ * kernel set uses bf16 dot products — where they outrun f32 ones: AMD's Zen 4/5, Intel's AMX
+ * (faster there; logits move by about 1e-2). Elsewhere F16 stays exact. */
 SP_API void sp_set_f16_as_bf16(bool on);
 
 /* ------------------------------------------------------------- context */

@@ -466,8 +466,9 @@ static float dot_row_generic(const sp_isa_kernels *k, const sp_type_traits *tt, 
     return s;
 }
 
-/* F16 weights in prefill through the bf16 path (about twice the speed where bf16 dot products
- * are fast, at bf16's rounding: logits move by ~1e-2); the default keeps F16 exact. */
+/* F16 weights in prefill through the bf16 path (about twice the speed where the set uses bf16
+ * products: bf16_beats_f32; at bf16's rounding, logits move by ~1e-2); the default keeps F16
+ * exact. */
 static bool f16_as_bf16;
 
 void sp_set_f16_as_bf16(bool on) { f16_as_bf16 = on; }

@@ -31,7 +31,7 @@ static void usage(FILE *f) {
         fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nenvironment:\n"
                "  SPECPREFILL_ISA=scalar|avx2|avx2-vnni|avx512|avx512-noamx|avx512-nobf16|avx512-novnni|avx512-base   a kernel set (default: the best this CPU has)\n"
-               "  SPECPREFILL_F16=exact|bf16   F16 weights exactly in f32, or with bf16 operands where the CPU has them (default exact)\n");
+               "  SPECPREFILL_F16=exact|bf16   F16 weights exactly in f32, or with bf16 operands where they are faster: AMD Zen 4/5, AMX (default exact)\n");
 }
 
 /* The environment's settings, given to the library explicitly (it reads no environment). */
