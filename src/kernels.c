@@ -153,20 +153,6 @@ static const char *const set_names[] = {"scalar", "avx2", "avx2-vnni", "avx512-b
 
 #if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
 #include <cpuid.h>
-#endif
-
-/* AMD's x86 cores (and Hygon's, the same design): sp_decode_ahead's comment. */
-static bool cpu_is_amd(void) {
-#if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
-    unsigned a, vendor[3];
-    if (!__get_cpuid(0, &a, &vendor[0], &vendor[2], &vendor[1])) return false;
-    return memcmp(vendor, "AuthenticAMD", 12) == 0 || memcmp(vendor, "HygonGenuine", 12) == 0;
-#else
-    return false;
-#endif
-}
-
-#if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
 
 #include "kernels_x86.h"
 
@@ -174,6 +160,7 @@ extern const sp_isa_kernels sp_avx2_kernels;
 extern const sp_isa_kernels sp_avx512_kernels;
 
 static bool cpu_has(const char *isa);
+static bool cpu_is_amd(void);
 
 /* The AVX-512 sets: the base set (kernels_avx512.c) with an overlay per feature the CPU has —
  * bf16 dot products (kernels_avx512bf16.c) and VNNI integer dot products (kernels_avx512vnni.c) —
@@ -313,6 +300,17 @@ static const sp_isa_kernels *active;
 static pthread_once_t active_once = PTHREAD_ONCE_INIT;
 
 int sp_decode_ahead = 3072; /* kernels.h */
+
+/* AMD's x86 cores (and Hygon's, the same design): sp_decode_ahead's comment. */
+static bool cpu_is_amd(void) {
+#if defined(__x86_64__) && defined(SP_HAVE_X86_KERNELS)
+    unsigned a, vendor[3];
+    if (!__get_cpuid(0, &a, &vendor[0], &vendor[2], &vendor[1])) return false;
+    return memcmp(vendor, "AuthenticAMD", 12) == 0 || memcmp(vendor, "HygonGenuine", 12) == 0;
+#else
+    return false;
+#endif
+}
 
 static void choose_kernels(void) {
     if (cpu_is_amd()) sp_decode_ahead = 6144;
