@@ -578,12 +578,17 @@ static void matmul_task(void *arg, int task, int n_tasks) {
         float (*dot)(const void *, const sp_q8_act *, int64_t) = k->dot_row_q8[w->type];
         void (*dots)(const void *, const sp_q8_act *, int, int64_t, float *, int64_t) = k->dot_rows_q8[w->type];
         sp_prefetch(base + r0 * w->row_bytes, sp_decode_ahead); /* the kernels ask for what follows (sp_prefetch_ahead) */
-        if (w->interleaved) { /* eight rows a call (matmul takes this path only where the set has the kernel) */
-            for (int64_t r = r0; r < r1; r += SP_ROWS8)
+        if (w->interleaved) { /* eight rows a call, or sixteen (matmul takes this path only where the set has the kernel) */
+            void (*dots16)(const void *, int64_t, const sp_q8_act *, int, int64_t, float *, int64_t) = k->dot16_rows_q8[w->type];
+            for (int64_t r = r0, rows; r < r1; r += rows) {
+                rows = dots16 && r + 2 * SP_ROWS8 <= r1 ? 2 * SP_ROWS8 : SP_ROWS8;
                 for (int t = 0; t < j->n_tokens; t += DECODE_MAX_TOKENS) {
                     const int g = j->n_tokens - t < DECODE_MAX_TOKENS ? j->n_tokens - t : DECODE_MAX_TOKENS;
-                    k->dot8_rows_q8[w->type](base + r * w->row_bytes, j->xq + t, g, K, j->out + (int64_t)t * w->n_out + r, w->n_out);
+                    float *out = j->out + (int64_t)t * w->n_out + r;
+                    if (rows > SP_ROWS8) dots16(base + r * w->row_bytes, SP_ROWS8 * w->row_bytes, j->xq + t, g, K, out, w->n_out);
+                    else k->dot8_rows_q8[w->type](base + r * w->row_bytes, j->xq + t, g, K, out, w->n_out);
                 }
+            }
             return;
         }
         for (int64_t r = r0; r < r1; r++) {

@@ -155,6 +155,10 @@ typedef struct {
      * r < 8 of the group (NULL: the type is not repacked for this set). */
     void (*dot8_rows_q8[SP_N_TYPES])(const void *group, const struct sp_q8_act *x, int n_tokens, int64_t n, float *out,
                                      int64_t out_stride);
+    /* The same for two consecutive groups in one pass, the second group_bytes after the first:
+     * rows r < 16 (NULL: dot8_rows_q8 for each). Each token's arithmetic its own, as above. */
+    void (*dot16_rows_q8[SP_N_TYPES])(const void *group, int64_t group_bytes, const struct sp_q8_act *x, int n_tokens, int64_t n,
+                                      float *out, int64_t out_stride);
 } sp_isa_kernels;
 
 /* Scalar versions, for ISA files to fall back on: every set fills every field except the ones

@@ -7,6 +7,7 @@
 #include "fp16.h"
 #include "kernels_x86.h"
 #include "quant.h"
+#include "repack.h"
 
 static inline __m256i dot_u8s8(__m256i u, __m256i s) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s); }
 
@@ -264,6 +265,167 @@ void sp_avx512vnni_gemm_i8(const uint8_t *tile, int group, int codes_max, int co
     }
 }
 
+/* ------------------------------------------------------------------ decode: two interleaved groups
+ * Two groups of eight interleaved rows (repack.h) side by side in 512-bit registers, group A's
+ * 32-byte chunk in the low half and group B's in the high one: lane r of a register is row r of
+ * the 16, so one vpdpbusd with four activation codes broadcast advances 16 rows' dots — the
+ * prefill tile's form on the repacked layout, with no int16 stage (the eight-row kernels'
+ * vpmaddubsw, vpaddw and vpmaddwd), each row's sum widened once per 32 values. A batch of
+ * sequences decoded together is bound by these instructions, not by memory (1B Q4_K_M, eight
+ * sequences, 2 threads: the eight-row kernels ≈ 160 GOP/s). Each token's arithmetic is its own
+ * whatever n_tokens. */
+
+/* A register of group A's 32 bytes at a and group B's at b. */
+static inline __m512i two_groups(const uint8_t *a, const uint8_t *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)), _mm256_loadu_si256((const __m256i *)b), 1);
+}
+/* 16 fp16 of which 8 at a, 8 at b, as floats. */
+static inline __m512 two_groups_f16(const uint8_t *a, const uint8_t *b) {
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)), _mm_loadu_si128((const __m128i *)b), 1));
+}
+/* 16 unsigned bytes of which 8 at a, 8 at b, as floats. */
+static inline __m512 two_groups_u8(const uint8_t *a, const uint8_t *b) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)a), _mm_loadl_epi64((const __m128i *)b))));
+}
+
+#define DOT16_ROWS(name)                                                                                                          \
+    static void name##_rows(const void *group, int64_t group_bytes, const sp_q8_act *x, int n_tokens, int64_t n, float *out,     \
+                            int64_t os) {                                                                                         \
+        switch (n_tokens) {                                                                                                       \
+        case 1: name##_tokens(group, group_bytes, x, n, out, os, 1); break;                                                       \
+        case 2: name##_tokens(group, group_bytes, x, n, out, os, 2); break;                                                       \
+        case 3: name##_tokens(group, group_bytes, x, n, out, os, 3); break;                                                       \
+        default: name##_tokens(group, group_bytes, x, n, out, os, 4); break;                                                      \
+        }                                                                                                                         \
+    }
+
+/* Q4_0: per block, the four chunks masked (values 4q …) and shifted (16 + 4q …), the offset 8 in
+ * the integer sum's start. */
+static inline __attribute__((always_inline)) void dot16_q4_0_tokens(const void *group, int64_t group_bytes, const sp_q8_act *x, int64_t n,
+                                                                    float *out, int64_t os, const int T) {
+    const uint8_t *a = group, *b = a + group_bytes;
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    __m512 acc[4];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, a += SP_ROWS8_Q4_0_BYTES, b += SP_ROWS8_Q4_0_BYTES) {
+        sp_prefetch_ahead(a, SP_ROWS8_Q4_0_BYTES);
+        sp_prefetch_ahead(b, SP_ROWS8_Q4_0_BYTES);
+        const __m512 dw = two_groups_f16(a, b);
+        __m512i c[8];
+        UNROLL for (int q = 0; q < 4; q++) {
+            const __m512i w = two_groups(a + SP_ROWS8_Q4_0_QS + 32 * q, b + SP_ROWS8_Q4_0_QS + 32 * q);
+            c[q] = _mm512_and_si512(w, low);
+            c[q + 4] = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
+        }
+        UNROLL for (int t = 0; t < T; t++) {
+            const int8_t *xq = x[t].q + 32 * i;
+            __m512i dot = _mm512_set1_epi32(-8 * (x[t].sum16[2 * i] + x[t].sum16[2 * i + 1]));
+            UNROLL for (int q = 0; q < 4; q++) {
+                dot = dpbusd_bcast(dot, c[q], xq + 4 * q);
+                dot = dpbusd_bcast(dot, c[q + 4], xq + 16 + 4 * q);
+            }
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(x[t].d[i])), acc[t]);
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++) _mm512_storeu_ps(out + t * os, acc[t]);
+}
+DOT16_ROWS(dot16_q4_0)
+
+/* Q4_K: per 64 values, one load of each chunk serves sub-blocks 2c (low nibbles) and 2c + 1
+ * (high); each sub-block's sum × its scale × the activations' scale, its min × the activations'
+ * scaled code sum; per 256 values d and dmin. */
+static inline __attribute__((always_inline)) void dot16_q4_K_tokens(const void *group, int64_t group_bytes, const sp_q8_act *x, int64_t n,
+                                                                    float *out, int64_t os, const int T) {
+    const uint8_t *a = group, *b = a + group_bytes;
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    __m512 acc[4];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++, a += SP_ROWS8_Q4_K_BYTES, b += SP_ROWS8_Q4_K_BYTES) {
+        sp_prefetch_ahead(a, SP_ROWS8_Q4_K_BYTES);
+        sp_prefetch_ahead(b, SP_ROWS8_Q4_K_BYTES);
+        __m512 sum_d[4], sum_m[4];
+        UNROLL for (int t = 0; t < T; t++) sum_d[t] = sum_m[t] = _mm512_setzero_ps();
+        for (int c = 0; c < 4; c++) {
+            __m512i lo[8], hi[8];
+            UNROLL for (int q = 0; q < 8; q++) {
+                const __m512i w = two_groups(a + SP_ROWS8_Q4_K_QS + 256 * c + 32 * q, b + SP_ROWS8_Q4_K_QS + 256 * c + 32 * q);
+                lo[q] = _mm512_and_si512(w, low);
+                hi[q] = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
+            }
+            UNROLL for (int h = 0; h < 2; h++) {
+                const int j = 2 * c + h; /* the sub-block */
+                const __m512 sc = two_groups_u8(a + SP_ROWS8_Q4_K_SCALES + 8 * j, b + SP_ROWS8_Q4_K_SCALES + 8 * j);
+                const __m512 mn = two_groups_u8(a + SP_ROWS8_Q4_K_MINS + 8 * j, b + SP_ROWS8_Q4_K_MINS + 8 * j);
+                UNROLL for (int t = 0; t < T; t++) {
+                    const int64_t blk = 8 * i + j; /* the activations' block */
+                    const int8_t *xq = x[t].q + 32 * blk;
+                    __m512i dot = _mm512_setzero_si512();
+                    UNROLL for (int q = 0; q < 8; q++) dot = dpbusd_bcast(dot, h ? hi[q] : lo[q], xq + 4 * q);
+                    const float dx = x[t].d[blk];
+                    sum_d[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(sc, _mm512_set1_ps(dx)), sum_d[t]);
+                    sum_m[t] = _mm512_fmadd_ps(mn, _mm512_set1_ps(dx * (float)(x[t].sum16[2 * blk] + x[t].sum16[2 * blk + 1])), sum_m[t]);
+                }
+            }
+        }
+        const __m512 d = two_groups_f16(a, b), dmin = two_groups_f16(a + SP_ROWS8_Q4_K_DMIN, b + SP_ROWS8_Q4_K_DMIN);
+        UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_fnmadd_ps(sum_m[t], dmin, _mm512_fmadd_ps(sum_d[t], d, acc[t]));
+    }
+    UNROLL for (int t = 0; t < T; t++) _mm512_storeu_ps(out + t * os, acc[t]);
+}
+DOT16_ROWS(dot16_q4_K)
+
+/* Q6_K: per 32 values (a pair of scales), eight chunks of six-bit codes (quarter 3 from the top
+ * bits of quarters 0..2, repack.h); each 16 values' sum starts at −32 × the activations' code
+ * sum (the codes' offset) and meets its scale in float. */
+static inline __attribute__((always_inline)) void dot16_q6_K_tokens(const void *group, int64_t group_bytes, const sp_q8_act *x, int64_t n,
+                                                                    float *out, int64_t os, const int T) {
+    const uint8_t *a = group, *b = a + group_bytes;
+    const __m512i six = _mm512_set1_epi8(0x3F), m3 = _mm512_set1_epi8(0x03), m12 = _mm512_set1_epi8(0x0C), m48 = _mm512_set1_epi8(0x30);
+    __m512 acc[4];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++, a += SP_ROWS8_Q6_K_BYTES, b += SP_ROWS8_Q6_K_BYTES) {
+        sp_prefetch_ahead(a, SP_ROWS8_Q6_K_BYTES);
+        sp_prefetch_ahead(b, SP_ROWS8_Q6_K_BYTES);
+        __m512 sum[4];
+        UNROLL for (int t = 0; t < T; t++) sum[t] = _mm512_setzero_ps();
+        for (int h = 0; h < 2; h++) UNROLL for (int k = 0; k < 4; k++) {
+            const int p = 4 * h + k; /* values 32p …: half h, quarter k of it */
+            /* row r's pair of signed scales in int32 lane r as two int16, then each alone */
+            const __m512i pair = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(a + SP_ROWS8_Q6_K_SCALES + 16 * p))),
+                _mm_loadu_si128((const __m128i *)(b + SP_ROWS8_Q6_K_SCALES + 16 * p)), 1));
+            const __m512 sa = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(pair, 16), 16)),
+                         sb = _mm512_cvtepi32_ps(_mm512_srai_epi32(pair, 16));
+            const int64_t at = SP_ROWS8_Q6_K_QS + 768 * h;
+            __m512i c[8];
+            UNROLL for (int q = 0; q < 8; q++) {
+                const __m512i x0 = two_groups(a + at + 32 * q, b + at + 32 * q);
+                if (k < 3) c[q] = _mm512_and_si512(k ? two_groups(a + at + 256 * k + 32 * q, b + at + 256 * k + 32 * q) : x0, six);
+                else { /* the top two bits of quarters 0, 1, 2's bytes */
+                    const __m512i x1 = two_groups(a + at + 256 + 32 * q, b + at + 256 + 32 * q), x2 = two_groups(a + at + 512 + 32 * q, b + at + 512 + 32 * q);
+                    c[q] = _mm512_or_si512(_mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(x0, 6), m3), _mm512_and_si512(_mm512_srli_epi16(x1, 4), m12)),
+                                           _mm512_and_si512(_mm512_srli_epi16(x2, 2), m48));
+                }
+            }
+            UNROLL for (int t = 0; t < T; t++) {
+                const int64_t blk = 8 * i + p; /* the activations' block */
+                const int8_t *xq = x[t].q + 32 * blk;
+                __m512i d0 = _mm512_set1_epi32(-32 * x[t].sum16[2 * blk]), d1 = _mm512_set1_epi32(-32 * x[t].sum16[2 * blk + 1]);
+                UNROLL for (int q = 0; q < 4; q++) {
+                    d0 = dpbusd_bcast(d0, c[q], xq + 4 * q);
+                    d1 = dpbusd_bcast(d1, c[q + 4], xq + 16 + 4 * q);
+                }
+                const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), sb, _mm512_mul_ps(_mm512_cvtepi32_ps(d0), sa));
+                sum[t] = _mm512_fmadd_ps(v, _mm512_set1_ps(x[t].d[blk]), sum[t]);
+            }
+        }
+        const __m512 d = two_groups_f16(a, b);
+        UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(sum[t], d, acc[t]);
+    }
+    UNROLL for (int t = 0; t < T; t++) _mm512_storeu_ps(out + t * os, acc[t]);
+}
+DOT16_ROWS(dot16_q6_K)
+
 /* The tile layout's transposition: 16 rows of 32 code bytes (src_stride apart) to 8 registers
  * of one 4-byte group of every row (dst: [group][row][4]) — a 16 × 8 transpose of 32-bit words in
  * two rounds of two-source permutes. */
@@ -319,4 +481,7 @@ void sp_avx512vnni_fill(sp_isa_kernels *k) {
     k->dot_rows_q8[SP_TYPE_Q4_K] = dot_q4_K_rows;
     k->dot_rows_q8[SP_TYPE_Q5_K] = dot_q5_K_rows;
     k->dot_rows_q8[SP_TYPE_Q6_K] = dot_q6_K_rows;
+    k->dot16_rows_q8[SP_TYPE_Q4_0] = dot16_q4_0_rows;
+    k->dot16_rows_q8[SP_TYPE_Q4_K] = dot16_q4_K_rows;
+    k->dot16_rows_q8[SP_TYPE_Q6_K] = dot16_q6_K_rows;
 }
