@@ -119,7 +119,7 @@ typedef struct {
                    * every weight once a token: fewer TLB misses, often faster — README, Memory;
                    * the process then holds its own copy of the file) */
     bool repack;  /* true: the matrices of a type the kernels in use have an interleaved form
-                   * for (Q4_0, Q4_K, Q5_K and Q6_K, with the AVX2, AVX-VNNI and AVX-512 VNNI kernels) are
+                   * for (Q4_0, Q8_0, Q4_K, Q5_K and Q6_K, with the AVX2, AVX-VNNI and AVX-512 VNNI kernels) are
                    * rewritten at load into the process's own memory, eight rows block by block,
                    * for a faster decode (README, Memory); their file pages are given back.
                    * Results differ from the file's layout in float rounding only. false (the

@@ -736,6 +736,6 @@ const sp_isa_kernels sp_avx2_kernels = {
     .dot_rows_q8 = {[SP_TYPE_Q8_0] = dot_q8_0_rows, [SP_TYPE_Q4_0] = dot_q4_0_rows, [SP_TYPE_Q4_1] = dot_q4_1_rows,
                     [SP_TYPE_Q5_0] = dot_q5_0_rows, [SP_TYPE_Q5_1] = dot_q5_1_rows, [SP_TYPE_Q4_K] = dot_q4_K_rows,
                     [SP_TYPE_Q5_K] = dot_q5_K_rows, [SP_TYPE_Q6_K] = dot_q6_K_rows},
-    .dot8_rows_q8 = {[SP_TYPE_Q4_0] = dot8_q4_0_rows, [SP_TYPE_Q4_K] = dot8_q4_K_rows, [SP_TYPE_Q5_K] = dot8_q5_K_rows,
+    .dot8_rows_q8 = {[SP_TYPE_Q4_0] = dot8_q4_0_rows, [SP_TYPE_Q8_0] = dot8_q8_0_rows, [SP_TYPE_Q4_K] = dot8_q4_K_rows, [SP_TYPE_Q5_K] = dot8_q5_K_rows,
                      [SP_TYPE_Q6_K] = dot8_q6_K_rows},
 };

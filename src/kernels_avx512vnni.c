@@ -331,6 +331,31 @@ static inline __attribute__((always_inline)) void dot16_q4_0_tokens(const void *
 }
 DOT16_ROWS(dot16_q4_0)
 
+/* Q8_0: the signed codes taken as unsigned q + 128 (vpdpbusd's sums are 32-bit: no overflow), the
+ * 128 taken off in the integer sum's start. */
+static inline __attribute__((always_inline)) void dot16_q8_0_tokens(const void *group, int64_t group_bytes, const sp_q8_act *x, int64_t n,
+                                                                    float *out, int64_t os, const int T) {
+    const uint8_t *a = group, *b = a + group_bytes;
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512 acc[4];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, a += SP_ROWS8_Q8_0_BYTES, b += SP_ROWS8_Q8_0_BYTES) {
+        sp_prefetch_ahead(a, SP_ROWS8_Q8_0_BYTES);
+        sp_prefetch_ahead(b, SP_ROWS8_Q8_0_BYTES);
+        const __m512 dw = two_groups_f16(a, b);
+        __m512i c[8];
+        UNROLL for (int q = 0; q < 8; q++) c[q] = _mm512_xor_si512(two_groups(a + SP_ROWS8_Q8_0_QS + 32 * q, b + SP_ROWS8_Q8_0_QS + 32 * q), flip);
+        UNROLL for (int t = 0; t < T; t++) {
+            const int8_t *xq = x[t].q + 32 * i;
+            __m512i dot = _mm512_set1_epi32(-128 * (x[t].sum16[2 * i] + x[t].sum16[2 * i + 1]));
+            UNROLL for (int q = 0; q < 8; q++) dot = dpbusd_bcast(dot, c[q], xq + 4 * q);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(x[t].d[i])), acc[t]);
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++) _mm512_storeu_ps(out + t * os, acc[t]);
+}
+DOT16_ROWS(dot16_q8_0)
+
 /* Q4_K: per 64 values, one load of each chunk serves sub-blocks 2c (low nibbles) and 2c + 1
  * (high); each sub-block's sum × its scale × the activations' scale, its min × the activations'
  * scaled code sum; per 256 values d and dmin. */
@@ -482,6 +507,7 @@ void sp_avx512vnni_fill(sp_isa_kernels *k) {
     k->dot_rows_q8[SP_TYPE_Q5_K] = dot_q5_K_rows;
     k->dot_rows_q8[SP_TYPE_Q6_K] = dot_q6_K_rows;
     k->dot16_rows_q8[SP_TYPE_Q4_0] = dot16_q4_0_rows;
+    k->dot16_rows_q8[SP_TYPE_Q8_0] = dot16_q8_0_rows;
     k->dot16_rows_q8[SP_TYPE_Q4_K] = dot16_q4_K_rows;
     k->dot16_rows_q8[SP_TYPE_Q6_K] = dot16_q6_K_rows;
 }

@@ -251,6 +251,35 @@ static inline __attribute__((always_inline)) void dot8_q4_0_tokens(const void *g
 }
 DOT_ROWS(dot8_q4_0)
 
+/* Q8_0 in groups of eight interleaved rows (repack.h), for T tokens (1..4): per block, eight
+ * chunks of four signed codes of each row, each against four activation codes broadcast as
+ * prod_q8_0 takes them (|w| times the activations with w's sign: no two such products fit a
+ * 16-bit sum, so each chunk widens at once), and one conversion and multiply-add by the eight
+ * rows' scales. A token's arithmetic is its own whatever T. */
+static inline __attribute__((always_inline)) void dot8_q8_0_tokens(const void *group, const sp_q8_act *x, int64_t n, float *out,
+                                                                   int64_t os, const int T) {
+    const uint8_t *g = group;
+    __m256 acc[4];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, g += SP_ROWS8_Q8_0_BYTES) {
+        sp_prefetch_ahead(g, SP_ROWS8_Q8_0_BYTES);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+        __m256i dot[4];
+        UNROLL for (int q = 0; q < 8; q++) {
+            const __m256i w = _mm256_loadu_si256((const __m256i *)(g + SP_ROWS8_Q8_0_QS + 32 * q)), m = _mm256_sign_epi8(w, w);
+            UNROLL for (int t = 0; t < T; t++) {
+                int32_t a4;
+                memcpy(&a4, x[t].q + 32 * i + 4 * q, 4);
+                const __m256i p = dot_u8s8(m, _mm256_sign_epi8(_mm256_set1_epi32(a4), w));
+                dot[t] = q ? _mm256_add_epi32(dot[t], p) : p;
+            }
+        }
+        UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t]), _mm256_mul_ps(dw, _mm256_set1_ps(x[t].d[i])), acc[t]);
+    }
+    UNROLL for (int t = 0; t < T; t++) _mm256_storeu_ps(out + t * os, acc[t]);
+}
+DOT_ROWS(dot8_q8_0)
+
 /* Q4_K, and with five Q5_K, in groups of eight interleaved rows (repack.h), for T tokens (1..4):
  * per sub-block of 32 values, its eight chunks' codes (Q5_K: with the fifth bits of its qh
  * chunks) against the activations' codes broadcast four at a time, as in Q4_0's; the int16 sums
@@ -394,6 +423,7 @@ static inline void q8_blocks_fill(sp_isa_kernels *k) {
     k->dot_rows_q8[SP_TYPE_Q5_0] = dot_q5_0_rows;
     k->dot_rows_q8[SP_TYPE_Q5_1] = dot_q5_1_rows;
     k->dot8_rows_q8[SP_TYPE_Q4_0] = dot8_q4_0_rows;
+    k->dot8_rows_q8[SP_TYPE_Q8_0] = dot8_q8_0_rows;
     k->dot8_rows_q8[SP_TYPE_Q4_K] = dot8_q4_K_rows;
     k->dot8_rows_q8[SP_TYPE_Q5_K] = dot8_q5_K_rows;
     k->dot8_rows_q8[SP_TYPE_Q6_K] = dot8_q6_K_rows;

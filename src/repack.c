@@ -9,6 +9,9 @@
  * Q4_0, 144 bytes a block (8 × 18):
  *   8 fp16 scales, row 0's to row 7's;
  *   4 chunks of 32 bytes, chunk q's bytes 4r … 4r+3 being row r's qs[4q … 4q+3].
+ * Q8_0, 272 bytes a block (8 × 34):
+ *   8 fp16 scales, row 0's to row 7's;
+ *   8 chunks of 32 bytes, chunk q's bytes 4r … 4r+3 being row r's signed codes qs[4q … 4q+3].
  * Q4_K, 1184 bytes a block (8 × 148: 32 more than 8 × 144, for scales a kernel loads as they are):
  *   8 fp16 d, then 8 fp16 dmin;
  *   the six-bit scales as bytes, [sub-block j][row r] (64), then the mins likewise (64);
@@ -34,6 +37,7 @@
 #include "quant.h"
 
 _Static_assert(SP_ROWS8_Q4_0_BYTES == SP_ROWS8 * sizeof(block_q4_0) && SP_ROWS8_Q4_0_QS + 4 * 32 == SP_ROWS8_Q4_0_BYTES, "Q4_0 group block");
+_Static_assert(SP_ROWS8_Q8_0_BYTES == SP_ROWS8 * sizeof(block_q8_0) && SP_ROWS8_Q8_0_QS + 8 * 32 == SP_ROWS8_Q8_0_BYTES, "Q8_0 group block");
 _Static_assert(SP_ROWS8_Q4_K_BYTES == SP_ROWS8 * sizeof(block_q4_K) + 32 && SP_ROWS8_Q4_K_QS + 32 * 32 == SP_ROWS8_Q4_K_BYTES,
                "Q4_K group block");
 _Static_assert(SP_ROWS8_Q5_K_BYTES == SP_ROWS8 * sizeof(block_q5_K) + 32 && SP_ROWS8_Q5_K_QH == SP_ROWS8_Q4_K_BYTES &&
@@ -61,6 +65,21 @@ static void q4_0_unpack(const uint8_t *in, int r, void *dst) {
     block_q4_0 *b = dst;
     memcpy(&b->d, in + 2 * r, 2);
     for (int q = 0; q < 4; q++) memcpy(b->qs + 4 * q, in + SP_ROWS8_Q4_0_QS + 32 * q + 4 * r, 4);
+}
+
+static void q8_0_pack(const void *const blocks[SP_ROWS8], uint8_t *out) {
+    const uint8_t *qs[SP_ROWS8];
+    for (int r = 0; r < SP_ROWS8; r++) {
+        const block_q8_0 *b = blocks[r];
+        memcpy(out + 2 * r, &b->d, 2);
+        qs[r] = (const uint8_t *)b->qs;
+    }
+    for (int q = 0; q < 8; q++) chunk_in(out + SP_ROWS8_Q8_0_QS + 32 * q, qs, 4 * q);
+}
+static void q8_0_unpack(const uint8_t *in, int r, void *dst) {
+    block_q8_0 *b = dst;
+    memcpy(&b->d, in + 2 * r, 2);
+    for (int q = 0; q < 8; q++) memcpy(b->qs + 4 * q, in + SP_ROWS8_Q8_0_QS + 32 * q + 4 * r, 4);
 }
 
 static void q4_K_pack(const void *const blocks[SP_ROWS8], uint8_t *out) {
@@ -183,6 +202,7 @@ typedef struct {
 
 static const layout layouts[] = {
     {SP_TYPE_Q4_0, SP_ROWS8_Q4_0_BYTES, sizeof(block_q4_0), q4_0_pack, q4_0_unpack},
+    {SP_TYPE_Q8_0, SP_ROWS8_Q8_0_BYTES, sizeof(block_q8_0), q8_0_pack, q8_0_unpack},
     {SP_TYPE_Q4_K, SP_ROWS8_Q4_K_BYTES, sizeof(block_q4_K), q4_K_pack, q4_K_unpack},
     {SP_TYPE_Q5_K, SP_ROWS8_Q5_K_BYTES, sizeof(block_q5_K), q5_K_pack, q5_K_unpack},
     {SP_TYPE_Q6_K, SP_ROWS8_Q6_K_BYTES, sizeof(block_q6_K), q6_K_pack, q6_K_unpack},

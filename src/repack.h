@@ -4,7 +4,7 @@
  * same values of eight rows and a decode kernel computes eight rows' dots in eight lanes: no
  * horizontal sums, and one scale conversion and multiply-add for eight rows where the row-by-row
  * kernel pays one per row or four blocks (ik_llama.cpp's _R8 layouts, llamafile's repacking).
- * A group of rows of n blocks takes 8 × sp_rows8_row_bytes(type, n) bytes (Q4_0 and Q6_K exactly
+ * A group of rows of n blocks takes 8 × sp_rows8_row_bytes(type, n) bytes (Q4_0, Q8_0 and Q6_K exactly
  * what their eight rows took; Q4_K and Q5_K 32 bytes more a block, their scales unpacked), so with that as
  * the matrix's row_bytes, group g starts at row 8g's place.
  */
@@ -21,6 +21,8 @@
 enum {
     SP_ROWS8_Q4_0_QS = 16,    /* after 8 fp16 scales: 4 chunks of 32 bytes */
     SP_ROWS8_Q4_0_BYTES = 144,
+    SP_ROWS8_Q8_0_QS = 16,    /* after 8 fp16 scales: 8 chunks of 32 bytes */
+    SP_ROWS8_Q8_0_BYTES = 272,
     SP_ROWS8_Q4_K_DMIN = 16,  /* after 8 fp16 d */
     SP_ROWS8_Q4_K_SCALES = 32, /* [sub-block][row] bytes */
     SP_ROWS8_Q4_K_MINS = 96,
@@ -33,7 +35,7 @@ enum {
     SP_ROWS8_Q6_K_BYTES = 1680,
 };
 
-/* Whether `type` has an interleaved layout (Q4_0, Q4_K, Q5_K, Q6_K). */
+/* Whether `type` has an interleaved layout (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K). */
 bool sp_rows8_has_layout(uint32_t type);
 /* The bytes a row of n_blocks blocks takes in it: an eighth of its group's. */
 int64_t sp_rows8_row_bytes(uint32_t type, int64_t n_blocks);

@@ -69,7 +69,7 @@ int cli_parse(const cli_command *cmd, int argc, char **argv);
             "read the model(s) into this process's memory (huge pages where the OS gives them) instead of mapping the file: decode often faster (fewer TLB misses), a private copy of each file", \
             .shown_default = ""), \
     CLI_OPT("--repack", NULL, CLI_FLAG, &(params)->repack, 0, 0, NULL, \
-            "rewrite the weights the kernels have an interleaved form for (Q4_0, Q4_K, Q5_K, Q6_K on x86) into this process's memory, eight rows block by block: faster decode; float rounding differs from the file's layout", \
+            "rewrite the weights the kernels have an interleaved form for (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K on x86) into this process's memory, eight rows block by block: faster decode, most of all for several sequences at once (serve --parallel); float rounding differs from the file's layout", \
             .shown_default = "")
 #define CLI_KV_TYPE_OPTION(kv_index) \
     CLI_OPT("--kv-type", NULL, CLI_CHOICE, (kv_index), 0, 0, "f16|f32", "KV-cache storage")
