@@ -270,10 +270,10 @@ void sp_avx512vnni_gemm_i8(const uint8_t *tile, int group, int codes_max, int co
  * 32-byte chunk in the low half and group B's in the high one: lane r of a register is row r of
  * the 16, so one vpdpbusd with four activation codes broadcast advances 16 rows' dots — the
  * prefill tile's form on the repacked layout, with no int16 stage (the eight-row kernels'
- * vpmaddubsw, vpaddw and vpmaddwd), each row's sum widened once per 32 values. A batch of
- * sequences decoded together is bound by these instructions, not by memory (1B Q4_K_M, eight
- * sequences, 2 threads: the eight-row kernels ≈ 160 GOP/s). Each token's arithmetic is its own
- * whatever n_tokens. */
+ * vpmaddubsw, vpaddw and vpmaddwd), each row's sum converted once per 32 values (Q6_K: 16). A
+ * batch of sequences decoded together is bound by these instructions, not by memory (1B, sixteen
+ * sequences, 2 threads, Intel Xeon: the eight-row kernels ≈ 170 GOP/s for Q4_K_M; these 1.5–2.3×
+ * by type). Each token's arithmetic is its own whatever n_tokens. */
 
 /* A register of group A's 32 bytes at a and group B's at b. */
 static inline __m512i two_groups(const uint8_t *a, const uint8_t *b) {
@@ -299,75 +299,66 @@ static inline __m512 two_groups_u8(const uint8_t *a, const uint8_t *b) {
         }                                                                                                                         \
     }
 
-/* Q4_0: per block, the four chunks masked (values 4q …) and shifted (16 + 4q …), the offset 8 in
- * the integer sum's start. */
+/* Q4_0 and Q8_0: per block, eight registers of four codes (values 4k …) of the 16 rows — Q4_0's
+ * four chunks masked (values 4q …) and shifted (16 + 4q …), Q8_0's eight signed chunks taken as
+ * unsigned q + 128 (vpdpbusd's sums are 32-bit: no overflow) — and the codes' offset (8, 128)
+ * taken off in the integer sum's start. */
+static inline __attribute__((always_inline)) void dot16_offset_tokens(const void *group, int64_t group_bytes, const sp_q8_act *x, int64_t n,
+                                                                      float *out, int64_t os, const int T, const bool q8) {
+    const int64_t bytes = q8 ? SP_ROWS8_Q8_0_BYTES : SP_ROWS8_Q4_0_BYTES, at = q8 ? SP_ROWS8_Q8_0_QS : SP_ROWS8_Q4_0_QS;
+    const int offset = q8 ? 128 : 8;
+    const uint8_t *a = group, *b = a + group_bytes;
+    const __m512i low = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80);
+    __m512 acc[4];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++, a += bytes, b += bytes) {
+        sp_prefetch_ahead(a, bytes);
+        sp_prefetch_ahead(b, bytes);
+        const __m512 dw = two_groups_f16(a, b);
+        __m512i c[8];
+        UNROLL for (int q = 0; q < 8; q++) {
+            if (!q8 && q >= 4) break; /* Q4_0: four chunks, each two registers */
+            const __m512i w = two_groups(a + at + 32 * q, b + at + 32 * q);
+            if (q8) c[q] = _mm512_xor_si512(w, flip);
+            else {
+                c[q] = _mm512_and_si512(w, low);
+                c[q + 4] = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
+            }
+        }
+        UNROLL for (int t = 0; t < T; t++) {
+            const int8_t *xq = x[t].q + 32 * i;
+            __m512i dot = _mm512_set1_epi32(-offset * (x[t].sum16[2 * i] + x[t].sum16[2 * i + 1]));
+            UNROLL for (int k = 0; k < 8; k++) dot = dpbusd_bcast(dot, c[k], xq + 4 * k);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(x[t].d[i])), acc[t]);
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++) _mm512_storeu_ps(out + t * os, acc[t]);
+}
 static inline __attribute__((always_inline)) void dot16_q4_0_tokens(const void *group, int64_t group_bytes, const sp_q8_act *x, int64_t n,
                                                                     float *out, int64_t os, const int T) {
-    const uint8_t *a = group, *b = a + group_bytes;
-    const __m512i low = _mm512_set1_epi8(0x0F);
-    __m512 acc[4];
-    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++, a += SP_ROWS8_Q4_0_BYTES, b += SP_ROWS8_Q4_0_BYTES) {
-        sp_prefetch_ahead(a, SP_ROWS8_Q4_0_BYTES);
-        sp_prefetch_ahead(b, SP_ROWS8_Q4_0_BYTES);
-        const __m512 dw = two_groups_f16(a, b);
-        __m512i c[8];
-        UNROLL for (int q = 0; q < 4; q++) {
-            const __m512i w = two_groups(a + SP_ROWS8_Q4_0_QS + 32 * q, b + SP_ROWS8_Q4_0_QS + 32 * q);
-            c[q] = _mm512_and_si512(w, low);
-            c[q + 4] = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
-        }
-        UNROLL for (int t = 0; t < T; t++) {
-            const int8_t *xq = x[t].q + 32 * i;
-            __m512i dot = _mm512_set1_epi32(-8 * (x[t].sum16[2 * i] + x[t].sum16[2 * i + 1]));
-            UNROLL for (int q = 0; q < 4; q++) {
-                dot = dpbusd_bcast(dot, c[q], xq + 4 * q);
-                dot = dpbusd_bcast(dot, c[q + 4], xq + 16 + 4 * q);
-            }
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(x[t].d[i])), acc[t]);
-        }
-    }
-    UNROLL for (int t = 0; t < T; t++) _mm512_storeu_ps(out + t * os, acc[t]);
+    dot16_offset_tokens(group, group_bytes, x, n, out, os, T, false);
 }
-DOT16_ROWS(dot16_q4_0)
-
-/* Q8_0: the signed codes taken as unsigned q + 128 (vpdpbusd's sums are 32-bit: no overflow), the
- * 128 taken off in the integer sum's start. */
 static inline __attribute__((always_inline)) void dot16_q8_0_tokens(const void *group, int64_t group_bytes, const sp_q8_act *x, int64_t n,
                                                                     float *out, int64_t os, const int T) {
-    const uint8_t *a = group, *b = a + group_bytes;
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    __m512 acc[4];
-    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / 32; i++, a += SP_ROWS8_Q8_0_BYTES, b += SP_ROWS8_Q8_0_BYTES) {
-        sp_prefetch_ahead(a, SP_ROWS8_Q8_0_BYTES);
-        sp_prefetch_ahead(b, SP_ROWS8_Q8_0_BYTES);
-        const __m512 dw = two_groups_f16(a, b);
-        __m512i c[8];
-        UNROLL for (int q = 0; q < 8; q++) c[q] = _mm512_xor_si512(two_groups(a + SP_ROWS8_Q8_0_QS + 32 * q, b + SP_ROWS8_Q8_0_QS + 32 * q), flip);
-        UNROLL for (int t = 0; t < T; t++) {
-            const int8_t *xq = x[t].q + 32 * i;
-            __m512i dot = _mm512_set1_epi32(-128 * (x[t].sum16[2 * i] + x[t].sum16[2 * i + 1]));
-            UNROLL for (int q = 0; q < 8; q++) dot = dpbusd_bcast(dot, c[q], xq + 4 * q);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(x[t].d[i])), acc[t]);
-        }
-    }
-    UNROLL for (int t = 0; t < T; t++) _mm512_storeu_ps(out + t * os, acc[t]);
+    dot16_offset_tokens(group, group_bytes, x, n, out, os, T, true);
 }
+DOT16_ROWS(dot16_q4_0)
 DOT16_ROWS(dot16_q8_0)
 
-/* Q4_K: per 64 values, one load of each chunk serves sub-blocks 2c (low nibbles) and 2c + 1
- * (high); each sub-block's sum × its scale × the activations' scale, its min × the activations'
- * scaled code sum; per 256 values d and dmin. */
-static inline __attribute__((always_inline)) void dot16_q4_K_tokens(const void *group, int64_t group_bytes, const sp_q8_act *x, int64_t n,
-                                                                    float *out, int64_t os, const int T) {
+/* Q4_K, and with five Q5_K: per 64 values, one load of each chunk serves sub-blocks 2c (low
+ * nibbles) and 2c + 1 (high) — Q5_K's fifth bits added as 16 where bit j of the qh chunk's byte
+ * is set (sub-block j) —; each sub-block's sum × its scale × the activations' scale, its min ×
+ * the activations' scaled code sum; per 256 values d and dmin. */
+static inline __attribute__((always_inline)) void dot16_k4_tokens(const void *group, int64_t group_bytes, const sp_q8_act *x, int64_t n,
+                                                                  float *out, int64_t os, const int T, const bool five) {
+    const int64_t bytes = five ? SP_ROWS8_Q5_K_BYTES : SP_ROWS8_Q4_K_BYTES;
     const uint8_t *a = group, *b = a + group_bytes;
-    const __m512i low = _mm512_set1_epi8(0x0F);
+    const __m512i low = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(16);
     __m512 acc[4];
     UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++, a += SP_ROWS8_Q4_K_BYTES, b += SP_ROWS8_Q4_K_BYTES) {
-        sp_prefetch_ahead(a, SP_ROWS8_Q4_K_BYTES);
-        sp_prefetch_ahead(b, SP_ROWS8_Q4_K_BYTES);
+    for (int64_t i = 0; i < n / QK_K; i++, a += bytes, b += bytes) {
+        sp_prefetch_ahead(a, bytes);
+        sp_prefetch_ahead(b, bytes);
         __m512 sum_d[4], sum_m[4];
         UNROLL for (int t = 0; t < T; t++) sum_d[t] = sum_m[t] = _mm512_setzero_ps();
         for (int c = 0; c < 4; c++) {
@@ -376,6 +367,11 @@ static inline __attribute__((always_inline)) void dot16_q4_K_tokens(const void *
                 const __m512i w = two_groups(a + SP_ROWS8_Q4_K_QS + 256 * c + 32 * q, b + SP_ROWS8_Q4_K_QS + 256 * c + 32 * q);
                 lo[q] = _mm512_and_si512(w, low);
                 hi[q] = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
+                if (five) {
+                    const __m512i qh = two_groups(a + SP_ROWS8_Q5_K_QH + 32 * q, b + SP_ROWS8_Q5_K_QH + 32 * q);
+                    lo[q] = _mm512_mask_add_epi8(lo[q], _mm512_test_epi8_mask(qh, _mm512_set1_epi8((char)(1 << (2 * c)))), lo[q], sixteen);
+                    hi[q] = _mm512_mask_add_epi8(hi[q], _mm512_test_epi8_mask(qh, _mm512_set1_epi8((char)(2 << (2 * c)))), hi[q], sixteen);
+                }
             }
             UNROLL for (int h = 0; h < 2; h++) {
                 const int j = 2 * c + h; /* the sub-block */
@@ -397,7 +393,16 @@ static inline __attribute__((always_inline)) void dot16_q4_K_tokens(const void *
     }
     UNROLL for (int t = 0; t < T; t++) _mm512_storeu_ps(out + t * os, acc[t]);
 }
+static inline __attribute__((always_inline)) void dot16_q4_K_tokens(const void *group, int64_t group_bytes, const sp_q8_act *x, int64_t n,
+                                                                    float *out, int64_t os, const int T) {
+    dot16_k4_tokens(group, group_bytes, x, n, out, os, T, false);
+}
+static inline __attribute__((always_inline)) void dot16_q5_K_tokens(const void *group, int64_t group_bytes, const sp_q8_act *x, int64_t n,
+                                                                    float *out, int64_t os, const int T) {
+    dot16_k4_tokens(group, group_bytes, x, n, out, os, T, true);
+}
 DOT16_ROWS(dot16_q4_K)
+DOT16_ROWS(dot16_q5_K)
 
 /* Q6_K: per 32 values (a pair of scales), eight chunks of six-bit codes (quarter 3 from the top
  * bits of quarters 0..2, repack.h); each 16 values' sum starts at −32 × the activations' code
@@ -509,5 +514,6 @@ void sp_avx512vnni_fill(sp_isa_kernels *k) {
     k->dot16_rows_q8[SP_TYPE_Q4_0] = dot16_q4_0_rows;
     k->dot16_rows_q8[SP_TYPE_Q8_0] = dot16_q8_0_rows;
     k->dot16_rows_q8[SP_TYPE_Q4_K] = dot16_q4_K_rows;
+    k->dot16_rows_q8[SP_TYPE_Q5_K] = dot16_q5_K_rows;
     k->dot16_rows_q8[SP_TYPE_Q6_K] = dot16_q6_K_rows;
 }
