@@ -60,10 +60,11 @@ static inline __m256i codes_q4_0(const block_q4_0 *b, int64_t i) { return nibble
 static inline __m256i codes_q4_1(const block_q4_1 *b, int64_t i) { return nibble_codes(b[i].qs); }
 static inline __m256i codes_q5_0(const block_q5_0 *b, int64_t i) { return five_bit_codes(b[i].qs, b[i].qh); }
 static inline __m256i codes_q5_1(const block_q5_1 *b, int64_t i) { return five_bit_codes(b[i].qs, b[i].qh); }
+/* Signed codes w times signed activations q, in dot_u8s8's groups of 4: |w| × (q with w's sign),
+ * the u8 × s8 form of a signed product (|w| ≤ 128). */
+static inline __m256i dot_s8s8(__m256i w, __m256i q) { return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w)); }
 static inline __m256i prod_q8_0(const block_q8_0 *b, const sp_q8_act *x, int64_t i) {
-    const __m256i w = _mm256_loadu_si256((const __m256i *)b[i].qs), q = act_codes(x, i);
-    /* |w| × (q with w's sign): the u8 × s8 form of a signed product */
-    return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
+    return dot_s8s8(_mm256_loadu_si256((const __m256i *)b[i].qs), act_codes(x, i));
 }
 static inline __m256i prod_q4_0(const block_q4_0 *b, const sp_q8_act *x, int64_t i) { return dot_u8s8(codes_q4_0(b, i), act_codes(x, i)); }
 static inline __m256i prod_q4_1(const block_q4_1 *b, const sp_q8_act *x, int64_t i) { return dot_u8s8(codes_q4_1(b, i), act_codes(x, i)); }
@@ -252,10 +253,10 @@ static inline __attribute__((always_inline)) void dot8_q4_0_tokens(const void *g
 DOT_ROWS(dot8_q4_0)
 
 /* Q8_0 in groups of eight interleaved rows (repack.h), for T tokens (1..4): per block, eight
- * chunks of four signed codes of each row, each against four activation codes broadcast as
- * prod_q8_0 takes them (|w| times the activations with w's sign: no two such products fit a
- * 16-bit sum, so each chunk widens at once), and one conversion and multiply-add by the eight
- * rows' scales. A token's arithmetic is its own whatever T. */
+ * chunks of four signed codes of each row, each against four activation codes broadcast
+ * (dot_s8s8: no two such products fit a 16-bit sum, so each chunk widens at once), and one
+ * conversion and multiply-add by the eight rows' scales. A token's arithmetic is its own
+ * whatever T. */
 static inline __attribute__((always_inline)) void dot8_q8_0_tokens(const void *group, const sp_q8_act *x, int64_t n, float *out,
                                                                    int64_t os, const int T) {
     const uint8_t *g = group;
@@ -266,11 +267,11 @@ static inline __attribute__((always_inline)) void dot8_q8_0_tokens(const void *g
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
         __m256i dot[4];
         UNROLL for (int q = 0; q < 8; q++) {
-            const __m256i w = _mm256_loadu_si256((const __m256i *)(g + SP_ROWS8_Q8_0_QS + 32 * q)), m = _mm256_sign_epi8(w, w);
-            UNROLL for (int t = 0; t < T; t++) {
+            const __m256i w = _mm256_loadu_si256((const __m256i *)(g + SP_ROWS8_Q8_0_QS + 32 * q));
+            UNROLL for (int t = 0; t < T; t++) { /* |w| computed once for every token: the compiler shares it */
                 int32_t a4;
                 memcpy(&a4, x[t].q + 32 * i + 4 * q, 4);
-                const __m256i p = dot_u8s8(m, _mm256_sign_epi8(_mm256_set1_epi32(a4), w));
+                const __m256i p = dot_s8s8(w, _mm256_set1_epi32(a4));
                 dot[t] = q ? _mm256_add_epi32(dot[t], p) : p;
             }
         }
