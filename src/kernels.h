@@ -90,6 +90,9 @@ typedef struct {
     void (*gemm_bf16)(const uint32_t *panel, int nr, const uint16_t *x, int64_t ldx, int nt, int k, float *out, int64_t ldo,
                       bool accumulate);
     void (*f32_to_bf16)(const float *src, uint16_t *dst, int64_t n);
+    /* binary16 to bf16 (through f32, rounded as f32_to_bf16); dst may be src. Set wherever
+     * gemm_bf16 is. */
+    void (*f16_to_bf16)(const uint16_t *src, uint16_t *dst, int64_t n);
     /* Prefill with integer dot products: a packed tile (sp_i8_tile_pack) times nt tokens,
      * out[t*ldo + r] for r < nr (NULL: the CPU has no fast int8 dot product). The type's
      * codes_group, codes_max and codes_offset (> 0: the tile's mins are not read; x->osum starts

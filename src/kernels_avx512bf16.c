@@ -3,6 +3,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "fp16.h"
 #include "kernels_x86.h"
 
 void sp_avx512_f32_to_bf16(const float *src, uint16_t *dst, int64_t n) {
@@ -16,6 +17,16 @@ void sp_avx512_f32_to_bf16(const float *src, uint16_t *dst, int64_t n) {
         union { float f; uint32_t u; } c = {src[i]};
         dst[i] = (c.u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((c.u >> 16) | 64) : (uint16_t)((c.u + 0x7fffu + ((c.u >> 16) & 1u)) >> 16);
     }
+}
+
+void sp_avx512_f16_to_bf16(const uint16_t *src, uint16_t *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) { /* both halves loaded before the store: dst may be src */
+        const __m512 lo = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i)));
+        const __m512 hi = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i + 16)));
+        _mm512_storeu_si512((void *)(dst + i), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+    for (; i < n; i++) dst[i] = sp_f32_to_bf16(_cvtsh_ss(src[i]));
 }
 
 /* out[t][r] (+)= sum over pairs q of x[t][2q..2q+1] · panel[q][r]: R tokens × V vectors of 16

@@ -42,6 +42,7 @@ static inline __m256i bcast4(const int8_t *p) {
 void sp_avx512_gemm_bf16(const uint32_t *panel, int nr, const uint16_t *x, int64_t ldx, int nt, int k, float *out, int64_t ldo,
                          bool accumulate);
 void sp_avx512_f32_to_bf16(const float *src, uint16_t *dst, int64_t n);
+void sp_avx512_f16_to_bf16(const uint16_t *src, uint16_t *dst, int64_t n);
 
 /* kernels_avx512vnni.c: adds the integer decode kernels to a kernel set */
 void sp_avx512vnni_fill(sp_isa_kernels *k);

@@ -105,11 +105,11 @@ static void fused_dot_matches_dequantize(void **st) {
 static void isa_kernels_agree_with_scalar(void **st) {
     (void)st;
     const sp_isa_kernels *ref = sp_kernels_by_name("scalar");
-    static const char *const isas[] = {"avx2", "avx512"};
+    static const char *const isas[] = {"avx2", "avx512", "avx512-noamx"}; /* the last keeps bf16 wherever the CPU has it */
     static const int sizes[] = {1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 96, 100, 255, 256, 1000, 4099};
     uint64_t s = 3;
     int tested = 0;
-    for (size_t k = 0; k < 2; k++) {
+    for (size_t k = 0; k < sizeof isas / sizeof *isas; k++) {
         const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
         if (!isa) { printf("  %s not available here\n", isas[k]); continue; }
         tested++;
@@ -184,6 +184,13 @@ static void isa_kernels_agree_with_scalar(void **st) {
                 ref->silu_mul(e2, b, n);
                 for (int i = 0; i < n; i++) assert_float_equal(e1[i], e2[i], 1e-6 * fabs(e2[i]) + 1e-30);
                 free(e1); free(e2);
+            }
+            if (isa->f16_to_bf16) { /* in place, rounded as the scalar conversion; infinities, NaN, subnormals */
+                static const uint16_t special[] = {0x7C00, 0xFC00, 0x7E01, 0x0001, 0x8000, 0x03FF};
+                for (int i = 0; i < n; i++) h[i] = i < 6 ? special[i] : sp_f32_to_fp16(1000 * a[i]);
+                ref->f16_to_bf16(h, h2, n);
+                isa->f16_to_bf16(h, h, n);
+                assert_memory_equal(h, h2, (size_t)n * 2);
             }
             if (isa->gemm_bf16 && n % 32 == 0) {
                 uint16_t *ab = malloc(4 * (size_t)n * 2);
@@ -513,6 +520,16 @@ static void matmul_panels(void **st) {
             if ((type == SP_TYPE_Q6_K && (isa->gemm_i8 || isa->gemm_bf16)) || (cases[ci].f16_as_bf16 && !bf16)) continue; /* another path */
             sp_kernels_select(isa);
             sp_matmul(&w, x, tokens, out);
+            if (bf16) { /* 16-bit rows go into the bf16 panel as they lie; rows off 4-byte alignment take
+                         * the f32 round trip: the same panel, so the same sums to the bit */
+                uint8_t *shifted = malloc(rb * n_out + 2);
+                memcpy(shifted + 2, wq, rb * n_out);
+                const sp_weight w2 = {.data = shifted + 2, .type = w.type, .n_in = n_in, .n_out = n_out, .row_bytes = w.row_bytes};
+                float *out2 = malloc((size_t)tokens * n_out * sizeof *out2);
+                sp_matmul(&w2, x, tokens, out2);
+                assert_memory_equal(out, out2, (size_t)tokens * n_out * sizeof *out);
+                free(out2); free(shifted);
+            }
             for (int t = 0; t < tokens; t++)
                 for (int r = 0; r < n_out; r++) {
                     const double err = fabs(out[t * n_out + r] - ref[t * n_out + r]);
