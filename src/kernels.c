@@ -39,6 +39,10 @@ void sp_transpose32_scalar(const void *src, int64_t lds, int rows, int64_t cols,
     }
 }
 
+static void scalar_bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = sp_bf16_to_f32(src[i]);
+}
+
 static void scalar_f32_to_bf16(const float *src, uint16_t *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = sp_f32_to_bf16(src[i]);
 }
@@ -142,7 +146,7 @@ void sp_silu_mul_scalar(float *gate, const float *up, int64_t n) {
 }
 
 static const sp_isa_kernels scalar_kernels = {
-    .name = "scalar", .dot_f32 = scalar_dot_f32, .f16_to_f32 = scalar_f16_to_f32, .f32_to_f16 = scalar_f32_to_f16,
+    .name = "scalar", .dot_f32 = scalar_dot_f32, .f16_to_f32 = scalar_f16_to_f32, .bf16_to_f32 = scalar_bf16_to_f32, .f32_to_f16 = scalar_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = scalar_f32_to_bf16, .f16_to_bf16 = scalar_f16_to_bf16,
     .gemm_nn = scalar_gemm_nn, .transpose32 = sp_transpose32_scalar, .softmax_tile = sp_softmax_tile_scalar,
     .attn_scores = sp_attn_scores_scalar, .attn_values = sp_attn_values_scalar, .exp_shifted = sp_exp_shifted_scalar,
@@ -499,6 +503,7 @@ static void dequantize_part(const sp_isa_kernels *k, const sp_type_traits *tt, c
     const uint8_t *part = row_blocks(w, tt, r, p / tt->block_size, n / tt->block_size, buf); /* n ≤ PANEL_K = PIECE */
     if (w->type == SP_TYPE_F32) memcpy(dst, part, (size_t)n * sizeof *dst);
     else if (w->type == SP_TYPE_F16) k->f16_to_f32((const uint16_t *)part, dst, n);
+    else if (w->type == SP_TYPE_BF16) k->bf16_to_f32((const uint16_t *)part, dst, n); /* the type's own loop: a value at a time */
     else tt->dequantize(part, dst, n);
 }
 

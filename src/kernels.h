@@ -81,6 +81,7 @@ typedef struct {
     const char *name;
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
+    void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
     /* The prefill micro-kernel on bfloat16 operands, broadcast form: out[t*ldo + r] (+)= sum over
      * p < k of x[t*ldx + p] · w_r[p], for r < nr, t < nt, the weights packed in pairs

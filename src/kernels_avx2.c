@@ -129,6 +129,13 @@ static void avx2_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
 }
 
+static void avx2_bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i))), 16));
+    for (; i < n; i++) dst[i] = sp_bf16_to_f32(src[i]);
+}
+
 static void avx2_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -723,7 +730,7 @@ static void avx2_quantize_act(const float *x, int64_t n, int8_t *q, float *d, in
 }
 
 const sp_isa_kernels sp_avx2_kernels = {
-    .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
+    .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .bf16_to_f32 = avx2_bf16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .f16_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn, .panel_strip = 16, .transpose32 = avx2_transpose32,
     .softmax_tile = avx2_softmax_tile, .attn_scores = attn_scores, .attn_values = attn_values,
     .exp_shifted = avx2_exp_shifted, .silu_mul = avx2_silu_mul,

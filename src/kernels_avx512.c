@@ -31,6 +31,13 @@ void sp_avx512_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
 }
 
+static void bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_si512((void *)(dst + i), _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i))), 16));
+    for (; i < n; i++) dst[i] = sp_bf16_to_f32(src[i]);
+}
+
 void sp_avx512_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -446,7 +453,7 @@ static void silu_mul(float *gate, const float *up, int64_t n) {
 }
 
 const sp_isa_kernels sp_avx512_kernels = {
-    .name = "avx512", .dot_f32 = dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
+    .name = "avx512", .dot_f32 = dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .f16_to_bf16 = NULL, /* bf16: kernels_avx512bf16.c */
     .gemm_nn = gemm_nn, .panel_strip = 64, .transpose32 = transpose32, .softmax_tile = softmax_tile, .attn_scores = attn_scores,
     .attn_values = attn_values, .exp_shifted = exp_shifted, .silu_mul = silu_mul,

@@ -216,6 +216,9 @@ static void isa_kernels_agree_with_scalar(void **st) {
             isa->f16_to_f32(h, c, n);
             ref->f16_to_f32(h, b, n);
             assert_memory_equal(c, b, (size_t)n * 4);
+            isa->bf16_to_f32(h, c, n); /* the same bits read as bf16 */
+            ref->bf16_to_f32(h, b, n);
+            assert_memory_equal(c, b, (size_t)n * 4);
             free(a); free(b); free(c); free(h); free(h2);
         }
     }
