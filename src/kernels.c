@@ -673,24 +673,26 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     }
     float *panel = rows + (size_t)ldr * PANEL_ROWS;
     uint16_t *rows_bf16 = (uint16_t *)(panel + (size_t)PANEL_K * PANEL_ROWS); /* ldr pairs a row */
+    /* 16-bit rows: their value pairs go straight into the bf16 panel, F16's then rounded to bf16
+     * in place (the f32 round trip of the other types took 6 % of a BF16 prefill where bf16
+     * products run at half the FMA rate, and more where they run at twice it) */
+    const bool pairs_as_they_lie = bf16 && (w->type == SP_TYPE_BF16 || w->type == SP_TYPE_F16) && !w->interleaved &&
+                                   w->row_bytes % 4 == 0 && (uintptr_t)base % 4 == 0;
     for (int64_t rt = r0; rt < r1; rt += PANEL_ROWS) {
         const int nr = (int)(r1 - rt < PANEL_ROWS ? r1 - rt : PANEL_ROWS);
         for (int64_t p = 0; p < K; p += PANEL_K) {
             const int kb = (int)(K - p < PANEL_K ? K - p : PANEL_K);
-            if (bf16 && (w->type == SP_TYPE_BF16 || w->type == SP_TYPE_F16) && !w->interleaved && w->row_bytes % 4 == 0 &&
-                (uintptr_t)base % 4 == 0) {
-                /* 16-bit rows: their value pairs go straight into the panel, F16's then rounded to
-                 * bf16 in place (the f32 round trip of the other types took 6 % of a BF16 prefill
-                 * where bf16 products run at half the FMA rate, and more where they run at twice it) */
+            if (pairs_as_they_lie) {
                 k->transpose32(base + rt * w->row_bytes + p * 2, w->row_bytes / 4, nr, kb / 2, panel, nr);
                 if (w->type == SP_TYPE_F16) k->f16_to_bf16((uint16_t *)panel, (uint16_t *)panel, (int64_t)nr * kb);
-                k->gemm_bf16((const uint32_t *)panel, nr, j->x_bf16 + p * j->n_tokens, kb, j->n_tokens, kb, j->out + rt, w->n_out, p > 0);
-                continue;
+            } else {
+                for (int r = 0; r < nr; r++) dequantize_part(k, tt, w, rt + r, p, kb, rows + r * ldr);
+                if (bf16) {
+                    for (int r = 0; r < nr; r++) k->f32_to_bf16(rows + r * ldr, rows_bf16 + r * 2 * ldr, kb);
+                    k->transpose32(rows_bf16, ldr, nr, kb / 2, panel, nr);
+                }
             }
-            for (int r = 0; r < nr; r++) dequantize_part(k, tt, w, rt + r, p, kb, rows + r * ldr);
             if (bf16) {
-                for (int r = 0; r < nr; r++) k->f32_to_bf16(rows + r * ldr, rows_bf16 + r * 2 * ldr, kb);
-                k->transpose32(rows_bf16, ldr, nr, kb / 2, panel, nr);
                 k->gemm_bf16((const uint32_t *)panel, nr, j->x_bf16 + p * j->n_tokens, kb, j->n_tokens, kb, j->out + rt, w->n_out, p > 0);
             } else {
                 const float *xp = j->x_sliced ? j->x_sliced + p * j->n_tokens : j->x + p;
