@@ -81,7 +81,6 @@ typedef struct {
     const char *name;
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
-    void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
     void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
     /* The prefill micro-kernel on bfloat16 operands, broadcast form: out[t*ldo + r] (+)= sum over
      * p < k of x[t*ldx + p] · w_r[p], for r < nr, t < nt, the weights packed in pairs
@@ -134,6 +133,9 @@ typedef struct {
     /* dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols, of 32-bit elements (floats, or
      * pairs of bf16): weights into the prefill panels. */
     void (*transpose32)(const void *src, int64_t lds, int rows, int64_t cols, void *dst, int64_t ldd);
+    /* The same of 16-bit floats (binary16, or bf16 where bf16), each widened to f32 on the way:
+     * F16 and BF16 rows into the f32 panels in one pass. */
+    void (*transpose16_to_f32)(const uint16_t *src, int64_t lds, int rows, int64_t cols, float *dst, int64_t ldd, bool bf16);
     /* The integer tile's transposition: 16 rows of 32 bytes (src_stride apart) to [k/4][row][4]
      * (NULL: byte copies). */
     void (*interleave16)(const uint8_t *src, int64_t src_stride, uint8_t *dst);
@@ -169,6 +171,7 @@ typedef struct {
  * documented with a NULL meaning (gemm_bf16, gemm_i8, interleave16, the per-type dots). */
 void sp_softmax_tile_scalar(float *s, int64_t ld, int n_keys, int n_rows, const int *live, float *m, float *l, float *corr);
 void sp_transpose32_scalar(const void *src, int64_t lds, int rows, int64_t cols, void *dst, int64_t ldd);
+void sp_transpose16_to_f32_scalar(const uint16_t *src, int64_t lds, int rows, int64_t cols, float *dst, int64_t ldd, bool bf16);
 float sp_exp_shifted_scalar(float *x, int64_t n, float shift);
 void sp_attn_scores_scalar(const float *q, int n_rows, int hd, const void *k, bool f16, int64_t stride, int n_keys, float *s,
                            int64_t lds);

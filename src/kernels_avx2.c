@@ -123,17 +123,27 @@ static void avx2_transpose32(const void *src_v, int64_t lds, int rows, int64_t c
     if (rows8 < rows) sp_transpose32_scalar(src + rows8 * lds, lds, rows - rows8, cols, dst + rows8, ldd);
 }
 
+static void avx2_transpose16_to_f32(const uint16_t *src, int64_t lds, int rows, int64_t cols, float *dst, int64_t ldd, bool bf16) {
+    const int rows8 = rows & ~7;
+    const int64_t cols8 = cols & ~(int64_t)7;
+    for (int r = 0; r < rows8; r += 8)
+        for (int64_t c = 0; c < cols8; c += 8) {
+            __m256 in[8], out[8];
+            for (int i = 0; i < 8; i++) {
+                const __m128i h = _mm_loadu_si128((const __m128i *)(src + (r + i) * lds + c));
+                in[i] = bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) : _mm256_cvtph_ps(h);
+            }
+            transpose8_regs(in, out);
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (c + i) * ldd + r, out[i]);
+        }
+    if (cols8 < cols) sp_transpose16_to_f32_scalar(src + cols8, lds, rows8, cols - cols8, dst + cols8 * ldd, ldd, bf16);
+    if (rows8 < rows) sp_transpose16_to_f32_scalar(src + rows8 * lds, lds, rows - rows8, cols, dst + rows8, ldd, bf16);
+}
+
 static void avx2_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
     for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
-}
-
-static void avx2_bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i))), 16));
-    for (; i < n; i++) dst[i] = sp_bf16_to_f32(src[i]);
 }
 
 static void avx2_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
@@ -730,8 +740,8 @@ static void avx2_quantize_act(const float *x, int64_t n, int8_t *q, float *d, in
 }
 
 const sp_isa_kernels sp_avx2_kernels = {
-    .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .bf16_to_f32 = avx2_bf16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
-    .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .f16_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn, .panel_strip = 16, .transpose32 = avx2_transpose32,
+    .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
+    .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .f16_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn, .panel_strip = 16, .transpose32 = avx2_transpose32, .transpose16_to_f32 = avx2_transpose16_to_f32,
     .softmax_tile = avx2_softmax_tile, .attn_scores = attn_scores, .attn_values = attn_values,
     .exp_shifted = avx2_exp_shifted, .silu_mul = avx2_silu_mul,
     .quantize_act = avx2_quantize_act, .gemm_i8 = avx2_gemm_i8, .interleave16 = avx2_interleave16,

@@ -31,13 +31,6 @@ void sp_avx512_f16_to_f32(const uint16_t *src, float *dst, int64_t n) {
     for (; i < n; i++) dst[i] = _cvtsh_ss(src[i]);
 }
 
-static void bf16_to_f32(const uint16_t *src, float *dst, int64_t n) {
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_si512((void *)(dst + i), _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i))), 16));
-    for (; i < n; i++) dst[i] = sp_bf16_to_f32(src[i]);
-}
-
 void sp_avx512_f32_to_f16(const float *src, uint16_t *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -86,6 +79,26 @@ static void transpose32(const void *src_v, int64_t lds, int rows, int64_t cols, 
     /* edges: the columns past the last 16 for the full rows, then the last rows */
     if (cols16 < cols) sp_transpose32_scalar(src + cols16, lds, rows16, cols - cols16, dst + cols16 * ldd, ldd);
     if (rows16 < rows) sp_transpose32_scalar(src + rows16 * lds, lds, rows - rows16, cols, dst + rows16, ldd);
+}
+
+/* 16 16-bit floats at p as f32 */
+static inline __m512 widen16(const uint16_t *p, bool bf16) {
+    const __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    return bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
+}
+
+static void transpose16_to_f32(const uint16_t *src, int64_t lds, int rows, int64_t cols, float *dst, int64_t ldd, bool bf16) {
+    const int rows16 = rows & ~15;
+    const int64_t cols16 = cols & ~(int64_t)15;
+    for (int r = 0; r < rows16; r += 16)
+        for (int64_t c = 0; c < cols16; c += 16) {
+            __m512 in[16], out[16];
+            for (int i = 0; i < 16; i++) in[i] = widen16(src + (r + i) * lds + c, bf16);
+            transpose16_regs(in, out);
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (c + i) * ldd + r, out[i]);
+        }
+    if (cols16 < cols) sp_transpose16_to_f32_scalar(src + cols16, lds, rows16, cols - cols16, dst + cols16 * ldd, ldd, bf16);
+    if (rows16 < rows) sp_transpose16_to_f32_scalar(src + rows16 * lds, lds, rows - rows16, cols, dst + rows16, ldd, bf16);
 }
 
 /* ------------------------------------------------------------------ fused decode dots */
@@ -453,9 +466,9 @@ static void silu_mul(float *gate, const float *up, int64_t n) {
 }
 
 const sp_isa_kernels sp_avx512_kernels = {
-    .name = "avx512", .dot_f32 = dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .bf16_to_f32 = bf16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
+    .name = "avx512", .dot_f32 = dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .f16_to_bf16 = NULL, /* bf16: kernels_avx512bf16.c */
-    .gemm_nn = gemm_nn, .panel_strip = 64, .transpose32 = transpose32, .softmax_tile = softmax_tile, .attn_scores = attn_scores,
+    .gemm_nn = gemm_nn, .panel_strip = 64, .transpose32 = transpose32, .transpose16_to_f32 = transpose16_to_f32, .softmax_tile = softmax_tile, .attn_scores = attn_scores,
     .attn_values = attn_values, .exp_shifted = exp_shifted, .silu_mul = silu_mul,
     .quantize_act = sp_quantize_activations, /* vectorised in kernels_avx512vnni.c */
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_BF16] = dot_bf16, [SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0,
