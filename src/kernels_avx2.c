@@ -741,7 +741,8 @@ static void avx2_quantize_act(const float *x, int64_t n, int8_t *q, float *d, in
 
 const sp_isa_kernels sp_avx2_kernels = {
     .name = "avx2", .dot_f32 = avx2_dot_f32, .f16_to_f32 = avx2_f16_to_f32, .f32_to_f16 = avx2_f32_to_f16,
-    .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .f16_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn, .panel_strip = 16, .transpose32 = avx2_transpose32, .transpose16_to_f32 = avx2_transpose16_to_f32,
+    .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .f16_to_bf16 = NULL, .gemm_nn = avx2_gemm_nn, .panel_strip = 16,
+    .transpose32 = avx2_transpose32, .transpose16_to_f32 = avx2_transpose16_to_f32,
     .softmax_tile = avx2_softmax_tile, .attn_scores = attn_scores, .attn_values = attn_values,
     .exp_shifted = avx2_exp_shifted, .silu_mul = avx2_silu_mul,
     .quantize_act = avx2_quantize_act, .gemm_i8 = avx2_gemm_i8, .interleave16 = avx2_interleave16,

@@ -468,7 +468,8 @@ static void silu_mul(float *gate, const float *up, int64_t n) {
 const sp_isa_kernels sp_avx512_kernels = {
     .name = "avx512", .dot_f32 = dot_f32, .f16_to_f32 = sp_avx512_f16_to_f32, .f32_to_f16 = sp_avx512_f32_to_f16,
     .gemm_bf16 = NULL, .f32_to_bf16 = NULL, .f16_to_bf16 = NULL, /* bf16: kernels_avx512bf16.c */
-    .gemm_nn = gemm_nn, .panel_strip = 64, .transpose32 = transpose32, .transpose16_to_f32 = transpose16_to_f32, .softmax_tile = softmax_tile, .attn_scores = attn_scores,
+    .gemm_nn = gemm_nn, .panel_strip = 64, .transpose32 = transpose32, .transpose16_to_f32 = transpose16_to_f32,
+    .softmax_tile = softmax_tile, .attn_scores = attn_scores,
     .attn_values = attn_values, .exp_shifted = exp_shifted, .silu_mul = silu_mul,
     .quantize_act = sp_quantize_activations, /* vectorised in kernels_avx512vnni.c */
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_BF16] = dot_bf16, [SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0,
