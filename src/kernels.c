@@ -680,15 +680,15 @@ static void matmul_task(void *arg, int task, int n_tasks) {
     }
     float *panel = rows + (size_t)ldr * PANEL_ROWS;
     uint16_t *rows_bf16 = (uint16_t *)(panel + (size_t)PANEL_K * PANEL_ROWS); /* ldr pairs a row */
-    /* 16-bit rows: their value pairs go straight into the bf16 panel, F16's then rounded to bf16
-     * in place (the f32 round trip of the other types took 6 % of a BF16 prefill where bf16
-     * products run at half the FMA rate, and more where they run at twice it) */
-    const bool pairs_as_they_lie = bf16 && (w->type == SP_TYPE_BF16 || w->type == SP_TYPE_F16) && !w->interleaved &&
-                                   w->row_bytes % 4 == 0 && (uintptr_t)base % 4 == 0;
-    /* ... and for the f32 product widened to f32 as they are transposed (the rows' f32 copy, a
-     * pass more: 3.4 % of an F16 prefill, 7.5 % of a BF16 one, converted a value at a time) */
-    const bool widen_as_they_lie = !bf16 && (w->type == SP_TYPE_BF16 || w->type == SP_TYPE_F16) && !w->interleaved &&
-                                   w->row_bytes % 2 == 0 && (uintptr_t)base % 2 == 0;
+    /* 16-bit rows as they lie (4-byte aligned, as GGUF's data always is): for the bf16 product
+     * their value pairs go straight into the panel, F16's then rounded to bf16 in place (the f32
+     * round trip took 6 % of a BF16 prefill where bf16 products run at half the FMA rate, and more
+     * where they run at twice it); for the f32 product they are widened as they are transposed
+     * (the rows' f32 copy, a pass more: 3.4 % of an F16 prefill, 7.5 % of a BF16 one). Other rows
+     * take the f32 copy: the same panel either way. */
+    const bool as_they_lie = (w->type == SP_TYPE_BF16 || w->type == SP_TYPE_F16) && !w->interleaved && w->row_bytes % 4 == 0 &&
+                             (uintptr_t)base % 4 == 0;
+    const bool pairs_as_they_lie = bf16 && as_they_lie, widen_as_they_lie = !bf16 && as_they_lie;
     for (int64_t rt = r0; rt < r1; rt += PANEL_ROWS) {
         const int nr = (int)(r1 - rt < PANEL_ROWS ? r1 - rt : PANEL_ROWS);
         for (int64_t p = 0; p < K; p += PANEL_K) {

@@ -538,8 +538,8 @@ static void matmul_panels(void **st) {
             if ((type == SP_TYPE_Q6_K && (isa->gemm_i8 || isa->gemm_bf16)) || (cases[ci].f16_as_bf16 && !bf16)) continue; /* another path */
             sp_kernels_select(isa);
             sp_matmul(&w, x, tokens, out);
-            if (bf16) { /* 16-bit rows go into the bf16 panel as they lie; rows off 4-byte alignment take
-                         * the f32 round trip: the same panel, so the same sums to the bit */
+            if (type == SP_TYPE_F16 || type == SP_TYPE_BF16) { /* 16-bit rows go into the panel as they lie;
+                         * rows off 4-byte alignment take the f32 copy: the same panel, so the same sums to the bit */
                 uint8_t *shifted = malloc(rb * n_out + 2);
                 memcpy(shifted + 2, wq, rb * n_out);
                 const sp_weight w2 = {.data = shifted + 2, .type = w.type, .n_in = n_in, .n_out = n_out, .row_bytes = w.row_bytes};
