@@ -55,9 +55,14 @@ typedef struct {
 } speed_table;
 
 static void speed_row(speed_table *t, const char *test, stat s) {
-    if (t->json) printf("%s\n {\"test\": \"%s\", \"tokens_per_s\": %.2f, \"sd\": %.2f}", t->n_rows ? "," : "", test, s.mean, s.sd);
-    else printf("| %s | %.2f GiB | %.2f B | %s | %d | %s | %.2f ± %.2f |\n", t->model_name, t->info->file_size / 1073741824.0,
-                t->info->n_params / 1e9, t->isa, sp_get_threads(), test, s.mean, s.sd);
+    if (t->json) {
+        printf("%s\n {\"test\": \"%s\", \"tokens_per_s\": %.2f, \"sd\": %.2f}", t->n_rows ? "," : "", test, s.mean, s.sd);
+    } else { /* size and parameters as llama-bench writes them: MiB and M below a GiB and a billion */
+        const double size = (double)t->info->file_size, params = (double)t->info->n_params;
+        printf("| %s | %.2f %s | %.2f %s | %s | %d | %s | %.2f ± %.2f |\n", t->model_name,
+               size < 1073741824.0 ? size / 1048576.0 : size / 1073741824.0, size < 1073741824.0 ? "MiB" : "GiB",
+               params < 1e9 ? params / 1e6 : params / 1e9, params < 1e9 ? "M" : "B", t->isa, sp_get_threads(), test, s.mean, s.sd);
+    }
     t->n_rows++;
     fflush(stdout);
 }
