@@ -382,7 +382,7 @@ static float *scratch_get(size_t n) {
     if (n > scratch_size) {
         pthread_once(&scratch_key_once, scratch_key_create);
         free(scratch);
-        scratch = malloc(n * sizeof *scratch);
+        scratch = sp_alloc_vectors(n * sizeof *scratch);
         scratch_size = scratch ? n : 0;
         pthread_setspecific(scratch_key, scratch);
     }
@@ -760,7 +760,7 @@ static const sp_i8_rows *prepare_i8_rows(const sp_isa_kernels *k, const sp_weigh
      * rows' stride is then no multiple of 4 KiB — measured, 1B Q8_0 with AMX, 2 threads: pp512
      * 384 → 400 t/s, pp2048 330 → 344); osum only where the type folds its offset */
     const int64_t n_osum = tt->codes_offset ? K / group : 0, ldq = K + 64;
-    float *f = malloc((size_t)n * (size_t)(K / 32 + K / group + K / 16 + n_osum) * sizeof(float) + (size_t)(n * ldq));
+    float *f = sp_alloc_vectors((size_t)n * (size_t)(K / 32 + K / group + K / 16 + n_osum) * sizeof(float) + (size_t)(n * ldq));
     if (!f) return NULL;
     quantize_job j = {x, K, n_tokens, group, tt->codes_offset, NULL, f, f + n * (K / 32), (int32_t *)(f + n * (K / 32 + K / group)), NULL, ldq};
     j.osum = n_osum ? j.sum16 + n * (K / 16) : NULL;
@@ -785,7 +785,7 @@ static void matmul(const sp_weight *w, const float *x, int n_tokens, float *out,
         w->n_in % 32 == 0) {
         /* per token: the codes, then (n_in a multiple of 32: aligned) the scales and sums */
         const size_t per_token = ((size_t)w->n_in + (size_t)w->n_in / 32 * sizeof(float) + (size_t)w->n_in / 16 * sizeof(int32_t) + 63) & ~(size_t)63;
-        q8 = malloc(per_token * (size_t)n_tokens);
+        q8 = sp_alloc_vectors(per_token * (size_t)n_tokens);
         if (q8) {
             for (int t = 0; t < n_tokens; t++) {
                 int8_t *q = q8 + per_token * (size_t)t;
@@ -805,7 +805,7 @@ static void matmul(const sp_weight *w, const float *x, int n_tokens, float *out,
          * one set of the L1 cache (measured: the AMX product of a panel with 512 tokens 282 → 582
          * GMAC/s; 1B F16 pp512 with AVX2 on Zen 3, f32: +3–4 %) */
         const bool bf16 = use_bf16(k, w);
-        sliced = malloc((size_t)n_tokens * (size_t)w->n_in * (bf16 ? sizeof(uint16_t) : sizeof(float)));
+        sliced = sp_alloc_vectors((size_t)n_tokens * (size_t)w->n_in * (bf16 ? sizeof(uint16_t) : sizeof(float)));
         if (sliced) {
             for (int64_t p = 0; p < w->n_in; p += PANEL_K) {
                 const int64_t kb = w->n_in - p < PANEL_K ? w->n_in - p : PANEL_K;

@@ -1065,6 +1065,23 @@ static void thread_pool_oversubscribed(void **st) {
     assert_int_equal(sp_set_threads(before), SP_OK);
 }
 
+/* Buffers the kernels read in vectors begin on a cache line (malloc's 16 bytes left every 64-byte
+ * load of a panel spanning two lines), whatever their size: small ones from the heap, large ones
+ * mapped. */
+static void vector_memory_is_line_aligned(void **state) {
+    (void)state;
+    const size_t sizes[] = {0, 1, 16, 100, 4096 + 16, 200 * 1024, 3 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        void *held = malloc(24); /* a heap not freshly started: the next block lies wherever */
+        uint8_t *p = sp_alloc_vectors(sizes[i]);
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % 64, 0);
+        memset(p, 0xA5, sizes[i]); /* the whole size is usable (ASan checks) */
+        free(p);
+        free(held);
+    }
+}
+
 static void type_names(void **st) {
     (void)st;
     assert_int_equal(sp_type_from_name("q4_k"), SP_TYPE_Q4_K);
@@ -1081,7 +1098,7 @@ int main(void) {
         cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(prefill_attention), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels), cmocka_unit_test(matmul_interleaved_rows),
         cmocka_unit_test(integer_decode_dots), cmocka_unit_test(float_rows_in_lockstep), cmocka_unit_test(integer_decode_dots_at_extremes), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
         cmocka_unit_test(kernel_set_by_name),
-        cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(yarn_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(thread_pool_oversubscribed),
+        cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(yarn_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(vector_memory_is_line_aligned), cmocka_unit_test(thread_pool_oversubscribed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

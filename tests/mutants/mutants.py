@@ -467,6 +467,9 @@ MUTANTS = [
     dict(name="eval-skip-reseeds", file="tools/cli_eval.c",
          find="keeps[k], (unsigned)(skip + d) + 1, bimp);", replace="keeps[k], (unsigned)d + 1, bimp);",
          why="a part of a split evaluation draws other random chunks than one run of all", guard="test_eval_gate"),
+    dict(name="vector-memory-malloc", file="src/kernels.h",
+         find="return aligned_alloc(64, bytes ? (bytes + 63) & ~(size_t)63 : 64);", replace="return malloc(bytes ? bytes : 1);",
+         why="the kernels' buffers on malloc's 16 bytes: every 64-byte vector access of a panel spans two cache lines", guard="test_quant"),
     # ---- parsers
     dict(name="bpe-merge-order", file="src/tokenizer.c",
          find="*priority = -(double)rank;", replace="*priority = (double)rank;",
