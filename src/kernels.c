@@ -930,18 +930,20 @@ void sp_silu_mul(float *gate, const float *up, int64_t n) {
  * bit the same whether it is decoded alone or among a few (speculative decoding's check, a
  * server's batched step). A small job (a short context) runs on the calling thread alone.
  */
-#define Q_ROWS 64   /* query rows (tokens × the heads sharing a KV head) per task */
-#define K_TILE 64   /* keys per step */
-/* Once a layer's keys and values outgrow a last-level cache, each task's pass over them comes
- * from memory, its loads waiting: fewer, longer passes then pay (the attention alone, AMD Zen 3,
- * 2 threads, the 1B shape at 16k-32k keys: +7-13 %), while below it the smaller tiles stay
- * ahead (at 4k: 3-5 %). The tiling changes no result (every row's sums are its own). */
-#define Q_ROWS_LONG 256
-#define LONG_KV_BYTES ((int64_t)16 << 20)
+#define SUB_ROWS 64  /* query rows (tokens × the heads sharing a KV head) a step of the products holds */
+#define K_TILE 64    /* keys per step */
+/* Query rows per task: up to TASK_ROWS, in sub-tiles of SUB_ROWS that each key tile, converted
+ * once, passes through in turn. A task converts (f16) every key tile its rows see, so the more
+ * rows share a conversion the less it weighs — a quarter of the attention's time with 64 rows a
+ * task (Intel Xeon, the draft's 8/4 heads at 8k keys, one thread) — while each step's operands
+ * (a sub-tile's queries, scores and sums, one key tile) stay the size that fits L1. Fewer
+ * tasks than four a thread and the task shrinks, down to one sub-tile: short prompts keep the
+ * threads busy. The tiling changes no result (every row's sums are its own). */
+#define TASK_ROWS 256
 
 typedef struct {
     const sp_attention_args *a;
-    int n_q_tiles, q_tile; /* query tokens per task: Q_ROWS / group, at least 1 */
+    int n_q_tiles, q_tile; /* query tokens per task (at least 1) */
 } attention_job;
 
 static void load_rows(const void *cache, bool f16, int64_t first, int n, int64_t stride, int64_t col, int hd, float *dst,
@@ -953,8 +955,17 @@ static void load_rows(const void *cache, bool f16, int64_t first, int n, int64_t
     }
 }
 
-/* Scores are kept transposed (key-major, St[key][row]): K is used as it is in the cache, the
- * online softmax runs across query rows in vectors, and P·V reads St through A's strides. */
+/* One sub-tile's running state: its queries transposed (Qt[d][r], padding rows zero), the
+ * unnormalised sums, and per row the running max and sum, the keys it sees. */
+typedef struct {
+    float *Qt, *acc, *m, *l, *corr;
+    int *live, *seen;
+    int r0, rows, ld, max_visible;
+} attention_sub;
+
+/* Scores are kept transposed (key-major, St[key][row]): K is used as it is, the online softmax
+ * runs across query rows in vectors, and P·V reads St through A's strides. An f32 cache is read
+ * where it lies; an f16 one is converted a key tile at a time, once for all the sub-tiles. */
 static void attention_task(void *arg, int task, int n_tasks) {
     (void)n_tasks;
     const attention_job *j = arg;
@@ -963,53 +974,83 @@ static void attention_task(void *arg, int task, int n_tasks) {
     const int kvh = task / j->n_q_tiles, t0 = (task % j->n_q_tiles) * j->q_tile;
     const int nt = a->n_q - t0 < j->q_tile ? a->n_q - t0 : j->q_tile;
     const int hd = a->head_dim, group = a->n_head / a->n_head_kv, rows = nt * group;
-    const int ld = (rows + 15) & ~15; /* row count padded to whole vectors */
+    const int n_sub = (rows + SUB_ROWS - 1) / SUB_ROWS;
     const int64_t q_dim = (int64_t)a->n_head * hd, kv_dim = (int64_t)a->n_head_kv * hd;
 
-    const size_t need = (size_t)ld * hd * 2 + (size_t)K_TILE * ld + (size_t)K_TILE * hd * 2 + (size_t)ld * 5;
+    /* per sub-tile: Qt and acc (SUB_ROWS × hd each), m, l, corr, live, seen (SUB_ROWS each); shared:
+     * St, and the converted key and value tiles */
+    const size_t per_sub = (size_t)SUB_ROWS * hd * 2 + (size_t)SUB_ROWS * 5;
+    const size_t need = per_sub * (size_t)n_sub + (size_t)K_TILE * SUB_ROWS + (size_t)K_TILE * hd * 2;
     float *buf = scratch_get(need);
     if (!buf) return; /* leaves out untouched; only on allocation failure */
-    float *Qt = buf, *acc = Qt + (size_t)ld * hd, *St = acc + (size_t)ld * hd;
-    float *K = St + (size_t)K_TILE * ld, *V = K + (size_t)K_TILE * hd;
-    float *m = V + (size_t)K_TILE * hd, *l = m + ld, *corr = l + ld;
-    int *live = (int *)(corr + ld), *seen = live + ld; /* as many ints as floats */
-
-    /* row r = (token t0 + r / group, head kvh*group + r % group), pre-scaled by 1/sqrt(d);
-     * Qt[d][r] holds it transposed, padding rows zero */
+    float *St = buf, *K = St + (size_t)K_TILE * SUB_ROWS, *V = K + (size_t)K_TILE * hd;
+    /* more sub-tiles than TASK_ROWS holds only where one token's heads outnumber it */
+    attention_sub few[TASK_ROWS / SUB_ROWS], *sub = n_sub <= TASK_ROWS / SUB_ROWS ? few : malloc((size_t)n_sub * sizeof *sub);
+    if (!sub) return;
     int max_visible = 0;
-    memset(Qt, 0, (size_t)ld * hd * sizeof *Qt);
-    for (int r = 0; r < rows; r++) {
-        const int t = t0 + r / group, h = kvh * group + r % group;
-        const float *src = a->q + (int64_t)t * q_dim + (int64_t)h * hd;
-        for (int d = 0; d < hd; d++) Qt[(int64_t)d * ld + r] = src[d] * a->scale;
-        if (a->n_visible[t] > max_visible) max_visible = a->n_visible[t];
+    for (int s = 0; s < n_sub; s++) {
+        attention_sub *u = &sub[s];
+        float *f = V + (size_t)K_TILE * hd + per_sub * (size_t)s;
+        u->r0 = s * SUB_ROWS;
+        u->rows = rows - u->r0 < SUB_ROWS ? rows - u->r0 : SUB_ROWS;
+        u->ld = (u->rows + 15) & ~15; /* row count padded to whole vectors */
+        u->Qt = f, u->acc = f + (size_t)SUB_ROWS * hd, u->m = u->acc + (size_t)SUB_ROWS * hd;
+        u->l = u->m + SUB_ROWS, u->corr = u->l + SUB_ROWS;
+        u->live = (int *)(u->corr + SUB_ROWS), u->seen = u->live + SUB_ROWS; /* as many ints as floats */
+        /* row r = (token t0 + r / group, head kvh*group + r % group), pre-scaled by 1/sqrt(d) */
+        u->max_visible = 0;
+        memset(u->Qt, 0, (size_t)u->ld * hd * sizeof *u->Qt);
+        for (int i = 0; i < u->rows; i++) {
+            const int r = u->r0 + i, t = t0 + r / group, h = kvh * group + r % group;
+            const float *src = a->q + (int64_t)t * q_dim + (int64_t)h * hd;
+            for (int d = 0; d < hd; d++) u->Qt[(int64_t)d * u->ld + i] = src[d] * a->scale;
+            if (a->n_visible[t] > u->max_visible) u->max_visible = a->n_visible[t];
+        }
+        for (int i = 0; i < u->ld; i++) {
+            u->m[i] = -INFINITY;
+            u->l[i] = 0;
+            u->seen[i] = i < u->rows ? a->n_visible[t0 + (u->r0 + i) / group] : 0; /* keys row i sees (padding rows: none) */
+        }
+        memset(u->acc, 0, (size_t)u->ld * hd * sizeof *u->acc);
+        if (u->max_visible > max_visible) max_visible = u->max_visible;
     }
-    for (int r = 0; r < ld; r++) {
-        m[r] = -INFINITY;
-        l[r] = 0;
-        seen[r] = r < rows ? a->n_visible[t0 + r / group] : 0; /* keys row r sees (padding rows: none) */
-    }
-    memset(acc, 0, (size_t)ld * hd * sizeof *acc);
 
     for (int c0 = 0; c0 < max_visible; c0 += K_TILE) {
         const int nk = max_visible - c0 < K_TILE ? max_visible - c0 : K_TILE;
-        load_rows(a->k_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, K, k);
-        load_rows(a->v_cache, a->kv_f16, c0, nk, kv_dim, (int64_t)kvh * hd, hd, V, k);
-        for (int r = 0; r < ld; r++) live[r] = seen[r] - c0; /* keys of this tile the row sees (≤ 0: none) */
-        k->gemm_nn(K, hd, 1, Qt, ld, St, ld, nk, ld, hd, false); /* St[c][r] = k_c · q_r */
-        /* the padding rows too (they see nothing): every row takes the vector form, whatever the tiling */
-        k->softmax_tile(St, ld, nk, ld, live, m, l, corr);
-        for (int r = 0; r < rows; r++)
-            if (corr[r] != 1.0f)
-                for (int d = 0; d < hd; d++) acc[(int64_t)r * hd + d] *= corr[r];
-        k->gemm_nn(St, 1, ld, V, hd, acc, hd, rows, hd, nk, true); /* acc[r] += sum_c St[c][r] · v_c */
+        const float *Kt = K, *Vt = V;
+        int64_t ldk = hd;
+        if (a->kv_f16) {
+            load_rows(a->k_cache, true, c0, nk, kv_dim, (int64_t)kvh * hd, hd, K, k);
+            load_rows(a->v_cache, true, c0, nk, kv_dim, (int64_t)kvh * hd, hd, V, k);
+        } else {
+            Kt = (const float *)a->k_cache + c0 * kv_dim + (int64_t)kvh * hd;
+            Vt = (const float *)a->v_cache + c0 * kv_dim + (int64_t)kvh * hd;
+            ldk = kv_dim;
+        }
+        for (int s = 0; s < n_sub; s++) {
+            attention_sub *u = &sub[s];
+            if (u->max_visible <= c0) continue; /* no row of it sees this tile */
+            const int nku = u->max_visible - c0 < nk ? u->max_visible - c0 : nk;
+            for (int i = 0; i < u->ld; i++) u->live[i] = u->seen[i] - c0; /* keys of this tile the row sees (≤ 0: none) */
+            k->gemm_nn(Kt, ldk, 1, u->Qt, u->ld, St, u->ld, nku, u->ld, hd, false); /* St[c][r] = k_c · q_r */
+            /* the padding rows too (they see nothing): every row takes the vector form, whatever the tiling */
+            k->softmax_tile(St, u->ld, nku, u->ld, u->live, u->m, u->l, u->corr);
+            for (int i = 0; i < u->rows; i++)
+                if (u->corr[i] != 1.0f)
+                    for (int d = 0; d < hd; d++) u->acc[(int64_t)i * hd + d] *= u->corr[i];
+            k->gemm_nn(St, 1, u->ld, Vt, ldk, u->acc, hd, u->rows, hd, nku, true); /* acc[r] += sum_c St[c][r] · v_c */
+        }
     }
-    for (int r = 0; r < rows; r++) {
-        const int t = t0 + r / group, h = kvh * group + r % group;
-        float *dst = a->out + (int64_t)t * q_dim + (int64_t)h * hd;
-        const float inv = l[r] > 0 ? 1.0f / l[r] : 0;
-        for (int d = 0; d < hd; d++) dst[d] = acc[(int64_t)r * hd + d] * inv;
+    for (int s = 0; s < n_sub; s++) {
+        const attention_sub *u = &sub[s];
+        for (int i = 0; i < u->rows; i++) {
+            const int r = u->r0 + i, t = t0 + r / group, h = kvh * group + r % group;
+            float *dst = a->out + (int64_t)t * q_dim + (int64_t)h * hd;
+            const float inv = u->l[i] > 0 ? 1.0f / u->l[i] : 0;
+            for (int d = 0; d < hd; d++) dst[d] = u->acc[(int64_t)i * hd + d] * inv;
+        }
     }
+    if (sub != few) free(sub);
 }
 
 #define KEY_CHUNK 256 /* keys per decode task */
@@ -1136,11 +1177,10 @@ static bool attention_decode(const sp_attention_args *a) {
 
 void sp_attention(const sp_attention_args *a) {
     if (a->n_q <= DECODE_MAX_TOKENS && attention_decode(a)) return;
-    int max_visible = 0;
-    for (int i = 0; i < a->n_q; i++) max_visible = a->n_visible[i] > max_visible ? a->n_visible[i] : max_visible;
-    const int64_t kv_bytes = (int64_t)max_visible * a->n_head_kv * a->head_dim * (a->kv_f16 ? 2 : 4) * 2;
-    const int rows = kv_bytes > LONG_KV_BYTES ? Q_ROWS_LONG : Q_ROWS;
-    const int group = a->n_head / a->n_head_kv, q_tile = rows / group > 0 ? rows / group : 1;
+    const int group = a->n_head / a->n_head_kv;
+    int rows = TASK_ROWS; /* fewer than four tasks a thread: smaller tasks, down to one sub-tile */
+    while (rows > SUB_ROWS && (int64_t)a->n_head_kv * (((int64_t)a->n_q * group + rows - 1) / rows) < 4 * sp_threads_count()) rows /= 2;
+    const int q_tile = rows / group > 0 ? rows / group : 1;
     attention_job j = {a, (a->n_q + q_tile - 1) / q_tile, q_tile};
     sp_parallel_for(a->n_head_kv * j.n_q_tiles, attention_task, &j);
 }

@@ -311,7 +311,8 @@ static void prefill_attention(void **st) {
     static const int contexts[] = {300, 70000}; /* 70000 × 2 × 64 values × 2 bytes: 17.9 MB of keys and values */
     uint64_t s = 31;
     float *q = malloc((size_t)n_q * q_dim * sizeof *q), *full = malloc((size_t)n_q * q_dim * sizeof *full);
-    float *part = malloc((size_t)late * q_dim * sizeof *part);
+    float *part = malloc((size_t)late * q_dim * sizeof *part), *first[3];
+    for (int i = 0; i < 3; i++) first[i] = malloc((size_t)n_q * q_dim * sizeof *first[i]);
     for (int i = 0; i < n_q * q_dim; i++) q[i] = 2 * frand(&s);
     for (size_t ci = 0; ci < 2; ci++) {
         const int n_keys = contexts[ci];
@@ -324,13 +325,23 @@ static void prefill_attention(void **st) {
         scalar->f16_to_f32(kh, kf, (int64_t)n_keys * kv_dim); /* what the cache holds */
         scalar->f16_to_f32(vh, vf, (int64_t)n_keys * kv_dim);
         for (int i = 0; i < n_q; i++) vis[i] = n_keys - n_q + 1 + i;
-        for (size_t k = 0; k < 3; k++) {
-            const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
+        /* the f16 cache with the threads there are (tasks of one sub-tile), then with one thread
+         * (tasks of several sub-tiles sharing each converted key tile), then an f32 cache read
+         * where it lies: every form the same values to the bit */
+        const int threads = sp_get_threads();
+        for (size_t k = 0; k < 3 * 3; k++) {
+            const sp_isa_kernels *isa = sp_kernels_by_name(isas[k % 3]);
             if (!isa) continue;
+            const int form = (int)(k / 3);
+            const bool f16 = form < 2;
             sp_kernels_select(isa);
-            sp_attention_args a = {q, full, n_q, kh, vh, true, vis, n_head, n_head_kv, hd, 0.17677669f};
+            assert_int_equal(sp_set_threads(form == 0 ? threads : 1), SP_OK);
+            const void *kc = f16 ? (const void *)kh : (const void *)kf, *vc = f16 ? (const void *)vh : (const void *)vf;
+            sp_attention_args a = {q, full, n_q, kc, vc, f16, vis, n_head, n_head_kv, hd, 0.17677669f};
             sp_attention(&a);
-            a = (sp_attention_args){q + (n_q - late) * q_dim, part, late, kh, vh, true, vis + n_q - late, n_head, n_head_kv, hd, 0.17677669f};
+            if (form == 0) memcpy(first[k % 3], full, (size_t)n_q * q_dim * sizeof *full);
+            else assert_memory_equal(full, first[k % 3], (size_t)n_q * q_dim * sizeof *full);
+            a = (sp_attention_args){q + (n_q - late) * q_dim, part, late, kc, vc, f16, vis + n_q - late, n_head, n_head_kv, hd, 0.17677669f};
             sp_attention(&a);
             assert_memory_equal(part, full + (n_q - late) * q_dim, (size_t)late * q_dim * sizeof *part);
             for (int t = 0; t < n_q; t += 11)
@@ -354,9 +365,11 @@ static void prefill_attention(void **st) {
                     free(sc);
                 }
         }
+        assert_int_equal(sp_set_threads(threads), SP_OK);
         free(kf); free(vf); free(kh); free(vh);
     }
     sp_kernels_select(saved);
+    for (int i = 0; i < 3; i++) free(first[i]);
     free(q); free(full); free(part);
 }
 
