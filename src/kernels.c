@@ -935,7 +935,8 @@ void sp_silu_mul(float *gate, const float *up, int64_t n) {
 /* Query rows per task: up to TASK_ROWS, in sub-tiles of SUB_ROWS that each key tile, converted
  * once, passes through in turn. A task converts (f16) every key tile its rows see, so the more
  * rows share a conversion the less it weighs — a quarter of the attention's time with 64 rows a
- * task (Intel Xeon, the draft's 8/4 heads at 8k keys, one thread) — while each step's operands
+ * task (Intel Xeon, the draft's 8/4 heads at 8k keys, one thread; 256 rows: +7-19 % at 8k-16k
+ * keys, docs/benchmarks.md) — while each step's operands
  * (a sub-tile's queries, scores and sums, one key tile) stay the size that fits L1. Fewer
  * tasks than four a thread and the task shrinks, down to one sub-tile: short prompts keep the
  * threads busy. The tiling changes no result (every row's sums are its own). */
