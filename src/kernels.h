@@ -14,9 +14,9 @@
 
 /* Memory the kernels read and write in vectors (activations, KV caches, panels, tiles), 64-byte
  * aligned: a cache line, one AVX-512 vector. malloc gives 16 bytes (a large block begins 16
- * bytes into its pages), and then every 64-byte load or store of it spans two lines — 1B Q8_0
- * prefill, Intel Xeon, 2 threads: 302 → 321–325 t/s with the kernels' scratch aligned alone,
- * F16 115–116 → 125–126 (docs/benchmarks.md). Freed with free(). */
+ * bytes into its pages), and then every 64-byte load or store of it spans two lines — 1B F16
+ * prefill (the f32 panels), Intel Xeon, 2 threads: +9–13 %; the integer product alone +5–9 %,
+ * Q8_0 prefill end to end level (docs/benchmarks.md). Freed with free(). */
 static inline void *sp_alloc_vectors(size_t bytes) { return aligned_alloc(64, bytes ? (bytes + 63) & ~(size_t)63 : 64); }
 
 #define SP_N_TYPES 40
