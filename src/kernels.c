@@ -1059,6 +1059,7 @@ static void attention_task(void *arg, int task, int n_tasks) {
 typedef struct {
     const sp_attention_args *a;
     int rows, n_chunks;       /* query rows per KV head (tokens × group); key chunks */
+    int run, n_runs;          /* KV heads per task, and runs of them (a task: one chunk, one run) */
     float *part;              /* [kv head][chunk][row]: hd sums, then max and sum of exponentials */
 } attention_decode_job;
 
@@ -1074,68 +1075,103 @@ static float max_of(const float *x, int n, float init) {
     return mx[0];
 }
 
-/* One KV head × one key chunk for the few decode rows, row-major (the keys are what the vectors
- * run along): per tile, S = Q·Kᵀ and acc += P·V straight from the cache (attn_scores,
- * attn_values), between them per row an online softmax over the keys it sees. Every per-row
- * step depends only on that row and on the tile's keys it sees (a row sees the same keys of a
- * tile whoever else is in the batch), never on the other rows or on how many keys the tile holds
- * past the row's own. */
+/* The decode rows' state for one KV head over one key chunk: the rows' queries (pre-scaled), their
+ * running sums of weighted values, a tile of scores, and each row's running max and sum. */
+typedef struct {
+    float *Q, *acc, *S, *m, *l;
+} decode_head;
+
+/* Head i's state in a task's scratch of per_head floats a head. */
+static decode_head head_state(float *buf, size_t per_head, int i, int rows, int hd) {
+    decode_head s;
+    s.Q = buf + per_head * (size_t)i;
+    s.acc = s.Q + (size_t)rows * hd;
+    s.S = s.acc + (size_t)rows * hd;
+    s.m = s.S + (size_t)rows * K_TILE;
+    s.l = s.m + rows;
+    return s;
+}
+
+/* One tile of keys [c0, c0+nk) for one KV head's rows: S = Q·Kᵀ and acc += P·V straight from the
+ * cache (attn_scores, attn_values), between them per row an online softmax over the keys it
+ * sees. Every per-row step depends only on that row and on the tile's keys it sees (a row sees
+ * the same keys of a tile whoever else is in the batch), never on the other rows or on how many
+ * keys the tile holds past the row's own. */
+static void decode_tile(const attention_decode_job *j, const sp_isa_kernels *k, int kvh, int c0, int nk, const decode_head *s) {
+    const sp_attention_args *a = j->a;
+    const int hd = a->head_dim, group = a->n_head / a->n_head_kv, rows = j->rows;
+    const int64_t kv_dim = (int64_t)a->n_head_kv * hd;
+    const size_t at = ((size_t)c0 * kv_dim + (size_t)kvh * hd) * (a->kv_f16 ? 2 : 4);
+    k->attn_scores(s->Q, rows, hd, (const char *)a->k_cache + at, a->kv_f16, kv_dim, nk, s->S, nk); /* S[r][c] = q_r · k_c */
+    for (int r = 0; r < rows; r++) {
+        float *sr = s->S + (int64_t)r * nk;
+        const int live = a->n_visible[r / group] - c0 < nk ? a->n_visible[r / group] - c0 : nk; /* keys of this tile the row sees */
+        if (live <= 0) { memset(sr, 0, (size_t)nk * sizeof *sr); continue; }
+        const float mx = max_of(sr, live, s->m[r]);
+        const float corr = s->m[r] == -INFINITY ? 1.0f : expf(s->m[r] - mx);
+        s->l[r] = s->l[r] * corr + k->exp_shifted(sr, live, mx);
+        memset(sr + live, 0, (size_t)(nk - live) * sizeof *sr);
+        s->m[r] = mx;
+        if (corr != 1.0f)
+            for (int d = 0; d < hd; d++) s->acc[(int64_t)r * hd + d] *= corr;
+    }
+    k->attn_values(s->S, nk, rows, hd, (const char *)a->v_cache + at, a->kv_f16, kv_dim, nk, s->acc); /* acc[r] += sum_c p_rc · v_c */
+}
+
+/* One key chunk for a run of KV heads (all of them where there are tasks enough): tile by tile,
+ * every head of the run before the next tile. A head's part of a cache row is a short piece
+ * (kv_dim apart), so one head alone reads memory in strides no prefetcher follows; the heads of
+ * a run together read the tile's rows whole, one stream. Each head's arithmetic is the same
+ * whichever run it is in. */
 static void attention_decode_task(void *arg, int task, int n_tasks) {
     (void)n_tasks;
     const attention_decode_job *j = arg;
     const sp_attention_args *a = j->a;
     const sp_isa_kernels *k = sp_kernels();
-    const int kvh = task / j->n_chunks, chunk = task % j->n_chunks;
+    const int chunk = task / j->n_runs, h0 = task % j->n_runs * j->run;
+    const int h1 = h0 + j->run < a->n_head_kv ? h0 + j->run : a->n_head_kv;
     const int hd = a->head_dim, group = a->n_head / a->n_head_kv, rows = j->rows;
-    const int64_t q_dim = (int64_t)a->n_head * hd, kv_dim = (int64_t)a->n_head_kv * hd;
-    const size_t elem = a->kv_f16 ? 2 : 4;
+    const int64_t q_dim = (int64_t)a->n_head * hd;
     const int c_begin = chunk * KEY_CHUNK;
-    float *part = j->part + ((int64_t)kvh * j->n_chunks + chunk) * rows * (hd + 2);
 
-    const size_t need = (size_t)rows * hd * 2 + (size_t)rows * K_TILE + (size_t)rows * 2;
-    float *buf = scratch_get(need);
+    const size_t per_head = (size_t)rows * hd * 2 + (size_t)rows * K_TILE + (size_t)rows * 2;
+    float *buf = scratch_get(per_head * (size_t)(h1 - h0));
     if (!buf) { /* allocation failure: this chunk counts as unseen */
-        for (int r = 0; r < rows; r++) { part[(int64_t)r * (hd + 2) + hd] = -INFINITY; part[(int64_t)r * (hd + 2) + hd + 1] = 0; }
+        for (int kvh = h0; kvh < h1; kvh++) {
+            float *part = j->part + ((int64_t)kvh * j->n_chunks + chunk) * rows * (hd + 2);
+            for (int r = 0; r < rows; r++) { part[(int64_t)r * (hd + 2) + hd] = -INFINITY; part[(int64_t)r * (hd + 2) + hd + 1] = 0; }
+        }
         return;
     }
-    float *Q = buf, *acc = Q + (size_t)rows * hd, *S = acc + (size_t)rows * hd;
-    float *m = S + (size_t)rows * K_TILE, *l = m + rows;
-
     /* row r = (token r / group, head kvh*group + r % group), pre-scaled by 1/sqrt(d) */
     int c_end = c_begin;
-    for (int r = 0; r < rows; r++) {
-        const int t = r / group, h = kvh * group + r % group;
-        const float *src = a->q + (int64_t)t * q_dim + (int64_t)h * hd;
-        for (int d = 0; d < hd; d++) Q[(int64_t)r * hd + d] = src[d] * a->scale;
-        const int vis = a->n_visible[t] < c_begin + KEY_CHUNK ? a->n_visible[t] : c_begin + KEY_CHUNK;
-        if (vis > c_end) c_end = vis;
-        m[r] = -INFINITY;
-        l[r] = 0;
-    }
-    memset(acc, 0, (size_t)rows * hd * sizeof *acc);
-    for (int c0 = c_begin; c0 < c_end; c0 += K_TILE) {
-        const int nk = c_end - c0 < K_TILE ? c_end - c0 : K_TILE;
-        const size_t at = ((size_t)c0 * kv_dim + (size_t)kvh * hd) * elem;
-        k->attn_scores(Q, rows, hd, (const char *)a->k_cache + at, a->kv_f16, kv_dim, nk, S, nk); /* S[r][c] = q_r · k_c */
+    for (int kvh = h0; kvh < h1; kvh++) {
+        const decode_head s = head_state(buf, per_head, kvh - h0, rows, hd);
         for (int r = 0; r < rows; r++) {
-            float *sr = S + (int64_t)r * nk;
-            const int live = a->n_visible[r / group] - c0 < nk ? a->n_visible[r / group] - c0 : nk; /* keys of this tile the row sees */
-            if (live <= 0) { memset(sr, 0, (size_t)nk * sizeof *sr); continue; }
-            const float mx = max_of(sr, live, m[r]);
-            const float corr = m[r] == -INFINITY ? 1.0f : expf(m[r] - mx);
-            l[r] = l[r] * corr + k->exp_shifted(sr, live, mx);
-            memset(sr + live, 0, (size_t)(nk - live) * sizeof *sr);
-            m[r] = mx;
-            if (corr != 1.0f)
-                for (int d = 0; d < hd; d++) acc[(int64_t)r * hd + d] *= corr;
+            const int t = r / group, h = kvh * group + r % group;
+            const float *src = a->q + (int64_t)t * q_dim + (int64_t)h * hd;
+            for (int d = 0; d < hd; d++) s.Q[(int64_t)r * hd + d] = src[d] * a->scale;
+            const int vis = a->n_visible[t] < c_begin + KEY_CHUNK ? a->n_visible[t] : c_begin + KEY_CHUNK;
+            if (vis > c_end) c_end = vis;
+            s.m[r] = -INFINITY;
+            s.l[r] = 0;
         }
-        k->attn_values(S, nk, rows, hd, (const char *)a->v_cache + at, a->kv_f16, kv_dim, nk, acc); /* acc[r] += sum_c p_rc · v_c */
+        memset(s.acc, 0, (size_t)rows * hd * sizeof *s.acc);
     }
-    for (int r = 0; r < rows; r++) {
-        float *p = part + (int64_t)r * (hd + 2);
-        memcpy(p, acc + (int64_t)r * hd, (size_t)hd * sizeof *p);
-        p[hd] = m[r];
-        p[hd + 1] = l[r];
+    for (int c0 = c_begin; c0 < c_end; c0 += K_TILE)
+        for (int kvh = h0; kvh < h1; kvh++) {
+            const decode_head s = head_state(buf, per_head, kvh - h0, rows, hd);
+            decode_tile(j, k, kvh, c0, c_end - c0 < K_TILE ? c_end - c0 : K_TILE, &s);
+        }
+    for (int kvh = h0; kvh < h1; kvh++) {
+        const decode_head s = head_state(buf, per_head, kvh - h0, rows, hd);
+        float *part = j->part + ((int64_t)kvh * j->n_chunks + chunk) * rows * (hd + 2);
+        for (int r = 0; r < rows; r++) {
+            float *p = part + (int64_t)r * (hd + 2);
+            memcpy(p, s.acc + (int64_t)r * hd, (size_t)hd * sizeof *p);
+            p[hd] = s.m[r];
+            p[hd + 1] = s.l[r];
+        }
     }
 }
 
@@ -1144,11 +1180,15 @@ static bool attention_decode(const sp_attention_args *a) {
     const int group = a->n_head / a->n_head_kv, rows = a->n_q * group, hd = a->head_dim;
     int max_visible = 0;
     for (int t = 0; t < a->n_q; t++) if (a->n_visible[t] > max_visible) max_visible = a->n_visible[t];
-    attention_decode_job j = {a, rows, (max_visible + KEY_CHUNK - 1) / KEY_CHUNK, NULL};
+    attention_decode_job j = {a, rows, (max_visible + KEY_CHUNK - 1) / KEY_CHUNK, a->n_head_kv, 1, NULL};
     if (j.n_chunks == 0) j.n_chunks = 1;
+    while (j.run > 1 && (int64_t)j.n_chunks * j.n_runs < 4 * sp_threads_count()) { /* fewer than four tasks a thread: shorter runs */
+        j.run = (j.run + 1) / 2;
+        j.n_runs = (a->n_head_kv + j.run - 1) / j.run;
+    }
     j.part = malloc((size_t)a->n_head_kv * j.n_chunks * rows * (hd + 2) * sizeof *j.part);
     if (!j.part) return false;
-    sp_parallel_for_sized(a->n_head_kv * j.n_chunks, attention_decode_task, &j, (int64_t)2 * rows * a->n_head_kv * max_visible * hd);
+    sp_parallel_for_sized(j.n_chunks * j.n_runs, attention_decode_task, &j, (int64_t)2 * rows * a->n_head_kv * max_visible * hd);
     const int64_t q_dim = (int64_t)a->n_head * hd;
     for (int kvh = 0; kvh < a->n_head_kv; kvh++)
         for (int r = 0; r < rows; r++) {

@@ -278,34 +278,71 @@ static inline __m256 cache8(const void *cache, bool f16, int64_t i) {
                : _mm256_loadu_ps((const float *)cache + i);
 }
 
-/* Keys 8 at a time, converted and transposed in registers (kt[d]: dimension d of the 8 keys),
- * then per row the broadcast form: four running sums over d mod 4, added in one fixed order. */
+/* One query row against 8 keys (kf: their rows as floats, ldk apart), as a vector of the 8
+ * scores: per key the products summed over d mod 8 in order of d, then those 8 lanes in a fixed
+ * tree — lanes l and l+4, l and l+2, l+1 — two, then four keys at a time in shuffles, with no
+ * transpose (see the AVX-512 set's row_scores16). Input slot s holds key 4·(s mod 2) + s/2 so that
+ * the tree leaves key i in lane i. */
+static inline __attribute__((always_inline)) __m256 row_scores8(const float *kf, int64_t ldk, const float *q, const int NV) {
+    __m256 t1[4], t2[2];
+    UNROLL for (int i = 0; i < 4; i++) {
+        const int ka = 4 * ((2 * i) % 2) + (2 * i) / 2, kb = 4 * ((2 * i + 1) % 2) + (2 * i + 1) / 2;
+        __m256 a = _mm256_mul_ps(_mm256_loadu_ps(q), _mm256_loadu_ps(kf + ka * ldk));
+        __m256 b = _mm256_mul_ps(_mm256_loadu_ps(q), _mm256_loadu_ps(kf + kb * ldk));
+        UNROLL for (int j = 1; j < NV; j++) {
+            const __m256 qj = _mm256_loadu_ps(q + 8 * j);
+            a = _mm256_fmadd_ps(qj, _mm256_loadu_ps(kf + ka * ldk + 8 * j), a);
+            b = _mm256_fmadd_ps(qj, _mm256_loadu_ps(kf + kb * ldk + 8 * j), b);
+        }
+        t1[i] = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31)); /* l + l+4, two keys */
+    }
+    UNROLL for (int i = 0; i < 2; i++) /* l + l+2, four keys */
+        t2[i] = _mm256_add_ps(_mm256_shuffle_ps(t1[2 * i], t1[2 * i + 1], 0x44), _mm256_shuffle_ps(t1[2 * i], t1[2 * i + 1], 0xEE));
+    return _mm256_add_ps(_mm256_shuffle_ps(t2[0], t2[1], 0x88), _mm256_shuffle_ps(t2[0], t2[1], 0xDD)); /* l + l+1 */
+}
+
+/* Keys 8 at a time: an f16 tile (or a short one) converted once into kbuf, an f32 one read where
+ * it lies; then each row's 8 scores by row_scores8. A row's scores depend on nothing but the row
+ * and the keys, whoever else is in the call. */
 static void attn_scores(const float *q, int n_rows, int hd, const void *k, bool f16, int64_t stride, int n_keys, float *s,
                         int64_t lds) {
     if (hd % 8 || hd > 256) {
         sp_attn_scores_scalar(q, n_rows, hd, k, f16, stride, n_keys, s, lds);
         return;
     }
-    __m256 kt[256];
+    const int nv = hd / 8;
+    _Alignas(32) float kbuf[8 * 256];
     for (int c0 = 0; c0 < n_keys; c0 += 8) {
         const int n = n_keys - c0 < 8 ? n_keys - c0 : 8;
-        for (int d0 = 0; d0 < hd; d0 += 8) {
-            __m256 rows[8];
-            for (int i = 0; i < 8; i++) rows[i] = i < n ? cache8(k, f16, (c0 + i) * stride + d0) : _mm256_setzero_ps();
-            transpose8_regs(rows, kt + d0);
+        const float *kf = kbuf;
+        int64_t ldk = hd;
+        if (f16 && n == 8) {
+            const uint16_t *kh = (const uint16_t *)k + c0 * stride;
+            for (int i = 0; i < 8; i++, kh += stride)
+                for (int j = 0; j < nv; j++) _mm256_store_ps(kbuf + i * hd + 8 * j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kh + 8 * j))));
+        } else if (n < 8) {
+            for (int i = 0; i < 8; i++)
+                for (int j = 0; j < nv; j++)
+                    _mm256_store_ps(kbuf + i * hd + 8 * j, i < n ? cache8(k, f16, (c0 + i) * stride + 8 * j) : _mm256_setzero_ps());
+        } else {
+            kf = (const float *)k + c0 * stride;
+            ldk = stride;
         }
         for (int r = 0; r < n_rows; r++) {
             const float *qr = q + (int64_t)r * hd;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int d = 0; d < hd; d += 4) {
-                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(qr + d), kt[d], a0);
-                a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(qr + d + 1), kt[d + 1], a1);
-                a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(qr + d + 2), kt[d + 2], a2);
-                a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(qr + d + 3), kt[d + 3], a3);
+            __m256 sc;
+            switch (nv) {
+            case 4: sc = row_scores8(kf, ldk, qr, 4); break;
+            case 8: sc = row_scores8(kf, ldk, qr, 8); break;
+            case 16: sc = row_scores8(kf, ldk, qr, 16); break;
+            default: sc = row_scores8(kf, ldk, qr, nv); break;
             }
-            float out[8];
-            _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-            for (int i = 0; i < n; i++) s[r * lds + c0 + i] = out[i];
+            if (n == 8) _mm256_storeu_ps(s + r * lds + c0, sc);
+            else {
+                float out[8];
+                _mm256_storeu_ps(out, sc);
+                for (int i = 0; i < n; i++) s[r * lds + c0 + i] = out[i];
+            }
         }
     }
 }

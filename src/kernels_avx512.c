@@ -284,35 +284,68 @@ static inline __m512 cache16(const void *cache, bool f16, int64_t i) {
                : _mm512_loadu_ps((const float *)cache + i);
 }
 
-/* Keys 16 at a time, converted and transposed in registers (kt[d]: dimension d of the 16 keys),
- * then per row the broadcast form: four running sums over d mod 4, added in one fixed order. */
+/* One query row against 16 keys (kf: their rows as floats, ldk apart), as a vector of the 16
+ * scores: per key the products summed over d mod 16 in order of d (a vector of 16 partial sums),
+ * then those 16 lanes in a fixed tree — lanes l and l+8, l and l+4, l+2, l+1 — four keys at a time
+ * in shuffles, with no transpose: a key tile costs a few shuffles per row, where transposing it
+ * cost 4·hd shuffles whoever read it. Input slot s holds key 4·(s mod 4) + s/4 so that the tree
+ * leaves key i in lane i. */
+static inline __attribute__((always_inline)) __m512 row_scores16(const float *kf, int64_t ldk, const __m512 *qv, const int NV) {
+    __m512 t1[8], t2[4], t3[2];
+    UNROLL for (int i = 0; i < 8; i++) {
+        const int ka = 4 * ((2 * i) % 4) + (2 * i) / 4, kb = 4 * ((2 * i + 1) % 4) + (2 * i + 1) / 4;
+        __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kf + ka * ldk)), b = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kf + kb * ldk));
+        UNROLL for (int j = 1; j < NV; j++) {
+            a = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(kf + ka * ldk + 16 * j), a);
+            b = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(kf + kb * ldk + 16 * j), b);
+        }
+        t1[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE)); /* lanes l + l+8, two keys */
+    }
+    UNROLL for (int i = 0; i < 4; i++) /* l + l+4, four keys */
+        t2[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t1[2 * i], t1[2 * i + 1], 0x88), _mm512_shuffle_f32x4(t1[2 * i], t1[2 * i + 1], 0xDD));
+    UNROLL for (int i = 0; i < 2; i++) /* l + l+2, eight keys */
+        t3[i] = _mm512_add_ps(_mm512_shuffle_ps(t2[2 * i], t2[2 * i + 1], 0x44), _mm512_shuffle_ps(t2[2 * i], t2[2 * i + 1], 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_ps(t3[0], t3[1], 0x88), _mm512_shuffle_ps(t3[0], t3[1], 0xDD)); /* l + l+1 */
+}
+
+/* Keys 16 at a time: an f16 tile (or a short one) converted once into kbuf, an f32 one read where
+ * it lies; then each row's 16 scores by row_scores16. A row's scores depend on nothing but the row
+ * and the keys (the tree and the order of d are fixed), whoever else is in the call. */
 static void attn_scores(const float *q, int n_rows, int hd, const void *k, bool f16, int64_t stride, int n_keys, float *s,
                         int64_t lds) {
     if (hd % 16 || hd > 256) {
         sp_attn_scores_scalar(q, n_rows, hd, k, f16, stride, n_keys, s, lds);
         return;
     }
-    __m512 kt[256];
+    const int nv = hd / 16;
+    _Alignas(64) float kbuf[16 * 256];
     for (int c0 = 0; c0 < n_keys; c0 += 16) {
         const int n = n_keys - c0 < 16 ? n_keys - c0 : 16;
-        for (int d0 = 0; d0 < hd; d0 += 16) {
-            __m512 rows[16];
-            if (n == 16 && f16)
-                for (int i = 0; i < 16; i++) rows[i] = cache16(k, true, (c0 + i) * stride + d0);
-            else
-                for (int i = 0; i < 16; i++) rows[i] = i < n ? cache16(k, f16, (c0 + i) * stride + d0) : _mm512_setzero_ps();
-            transpose16_regs(rows, kt + d0);
+        const float *kf = kbuf;
+        int64_t ldk = hd;
+        if (f16 && n == 16) {
+            const uint16_t *kh = (const uint16_t *)k + c0 * stride;
+            for (int i = 0; i < 16; i++, kh += stride)
+                for (int j = 0; j < nv; j++) _mm512_store_ps(kbuf + i * hd + 16 * j, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kh + 16 * j))));
+        } else if (n < 16) {
+            for (int i = 0; i < 16; i++)
+                for (int j = 0; j < nv; j++)
+                    _mm512_store_ps(kbuf + i * hd + 16 * j, i < n ? cache16(k, f16, (c0 + i) * stride + 16 * j) : _mm512_setzero_ps());
+        } else {
+            kf = (const float *)k + c0 * stride;
+            ldk = stride;
         }
         for (int r = 0; r < n_rows; r++) {
-            const float *qr = q + (int64_t)r * hd;
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int d = 0; d < hd; d += 4) {
-                a0 = _mm512_fmadd_ps(_mm512_set1_ps(qr[d]), kt[d], a0);
-                a1 = _mm512_fmadd_ps(_mm512_set1_ps(qr[d + 1]), kt[d + 1], a1);
-                a2 = _mm512_fmadd_ps(_mm512_set1_ps(qr[d + 2]), kt[d + 2], a2);
-                a3 = _mm512_fmadd_ps(_mm512_set1_ps(qr[d + 3]), kt[d + 3], a3);
+            __m512 qv[16], sc;
+            for (int j = 0; j < nv; j++) qv[j] = _mm512_loadu_ps(q + (int64_t)r * hd + 16 * j);
+            switch (nv) {
+            case 1: sc = row_scores16(kf, ldk, qv, 1); break;
+            case 2: sc = row_scores16(kf, ldk, qv, 2); break;
+            case 4: sc = row_scores16(kf, ldk, qv, 4); break;
+            case 8: sc = row_scores16(kf, ldk, qv, 8); break;
+            default: sc = row_scores16(kf, ldk, qv, nv); break;
             }
-            _mm512_mask_storeu_ps(s + r * lds + c0, tail_mask(n), _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+            _mm512_mask_storeu_ps(s + r * lds + c0, tail_mask(n), sc);
         }
     }
 }

@@ -298,6 +298,76 @@ static void decode_attention_primitives(void **st) {
     }
 }
 
+/* Decode attention (sp_attention with up to four query tokens: tasks of one key chunk and a run
+ * of KV heads): every kernel set agrees with a double-precision definition, and the same bits
+ * come out whatever the runs (1, 2, 3 and 8 threads split 8 KV heads into runs of 8, 4, 2 and 1
+ * over 1 100 keys), from an f32 cache as from the f16 one, and for a token decoded alone as
+ * among four. */
+static void decode_attention(void **st) {
+    (void)st;
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    static const int thread_counts[] = {1, 2, 3, 8};
+    const sp_isa_kernels *saved = sp_kernels(), *scalar = sp_kernels_by_name("scalar");
+    const int hd = 32, n_head = 16, n_head_kv = 8, n_q = 4, n_keys = 1100, kv_dim = n_head_kv * hd, q_dim = n_head * hd;
+    const int threads = sp_get_threads();
+    uint64_t s = 37;
+    float *q = malloc((size_t)n_q * q_dim * sizeof *q), *first = malloc((size_t)n_q * q_dim * sizeof *first);
+    float *out = malloc((size_t)n_q * q_dim * sizeof *out);
+    float *kf = malloc((size_t)n_keys * kv_dim * sizeof *kf), *vf = malloc((size_t)n_keys * kv_dim * sizeof *vf);
+    uint16_t *kh = malloc((size_t)n_keys * kv_dim * 2), *vh = malloc((size_t)n_keys * kv_dim * 2);
+    int vis[4];
+    for (int i = 0; i < n_q * q_dim; i++) q[i] = 2 * frand(&s);
+    for (int i = 0; i < n_keys * kv_dim; i++) kf[i] = frand(&s), vf[i] = frand(&s);
+    scalar->f32_to_f16(kf, kh, (int64_t)n_keys * kv_dim);
+    scalar->f32_to_f16(vf, vh, (int64_t)n_keys * kv_dim);
+    scalar->f16_to_f32(kh, kf, (int64_t)n_keys * kv_dim); /* what the cache holds */
+    scalar->f16_to_f32(vh, vf, (int64_t)n_keys * kv_dim);
+    for (int t = 0; t < n_q; t++) vis[t] = n_keys - n_q + 1 + t;
+    for (size_t k = 0; k < 3; k++) {
+        const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
+        if (!isa) continue;
+        sp_kernels_select(isa);
+        for (size_t ti = 0; ti < 4; ti++) {
+            assert_int_equal(sp_set_threads(thread_counts[ti]), SP_OK);
+            const sp_attention_args a = {q, out, n_q, kh, vh, true, vis, n_head, n_head_kv, hd, 0.17677669f};
+            sp_attention(&a);
+            if (ti == 0) memcpy(first, out, (size_t)n_q * q_dim * sizeof *out);
+            else if (memcmp(out, first, (size_t)n_q * q_dim * sizeof *out) != 0) fail_msg("%s: %d threads give other bits than one", isas[k], thread_counts[ti]);
+        }
+        const sp_attention_args f32 = {q, out, n_q, kf, vf, false, vis, n_head, n_head_kv, hd, 0.17677669f};
+        sp_attention(&f32);
+        assert_memory_equal(out, first, (size_t)n_q * q_dim * sizeof *out);
+        for (int t = 0; t < n_q; t++) { /* alone */
+            const sp_attention_args a = {q + t * q_dim, out, 1, kh, vh, true, vis + t, n_head, n_head_kv, hd, 0.17677669f};
+            sp_attention(&a);
+            assert_memory_equal(out, first + t * q_dim, (size_t)q_dim * sizeof *out);
+        }
+        for (int t = 0; t < n_q; t += 3)
+            for (int h = 0; h < n_head; h += 5) { /* the definition, in double */
+                const float *qr = q + t * q_dim + h * hd;
+                const int kvh = h / (n_head / n_head_kv);
+                double mx = -INFINITY, sum = 0, want[32] = {0};
+                double *sc = malloc((size_t)vis[t] * sizeof *sc);
+                for (int c = 0; c < vis[t]; c++) {
+                    double d = 0;
+                    for (int i = 0; i < hd; i++) d += (double)qr[i] * kf[(int64_t)c * kv_dim + kvh * hd + i];
+                    sc[c] = d * 0.17677669f;
+                    mx = sc[c] > mx ? sc[c] : mx;
+                }
+                for (int c = 0; c < vis[t]; c++) {
+                    const double p = exp(sc[c] - mx);
+                    sum += p;
+                    for (int i = 0; i < hd; i++) want[i] += p * vf[(int64_t)c * kv_dim + kvh * hd + i];
+                }
+                for (int i = 0; i < hd; i++) assert_float_equal(first[t * q_dim + h * hd + i], want[i] / sum, 2e-5);
+                free(sc);
+            }
+    }
+    assert_int_equal(sp_set_threads(threads), SP_OK);
+    sp_kernels_select(saved);
+    free(q); free(first); free(out); free(kf); free(vf); free(kh); free(vh);
+}
+
 /* Prefill attention (sp_attention past the decode form's few rows): every kernel set agrees with a
  * double-precision definition, at a short context and at one whose keys and values outgrow a
  * last-level cache (longer query tiles there), and a query's output is the same bits whatever
@@ -1108,7 +1178,7 @@ static void type_names(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
-        cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(prefill_attention), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels), cmocka_unit_test(matmul_interleaved_rows),
+        cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(decode_attention), cmocka_unit_test(prefill_attention), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels), cmocka_unit_test(matmul_interleaved_rows),
         cmocka_unit_test(integer_decode_dots), cmocka_unit_test(float_rows_in_lockstep), cmocka_unit_test(integer_decode_dots_at_extremes), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
         cmocka_unit_test(kernel_set_by_name),
         cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(yarn_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(vector_memory_is_line_aligned), cmocka_unit_test(thread_pool_oversubscribed),

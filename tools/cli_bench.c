@@ -151,7 +151,8 @@ static int bench_attention(const char *shape, const int *depths, int n_depths, c
             if (tokens[j] > max_q) max_q = tokens[j];
         }
     const size_t cells = (size_t)max_keys * (size_t)(kv * d), es = kv_f16 ? 2 : 4;
-    uint8_t *k_cache = malloc(cells * es), *v_cache = malloc(cells * es);
+    const size_t cache_bytes = (cells * es + 63) / 64 * 64; /* on cache lines, as a context's caches are */
+    uint8_t *k_cache = aligned_alloc(64, cache_bytes), *v_cache = aligned_alloc(64, cache_bytes);
     float *q = malloc((size_t)max_q * h * d * sizeof *q), *out = malloc((size_t)max_q * h * d * sizeof *out);
     int *visible = malloc((size_t)max_q * sizeof *visible);
     double *t = malloc((size_t)reps * sizeof *t);
