@@ -922,13 +922,15 @@ void sp_silu_mul(float *gate, const float *up, int64_t n) {
  * sum per row) and P·V (see attention_task). Memory is O(tile), never O(tokens²).
  *
  * Decode (at most DECODE_MAX_TOKENS query tokens) is split the other way (flash-decoding): the
- * few rows leave nothing to share out but the keys, so one task = one KV head × one chunk of
- * KEY_CHUNK keys, each leaving a partial (running max, sum, unnormalised output) per row, which
- * are then merged in chunk order. The keys are read straight from the cache (f16 converted in
- * registers: no copy, no transposed copy), and the chunks are fixed (multiples of KEY_CHUNK from
- * key 0) and a row's sums are its own (attn_scores, attn_values), so a row comes out bit for
- * bit the same whether it is decoded alone or among a few (speculative decoding's check, a
- * server's batched step). A small job (a short context) runs on the calling thread alone.
+ * few rows leave nothing to share out but the keys, so one task = one chunk of KEY_CHUNK keys for
+ * a run of KV heads (all of them unless that leaves under four tasks a thread), each head leaving
+ * a partial (running max, sum, unnormalised output) per row, merged in chunk order. The run reads
+ * the chunk's cache rows whole, tile by tile, rather than one head's slice of each. The keys are
+ * read from the cache (an f16 tile converted once, no transpose), and the chunks are fixed
+ * (multiples of KEY_CHUNK from key 0) and a row's sums are its own (attn_scores, attn_values), so
+ * a row comes out bit for bit the same whether it is decoded alone or among a few (speculative
+ * decoding's check, a server's batched step), whatever the runs. A small job (a short context)
+ * runs on the calling thread alone.
  */
 #define SUB_ROWS 64  /* query rows (tokens × the heads sharing a KV head) a step of the products holds */
 #define K_TILE 64    /* keys per step */
