@@ -298,6 +298,31 @@ static void decode_attention_primitives(void **st) {
     }
 }
 
+/* One head of one query row of sp_attention's output (out: the row's heads) against the
+ * definition in double: softmax(q·kᵀ · scale) · V over the first n_visible keys of the caches
+ * (as floats, kv_dim a row), for a head of up to 64 values. */
+static void assert_attention_head(const float *out, const float *q_row, const float *kf, const float *vf, int kv_dim, int h,
+                                  int group, int hd, int n_visible, float scale) {
+    const float *qr = q_row + h * hd;
+    const int kvh = h / group;
+    double mx = -INFINITY, sum = 0, want[64] = {0};
+    double *sc = malloc((size_t)n_visible * sizeof *sc);
+    assert_true(hd <= 64 && sc);
+    for (int c = 0; c < n_visible; c++) {
+        double d = 0;
+        for (int i = 0; i < hd; i++) d += (double)qr[i] * kf[(int64_t)c * kv_dim + kvh * hd + i];
+        sc[c] = d * scale;
+        mx = sc[c] > mx ? sc[c] : mx;
+    }
+    for (int c = 0; c < n_visible; c++) {
+        const double p = exp(sc[c] - mx);
+        sum += p;
+        for (int i = 0; i < hd; i++) want[i] += p * vf[(int64_t)c * kv_dim + kvh * hd + i];
+    }
+    for (int i = 0; i < hd; i++) assert_float_equal(out[h * hd + i], want[i] / sum, 2e-5);
+    free(sc);
+}
+
 /* Decode attention (sp_attention with up to four query tokens: tasks of one key chunk and a run
  * of KV heads): every kernel set agrees with a double-precision definition, and the same bits
  * come out whatever the runs (1, 2, 3 and 8 threads split 8 KV heads into runs of 8, 4, 2 and 1
@@ -342,26 +367,9 @@ static void decode_attention(void **st) {
             sp_attention(&a);
             assert_memory_equal(out, first + t * q_dim, (size_t)q_dim * sizeof *out);
         }
-        for (int t = 0; t < n_q; t += 3)
-            for (int h = 0; h < n_head; h += 5) { /* the definition, in double */
-                const float *qr = q + t * q_dim + h * hd;
-                const int kvh = h / (n_head / n_head_kv);
-                double mx = -INFINITY, sum = 0, want[32] = {0};
-                double *sc = malloc((size_t)vis[t] * sizeof *sc);
-                for (int c = 0; c < vis[t]; c++) {
-                    double d = 0;
-                    for (int i = 0; i < hd; i++) d += (double)qr[i] * kf[(int64_t)c * kv_dim + kvh * hd + i];
-                    sc[c] = d * 0.17677669f;
-                    mx = sc[c] > mx ? sc[c] : mx;
-                }
-                for (int c = 0; c < vis[t]; c++) {
-                    const double p = exp(sc[c] - mx);
-                    sum += p;
-                    for (int i = 0; i < hd; i++) want[i] += p * vf[(int64_t)c * kv_dim + kvh * hd + i];
-                }
-                for (int i = 0; i < hd; i++) assert_float_equal(first[t * q_dim + h * hd + i], want[i] / sum, 2e-5);
-                free(sc);
-            }
+        for (int t = 0; t < n_q; t += 3) /* the definition, in double */
+            for (int h = 0; h < n_head; h += 5)
+                assert_attention_head(first + t * q_dim, q + t * q_dim, kf, vf, kv_dim, h, n_head / n_head_kv, hd, vis[t], 0.17677669f);
     }
     assert_int_equal(sp_set_threads(threads), SP_OK);
     sp_kernels_select(saved);
@@ -414,26 +422,9 @@ static void prefill_attention(void **st) {
             a = (sp_attention_args){q + (n_q - late) * q_dim, part, late, kc, vc, f16, vis + n_q - late, n_head, n_head_kv, hd, 0.17677669f};
             sp_attention(&a);
             assert_memory_equal(part, full + (n_q - late) * q_dim, (size_t)late * q_dim * sizeof *part);
-            for (int t = 0; t < n_q; t += 11)
-                for (int h = 0; h < n_head; h++) { /* the definition, in double */
-                    const float *qr = q + t * q_dim + h * hd;
-                    const int kvh = h / (n_head / n_head_kv);
-                    double mx = -INFINITY, sum = 0, out[32] = {0};
-                    double *sc = malloc((size_t)vis[t] * sizeof *sc);
-                    for (int c = 0; c < vis[t]; c++) {
-                        double d = 0;
-                        for (int i = 0; i < hd; i++) d += (double)qr[i] * kf[(int64_t)c * kv_dim + kvh * hd + i];
-                        sc[c] = d * 0.17677669f;
-                        mx = sc[c] > mx ? sc[c] : mx;
-                    }
-                    for (int c = 0; c < vis[t]; c++) {
-                        const double p = exp(sc[c] - mx);
-                        sum += p;
-                        for (int i = 0; i < hd; i++) out[i] += p * vf[(int64_t)c * kv_dim + kvh * hd + i];
-                    }
-                    for (int i = 0; i < hd; i++) assert_float_equal(full[t * q_dim + h * hd + i], out[i] / sum, 2e-5);
-                    free(sc);
-                }
+            for (int t = 0; t < n_q; t += 11) /* the definition, in double */
+                for (int h = 0; h < n_head; h++)
+                    assert_attention_head(full + t * q_dim, q + t * q_dim, kf, vf, kv_dim, h, n_head / n_head_kv, hd, vis[t], 0.17677669f);
         }
         assert_int_equal(sp_set_threads(threads), SP_OK);
         free(kf); free(vf); free(kh); free(vh);
