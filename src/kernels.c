@@ -1136,7 +1136,7 @@ static void attention_decode_task(void *arg, int task, int n_tasks) {
     const int64_t q_dim = (int64_t)a->n_head * hd;
     const int c_begin = chunk * KEY_CHUNK;
 
-    const size_t per_head = (size_t)rows * hd * 2 + (size_t)rows * K_TILE + (size_t)rows * 2;
+    const size_t per_head = ((size_t)rows * hd * 2 + (size_t)rows * K_TILE + (size_t)rows * 2 + 15) / 16 * 16; /* each head's on a line */
     float *buf = scratch_get(per_head * (size_t)(h1 - h0));
     if (!buf) { /* allocation failure: this chunk counts as unseen */
         for (int kvh = h0; kvh < h1; kvh++) {
