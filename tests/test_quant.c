@@ -240,6 +240,17 @@ static void isa_kernels_agree_with_scalar(void **st) {
     printf("  %d SIMD kernel sets checked against scalar\n", tested);
 }
 
+/* Random keys and values for an attention test's caches, n values each: the f16 caches kh and vh,
+ * and kf and vf as floats holding the same values (what an f32 cache of those keys would hold). */
+static void random_kv_caches(uint64_t *s, int64_t n, float *kf, float *vf, uint16_t *kh, uint16_t *vh) {
+    const sp_isa_kernels *scalar = sp_kernels_by_name("scalar");
+    for (int64_t i = 0; i < n; i++) kf[i] = frand(s), vf[i] = frand(s);
+    scalar->f32_to_f16(kf, kh, n);
+    scalar->f32_to_f16(vf, vh, n);
+    scalar->f16_to_f32(kh, kf, n);
+    scalar->f16_to_f32(vh, vf, n);
+}
+
 /* Decode attention read straight from the cache (f16 and f32, a head inside a wider row): each
  * ISA agrees with the scalar definition, and a row's scores and values come out bit for bit the
  * same whatever other rows share the call and however many keys the tile holds past its own. */
@@ -263,11 +274,7 @@ static void decode_attention_primitives(void **st) {
                     float *one = malloc((size_t)n_keys * sizeof *one);
                     float *a1 = malloc((size_t)rows * hd * sizeof *a1), *a2 = malloc((size_t)rows * hd * sizeof *a2);
                     for (int i = 0; i < rows * hd; i++) q[i] = frand(&s);
-                    for (int i = 0; i < n_keys * stride; i++) kf[i] = frand(&s), vf[i] = frand(&s);
-                    ref->f32_to_f16(kf, kh, (int64_t)n_keys * stride);
-                    ref->f32_to_f16(vf, vh, (int64_t)n_keys * stride);
-                    ref->f16_to_f32(kh, kf, (int64_t)n_keys * stride); /* the same values either way */
-                    ref->f16_to_f32(vh, vf, (int64_t)n_keys * stride);
+                    random_kv_caches(&s, (int64_t)n_keys * stride, kf, vf, kh, vh);
                     const void *kc = f16 ? (const void *)(kh + hd) : (const void *)(kf + hd);
                     const void *vc = f16 ? (const void *)(vh + hd) : (const void *)(vf + hd);
                     isa->attn_scores(q, rows, hd, kc, f16, stride, n_keys, s1, n_keys);
@@ -332,7 +339,7 @@ static void decode_attention(void **st) {
     (void)st;
     static const char *const isas[] = {"scalar", "avx2", "avx512"};
     static const int thread_counts[] = {1, 2, 3, 8};
-    const sp_isa_kernels *saved = sp_kernels(), *scalar = sp_kernels_by_name("scalar");
+    const sp_isa_kernels *saved = sp_kernels();
     const int hd = 32, n_head = 16, n_head_kv = 8, n_q = 4, n_keys = 1100, kv_dim = n_head_kv * hd, q_dim = n_head * hd;
     const int threads = sp_get_threads();
     uint64_t s = 37;
@@ -342,11 +349,7 @@ static void decode_attention(void **st) {
     uint16_t *kh = malloc((size_t)n_keys * kv_dim * 2), *vh = malloc((size_t)n_keys * kv_dim * 2);
     int vis[4];
     for (int i = 0; i < n_q * q_dim; i++) q[i] = 2 * frand(&s);
-    for (int i = 0; i < n_keys * kv_dim; i++) kf[i] = frand(&s), vf[i] = frand(&s);
-    scalar->f32_to_f16(kf, kh, (int64_t)n_keys * kv_dim);
-    scalar->f32_to_f16(vf, vh, (int64_t)n_keys * kv_dim);
-    scalar->f16_to_f32(kh, kf, (int64_t)n_keys * kv_dim); /* what the cache holds */
-    scalar->f16_to_f32(vh, vf, (int64_t)n_keys * kv_dim);
+    random_kv_caches(&s, (int64_t)n_keys * kv_dim, kf, vf, kh, vh);
     for (int t = 0; t < n_q; t++) vis[t] = n_keys - n_q + 1 + t;
     for (size_t k = 0; k < 3; k++) {
         const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
@@ -384,7 +387,7 @@ static void decode_attention(void **st) {
 static void prefill_attention(void **st) {
     (void)st;
     static const char *const isas[] = {"scalar", "avx2", "avx512"};
-    const sp_isa_kernels *saved = sp_kernels(), *scalar = sp_kernels_by_name("scalar");
+    const sp_isa_kernels *saved = sp_kernels();
     const int hd = 32, n_head = 6, n_head_kv = 2, n_q = 45, late = 22, kv_dim = n_head_kv * hd, q_dim = n_head * hd;
     static const int contexts[] = {300, 70000}; /* 70000 × 2 × 64 values × 2 bytes: 17.9 MB of keys and values */
     uint64_t s = 31;
@@ -397,11 +400,7 @@ static void prefill_attention(void **st) {
         float *kf = malloc((size_t)n_keys * kv_dim * sizeof *kf), *vf = malloc((size_t)n_keys * kv_dim * sizeof *vf);
         uint16_t *kh = malloc((size_t)n_keys * kv_dim * 2), *vh = malloc((size_t)n_keys * kv_dim * 2);
         int vis[45];
-        for (int i = 0; i < n_keys * kv_dim; i++) kf[i] = frand(&s), vf[i] = frand(&s);
-        scalar->f32_to_f16(kf, kh, (int64_t)n_keys * kv_dim);
-        scalar->f32_to_f16(vf, vh, (int64_t)n_keys * kv_dim);
-        scalar->f16_to_f32(kh, kf, (int64_t)n_keys * kv_dim); /* what the cache holds */
-        scalar->f16_to_f32(vh, vf, (int64_t)n_keys * kv_dim);
+        random_kv_caches(&s, (int64_t)n_keys * kv_dim, kf, vf, kh, vh);
         for (int i = 0; i < n_q; i++) vis[i] = n_keys - n_q + 1 + i;
         /* the f16 cache with the threads there are (tasks of one sub-tile), then with one thread
          * (tasks of several sub-tiles sharing each converted key tile), then an f32 cache read
