@@ -106,10 +106,15 @@ static inline __attribute__((always_inline)) void transpose8x8(const float *src,
 }
 
 /* The integer tile's transposition (sp_i8_tile_pack): 16 rows of 32 code bytes, src_stride
- * apart (a multiple of 4), to [group of 4 bytes][row][4] — two 8 × 8 transposes of 32-bit words. */
+ * apart (any number of bytes: Q8_0's rows as they lie), to [group of 4 bytes][row][4] — two 8 × 8
+ * transposes of 32-bit words. */
 static void avx2_interleave16(const uint8_t *src, int64_t src_stride, uint8_t *dst) {
-    for (int half = 0; half < 2; half++)
-        transpose8x8((const float *)(const void *)(src + 8 * half * src_stride), src_stride / 4, (float *)(void *)dst + 8 * half, 16);
+    for (int half = 0; half < 2; half++) {
+        __m256 in[8], out[8];
+        for (int i = 0; i < 8; i++) in[i] = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(src + (8 * half + i) * src_stride)));
+        transpose8_regs(in, out);
+        for (int g = 0; g < 8; g++) _mm256_storeu_ps((float *)(void *)(dst + 64 * g + 32 * half), out[g]);
+    }
 }
 
 static void avx2_transpose32(const void *src_v, int64_t lds, int rows, int64_t cols, void *dst_v, int64_t ldd) {

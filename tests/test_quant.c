@@ -879,6 +879,56 @@ static void avx_vnni_overlay(void **st) {
     assert_ptr_equal(vnni->softmax_tile, avx2->softmax_tile);
 }
 
+/* Whole tiles of Q8_0 (rows as they lie, or interleaved) and Q4_0 (interleaved) are packed
+ * without the type's codes(): against the tile's definition built from codes() row by row —
+ * codes of value 4g + i of row r at byte 64g + 4r + i of a block, then 16 scales and 16 mins —
+ * with every ISA's transposition, rows an odd number of bytes apart (15 blocks of Q8_0: 510). */
+static void integer_tile_of_whole_rows(void **st) {
+    (void)st;
+    static const char *const isas[] = {"scalar", "avx2", "avx512"};
+    static const int types[] = {SP_TYPE_Q8_0, SP_TYPE_Q4_0};
+    const int64_t k = 480, nb = k / 32;
+    uint64_t s = 41;
+    for (size_t ti = 0; ti < 2; ti++) {
+        const sp_type_traits *tt = sp_type_traits_get((uint32_t)types[ti]);
+        const int64_t rb = (int64_t)sp_row_size((uint32_t)types[ti], k), ib = sp_rows8_row_bytes((uint32_t)types[ti], nb);
+        float wf[480];
+        uint8_t *plain = malloc((size_t)rb * 16), *inter = malloc((size_t)ib * 16);
+        uint8_t *want = calloc((size_t)nb, SP_I8_TILE_BLOCK_BYTES(32)), *got = malloc((size_t)nb * SP_I8_TILE_BLOCK_BYTES(32));
+        for (int r = 0; r < 16; r++) {
+            for (int64_t i = 0; i < k; i++) wf[i] = frand(&s) * (float)(r + 1);
+            tt->quantize(wf, plain + r * rb, k);
+            for (int64_t b = 0; b < nb; b++) {
+                uint8_t q[QK_K];
+                float sc[QK_K / 16], mn[QK_K / 16];
+                tt->codes(plain + r * rb + b * tt->type_size, q, sc, mn);
+                uint8_t *blk = want + b * SP_I8_TILE_BLOCK_BYTES(32);
+                for (int v = 0; v < 32; v++) blk[64 * (v / 4) + 4 * r + v % 4] = q[v];
+                memcpy(blk + 512 + 4 * r, &sc[0], 4);
+                memcpy(blk + 512 + 64 + 4 * r, &mn[0], 4);
+            }
+        }
+        for (int g = 0; g < 2; g++) sp_rows8_pack((uint32_t)types[ti], plain + g * 8 * rb, rb, nb, inter + g * 8 * ib);
+        const sp_isa_kernels *saved = sp_kernels();
+        for (size_t ii = 0; ii < sizeof isas / sizeof *isas; ii++) {
+            const sp_isa_kernels *isa = sp_kernels_by_name(isas[ii]);
+            if (!isa) continue;
+            sp_kernels_select(isa);
+            for (int interleaved = 0; interleaved < 2; interleaved++) {
+                memset(got, 0xA5, (size_t)nb * SP_I8_TILE_BLOCK_BYTES(32));
+                sp_i8_tile_pack((uint32_t)types[ti], interleaved ? inter : plain, interleaved ? ib : rb, interleaved, 16, k, got);
+                if (memcmp(got, want, (size_t)nb * SP_I8_TILE_BLOCK_BYTES(32)) != 0)
+                    fail_msg("%s %s tile, %s rows", isas[ii], tt->name, interleaved ? "interleaved" : "plain");
+            }
+        }
+        sp_kernels_select(saved);
+        free(plain);
+        free(inter);
+        free(want);
+        free(got);
+    }
+}
+
 /* The integer prefill kernel against float arithmetic on the same codes and the same quantized
  * activations, for every type with integer codes: odd row counts (partial tiles), token counts
  * that leave a partial token block, and the codes form itself against dequantize. */
@@ -1169,7 +1219,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
         cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(decode_attention), cmocka_unit_test(prefill_attention), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels), cmocka_unit_test(matmul_interleaved_rows),
-        cmocka_unit_test(integer_decode_dots), cmocka_unit_test(float_rows_in_lockstep), cmocka_unit_test(integer_decode_dots_at_extremes), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
+        cmocka_unit_test(integer_decode_dots), cmocka_unit_test(float_rows_in_lockstep), cmocka_unit_test(integer_decode_dots_at_extremes), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(integer_tile_of_whole_rows), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
         cmocka_unit_test(kernel_set_by_name),
         cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(yarn_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(vector_memory_is_line_aligned), cmocka_unit_test(thread_pool_oversubscribed),
     };
