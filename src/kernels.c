@@ -417,59 +417,97 @@ static void interleave16_bytes(const uint8_t *src, int64_t src_stride, uint8_t *
         for (int g = 0; g < 8; g++) memcpy(dst + 64 * g + 4 * r, src + r * src_stride + 4 * g, 4);
 }
 
-/* n code bytes of a tile block, each shifted right by `shift` and masked (Q4_0's nibbles), then
- * xor `flip` (Q8_0's + 128). */
-static void tile_codes_fix(uint8_t *codes, int n, int shift, uint8_t mask, uint8_t flip) {
-    const uint64_t m = 0x0101010101010101ULL * mask, f = 0x0101010101010101ULL * flip;
-    for (int i = 0; i < n; i += 8) {
+static inline uint64_t word_at(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+#define EVERY_BYTE(x) (0x0101010101010101ULL * (uint8_t)(x))
+
+/* Tile group g's codes (values 4g … 4g+3 of 32-value piece s of a block) of the 8 rows of an
+ * interleaved group's block `in` (repack.c says where each lies): 32 bytes, 4 a row. */
+static void group_codes(uint32_t type, const uint8_t *in, int s, int g, uint8_t *out) {
+    for (int w = 0; w < 32; w += 8) {
         uint64_t v;
-        memcpy(&v, codes + i, 8);
-        v = ((v >> shift) & m) ^ f;
-        memcpy(codes + i, &v, 8);
+        if (type == SP_TYPE_Q8_0) v = word_at(in + SP_ROWS8_Q8_0_QS + 32 * g + w) ^ EVERY_BYTE(0x80); /* q + 128 */
+        else if (type == SP_TYPE_Q4_0) v = word_at(in + SP_ROWS8_Q4_0_QS + 32 * (g % 4) + w) >> (4 * (g / 4)) & EVERY_BYTE(0x0F);
+        else if (type == SP_TYPE_Q4_K || type == SP_TYPE_Q5_K) {
+            v = word_at(in + SP_ROWS8_Q4_K_QS + 256 * (s / 2) + 32 * g + w) >> (4 * (s % 2)) & EVERY_BYTE(0x0F);
+            if (type == SP_TYPE_Q5_K) v |= (word_at(in + SP_ROWS8_Q5_K_QH + 32 * g + w) >> s & EVERY_BYTE(1)) << 4;
+        } else { /* Q6_K: quarters 0-2 whole, quarter 3 from the three's top bits */
+            const uint8_t *c = in + SP_ROWS8_Q6_K_QS + 768 * (s / 4) + 32 * g + w;
+            v = s % 4 < 3 ? word_at(c + 256 * (s % 4)) & EVERY_BYTE(63)
+                          : (word_at(c) >> 6 & EVERY_BYTE(3)) | (word_at(c + 256) >> 4 & EVERY_BYTE(12)) | (word_at(c + 512) >> 2 & EVERY_BYTE(48));
+        }
+        memcpy(out + w, &v, 8);
     }
 }
 
-/* Q8_0 and Q4_0 in whole tiles: their codes need no table, only the tile's order (and Q8_0's
- * + 128, Q4_0's nibbles apart) — from Q8_0's rows as they lie, or from two interleaved groups of
- * either (repack.h), whose 32-byte chunks already hold 4 bytes of each of 8 rows. The general
- * path stages every block of every row through the type's codes() (a 1B Q8_0 prefill on Zen 5:
- * 13 % of the time; from interleaved rows it unpacks each block first). The same tile, byte for
- * byte. False: not such a tile. */
+/* The scales and mins of piece s for the same 8 rows, as the type's codes() computes them, into
+ * the tile's sm at rows r0 … r0+7 (Q6_K: two groups of 16 values, 32 floats apart). */
+static void group_scales(uint32_t type, const uint8_t *in, int s, float *sm, int r0) {
+    for (int r = 0; r < SP_ROWS8; r++) {
+        uint16_t h;
+        memcpy(&h, in + 2 * r, 2);
+        const float d = sp_fp16_to_f32(h);
+        if (type == SP_TYPE_Q8_0 || type == SP_TYPE_Q4_0) {
+            sm[r0 + r] = d;
+            sm[16 + r0 + r] = (type == SP_TYPE_Q8_0 ? 128 : 8) * d;
+        } else if (type == SP_TYPE_Q4_K || type == SP_TYPE_Q5_K) {
+            memcpy(&h, in + SP_ROWS8_Q4_K_DMIN + 2 * r, 2);
+            sm[r0 + r] = d * in[SP_ROWS8_Q4_K_SCALES + 8 * s + r];
+            sm[16 + r0 + r] = sp_fp16_to_f32(h) * in[SP_ROWS8_Q4_K_MINS + 8 * s + r];
+        } else
+            for (int half = 0; half < 2; half++) {
+                const float scale = d * (int8_t)in[SP_ROWS8_Q6_K_SCALES + 16 * s + 2 * r + half];
+                sm[32 * half + r0 + r] = scale;
+                sm[32 * half + 16 + r0 + r] = 32 * scale;
+            }
+    }
+}
+
+/* Whole tiles without the type's codes(): from rows repacked at load (every interleaved type:
+ * two groups' chunks already hold 4 bytes of each of 8 rows — masked, shifted or flipped, they
+ * are the tile), and from Q8_0's rows as they lie (its bytes are its codes, + 128: transposed and
+ * flipped). The general path stages every block of every row through codes() — a 1B Q8_0 prefill
+ * on Zen 5 spent 13 % of its time there — and from interleaved rows unpacks each block first
+ * (with `--repack`, Q6_K's prefill 15–20 % slower than without). The same tile, byte for byte.
+ * False: not such a tile. */
 static bool tile_pack_whole(uint32_t type, const uint8_t *rows, int64_t row_bytes, bool interleaved, int nr, int64_t k, uint8_t *tile,
                             void (*interleave)(const uint8_t *, int64_t, uint8_t *)) {
-    if (nr != ROWS_PER_TILE || (type != SP_TYPE_Q8_0 && !(type == SP_TYPE_Q4_0 && interleaved))) return false;
-    const bool q8 = type == SP_TYPE_Q8_0;
-    const int64_t stride = SP_I8_TILE_BLOCK_BYTES(32), group = SP_ROWS8 * row_bytes;
-    for (int64_t b = 0; b < k / 32; b++) {
-        uint8_t *blk = tile + b * stride;
-        uint16_t d[ROWS_PER_TILE];
-        if (interleaved) { /* rows 0-7 from the first group, 8-15 from the next: the low and high 32 bytes of each 64 */
-            const int64_t bytes = q8 ? SP_ROWS8_Q8_0_BYTES : SP_ROWS8_Q4_0_BYTES, qs = q8 ? SP_ROWS8_Q8_0_QS : SP_ROWS8_Q4_0_QS;
-            for (int half = 0; half < 2; half++) {
-                const uint8_t *in = rows + half * group + b * bytes;
-                memcpy(d + 8 * half, in, 16);
-                for (int g = 0; g < 8; g++) memcpy(blk + 64 * g + 32 * half, in + qs + 32 * (q8 ? g : g % 4), 32);
-            }
-            if (q8) tile_codes_fix(blk, 512, 0, 0xFF, 0x80);
-            else {
-                tile_codes_fix(blk, 256, 0, 0x0F, 0);       /* values 0..15: the low nibbles */
-                tile_codes_fix(blk + 256, 256, 4, 0x0F, 0); /* values 16..31: the high ones */
-            }
-        } else {
+    if (nr != ROWS_PER_TILE || (!interleaved && type != SP_TYPE_Q8_0)) return false;
+    const sp_type_traits *tt = sp_type_traits_get(type);
+    const int64_t stride = SP_I8_TILE_BLOCK_BYTES(tt->codes_group);
+    if (!interleaved) {
+        for (int64_t b = 0; b < k / 32; b++) {
+            uint8_t *blk = tile + b * stride;
             const uint8_t *src = rows + b * (int64_t)sizeof(block_q8_0);
+            float *sm = (float *)(blk + 512);
             for (int r = 0; r < ROWS_PER_TILE; r++) {
-                memcpy(&d[r], src + r * row_bytes, 2);
+                uint16_t d;
+                memcpy(&d, src + r * row_bytes, 2);
+                sm[r] = sp_fp16_to_f32(d);
+                sm[16 + r] = 128 * sm[r];
                 __builtin_prefetch(src + r * row_bytes + 512); /* 16 rows read side by side: help the hardware prefetcher */
             }
             interleave(src + 2, row_bytes, blk);
-            tile_codes_fix(blk, 512, 0, 0xFF, 0x80);
+            for (int i = 0; i < 512; i += 8) {
+                const uint64_t v = word_at(blk + i) ^ EVERY_BYTE(0x80);
+                memcpy(blk + i, &v, 8);
+            }
         }
-        float *sm = (float *)(blk + 512); /* 16 scales, then 16 mins: 128 (Q8_0) or 8 (Q4_0) scales */
-        for (int r = 0; r < ROWS_PER_TILE; r++) {
-            sm[r] = sp_fp16_to_f32(d[r]);
-            sm[16 + r] = (q8 ? 128 : 8) * sm[r];
-        }
+        return true;
     }
+    const int64_t group_bytes = sp_rows8_row_bytes(type, 1) * SP_ROWS8, group_stride = SP_ROWS8 * row_bytes;
+    for (int64_t b = 0; b < k / tt->block_size; b++)
+        for (int s = 0; s < tt->block_size / 32; s++) {
+            uint8_t *blk = tile + (b * tt->block_size / 32 + s) * stride;
+            for (int half = 0; half < 2; half++) { /* rows 0-7 from the first group, 8-15 from the next */
+                const uint8_t *in = rows + half * group_stride + b * group_bytes;
+                for (int g = 0; g < 8; g++) group_codes(type, in, s, g, blk + 64 * g + 32 * half);
+                group_scales(type, in, s, (float *)(blk + 512), 8 * half);
+            }
+        }
     return true;
 }
 

@@ -879,22 +879,23 @@ static void avx_vnni_overlay(void **st) {
     assert_ptr_equal(vnni->softmax_tile, avx2->softmax_tile);
 }
 
-/* Whole tiles of Q8_0 (rows as they lie, or interleaved) and Q4_0 (interleaved) are packed
- * without the type's codes(): against the tile's definition built from codes() row by row —
- * codes of value 4g + i of row r at byte 64g + 4r + i of a block, then 16 scales and 16 mins —
- * with every ISA's transposition, rows an odd number of bytes apart (15 blocks of Q8_0: 510). */
+/* Whole tiles of 16 rows repacked at load (every interleaved type) and of Q8_0 as it lies are
+ * packed without the type's codes(): against the tile's definition built from codes() row by
+ * row — the code of value 4g + i of row r at byte 64g + 4r + i of a 32-value piece, then per
+ * group of codes_group values 16 scales and 16 mins — with every ISA's transposition, plain and
+ * interleaved rows alike, Q8_0's rows an odd number of bytes apart (15 blocks: 510). */
 static void integer_tile_of_whole_rows(void **st) {
     (void)st;
     static const char *const isas[] = {"scalar", "avx2", "avx512"};
-    static const int types[] = {SP_TYPE_Q8_0, SP_TYPE_Q4_0};
-    const int64_t k = 480, nb = k / 32;
+    static const int types[] = {SP_TYPE_Q8_0, SP_TYPE_Q4_0, SP_TYPE_Q4_K, SP_TYPE_Q5_K, SP_TYPE_Q6_K};
     uint64_t s = 41;
-    for (size_t ti = 0; ti < 2; ti++) {
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
         const sp_type_traits *tt = sp_type_traits_get((uint32_t)types[ti]);
+        const int64_t k = tt->block_size == 32 ? 480 : 512, nb = k / tt->block_size, group = tt->codes_group;
+        const size_t tile_bytes = (size_t)(k / 32) * SP_I8_TILE_BLOCK_BYTES(group);
         const int64_t rb = (int64_t)sp_row_size((uint32_t)types[ti], k), ib = sp_rows8_row_bytes((uint32_t)types[ti], nb);
-        float wf[480];
-        uint8_t *plain = malloc((size_t)rb * 16), *inter = malloc((size_t)ib * 16);
-        uint8_t *want = calloc((size_t)nb, SP_I8_TILE_BLOCK_BYTES(32)), *got = malloc((size_t)nb * SP_I8_TILE_BLOCK_BYTES(32));
+        float wf[512];
+        uint8_t *plain = malloc((size_t)rb * 16), *inter = malloc((size_t)ib * 16), *want = calloc(tile_bytes, 1), *got = malloc(tile_bytes);
         for (int r = 0; r < 16; r++) {
             for (int64_t i = 0; i < k; i++) wf[i] = frand(&s) * (float)(r + 1);
             tt->quantize(wf, plain + r * rb, k);
@@ -902,10 +903,14 @@ static void integer_tile_of_whole_rows(void **st) {
                 uint8_t q[QK_K];
                 float sc[QK_K / 16], mn[QK_K / 16];
                 tt->codes(plain + r * rb + b * tt->type_size, q, sc, mn);
-                uint8_t *blk = want + b * SP_I8_TILE_BLOCK_BYTES(32);
-                for (int v = 0; v < 32; v++) blk[64 * (v / 4) + 4 * r + v % 4] = q[v];
-                memcpy(blk + 512 + 4 * r, &sc[0], 4);
-                memcpy(blk + 512 + 64 + 4 * r, &mn[0], 4);
+                for (int p = 0; p < tt->block_size / 32; p++) {
+                    uint8_t *blk = want + (b * tt->block_size / 32 + p) * SP_I8_TILE_BLOCK_BYTES(group);
+                    for (int v = 0; v < 32; v++) blk[64 * (v / 4) + 4 * r + v % 4] = q[32 * p + v];
+                    for (int h = 0; h < 32 / group; h++) {
+                        memcpy(blk + 512 + 128 * h + 4 * r, &sc[(32 * p + h * group) / 16], 4);
+                        memcpy(blk + 512 + 128 * h + 64 + 4 * r, &mn[(32 * p + h * group) / 16], 4);
+                    }
+                }
             }
         }
         for (int g = 0; g < 2; g++) sp_rows8_pack((uint32_t)types[ti], plain + g * 8 * rb, rb, nb, inter + g * 8 * ib);
@@ -915,9 +920,9 @@ static void integer_tile_of_whole_rows(void **st) {
             if (!isa) continue;
             sp_kernels_select(isa);
             for (int interleaved = 0; interleaved < 2; interleaved++) {
-                memset(got, 0xA5, (size_t)nb * SP_I8_TILE_BLOCK_BYTES(32));
+                memset(got, 0xA5, tile_bytes);
                 sp_i8_tile_pack((uint32_t)types[ti], interleaved ? inter : plain, interleaved ? ib : rb, interleaved, 16, k, got);
-                if (memcmp(got, want, (size_t)nb * SP_I8_TILE_BLOCK_BYTES(32)) != 0)
+                if (memcmp(got, want, tile_bytes) != 0)
                     fail_msg("%s %s tile, %s rows", isas[ii], tt->name, interleaved ? "interleaved" : "plain");
             }
         }
