@@ -427,20 +427,27 @@ static inline uint64_t word_at(const uint8_t *p) {
 /* Tile group g's codes (values 4g … 4g+3 of 32-value piece s of a block) of the 8 rows of an
  * interleaved group's block `in` (repack.c says where each lies): 32 bytes, 4 a row. */
 static void group_codes(uint32_t type, const uint8_t *in, int s, int g, uint8_t *out) {
-    for (int w = 0; w < 32; w += 8) {
-        uint64_t v;
-        if (type == SP_TYPE_Q8_0) v = word_at(in + SP_ROWS8_Q8_0_QS + 32 * g + w) ^ EVERY_BYTE(0x80); /* q + 128 */
-        else if (type == SP_TYPE_Q4_0) v = word_at(in + SP_ROWS8_Q4_0_QS + 32 * (g % 4) + w) >> (4 * (g / 4)) & EVERY_BYTE(0x0F);
-        else if (type == SP_TYPE_Q4_K || type == SP_TYPE_Q5_K) {
-            v = word_at(in + SP_ROWS8_Q4_K_QS + 256 * (s / 2) + 32 * g + w) >> (4 * (s % 2)) & EVERY_BYTE(0x0F);
-            if (type == SP_TYPE_Q5_K) v |= (word_at(in + SP_ROWS8_Q5_K_QH + 32 * g + w) >> s & EVERY_BYTE(1)) << 4;
-        } else { /* Q6_K: quarters 0-2 whole, quarter 3 from the three's top bits */
-            const uint8_t *c = in + SP_ROWS8_Q6_K_QS + 768 * (s / 4) + 32 * g + w;
-            v = s % 4 < 3 ? word_at(c + 256 * (s % 4)) & EVERY_BYTE(63)
-                          : (word_at(c) >> 6 & EVERY_BYTE(3)) | (word_at(c + 256) >> 4 & EVERY_BYTE(12)) | (word_at(c + 512) >> 2 & EVERY_BYTE(48));
-        }
-        memcpy(out + w, &v, 8);
+    uint64_t v[4]; /* the type chosen once, outside the loops over the four words (-O2 does not unswitch them) */
+    if (type == SP_TYPE_Q8_0) {
+        for (int w = 0; w < 4; w++) v[w] = word_at(in + SP_ROWS8_Q8_0_QS + 32 * g + 8 * w) ^ EVERY_BYTE(0x80); /* q + 128 */
+    } else if (type == SP_TYPE_Q4_0) {
+        const int shift = 4 * (g / 4);
+        for (int w = 0; w < 4; w++) v[w] = word_at(in + SP_ROWS8_Q4_0_QS + 32 * (g % 4) + 8 * w) >> shift & EVERY_BYTE(0x0F);
+    } else if (type == SP_TYPE_Q4_K || type == SP_TYPE_Q5_K) {
+        const int shift = 4 * (s % 2);
+        for (int w = 0; w < 4; w++) v[w] = word_at(in + SP_ROWS8_Q4_K_QS + 256 * (s / 2) + 32 * g + 8 * w) >> shift & EVERY_BYTE(0x0F);
+        if (type == SP_TYPE_Q5_K)
+            for (int w = 0; w < 4; w++) v[w] |= (word_at(in + SP_ROWS8_Q5_K_QH + 32 * g + 8 * w) >> s & EVERY_BYTE(1)) << 4;
+    } else { /* Q6_K: quarters 0-2 whole, quarter 3 from the three's top bits */
+        const uint8_t *c = in + SP_ROWS8_Q6_K_QS + 768 * (s / 4) + 32 * g;
+        if (s % 4 < 3)
+            for (int w = 0; w < 4; w++) v[w] = word_at(c + 256 * (s % 4) + 8 * w) & EVERY_BYTE(63);
+        else
+            for (int w = 0; w < 4; w++)
+                v[w] = (word_at(c + 8 * w) >> 6 & EVERY_BYTE(3)) | (word_at(c + 256 + 8 * w) >> 4 & EVERY_BYTE(12)) |
+                       (word_at(c + 512 + 8 * w) >> 2 & EVERY_BYTE(48));
     }
+    memcpy(out, v, sizeof v);
 }
 
 /* The scales and mins of piece s for the same 8 rows, as the type's codes() computes them, into
