@@ -539,7 +539,12 @@ void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, bool
             if (interleaved) {
                 src = block;
                 sp_rows8_unpack(type, rows, row_bytes, r, i / bs, 1, block);
-            } else sp_prefetch(src + 512, tt->type_size); /* 16 rows read side by side: help the hardware prefetcher, every line of a block (Q4_K 144 bytes, Q6_K 210: one line asked of three left the rest to stall codes(), 58 % of its samples on Zen 5) */
+            } else {
+                /* 16 rows read side by side: help the hardware prefetcher, every line of a block
+                 * (Q4_K 144 bytes, Q6_K 210: asking for one line left the others to stall codes(),
+                 * 58 % of its samples on Zen 5) */
+                sp_prefetch(src + 512, tt->type_size);
+            }
             tt->codes(src, q[r], scale[r], min[r]);
         }
         for (int j = 0; j < bs; j += 32) {
