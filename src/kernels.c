@@ -478,7 +478,7 @@ static void group_scales(uint32_t type, const uint8_t *in, int s, float *sm, int
  * are the tile), and from Q8_0's rows as they lie (its bytes are its codes, + 128: transposed and
  * flipped). The general path stages every block of every row through codes() — a 1B Q8_0 prefill
  * on Zen 5 spent 13 % of its time there — and from interleaved rows unpacks each block first
- * (with `--repack`, Q6_K's prefill 15–20 % slower than without). The same tile, byte for byte.
+ * (with `--repack`, Q6_K's pp512 12–22 % slower than without). The same tile, byte for byte.
  * False: not such a tile. */
 static bool tile_pack_whole(uint32_t type, const uint8_t *rows, int64_t row_bytes, bool interleaved, int nr, int64_t k, uint8_t *tile,
                             void (*interleave)(const uint8_t *, int64_t, uint8_t *)) {
