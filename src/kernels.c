@@ -473,61 +473,71 @@ static void group_scales(uint32_t type, const uint8_t *in, int s, float *sm, int
     }
 }
 
-/* Whole tiles without the type's codes(): from rows repacked at load (every interleaved type:
- * two groups' chunks already hold 4 bytes of each of 8 rows — masked, shifted or flipped, they
- * are the tile), and from Q8_0's rows as they lie (its bytes are its codes, + 128: transposed and
- * flipped). The general path stages every block of every row through codes() — a 1B Q8_0 prefill
- * on Zen 5 spent 13 % of its time there — and from interleaved rows unpacks each block first
- * (with `--repack`, Q6_K's pp512 12–22 % slower than without). The same tile, byte for byte.
- * False: not such a tile. */
-static bool tile_pack_whole(uint32_t type, const uint8_t *rows, int64_t row_bytes, bool interleaved, int nr, int64_t k, uint8_t *tile,
-                            void (*interleave)(const uint8_t *, int64_t, uint8_t *)) {
-    if (nr != ROWS_PER_TILE || (!interleaved && type != SP_TYPE_Q8_0)) return false;
+/* Tiles without the type's codes(), the same bytes as it gives: rows repacked at load (every
+ * interleaved type), where two groups' chunks side by side already hold 4 bytes of each of 16
+ * rows and, masked, shifted or flipped, are the tile; and whole tiles of Q8_0's rows as they lie,
+ * whose bytes are their codes (+ 128: transposed and flipped). The general path below stages every
+ * block of every row through codes() — a 1B Q8_0 prefill on Zen 5 spent 13 % of its time there;
+ * interleaved rows, unpacked to the file's layout first, made Q6_K's pp512 12–22 % slower with
+ * `--repack` than without. */
+
+/* Interleaved rows: nr is 8 or 16 (a repacked matrix has whole groups); a lone group leaves
+ * rows 8-15 zero. */
+static void tile_of_groups(uint32_t type, const uint8_t *rows, int64_t row_bytes, int nr, int64_t k, uint8_t *tile) {
     const sp_type_traits *tt = sp_type_traits_get(type);
     const int64_t stride = SP_I8_TILE_BLOCK_BYTES(tt->codes_group);
-    if (!interleaved) {
-        for (int64_t b = 0; b < k / 32; b++) {
-            uint8_t *blk = tile + b * stride;
-            const uint8_t *src = rows + b * (int64_t)sizeof(block_q8_0);
-            float *sm = (float *)(blk + 512);
-            for (int r = 0; r < ROWS_PER_TILE; r++) {
-                uint16_t d;
-                memcpy(&d, src + r * row_bytes, 2);
-                sm[r] = sp_fp16_to_f32(d);
-                sm[16 + r] = 128 * sm[r];
-                __builtin_prefetch(src + r * row_bytes + 512); /* 16 rows read side by side: help the hardware prefetcher */
-            }
-            interleave(src + 2, row_bytes, blk);
-            for (int i = 0; i < 512; i += 8) {
-                const uint64_t v = word_at(blk + i) ^ EVERY_BYTE(0x80);
-                memcpy(blk + i, &v, 8);
-            }
-        }
-        return true;
-    }
     const int64_t group_bytes = sp_rows8_row_bytes(type, 1) * SP_ROWS8, group_stride = SP_ROWS8 * row_bytes;
     for (int64_t b = 0; b < k / tt->block_size; b++)
         for (int s = 0; s < tt->block_size / 32; s++) {
             uint8_t *blk = tile + (b * tt->block_size / 32 + s) * stride;
-            for (int half = 0; half < 2; half++) { /* rows 0-7 from the first group, 8-15 from the next */
+            if (nr < ROWS_PER_TILE) memset(blk, 0, (size_t)stride);
+            for (int half = 0; half < nr / SP_ROWS8; half++) { /* rows 0-7 from the first group, 8-15 from the next */
                 const uint8_t *in = rows + half * group_stride + b * group_bytes;
                 for (int g = 0; g < 8; g++) group_codes(type, in, s, g, blk + 64 * g + 32 * half);
                 group_scales(type, in, s, (float *)(blk + 512), 8 * half);
             }
         }
-    return true;
+}
+
+/* 16 rows of Q8_0 as they lie. */
+static void tile_of_q8_0_rows(const uint8_t *rows, int64_t row_bytes, int64_t k, uint8_t *tile,
+                              void (*interleave)(const uint8_t *, int64_t, uint8_t *)) {
+    const int64_t stride = SP_I8_TILE_BLOCK_BYTES(32);
+    for (int64_t b = 0; b < k / 32; b++) {
+        uint8_t *blk = tile + b * stride;
+        const uint8_t *src = rows + b * (int64_t)sizeof(block_q8_0);
+        float *sm = (float *)(blk + 512);
+        for (int r = 0; r < ROWS_PER_TILE; r++) {
+            uint16_t d;
+            memcpy(&d, src + r * row_bytes, 2);
+            sm[r] = sp_fp16_to_f32(d);
+            sm[16 + r] = 128 * sm[r];
+            __builtin_prefetch(src + r * row_bytes + 512); /* 16 rows read side by side: help the hardware prefetcher */
+        }
+        interleave(src + 2, row_bytes, blk);
+        for (int i = 0; i < 512; i += 8) {
+            const uint64_t v = word_at(blk + i) ^ EVERY_BYTE(0x80);
+            memcpy(blk + i, &v, 8);
+        }
+    }
 }
 
 void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, bool interleaved, int nr, int64_t k, uint8_t *tile) {
     const sp_type_traits *tt = sp_type_traits_get(type);
     const sp_isa_kernels *kern = sp_kernels();
     void (*interleave)(const uint8_t *, int64_t, uint8_t *) = kern->interleave16 ? kern->interleave16 : interleave16_bytes;
-    if (tile_pack_whole(type, rows, row_bytes, interleaved, nr, k, tile, interleave)) return;
+    if (interleaved) {
+        tile_of_groups(type, rows, row_bytes, nr, k, tile);
+        return;
+    }
+    if (type == SP_TYPE_Q8_0 && nr == ROWS_PER_TILE) {
+        tile_of_q8_0_rows(rows, row_bytes, k, tile, interleave);
+        return;
+    }
     const int group = tt->codes_group, bs = tt->block_size;
     const int64_t stride = SP_I8_TILE_BLOCK_BYTES(group);
     uint8_t q[ROWS_PER_TILE][QK_K]; /* one block of each row's codes, then transposed into the tile */
     float scale[ROWS_PER_TILE][QK_K / 16], min[ROWS_PER_TILE][QK_K / 16];
-    uint8_t block[sizeof(block_q6_K)]; /* an interleaved row's block, as it was (the largest block) */
     for (int r = nr; r < ROWS_PER_TILE; r++) { /* rows the tile lacks: zero */
         memset(q[r], 0, sizeof q[r]);
         memset(scale[r], 0, sizeof scale[r]);
@@ -536,15 +546,10 @@ void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, bool
     for (int64_t i = 0; i < k; i += bs) {
         for (int r = 0; r < nr; r++) {
             const uint8_t *src = rows + r * row_bytes + i / bs * (int64_t)tt->type_size;
-            if (interleaved) {
-                src = block;
-                sp_rows8_unpack(type, rows, row_bytes, r, i / bs, 1, block);
-            } else {
-                /* 16 rows read side by side: help the hardware prefetcher, every line of a block
-                 * (Q4_K 144 bytes, Q6_K 210: asking for one line left the others to stall codes(),
-                 * 58 % of its samples on Zen 5) */
-                sp_prefetch(src + 512, tt->type_size);
-            }
+            /* 16 rows read side by side: help the hardware prefetcher, every line of a block
+             * (Q4_K 144 bytes, Q6_K 210: asking for one line left the others to stall codes(),
+             * 58 % of its samples on Zen 5) */
+            sp_prefetch(src + 512, tt->type_size);
             tt->codes(src, q[r], scale[r], min[r]);
         }
         for (int j = 0; j < bs; j += 32) {

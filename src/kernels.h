@@ -78,8 +78,8 @@ typedef struct {
  * unsigned codes interleaved [k/4][row][4], then per group of `group` values 16 scales and 16
  * mins as floats (row r, value i: scale[r]*code - min[r], the type's `codes` form). */
 #define SP_I8_TILE_BLOCK_BYTES(group) (512 + (32 / (group)) * 128)
-/* Packs rows [0, nr) (nr ≤ 16, each `row_bytes` apart; interleaved: in groups of 8, repack.h) of a
- * type with integer codes; rows nr..15 are zero. tile holds k/32 × SP_I8_TILE_BLOCK_BYTES(group)
+/* Packs rows [0, nr) (nr ≤ 16, each `row_bytes` apart; interleaved: in groups of 8, repack.h, so
+ * nr 8 or 16) of a type with integer codes; rows nr..15 are zero. tile holds k/32 × SP_I8_TILE_BLOCK_BYTES(group)
  * bytes. */
 void sp_i8_tile_pack(uint32_t type, const uint8_t *rows, int64_t row_bytes, bool interleaved, int nr, int64_t k, uint8_t *tile);
 /* The per-ISA primitives. Every implementation must agree with the scalar one within float

@@ -883,7 +883,8 @@ static void avx_vnni_overlay(void **st) {
  * packed without the type's codes(): against the tile's definition built from codes() row by
  * row — the code of value 4g + i of row r at byte 64g + 4r + i of a 32-value piece, then per
  * group of codes_group values 16 scales and 16 mins — with every ISA's transposition, plain and
- * interleaved rows alike, Q8_0's rows an odd number of bytes apart (15 blocks: 510). */
+ * interleaved rows alike, Q8_0's rows an odd number of bytes apart (15 blocks: 510), and a lone
+ * interleaved group of 8 rows. */
 static void integer_tile_of_whole_rows(void **st) {
     (void)st;
     static const char *const isas[] = {"scalar", "avx2", "avx512"};
@@ -914,6 +915,18 @@ static void integer_tile_of_whole_rows(void **st) {
             }
         }
         for (int g = 0; g < 2; g++) sp_rows8_pack((uint32_t)types[ti], plain + g * 8 * rb, rb, nb, inter + g * 8 * ib);
+        uint8_t *want8 = malloc(tile_bytes); /* the tile of rows 0-7 alone */
+        memcpy(want8, want, tile_bytes);
+        for (int64_t p = 0; p < k / 32; p++) {
+            uint8_t *blk = want8 + p * SP_I8_TILE_BLOCK_BYTES(group);
+            for (int r = 8; r < 16; r++) {
+                for (int g = 0; g < 8; g++) memset(blk + 64 * g + 4 * r, 0, 4);
+                for (int h = 0; h < 32 / group; h++) {
+                    memset(blk + 512 + 128 * h + 4 * r, 0, 4);
+                    memset(blk + 512 + 128 * h + 64 + 4 * r, 0, 4);
+                }
+            }
+        }
         const sp_isa_kernels *saved = sp_kernels();
         for (size_t ii = 0; ii < sizeof isas / sizeof *isas; ii++) {
             const sp_isa_kernels *isa = sp_kernels_by_name(isas[ii]);
@@ -925,11 +938,16 @@ static void integer_tile_of_whole_rows(void **st) {
                 if (memcmp(got, want, tile_bytes) != 0)
                     fail_msg("%s %s tile, %s rows", isas[ii], tt->name, interleaved ? "interleaved" : "plain");
             }
+            /* a lone interleaved group (a repacked matrix's last 8 rows): rows 8-15 zero */
+            memset(got, 0xA5, tile_bytes);
+            sp_i8_tile_pack((uint32_t)types[ti], inter, ib, true, 8, k, got);
+            if (memcmp(got, want8, tile_bytes) != 0) fail_msg("%s %s tile, one interleaved group", isas[ii], tt->name);
         }
         sp_kernels_select(saved);
         free(plain);
         free(inter);
         free(want);
+        free(want8);
         free(got);
     }
 }
