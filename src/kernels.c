@@ -417,35 +417,28 @@ static void interleave16_bytes(const uint8_t *src, int64_t src_stride, uint8_t *
         for (int g = 0; g < 8; g++) memcpy(dst + 64 * g + 4 * r, src + r * src_stride + 4 * g, 4);
 }
 
-static inline uint64_t word_at(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-#define EVERY_BYTE(x) (0x0101010101010101ULL * (uint8_t)(x))
-
 /* Tile group g's codes (values 4g … 4g+3 of 32-value piece s of a block) of the 8 rows of an
  * interleaved group's block `in` (repack.c says where each lies): 32 bytes, 4 a row. */
 static void group_codes(uint32_t type, const uint8_t *in, int s, int g, uint8_t *out) {
     uint64_t v[4]; /* the type chosen once, outside the loops over the four words (-O2 does not unswitch them) */
     if (type == SP_TYPE_Q8_0) {
-        for (int w = 0; w < 4; w++) v[w] = word_at(in + SP_ROWS8_Q8_0_QS + 32 * g + 8 * w) ^ EVERY_BYTE(0x80); /* q + 128 */
+        for (int w = 0; w < 4; w++) v[w] = sp_load8(in + SP_ROWS8_Q8_0_QS + 32 * g + 8 * w) ^ SP_EVERY_BYTE(0x80); /* q + 128 */
     } else if (type == SP_TYPE_Q4_0) {
         const int shift = 4 * (g / 4);
-        for (int w = 0; w < 4; w++) v[w] = word_at(in + SP_ROWS8_Q4_0_QS + 32 * (g % 4) + 8 * w) >> shift & EVERY_BYTE(0x0F);
+        for (int w = 0; w < 4; w++) v[w] = sp_load8(in + SP_ROWS8_Q4_0_QS + 32 * (g % 4) + 8 * w) >> shift & SP_EVERY_BYTE(0x0F);
     } else if (type == SP_TYPE_Q4_K || type == SP_TYPE_Q5_K) {
         const int shift = 4 * (s % 2);
-        for (int w = 0; w < 4; w++) v[w] = word_at(in + SP_ROWS8_Q4_K_QS + 256 * (s / 2) + 32 * g + 8 * w) >> shift & EVERY_BYTE(0x0F);
+        for (int w = 0; w < 4; w++) v[w] = sp_load8(in + SP_ROWS8_Q4_K_QS + 256 * (s / 2) + 32 * g + 8 * w) >> shift & SP_EVERY_BYTE(0x0F);
         if (type == SP_TYPE_Q5_K)
-            for (int w = 0; w < 4; w++) v[w] |= (word_at(in + SP_ROWS8_Q5_K_QH + 32 * g + 8 * w) >> s & EVERY_BYTE(1)) << 4;
+            for (int w = 0; w < 4; w++) v[w] |= (sp_load8(in + SP_ROWS8_Q5_K_QH + 32 * g + 8 * w) >> s & SP_EVERY_BYTE(1)) << 4;
     } else { /* Q6_K: quarters 0-2 whole, quarter 3 from the three's top bits */
         const uint8_t *c = in + SP_ROWS8_Q6_K_QS + 768 * (s / 4) + 32 * g;
         if (s % 4 < 3)
-            for (int w = 0; w < 4; w++) v[w] = word_at(c + 256 * (s % 4) + 8 * w) & EVERY_BYTE(63);
+            for (int w = 0; w < 4; w++) v[w] = sp_load8(c + 256 * (s % 4) + 8 * w) & SP_EVERY_BYTE(63);
         else
             for (int w = 0; w < 4; w++)
-                v[w] = (word_at(c + 8 * w) >> 6 & EVERY_BYTE(3)) | (word_at(c + 256 + 8 * w) >> 4 & EVERY_BYTE(12)) |
-                       (word_at(c + 512 + 8 * w) >> 2 & EVERY_BYTE(48));
+                v[w] = (sp_load8(c + 8 * w) >> 6 & SP_EVERY_BYTE(3)) | (sp_load8(c + 256 + 8 * w) >> 4 & SP_EVERY_BYTE(12)) |
+                       (sp_load8(c + 512 + 8 * w) >> 2 & SP_EVERY_BYTE(48));
     }
     memcpy(out, v, sizeof v);
 }
@@ -516,8 +509,7 @@ static void tile_of_q8_0_rows(const uint8_t *rows, int64_t row_bytes, int64_t k,
         }
         interleave(src + 2, row_bytes, blk);
         for (int i = 0; i < 512; i += 8) {
-            const uint64_t v = word_at(blk + i) ^ EVERY_BYTE(0x80);
-            memcpy(blk + i, &v, 8);
+            sp_store8(blk + i, sp_load8(blk + i) ^ SP_EVERY_BYTE(0x80));
         }
     }
 }

@@ -452,18 +452,14 @@ DEFINE_BLOCK_DOT(q6_K, QK_K, sizeof(block_q6_K))
 
 /* The codes are built 8 bytes at a time (SWAR): byte-wide loops here would also make the tile
  * packer's 4-byte reads stall on store forwarding. */
-#define LO_NIBBLES 0x0F0F0F0F0F0F0F0FULL
-#define LOW_BITS(m) (0x0101010101010101ULL * (m))
-
-static inline uint64_t load8(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static inline void store8(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+#define LO_NIBBLES SP_EVERY_BYTE(0x0F)
 
 /* 16 packed bytes → 16 low nibbles, then 16 high nibbles (the 32-block formats' order) */
 static inline void split_nibbles16(const uint8_t *qs, uint8_t *q) {
     for (int h = 0; h < 2; h++) {
-        const uint64_t v = load8(qs + 8 * h);
-        store8(q + 8 * h, v & LO_NIBBLES);
-        store8(q + 16 + 8 * h, (v >> 4) & LO_NIBBLES);
+        const uint64_t v = sp_load8(qs + 8 * h);
+        sp_store8(q + 8 * h, v & LO_NIBBLES);
+        sp_store8(q + 16 + 8 * h, (v >> 4) & LO_NIBBLES);
     }
 }
 static void codes_q4_0(const void *src, uint8_t *q, float *scale, float *min) {
@@ -501,7 +497,7 @@ static void codes_q5_1(const void *src, uint8_t *q, float *scale, float *min) {
 static void codes_q8_0(const void *src, uint8_t *q, float *scale, float *min) {
     const block_q8_0 *b = src;
     const float d = sp_fp16_to_f32(b->d);
-    for (int h = 0; h < 4; h++) store8(q + 8 * h, load8((const uint8_t *)b->qs + 8 * h) ^ LOW_BITS(0x80)); /* w + 128 */
+    for (int h = 0; h < 4; h++) sp_store8(q + 8 * h, sp_load8((const uint8_t *)b->qs + 8 * h) ^ SP_EVERY_BYTE(0x80)); /* w + 128 */
     scale[0] = scale[1] = d;
     min[0] = min[1] = 128 * d;
 }
@@ -518,15 +514,15 @@ static void codes_k4(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const
     /* sub-blocks 2p and 2p+1 are the low and high nibbles of the same 32 bytes: each read once */
     for (int p = 0; p < 4; p++)
         for (int h = 0; h < 4; h++) {
-            const uint64_t v = load8(qs_all + 32 * p + 8 * h);
+            const uint64_t v = sp_load8(qs_all + 32 * p + 8 * h);
             uint64_t lo = v & LO_NIBBLES, hi = (v >> 4) & LO_NIBBLES;
             if (qh) {
-                const uint64_t b = load8(qh + 8 * h);
-                lo |= ((b >> (2 * p)) & LOW_BITS(1)) << 4;
-                hi |= ((b >> (2 * p + 1)) & LOW_BITS(1)) << 4;
+                const uint64_t b = sp_load8(qh + 8 * h);
+                lo |= ((b >> (2 * p)) & SP_EVERY_BYTE(1)) << 4;
+                hi |= ((b >> (2 * p + 1)) & SP_EVERY_BYTE(1)) << 4;
             }
-            store8(q + 64 * p + 8 * h, lo);
-            store8(q + 64 * p + 32 + 8 * h, hi);
+            sp_store8(q + 64 * p + 8 * h, lo);
+            sp_store8(q + 64 * p + 32 + 8 * h, hi);
         }
 }
 static void codes_q4_K(const void *src, uint8_t *q, float *scale, float *min) {
@@ -544,11 +540,11 @@ static void codes_q6_K(const void *src, uint8_t *q, float *scale, float *min) {
         const uint8_t *ql = b->ql + 64 * half, *qh = b->qh + 32 * half;
         uint8_t *o = q + 128 * half;
         for (int h = 0; h < 4; h++) {
-            const uint64_t l0 = load8(ql + 8 * h), l1 = load8(ql + 32 + 8 * h), hi = load8(qh + 8 * h);
-            store8(o + 8 * h, (l0 & LO_NIBBLES) | ((hi & LOW_BITS(3)) << 4));
-            store8(o + 32 + 8 * h, (l1 & LO_NIBBLES) | (((hi >> 2) & LOW_BITS(3)) << 4));
-            store8(o + 64 + 8 * h, ((l0 >> 4) & LO_NIBBLES) | (((hi >> 4) & LOW_BITS(3)) << 4));
-            store8(o + 96 + 8 * h, ((l1 >> 4) & LO_NIBBLES) | (((hi >> 6) & LOW_BITS(3)) << 4));
+            const uint64_t l0 = sp_load8(ql + 8 * h), l1 = sp_load8(ql + 32 + 8 * h), hi = sp_load8(qh + 8 * h);
+            sp_store8(o + 8 * h, (l0 & LO_NIBBLES) | ((hi & SP_EVERY_BYTE(3)) << 4));
+            sp_store8(o + 32 + 8 * h, (l1 & LO_NIBBLES) | (((hi >> 2) & SP_EVERY_BYTE(3)) << 4));
+            sp_store8(o + 64 + 8 * h, ((l0 >> 4) & LO_NIBBLES) | (((hi >> 4) & SP_EVERY_BYTE(3)) << 4));
+            sp_store8(o + 96 + 8 * h, ((l1 >> 4) & LO_NIBBLES) | (((hi >> 6) & SP_EVERY_BYTE(3)) << 4));
         }
     }
     for (int j = 0; j < 16; j++) {

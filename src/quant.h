@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "specprefill_dev.h" /* the type ids, sp_row_size, sp_type_from_name */
 
@@ -37,6 +38,16 @@ _Static_assert(sizeof(block_q4_K) == 144, "q4_K layout");
 _Static_assert(sizeof(block_q5_K) == 176, "q5_K layout");
 _Static_assert(sizeof(block_q6_K) == 210, "q6_K layout");
 
+
+/* Eight bytes at a time (SWAR), for the codes here and the tile packer (kernels.c): byte-wide
+ * loops would also make the packer's 4-byte reads stall on store forwarding. */
+#define SP_EVERY_BYTE(m) (0x0101010101010101ULL * (uint8_t)(m))
+static inline uint64_t sp_load8(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+static inline void sp_store8(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
 /* The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block's 12 scale bytes. */
 static inline void sp_k4_scale_min(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
