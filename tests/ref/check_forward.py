@@ -82,13 +82,19 @@ def engine_logits(sp, model, case, work, isa=None, kv="f16", extra=()):
     return np.array(json.loads(r.stdout)["logits"])
 
 
+def near_tie(exact, emul):
+    """A top-1 lead below this is a near tie for the integer kernels: 6 × the rms deviation that
+    quantizing the activations to 8 bits alone (the emulation) gives the exact logits."""
+    return max(6 * float(np.sqrt(np.mean((emul - exact) ** 2))), 2e-3)
+
+
 def compare(got, exact, emul):
     """Deviation of the engine's logits from the exact ones, judged against the emulation's.
     Returns (ok, max dev, rms dev, tolerances text, argmax-checked rows, near-tie rows)."""
     d_emul = np.abs(emul - exact)
     tol_max = max(3 * float(d_emul.max()), 1e-3)
     tol_rms = max(1.5 * float(np.sqrt(np.mean(d_emul ** 2))), 1e-4)
-    tie = max(6 * float(np.sqrt(np.mean(d_emul ** 2))), 2e-3)
+    tie = near_tie(exact, emul)
     d = np.abs(got - exact)
     dev, rms = float(d.max()), float(np.sqrt(np.mean(d ** 2)))
     srt = np.sort(exact, axis=1)
@@ -154,7 +160,8 @@ def chatml(messages):
     return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
 
 
-def check_real(sp, path, isas):
+def check_real(sp, path, isas, exact_greedy):
+    """exact_greedy: also generate with the scalar set (exact floats) where it is one of isas."""
     tok = gguf_tokenizer.from_gguf(path)
     ids = lambda text: tok.encode(text, add_special_tokens=False).ids
     plain = "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is"
@@ -173,25 +180,35 @@ def check_real(sp, path, isas):
     # one where a SIMD set exists: under the sanitizers' -O0 it takes 280 s a case (an AVX2 Zen 3)
     simd = [s for s in isas if s != "scalar"] or isas
     ok, lines = check_model(sp, "SmolLM2-135M", path, cases, simd[-2:], False)
-    # greedy generation of 32 tokens through `generate` (the decode path) equals the reference's
+    # greedy generation of 32 tokens through `generate` (the decode path) against the reference's.
+    # The scalar set computes in floats as the reference does: its text must be the reference's
+    # but at a near tie (lead < 0.05). The SIMD sets quantize the activations to 8 bits (as
+    # llama.cpp does), which moves this model's logits by as much as the tolerances above allow:
+    # there a divergence passes only where the reference's lead is under the logits check's
+    # near-tie margin (an AVX2 Zen 3 took the runner-up at a lead of 0.196, margin ≈ 1.8).
     m = F.Model(path)
     _, _, tokens, types, _, _ = gguf_tokenizer.read_vocab(path)
     eog = {i for i, t in enumerate(tokens) if t in gguf_tokenizer.EOG_TEXTS}
     ref, gaps = F.greedy(m, ids(plain), 32, eog)
     want = tok.decode([t for t in ref if t not in eog], skip_special_tokens=False)
-    r = subprocess.run([sp, "generate", "-m", path, "-p", plain, "-n", "32", "--temp", "0"], capture_output=True)
-    got = r.stdout.decode()
-    got = got[:-1] if got.endswith("\n") else got  # generate ends its output with a newline
-    tol = 0.05
-    if got == want:
-        lines.append(f"  SmolLM2-135M greedy 32 tokens identical to the reference (smallest top-1 lead {min(gaps):.3f})")
-    else:
+    simd_tie = near_tie(F.run_case(m, cases["plain"]), F.run_case(m, cases["plain"], emulate=True))
+    runs = [(simd[-1], simd_tie)] + ([("scalar", 0.05)] if exact_greedy and "scalar" in isas else [])
+    for isa, tol in runs:
+        r = subprocess.run([sp, "generate", "-m", path, "-p", plain, "-n", "32", "--temp", "0"], capture_output=True,
+                           env=dict(os.environ, SPECPREFILL_ISA=isa))
+        got = r.stdout.decode()
+        got = got[:-1] if got.endswith("\n") else got  # generate ends its output with a newline
+        if got == want:
+            lines.append(f"  SmolLM2-135M greedy [{isa}] 32 tokens identical to the reference (smallest top-1 lead {min(gaps):.3f})")
+            continue
         k = next((i for i in range(len(ref)) if not got.startswith(tok.decode(ref[:i + 1]))), len(ref))
         if k < len(gaps) and gaps[k] < tol:
-            lines.append(f"  SmolLM2-135M greedy: the same up to token {k}, where the reference's lead is {gaps[k]:.4f} (a near tie)")
+            lines.append(f"  SmolLM2-135M greedy [{isa}]: the same up to token {k}, where the reference's lead is {gaps[k]:.4f}"
+                         f" (a near tie: < {tol:.3g})")
         else:
             ok = False
-            lines.append(f"  FAIL SmolLM2-135M greedy differs at token {k}:\n    engine    {got!r}\n    reference {want!r}")
+            lines.append(f"  FAIL SmolLM2-135M greedy [{isa}] differs at token {k} (reference's lead there {gaps[k] if k < len(gaps) else 0:.4f},"
+                         f" near-tie margin {tol:.3g}):\n    engine    {got!r}\n    reference {want!r}")
     return ok, lines
 
 
@@ -289,7 +306,7 @@ def main():
     print("\n".join(lines), flush=True)
     passed, failed = passed + ok, failed + (not ok)
     if a.real and os.path.exists(a.real):
-        ok, lines = check_real(a.sp, a.real, isas)
+        ok, lines = check_real(a.sp, a.real, isas, not a.quick)
         print("\n".join(lines))
         passed, failed = passed + ok, failed + (not ok)
     else:
