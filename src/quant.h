@@ -39,8 +39,7 @@ _Static_assert(sizeof(block_q5_K) == 176, "q5_K layout");
 _Static_assert(sizeof(block_q6_K) == 210, "q6_K layout");
 
 
-/* Eight bytes at a time (SWAR), for the codes here and the tile packer (kernels.c): byte-wide
- * loops would also make the packer's 4-byte reads stall on store forwarding. */
+/* Eight bytes at a time (SWAR): the codes (quant.c says why) and the tile packer (kernels.c). */
 #define SP_EVERY_BYTE(m) (0x0101010101010101ULL * (uint8_t)(m))
 static inline uint64_t sp_load8(const uint8_t *p) {
     uint64_t v;

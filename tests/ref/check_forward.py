@@ -119,12 +119,14 @@ FILE_TYPE = {"F32": "ALL_F32", "Q4_K": "MOSTLY_Q4_K_S", "Q5_K": "MOSTLY_Q5_K_S"}
 
 
 def check_model(sp, label, path, cases, isas, f32_kv_check, repack=False):
-    """repack: each kernel set also with the weights repacked at load (--repack)."""
+    """repack: each kernel set also with the weights repacked at load (--repack).
+    Returns (ok, lines, each case's near-tie margin)."""
     m = F.Model(path)
-    ok, lines = True, []
+    ok, lines, margins = True, [], {}
     runs = [(isa, ()) for isa in isas] + ([(isa + "+repack", ("--repack",)) for isa in isas] if repack else [])
     for name, case in cases.items():
         exact, emul = F.run_case(m, case), F.run_case(m, case, emulate=True)
+        margins[name] = near_tie(exact, emul)
         devs, tols, ties = [], "", 0
         for isa, extra in runs:
             good, dev, rms, tols, wrong, ties = compare(
@@ -142,7 +144,7 @@ def check_model(sp, label, path, cases, isas, f32_kv_check, repack=False):
                 ok = False
                 lines.append(f"  FAIL {label} {name} with an f32 KV cache: max dev {dev:.3g} > 5e-5")
         lines.append(msg)
-    return ok, lines
+    return ok, lines, margins
 
 
 def random_cases(n_vocab):
@@ -179,7 +181,7 @@ def check_real(sp, path, isas, exact_greedy):
     # the two best SIMD sets (on AVX-512: the float path and the integer one), never the scalar
     # one where a SIMD set exists: under the sanitizers' -O0 it takes 280 s a case (an AVX2 Zen 3)
     simd = [s for s in isas if s != "scalar"] or isas
-    ok, lines = check_model(sp, "SmolLM2-135M", path, cases, simd[-2:], False)
+    ok, lines, margins = check_model(sp, "SmolLM2-135M", path, cases, simd[-2:], False)
     # greedy generation of 32 tokens through `generate` (the decode path) against the reference's.
     # The scalar set computes in floats as the reference does: its text must be the reference's
     # but at a near tie (lead < 0.05). The SIMD sets quantize the activations to 8 bits (as
@@ -191,8 +193,7 @@ def check_real(sp, path, isas, exact_greedy):
     eog = {i for i, t in enumerate(tokens) if t in gguf_tokenizer.EOG_TEXTS}
     ref, gaps = F.greedy(m, ids(plain), 32, eog)
     want = tok.decode([t for t in ref if t not in eog], skip_special_tokens=False)
-    simd_tie = near_tie(F.run_case(m, cases["plain"]), F.run_case(m, cases["plain"], emulate=True))
-    runs = [] if simd[-1] == "scalar" else [(simd[-1], simd_tie)]  # a CPU with no SIMD set: the scalar run alone
+    runs = [] if simd[-1] == "scalar" else [(simd[-1], margins["plain"])]  # a CPU with no SIMD set: the scalar run alone
     if "scalar" in isas and (exact_greedy or not runs):
         runs.append(("scalar", 0.05))
     for isa, tol in runs:
@@ -296,7 +297,7 @@ def main():
                 args += ["--tied", "--rope-base", "1000000"]
             subprocess.run(args, check=True, capture_output=True)
             os.replace(path + ".tmp", path)
-        ok, lines = check_model(a.sp, f"{arch}-{typ}", path, random_cases(F.Model(path).n_vocab), isas,
+        ok, lines, _ = check_model(a.sp, f"{arch}-{typ}", path, random_cases(F.Model(path).n_vocab), isas,
                                 typ in ("F32", "F16"), repack=typ in ("Q4_0", "Q4_K", "Q4_K_M", "Q5_K", "Q5_K_M", "Q6_K"))
         want, got = FILE_TYPE.get(typ, "MOSTLY_" + typ), file_type_name(path)
         if got != want:  # what llama.cpp would call the file
