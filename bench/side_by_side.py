@@ -85,15 +85,21 @@ def reference(model, extra):
     rows = run(cmd + shlex.split(extra), "reference")
     if not isinstance(rows, list):
         sys.exit("error: the reference's JSON is not a list of rows (not a llama-bench?)")
-    commits.add(str(rows[0].get("build_commit", "?")) if rows else "?")
-    return {test_name(r): float(r["avg_ts"]) for r in rows}
+    commits.add(str(rows[0].get("build_commit", "?")) if rows and isinstance(rows[0], dict) else "?")
+    try:
+        return {test_name(r): float(r["avg_ts"]) for r in rows}
+    except (KeyError, TypeError, ValueError) as e:
+        sys.exit(f"error: a reference row without a test and its avg_ts ({e!r}): not a llama-bench?")
 
 
 def specprefill(model, extra):
     cmd = [args.sp, "bench", "-m", model, "-p", args.n_prompt, "-n", args.n_gen, "-t", str(args.threads), "-r", str(args.repetitions), "-o", "json"]
     out = run(cmd + shlex.split(extra), "specprefill")
-    isas.add(out.get("isa", "?"))
-    return {r["test"]: float(r["tokens_per_s"]) for r in out["results"]}
+    try:
+        isas.add(out.get("isa", "?"))
+        return {r["test"]: float(r["tokens_per_s"]) for r in out["results"]}
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        sys.exit(f"error: specprefill bench's JSON without its results ({e!r})")
 
 
 def label(extra, plain):

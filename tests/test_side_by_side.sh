@@ -71,6 +71,9 @@ else grep -q "reference exited with 3" "$T/err" && grep -q "model file missing" 
 printf '#!/bin/sh\necho "| model | test |"\n' >"$T/chatty" && chmod +x "$T/chatty"
 if run --ref "$T/chatty" >"$T/out" 2>"$T/err"; then bad "a reference without JSON: exit 0"
 else grep -q "printed no JSON" "$T/err" && ok "a reference without JSON: said so" || bad "a reference without JSON: $(cat "$T/err")"; fi
+printf '#!/bin/sh\necho "[{\\"n_prompt\\": 16}]"\n' >"$T/rowless" && chmod +x "$T/rowless"
+if run --ref "$T/rowless" >"$T/out" 2>"$T/err"; then bad "a reference row without avg_ts: exit 0"
+else grep -q "without a test and its avg_ts" "$T/err" && ! grep -q Traceback "$T/err" && ok "a reference row without avg_ts: said so" || bad "a reference row without avg_ts: $(cat "$T/err")"; fi
 if run --ref "$T/llama-bench" --rounds 0 >"$T/out" 2>"$T/err"; then bad "--rounds 0 accepted"
 else grep -q "at least 1" "$T/err" && ok "--rounds 0 refused" || bad "--rounds 0: $(cat "$T/err")"; fi
 
