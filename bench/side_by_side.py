@@ -46,6 +46,13 @@ ref_variants = args.ref_args or [""]
 sp_variants = args.sp_args or [""]
 if args.rounds < 1 or args.repetitions < 1 or args.threads < 1:
     sys.exit("error: --rounds, -r and -t must be at least 1")
+try:
+    prompts, n_gen = [int(p) for p in args.n_prompt.split(",")], int(args.n_gen)
+except ValueError:
+    sys.exit(f"error: -p takes prompt lengths (512,2048) and -n one count, not {args.n_prompt!r} and {args.n_gen!r}")
+tests = [f"pp{p}" for p in prompts if p > 0] + ([f"tg{n_gen}"] if n_gen > 0 else [])
+if not tests:
+    sys.exit("error: nothing to time: -p and -n are all 0")
 
 
 def cpu_name():
@@ -121,7 +128,6 @@ for rnd in range(args.rounds):
 
 ref_name = args.ref_name or (f"reference {'/'.join(sorted(commits))}" if commits - {"?"} else os.path.basename(os.path.dirname(os.path.abspath(args.ref))))
 cpu = cpu_name()
-tests = [f"pp{p}" for p in args.n_prompt.split(",") if int(p) > 0] + ([f"tg{args.n_gen}"] if int(args.n_gen) > 0 else [])
 
 
 def best(rnd, model, engine, test):

@@ -76,6 +76,9 @@ if run --ref "$T/rowless" >"$T/out" 2>"$T/err"; then bad "a reference row withou
 else grep -q "without a test and its avg_ts" "$T/err" && ! grep -q Traceback "$T/err" && ok "a reference row without avg_ts: said so" || bad "a reference row without avg_ts: $(cat "$T/err")"; fi
 if run --ref "$T/llama-bench" --rounds 0 >"$T/out" 2>"$T/err"; then bad "--rounds 0 accepted"
 else grep -q "at least 1" "$T/err" && ok "--rounds 0 refused" || bad "--rounds 0: $(cat "$T/err")"; fi
+calls=$(wc -l <"$T/calls")
+if python3 "$ROOT/bench/side_by_side.py" --ref "$T/llama-bench" --sp "$SP" -m "$T/tiny.gguf" -p 16,x >"$T/out" 2>"$T/err"; then bad "-p 16,x accepted"
+else grep -q "prompt lengths" "$T/err" && [ "$(wc -l <"$T/calls")" = "$calls" ] && ok "-p 16,x refused before any run" || bad "-p 16,x: $(cat "$T/err")"; fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
