@@ -30,7 +30,7 @@ from xml.sax.saxutils import escape
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--ref", required=True, help="the reference's llama-bench binary")
-ap.add_argument("--ref-name", default=None, help="the reference's name in tables (default: its build commit, else the binary's folder)")
+ap.add_argument("--ref-name", default=None, help="the reference's name in tables (default: \"reference\" and its build commit, else the binary's folder)")
 ap.add_argument("--ref-args", action="append", help='extra llama-bench arguments of one variant, written --ref-args="-rtr 1" (repeatable; default one variant, none)')
 ap.add_argument("--sp", default="build/specprefill", help="the specprefill binary (default build/specprefill)")
 ap.add_argument("--sp-args", action="append", help="extra specprefill bench arguments of one variant, written --sp-args=--repack (repeatable; default one variant, none)")
