@@ -2,7 +2,8 @@
 # bench/side_by_side.py against a stand-in llama-bench whose speeds are known: the table's ratio
 # is specprefill's best variant over the reference's best, per round and test; rounds alternate
 # which engine runs first; the SVG is well-formed with a dot per round and test; a reference that
-# fails or prints no JSON stops the run with its reason.
+# fails, prints no JSON or rows without avg_ts stops the run with its reason, and bad -p, -n or
+# --rounds are refused before anything runs.
 set -euo pipefail
 SP=$(realpath "$1")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
