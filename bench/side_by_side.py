@@ -87,9 +87,13 @@ def test_name(row):
     return f"pp{p}" if n == 0 else f"tg{n}" if p == 0 else f"pp{p}+tg{n}"
 
 
+def bench_args(model, extra):
+    """what both engines are given: the same model, lengths, threads and repetitions, JSON out"""
+    return ["-m", model, "-p", args.n_prompt, "-n", args.n_gen, "-t", str(args.threads), "-r", str(args.repetitions), "-o", "json"] + shlex.split(extra)
+
+
 def reference(model, extra):
-    cmd = [args.ref, "-m", model, "-p", args.n_prompt, "-n", args.n_gen, "-t", str(args.threads), "-r", str(args.repetitions), "-o", "json"]
-    rows = run(cmd + shlex.split(extra), "reference")
+    rows = run([args.ref] + bench_args(model, extra), "reference")
     if not isinstance(rows, list):
         sys.exit("error: the reference's JSON is not a list of rows (not a llama-bench?)")
     commits.add(str(rows[0].get("build_commit", "?")) if rows and isinstance(rows[0], dict) else "?")
@@ -100,8 +104,7 @@ def reference(model, extra):
 
 
 def specprefill(model, extra):
-    cmd = [args.sp, "bench", "-m", model, "-p", args.n_prompt, "-n", args.n_gen, "-t", str(args.threads), "-r", str(args.repetitions), "-o", "json"]
-    out = run(cmd + shlex.split(extra), "specprefill")
+    out = run([args.sp, "bench"] + bench_args(model, extra), "specprefill")
     try:
         isas.add(out.get("isa", "?"))
         return {r["test"]: float(r["tokens_per_s"]) for r in out["results"]}
@@ -114,51 +117,47 @@ def label(extra, plain):
 
 
 commits, isas = set(), set()
-readings = []  # {round, model, engine, variant, tokens_per_s: {test: t/s}}
-runs = [("ref", v) for v in ref_variants] + [("sp", v) for v in sp_variants]
+runs = [("ref", i, v) for i, v in enumerate(ref_variants)] + [("sp", i, v) for i, v in enumerate(sp_variants)]
+readings = {}  # (round, model path, engine, variant index) -> {test: t/s}, in the order they ran
 total, done = args.rounds * len(args.model) * len(runs), 0
-for rnd in range(args.rounds):
-    order = runs if rnd % 2 == 0 else runs[len(ref_variants):] + runs[: len(ref_variants)]
+for rnd in range(1, args.rounds + 1):
+    order = runs if rnd % 2 else runs[len(ref_variants):] + runs[: len(ref_variants)]
     for model in args.model:
-        for engine, extra in order:
+        for engine, i, extra in order:
             done += 1
-            print(f"[{done}/{total}] round {rnd + 1}, {os.path.basename(model)}", file=sys.stderr, flush=True)
-            ts = reference(model, extra) if engine == "ref" else specprefill(model, extra)
-            readings.append({"round": rnd + 1, "model": os.path.basename(model), "engine": engine, "variant": extra, "tokens_per_s": ts})
+            print(f"[{done}/{total}] round {rnd}, {os.path.basename(model)}", file=sys.stderr, flush=True)
+            readings[(rnd, model, engine, i)] = reference(model, extra) if engine == "ref" else specprefill(model, extra)
 
 ref_name = args.ref_name or (f"reference {'/'.join(sorted(commits))}" if commits - {"?"} else os.path.basename(os.path.dirname(os.path.abspath(args.ref))))
 cpu = cpu_name()
 
 
 def best(rnd, model, engine, test):
-    vals = [r["tokens_per_s"].get(test) for r in readings if r["round"] == rnd and r["model"] == model and r["engine"] == engine]
+    vals = [readings[(rnd, model, e, i)].get(test) for e, i, _ in runs if e == engine]
     vals = [v for v in vals if v is not None]
     if not vals:
         sys.exit(f"error: no {test} row from the {'reference' if engine == 'ref' else 'specprefill'} for {model}")
     return max(vals)
 
 
-models = [os.path.basename(m) for m in args.model]
-ratios = {(m, t): [best(r, m, "sp", t) / best(r, m, "ref", t) for r in range(1, args.rounds + 1)] for m in models for t in tests}
+# keyed by the model's path (two files of one name in two folders stay apart), shown by its name
+ratios = {(m, t): [best(r, m, "sp", t) / best(r, m, "ref", t) for r in range(1, args.rounds + 1)] for m in args.model for t in tests}
 
 print(f"CPU: {cpu}; {args.threads} threads; specprefill kernels {'/'.join(sorted(isas))}; {ref_name}\n")
 head = [f"{ref_name} {label(v, 'as it runs')}" for v in ref_variants] + [f"specprefill {label(v, 'as it runs')}" for v in sp_variants]
 print("| round | model | test | " + " | ".join(head) + " | best / best |")
 print("|---:|---|---|" + "---:|" * len(head) + "---:|")
 for rnd in range(1, args.rounds + 1):
-    for m in models:
+    for m in args.model:
         for t in tests:
-            cells = []
-            for engine, extra in runs:
-                r = next(x for x in readings if x["round"] == rnd and x["model"] == m and x["engine"] == engine and x["variant"] == extra)
-                v = r["tokens_per_s"].get(t)
-                cells.append(f"{v:.1f}" if v is not None else "—")
-            print(f"| {rnd} | {m} | {t} | " + " | ".join(cells) + f" | {ratios[(m, t)][rnd - 1]:.2f} |")
+            cells = [readings[(rnd, m, engine, i)].get(t) for engine, i, _ in runs]
+            cells = [f"{v:.1f}" if v is not None else "—" for v in cells]
+            print(f"| {rnd} | {os.path.basename(m)} | {t} | " + " | ".join(cells) + f" | {ratios[(m, t)][rnd - 1]:.2f} |")
 print("\n| model | test | specprefill / reference (best of each), over the rounds |")
 print("|---|---|---:|")
 for (m, t), rs in ratios.items():
     span = f"{min(rs):.2f}–{max(rs):.2f} (median {statistics.median(rs):.2f})" if len(rs) > 1 else f"{rs[0]:.2f}"
-    print(f"| {m} | {t} | {span} |")
+    print(f"| {os.path.basename(m)} | {t} | {span} |")
 
 
 def svg():
@@ -180,7 +179,7 @@ def svg():
         v += tick
     for i, ((m, t), rs) in enumerate(rows):
         y = top + step * i + step / 2
-        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{escape(m)} {escape(t)}</text>')
+        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{escape(os.path.basename(m))} {escape(t)}</text>')
         if len(rs) > 1:
             out.append(f'<line x1="{x(min(rs)):.1f}" y1="{y:.1f}" x2="{x(max(rs)):.1f}" y2="{y:.1f}" stroke="#4a7ab5" stroke-width="2"/>')
         for r in rs:
@@ -191,7 +190,10 @@ def svg():
 
 if args.out:
     with open(args.out + ".json", "w") as f:
-        json.dump({"cpu": cpu, "threads": args.threads, "reference": ref_name, "specprefill_isa": sorted(isas), "readings": readings,
-                   "ratios": [{"model": m, "test": t, "ratios": rs} for (m, t), rs in ratios.items()]}, f, indent=1)
+        variants = {"ref": ref_variants, "sp": sp_variants}
+        json.dump({"cpu": cpu, "threads": args.threads, "reference": ref_name, "specprefill_isa": sorted(isas),
+                   "readings": [{"round": rnd, "model": os.path.basename(m), "engine": e, "variant": variants[e][i], "tokens_per_s": ts}
+                                for (rnd, m, e, i), ts in readings.items()],
+                   "ratios": [{"model": os.path.basename(m), "test": t, "ratios": rs} for (m, t), rs in ratios.items()]}, f, indent=1)
     with open(args.out + ".svg", "w") as f:
         f.write(svg())
