@@ -4,6 +4,7 @@
  * models' (llama-bpe), SmolLM2's (smollm; scripts/get-models.sh) and, where ../shared is, the
  * Llama 3, Qwen2 and SentencePiece fixtures — paths from the repository root. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +21,10 @@ static void init(void) {
                                "../shared/fixtures/tokenizer/vocab-qwen2.gguf:../shared/fixtures/tokenizer/vocab-llama-spm.gguf", sizeof paths - 1);
     for (char *p = strtok(paths, ":"); p && n_models < MAX_VOCABS; p = strtok(NULL, ":"))
         if (sp_model_load(p, &models[n_models]) == SP_OK) n_models++;
-    if (n_models == 0) abort();
+    if (n_models == 0) { /* a run from another folder finds none: say so, not just "deadly signal" */
+        fprintf(stderr, "fuzz_tokenizer: no vocabulary loaded; run it from the repository root or set SP_FUZZ_VOCABS\n");
+        abort();
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
