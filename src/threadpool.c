@@ -42,12 +42,18 @@ static pthread_mutex_t submit_lock = PTHREAD_MUTEX_INITIALIZER; /* one job at a 
 /* On a shared machine a worker may lose its core to another process, and a job then waits for
  * the task it claimed until the worker runs again — about a scheduler time slice, milliseconds.
  * A long job (a prefill's matrix product) absorbs that; a short one (a decode step's) is better
- * done by the caller alone. So when a job waited more than four times what the caller alone
- * would have taken for all of it, the next jobs run on the caller alone, twice as many each time
- * it happens again; a long run of jobs without such a stall halves the stretch (all under
- * submit_lock). */
+ * done by the caller alone. A job stalled when it waited more than four times what the caller
+ * alone would have taken for all of it. One stall proves little: an idle virtual machine's host
+ * takes a core away for a few milliseconds now and then too (measured on a 2-core VM: stalls of
+ * about 4 ms, 0.4-5 s apart at idle; 16-60 ms apart beside one busy process). So the next jobs
+ * run on the caller alone when a stall comes within STALL_WINDOW of shared running after the one
+ * before; twice as many each time it happens again; a long run of jobs without a stall halves
+ * the stretch (all under submit_lock). */
 enum { SOLO_FIRST = 64, SOLO_MOST = 16384, CLEAN_RUN = 4096 };
+#define STALL_WINDOW 0.15 /* seconds of jobs shared with the workers */
 static int solo_left, solo_next = SOLO_FIRST, clean_jobs;
+static long stalls;
+static double solo_began, solo_seconds, last_stall = -1e9; /* last_stall: on the shared clock */
 
 #define SPIN_ROUNDS 4000 /* ≈ 50-100 µs of polling before a worker sleeps */
 
@@ -132,6 +138,20 @@ sp_status sp_set_threads(int n_threads) {
 int sp_get_threads(void) { return pool.n_threads ? pool.n_threads : default_threads(); }
 int sp_threads_count(void) { return sp_get_threads(); }
 
+int sp_threads_solo_jobs(void) {
+    pthread_mutex_lock(&submit_lock);
+    const int n = solo_left;
+    pthread_mutex_unlock(&submit_lock);
+    return n;
+}
+
+long sp_threads_stalls(void) {
+    pthread_mutex_lock(&submit_lock);
+    const long n = stalls;
+    pthread_mutex_unlock(&submit_lock);
+    return n;
+}
+
 #define SOLO_MACS (1 << 17) /* ≈ 5-10 µs on one core */
 
 void sp_parallel_for_sized(int n_tasks, sp_task_fn fn, void *ctx, int64_t macs) {
@@ -147,7 +167,7 @@ void sp_parallel_for(int n_tasks, sp_task_fn fn, void *ctx) {
     pthread_mutex_lock(&submit_lock);
     int n_threads = ensure_started();
     if (n_threads == 1 || n_tasks == 1 || solo_left > 0) {
-        if (solo_left > 0) solo_left--;
+        if (solo_left > 0 && --solo_left == 0) solo_seconds += sp_seconds() - solo_began;
         for (int t = 0; t < n_tasks; t++) fn(ctx, t, n_tasks);
         pthread_mutex_unlock(&submit_lock);
         return;
@@ -175,10 +195,16 @@ void sp_parallel_for(int n_tasks, sp_task_fn fn, void *ctx) {
         if (spin < SPIN_ROUNDS) cpu_relax();
         else sched_yield();
     }
-    const double waited = sp_seconds() - t1, alone = mine > 0 ? (t1 - t0) / mine * n_tasks : 0;
+    const double now = sp_seconds(), waited = now - t1, alone = mine > 0 ? (t1 - t0) / mine * n_tasks : 0;
     if (waited > 4 * alone + 200e-6) {
-        solo_left = solo_next;
-        solo_next = solo_next < SOLO_MOST ? 2 * solo_next : SOLO_MOST;
+        stalls++;
+        const double shared = now - solo_seconds; /* the clock stands still while the caller is alone */
+        if (shared - last_stall < STALL_WINDOW) {
+            solo_left = solo_next;
+            solo_began = now;
+            solo_next = solo_next < SOLO_MOST ? 2 * solo_next : SOLO_MOST;
+        }
+        last_stall = shared;
         clean_jobs = 0;
     } else if (++clean_jobs >= CLEAN_RUN && solo_next > SOLO_FIRST) {
         solo_next /= 2;

@@ -16,5 +16,9 @@ void sp_parallel_for(int n_tasks, sp_task_fn fn, void *ctx);
 void sp_parallel_for_sized(int n_tasks, sp_task_fn fn, void *ctx, int64_t macs);
 /* The number of threads sp_parallel_for spreads tasks over. */
 int sp_threads_count(void);
+/* How many of the next jobs the caller runs alone, having seen workers lose their core, and how
+ * many jobs stalled on such a worker so far (tests). */
+int sp_threads_solo_jobs(void);
+long sp_threads_stalls(void);
 
 #endif

@@ -4,11 +4,14 @@
 #include <cpuid.h>
 #endif
 #include <math.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fp16.h"
 #include "gguf.h"
@@ -1211,6 +1214,68 @@ static void thread_pool_oversubscribed(void **st) {
     assert_int_equal(sp_set_threads(before), SP_OK);
 }
 
+/* A worker that loses its core once — an idle virtual machine's host takes it for a few
+ * milliseconds now and then — does not send the next jobs to the caller alone; a second such
+ * stall soon after (another process wants the core) does. The worker's first task of a job
+ * sleeps 60 ms, as a descheduled worker would; a job it missed (a loaded machine) is tried
+ * again, and a pair of stalls too far apart to say anything about the window is done over. */
+static atomic_int stalled_worker_in;
+static pthread_t stall_caller;
+static void stall_task(void *ctx, int task, int n_tasks) {
+    (void)ctx, (void)task, (void)n_tasks;
+    if (pthread_equal(pthread_self(), stall_caller)) {
+        volatile double x = 0;
+        for (int i = 0; i < 20000; i++) x += i;
+        (void)x;
+    } else if (atomic_exchange(&stalled_worker_in, 1) == 0) {
+        nanosleep(&(struct timespec){0, 60 * 1000 * 1000}, NULL);
+    }
+}
+
+static bool stall_counted(void) {
+    const long before = sp_threads_stalls();
+    for (int tries = 0; tries < 50; tries++) {
+        atomic_store(&stalled_worker_in, 0);
+        sp_parallel_for(64, stall_task, NULL);
+        if (sp_threads_stalls() > before) return true;
+    }
+    return false;
+}
+
+static void drain_solo_jobs(void) {
+    pool_job j;
+    for (int i = 0; i < 100000 && sp_threads_solo_jobs() > 0; i++) sp_parallel_for(2, count_task, &j);
+    assert_int_equal(sp_threads_solo_jobs(), 0);
+}
+
+static double seconds_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void thread_pool_one_stall_is_not_contention(void **st) {
+    (void)st;
+    const int before = sp_get_threads();
+    assert_int_equal(sp_set_threads(2), SP_OK);
+    stall_caller = pthread_self();
+    bool judged = false;
+    for (int attempt = 0; attempt < 5 && !judged; attempt++) {
+        drain_solo_jobs();
+        nanosleep(&(struct timespec){0, 200 * 1000 * 1000}, NULL); /* earlier stalls fall out of the window */
+        assert_true(stall_counted());
+        const double first = seconds_now();
+        assert_int_equal(sp_threads_solo_jobs(), 0);
+        assert_true(stall_counted());
+        if (seconds_now() - first > 0.12) continue; /* the window is 0.15 s of shared work */
+        assert_true(sp_threads_solo_jobs() > 0);
+        judged = true;
+    }
+    drain_solo_jobs();
+    assert_int_equal(sp_set_threads(before), SP_OK);
+    if (!judged) skip();
+}
+
 /* Buffers the kernels read in vectors begin on a cache line (malloc's 16 bytes left every 64-byte
  * load of a panel spanning two lines), whatever their size: small ones from the heap, large ones
  * mapped. */
@@ -1244,7 +1309,7 @@ int main(void) {
         cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(decode_attention), cmocka_unit_test(prefill_attention), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels), cmocka_unit_test(matmul_interleaved_rows),
         cmocka_unit_test(integer_decode_dots), cmocka_unit_test(float_rows_in_lockstep), cmocka_unit_test(integer_decode_dots_at_extremes), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(integer_tile_of_whole_rows), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
         cmocka_unit_test(kernel_set_by_name),
-        cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(yarn_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(vector_memory_is_line_aligned), cmocka_unit_test(thread_pool_oversubscribed),
+        cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(yarn_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(vector_memory_is_line_aligned), cmocka_unit_test(thread_pool_oversubscribed), cmocka_unit_test(thread_pool_one_stall_is_not_contention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

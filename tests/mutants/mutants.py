@@ -488,6 +488,9 @@ MUTANTS = [
          find="for (long spin = 0; atomic_load(&pool.done) < n_tasks; spin++) {",
          replace="for (long spin = 0; 0 && atomic_load(&pool.done) < n_tasks; spin++) {",
          why="a job returns while a worker's task still runs", guard="test_quant"),
+    dict(name="pool-solo-after-one-stall", file="src/threadpool.c",
+         find="if (shared - last_stall < STALL_WINDOW) {", replace="if (1) {",
+         why="one stall of an idle machine's host sends the next jobs to the caller alone", guard="test_quant"),
     # ---- the scheduler's steps: every sequence as alone, the budget, the wait for every slot
     dict(name="steps-decode-rows-in-gemm", file="src/model.c",
          find="if (n_step > 0) sp_matmul_each(w, x, n_step, out);", replace="if (n_step > 0) sp_matmul(w, x, n_step, out);",
