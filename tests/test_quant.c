@@ -1243,7 +1243,7 @@ static bool stall_counted(void) {
 }
 
 static void drain_solo_jobs(void) {
-    pool_job j;
+    pool_job j = {0};
     for (int i = 0; i < 100000 && sp_threads_solo_jobs() > 0; i++) sp_parallel_for(2, count_task, &j);
     assert_int_equal(sp_threads_solo_jobs(), 0);
 }
