@@ -4,7 +4,6 @@
 #include <cpuid.h>
 #endif
 #include <math.h>
-#include <sched.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -13,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "fp16.h"
 #include "gguf.h"
 #include "kernels.h"
@@ -1248,12 +1248,6 @@ static void drain_solo_jobs(void) {
     assert_int_equal(sp_threads_solo_jobs(), 0);
 }
 
-static double seconds_now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static void thread_pool_one_stall_is_not_contention(void **st) {
     (void)st;
     const int before = sp_get_threads();
@@ -1264,10 +1258,10 @@ static void thread_pool_one_stall_is_not_contention(void **st) {
         drain_solo_jobs();
         nanosleep(&(struct timespec){0, 200 * 1000 * 1000}, NULL); /* earlier stalls fall out of the window */
         assert_true(stall_counted());
-        const double first = seconds_now();
+        const double first = sp_seconds();
         assert_int_equal(sp_threads_solo_jobs(), 0);
         assert_true(stall_counted());
-        if (seconds_now() - first > 0.12) continue; /* the window is 0.15 s of shared work */
+        if (sp_seconds() - first > 0.12) continue; /* the window is 0.15 s of shared work */
         assert_true(sp_threads_solo_jobs() > 0);
         judged = true;
     }
