@@ -55,6 +55,10 @@ void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out);
  * step that holds several streams' next tokens, so that none depends on what it shares the step
  * with. */
 void sp_matmul_each(const sp_weight *w, const float *x, int n_tokens, float *out);
+/* out[i] = sp_matmul_each(w[i], x, …) for n_w ≤ SP_MATMUL_GROUP_MOST weights of one n_in, as one
+ * job of the worker pool (the layer's q, k and v; gate and up): one end to wait for, not n_w. */
+#define SP_MATMUL_GROUP_MOST 4
+void sp_matmul_each_group(int n_w, const sp_weight *const *w, const float *x, int n_tokens, float *const *out);
 
 /* ---------------------------------------------------------------- attention */
 

@@ -728,9 +728,13 @@ static void matmul_task(void *arg, int task, int n_tasks) {
         /* decode of 16-bit float rows, four in lockstep for up to two tokens (dot_rows_f) */
         for (int64_t r = r0; r < r1; r += 4) {
             const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+            /* eight rows on, but not past the task: the rows after it are the next task's, most
+             * often another thread's (1B F16 decode, AMD Zen 3, 2 threads, tokens alternating in
+             * one run: +1.5-2.7 % in six runs) */
+            const int64_t ahead = r + 12 <= r1 ? 8 * w->row_bytes : 0;
             for (int t = 0; t < j->n_tokens; t += 2)
                 k->dot_rows_f[w->type](base + r * w->row_bytes, w->row_bytes, nr, j->x + (int64_t)t * K, K, j->n_tokens - t < 2 ? 1 : 2,
-                                       K, j->out + (int64_t)t * w->n_out + r, w->n_out);
+                                       K, j->out + (int64_t)t * w->n_out + r, w->n_out, ahead);
         }
         return;
     }
@@ -877,40 +881,46 @@ static const sp_i8_rows *prepare_i8_rows(const sp_isa_kernels *k, const sp_weigh
     return rows;
 }
 
-static void matmul(const sp_weight *w, const float *x, int n_tokens, float *out, bool each) {
+/* What a product's job points into besides its inputs: freed by release_matmul. */
+typedef struct {
+    sp_q8_act xq_few[DECODE_MAX_TOKENS], *xq;
+    sp_i8_rows xi;
+    void *xi_mem, *q8, *sliced;
+} matmul_mem;
+
+/* Fills the job of out = x · wᵀ (its activations quantized or sliced as the kernels take them)
+ * and returns its number of tasks. */
+static int prepare_matmul(matmul_job *j, matmul_mem *m, const sp_weight *w, const float *x, int n_tokens, float *out, bool each) {
     const sp_isa_kernels *k = sp_kernels();
     const bool decode = each || n_tokens <= DECODE_MAX_TOKENS;
-    matmul_job j = {.w = w, .x = x, .n_tokens = n_tokens, .decode = decode, .out = out};
-    sp_i8_rows xi;
-    void *xi_mem = NULL;
-    j.xi = decode ? NULL : prepare_i8_rows(k, w, x, n_tokens, &xi, &xi_mem);
-    int8_t *q8 = NULL;
-    sp_q8_act xq_few[DECODE_MAX_TOKENS], *xq = n_tokens <= DECODE_MAX_TOKENS ? xq_few : malloc((size_t)n_tokens * sizeof *xq);
-    if (decode && xq && w->type < SP_N_TYPES && (w->interleaved ? k->dot8_rows_q8[w->type] != NULL : k->dot_row_q8[w->type] != NULL) &&
+    *j = (matmul_job){.w = w, .x = x, .n_tokens = n_tokens, .decode = decode, .out = out};
+    *m = (matmul_mem){.xi_mem = NULL};
+    j->xi = decode ? NULL : prepare_i8_rows(k, w, x, n_tokens, &m->xi, &m->xi_mem);
+    m->xq = n_tokens <= DECODE_MAX_TOKENS ? m->xq_few : malloc((size_t)n_tokens * sizeof *m->xq);
+    if (decode && m->xq && w->type < SP_N_TYPES && (w->interleaved ? k->dot8_rows_q8[w->type] != NULL : k->dot_row_q8[w->type] != NULL) &&
         w->n_in % 32 == 0) {
         /* per token: the codes, then (n_in a multiple of 32: aligned) the scales and sums */
         const size_t per_token = ((size_t)w->n_in + (size_t)w->n_in / 32 * sizeof(float) + (size_t)w->n_in / 16 * sizeof(int32_t) + 63) & ~(size_t)63;
-        q8 = sp_alloc_vectors(per_token * (size_t)n_tokens);
+        int8_t *q8 = m->q8 = sp_alloc_vectors(per_token * (size_t)n_tokens);
         if (q8) {
             for (int t = 0; t < n_tokens; t++) {
                 int8_t *q = q8 + per_token * (size_t)t;
                 float *d = (float *)(q + w->n_in);
                 int32_t *sums = (int32_t *)(d + w->n_in / 32);
                 k->quantize_act(x + (int64_t)t * w->n_in, w->n_in, q, d, sums);
-                xq[t] = (sp_q8_act){q, d, sums};
+                m->xq[t] = (sp_q8_act){q, d, sums};
             }
-            j.xq = xq;
+            j->xq = m->xq;
         }
     }
-    void *sliced = NULL;
-    if (!decode && !j.xi) { /* the panels' products (fewer tokens take the decode form) */
+    if (!decode && !j->xi) { /* the panels' products (fewer tokens take the decode form) */
         /* x by slices of the panels' depth, in bf16 where the bf16 kernel is used, else f32: values
          * [p, p + kb) of every token together, at p · n_tokens (kb apart). A product then reads its
          * tokens' values from one run of memory: token rows n_in apart (4 KiB and more) all fall in
          * one set of the L1 cache (measured: the AMX product of a panel with 512 tokens 282 → 582
          * GMAC/s; 1B F16 pp512 with AVX2 on Zen 3, f32: +3–4 %) */
         const bool bf16 = use_bf16(k, w);
-        sliced = sp_alloc_vectors((size_t)n_tokens * (size_t)w->n_in * (bf16 ? sizeof(uint16_t) : sizeof(float)));
+        void *sliced = m->sliced = sp_alloc_vectors((size_t)n_tokens * (size_t)w->n_in * (bf16 ? sizeof(uint16_t) : sizeof(float)));
         if (sliced) {
             for (int64_t p = 0; p < w->n_in; p += PANEL_K) {
                 const int64_t kb = w->n_in - p < PANEL_K ? w->n_in - p : PANEL_K;
@@ -921,26 +931,63 @@ static void matmul(const sp_weight *w, const float *x, int n_tokens, float *out,
                     else memcpy((float *)sliced + at, src, (size_t)kb * sizeof(float));
                 }
             }
-            if (bf16) j.x_bf16 = sliced;
-            else j.x_sliced = sliced;
+            if (bf16) j->x_bf16 = sliced;
+            else j->x_sliced = sliced;
         }
     }
-    const int n_threads = sp_threads_count();
     /* Enough tasks for balance, each a whole number of tiles. A job ends when its last task
      * does, and the threads that finished first wait: with 4 tasks a thread the caller alone
      * waited 0.4-0.8 s of a 1B Q4_K_M decode's 7.7 s (2 threads, AMD Zen 3), with 16 0.12-0.15 s;
-     * Q8_0 pp512 0.56-1.29 s of 17 s against 0.23-0.26 s. A claim costs one atomic operation. */
-    int64_t tiles = (w->n_out + ROWS_PER_TILE - 1) / ROWS_PER_TILE;
+     * Q8_0 pp512 0.56-1.29 s of 17 s against 0.23-0.26 s. A claim costs one atomic operation.
+     * Rows are split, never sums: the result does not depend on who runs which task. */
+    const int n_threads = sp_threads_count();
+    const int64_t tiles = (w->n_out + ROWS_PER_TILE - 1) / ROWS_PER_TILE;
     int64_t n_tasks = n_threads * TASKS_PER_THREAD < tiles ? n_threads * TASKS_PER_THREAD : tiles;
-    int64_t tiles_per_task = (tiles + n_tasks - 1) / n_tasks;
-    j.rows_per_task = (int)(tiles_per_task * ROWS_PER_TILE);
-    n_tasks = (w->n_out + j.rows_per_task - 1) / j.rows_per_task;
-    /* rows are split, never sums: the result does not depend on who runs which task */
-    sp_parallel_for_sized((int)n_tasks, matmul_task, &j, (int64_t)n_tokens * w->n_in * w->n_out);
-    free(sliced);
-    free(q8);
-    free(xi_mem);
-    if (xq != xq_few) free(xq);
+    const int64_t tiles_per_task = (tiles + n_tasks - 1) / n_tasks;
+    j->rows_per_task = (int)(tiles_per_task * ROWS_PER_TILE);
+    return (int)((w->n_out + j->rows_per_task - 1) / j->rows_per_task);
+}
+
+static void release_matmul(matmul_mem *m) {
+    free(m->sliced);
+    free(m->q8);
+    free(m->xi_mem);
+    if (m->xq != m->xq_few) free(m->xq);
+}
+
+static void matmul(const sp_weight *w, const float *x, int n_tokens, float *out, bool each) {
+    matmul_job j;
+    matmul_mem m;
+    const int n_tasks = prepare_matmul(&j, &m, w, x, n_tokens, out, each);
+    sp_parallel_for_sized(n_tasks, matmul_task, &j, (int64_t)n_tokens * w->n_in * w->n_out);
+    release_matmul(&m);
+}
+
+/* Several products of one x as one job: its tasks are the products' tasks one after another. */
+typedef struct {
+    matmul_job jobs[SP_MATMUL_GROUP_MOST];
+    int first[SP_MATMUL_GROUP_MOST + 1]; /* job i's tasks are [first[i], first[i + 1]) */
+} matmul_group;
+
+static void group_task(void *arg, int task, int n_tasks) {
+    (void)n_tasks;
+    matmul_group *g = arg;
+    int i = 0;
+    while (task >= g->first[i + 1]) i++;
+    matmul_task(&g->jobs[i], task - g->first[i], g->first[i + 1] - g->first[i]);
+}
+
+void sp_matmul_each_group(int n_w, const sp_weight *const *w, const float *x, int n_tokens, float *const *out) {
+    matmul_group g;
+    matmul_mem m[SP_MATMUL_GROUP_MOST];
+    int64_t macs = 0;
+    g.first[0] = 0;
+    for (int i = 0; i < n_w; i++) {
+        g.first[i + 1] = g.first[i] + prepare_matmul(&g.jobs[i], &m[i], w[i], x, n_tokens, out[i], true);
+        macs += (int64_t)n_tokens * w[i]->n_in * w[i]->n_out;
+    }
+    sp_parallel_for_sized(g.first[n_w], group_task, &g, macs);
+    for (int i = 0; i < n_w; i++) release_matmul(&m[i]);
 }
 
 void sp_matmul(const sp_weight *w, const float *x, int n_tokens, float *out) { matmul(w, x, n_tokens, out, false); }

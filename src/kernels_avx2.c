@@ -436,14 +436,15 @@ static float dot_bf16(const void *row, const float *x, int64_t n) { return dot_h
  * row once and multiplies them with each of T ≤ 2 tokens' values, one accumulator per row and
  * token, so a (row, token) sum runs over the row in one order whatever comes with it. Four rows
  * at once keep four streams of weights in flight, where one row at a time (dot_half's four
- * chains, by pieces of 512 bytes: matmul_task) kept one, and each row asks for its line eight
- * rows on (the group after next: as far ahead in time whatever the row's length), into L2. On
+ * chains, by pieces of 512 bytes: matmul_task) kept one, and each row asks for its line
+ * `ahead` bytes on (matmul_task: eight rows, the group after next — as far ahead in time whatever
+ * the row's length), into L2. On
  * AMD Zen 3 the misses, not the arithmetic, set decode's pace (1B F16 decode, one thread: the
  * pieces 6.3-6.4 t/s, four rows without a prefetch 7.0-7.3, with it +11-17 % more; 4 or 12
  * rows ahead, or 12-96 KiB, no better; ik_llama.cpp's AVX2 F16 kernel also takes four rows). */
 static inline __attribute__((always_inline)) void half_rows(const uint8_t *rows, int64_t row_bytes, const int R, const float *x,
                                                             int64_t ldx, const int T, int64_t n, float *out, int64_t ldo,
-                                                            const bool bf16) {
+                                                            int64_t ahead, const bool bf16) {
     const uint16_t *w[4];
     __m256 acc[2][4];
     UNROLL for (int r = 0; r < R; r++) w[r] = (const uint16_t *)(rows + r * row_bytes);
@@ -451,8 +452,8 @@ static inline __attribute__((always_inline)) void half_rows(const uint8_t *rows,
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 v[4];
-        if ((i & 31) == 0) /* a line of each row: 32 values */
-            UNROLL for (int r = 0; r < R; r++) __builtin_prefetch((const char *)(w[r] + i) + 8 * row_bytes, 0, 2);
+        if (ahead && (i & 31) == 0) /* a line of each row: 32 values */
+            UNROLL for (int r = 0; r < R; r++) __builtin_prefetch((const char *)(w[r] + i) + ahead, 0, 2);
         UNROLL for (int r = 0; r < R; r++) v[r] = half8(w[r] + i, bf16);
         UNROLL for (int t = 0; t < T; t++) {
             const __m256 xv = _mm256_loadu_ps(x + t * ldx + i);
@@ -467,16 +468,16 @@ static inline __attribute__((always_inline)) void half_rows(const uint8_t *rows,
 }
 #define HALF_ROWS(name, BF16)                                                                                              \
     static void name(const void *rows, int64_t row_bytes, int n_rows, const float *x, int64_t ldx, int n_tokens, int64_t n, \
-                     float *out, int64_t ldo) {                                                                            \
+                     float *out, int64_t ldo, int64_t ahead) {                                                             \
         if (n_rows == 4) {                                                                                                 \
-            if (n_tokens == 2) half_rows(rows, row_bytes, 4, x, ldx, 2, n, out, ldo, BF16);                                 \
-            else half_rows(rows, row_bytes, 4, x, ldx, 1, n, out, ldo, BF16);                                               \
+            if (n_tokens == 2) half_rows(rows, row_bytes, 4, x, ldx, 2, n, out, ldo, ahead, BF16);                          \
+            else half_rows(rows, row_bytes, 4, x, ldx, 1, n, out, ldo, ahead, BF16);                                        \
             return;                                                                                                        \
         }                                                                                                                  \
         for (int r = 0; r < n_rows; r++)                                                                                   \
             for (int t = 0; t < n_tokens; t++)                                                                             \
                 half_rows((const uint8_t *)rows + r * row_bytes, row_bytes, 1, x + t * ldx, ldx, 1, n, out + t * ldo + r, ldo,  \
-                          BF16);                                                                                           \
+                          ahead, BF16);                                                                                           \
     }
 HALF_ROWS(dot_rows_f16, false)
 HALF_ROWS(dot_rows_bf16, true)

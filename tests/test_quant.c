@@ -571,6 +571,79 @@ static void matmul_interleaved_rows(void **st) {
     printf("  interleaved rows checked for %d (type, kernel set) pairs\n", checked);
 }
 
+/* Products of one x by several weights as one job (sp_matmul_each_group, a decode step's q, k and
+ * v) give each product bit for bit what it gets alone (sp_matmul_each): weights of different
+ * types, row counts and layouts, so the products' tasks differ in number and kind, on every
+ * kernel set and with the pool's threads. */
+static void matmul_group_is_each_alone(void **st) {
+    (void)st;
+    static const char *const isas[] = {"scalar", "avx2", "avx2-vnni", "avx512-base", "avx512"};
+    static const struct { int type, n_out; bool interleaved; } ws[] = {
+        {SP_TYPE_F16, 203, false}, {SP_TYPE_Q8_0, 16, false}, {SP_TYPE_Q4_K, 96, false}, {SP_TYPE_Q4_0, 40, true}};
+    enum { N_W = sizeof ws / sizeof *ws, N_IN = 512, MAX_TOKENS = 5 };
+    const sp_isa_kernels *saved = sp_kernels();
+    const int saved_threads = sp_get_threads();
+    uint64_t s = 23;
+    sp_weight w[N_W];
+    float *out[N_W], *alone[N_W];
+    const sp_weight *wp[N_W];
+    float *x = malloc(sizeof(float) * MAX_TOKENS * N_IN), *wf = malloc(sizeof(float) * N_IN * 256);
+    for (int i = 0; i < MAX_TOKENS * N_IN; i++) x[i] = frand(&s);
+    for (int i = 0; i < N_W; i++) {
+        const sp_type_traits *tt = sp_type_traits_get((uint32_t)ws[i].type);
+        const size_t rb = sp_row_size((uint32_t)ws[i].type, N_IN);
+        uint8_t *data = malloc(rb * ws[i].n_out);
+        for (int r = 0; r < ws[i].n_out; r++) {
+            for (int k = 0; k < N_IN; k++) wf[k] = frand(&s);
+            tt->quantize(wf, data + r * rb, N_IN);
+        }
+        w[i] = (sp_weight){.data = data, .type = (uint32_t)ws[i].type, .n_in = N_IN, .n_out = ws[i].n_out, .row_bytes = (int64_t)rb};
+        if (ws[i].interleaved) {
+            const int64_t nb = N_IN / tt->block_size, ib = sp_rows8_row_bytes((uint32_t)ws[i].type, nb);
+            uint8_t *inter = malloc((size_t)ib * ws[i].n_out);
+            for (int g = 0; g < ws[i].n_out / SP_ROWS8; g++)
+                sp_rows8_pack((uint32_t)ws[i].type, data + (size_t)g * SP_ROWS8 * rb, (int64_t)rb, nb, inter + (size_t)g * SP_ROWS8 * ib);
+            free(data);
+            w[i].data = inter, w[i].row_bytes = ib, w[i].interleaved = true;
+        }
+        wp[i] = &w[i];
+        out[i] = malloc(sizeof(float) * MAX_TOKENS * ws[i].n_out);
+        alone[i] = malloc(sizeof(float) * MAX_TOKENS * ws[i].n_out);
+    }
+    int checked = 0;
+    for (int threads = 1; threads <= 2; threads++) {
+        assert_int_equal(sp_set_threads(threads), SP_OK);
+        for (size_t k = 0; k < sizeof isas / sizeof *isas; k++) {
+            const sp_isa_kernels *isa = sp_kernels_by_name(isas[k]);
+            if (!isa) continue;
+            sp_kernels_select(isa);
+            for (int tokens = 1; tokens <= MAX_TOKENS; tokens += 2)
+                for (int n_w = 1; n_w <= N_W; n_w++) {
+                    for (int i = 0; i < n_w; i++) {
+                        for (int e = 0; e < tokens * ws[i].n_out; e++) out[i][e] = NAN;
+                        sp_matmul_each(wp[i], x, tokens, alone[i]);
+                    }
+                    sp_matmul_each_group(n_w, wp, x, tokens, out);
+                    for (int i = 0; i < n_w; i++)
+                        if (memcmp(out[i], alone[i], sizeof(float) * tokens * ws[i].n_out))
+                            fail_msg("%s, %d threads, %d tokens: product %d of a group of %d differs from it alone", isas[k], threads,
+                                     tokens, i, n_w);
+                    checked++;
+                }
+        }
+    }
+    assert_int_equal(sp_set_threads(saved_threads), SP_OK);
+    sp_kernels_select(saved);
+    for (int i = 0; i < N_W; i++) {
+        free((void *)w[i].data);
+        free(out[i]);
+        free(alone[i]);
+    }
+    free(x);
+    free(wf);
+    printf("  grouped products checked in %d cases\n", checked);
+}
+
 /* The float prefill panels at the sizes of real layers: panels of 64 weight rows (and a partial
  * one), the inner dimension in blocks of 256 with a remainder, tokens not a multiple of the
  * kernels' blocks (neither AMX's 32 nor AVX-512's 6); on every ISA (scalar and AVX2 take the f32 panel for quantized types too),
@@ -706,10 +779,10 @@ static void float_rows_in_lockstep(void **st) {
             if (!isa->dot_rows_f[type]) continue;
             for (int i = 0; i < ROWS * N; i++) w[i] = type == SP_TYPE_F16 ? sp_f32_to_fp16(frand(&s)) : sp_f32_to_bf16(frand(&s));
             float all[TOKENS * ROWS], one[TOKENS * ROWS], four[TOKENS * ROWS];
-            isa->dot_rows_f[type](w, N * 2, ROWS, x, N, TOKENS, N, all, ROWS);
+            isa->dot_rows_f[type](w, N * 2, ROWS, x, N, TOKENS, N, all, ROWS, 8 * N * 2);
             for (int t = 0; t < TOKENS; t++) {
-                isa->dot_rows_f[type](w, N * 2, ROWS, x + t * N, N, 1, N, four + t * ROWS, ROWS);
-                for (int r = 0; r < ROWS; r++) isa->dot_rows_f[type](w + r * N, N * 2, 1, x + t * N, N, 1, N, one + t * ROWS + r, ROWS);
+                isa->dot_rows_f[type](w, N * 2, ROWS, x + t * N, N, 1, N, four + t * ROWS, ROWS, 0);
+                for (int r = 0; r < ROWS; r++) isa->dot_rows_f[type](w + r * N, N * 2, 1, x + t * N, N, 1, N, one + t * ROWS + r, ROWS, 0);
             }
             for (int t = 0; t < TOKENS; t++)
                 for (int r = 0; r < ROWS; r++) {
@@ -1300,7 +1373,7 @@ static void type_names(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(quantize_round_trip), cmocka_unit_test(fused_dot_matches_dequantize),
-        cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(decode_attention), cmocka_unit_test(prefill_attention), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels), cmocka_unit_test(matmul_interleaved_rows),
+        cmocka_unit_test(isa_kernels_agree_with_scalar), cmocka_unit_test(decode_attention_primitives), cmocka_unit_test(decode_attention), cmocka_unit_test(prefill_attention), cmocka_unit_test(matmul_matches_definition), cmocka_unit_test(matmul_panels), cmocka_unit_test(matmul_interleaved_rows), cmocka_unit_test(matmul_group_is_each_alone),
         cmocka_unit_test(integer_decode_dots), cmocka_unit_test(float_rows_in_lockstep), cmocka_unit_test(integer_decode_dots_at_extremes), cmocka_unit_test(integer_prefill_gemm), cmocka_unit_test(integer_tile_of_whole_rows), cmocka_unit_test(feature_overlays_apply_alone), cmocka_unit_test(avx_vnni_overlay),
         cmocka_unit_test(kernel_set_by_name),
         cmocka_unit_test(pooling_keeps_edges_undiluted), cmocka_unit_test(rope_by_definition), cmocka_unit_test(yarn_by_definition), cmocka_unit_test(type_names), cmocka_unit_test(vector_memory_is_line_aligned), cmocka_unit_test(thread_pool_oversubscribed), cmocka_unit_test(thread_pool_one_stall_is_not_contention),
