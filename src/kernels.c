@@ -390,7 +390,8 @@ static float *scratch_get(size_t n) {
 }
 
 #define ROWS_PER_TILE 16
-#define TASKS_PER_THREAD 16 /* a matrix product's tasks: see matmul */
+#define TASKS_PER_THREAD 16 /* a matrix product's tasks: see prepare_matmul */
+#define DECODE_TASK_BYTES (256 << 10)
 /* The float prefill panel: weight rows (the kernels' widest block: 4 vectors of 16) × inner values. */
 #define PANEL_ROWS 64
 #define PANEL_K 256 /* a whole number of blocks of every type */
@@ -938,11 +939,21 @@ static int prepare_matmul(matmul_job *j, matmul_mem *m, const sp_weight *w, cons
     /* Enough tasks for balance, each a whole number of tiles. A job ends when its last task
      * does, and the threads that finished first wait: with 4 tasks a thread the caller alone
      * waited 0.4-0.8 s of a 1B Q4_K_M decode's 7.7 s (2 threads, AMD Zen 3), with 16 0.12-0.15 s;
-     * Q8_0 pp512 0.56-1.29 s of 17 s against 0.23-0.26 s. A claim costs one atomic operation.
+     * Q8_0 pp512 0.56-1.29 s of 17 s against 0.23-0.26 s. But a task costs too: its claim, an
+     * atomic operation on a line the threads share, and in decode the lookahead past its end
+     * (sp_decode_ahead), fetched for rows the next task's thread reads. A small model's decode
+     * products are small (SmolLM2-135M Q4_1: k and v 69 KB, 12 tasks of 5.8 KB), so a decode
+     * task holds DECODE_TASK_BYTES of weights at least (tokens alternating in one run, 2
+     * threads, Zen 3: SmolLM2 +3-14 % in three runs, 64 KiB and 1 MiB alike; 1B files level).
      * Rows are split, never sums: the result does not depend on who runs which task. */
     const int n_threads = sp_threads_count();
     const int64_t tiles = (w->n_out + ROWS_PER_TILE - 1) / ROWS_PER_TILE;
     int64_t n_tasks = n_threads * TASKS_PER_THREAD < tiles ? n_threads * TASKS_PER_THREAD : tiles;
+    if (decode) { /* whole tasks of DECODE_TASK_BYTES at least, and one a thread */
+        int64_t most = w->n_out * w->row_bytes / DECODE_TASK_BYTES;
+        if (most < n_threads) most = n_threads;
+        if (n_tasks > most) n_tasks = most;
+    }
     const int64_t tiles_per_task = (tiles + n_tasks - 1) / n_tasks;
     j->rows_per_task = (int)(tiles_per_task * ROWS_PER_TILE);
     return (int)((w->n_out + j->rows_per_task - 1) / j->rows_per_task);
