@@ -437,11 +437,11 @@ static float dot_bf16(const void *row, const float *x, int64_t n) { return dot_h
  * token, so a (row, token) sum runs over the row in one order whatever comes with it. Four rows
  * at once keep four streams of weights in flight, where one row at a time (dot_half's four
  * chains, by pieces of 512 bytes: matmul_task) kept one, and each row asks for its line
- * `ahead` bytes on (matmul_task: eight rows, the group after next — as far ahead in time whatever
- * the row's length), into L2. On
- * AMD Zen 3 the misses, not the arithmetic, set decode's pace (1B F16 decode, one thread: the
- * pieces 6.3-6.4 t/s, four rows without a prefetch 7.0-7.3, with it +11-17 % more; 4 or 12
- * rows ahead, or 12-96 KiB, no better; ik_llama.cpp's AVX2 F16 kernel also takes four rows). */
+ * `ahead` bytes on (matmul_task: eight rows, the group after next — as far ahead in time
+ * whatever the row's length), into L2. On AMD Zen 3 the misses, not the arithmetic, set
+ * decode's pace (1B F16 decode, one thread: the pieces 6.3-6.4 t/s, four rows without a
+ * prefetch 7.0-7.3, with it +11-17 % more; 4 or 12 rows ahead, or 12-96 KiB, no better;
+ * ik_llama.cpp's AVX2 F16 kernel also takes four rows). */
 static inline __attribute__((always_inline)) void half_rows(const uint8_t *rows, int64_t row_bytes, const int R, const float *x,
                                                             int64_t ldx, const int T, int64_t n, float *out, int64_t ldo,
                                                             int64_t ahead, const bool bf16) {
@@ -477,7 +477,7 @@ static inline __attribute__((always_inline)) void half_rows(const uint8_t *rows,
         for (int r = 0; r < n_rows; r++)                                                                                   \
             for (int t = 0; t < n_tokens; t++)                                                                             \
                 half_rows((const uint8_t *)rows + r * row_bytes, row_bytes, 1, x + t * ldx, ldx, 1, n, out + t * ldo + r, ldo,  \
-                          ahead, BF16);                                                                                           \
+                          ahead, BF16);                                                                                    \
     }
 HALF_ROWS(dot_rows_f16, false)
 HALF_ROWS(dot_rows_bf16, true)

@@ -587,7 +587,7 @@ static void matmul_group_is_each_alone(void **st) {
     sp_weight w[N_W];
     float *out[N_W], *alone[N_W];
     const sp_weight *wp[N_W];
-    float *x = malloc(sizeof(float) * MAX_TOKENS * N_IN), *wf = malloc(sizeof(float) * N_IN * 256);
+    float *x = malloc(sizeof(float) * MAX_TOKENS * N_IN), *wf = malloc(sizeof(float) * N_IN);
     for (int i = 0; i < MAX_TOKENS * N_IN; i++) x[i] = frand(&s);
     for (int i = 0; i < N_W; i++) {
         const sp_type_traits *tt = sp_type_traits_get((uint32_t)ws[i].type);

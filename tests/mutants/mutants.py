@@ -493,7 +493,8 @@ MUTANTS = [
          why="one stall of an idle machine's host sends the next jobs to the caller alone", guard="test_quant"),
     dict(name="matmul-group-task-off-by-one", file="src/kernels.c",
          find="while (task >= g->first[i + 1]) i++;", replace="while (task > g->first[i + 1]) i++;",
-         why="a grouped product's first task runs the product before it again, past its rows", guard="test_quant"),
+         why="each grouped product's first task goes to the product before it, past its rows: that task's rows are never computed",
+         guard="test_quant"),
     # ---- the scheduler's steps: every sequence as alone, the budget, the wait for every slot
     dict(name="steps-decode-rows-in-gemm", file="src/model.c",
          find="if (n_step > 0) sp_matmul_each_group(n_w, w, x, n_step, out);",
