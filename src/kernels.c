@@ -652,8 +652,9 @@ static void matmul_rows_by_dots(const matmul_job *j, int64_t r0, int64_t r1) {
  * Xeon, AVX-512, 2 threads: 10.9 → 12.9 t/s, AVX2 10.1 → 12.8; 1 KiB pieces 11.9, 2 KiB 9.9;
  * 2 rows 11.7, 8 rows 12.6; four rows in lockstep in one kernel, no gain there). On AMD Zen 3
  * four rows in lockstep over the whole row, each asking eight rows ahead, are ahead (dot_rows_f:
- * one thread +20-33 %), so F16 and BF16 take that where the set has it, and this form is F32's
- * and the other sets'.
+ * one thread +20-33 %), so F16 and BF16 take that where the set has it (AVX2, and AVX-512 eight
+ * rows at a time: on that Xeon now +8-10 % over these pieces, variants alternating in one run),
+ * and this form is F32's and the other sets'.
  * Quantized rows are read whole, one at a time (the integer decode in matmul_task): the same
  * order by pieces measured from −4 to +9 % (Q8_0 +9 % in one build, level in the next: within
  * how much the code's placement moves it), four whole rows in flight −5 to −8 % for Q8_0, Q4_0,
@@ -726,13 +727,15 @@ static void matmul_task(void *arg, int task, int n_tasks) {
         return;
     }
     if (j->decode && w->type < SP_N_TYPES && !w->interleaved && k->dot_rows_f[w->type]) {
-        /* decode of 16-bit float rows, four in lockstep for up to two tokens (dot_rows_f) */
-        for (int64_t r = r0; r < r1; r += 4) {
-            const int nr = r1 - r < 4 ? (int)(r1 - r) : 4;
+        /* decode of 16-bit float rows, four or eight in lockstep for up to two tokens (dot_rows_f) */
+        const int step = k->dot_rows_f_rows;
+        for (int64_t r = r0; r < r1; r += step) {
+            const int nr = r1 - r < step ? (int)(r1 - r) : step;
             /* eight rows on, but not past the task: the rows after it are the next task's, most
              * often another thread's (1B F16 decode, AMD Zen 3, 2 threads, tokens alternating in
-             * one run: +1.1-4.2 % in twelve runs; 4, 12 or 16 rows on instead of 8: ±1.5 %) */
-            const int64_t ahead = r + 12 <= r1 ? 8 * w->row_bytes : 0;
+             * one run: +1.1-4.2 % in twelve runs; 4, 12 or 16 rows on instead of 8: ±1.5 %; Intel
+             * Xeon with AVX-512, eight rows a call: 16 rows on −3 %, none −12 %) */
+            const int64_t ahead = r + 8 + step <= r1 ? 8 * w->row_bytes : 0;
             for (int t = 0; t < j->n_tokens; t += 2)
                 k->dot_rows_f[w->type](base + r * w->row_bytes, w->row_bytes, nr, j->x + (int64_t)t * K, K, j->n_tokens - t < 2 ? 1 : 2,
                                        K, j->out + (int64_t)t * w->n_out + r, w->n_out, ahead);

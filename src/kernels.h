@@ -152,11 +152,13 @@ typedef struct {
      * (NULL: dequantize block by block, then dot_f32). */
     float (*dot_row[SP_N_TYPES])(const void *row, const float *x, int64_t n);
     /* Decode of F16/BF16 rows with f32 activations, rows in lockstep: out[t*ldo + r] = row r ·
-     * x[t*ldx …] for n_rows ≤ 4 rows (row_bytes apart) and n_tokens ≤ 2 tokens. Each (row, token)
-     * sum has one order whatever the counts: bit for bit the same alone or among others (NULL:
-     * dot_row by pieces). Each row asks, into L2, for its line `ahead` bytes on (0: none). */
+     * x[t*ldx …] for n_rows ≤ dot_rows_f_rows rows (row_bytes apart) and n_tokens ≤ 2 tokens.
+     * Each (row, token) sum has one order whatever the counts: bit for bit the same alone or
+     * among others (NULL: dot_row by pieces). Each row asks, into L2, for its line `ahead` bytes
+     * on (0: none). */
     void (*dot_rows_f[SP_N_TYPES])(const void *rows, int64_t row_bytes, int n_rows, const float *x, int64_t ldx, int n_tokens,
                                    int64_t n, float *out, int64_t ldo, int64_t ahead);
+    int dot_rows_f_rows; /* rows a dot_rows_f call takes: 4, or 8 where the registers hold them */
     /* Decode with integer dot products: the activations quantized once per matmul (NULL: the
      * type has no such kernel here; dot_row is used). */
     float (*dot_row_q8[SP_N_TYPES])(const void *row, const struct sp_q8_act *x, int64_t n);

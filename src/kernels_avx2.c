@@ -790,7 +790,7 @@ const sp_isa_kernels sp_avx2_kernels = {
     .exp_shifted = avx2_exp_shifted, .silu_mul = avx2_silu_mul,
     .quantize_act = avx2_quantize_act, .gemm_i8 = avx2_gemm_i8, .interleave16 = avx2_interleave16,
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_BF16] = dot_bf16, [SP_TYPE_Q8_0] = dot_q8_0_f32},
-    .dot_rows_f = {[SP_TYPE_F16] = dot_rows_f16, [SP_TYPE_BF16] = dot_rows_bf16},
+    .dot_rows_f = {[SP_TYPE_F16] = dot_rows_f16, [SP_TYPE_BF16] = dot_rows_bf16}, .dot_rows_f_rows = 4,
     .dot_row_q8 = {[SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0, [SP_TYPE_Q4_1] = dot_q4_1, [SP_TYPE_Q5_0] = dot_q5_0,
                    [SP_TYPE_Q5_1] = dot_q5_1, [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q5_K] = dot_q5_K,
                    [SP_TYPE_Q6_K] = dot_q6_K},

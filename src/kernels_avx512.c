@@ -129,6 +129,57 @@ static float dot_bf16(const void *row, const float *x, int64_t n) {
     return s;
 }
 
+/* F16 and BF16 rows in decode, in lockstep (dot_rows_f; kernels_avx2.c's half_rows at 16 values
+ * a step): one accumulator per row and token, so a (row, token) sum runs over the row in one order
+ * whatever comes with it; each row asks for its line `ahead` bytes on. With 32 registers, eight
+ * rows of one token fit (eight weight vectors, eight sums): eight streams of weights in flight
+ * rather than four. 1B F16 and BF16 decode, Intel Xeon (model 167), 2 threads, variants
+ * alternating token by token in one run: 512-byte pieces of four rows (this set's form before)
+ * → four rows in lockstep +5-7 %, eight rows +8-10 %; eight rows without the lookahead −4 %
+ * against pieces. Two tokens take four rows at a time (16 sums). */
+static inline __attribute__((always_inline)) void half_rows(const uint8_t *rows, int64_t row_bytes, const int R, const float *x,
+                                                            int64_t ldx, const int T, int64_t n, float *out, int64_t ldo,
+                                                            int64_t ahead, const bool bf16) {
+    const uint16_t *w[8];
+    __m512 acc[2][8];
+    UNROLL for (int r = 0; r < R; r++) w[r] = (const uint16_t *)(rows + r * row_bytes);
+    UNROLL for (int t = 0; t < T; t++) UNROLL for (int r = 0; r < R; r++) acc[t][r] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v[8];
+        if (ahead && (i & 31) == 0) /* a line of each row: 32 values */
+            UNROLL for (int r = 0; r < R; r++) __builtin_prefetch((const char *)(w[r] + i) + ahead, 0, 2);
+        UNROLL for (int r = 0; r < R; r++) v[r] = widen16(w[r] + i, bf16);
+        UNROLL for (int t = 0; t < T; t++) {
+            const __m512 xv = _mm512_loadu_ps(x + t * ldx + i);
+            UNROLL for (int r = 0; r < R; r++) acc[t][r] = _mm512_fmadd_ps(v[r], xv, acc[t][r]);
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++) UNROLL for (int r = 0; r < R; r++) {
+        float s = _mm512_reduce_add_ps(acc[t][r]);
+        for (int64_t j = i; j < n; j++) s += (bf16 ? sp_bf16_to_f32(w[r][j]) : _cvtsh_ss(w[r][j])) * x[t * ldx + j];
+        out[t * ldo + r] = s;
+    }
+}
+#define HALF_ROWS(name, BF16)                                                                                              \
+    static void name(const void *rows, int64_t row_bytes, int n_rows, const float *x, int64_t ldx, int n_tokens, int64_t n, \
+                     float *out, int64_t ldo, int64_t ahead) {                                                             \
+        const uint8_t *p = rows;                                                                                           \
+        if (n_rows == 8 && n_tokens == 1) {                                                                                \
+            half_rows(p, row_bytes, 8, x, ldx, 1, n, out, ldo, ahead, BF16);                                               \
+            return;                                                                                                        \
+        }                                                                                                                  \
+        int r = 0;                                                                                                         \
+        for (; r + 4 <= n_rows; r += 4)                                                                                    \
+            if (n_tokens == 2) half_rows(p + r * row_bytes, row_bytes, 4, x, ldx, 2, n, out + r, ldo, ahead, BF16);         \
+            else half_rows(p + r * row_bytes, row_bytes, 4, x, ldx, 1, n, out + r, ldo, ahead, BF16);                       \
+        for (; r < n_rows; r++)                                                                                            \
+            for (int t = 0; t < n_tokens; t++)                                                                             \
+                half_rows(p + r * row_bytes, row_bytes, 1, x + t * ldx, ldx, 1, n, out + t * ldo + r, ldo, ahead, BF16);    \
+    }
+HALF_ROWS(dot_rows_f16, false)
+HALF_ROWS(dot_rows_bf16, true)
+
 static inline __m512 i8x16_to_ps(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)); }
 
 static float dot_q8_0(const void *row, const float *x, int64_t n) {
@@ -507,4 +558,5 @@ const sp_isa_kernels sp_avx512_kernels = {
     .quantize_act = sp_quantize_activations, /* vectorised in kernels_avx512vnni.c */
     .dot_row = {[SP_TYPE_F16] = dot_f16, [SP_TYPE_BF16] = dot_bf16, [SP_TYPE_Q8_0] = dot_q8_0, [SP_TYPE_Q4_0] = dot_q4_0,
                 [SP_TYPE_Q4_K] = dot_q4_K, [SP_TYPE_Q6_K] = dot_q6_K},
+    .dot_rows_f = {[SP_TYPE_F16] = dot_rows_f16, [SP_TYPE_BF16] = dot_rows_bf16}, .dot_rows_f_rows = 8,
 };

@@ -761,12 +761,13 @@ static void integer_decode_dots(void **st) {
 
 /* The lockstep decode of 16-bit float rows (dot_rows_f): every (row, token) sum against a
  * double-precision dot, and the same bits whether the row comes alone, with three others, with
- * one token or two. n = 300 leaves a tail past the last 8 values. */
+ * as many as the set takes (8 on AVX-512), with one token or two. n = 300 leaves a tail past the
+ * last 16 values. */
 static void float_rows_in_lockstep(void **st) {
     (void)st;
     static const char *const isas[] = {"scalar", "avx2", "avx2-vnni", "avx512"};
     static const uint32_t types[] = {SP_TYPE_F16, SP_TYPE_BF16};
-    enum { N = 300, ROWS = 4, TOKENS = 2 };
+    enum { N = 300, ROWS = 8, TOKENS = 2 };
     uint16_t w[ROWS * N];
     float x[TOKENS * N];
     uint64_t s = 11;
@@ -777,11 +778,15 @@ static void float_rows_in_lockstep(void **st) {
         for (size_t ti = 0; isa && ti < sizeof types / sizeof *types; ti++) {
             const uint32_t type = types[ti];
             if (!isa->dot_rows_f[type]) continue;
+            const int most = isa->dot_rows_f_rows;
+            assert_true(most >= 4 && most <= ROWS && ROWS % most == 0);
             for (int i = 0; i < ROWS * N; i++) w[i] = type == SP_TYPE_F16 ? sp_f32_to_fp16(frand(&s)) : sp_f32_to_bf16(frand(&s));
-            float all[TOKENS * ROWS], one[TOKENS * ROWS], four[TOKENS * ROWS];
-            isa->dot_rows_f[type](w, N * 2, ROWS, x, N, TOKENS, N, all, ROWS, 8 * N * 2);
+            float all[TOKENS * ROWS], one[TOKENS * ROWS], four[TOKENS * ROWS], group[TOKENS * ROWS];
+            for (int r = 0; r < ROWS; r += most) isa->dot_rows_f[type](w + r * N, N * 2, most, x, N, TOKENS, N, all + r, ROWS, 8 * N * 2);
             for (int t = 0; t < TOKENS; t++) {
-                isa->dot_rows_f[type](w, N * 2, ROWS, x + t * N, N, 1, N, four + t * ROWS, ROWS, 0);
+                for (int r = 0; r < ROWS; r += most)
+                    isa->dot_rows_f[type](w + r * N, N * 2, most, x + t * N, N, 1, N, group + t * ROWS + r, ROWS, 8 * N * 2);
+                for (int r = 0; r < ROWS; r += 4) isa->dot_rows_f[type](w + r * N, N * 2, 4, x + t * N, N, 1, N, four + t * ROWS + r, ROWS, 0);
                 for (int r = 0; r < ROWS; r++) isa->dot_rows_f[type](w + r * N, N * 2, 1, x + t * N, N, 1, N, one + t * ROWS + r, ROWS, 0);
             }
             for (int t = 0; t < TOKENS; t++)
@@ -796,6 +801,7 @@ static void float_rows_in_lockstep(void **st) {
                     if (fabs(got - ref) > 1e-6 * mag) fail_msg("%s type %u row %d token %d: %.7g vs %.7g", isas[ii], type, r, t, got, ref);
                     assert_memory_equal(&got, &one[t * ROWS + r], sizeof got);
                     assert_memory_equal(&got, &four[t * ROWS + r], sizeof got);
+                    assert_memory_equal(&got, &group[t * ROWS + r], sizeof got);
                 }
             checked++;
         }
