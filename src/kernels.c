@@ -734,7 +734,7 @@ static void matmul_task(void *arg, int task, int n_tasks) {
             /* eight rows on, but not past the task: the rows after it are the next task's, most
              * often another thread's (1B F16 decode, AMD Zen 3, 2 threads, tokens alternating in
              * one run: +1.1-4.2 % in twelve runs; 4, 12 or 16 rows on instead of 8: ±1.5 %; Intel
-             * Xeon with AVX-512, eight rows a call: 16 rows on −3 %, none −12 %) */
+             * Xeon with AVX-512, eight rows a call: 16 rows on −3 %, none −10-14 %) */
             const int64_t ahead = r + 8 + step <= r1 ? 8 * w->row_bytes : 0;
             for (int t = 0; t < j->n_tokens; t += 2)
                 k->dot_rows_f[w->type](base + r * w->row_bytes, w->row_bytes, nr, j->x + (int64_t)t * K, K, j->n_tokens - t < 2 ? 1 : 2,

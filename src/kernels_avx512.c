@@ -135,7 +135,7 @@ static float dot_bf16(const void *row, const float *x, int64_t n) {
  * rows of one token fit (eight weight vectors, eight sums): eight streams of weights in flight
  * rather than four. 1B F16 and BF16 decode, Intel Xeon (model 167), 2 threads, variants
  * alternating token by token in one run: 512-byte pieces of four rows (this set's form before)
- * → four rows in lockstep +5-7 %, eight rows +8-10 %; eight rows without the lookahead −4 %
+ * → four rows in lockstep +5-8 %, eight rows +8-10 %; eight rows without the lookahead −2-6 %
  * against pieces. Two tokens take four rows at a time (16 sums). */
 static inline __attribute__((always_inline)) void half_rows(const uint8_t *rows, int64_t row_bytes, const int R, const float *x,
                                                             int64_t ldx, const int T, int64_t n, float *out, int64_t ldo,
