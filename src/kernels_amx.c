@@ -147,45 +147,51 @@ static void configure_bf16(void) {
     _tile_loadconfig(&c);
 }
 
-/* tokens [t, t + 32) × weight rows [r, r + 32) over the panel's k values */
-static void bf16_block(const uint32_t *panel, int nr, const uint16_t *x, int64_t ldx, int k, float *out, int64_t ldo, bool accumulate) {
+/* tokens [t, t + 32) × weight rows [r, r + 32) over the panel's k values — or [r, r + 16) (wide
+ * false: a task's rows are a multiple of 16, not always of 32) */
+static inline __attribute__((always_inline)) void bf16_block(const uint32_t *panel, int nr, const uint16_t *x, int64_t ldx, int k,
+                                                            float *out, int64_t ldo, bool accumulate, const bool wide) {
     const int64_t ldx_b = ldx * 2, ldo_b = ldo * 4, ldp_b = (int64_t)nr * 4;
     if (accumulate) {
         _tile_loadd(BC00, out, ldo_b);
-        _tile_loadd(BC01, out + 16, ldo_b);
         _tile_loadd(BC10, out + 16 * ldo, ldo_b);
-        _tile_loadd(BC11, out + 16 * ldo + 16, ldo_b);
+        if (wide) _tile_loadd(BC01, out + 16, ldo_b);
+        if (wide) _tile_loadd(BC11, out + 16 * ldo + 16, ldo_b);
     } else {
         _tile_zero(BC00);
-        _tile_zero(BC01);
         _tile_zero(BC10);
-        _tile_zero(BC11);
+        if (wide) _tile_zero(BC01);
+        if (wide) _tile_zero(BC11);
     }
     for (int kk = 0; kk < k; kk += 32) {
         _tile_loadd(BA0, x + kk, ldx_b);
         _tile_loadd(BA1, x + 16 * ldx + kk, ldx_b);
         _tile_loadd(BB0, panel + (int64_t)kk / 2 * nr, ldp_b);
-        _tile_loadd(BB1, panel + (int64_t)kk / 2 * nr + 16, ldp_b);
+        if (wide) _tile_loadd(BB1, panel + (int64_t)kk / 2 * nr + 16, ldp_b);
         _tile_dpbf16ps(BC00, BA0, BB0);
-        _tile_dpbf16ps(BC01, BA0, BB1);
+        if (wide) _tile_dpbf16ps(BC01, BA0, BB1);
         _tile_dpbf16ps(BC10, BA1, BB0);
-        _tile_dpbf16ps(BC11, BA1, BB1);
+        if (wide) _tile_dpbf16ps(BC11, BA1, BB1);
     }
     _tile_stored(BC00, out, ldo_b);
-    _tile_stored(BC01, out + 16, ldo_b);
     _tile_stored(BC10, out + 16 * ldo, ldo_b);
-    _tile_stored(BC11, out + 16 * ldo + 16, ldo_b);
+    if (wide) _tile_stored(BC01, out + 16, ldo_b);
+    if (wide) _tile_stored(BC11, out + 16 * ldo + 16, ldo_b);
 }
 
 static void gemm_bf16(const uint32_t *panel, int nr, const uint16_t *x, int64_t ldx, int nt, int k, float *out, int64_t ldo,
                       bool accumulate) {
-    /* whole blocks of 32 tokens and 32 weight rows here; the rest (the last tokens, a panel whose
-     * rows are not a multiple of 32: the vocabulary's last) with vdpbf16ps */
-    const int full = nr % 32 == 0 && k % 32 == 0 ? nt / 32 * 32 : 0;
+    /* whole blocks of 32 tokens and 32 weight rows here (and 16 rows where the panel's rows are an
+     * odd multiple of 16: tasks of 48 rows); the rest (the last tokens, a panel whose rows are not
+     * a multiple of 16: the vocabulary's last) with vdpbf16ps */
+    const int full = nr % 16 == 0 && k % 32 == 0 ? nt / 32 * 32 : 0;
     if (full) {
         configure_bf16();
-        for (int t = 0; t < full; t += 32)
-            for (int r = 0; r < nr; r += 32) bf16_block(panel + r, nr, x + t * ldx, ldx, k, out + t * ldo + r, ldo, accumulate);
+        for (int t = 0; t < full; t += 32) {
+            int r = 0;
+            for (; r + 32 <= nr; r += 32) bf16_block(panel + r, nr, x + t * ldx, ldx, k, out + t * ldo + r, ldo, accumulate, true);
+            if (r < nr) bf16_block(panel + r, nr, x + t * ldx, ldx, k, out + t * ldo + r, ldo, accumulate, false);
+        }
         _tile_release();
     }
     if (full < nt) sp_avx512_gemm_bf16(panel, nr, x + full * ldx, ldx, nt - full, k, out + full * ldo, ldo, accumulate);
