@@ -1013,8 +1013,15 @@ void sp_matmul_each(const sp_weight *w, const float *x, int n_tokens, float *out
 
 void sp_rmsnorm(float *out, const float *x, const float *weight, int n_rows, int n, float eps) {
     for (int r = 0; r < n_rows; r++, x += n, out += n) {
-        double ss = 0; /* double: the sum of n squares must not lose the small ones */
-        for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+        /* double: the sum of n squares must not lose the small ones; eight sums, each over every
+         * eighth value, then added in one order — a chain of n dependent additions took its
+         * latency n times (SmolLM2-135M pp512: sp_rmsnorm 2.7 % of the samples) */
+        double part[8] = {0};
+        int i = 0;
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; k++) part[k] += (double)x[i + k] * x[i + k];
+        for (; i < n; i++) part[i % 8] += (double)x[i] * x[i];
+        const double ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
         const float scale = (float)(1.0 / sqrt(ss / n + eps));
         for (int i = 0; i < n; i++) out[i] = x[i] * scale * (weight ? weight[i] : 1.0f);
     }

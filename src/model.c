@@ -657,6 +657,65 @@ static void rope_store_task(void *arg, int task, int n_tasks) {
     }
 }
 
+/* The steps between the products, a share of the rows a task: x += add (add NULL: none), then
+ * out = rmsnorm(x) · weight (out NULL: none); or the SwiGLU gate · up. Each row alone, as a decode
+ * step's single row is, so a row's results do not depend on the split. A prefill ran them on the
+ * caller alone while the workers waited: SmolLM2-135M pp512 spent 7 % of its samples there, about
+ * twice that of its time (on the pool, with the norm's sum in eight chains: +13-22 %; the draft
+ * shape +15-21 %, the 1B +4-9 %; benchmarks.md). A decode step's one row stays on the caller
+ * (sp_parallel_for_sized). */
+typedef struct {
+    float *x, *out;
+    const float *add, *weight;
+    int d;
+    float eps;
+    float *gate; /* SwiGLU: gate[r] = silu(gate[r]) · up[r], d values a row */
+    const float *up;
+    int n;
+} rows_job;
+
+static void rows_task(void *arg, int task, int n_tasks) {
+    const rows_job *j = arg;
+    const int64_t d = j->d;
+    for (int r = (int)((int64_t)j->n * task / n_tasks); r < (int)((int64_t)j->n * (task + 1) / n_tasks); r++) {
+        if (j->gate) {
+            sp_silu_mul(j->gate + r * d, j->up + r * d, d);
+            continue;
+        }
+        float *x = j->x + r * d;
+        if (j->add) { /* four at a time in a vector (GCC's -O2 leaves a loop of unknown length scalar) */
+            const float *add = j->add + r * d;
+            typedef float four __attribute__((vector_size(16)));
+            int64_t i = 0;
+            for (; i + 4 <= d; i += 4) {
+                four a, b;
+                memcpy(&a, x + i, sizeof a);
+                memcpy(&b, add + i, sizeof b);
+                a += b;
+                memcpy(x + i, &a, sizeof a);
+            }
+            for (; i < d; i++) x[i] += add[i];
+        }
+        if (j->out) sp_rmsnorm(j->out + r * d, x, j->weight, 1, j->d, j->eps);
+    }
+}
+
+static void run_rows(rows_job *j) {
+    const int tasks = j->n < sp_threads_count() ? j->n : sp_threads_count();
+    sp_parallel_for_sized(tasks, rows_task, j, (int64_t)j->n * j->d);
+}
+
+/* x += add (NULL: none), then out = rmsnorm(x) · weight (NULL: none), for n rows of d */
+static void residual_norm(float *x, const float *add, float *out, const float *weight, int n, int d, float eps) {
+    rows_job j = {.x = x, .out = out, .add = add, .weight = weight, .d = d, .eps = eps, .n = n};
+    run_rows(&j);
+}
+
+static void swiglu(float *gate, const float *up, int n, int n_ff) {
+    rows_job j = {.gate = gate, .up = up, .d = n_ff, .n = n};
+    run_rows(&j);
+}
+
 /* A pass's products of one input x by n_w weights (q, k and v; gate and up), each sequence's
  * rows computed as they would be alone: the first n_step rows are decode steps of one-token
  * sequences, in the decode form (each row bit for bit a lone token's; the weights read once for
@@ -754,8 +813,8 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
     const int *x_row = NULL;
     for (int il = 0; il < n_layers; il++) {
         const sp_layer *L = &m->layers[il];
-        /* attention */
-        sp_rmsnorm(c->xb, c->x, L->attn_norm, n, d, info->rms_eps);
+        /* attention (the layers after the first have their input normalized by the one before) */
+        if (il == 0) residual_norm(c->x, NULL, c->xb, L->attn_norm, n, d, info->rms_eps);
         matmul(3, (const sp_weight *[]){&L->wq, &L->wk, &L->wv}, c->xb, n, n_step, row_seq, (float *[]){c->q, c->k, c->v});
         add_bias(c->q, L->bq, n, q_dim);
         add_bias(c->k, L->bk, n, kv_dim);
@@ -785,14 +844,15 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
             sp_attention_probs_max(c->q, n, c->k_cache + layer_off, c->kv_type == SP_KV_F16, o->score_n_keys, nh, nkv,
                                    hd, scale, o->score_pool_kernel, o->score_acc);
         matmul(1, (const sp_weight *[]){&L->wo}, c->att, n, n_step, row_seq, (float *[]){c->xb});
-        for (int64_t i = 0; i < (int64_t)n * d; i++) c->x[i] += c->xb[i];
 
         /* feed-forward (SwiGLU) */
-        sp_rmsnorm(c->xb, c->x, L->ffn_norm, n, d, info->rms_eps);
+        residual_norm(c->x, c->xb, c->xb, L->ffn_norm, n, d, info->rms_eps);
         matmul(2, (const sp_weight *[]){&L->gate, &L->up}, c->xb, n, n_step, row_seq, (float *[]){c->hb, c->hb2});
-        sp_silu_mul(c->hb, c->hb2, (int64_t)n * info->n_ff);
+        swiglu(c->hb, c->hb2, n, info->n_ff);
         matmul(1, (const sp_weight *[]){&L->down}, c->hb, n, n_step, row_seq, (float *[]){c->xb});
-        for (int64_t i = 0; i < (int64_t)n * d; i++) c->x[i] += c->xb[i];
+        /* the residual, and the next layer's input normalized in the same pass over the rows */
+        residual_norm(c->x, c->xb, il + 1 < n_layers ? c->xb : NULL, il + 1 < n_layers ? m->layers[il + 1].attn_norm : NULL, n, d,
+                      info->rms_eps);
     }
 
     /* output head, only for the rows asked for, each sequence's as alone: the decode steps' in
