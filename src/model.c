@@ -819,8 +819,8 @@ static void forward_batch(sp_context *c, sp_context *const *row_seq, const sp_to
         add_bias(c->q, L->bq, n, q_dim);
         add_bias(c->k, L->bk, n, kv_dim);
         add_bias(c->v, L->bv, n, kv_dim);
-        if (L->q_norm) sp_rmsnorm(c->q, c->q, L->q_norm, n * nh, hd, info->rms_eps);
-        if (L->k_norm) sp_rmsnorm(c->k, c->k, L->k_norm, n * nkv, hd, info->rms_eps);
+        if (L->q_norm) residual_norm(c->q, NULL, c->q, L->q_norm, n * nh, hd, info->rms_eps);
+        if (L->k_norm) residual_norm(c->k, NULL, c->k, L->k_norm, n * nkv, hd, info->rms_eps);
         rope_store_job rj = {c, row_seq, il, n};
         sp_parallel_for(n < 64 ? 1 : sp_threads_count(), rope_store_task, &rj);
         if (il == n_layers - 1 && !scoring) { /* from here n, n_step and row_seq count the kept rows */
